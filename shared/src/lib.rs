@@ -1,0 +1,23 @@
+//! LaunchControl's shared core: everything both the producer (`lc`) and the worker
+//! (`lc-worker`) need to agree on.
+//!
+//! - [`job`]: the job model (kinds, priorities, new jobs) and input validation
+//! - [`state`]: the job state machine, the one place that says which transitions exist
+//! - [`store`]: the database (CockroachDB / PostgreSQL): pool, retry helper, job SQL
+//! - [`queue`]: Redis dispatch hints, queue markers and the inbox stream
+//! - [`migrate`]: schema migrations from `migrations/*.sql`
+//! - [`deployment`]: deployments, machines and containers (spec, names, records)
+//! - [`config`]: connection options shared by every binary
+//! - [`telemetry`]: tracing set-up
+
+pub mod config;
+pub mod deployment;
+pub mod job;
+pub mod migrate;
+pub mod queue;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+
+pub use job::{JobKind, NewJob, Priority};
+pub use state::JobState;

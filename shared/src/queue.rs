@@ -1,0 +1,371 @@
+//! Redis: dispatch hints, per-queue markers, and the inbox stream.
+//!
+//! A hint is a job id in one of a queue's three ready lists (one per priority). Hints
+//! are only a fast path: a lost hint leaves its job `queued` in the database, where an
+//! idle worker or the sweeper finds it, and a duplicate or stale hint claims nothing.
+//! Every key of a queue carries the queue name as a hash tag (`lc:{queue}:...`) so that
+//! a Redis Cluster keeps a queue on one shard.
+//!
+//! The inbox is a stream that services in any language write jobs to (see the README
+//! for the wire format). It is consumed with a consumer group, because there a message
+//! is not in the database yet: an entry is acknowledged only after its job committed
+//! (or after it was dead-lettered with its reason).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
+
+use crate::job::Priority;
+use crate::store::HintTarget;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis error")]
+    Redis(#[from] redis::RedisError),
+}
+
+pub type Result<T = ()> = std::result::Result<T, QueueError>;
+
+/// The consumer group that ingests the inbox stream.
+pub const INBOX_GROUP: &str = "ingest";
+/// How many dead letters the inbox keeps (the oldest go first).
+pub const DEAD_LETTER_MAX: usize = 100_000;
+
+/// One message read from the inbox stream.
+#[derive(Clone, Debug)]
+pub struct InboxMessage {
+    /// The stream entry id, unique per message: ingesting twice makes one job.
+    pub entry_id: String,
+    /// The `job` field: the JSON the producer wrote, if there was one.
+    pub body: Option<String>,
+    /// Every field as text, kept for the dead-letter record.
+    pub fields: Vec<(String, String)>,
+}
+
+/// A dead-lettered inbox message.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeadLetter {
+    pub id: String,
+    pub original_id: String,
+    pub reason: String,
+    pub body: String,
+}
+
+/// Redis access with this deployment's key prefix. Cheap to clone; the connection
+/// reconnects by itself after Redis restarts.
+#[derive(Clone)]
+pub struct Queue {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl Queue {
+    pub async fn connect(url: &str, prefix: &str) -> Result<Queue> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        Ok(Queue {
+            client,
+            conn,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The ready list of one priority of a queue.
+    pub fn ready_key(&self, queue: &str, priority: Priority) -> String {
+        format!("{}:{{{queue}}}:ready:{}", self.prefix, priority.as_str())
+    }
+
+    /// A queue's three ready lists, highest priority first.
+    pub fn ready_keys(&self, queue: &str) -> [String; 3] {
+        Priority::ALL.map(|priority| self.ready_key(queue, priority))
+    }
+
+    /// Present while this Redis has every hint of the queue; a Redis that lost its
+    /// data lacks it, which tells the sweeper to rebuild the queue from the database.
+    pub fn marker_key(&self, queue: &str) -> String {
+        format!("{}:{{{queue}}}:marker", self.prefix)
+    }
+
+    pub fn inbox_key(&self) -> String {
+        format!("{}:{{inbox}}", self.prefix)
+    }
+
+    pub fn dead_letter_key(&self) -> String {
+        format!("{}:{{inbox}}:dead", self.prefix)
+    }
+
+    /// Sends hints, grouped per list, in one pipelined round trip.
+    pub async fn push_hints(&self, targets: &[HintTarget]) -> Result {
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let mut grouped: HashMap<String, Vec<String>> = HashMap::new();
+        for target in targets {
+            grouped
+                .entry(self.ready_key(&target.queue, target.priority))
+                .or_default()
+                .push(target.id.to_string());
+        }
+        let mut pipe = redis::pipe();
+        for (key, ids) in &grouped {
+            pipe.lpush(key, ids).ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Puts popped hints back at the consuming end of their list (a worker that popped
+    /// them is shutting down before claiming).
+    pub async fn return_hints(&self, key: &str, ids: &[String]) -> Result {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        conn.rpush::<_, _, ()>(key, ids).await?;
+        Ok(())
+    }
+
+    /// A dedicated connection for blocking pops, which must not share a multiplexed
+    /// connection with other commands (they would wait behind the block).
+    pub async fn popper(&self) -> Result<HintPopper> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(None);
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        Ok(HintPopper { conn })
+    }
+
+    pub async fn has_marker(&self, queue: &str) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        Ok(conn.exists(self.marker_key(queue)).await?)
+    }
+
+    pub async fn set_marker(&self, queue: &str) -> Result {
+        let mut conn = self.conn.clone();
+        let now = chrono::Utc::now().to_rfc3339();
+        conn.set::<_, _, ()>(self.marker_key(queue), now).await?;
+        Ok(())
+    }
+
+    /// Hints waiting in a queue's lists (all priorities).
+    pub async fn ready_len(&self, queue: &str) -> Result<i64> {
+        let mut pipe = redis::pipe();
+        for key in self.ready_keys(queue) {
+            pipe.llen(key);
+        }
+        let mut conn = self.conn.clone();
+        let lens: Vec<i64> = pipe.query_async(&mut conn).await?;
+        Ok(lens.iter().sum())
+    }
+
+    /// The hints waiting in a queue (up to `limit` per priority), for `lc stuck`.
+    pub async fn peek_hints(&self, queue: &str, limit: isize) -> Result<Vec<String>> {
+        let mut pipe = redis::pipe();
+        for key in self.ready_keys(queue) {
+            pipe.lrange(key, -limit, -1);
+        }
+        let mut conn = self.conn.clone();
+        let lists: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+        Ok(lists.into_iter().flatten().collect())
+    }
+
+    pub async fn ping(&self) -> Result {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    // ---- inbox stream ----
+
+    /// Writes a message the way a service in another language would (tests, `lc`).
+    pub async fn add_inbox(&self, body: &str) -> Result<String> {
+        let mut conn = self.conn.clone();
+        Ok(conn.xadd(self.inbox_key(), "*", &[("job", body)]).await?)
+    }
+
+    /// Creates the consumer group (from the stream's start) unless it exists.
+    pub async fn ensure_inbox_group(&self) -> Result {
+        let mut conn = self.conn.clone();
+        let created: redis::RedisResult<()> = conn
+            .xgroup_create_mkstream(self.inbox_key(), INBOX_GROUP, "0")
+            .await;
+        match created {
+            Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    /// Reads new inbox messages for `consumer`, blocking up to `block`. Uses the
+    /// caller's dedicated connection.
+    pub async fn read_inbox(
+        &self,
+        popper: &mut HintPopper,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<InboxMessage>> {
+        let options = StreamReadOptions::default()
+            .group(INBOX_GROUP, consumer)
+            .count(count)
+            .block(block.as_millis() as usize);
+        let reply: redis::RedisResult<Option<StreamReadReply>> = popper
+            .conn
+            .xread_options(&[self.inbox_key()], &[">"], &options)
+            .await;
+        let reply = match reply {
+            Err(err) if err.code() == Some("NOGROUP") => {
+                // Redis lost the group (restart, flush): make it again and read next time.
+                self.ensure_inbox_group().await?;
+                return Ok(Vec::new());
+            }
+            other => other?,
+        };
+        Ok(reply
+            .map(|reply| {
+                reply
+                    .keys
+                    .into_iter()
+                    .flat_map(|key| key.ids)
+                    .map(inbox_message)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Takes over messages another consumer read but never acknowledged (it died)
+    /// once they have been idle for `min_idle`.
+    pub async fn reclaim_inbox(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<InboxMessage>> {
+        let mut conn = self.conn.clone();
+        let reply: redis::RedisResult<redis::streams::StreamAutoClaimReply> = conn
+            .xautoclaim_options(
+                self.inbox_key(),
+                INBOX_GROUP,
+                consumer,
+                min_idle.as_millis() as u64,
+                "0-0",
+                StreamAutoClaimOptions::default().count(count),
+            )
+            .await;
+        match reply {
+            Err(err) if err.code() == Some("NOGROUP") => {
+                self.ensure_inbox_group().await?;
+                Ok(Vec::new())
+            }
+            other => Ok(other?.claimed.into_iter().map(inbox_message).collect()),
+        }
+    }
+
+    /// Acknowledges and deletes handled messages.
+    pub async fn ack_inbox(&self, entry_ids: &[String]) -> Result {
+        if entry_ids.is_empty() {
+            return Ok(());
+        }
+        let key = self.inbox_key();
+        let mut pipe = redis::pipe();
+        pipe.xack(&key, INBOX_GROUP, entry_ids).ignore();
+        pipe.xdel(&key, entry_ids).ignore();
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Keeps a refused message with its reason where operators can list it.
+    pub async fn dead_letter(&self, message: &InboxMessage, reason: &str) -> Result {
+        let body = message.body.clone().unwrap_or_else(|| {
+            serde_json::to_string(&message.fields).unwrap_or_default()
+        });
+        let mut conn = self.conn.clone();
+        conn.xadd_maxlen::<_, _, _, _, ()>(
+            self.dead_letter_key(),
+            redis::streams::StreamMaxlen::Approx(DEAD_LETTER_MAX),
+            "*",
+            &[
+                ("original_id", message.entry_id.as_str()),
+                ("reason", reason),
+                ("body", body.as_str()),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The newest dead letters first.
+    pub async fn dead_letters(&self, count: usize) -> Result<Vec<DeadLetter>> {
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply = conn
+            .xrevrange_count(self.dead_letter_key(), "+", "-", count)
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|entry| DeadLetter {
+                original_id: entry.get("original_id").unwrap_or_default(),
+                reason: entry.get("reason").unwrap_or_default(),
+                body: entry.get("body").unwrap_or_default(),
+                id: entry.id,
+            })
+            .collect())
+    }
+}
+
+fn inbox_message(entry: StreamId) -> InboxMessage {
+    let fields: Vec<(String, String)> = entry
+        .map
+        .keys()
+        .map(|field| (field.clone(), entry.get::<String>(field).unwrap_or_default()))
+        .collect();
+    InboxMessage {
+        body: entry.get("job"),
+        entry_id: entry.id,
+        fields,
+    }
+}
+
+/// A dedicated connection for blocking reads (hint pops, inbox reads).
+pub struct HintPopper {
+    conn: MultiplexedConnection,
+}
+
+impl HintPopper {
+    /// Pops up to `max` hints from the first non-empty list of `keys` (highest priority
+    /// first), waiting up to `timeout` for one to arrive. Returns the list popped from
+    /// and the hints, oldest first.
+    pub async fn pop(
+        &mut self,
+        keys: &[String; 3],
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Option<(String, Vec<String>)>> {
+        let popped: Option<(String, Vec<String>)> = redis::cmd("BLMPOP")
+            .arg(timeout.as_secs_f64())
+            .arg(keys.len())
+            .arg(keys.as_slice())
+            .arg("RIGHT")
+            .arg("COUNT")
+            .arg(max.max(1))
+            .query_async(&mut self.conn)
+            .await?;
+        Ok(popped)
+    }
+}

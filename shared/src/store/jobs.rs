@@ -1,0 +1,830 @@
+//! SQL for the `jobs` and `job_events` tables. Every state change is one conditional
+//! statement (state, and attempt where a worker is involved) that also appends its
+//! event rows, so a change and its history commit together or not at all. Source and
+//! target states come from [`crate::state::Transition`].
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Transaction};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::{Replay, Result, Store, StoreError, millis, retry};
+use crate::job::{NewJob, Priority};
+use crate::state::{JobState, RunResult, Transition, after_run};
+
+/// Where a hint for a job goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HintTarget {
+    pub id: Uuid,
+    pub queue: String,
+    pub priority: Priority,
+}
+
+/// The answer to an enqueue, one per job asked for, in the same order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: Uuid,
+    /// False when the idempotency key named an existing job, which is returned instead.
+    pub created: bool,
+    /// Set when the enqueuer should send a hint now (created, due, and not left to
+    /// the sweeper).
+    pub hint: Option<HintTarget>,
+}
+
+/// A job a worker now holds.
+#[derive(Clone, Debug)]
+pub struct ClaimedJob {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub priority: Priority,
+    pub payload: serde_json::Value,
+    /// The fencing token: only this attempt may record the job's outcome.
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub deployment_id: Option<Uuid>,
+}
+
+/// A finished run, as the worker's completer hands it to the store.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub id: Uuid,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub result: RunResult,
+    /// Wait before the next attempt, when the result is retryable.
+    pub retry_delay_ms: i64,
+}
+
+/// What `cancel` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Cancelled { was: JobState },
+    AlreadyFinished(JobState),
+    NotFound,
+}
+
+/// A job as operators see it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct JobRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub priority: String,
+    pub state: String,
+    pub payload: serde_json::Value,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub run_at: DateTime<Utc>,
+    pub lease_owner: Option<Uuid>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub deployment_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One line of a job's history: a transition (with `to_state`) or a log line.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EventRow {
+    pub at: DateTime<Utc>,
+    pub from_state: Option<String>,
+    pub to_state: Option<String>,
+    pub attempt: i64,
+    pub worker_id: Option<Uuid>,
+    pub message: Option<String>,
+}
+
+/// Filters of `lc jobs ls`.
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub kind: Option<String>,
+    pub queue: Option<String>,
+    pub deployment_id: Option<Uuid>,
+    pub older_than_secs: Option<i64>,
+    pub limit: i64,
+}
+
+/// Per queue and state, how many jobs there are.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct QueueDepth {
+    pub queue: String,
+    pub state: String,
+    pub count: i64,
+}
+
+/// A job `lc stuck` lists, with why.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StuckJob {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub state: String,
+    pub attempt: i64,
+    pub lease_owner: Option<Uuid>,
+    pub since: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub reason: String,
+}
+
+/// The claim statement around a `WHERE` clause: $1.. are bound by the callers in the
+/// order (ids or queues, from states, to state, worker, lease ms, label[, limit]).
+macro_rules! const_format_claim {
+    ($where:literal) => {
+        concat!(
+            "WITH claimed AS (
+    UPDATE jobs SET state = $3, attempt = attempt + 1, lease_owner = $4,
+        lease_expires_at = now() + $5::INT8 * INTERVAL '1 millisecond',
+        started_at = now(), updated_at = now() ",
+            $where,
+            "
+    RETURNING id, kind, queue, priority, payload, attempt, max_attempts, deployment_id
+), events AS (
+    INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
+    SELECT id, 'queued', $3, attempt, $4, $6 FROM claimed
+)
+SELECT id, kind, queue, priority, payload, attempt, max_attempts, deployment_id FROM claimed"
+        )
+    };
+}
+
+const JOB_COLUMNS: &str = "id, kind, queue, priority, state, payload, attempt, max_attempts, run_at, \
+    lease_owner, lease_expires_at, last_error, idempotency_key, deployment_id, created_at, \
+    updated_at, started_at, finished_at";
+
+fn job_row(row: &Row) -> JobRow {
+    JobRow {
+        id: row.get(0),
+        kind: row.get(1),
+        queue: row.get(2),
+        priority: Priority::from_db(row.get(3)).as_str().to_owned(),
+        state: row.get(4),
+        payload: row.get(5),
+        attempt: row.get(6),
+        max_attempts: row.get(7),
+        run_at: row.get(8),
+        lease_owner: row.get(9),
+        lease_expires_at: row.get(10),
+        last_error: row.get(11),
+        idempotency_key: row.get(12),
+        deployment_id: row.get(13),
+        created_at: row.get(14),
+        updated_at: row.get(15),
+        started_at: row.get(16),
+        finished_at: row.get(17),
+    }
+}
+
+fn hint_target(row: &Row) -> HintTarget {
+    HintTarget {
+        id: row.get("id"),
+        queue: row.get("queue"),
+        priority: Priority::from_db(row.get("priority")),
+    }
+}
+
+const INSERT_JOBS: &str = "
+WITH input AS (
+    SELECT * FROM UNNEST($1::UUID[], $2::TEXT[], $3::TEXT[], $4::INT8[], $5::JSONB[], $6::INT8[],
+                         $7::TIMESTAMPTZ[], $8::TEXT[], $9::UUID[], $10::BOOL[])
+        AS t(id, kind, queue, priority, payload, max_attempts, run_at, idempotency_key,
+             deployment_id, dispatched)
+), inserted AS (
+    INSERT INTO jobs (id, kind, queue, priority, state, payload, max_attempts, run_at,
+                      idempotency_key, deployment_id, dispatched)
+    SELECT id, kind, queue, priority, $11, payload, max_attempts, COALESCE(run_at, now()),
+           idempotency_key, deployment_id, dispatched
+    FROM input
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id
+), events AS (
+    INSERT INTO job_events (job_id, from_state, to_state, attempt, message)
+    SELECT id, NULL, $11, 0, $12 FROM inserted
+)
+SELECT id FROM inserted";
+
+/// Inserts jobs and their first events in one statement, inside `client`'s transaction
+/// when it is one. Jobs must be validated already. With `hint_now`, due jobs are marked
+/// dispatched and returned with a hint target for the caller to send; otherwise the
+/// sweeper sends their hints.
+async fn insert_jobs<C: GenericClient>(
+    client: &C,
+    jobs: &[NewJob],
+    hint_now: bool,
+) -> Result<Vec<Enqueued>> {
+    let now = Utc::now();
+    let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::new_v4()).collect();
+    let kinds: Vec<&str> = jobs.iter().map(|job| job.kind.as_str()).collect();
+    let queues: Vec<&str> = jobs.iter().map(|job| job.queue.as_str()).collect();
+    let priorities: Vec<i64> = jobs.iter().map(|job| job.priority.as_db()).collect();
+    let payloads: Vec<&serde_json::Value> = jobs.iter().map(|job| &job.payload).collect();
+    let max_attempts: Vec<i64> = jobs.iter().map(|job| job.max_attempts).collect();
+    let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|job| job.run_at).collect();
+    let keys: Vec<Option<&str>> = jobs.iter().map(|job| job.idempotency_key.as_deref()).collect();
+    let deployments: Vec<Option<Uuid>> = jobs.iter().map(|job| job.deployment_id).collect();
+    let dispatched: Vec<bool> = jobs.iter().map(|job| hint_now && job.is_due(now)).collect();
+    let queued = JobState::Queued.as_str();
+    let label = Transition::Enqueue.label();
+
+    let statement = client.prepare_cached(INSERT_JOBS).await?;
+    let params: [&(dyn ToSql + Sync); 12] = [
+        &ids, &kinds, &queues, &priorities, &payloads, &max_attempts, &run_ats, &keys,
+        &deployments, &dispatched, &queued, &label,
+    ];
+    let inserted: std::collections::HashSet<Uuid> = client
+        .query(&statement, &params)
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+
+    // Jobs whose idempotency key already existed: look up the job that holds it.
+    let existing_keys: Vec<&str> = jobs
+        .iter()
+        .zip(&ids)
+        .filter(|(_, id)| !inserted.contains(*id))
+        .filter_map(|(job, _)| job.idempotency_key.as_deref())
+        .collect();
+    let mut existing = std::collections::HashMap::new();
+    if !existing_keys.is_empty() {
+        let statement = client
+            .prepare_cached("SELECT idempotency_key, id FROM jobs WHERE idempotency_key = ANY($1)")
+            .await?;
+        for row in client.query(&statement, &[&existing_keys]).await? {
+            existing.insert(row.get::<_, String>(0), row.get::<_, Uuid>(1));
+        }
+    }
+
+    jobs.iter()
+        .zip(ids)
+        .zip(dispatched)
+        .map(|((job, id), dispatched)| {
+            if inserted.contains(&id) {
+                let hint = dispatched.then(|| HintTarget {
+                    id,
+                    queue: job.queue.clone(),
+                    priority: job.priority,
+                });
+                return Ok(Enqueued { id, created: true, hint });
+            }
+            let key = job.idempotency_key.as_deref().unwrap_or_default();
+            let id = existing.get(key).copied().ok_or_else(|| {
+                StoreError::Invalid(format!("job with idempotency key {key:?} vanished during enqueue"))
+            })?;
+            Ok(Enqueued { id, created: false, hint: None })
+        })
+        .collect()
+}
+
+/// Enqueues inside the caller's own transaction: the jobs exist if and only if the
+/// caller commits. No hint is sent; the sweeper dispatches them after the commit
+/// (call [`crate::queue::Queue::push_hints`] with the returned targets after
+/// committing to skip that wait).
+pub async fn enqueue_in_transaction(
+    transaction: &Transaction<'_>,
+    jobs: &[NewJob],
+) -> Result<Vec<Enqueued>> {
+    insert_jobs(transaction, jobs, false).await
+}
+
+fn claimed_job(row: &Row) -> ClaimedJob {
+    ClaimedJob {
+        id: row.get(0),
+        kind: row.get(1),
+        queue: row.get(2),
+        priority: Priority::from_db(row.get(3)),
+        payload: row.get(4),
+        attempt: row.get(5),
+        max_attempts: row.get(6),
+        deployment_id: row.get(7),
+    }
+}
+
+impl Store {
+    /// Validated jobs in, one statement, one commit. Replaying after an ambiguous
+    /// commit is safe only when every job has an idempotency key.
+    pub async fn enqueue(&self, jobs: &[NewJob], hint_now: bool) -> Result<Vec<Enqueued>> {
+        let replay = if jobs.iter().all(|job| job.idempotency_key.is_some()) {
+            Replay::Safe
+        } else {
+            Replay::Unsafe
+        };
+        retry(replay, || async move {
+            let client = self.pool.get().await?;
+            insert_jobs(&client, jobs, hint_now).await
+        })
+        .await
+    }
+
+    async fn claim(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<ClaimedJob>> {
+        retry(Replay::Safe, || async move {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached(sql).await?;
+            let rows = client.query(&statement, params).await?;
+            Ok(rows.iter().map(claimed_job).collect())
+        })
+        .await
+    }
+
+    /// Claims the jobs named by hints, those still queued and due. A stale or
+    /// duplicate hint simply claims nothing.
+    pub async fn claim_by_ids(
+        &self,
+        ids: &[Uuid],
+        worker: Uuid,
+        lease: std::time::Duration,
+    ) -> Result<Vec<ClaimedJob>> {
+        const SQL: &str = const_format_claim!(
+            "WHERE id = ANY($1) AND state = ANY($2) AND run_at <= now()"
+        );
+        let transition = Transition::Claim;
+        self.claim(
+            SQL,
+            &[
+                &ids,
+                &transition.from_strs(),
+                &transition.to().as_str(),
+                &worker,
+                &millis(lease),
+                &transition.label(),
+            ],
+        )
+        .await
+    }
+
+    /// Claims up to `limit` due jobs straight from the database, highest priority and
+    /// oldest first: the path that needs no hint (lost hints, Redis down).
+    pub async fn claim_due(
+        &self,
+        queues: &[String],
+        limit: i64,
+        worker: Uuid,
+        lease: std::time::Duration,
+    ) -> Result<Vec<ClaimedJob>> {
+        const SQL: &str = const_format_claim!(
+            "WHERE id IN (SELECT id FROM jobs
+                          WHERE state = ANY($2) AND run_at <= now() AND queue = ANY($1)
+                            AND queue NOT IN (SELECT queue FROM queue_settings WHERE paused)
+                          ORDER BY priority, run_at LIMIT $7 FOR UPDATE SKIP LOCKED)
+               AND state = ANY($2)"
+        );
+        let transition = Transition::Claim;
+        self.claim(
+            SQL,
+            &[
+                &queues,
+                &transition.from_strs(),
+                &transition.to().as_str(),
+                &worker,
+                &millis(lease),
+                &transition.label(),
+                &limit,
+            ],
+        )
+        .await
+    }
+
+    /// Records finished runs in one statement. Each row applies only while the job is
+    /// still running under this worker and attempt; the ids that applied are returned
+    /// (a missing id was fenced off: its lease expired, or it was cancelled).
+    pub async fn record_completions(
+        &self,
+        worker: Uuid,
+        completions: &[Completion],
+    ) -> Result<Vec<Uuid>> {
+        const SQL: &str = "
+WITH input AS (
+    SELECT * FROM UNNEST($1::UUID[], $2::INT8[], $3::TEXT[], $4::INT8[], $5::TEXT[], $6::TEXT[])
+        AS t(id, attempt, to_state, delay_ms, error, label)
+), done AS (
+    UPDATE jobs j SET
+        state = i.to_state,
+        run_at = CASE WHEN i.to_state = $7 THEN now() + i.delay_ms * INTERVAL '1 millisecond'
+                      ELSE j.run_at END,
+        dispatched = false,
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        last_error = COALESCE(i.error, j.last_error),
+        finished_at = CASE WHEN i.to_state = $7 THEN NULL ELSE now() END,
+        updated_at = now()
+    FROM input i
+    WHERE j.id = i.id AND j.attempt = i.attempt AND j.state = $8 AND j.lease_owner = $9
+    RETURNING j.id, j.attempt, i.to_state, i.error, i.label
+), events AS (
+    INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
+    SELECT id, $8, to_state, attempt, $9, COALESCE(label || ': ' || error, label) FROM done
+)
+SELECT id FROM done";
+        let mut ids = Vec::with_capacity(completions.len());
+        let mut attempts = Vec::with_capacity(completions.len());
+        let mut to_states = Vec::with_capacity(completions.len());
+        let mut delays = Vec::with_capacity(completions.len());
+        let mut errors: Vec<Option<&str>> = Vec::with_capacity(completions.len());
+        let mut labels = Vec::with_capacity(completions.len());
+        for completion in completions {
+            let transition = after_run(&completion.result, completion.attempt, completion.max_attempts);
+            ids.push(completion.id);
+            attempts.push(completion.attempt);
+            to_states.push(transition.to().as_str());
+            delays.push(completion.retry_delay_ms);
+            errors.push(match &completion.result {
+                RunResult::Succeeded => None,
+                RunResult::Retryable(error) | RunResult::Fatal(error) => Some(error.as_str()),
+            });
+            labels.push(transition.label());
+        }
+        let queued = JobState::Queued.as_str();
+        let running = JobState::Running.as_str();
+        let params: [&(dyn ToSql + Sync); 9] = [
+            &ids, &attempts, &to_states, &delays, &errors, &labels, &queued, &running, &worker,
+        ];
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached(SQL).await?;
+            let rows = client.query(&statement, &params).await?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+        .await
+    }
+
+    /// Extends the leases of the jobs this worker runs, in one statement; returns the
+    /// ids it still holds. A job missing from the answer was taken away (lease expired
+    /// and swept, or cancelled) and its handler must stop.
+    pub async fn extend_leases(
+        &self,
+        worker: Uuid,
+        held: &[(Uuid, i64)],
+        lease: std::time::Duration,
+    ) -> Result<Vec<Uuid>> {
+        const SQL: &str = "
+UPDATE jobs j SET lease_expires_at = now() + $3::INT8 * INTERVAL '1 millisecond'
+FROM UNNEST($1::UUID[], $2::INT8[]) AS h(id, attempt)
+WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = $4 AND j.lease_owner = $5
+RETURNING j.id";
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = held.iter().map(|(id, _)| *id).collect();
+        let attempts: Vec<i64> = held.iter().map(|(_, attempt)| *attempt).collect();
+        let running = JobState::Running.as_str();
+        let lease_ms = millis(lease);
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached(SQL).await?;
+            let rows = client
+                .query(&statement, &[&ids, &attempts, &lease_ms, &running, &worker])
+                .await?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+        .await
+    }
+
+    /// Takes back up to `limit` running jobs whose lease expired (database time): back
+    /// to `queued`, or `dead` when their attempts are used up (the rule of
+    /// [`crate::state::after_lease_expiry`]). Safe when several sweepers run it.
+    pub async fn expire_leases(&self, limit: i64) -> Result<Vec<(Uuid, JobState)>> {
+        const SQL: &str = "
+WITH expired AS (
+    UPDATE jobs SET
+        state = CASE WHEN attempt >= max_attempts THEN $3 ELSE $2 END,
+        run_at = now(),
+        dispatched = false,
+        finished_at = CASE WHEN attempt >= max_attempts THEN now() ELSE NULL END,
+        last_error = 'lease expired: worker ' || COALESCE(lease_owner::TEXT, '?') || ' stopped heartbeating',
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    WHERE id IN (SELECT id FROM jobs WHERE state = $1 AND lease_expires_at < now() LIMIT $4)
+      AND state = $1 AND lease_expires_at < now()
+    RETURNING id, state, attempt, last_error
+), events AS (
+    INSERT INTO job_events (job_id, from_state, to_state, attempt, message)
+    SELECT id, $1, state, attempt, $5 || ': ' || last_error FROM expired
+)
+SELECT id, state FROM expired";
+        debug_assert_eq!(Transition::ExpireLease.from(), &[JobState::Running]);
+        let running = JobState::Running.as_str();
+        let queued = Transition::ExpireLease.to().as_str();
+        let dead = JobState::Dead.as_str();
+        let label = Transition::ExpireLease.label();
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached(SQL).await?;
+            let rows = client
+                .query(&statement, &[&running, &queued, &dead, &limit, &label])
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| {
+                    let state: String = row.get(1);
+                    (row.get(0), state.parse().unwrap_or(JobState::Queued))
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Marks up to `limit` due, queued jobs that have no hint yet (delayed jobs, retries,
+    /// swept or transactionally enqueued jobs) as dispatched and returns where their
+    /// hints go. Oldest first.
+    pub async fn take_undispatched(&self, limit: i64) -> Result<Vec<HintTarget>> {
+        const SQL: &str = "
+UPDATE jobs SET dispatched = true
+WHERE id IN (SELECT id FROM jobs WHERE state = $1 AND NOT dispatched AND run_at <= now()
+             ORDER BY run_at LIMIT $2)
+  AND state = $1 AND NOT dispatched
+RETURNING id, queue, priority";
+        let queued = JobState::Queued.as_str();
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached(SQL).await?;
+            let rows = client.query(&statement, &[&queued, &limit]).await?;
+            Ok(rows.iter().map(hint_target).collect())
+        })
+        .await
+    }
+
+    /// Undoes [`Store::take_undispatched`] for hints that could not be sent, so the
+    /// next sweep tries again.
+    pub async fn mark_undispatched(&self, ids: &[Uuid]) -> Result {
+        let queued = JobState::Queued.as_str();
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let statement = client
+                .prepare_cached("UPDATE jobs SET dispatched = false WHERE id = ANY($1) AND state = $2")
+                .await?;
+            client.execute(&statement, &[&ids, &queued]).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Due queued jobs of one queue, by id after `after`: what a rebuild of an emptied
+    /// Redis sends hints for.
+    pub async fn due_queued_page(
+        &self,
+        queue: &str,
+        after: Uuid,
+        limit: i64,
+    ) -> Result<Vec<HintTarget>> {
+        const SQL: &str = "
+SELECT id, queue, priority FROM jobs
+WHERE state = $1 AND queue = $2 AND run_at <= now() AND id > $3
+ORDER BY id LIMIT $4";
+        let queued = JobState::Queued.as_str();
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached(SQL).await?;
+            let rows = client.query(&statement, &[&queued, &queue, &after, &limit]).await?;
+            Ok(rows.iter().map(hint_target).collect())
+        })
+        .await
+    }
+
+    /// Hands back jobs this worker could not finish before shutting down: queued again
+    /// at once, the attempt not counted. Returns where their hints go.
+    pub async fn release(&self, worker: Uuid, held: &[(Uuid, i64)]) -> Result<Vec<HintTarget>> {
+        const SQL: &str = "
+WITH released AS (
+    UPDATE jobs j SET state = $4, run_at = now(), dispatched = true, lease_owner = NULL,
+        lease_expires_at = NULL, max_attempts = j.max_attempts + 1, updated_at = now()
+    FROM UNNEST($1::UUID[], $2::INT8[]) AS h(id, attempt)
+    WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = $3 AND j.lease_owner = $5
+    RETURNING j.id, j.attempt, j.queue, j.priority
+), events AS (
+    INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
+    SELECT id, $3, $4, attempt, $5, $6 FROM released
+)
+SELECT id, queue, priority FROM released";
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = held.iter().map(|(id, _)| *id).collect();
+        let attempts: Vec<i64> = held.iter().map(|(_, attempt)| *attempt).collect();
+        let transition = Transition::Release;
+        let running = JobState::Running.as_str();
+        let queued = transition.to().as_str();
+        let label = transition.label();
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached(SQL).await?;
+            let rows = client
+                .query(&statement, &[&ids, &attempts, &running, &queued, &worker, &label])
+                .await?;
+            Ok(rows.iter().map(hint_target).collect())
+        })
+        .await
+    }
+
+    /// Cancels a queued or running job. A running job's worker notices at its next
+    /// heartbeat (the job is no longer running under its lease) and stops the handler.
+    pub async fn cancel(&self, id: Uuid, reason: &str) -> Result<CancelOutcome> {
+        self.operator_transition(id, Transition::Cancel, reason)
+            .await
+            .map(|found| match found {
+                OperatorResult::Applied { was } => CancelOutcome::Cancelled { was },
+                OperatorResult::NotApplicable(state) => CancelOutcome::AlreadyFinished(state),
+                OperatorResult::NotFound => CancelOutcome::NotFound,
+            })
+    }
+
+    /// Applies an operator's transition (cancel, revive, requeue) to one job, in one
+    /// serializable transaction: read its state, check the state machine allows it,
+    /// update under the same state and attempt, append the event.
+    pub async fn operator_transition(
+        &self,
+        id: Uuid,
+        transition: Transition,
+        message: &str,
+    ) -> Result<OperatorResult> {
+        let set = match transition {
+            Transition::Cancel => {
+                "state = $4, lease_owner = NULL, lease_expires_at = NULL, finished_at = now(), \
+                 last_error = COALESCE(last_error, $5)"
+            }
+            // A dead job gets as many new attempts as it had.
+            Transition::Revive => {
+                "state = $4, run_at = now(), dispatched = false, finished_at = NULL, \
+                 max_attempts = attempt + max_attempts"
+            }
+            // The worker is gone: the attempt counts, but the job gets at least one more.
+            Transition::Requeue => {
+                "state = $4, run_at = now(), dispatched = false, lease_owner = NULL, \
+                 lease_expires_at = NULL, max_attempts = GREATEST(max_attempts, attempt + 1), \
+                 last_error = $5"
+            }
+            other => {
+                return Err(StoreError::Invalid(format!(
+                    "{other:?} is not an operator transition"
+                )));
+            }
+        };
+        let update = format!(
+            "UPDATE jobs SET {set}, updated_at = now() WHERE id = $1 AND state = $2 AND attempt = $3"
+        );
+        let to = transition.to().as_str();
+        retry(Replay::Safe, || {
+            let update = update.as_str();
+            async move {
+                let mut client = self.pool.get().await?;
+                let tx = client.transaction().await?;
+                let Some(row) = tx
+                    .query_opt("SELECT state, attempt FROM jobs WHERE id = $1", &[&id])
+                    .await?
+                else {
+                    return Ok(OperatorResult::NotFound);
+                };
+                let state_text: String = row.get(0);
+                let attempt: i64 = row.get(1);
+                let state: JobState = state_text.parse().map_err(StoreError::Invalid)?;
+                if !transition.from().contains(&state) {
+                    return Ok(OperatorResult::NotApplicable(state));
+                }
+                tx.execute(update, &[&id, &state_text, &attempt, &to, &message])
+                    .await?;
+                tx.execute(
+                    "INSERT INTO job_events (job_id, from_state, to_state, attempt, message)
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[&id, &state_text, &to, &attempt, &format!("{}: {message}", transition.label())],
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(OperatorResult::Applied { was: state })
+            }
+        })
+        .await
+    }
+
+    /// Appends a log line (not a transition) to a job's history, only while `attempt`
+    /// still holds it, so a fenced-off worker cannot write into a later attempt's story.
+    pub async fn append_log(&self, id: Uuid, attempt: i64, worker: Uuid, message: &str) -> Result {
+        const SQL: &str = "
+INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
+SELECT $1, NULL, NULL, $2, $3, $4
+WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND attempt = $2 AND state = $5)";
+        let running = JobState::Running.as_str();
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached(SQL).await?;
+            client
+                .execute(&statement, &[&id, &attempt, &worker, &message, &running])
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Test and drill support: records that a handler's effect happened for an attempt.
+    pub async fn record_effect(&self, id: Uuid, attempt: i64, worker: Uuid) -> Result {
+        retry(Replay::Unsafe, || async {
+            let client = self.pool.get().await?;
+            let statement = client
+                .prepare_cached("INSERT INTO job_effects (job_id, attempt, worker_id) VALUES ($1, $2, $3)")
+                .await?;
+            client.execute(&statement, &[&id, &attempt, &worker]).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn job(&self, id: Uuid) -> Result<Option<JobRow>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            Ok(client.query_opt(sql.as_str(), &[&id]).await?.as_ref().map(job_row))
+        })
+        .await
+    }
+
+    /// A job's whole history, oldest first.
+    pub async fn events(&self, id: Uuid) -> Result<Vec<EventRow>> {
+        const SQL: &str = "SELECT at, from_state, to_state, attempt, worker_id, message
+                           FROM job_events WHERE job_id = $1 ORDER BY at, to_state IS NULL";
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let rows = client.query(SQL, &[&id]).await?;
+            Ok(rows
+                .iter()
+                .map(|row| EventRow {
+                    at: row.get(0),
+                    from_state: row.get(1),
+                    to_state: row.get(2),
+                    attempt: row.get(3),
+                    worker_id: row.get(4),
+                    message: row.get(5),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Jobs matching `filter`, newest first.
+    pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRow>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs
+             WHERE ($1::TEXT IS NULL OR state = $1)
+               AND ($2::TEXT IS NULL OR kind = $2)
+               AND ($3::TEXT IS NULL OR queue = $3)
+               AND ($4::UUID IS NULL OR deployment_id = $4)
+               AND ($5::INT8 IS NULL OR updated_at < now() - $5 * INTERVAL '1 second')
+             ORDER BY created_at DESC LIMIT $6"
+        );
+        let state = filter.state.map(|state| state.as_str());
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    sql.as_str(),
+                    &[
+                        &state,
+                        &filter.kind,
+                        &filter.queue,
+                        &filter.deployment_id,
+                        &filter.older_than_secs,
+                        &filter.limit,
+                    ],
+                )
+                .await?;
+            Ok(rows.iter().map(job_row).collect())
+        })
+        .await
+    }
+
+    /// How many jobs are in each state, by queue.
+    pub async fn job_counts(&self) -> Result<Vec<QueueDepth>> {
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state ORDER BY queue, state",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| QueueDepth {
+                    queue: row.get(0),
+                    state: row.get(1),
+                    count: row.get(2),
+                })
+                .collect())
+        })
+        .await
+    }
+
+}
+
+/// What an operator transition found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OperatorResult {
+    Applied { was: JobState },
+    /// The job is in a state this transition does not start from.
+    NotApplicable(JobState),
+    NotFound,
+}
+

@@ -1,0 +1,175 @@
+//! The database, CockroachDB in production and PostgreSQL on one machine: the pool,
+//! the one retry helper every transaction goes through, and the SQL of each table,
+//! one submodule per table.
+
+mod jobs;
+mod workers;
+
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+pub use jobs::{
+    CancelOutcome, ClaimedJob, Completion, Enqueued, EventRow, HintTarget, JobFilter, JobRow,
+    OperatorResult, QueueDepth, StuckJob, enqueue_in_transaction,
+};
+pub use workers::{WorkerInfo, WorkerRow};
+
+/// Errors of the store. `Pool` and `Db` keep their sources.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid database url")]
+    Url(#[source] tokio_postgres::Error),
+    #[error("could not build the connection pool: {0}")]
+    Build(String),
+    #[error("database connection unavailable")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database error")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T = ()> = std::result::Result<T, StoreError>;
+
+impl StoreError {
+    /// The SQLSTATE, when the database answered with one.
+    pub fn code(&self) -> Option<&SqlState> {
+        match self {
+            StoreError::Db(err) => err.code(),
+            _ => None,
+        }
+    }
+
+    /// Whether running the transaction again may succeed, given whether it is safe to
+    /// replay after a commit whose outcome is unknown.
+    fn is_retryable(&self, replay: Replay) -> bool {
+        match self {
+            // Nothing was sent: the pool could not hand out a connection.
+            StoreError::Pool(_) => true,
+            StoreError::Db(err) => match err.code() {
+                Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE => true,
+                Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED => true,
+                // CockroachDB: "result is ambiguous" — the commit may have happened.
+                Some(code) if code.code() == "40003" => replay == Replay::Safe,
+                // The connection was cut (pg_terminate_backend, a restart): whether the
+                // statement ran is unknown, exactly like 40003.
+                Some(code) if *code == SqlState::ADMIN_SHUTDOWN => replay == Replay::Safe,
+                Some(code) if *code == SqlState::CANNOT_CONNECT_NOW => true,
+                Some(_) => false,
+                None => replay == Replay::Safe,
+            },
+            StoreError::Url(_) | StoreError::Build(_) | StoreError::Invalid(_) => false,
+        }
+    }
+}
+
+/// Whether a transaction can run twice without harm. Conditional updates fenced by
+/// state and attempt can; a plain insert without an idempotency key cannot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replay {
+    Safe,
+    Unsafe,
+}
+
+/// How long the retry helper keeps trying before it gives the error to its caller.
+const RETRY_ATTEMPTS: u32 = 12;
+
+/// Runs `op` until it succeeds, retrying serialization failures (SQLSTATE 40001 and
+/// 40P01) with backoff, and connection losses and CockroachDB's 40003 only where
+/// `replay` says the transaction is safe to run again. Every transaction of the
+/// project goes through here.
+pub async fn retry<T, F, Fut>(replay: Replay, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(err) if attempt < RETRY_ATTEMPTS && err.is_retryable(replay) => {
+                attempt += 1;
+                let backoff = crate::state::retry_delay(
+                    i64::from(attempt),
+                    Duration::from_millis(5),
+                    Duration::from_millis(1_000),
+                );
+                tracing::debug!(error = %error_chain(&err), attempt, "retrying transaction");
+                tokio::time::sleep(backoff).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// The error with all its causes, for logs and CLI messages.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Connects lazily: the pool opens connections when they are first needed.
+    pub fn connect(database_url: &str, pool_size: usize) -> Result<Store> {
+        let config = tokio_postgres::Config::from_str(database_url).map_err(StoreError::Url)?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                // Fast recycling checks `is_closed`, which is enough to drop connections
+                // that the server terminated.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|err| StoreError::Build(err.to_string()))?;
+        Ok(Store { pool })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// A connection from the pool, for callers that run their own transaction (the
+    /// producer's transactional enqueue).
+    pub async fn client(&self) -> Result<deadpool_postgres::Object> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Checks that the database answers; used at start-up for a clear first error.
+    pub async fn ping(&self) -> Result {
+        let client = self.pool.get().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+}
+
+/// Milliseconds as the BIGINT that SQL multiplies with `INTERVAL '1 millisecond'`.
+pub(crate) fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
