@@ -263,6 +263,63 @@ impl NewJob {
     }
 }
 
+/// A job as other languages write it to the Redis inbox stream, in the `job` field of
+/// a stream entry. Documented in the README; unknown fields are refused so that a typo
+/// is reported instead of silently ignored.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireJob {
+    pub kind: String,
+    #[serde(default)]
+    pub payload: Option<serde_json::Value>,
+    #[serde(default)]
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub priority: Option<String>,
+    #[serde(default)]
+    pub run_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub max_attempts: Option<i64>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Room for the envelope around a payload in a wire message.
+const WIRE_OVERHEAD_BYTES: usize = 8 * 1024;
+
+impl NewJob {
+    /// Parses and validates an inbox message. `fallback_key` (the stream entry id)
+    /// becomes the idempotency key when the message has none, so ingesting the same
+    /// entry twice makes one job.
+    pub fn from_wire(body: &str, fallback_key: &str) -> Result<NewJob, InvalidJob> {
+        if body.len() > MAX_PAYLOAD_BYTES + WIRE_OVERHEAD_BYTES {
+            return Err(InvalidJob::PayloadTooLarge { size: body.len() });
+        }
+        let wire: WireJob =
+            serde_json::from_str(body).map_err(|err| InvalidJob::Json(err.to_string()))?;
+        let mut job = NewJob::new(
+            wire.kind.parse()?,
+            wire.payload.unwrap_or_else(|| serde_json::json!({})),
+        );
+        if let Some(queue) = wire.queue {
+            job.queue = queue;
+        }
+        if let Some(priority) = wire.priority {
+            job.priority = priority.parse()?;
+        }
+        job.run_at = wire.run_at;
+        if let Some(max_attempts) = wire.max_attempts {
+            job.max_attempts = max_attempts;
+        }
+        job.idempotency_key = Some(
+            wire.idempotency_key
+                .unwrap_or_else(|| format!("inbox:{fallback_key}")),
+        );
+        job.validate()?;
+        Ok(job)
+    }
+}
+
 /// Payload of a `sleep` job (and of `noop`, which ignores `ms`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -334,6 +391,28 @@ mod tests {
         ));
         assert!(matches!("frobnicate".parse::<JobKind>(), Err(InvalidJob::UnknownKind(_))));
         assert!(matches!("urgent".parse::<Priority>(), Err(InvalidJob::Priority(_))));
+    }
+
+    #[test]
+    fn parses_wire_messages() {
+        let job = NewJob::from_wire(
+            r#"{"kind":"sleep","payload":{"ms":5},"queue":"emails","priority":"high","max_attempts":3}"#,
+            "1-0",
+        )
+        .expect("valid message");
+        assert_eq!(job.kind, JobKind::Sleep);
+        assert_eq!(job.queue, "emails");
+        assert_eq!(job.priority, Priority::High);
+        assert_eq!(job.idempotency_key.as_deref(), Some("inbox:1-0"));
+        assert!(matches!(NewJob::from_wire("{not json", "1-0"), Err(InvalidJob::Json(_))));
+        assert!(matches!(
+            NewJob::from_wire(r#"{"kind":"nope"}"#, "1-0"),
+            Err(InvalidJob::UnknownKind(_))
+        ));
+        assert!(matches!(
+            NewJob::from_wire(r#"{"kind":"noop","colour":"red"}"#, "1-0"),
+            Err(InvalidJob::Json(_))
+        ));
     }
 
     #[test]

@@ -1,1 +1,30 @@
+//! The LaunchControl worker: takes jobs from Redis hints (or straight from the
+//! database when hints are missing), runs them under a lease, and records every
+//! outcome in the database.
+//!
+//! - [`config`]: flags and their defaults
+//! - [`worker`]: start-up, the tasks of one process, graceful shutdown
+//! - [`running`]: the jobs this process holds right now
+//! - [`fetcher`]: pops hints per queue and claims jobs
+//! - [`executor`]: runs one claimed job's handler
+//! - [`completer`]: records finished runs in batches
+//! - [`lease`]: heartbeats that extend this process's leases
+//! - [`sweeper`]: expired leases, due delayed jobs, Redis rebuilds
+//! - [`inbox`]: ingests jobs that other languages wrote to the Redis inbox stream
+//! - [`handlers`]: what each job kind does
+//! - [`metrics`]: Prometheus counters and the `/metrics` endpoint
 
+pub mod completer;
+pub mod config;
+pub mod executor;
+pub mod fetcher;
+pub mod handlers;
+pub mod inbox;
+pub mod lease;
+pub mod metrics;
+pub mod running;
+pub mod sweeper;
+pub mod worker;
+
+pub use config::WorkerConfig;
+pub use worker::{Worker, WorkerError, run};

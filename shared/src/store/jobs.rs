@@ -549,6 +549,23 @@ RETURNING id, queue, priority";
         .await
     }
 
+    /// Marks the named queued jobs as dispatched and returns where their hints go:
+    /// used after a transactional enqueue committed, to dispatch without the sweeper.
+    pub async fn take_by_ids(&self, ids: &[Uuid]) -> Result<Vec<HintTarget>> {
+        const SQL: &str = "
+UPDATE jobs SET dispatched = true
+WHERE id = ANY($1) AND state = $2 AND NOT dispatched AND run_at <= now()
+RETURNING id, queue, priority";
+        let queued = JobState::Queued.as_str();
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached(SQL).await?;
+            let rows = client.query(&statement, &[&ids, &queued]).await?;
+            Ok(rows.iter().map(hint_target).collect())
+        })
+        .await
+    }
+
     /// Undoes [`Store::take_undispatched`] for hints that could not be sent, so the
     /// next sweep tries again.
     pub async fn mark_undispatched(&self, ids: &[Uuid]) -> Result {

@@ -3,6 +3,8 @@
 //! one submodule per table.
 
 mod jobs;
+mod ops;
+mod queues;
 mod workers;
 
 use std::future::Future;
@@ -17,6 +19,7 @@ pub use jobs::{
     CancelOutcome, ClaimedJob, Completion, Enqueued, EventRow, HintTarget, JobFilter, JobRow,
     OperatorResult, QueueDepth, StuckJob, enqueue_in_transaction,
 };
+pub use ops::{RunningJob, WaitingJob};
 pub use workers::{WorkerInfo, WorkerRow};
 
 /// Errors of the store. `Pool` and `Db` keep their sources.

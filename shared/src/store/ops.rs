@@ -1,0 +1,238 @@
+//! SQL behind the operator commands: stuck jobs, bulk retry, purge, queue throughput.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Replay, Result, Store, retry};
+use crate::state::JobState;
+
+/// A running job `lc stuck` looks at.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RunningJob {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub payload: serde_json::Value,
+    pub lease_owner: Option<Uuid>,
+    pub lease_expired: bool,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub running_secs: f64,
+    /// The holder's last heartbeat age in seconds; `None` when no worker row exists.
+    pub worker_heartbeat_age_secs: Option<f64>,
+    pub worker_stopped: bool,
+    pub last_error: Option<String>,
+}
+
+/// A queued job that has been due for a while.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WaitingJob {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub attempt: i64,
+    pub due_secs: f64,
+    pub dispatched: bool,
+    pub queue_paused: bool,
+    pub last_error: Option<String>,
+}
+
+impl Store {
+    /// Every running job with what is known about its lease and worker.
+    pub async fn running_jobs(&self, limit: i64) -> Result<Vec<RunningJob>> {
+        const SQL: &str = "
+SELECT j.id, j.kind, j.queue, j.attempt, j.max_attempts, j.payload, j.lease_owner,
+       j.lease_expires_at < now(), j.lease_expires_at, j.started_at,
+       EXTRACT(EPOCH FROM (now() - COALESCE(j.started_at, j.updated_at)))::FLOAT8,
+       EXTRACT(EPOCH FROM (now() - w.last_heartbeat_at))::FLOAT8,
+       w.stopped_at IS NOT NULL, j.last_error
+FROM jobs j LEFT JOIN workers w ON w.id = j.lease_owner
+WHERE j.state = $1
+ORDER BY j.started_at LIMIT $2";
+        let running = JobState::Running.as_str();
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let rows = client.query(SQL, &[&running, &limit]).await?;
+            Ok(rows
+                .iter()
+                .map(|row| RunningJob {
+                    id: row.get(0),
+                    kind: row.get(1),
+                    queue: row.get(2),
+                    attempt: row.get(3),
+                    max_attempts: row.get(4),
+                    payload: row.get(5),
+                    lease_owner: row.get(6),
+                    lease_expired: row.get::<_, Option<bool>>(7).unwrap_or(false),
+                    lease_expires_at: row.get(8),
+                    started_at: row.get(9),
+                    running_secs: row.get(10),
+                    worker_heartbeat_age_secs: row.get(11),
+                    worker_stopped: row.get::<_, Option<bool>>(12).unwrap_or(false),
+                    last_error: row.get(13),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Queued jobs due for more than `older_than_secs`, oldest first.
+    pub async fn waiting_jobs(&self, older_than_secs: i64, limit: i64) -> Result<Vec<WaitingJob>> {
+        const SQL: &str = "
+SELECT j.id, j.kind, j.queue, j.attempt, EXTRACT(EPOCH FROM (now() - j.run_at))::FLOAT8,
+       j.dispatched, COALESCE(q.paused, false), j.last_error
+FROM jobs j LEFT JOIN queue_settings q ON q.queue = j.queue
+WHERE j.state = $1 AND j.run_at < now() - $2::INT8 * INTERVAL '1 second'
+ORDER BY j.run_at LIMIT $3";
+        let queued = JobState::Queued.as_str();
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let rows = client.query(SQL, &[&queued, &older_than_secs, &limit]).await?;
+            Ok(rows
+                .iter()
+                .map(|row| WaitingJob {
+                    id: row.get(0),
+                    kind: row.get(1),
+                    queue: row.get(2),
+                    attempt: row.get(3),
+                    due_secs: row.get(4),
+                    dispatched: row.get(5),
+                    queue_paused: row.get(6),
+                    last_error: row.get(7),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// The states of the named jobs (unknown ids are left out).
+    pub async fn job_states(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, JobState)>> {
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query("SELECT id, state FROM jobs WHERE id = ANY($1)", &[&ids])
+                .await?;
+            Ok(rows
+                .iter()
+                .filter_map(|row| {
+                    let state: String = row.get(1);
+                    state.parse().ok().map(|state| (row.get(0), state))
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Ids of jobs in `state` (optionally of one kind), up to `limit`, for bulk retry.
+    pub async fn job_ids_in_state(
+        &self,
+        state: JobState,
+        kind: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Uuid>> {
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT id FROM jobs WHERE state = $1 AND ($2::TEXT IS NULL OR kind = $2)
+                     ORDER BY updated_at LIMIT $3",
+                    &[&state.as_str(), &kind, &limit],
+                )
+                .await?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+        .await
+    }
+
+    /// Deletes finished jobs (and their events) last changed more than `older_than_secs`
+    /// ago, `batch` at a time so that no transaction grows large (CockroachDB prefers
+    /// small ones). Returns how many jobs were deleted.
+    pub async fn purge(&self, state: JobState, older_than_secs: i64, batch: i64) -> Result<u64> {
+        const PICK: &str = "SELECT id FROM jobs WHERE state = $1
+                            AND updated_at < now() - $2::INT8 * INTERVAL '1 second' LIMIT $3";
+        let mut total = 0;
+        loop {
+            let deleted = retry(Replay::Safe, || async {
+                let mut client = self.pool.get().await?;
+                let tx = client.transaction().await?;
+                let ids: Vec<Uuid> = tx
+                    .query(PICK, &[&state.as_str(), &older_than_secs, &batch])
+                    .await?
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect();
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                tx.execute("DELETE FROM job_events WHERE job_id = ANY($1)", &[&ids]).await?;
+                tx.execute("DELETE FROM job_effects WHERE job_id = ANY($1)", &[&ids]).await?;
+                let deleted = tx
+                    .execute("DELETE FROM jobs WHERE id = ANY($1) AND state = $2", &[&ids, &state.as_str()])
+                    .await?;
+                tx.commit().await?;
+                Ok(deleted)
+            })
+            .await?;
+            total += deleted;
+            if deleted < batch as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Per queue, jobs that reached a terminal state in the last minute.
+    pub async fn finished_last_minute(&self) -> Result<Vec<(String, i64)>> {
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT queue, count(*) FROM jobs
+                     WHERE state IN ('succeeded', 'dead', 'cancelled') AND finished_at > now() - INTERVAL '1 minute'
+                     GROUP BY queue",
+                    &[],
+                )
+                .await?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })
+        .await
+    }
+
+    /// Every queue anybody configured or used: with jobs, paused, or served by a live worker.
+    pub async fn known_queues(&self) -> Result<Vec<(String, bool)>> {
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT q, bool_or(paused) FROM (
+                         SELECT DISTINCT queue AS q, false AS paused FROM jobs WHERE state IN ('queued', 'running')
+                         UNION ALL SELECT queue, paused FROM queue_settings
+                         UNION ALL SELECT unnest(string_to_array(queues, ',')), false FROM workers
+                             WHERE stopped_at IS NULL AND last_heartbeat_at > now() - INTERVAL '1 minute'
+                     ) AS all_queues GROUP BY q ORDER BY q",
+                    &[],
+                )
+                .await?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })
+        .await
+    }
+
+    /// Whether a live worker (heartbeat within `within_secs`) serves `queue`.
+    pub async fn queue_has_live_worker(&self, queue: &str, within_secs: i64) -> Result<bool> {
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            let row = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM workers WHERE stopped_at IS NULL
+                       AND last_heartbeat_at > now() - $2::INT8 * INTERVAL '1 second'
+                       AND $1 = ANY(string_to_array(queues, ',')))",
+                    &[&queue, &within_secs],
+                )
+                .await?;
+            Ok(row.get(0))
+        })
+        .await
+    }
+}

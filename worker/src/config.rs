@@ -1,0 +1,104 @@
+//! Worker settings: flags with environment variables and defaults that suit
+//! production; tests shrink the timings so crash drills finish in seconds.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use lc_shared::config::parse_duration;
+
+#[derive(Args, Clone, Debug)]
+pub struct WorkerConfig {
+    /// Jobs this process runs at once
+    #[arg(long, env = "LC_CONCURRENCY", default_value_t = 10)]
+    pub concurrency: usize,
+
+    /// Queues to take jobs from, comma separated
+    #[arg(long, env = "LC_QUEUES", value_delimiter = ',', default_value = "default")]
+    pub queues: Vec<String>,
+
+    /// How long a claimed job stays held without a heartbeat (keep it well above
+    /// CockroachDB's 500ms maximum clock offset)
+    #[arg(long, env = "LC_LEASE", value_parser = parse_duration, default_value = "30s")]
+    pub lease: Duration,
+
+    /// How often the worker extends its leases (one statement for all its jobs)
+    #[arg(long, env = "LC_HEARTBEAT", value_parser = parse_duration, default_value = "5s")]
+    pub heartbeat: Duration,
+
+    /// How often the sweeper runs: expired leases, due delayed jobs, lost Redis data
+    #[arg(long, env = "LC_SWEEP_INTERVAL", value_parser = parse_duration, default_value = "1s")]
+    pub sweep_interval: Duration,
+
+    /// How often a busy worker also claims due jobs straight from the database, so a
+    /// job whose hint was lost never waits behind a backlog forever
+    #[arg(long, env = "LC_DB_POLL_INTERVAL", value_parser = parse_duration, default_value = "5s")]
+    pub db_poll_interval: Duration,
+
+    /// First retry delay; doubles each attempt, with jitter
+    #[arg(long, env = "LC_BACKOFF_BASE", value_parser = parse_duration, default_value = "1s")]
+    pub backoff_base: Duration,
+
+    /// Longest retry delay
+    #[arg(long, env = "LC_BACKOFF_MAX", value_parser = parse_duration, default_value = "10m")]
+    pub backoff_max: Duration,
+
+    /// On SIGTERM, how long running jobs may take to finish before they are stopped and
+    /// handed back to the queue
+    #[arg(long, env = "LC_GRACE", value_parser = parse_duration, default_value = "30s")]
+    pub grace: Duration,
+
+    /// Most hints taken from Redis in one pop
+    #[arg(long, env = "LC_FETCH_BATCH", default_value_t = 100)]
+    pub fetch_batch: usize,
+
+    /// Do not ingest the Redis inbox stream in this process
+    #[arg(long, env = "LC_NO_INBOX")]
+    pub no_inbox: bool,
+
+    /// The docker-machine binary to run for the docker-machine provider
+    #[arg(long, env = "LC_DOCKER_MACHINE", default_value = "docker-machine")]
+    pub docker_machine: PathBuf,
+
+    /// Where per-deployment docker-machine stores live (MACHINE_STORAGE_PATH of each)
+    #[arg(long, env = "LC_MACHINES_DIR", default_value = ".lc/machines")]
+    pub machines_dir: PathBuf,
+
+    /// Time limit of one docker-machine call (create, rm, inspect, ...)
+    #[arg(long, env = "LC_MACHINE_TIMEOUT", value_parser = parse_duration, default_value = "10m")]
+    pub machine_timeout: Duration,
+
+    /// The Docker engine of the `local` provider (default: DOCKER_HOST, else the
+    /// standard socket)
+    #[arg(long, env = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
+
+    /// Serve Prometheus metrics on this address (for example 127.0.0.1:9187)
+    #[arg(long, env = "LC_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+impl WorkerConfig {
+    /// Checks settings that clap cannot, with messages that say what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.concurrency == 0 {
+            return Err("--concurrency must be at least 1".into());
+        }
+        if self.queues.is_empty() {
+            return Err("--queues needs at least one queue".into());
+        }
+        for queue in &self.queues {
+            lc_shared::job::validate_queue_name(queue).map_err(|err| err.to_string())?;
+        }
+        if self.heartbeat * 2 > self.lease {
+            return Err(format!(
+                "--heartbeat ({:?}) must be at most half of --lease ({:?}), or leases expire between heartbeats",
+                self.heartbeat, self.lease
+            ));
+        }
+        if self.lease < Duration::from_secs(1) {
+            return Err("--lease must be at least 1s (CockroachDB allows 500ms of clock offset)".into());
+        }
+        Ok(())
+    }
+}

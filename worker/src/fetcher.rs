@@ -1,0 +1,172 @@
+//! One fetch loop per queue: wait for a free slot, pop up to that many hints (highest
+//! priority first, blocking without polling), claim those jobs in one statement, and
+//! start them. When Redis has nothing (or is down), and every `--db-poll-interval`
+//! even when busy, it claims due jobs straight from the database, which is how jobs
+//! whose hints were lost still run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lc_shared::queue::HintPopper;
+use lc_shared::store::{ClaimedJob, error_chain};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::executor;
+use crate::worker::Worker;
+
+/// How long one blocking pop waits before the loop looks around (shutdown, DB poll).
+const POP_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: CancellationToken) {
+    let keys = worker.queue.ready_keys(&queue_name);
+    let batch_limit = worker.config.fetch_batch.clamp(1, worker.config.concurrency);
+    let mut popper: Option<HintPopper> = None;
+    let mut last_db_poll = Instant::now();
+    loop {
+        let first = tokio::select! {
+            _ = stop.cancelled() => break,
+            permit = worker.permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let mut permits = vec![first];
+        while permits.len() < batch_limit {
+            match worker.permits.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        if worker.is_paused(&queue_name) {
+            drop(permits);
+            pause(&stop, Duration::from_secs(1)).await;
+            continue;
+        }
+        if last_db_poll.elapsed() >= worker.config.db_poll_interval {
+            last_db_poll = Instant::now();
+            claim_from_database(&worker, &queue_name, &mut permits).await;
+            if permits.is_empty() {
+                continue;
+            }
+        }
+        let conn = match popper.as_mut() {
+            Some(conn) => conn,
+            None => match worker.queue.popper().await {
+                Ok(conn) => popper.insert(conn),
+                Err(err) => {
+                    warn!(queue = %queue_name, error = %error_chain(&err), "redis unavailable; claiming from the database");
+                    claim_from_database(&worker, &queue_name, &mut permits).await;
+                    drop(permits);
+                    pause(&stop, Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        match conn.pop(&keys, permits.len(), POP_TIMEOUT).await {
+            Ok(Some((key, hints))) => {
+                if stop.is_cancelled() {
+                    // Popped while shutting down: put them back for another worker.
+                    if let Err(err) = worker.queue.return_hints(&key, &hints).await {
+                        warn!(error = %error_chain(&err), "could not return hints; the database path will find their jobs");
+                    }
+                    break;
+                }
+                claim_hinted(&worker, &key, hints, &mut permits).await;
+            }
+            Ok(None) => {
+                // Nothing in Redis: a good moment to look for jobs without hints.
+                last_db_poll = Instant::now();
+                claim_from_database(&worker, &queue_name, &mut permits).await;
+            }
+            Err(err) => {
+                warn!(queue = %queue_name, error = %error_chain(&err), "redis pop failed; reconnecting");
+                popper = None;
+                claim_from_database(&worker, &queue_name, &mut permits).await;
+                drop(permits);
+                pause(&stop, Duration::from_secs(1)).await;
+            }
+        }
+    }
+    debug!(queue = %queue_name, "fetcher stopped");
+}
+
+async fn pause(stop: &CancellationToken, duration: Duration) {
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep(duration) => {}
+    }
+}
+
+/// Claims the jobs named by popped hints. Malformed hints are logged and skipped (the
+/// database still knows every job); if the claim itself fails, the hints go back.
+async fn claim_hinted(
+    worker: &Arc<Worker>,
+    key: &str,
+    hints: Vec<String>,
+    permits: &mut Vec<OwnedSemaphorePermit>,
+) {
+    let mut ids: Vec<Uuid> = Vec::with_capacity(hints.len());
+    for hint in &hints {
+        match Uuid::parse_str(hint) {
+            Ok(id) if !ids.contains(&id) => ids.push(id),
+            Ok(_) => {}
+            Err(_) => {
+                let shown: String = hint.chars().take(80).collect();
+                warn!(list = %key, hint = %shown, "skipping malformed dispatch hint");
+            }
+        }
+    }
+    if ids.is_empty() {
+        return;
+    }
+    match worker
+        .store
+        .claim_by_ids(&ids, worker.id, worker.config.lease)
+        .await
+    {
+        Ok(jobs) => start(worker, jobs, permits),
+        Err(err) => {
+            warn!(error = %error_chain(&err), hints = hints.len(), "claim failed; returning hints");
+            if let Err(err) = worker.queue.return_hints(key, &hints).await {
+                warn!(error = %error_chain(&err), "could not return hints; the database path will find their jobs");
+            }
+        }
+    }
+}
+
+async fn claim_from_database(
+    worker: &Arc<Worker>,
+    queue_name: &str,
+    permits: &mut Vec<OwnedSemaphorePermit>,
+) {
+    let queues = [queue_name.to_owned()];
+    match worker
+        .store
+        .claim_due(&queues, permits.len() as i64, worker.id, worker.config.lease)
+        .await
+    {
+        Ok(jobs) => {
+            if !jobs.is_empty() {
+                debug!(queue = %queue_name, jobs = jobs.len(), "claimed from the database");
+            }
+            start(worker, jobs, permits);
+        }
+        Err(err) => warn!(queue = %queue_name, error = %error_chain(&err), "claim from the database failed"),
+    }
+}
+
+/// Starts claimed jobs, each holding one of the permits.
+fn start(worker: &Arc<Worker>, jobs: Vec<ClaimedJob>, permits: &mut Vec<OwnedSemaphorePermit>) {
+    for job in jobs {
+        // Claims never exceed the permits asked for; should one ever, the job still
+        // runs (a stranded claim would hold its lease by heartbeat forever).
+        let permit = permits.pop();
+        let cancel = worker.running.insert(job.id, job.attempt);
+        worker
+            .tasks
+            .spawn(executor::run_job(worker.clone(), job, cancel, permit));
+    }
+}

@@ -1,0 +1,57 @@
+//! Heartbeats: one statement per interval extends the leases of every job this
+//! process holds. A job missing from the answer was taken away (cancelled, or its
+//! lease expired and was swept): its handler is stopped at once. The same beat
+//! refreshes the worker's own row and the list of paused queues.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use lc_shared::store::error_chain;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::worker::Worker;
+
+pub(crate) async fn heartbeat_loop(worker: Arc<Worker>, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(worker.config.heartbeat);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = interval.tick() => beat(&worker).await,
+        }
+    }
+}
+
+/// One heartbeat; public so tests can drive it.
+pub async fn beat(worker: &Worker) {
+    let held = worker.running.snapshot();
+    match worker
+        .store
+        .extend_leases(worker.id, &held, worker.config.lease)
+        .await
+    {
+        Ok(still_held) => {
+            let still_held: HashSet<Uuid> = still_held.into_iter().collect();
+            for (id, attempt) in held {
+                if !still_held.contains(&id) && worker.running.cancel(id, attempt) {
+                    warn!(
+                        job.id = %id,
+                        job.attempt = attempt,
+                        "job no longer held by this worker (cancelled, or lease expired and taken over); stopping its handler"
+                    );
+                }
+            }
+        }
+        Err(err) => warn!(error = %error_chain(&err), "could not extend leases"),
+    }
+    if let Err(err) = worker.store.worker_heartbeat(worker.id).await {
+        warn!(error = %error_chain(&err), "could not record worker heartbeat");
+    }
+    match worker.store.paused_queues().await {
+        Ok(paused) => worker.set_paused(paused.into_iter().collect()),
+        Err(err) => warn!(error = %error_chain(&err), "could not read paused queues"),
+    }
+}

@@ -1,0 +1,87 @@
+//! The jobs this process holds: id, attempt (the fencing token) and the token that
+//! stops the handler. Shared by the fetcher (adds), the completer (removes once the
+//! outcome is recorded), the heartbeat (extends and drops lost leases) and shutdown.
+//! The lock is never held across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[derive(Default)]
+pub struct RunningJobs {
+    jobs: Mutex<HashMap<Uuid, Entry>>,
+}
+
+struct Entry {
+    attempt: i64,
+    cancel: CancellationToken,
+}
+
+impl RunningJobs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Entry>> {
+        // A panic while holding this lock cannot leave the map half-changed (each
+        // operation is one insert or remove), so a poisoned lock is still usable.
+        self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a claimed job; the returned token stops its handler.
+    pub fn insert(&self, id: Uuid, attempt: i64) -> CancellationToken {
+        let cancel = CancellationToken::new();
+        self.lock().insert(
+            id,
+            Entry {
+                attempt,
+                cancel: cancel.clone(),
+            },
+        );
+        cancel
+    }
+
+    /// Every held job with its attempt.
+    pub fn snapshot(&self) -> Vec<(Uuid, i64)> {
+        self.lock()
+            .iter()
+            .map(|(id, entry)| (*id, entry.attempt))
+            .collect()
+    }
+
+    /// Forgets a job whose outcome is recorded (or refused).
+    pub fn remove(&self, id: Uuid, attempt: i64) {
+        let mut jobs = self.lock();
+        if jobs.get(&id).is_some_and(|entry| entry.attempt == attempt) {
+            jobs.remove(&id);
+        }
+    }
+
+    /// Stops a job's handler and forgets it; false if it was not held any more.
+    pub fn cancel(&self, id: Uuid, attempt: i64) -> bool {
+        let mut jobs = self.lock();
+        match jobs.get(&id) {
+            Some(entry) if entry.attempt == attempt => {
+                entry.cancel.cancel();
+                jobs.remove(&id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Stops every handler but keeps the jobs listed, so shutdown can release them.
+    pub fn cancel_all(&self) -> usize {
+        let jobs = self.lock();
+        for entry in jobs.values() {
+            entry.cancel.cancel();
+        }
+        jobs.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,204 @@
+//! One worker process: connects, registers, starts its tasks (a fetcher per queue,
+//! the completer, heartbeat, sweeper, inbox ingester), and on shutdown stops fetching,
+//! lets running jobs finish within the grace period, then hands back what is left so
+//! another worker starts it at once.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use lc_shared::config::{ConnectOpts, redact_url};
+use lc_shared::queue::{Queue, QueueError};
+use lc_shared::store::{Completion, Store, StoreError, WorkerInfo, error_chain};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::config::WorkerConfig;
+use crate::metrics::Metrics;
+use crate::running::RunningJobs;
+use crate::{completer, fetcher, inbox, lease, sweeper};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("could not serve metrics")]
+    Metrics(#[source] std::io::Error),
+}
+
+/// Everything the tasks of one worker process share.
+pub struct Worker {
+    pub id: Uuid,
+    pub store: Store,
+    pub queue: Queue,
+    pub config: WorkerConfig,
+    pub running: RunningJobs,
+    pub metrics: Metrics,
+    /// Free job slots: one permit per running job.
+    pub(crate) permits: Arc<Semaphore>,
+    /// Tracks job tasks so shutdown can wait for them.
+    pub(crate) tasks: TaskTracker,
+    pub(crate) completions: mpsc::UnboundedSender<Completion>,
+    /// Queues an operator paused, refreshed at each heartbeat.
+    paused: RwLock<HashSet<String>>,
+}
+
+impl Worker {
+    pub fn is_paused(&self, queue: &str) -> bool {
+        self.paused
+            .read()
+            .map(|paused| paused.contains(queue))
+            .unwrap_or(false)
+    }
+
+    pub(crate) fn set_paused(&self, queues: HashSet<String>) {
+        if let Ok(mut paused) = self.paused.write() {
+            *paused = queues;
+        }
+    }
+}
+
+/// Connects to Redis, retrying until it answers or shutdown is requested: a worker
+/// that starts while Redis restarts should wait, not exit.
+async fn connect_queue(opts: &ConnectOpts, shutdown: &CancellationToken) -> Result<Queue, WorkerError> {
+    loop {
+        match Queue::connect(&opts.redis_url, &opts.redis_prefix).await {
+            Ok(queue) => return Ok(queue),
+            Err(err) if !shutdown.is_cancelled() => {
+                warn!(redis = %redact_url(&opts.redis_url), error = %error_chain(&err), "redis unavailable; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// Runs a worker until `shutdown` is cancelled, then shuts down gracefully.
+pub async fn run(
+    opts: ConnectOpts,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    config.validate().map_err(WorkerError::Config)?;
+    let store = Store::connect(&opts.database_url, opts.db_pool_size)?;
+    let queue = connect_queue(&opts, &shutdown).await?;
+    let id = Uuid::new_v4();
+    let (completions, completion_rx) = mpsc::unbounded_channel();
+    let worker = Arc::new(Worker {
+        id,
+        store,
+        queue,
+        permits: Arc::new(Semaphore::new(config.concurrency)),
+        config,
+        running: RunningJobs::default(),
+        metrics: Metrics::default(),
+        tasks: TaskTracker::new(),
+        completions,
+        paused: RwLock::new(HashSet::new()),
+    });
+    let info = WorkerInfo {
+        id,
+        host: hostname(),
+        pid: i64::from(std::process::id()),
+        queues: worker.config.queues.clone(),
+        concurrency: worker.config.concurrency as i64,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    worker.store.register_worker(&info).await?;
+    info!(
+        worker.id = %id,
+        queues = %worker.config.queues.join(","),
+        concurrency = worker.config.concurrency,
+        "worker started"
+    );
+
+    // Fetchers and the inbox stop first; heartbeat and sweeper keep going until the
+    // running jobs are finished or released; the completer drains last.
+    let stop_fetching = CancellationToken::new();
+    let stop_background = CancellationToken::new();
+    let drain_completions = CancellationToken::new();
+    let mut fetchers = tokio::task::JoinSet::new();
+    for queue_name in worker.config.queues.clone() {
+        fetchers.spawn(fetcher::fetch_loop(worker.clone(), queue_name, stop_fetching.clone()));
+    }
+    if !worker.config.no_inbox {
+        fetchers.spawn(inbox::inbox_loop(worker.clone(), stop_fetching.clone()));
+    }
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(lease::heartbeat_loop(worker.clone(), stop_background.clone()));
+    background.spawn(sweeper::sweep_loop(worker.clone(), stop_background.clone()));
+    if let Some(addr) = worker.config.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(WorkerError::Metrics)?;
+        info!(%addr, "serving metrics");
+        background.spawn(crate::metrics::serve(worker.clone(), listener, stop_background.clone()));
+    }
+    let completer = tokio::spawn(completer::completer_loop(
+        worker.clone(),
+        completion_rx,
+        drain_completions.clone(),
+    ));
+
+    shutdown.cancelled().await;
+    info!(running = worker.running.len(), grace = ?worker.config.grace, "shutting down: no new jobs");
+    stop_fetching.cancel();
+    while fetchers.join_next().await.is_some() {}
+
+    worker.tasks.close();
+    if tokio::time::timeout(worker.config.grace, worker.tasks.wait()).await.is_err() {
+        let stopped = worker.running.cancel_all();
+        warn!(jobs = stopped, "grace period over: stopping handlers and releasing their jobs");
+        if tokio::time::timeout(Duration::from_secs(10), worker.tasks.wait()).await.is_err() {
+            warn!("some handlers did not stop within 10s of cancellation");
+        }
+    }
+    drain_completions.cancel();
+    if let Err(err) = completer.await {
+        warn!(error = %err, "completer task failed");
+    }
+
+    let left = worker.running.snapshot();
+    if !left.is_empty() {
+        match worker.store.release(worker.id, &left).await {
+            Ok(released) => {
+                if let Err(err) = worker.queue.push_hints(&released).await {
+                    // The sweeper's database path picks them up anyway.
+                    warn!(error = %error_chain(&err), "could not send hints for released jobs");
+                }
+                info!(jobs = released.len(), "released unfinished jobs to the queue");
+            }
+            Err(err) => warn!(
+                error = %error_chain(&err),
+                jobs = left.len(),
+                "could not release jobs; they return when their leases expire"
+            ),
+        }
+    }
+    stop_background.cancel();
+    while background.join_next().await.is_some() {}
+    if let Err(err) = worker.store.worker_stopped(worker.id).await {
+        warn!(error = %error_chain(&err), "could not mark worker stopped");
+    }
+    info!(worker.id = %id, "worker stopped");
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
