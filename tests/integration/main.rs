@@ -1,1 +1,4 @@
+//! Integration tests against real PostgreSQL (serializable), Redis and Docker.
+//! Each test has its own database and Redis prefix (see `lc_tests`).
 
+mod queue;

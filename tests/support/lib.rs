@@ -1,1 +1,442 @@
+//! Test support for LaunchControl's integration tests: every test gets its own
+//! database and its own Redis key prefix on the services that `scripts/services.sh`
+//! started (URLs from `DATABASE_URL`/`PG_ADMIN_URL`/`REDIS_URL`, loopback defaults),
+//! and tests that restart Redis start a private instance on a free loopback port.
 
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lc_shared::JobState;
+use lc_shared::config::ConnectOpts;
+use lc_shared::queue::Queue;
+use lc_shared::store::Store;
+use lc_worker::WorkerConfig;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub fn admin_url() -> String {
+    std::env::var("PG_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://lc@127.0.0.1:55432/postgres".to_owned())
+}
+
+pub fn shared_redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:56379".to_owned())
+}
+
+/// Directory holding the workspace's binaries (`lc`, `lc-worker`): next to the test
+/// executable's `deps/` folder, or `LC_BIN_DIR`.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("LC_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(|deps| deps.parent()).unwrap().to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} not built; run the tests with `cargo nextest run --workspace` (or scripts/test.sh)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One test's world: a fresh, migrated database and a Redis key prefix of its own.
+pub struct TestEnv {
+    pub db_name: String,
+    pub database_url: String,
+    pub redis_url: String,
+    pub prefix: String,
+    pub store: Store,
+    pub queue: Queue,
+}
+
+impl TestEnv {
+    pub async fn new() -> TestEnv {
+        TestEnv::with_redis(&shared_redis_url()).await
+    }
+
+    /// A test env whose Redis is `redis_url` (a private instance, usually).
+    pub async fn with_redis(redis_url: &str) -> TestEnv {
+        let tag = Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let db_name = format!("lc_test_{tag}");
+        let admin = admin_url();
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|err| panic!("cannot reach PostgreSQL at {admin}: {err}; run scripts/services.sh up"));
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {db_name}"))
+            .await
+            .unwrap();
+        let database_url = match admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{db_name}"),
+            None => panic!("PG_ADMIN_URL must end in /DATABASE"),
+        };
+        let store = Store::connect(&database_url, 16).unwrap();
+        lc_shared::migrate::run(&store).await.unwrap();
+        let prefix = format!("t{tag}");
+        let queue = Queue::connect(redis_url, &prefix)
+            .await
+            .unwrap_or_else(|err| panic!("cannot reach Redis at {redis_url}: {err}"));
+        TestEnv {
+            db_name,
+            database_url,
+            redis_url: redis_url.to_owned(),
+            prefix,
+            store,
+            queue,
+        }
+    }
+
+    pub fn connect_opts(&self) -> ConnectOpts {
+        ConnectOpts {
+            database_url: self.database_url.clone(),
+            redis_url: self.redis_url.clone(),
+            redis_prefix: self.prefix.clone(),
+            db_pool_size: 8,
+        }
+    }
+
+    pub fn producer(&self) -> lc_producer::Producer {
+        lc_producer::Producer::from_parts(self.store.clone(), Some(self.queue.clone()))
+    }
+
+    /// Worker settings shrunk so that crash drills take seconds.
+    pub fn worker_config(&self) -> WorkerConfig {
+        WorkerConfig {
+            concurrency: 20,
+            queues: vec!["default".to_owned()],
+            lease: Duration::from_secs(2),
+            heartbeat: Duration::from_millis(300),
+            sweep_interval: Duration::from_millis(200),
+            db_poll_interval: Duration::from_secs(1),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            grace: Duration::from_secs(5),
+            fetch_batch: 100,
+            no_inbox: false,
+            docker_machine: std::env::var("LC_DOCKER_MACHINE_STANDIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| {
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docker-machine/docker-machine")
+                }),
+            machines_dir: std::env::temp_dir().join(format!("lc-machines-{}", self.prefix)),
+            machine_timeout: Duration::from_secs(30),
+            docker_host: std::env::var("DOCKER_HOST").ok(),
+            metrics_addr: None,
+        }
+    }
+
+    /// Starts a worker inside the test process.
+    pub fn spawn_worker(&self, config: WorkerConfig) -> InProcessWorker {
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(lc_worker::run(self.connect_opts(), config, shutdown.clone()));
+        InProcessWorker { shutdown, handle }
+    }
+
+    /// The `lc-worker` binary as a child process, with this env's settings plus `args`.
+    pub fn spawn_worker_process(&self, args: &[&str]) -> WorkerProcess {
+        let config = self.worker_config();
+        let log = std::env::temp_dir().join(format!("lc-worker-{}-{}.log", self.prefix, Uuid::new_v4().simple()));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(bin("lc-worker"));
+        command
+            .env("DATABASE_URL", &self.database_url)
+            .env("REDIS_URL", &self.redis_url)
+            .env("LC_REDIS_PREFIX", &self.prefix)
+            .env("LC_LEASE", "2s")
+            .env("LC_HEARTBEAT", "300ms")
+            .env("LC_SWEEP_INTERVAL", "200ms")
+            .env("LC_DB_POLL_INTERVAL", "1s")
+            .env("LC_BACKOFF_BASE", "100ms")
+            .env("LC_BACKOFF_MAX", "1s")
+            .env("LC_GRACE", "5s")
+            .env("LC_DOCKER_MACHINE", &config.docker_machine)
+            .env("LC_MACHINES_DIR", &config.machines_dir)
+            .env("LC_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        let child = command.spawn().unwrap();
+        WorkerProcess { child, log }
+    }
+
+    /// Runs the `lc` binary against this env; returns (exit code, stdout, stderr).
+    pub fn lc(&self, args: &[&str]) -> (i32, String, String) {
+        let output = Command::new(bin("lc"))
+            .env("DATABASE_URL", &self.database_url)
+            .env("REDIS_URL", &self.redis_url)
+            .env("LC_REDIS_PREFIX", &self.prefix)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// A raw connection to this test's database, for assertions.
+    pub async fn sql(&self) -> deadpool_like::Client {
+        deadpool_like::connect(&self.database_url).await
+    }
+
+    pub async fn job_count(&self) -> i64 {
+        let client = self.sql().await;
+        client.query_one("SELECT count(*) FROM jobs", &[]).await.unwrap().get(0)
+    }
+
+    pub async fn states(&self, ids: &[Uuid]) -> HashMap<Uuid, JobState> {
+        self.store.job_states(ids).await.unwrap().into_iter().collect()
+    }
+
+    /// Waits until every job is terminal; returns their states.
+    pub async fn wait_terminal(&self, ids: &[Uuid], timeout: Duration) -> HashMap<Uuid, JobState> {
+        wait_for("jobs to reach a terminal state", timeout, || async {
+            let states = self.states(ids).await;
+            (states.len() == ids.len() && states.values().all(|state| state.is_terminal()))
+                .then_some(states)
+        })
+        .await
+    }
+
+    /// The no-loss, no-duplicate check every crash test ends with: each job is in one
+    /// terminal state, entered exactly once in its history, and no attempt's effect was
+    /// recorded twice; succeeded `record` jobs have their final attempt's effect.
+    pub async fn assert_exactly_once(&self, ids: &[Uuid]) {
+        let client = self.sql().await;
+        let rows = client
+            .query(
+                "SELECT j.id, j.state, j.attempt,
+                        (SELECT count(*) FROM job_events e WHERE e.job_id = j.id
+                           AND e.to_state IN ('succeeded', 'dead', 'cancelled')),
+                        (SELECT count(*) FROM job_effects f WHERE f.job_id = j.id AND f.attempt = j.attempt),
+                        (SELECT count(*) FROM (SELECT attempt FROM job_effects f WHERE f.job_id = j.id
+                           GROUP BY attempt HAVING count(*) > 1) AS twice),
+                        j.payload->>'record'
+                 FROM jobs j WHERE j.id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), ids.len(), "some jobs are missing from the database");
+        for row in rows {
+            let id: Uuid = row.get(0);
+            let state: String = row.get(1);
+            let terminal_events: i64 = row.get(3);
+            let final_effects: i64 = row.get(4);
+            let doubled: i64 = row.get(5);
+            let record: Option<String> = row.get(6);
+            let state: JobState = state.parse().unwrap();
+            assert!(state.is_terminal(), "job {id} is still {state}");
+            assert_eq!(terminal_events, 1, "job {id} entered a terminal state {terminal_events} times");
+            assert_eq!(doubled, 0, "job {id} recorded an attempt's effect twice");
+            if state == JobState::Succeeded && record.as_deref() == Some("true") {
+                assert_eq!(final_effects, 1, "job {id} succeeded without its final attempt's effect");
+            }
+        }
+    }
+
+    /// Terminates every connection to this test's database except the caller's.
+    pub async fn terminate_db_connections(&self) -> i64 {
+        let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let rows = client
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&self.db_name],
+            )
+            .await
+            .unwrap();
+        rows.len() as i64
+    }
+}
+
+/// A plain tokio-postgres connection for assertions.
+pub mod deadpool_like {
+    pub type Client = tokio_postgres::Client;
+
+    pub async fn connect(url: &str) -> Client {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+}
+
+/// A worker running inside the test process.
+pub struct InProcessWorker {
+    pub shutdown: CancellationToken,
+    pub handle: tokio::task::JoinHandle<Result<(), lc_worker::WorkerError>>,
+}
+
+impl InProcessWorker {
+    /// Graceful stop; waits for it to finish.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+/// An `lc-worker` child process; killed when dropped.
+pub struct WorkerProcess {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl WorkerProcess {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: i32) {
+        let result = unsafe_free_kill(self.pid(), signal);
+        assert!(result, "could not send signal {signal} to {}", self.pid());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        unsafe_free_kill(self.pid(), libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal with the `kill` command, keeping the tests free of `unsafe`.
+pub fn unsafe_free_kill(pid: i32, signal: i32) -> bool {
+    Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status()
+        .map(|status| status.success())
+        .unwrap_or(false)
+}
+
+/// A Redis server of the test's own on a free loopback port, so that restarting or
+/// flushing it disturbs no other test.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = PrivateRedis { port, child: None };
+        redis.launch().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not found; run scripts/services.sh up");
+        self.child = Some(child);
+        let url = self.url();
+        wait_for("private redis to answer", Duration::from_secs(10), || {
+            let url = url.clone();
+            async move {
+                let client = redis::Client::open(url).ok()?;
+                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
+            }
+        })
+        .await;
+    }
+
+    /// Stops the server (its data is gone: no persistence).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server and starts an empty one on the same port.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.launch().await;
+    }
+
+    pub async fn flushall(&self) {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await.unwrap();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `n` jobs of one kind and payload, enqueued in one batch; returns their ids.
+pub async fn enqueue_many(env: &TestEnv, kind: lc_shared::JobKind, payload: serde_json::Value, n: usize) -> Vec<Uuid> {
+    let jobs = vec![lc_shared::NewJob::new(kind, payload); n];
+    env.producer()
+        .enqueue_batch(&jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|job| job.id)
+        .collect()
+}
