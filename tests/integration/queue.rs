@@ -1,10 +1,15 @@
-//! The queue core: enqueue, claim, retry, cancel, shutdown, crashes, bad input.
+//! The queue core: enqueue, priorities, idempotency, transactional enqueue, retries,
+//! cancellation, delayed jobs, bad input, the inbox stream, migrations.
 
 use std::time::Duration;
 
+use chrono::Utc;
+use lc_producer::Producer;
+use lc_shared::store::CancelOutcome;
 use lc_shared::{JobKind, JobState, NewJob, Priority};
-use lc_tests::{TestEnv, enqueue_many};
+use lc_tests::{TestEnv, enqueue_many, wait_for};
 use serde_json::json;
+use uuid::Uuid;
 
 #[tokio::test]
 async fn jobs_run_once_and_record_their_history() {
@@ -17,5 +22,371 @@ async fn jobs_run_once_and_record_their_history() {
     let events = env.store.events(ids[0]).await.unwrap();
     let changes: Vec<_> = events.iter().filter_map(|event| event.to_state.clone()).collect();
     assert_eq!(changes, ["queued", "running", "succeeded"]);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn higher_priority_runs_first() {
+    let env = TestEnv::new().await;
+    let producer = env.producer();
+    let mut low = Vec::new();
+    let mut high = Vec::new();
+    for _ in 0..10 {
+        low.push(producer.enqueue(NewJob::new(JobKind::Noop, json!({})).with_priority(Priority::Low)).await.unwrap().id);
+    }
+    for _ in 0..10 {
+        high.push(producer.enqueue(NewJob::new(JobKind::Noop, json!({})).with_priority(Priority::High)).await.unwrap().id);
+    }
+    let mut config = env.worker_config();
+    config.concurrency = 1;
+    let worker = env.spawn_worker(config);
+    let all: Vec<Uuid> = low.iter().chain(&high).copied().collect();
+    env.wait_terminal(&all, Duration::from_secs(30)).await;
+    worker.stop().await;
+    let client = env.sql().await;
+    let last_high: chrono::DateTime<Utc> = client
+        .query_one("SELECT max(started_at) FROM jobs WHERE id = ANY($1)", &[&high])
+        .await
+        .unwrap()
+        .get(0);
+    let first_low: chrono::DateTime<Utc> = client
+        .query_one("SELECT min(started_at) FROM jobs WHERE id = ANY($1)", &[&low])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(last_high <= first_low, "a low-priority job started before the last high one");
+}
+
+#[tokio::test]
+async fn idempotency_key_returns_the_existing_job() {
+    let env = TestEnv::new().await;
+    let producer = env.producer();
+    let job = NewJob::new(JobKind::Noop, json!({})).with_idempotency_key("order-42");
+    let first = producer.enqueue(job.clone()).await.unwrap();
+    let second = producer.enqueue(job.clone()).await.unwrap();
+    assert!(first.created);
+    assert!(!second.created);
+    assert_eq!(first.id, second.id);
+    // The same key inside one batch, and again across batches: still one job.
+    let batch = producer.enqueue_batch(&[job.clone(), job]).await.unwrap();
+    assert!(batch.iter().all(|enqueued| enqueued.id == first.id && !enqueued.created));
+    assert_eq!(env.job_count().await, 1);
+    // The CLI says so too.
+    let (code, out, _) = env.lc(&["enqueue", "noop", "--idempotency-key", "order-42"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&first.id.to_string()) && out.contains("already enqueued"), "{out}");
+}
+
+#[tokio::test]
+async fn transactional_enqueue_commits_or_vanishes_with_the_caller() {
+    let env = TestEnv::new().await;
+    let worker = env.spawn_worker(env.worker_config());
+    let jobs = [NewJob::new(JobKind::Noop, json!({}))];
+
+    let mut client = env.store.client().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let rolled_back = Producer::enqueue_in_transaction(&tx, &jobs).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert!(env.store.job(rolled_back[0].id).await.unwrap().is_none());
+
+    let tx = client.transaction().await.unwrap();
+    let committed = Producer::enqueue_in_transaction(&tx, &jobs).await.unwrap();
+    tx.commit().await.unwrap();
+    // No notify: the sweeper dispatches jobs enqueued in a caller's transaction.
+    let states = env.wait_terminal(&[committed[0].id], Duration::from_secs(10)).await;
+    assert_eq!(states[&committed[0].id], JobState::Succeeded);
+
+    let tx = client.transaction().await.unwrap();
+    let notified = Producer::enqueue_in_transaction(&tx, &jobs).await.unwrap();
+    tx.commit().await.unwrap();
+    env.producer().notify(&notified).await;
+    env.wait_terminal(&[notified[0].id], Duration::from_secs(10)).await;
+    assert_eq!(env.job_count().await, 2);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn retries_back_off_then_die_and_fatal_errors_die_at_once() {
+    let env = TestEnv::new().await;
+    let worker = env.spawn_worker(env.worker_config());
+    let producer = env.producer();
+    let flaky = producer
+        .enqueue(NewJob::new(JobKind::Sleep, json!({"fail_times": 2})).with_max_attempts(3))
+        .await
+        .unwrap()
+        .id;
+    let doomed = producer
+        .enqueue(NewJob::new(JobKind::Sleep, json!({"fail_times": 10})).with_max_attempts(3))
+        .await
+        .unwrap()
+        .id;
+    let fatal = producer
+        .enqueue(NewJob::new(JobKind::Sleep, json!({"fail_times": 1, "fatal": true})).with_max_attempts(5))
+        .await
+        .unwrap()
+        .id;
+    let states = env.wait_terminal(&[flaky, doomed, fatal], Duration::from_secs(30)).await;
+    assert_eq!(states[&flaky], JobState::Succeeded);
+    assert_eq!(states[&doomed], JobState::Dead);
+    assert_eq!(states[&fatal], JobState::Dead);
+
+    let doomed_row = env.store.job(doomed).await.unwrap().unwrap();
+    assert_eq!(doomed_row.attempt, 3);
+    assert!(doomed_row.last_error.unwrap().contains("induced failure 3"));
+    let fatal_row = env.store.job(fatal).await.unwrap().unwrap();
+    assert_eq!(fatal_row.attempt, 1, "a fatal error must not be retried");
+
+    // Backoff: each retry waited at least half the base delay, growing.
+    let events = env.store.events(flaky).await.unwrap();
+    let claims: Vec<_> = events.iter().filter(|e| e.to_state.as_deref() == Some("running")).map(|e| e.at).collect();
+    let retries: Vec<_> = events.iter().filter(|e| e.message.as_deref().is_some_and(|m| m.starts_with("retry scheduled"))).map(|e| e.at).collect();
+    assert_eq!(claims.len(), 3);
+    assert_eq!(retries.len(), 2);
+    let first_wait = claims[1] - retries[0];
+    let second_wait = claims[2] - retries[1];
+    assert!(first_wait >= chrono::Duration::milliseconds(50), "first retry after {first_wait}");
+    assert!(second_wait >= chrono::Duration::milliseconds(100), "second retry after {second_wait}");
+    env.assert_exactly_once(&[flaky, doomed, fatal]).await;
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_queued_and_running_jobs() {
+    let env = TestEnv::new().await;
+    let producer = env.producer();
+    let delayed = producer
+        .enqueue(NewJob::new(JobKind::Noop, json!({})).with_run_at(Utc::now() + chrono::Duration::hours(1)))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(producer.cancel(delayed).await.unwrap(), CancelOutcome::Cancelled { was: JobState::Queued });
+    assert_eq!(
+        producer.cancel(delayed).await.unwrap(),
+        CancelOutcome::AlreadyFinished(JobState::Cancelled)
+    );
+    assert_eq!(producer.cancel(Uuid::new_v4()).await.unwrap(), CancelOutcome::NotFound);
+
+    let worker = env.spawn_worker(env.worker_config());
+    let long = producer
+        .enqueue(NewJob::new(JobKind::Sleep, json!({"ms": 60_000, "record": true})))
+        .await
+        .unwrap()
+        .id;
+    wait_for("the long job to start", Duration::from_secs(10), || async {
+        (env.states(&[long]).await[&long] == JobState::Running).then_some(())
+    })
+    .await;
+    let (code, out, err) = env.lc(&["jobs", "cancel", &long.to_string()]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The worker notices at its next heartbeat and stops the handler: the job is free
+    // of its lease and no other transition follows.
+    wait_for("the worker to drop the cancelled job", Duration::from_secs(5), || async {
+        let job = env.store.job(long).await.unwrap().unwrap();
+        let running: i64 = env
+            .sql()
+            .await
+            .query_one("SELECT count(*) FROM workers w WHERE EXISTS (SELECT 1 FROM jobs j WHERE j.lease_owner = w.id)", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (job.state == "cancelled" && running == 0).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    env.assert_exactly_once(&[delayed, long]).await;
+    let effects: i64 = env.sql().await.query_one("SELECT count(*) FROM job_effects", &[]).await.unwrap().get(0);
+    assert_eq!(effects, 0, "a cancelled sleep must not finish its work");
+}
+
+#[tokio::test]
+async fn delayed_jobs_wait_for_their_time() {
+    let env = TestEnv::new().await;
+    let worker = env.spawn_worker(env.worker_config());
+    let run_at = Utc::now() + chrono::Duration::milliseconds(1500);
+    let id = env
+        .producer()
+        .enqueue(NewJob::new(JobKind::Noop, json!({})).with_run_at(run_at))
+        .await
+        .unwrap()
+        .id;
+    env.wait_terminal(&[id], Duration::from_secs(15)).await;
+    let job = env.store.job(id).await.unwrap().unwrap();
+    assert!(job.started_at.unwrap() >= run_at, "started before its time");
+    // The CLI's --delay goes the same way.
+    let (code, out, _) = env.lc(&["enqueue", "noop", "--delay", "300ms", "--json"]);
+    assert_eq!(code, 0);
+    let id: Uuid = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].as_str().unwrap().parse().unwrap();
+    env.wait_terminal(&[id], Duration::from_secs(15)).await;
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_writes_nothing() {
+    let env = TestEnv::new().await;
+    // A single argument cannot hold 300 KiB, so the oversized payload comes from a file.
+    let big_file = std::env::temp_dir().join(format!("lc-big-{}.json", env.prefix));
+    std::fs::write(&big_file, format!("{{\"ms\": 1, \"pad\": \"{}\"}}", "x".repeat(300 * 1024))).unwrap();
+    let big = format!("@{}", big_file.display());
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["enqueue", "frobnicate"], "unknown job kind"),
+        (vec!["enqueue", "noop", "--payload", "{not json"], "not valid JSON"),
+        (vec!["enqueue", "noop", "--payload", "[1,2]"], "must be a JSON object"),
+        (vec!["enqueue", "sleep", "--payload", &big], "over the 262144 byte limit"),
+        (vec!["enqueue", "noop", "--queue", "Bad Queue!"], "invalid queue name"),
+        (vec!["enqueue", "noop", "--priority", "urgent"], "invalid priority"),
+        (vec!["enqueue", "noop", "--max-attempts", "0"], "max_attempts must be between"),
+        (vec!["enqueue", "sleep", "--payload", "{\"ms\": \"soon\"}"], "invalid payload for sleep"),
+    ];
+    for (args, expected) in cases {
+        let (code, out, err) = env.lc(&args);
+        assert_eq!(code, 1, "{args:?} should fail: {out}{err}");
+        assert!(err.contains(expected), "{args:?}: expected {expected:?} in {err:?}");
+    }
+    assert_eq!(env.job_count().await, 0, "refused input must write nothing");
+    // The library refuses the same way, and a bad job in a batch stops the whole batch.
+    let batch = [
+        NewJob::new(JobKind::Noop, json!({})),
+        NewJob::new(JobKind::Noop, json!({})).with_queue("no spaces allowed"),
+    ];
+    assert!(env.producer().enqueue_batch(&batch).await.is_err());
+    assert_eq!(env.job_count().await, 0);
+}
+
+#[tokio::test]
+async fn malformed_and_duplicate_hints_are_harmless() {
+    let env = TestEnv::new().await;
+    // Jobs enqueued with hints, then the same hints pushed again, plus garbage.
+    let ids = enqueue_many(&env, JobKind::Sleep, json!({"ms": 5, "record": true}), 20).await;
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = env.queue.ready_key("default", Priority::Normal);
+    for id in &ids {
+        for _ in 0..3 {
+            redis::cmd("LPUSH").arg(&key).arg(id.to_string()).query_async::<()>(&mut conn).await.unwrap();
+        }
+    }
+    for garbage in ["not-a-uuid", "", "{\"id\": 1}", "\u{0}\u{1}binary"] {
+        redis::cmd("LPUSH").arg(&key).arg(garbage).query_async::<()>(&mut conn).await.unwrap();
+    }
+    let worker = env.spawn_worker(env.worker_config());
+    env.wait_terminal(&ids, Duration::from_secs(30)).await;
+    // Every hint is consumed, the worker is still running and takes new work.
+    wait_for("the hint lists to drain", Duration::from_secs(10), || async {
+        (env.queue.ready_len("default").await.unwrap() == 0).then_some(())
+    })
+    .await;
+    let later = enqueue_many(&env, JobKind::Noop, json!({}), 1).await;
+    env.wait_terminal(&later, Duration::from_secs(10)).await;
+    worker.stop().await;
+    env.assert_exactly_once(&ids).await;
+    let claims: i64 = env
+        .sql()
+        .await
+        .query_one("SELECT count(*) FROM job_events WHERE to_state = 'running' AND job_id = ANY($1)", &[&ids])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(claims, 20, "each job must be claimed exactly once despite 4 hints each");
+}
+
+#[tokio::test]
+async fn inbox_messages_become_jobs_once_and_bad_ones_are_kept_with_a_reason() {
+    let env = TestEnv::new().await;
+    let worker = env.spawn_worker(env.worker_config());
+    let good = r#"{"kind":"sleep","payload":{"ms":1,"record":true},"queue":"default","priority":"high","max_attempts":3,"idempotency_key":"inbox-test-1"}"#;
+    env.queue.add_inbox(good).await.unwrap();
+    env.queue.add_inbox(good).await.unwrap(); // the same message twice: one job
+    env.queue.add_inbox(r#"{"kind":"noop"}"#).await.unwrap();
+    let bad = [
+        ("{not json", "invalid JSON"),
+        (r#"{"kind":"launch-missiles"}"#, "unknown job kind"),
+        (r#"{"kind":"noop","queue":"NO"}"#, "invalid queue name"),
+        (r#"{"kind":"noop","priority":"asap"}"#, "invalid priority"),
+    ];
+    for (body, _) in bad {
+        env.queue.add_inbox(body).await.unwrap();
+    }
+    let oversized = format!(r#"{{"kind":"noop","payload":{{"pad":"{}"}}}}"#, "y".repeat(300 * 1024));
+    env.queue.add_inbox(&oversized).await.unwrap();
+
+    let ids: Vec<Uuid> = wait_for("two jobs from the inbox", Duration::from_secs(15), || async {
+        let rows = env.sql().await.query("SELECT id FROM jobs", &[]).await.unwrap();
+        (rows.len() == 2).then(|| rows.iter().map(|row| row.get(0)).collect())
+    })
+    .await;
+    env.wait_terminal(&ids, Duration::from_secs(15)).await;
+    let letters = wait_for("five dead letters", Duration::from_secs(10), || async {
+        let letters = env.queue.dead_letters(100).await.unwrap();
+        (letters.len() == 5).then_some(letters)
+    })
+    .await;
+    for (_, reason) in bad {
+        assert!(letters.iter().any(|letter| letter.reason.contains(reason)), "no dead letter says {reason:?}");
+    }
+    assert!(letters.iter().any(|letter| letter.reason.contains("byte limit")));
+    let (code, out, _) = env.lc(&["dead-letters"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("unknown job kind"), "{out}");
+    // Nothing left pending, and the worker still works.
+    let later = enqueue_many(&env, JobKind::Noop, json!({}), 1).await;
+    env.wait_terminal(&later, Duration::from_secs(10)).await;
+    worker.stop().await;
+    env.assert_exactly_once(&ids).await;
+}
+
+#[tokio::test]
+async fn migrations_are_safe_to_run_concurrently() {
+    let env = TestEnv::new().await;
+    // The env already migrated once; four more at the same time must all succeed.
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let store = lc_shared::store::Store::connect(&env.database_url, 2).unwrap();
+            tokio::spawn(async move { lc_shared::migrate::run(&store).await })
+        })
+        .collect();
+    for run in runs {
+        let report = run.await.unwrap().unwrap();
+        assert!(report.applied.is_empty());
+    }
+    // And on an empty database, concurrently from the start.
+    let fresh = format!("{}_fresh", env.db_name);
+    env.sql().await.batch_execute(&format!("CREATE DATABASE {fresh}")).await.unwrap();
+    let url = format!("{}_fresh", env.database_url);
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let store = lc_shared::store::Store::connect(&url, 2).unwrap();
+            tokio::spawn(async move { lc_shared::migrate::run(&store).await })
+        })
+        .collect();
+    let mut applied = 0;
+    for run in runs {
+        applied += run.await.unwrap().unwrap().applied.len();
+    }
+    let total: usize = lc_shared::migrate::MIGRATIONS
+        .iter()
+        .map(|(_, sql)| lc_shared::migrate::statements(sql).len())
+        .sum();
+    assert!(applied >= total, "every statement applied at least once");
+    let recorded: i64 = lc_tests::deadpool_like::connect(&url)
+        .await
+        .query_one("SELECT count(*) FROM schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded as usize, total);
+}
+
+#[tokio::test]
+async fn a_paused_queue_is_not_taken_from() {
+    let env = TestEnv::new().await;
+    env.store.set_queue_paused("default", true).await.unwrap();
+    let worker = env.spawn_worker(env.worker_config());
+    let ids = enqueue_many(&env, JobKind::Noop, json!({}), 5).await;
+    // Two heartbeats and several poll rounds later, nothing has started.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(env.states(&ids).await.values().all(|state| *state == JobState::Queued));
+    let (code, _, _) = env.lc(&["queues", "resume", "default"]);
+    assert_eq!(code, 0);
+    env.wait_terminal(&ids, Duration::from_secs(15)).await;
     worker.stop().await;
 }

@@ -115,6 +115,7 @@ pub async fn run(
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     worker.store.register_worker(&info).await?;
+    worker.set_paused(worker.store.paused_queues().await?.into_iter().collect());
     info!(
         worker.id = %id,
         queues = %worker.config.queues.join(","),
