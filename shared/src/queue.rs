@@ -64,13 +64,15 @@ pub struct Queue {
 }
 
 impl Queue {
+    /// Connects lazily: a Redis that is down now is not an error (the database path
+    /// keeps jobs moving); commands fail until it is back, then work again.
     pub async fn connect(url: &str, prefix: &str) -> Result<Queue> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(Queue {
             client,
             conn,

@@ -1,4 +1,5 @@
 //! Integration tests against real PostgreSQL (serializable), Redis and Docker.
 //! Each test has its own database and Redis prefix (see `lc_tests`).
 
+mod crash;
 mod queue;

@@ -80,6 +80,8 @@ impl TestEnv {
 
     /// A test env whose Redis is `redis_url` (a private instance, usually).
     pub async fn with_redis(redis_url: &str) -> TestEnv {
+        // Worker logs land in the test's captured output, shown when a test fails.
+        lc_shared::telemetry::init(lc_shared::telemetry::LogFormat::Pretty, "warn");
         let tag = Uuid::new_v4().simple().to_string()[..12].to_owned();
         let db_name = format!("lc_test_{tag}");
         let admin = admin_url();

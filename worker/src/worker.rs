@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use lc_shared::config::{ConnectOpts, redact_url};
+use lc_shared::config::ConnectOpts;
 use lc_shared::queue::{Queue, QueueError};
 use lc_shared::store::{Completion, Store, StoreError, WorkerInfo, error_chain};
 use tokio::sync::{Semaphore, mpsc};
@@ -65,24 +65,6 @@ impl Worker {
     }
 }
 
-/// Connects to Redis, retrying until it answers or shutdown is requested: a worker
-/// that starts while Redis restarts should wait, not exit.
-async fn connect_queue(opts: &ConnectOpts, shutdown: &CancellationToken) -> Result<Queue, WorkerError> {
-    loop {
-        match Queue::connect(&opts.redis_url, &opts.redis_prefix).await {
-            Ok(queue) => return Ok(queue),
-            Err(err) if !shutdown.is_cancelled() => {
-                warn!(redis = %redact_url(&opts.redis_url), error = %error_chain(&err), "redis unavailable; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-            Err(err) => return Err(err.into()),
-        }
-    }
-}
-
 /// Runs a worker until `shutdown` is cancelled, then shuts down gracefully.
 pub async fn run(
     opts: ConnectOpts,
@@ -91,7 +73,7 @@ pub async fn run(
 ) -> Result<(), WorkerError> {
     config.validate().map_err(WorkerError::Config)?;
     let store = Store::connect(&opts.database_url, opts.db_pool_size)?;
-    let queue = connect_queue(&opts, &shutdown).await?;
+    let queue = Queue::connect(&opts.redis_url, &opts.redis_prefix).await?;
     let id = Uuid::new_v4();
     let (completions, completion_rx) = mpsc::unbounded_channel();
     let worker = Arc::new(Worker {

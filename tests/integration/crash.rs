@@ -1,0 +1,227 @@
+//! Crash drills. Each kills, stops, restarts or cuts off a component in the middle of
+//! a run and then checks that every job ended in exactly one terminal state with no
+//! attempt's effect recorded twice.
+
+use std::time::Duration;
+
+use lc_shared::{JobKind, JobState, NewJob};
+use lc_tests::{PrivateRedis, TestEnv, enqueue_many, wait_for};
+use serde_json::json;
+use uuid::Uuid;
+
+async fn count_in_state(env: &TestEnv, ids: &[Uuid], state: JobState) -> usize {
+    env.states(ids).await.values().filter(|found| **found == state).count()
+}
+
+#[tokio::test]
+async fn a_killed_worker_s_jobs_are_rerun_elsewhere_after_the_lease_expires() {
+    let env = TestEnv::new().await;
+    let mut doomed = env.spawn_worker_process(&["--concurrency", "100"]);
+    let ids = enqueue_many(&env, JobKind::Sleep, json!({"ms": 1500, "record": true}), 100).await;
+    wait_for("jobs to be running in the doomed worker", Duration::from_secs(20), || async {
+        (count_in_state(&env, &ids, JobState::Running).await >= 50).then_some(())
+    })
+    .await;
+    doomed.signal(libc::SIGKILL);
+    doomed.wait(Duration::from_secs(5));
+    let survivor = env.spawn_worker(env.worker_config());
+    let states = env.wait_terminal(&ids, Duration::from_secs(60)).await;
+    assert!(states.values().all(|state| *state == JobState::Succeeded));
+    env.assert_exactly_once(&ids).await;
+    let expired: i64 = env
+        .sql()
+        .await
+        .query_one("SELECT count(DISTINCT job_id) FROM job_events WHERE message LIKE 'lease expired%'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(expired >= 50, "only {expired} jobs went through lease expiry");
+    survivor.stop().await;
+}
+
+#[tokio::test]
+async fn a_stopped_worker_cannot_complete_jobs_taken_over_after_its_lease_expired() {
+    let env = TestEnv::new().await;
+    let mut frozen = env.spawn_worker_process(&["--concurrency", "5"]);
+    let ids = enqueue_many(&env, JobKind::Sleep, json!({"ms": 1000, "record": true}), 5).await;
+    wait_for("all five running in the first worker", Duration::from_secs(20), || async {
+        (count_in_state(&env, &ids, JobState::Running).await == 5).then_some(())
+    })
+    .await;
+    frozen.signal(libc::SIGSTOP);
+    let second = env.spawn_worker(env.worker_config());
+    let states = env.wait_terminal(&ids, Duration::from_secs(30)).await;
+    assert!(states.values().all(|state| *state == JobState::Succeeded));
+    for id in &ids {
+        assert_eq!(env.store.job(*id).await.unwrap().unwrap().attempt, 2, "taken over by attempt 2");
+    }
+    // Wake the first worker: its handlers' sleeps are long over, so it tries to
+    // record attempt 1 (or its heartbeat notices first). Either way it is refused.
+    frozen.signal(libc::SIGCONT);
+    wait_for("the woken worker to be fenced off", Duration::from_secs(15), || async {
+        let log = frozen.log_text();
+        (log.contains("result refused") || log.contains("no longer held")).then_some(())
+    })
+    .await;
+    frozen.signal(libc::SIGTERM);
+    assert_eq!(frozen.wait(Duration::from_secs(15)), Some(0), "graceful exit after SIGTERM");
+    second.stop().await;
+    env.assert_exactly_once(&ids).await;
+    let late: i64 = env
+        .sql()
+        .await
+        .query_one(
+            "SELECT count(*) FROM job_events WHERE job_id = ANY($1) AND attempt = 1 AND to_state = 'succeeded'",
+            &[&ids],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(late, 0, "a fenced-off attempt recorded a result");
+}
+
+/// Runs 1,000 short jobs on two workers and calls `disrupt` once a third are done.
+async fn disrupted_run<F, Fut>(env: &TestEnv, disrupt: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let workers = [env.spawn_worker(env.worker_config()), env.spawn_worker(env.worker_config())];
+    let ids = enqueue_many(env, JobKind::Sleep, json!({"ms": 5, "record": true}), 1000).await;
+    wait_for("a third of the jobs to finish", Duration::from_secs(60), || async {
+        (count_in_state(env, &ids, JobState::Succeeded).await >= 333).then_some(())
+    })
+    .await;
+    disrupt().await;
+    let states = env.wait_terminal(&ids, Duration::from_secs(120)).await;
+    assert!(states.values().all(|state| *state == JobState::Succeeded));
+    env.assert_exactly_once(&ids).await;
+    for worker in workers {
+        worker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn redis_flushed_mid_run_loses_nothing() {
+    let redis = PrivateRedis::start().await;
+    let env = TestEnv::with_redis(&redis.url()).await;
+    disrupted_run(&env, || redis.flushall()).await;
+}
+
+#[tokio::test]
+async fn redis_restarted_empty_mid_run_loses_nothing() {
+    let mut redis = PrivateRedis::start().await;
+    let env = TestEnv::with_redis(&redis.url()).await;
+    disrupted_run(&env, || redis.restart()).await;
+    // The sweeper noticed the missing marker and rebuilt the queue. (The test's own
+    // connection reconnects on first use after the restart, hence the wait.)
+    wait_for("the queue marker to be rebuilt", Duration::from_secs(10), || async {
+        env.queue.has_marker("default").await.ok().filter(|found| *found)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn database_connections_terminated_mid_run_lose_nothing() {
+    let env = TestEnv::new().await;
+    disrupted_run(&env, || async {
+        for _ in 0..3 {
+            env.terminate_db_connections().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn jobs_enqueued_while_redis_is_down_still_run() {
+    let mut redis = PrivateRedis::start().await;
+    let env = TestEnv::with_redis(&redis.url()).await;
+    let worker = env.spawn_worker(env.worker_config());
+    redis.stop();
+    // Enqueue succeeds: the job is durable; its hint cannot be sent.
+    let ids = enqueue_many(&env, JobKind::Sleep, json!({"ms": 1, "record": true}), 20).await;
+    // Workers claim due jobs straight from the database while Redis is away.
+    env.wait_terminal(&ids, Duration::from_secs(30)).await;
+    redis.restart().await;
+    let more = enqueue_many(&env, JobKind::Noop, json!({"record": true}), 20).await;
+    env.wait_terminal(&more, Duration::from_secs(30)).await;
+    worker.stop().await;
+    let all: Vec<Uuid> = ids.into_iter().chain(more).collect();
+    env.assert_exactly_once(&all).await;
+    assert_eq!(count_in_state(&env, &all, JobState::Succeeded).await, 40);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_short_jobs_and_releases_long_ones_at_once() {
+    let env = TestEnv::new().await;
+    let mut config = env.worker_config();
+    // A long lease proves that the long jobs come back by release, not by expiry.
+    config.lease = Duration::from_secs(60);
+    config.heartbeat = Duration::from_secs(5);
+    config.grace = Duration::from_millis(1500);
+    let first = env.spawn_worker(config.clone());
+    let short = enqueue_many(&env, JobKind::Sleep, json!({"ms": 300, "record": true}), 5).await;
+    let long = enqueue_many(&env, JobKind::Sleep, json!({"ms": 30_000, "record": true}), 5).await;
+    let all: Vec<Uuid> = short.iter().chain(&long).copied().collect();
+    wait_for("all ten running", Duration::from_secs(20), || async {
+        (count_in_state(&env, &all, JobState::Running).await == 10).then_some(())
+    })
+    .await;
+    first.stop().await;
+    assert_eq!(count_in_state(&env, &short, JobState::Succeeded).await, 5, "short jobs finish within the grace period");
+    assert_eq!(count_in_state(&env, &long, JobState::Queued).await, 5, "long jobs are handed back");
+    for id in &long {
+        let job = env.store.job(*id).await.unwrap().unwrap();
+        assert!(job.lease_owner.is_none());
+        assert_eq!(job.max_attempts, 6, "a released attempt does not count");
+    }
+    // A second worker takes them at once, long before a 60 s lease could expire.
+    let started = std::time::Instant::now();
+    let mut quick = config.clone();
+    quick.grace = Duration::from_secs(5);
+    let second = env.spawn_worker(quick);
+    wait_for("the released jobs to run again", Duration::from_secs(10), || async {
+        (count_in_state(&env, &long, JobState::Running).await == 5).then_some(())
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    for id in &long {
+        env.store.cancel(*id, "test over").await.unwrap();
+    }
+    second.stop().await;
+    env.assert_exactly_once(&all).await;
+    let released: i64 = env
+        .sql()
+        .await
+        .query_one("SELECT count(*) FROM job_events WHERE message LIKE 'released on shutdown%'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(released, 5);
+}
+
+#[tokio::test]
+async fn sigterm_stops_a_worker_process_cleanly() {
+    let env = TestEnv::new().await;
+    let mut worker = env.spawn_worker_process(&[]);
+    let ids = enqueue_many(&env, JobKind::Sleep, json!({"ms": 200}), 3).await;
+    wait_for("the jobs to start", Duration::from_secs(20), || async {
+        (count_in_state(&env, &ids, JobState::Queued).await == 0).then_some(())
+    })
+    .await;
+    worker.signal(libc::SIGTERM);
+    assert_eq!(worker.wait(Duration::from_secs(15)), Some(0));
+    assert!(worker.log_text().contains("worker stopped"));
+    let states = env.wait_terminal(&ids, Duration::from_secs(5)).await;
+    assert!(states.values().all(|state| *state == JobState::Succeeded));
+    let stopped: i64 = env
+        .sql()
+        .await
+        .query_one("SELECT count(*) FROM workers WHERE stopped_at IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stopped, 1);
+    let _ = NewJob::new(JobKind::Noop, json!({}));
+}
