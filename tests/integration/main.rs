@@ -2,4 +2,5 @@
 //! Each test has its own database and Redis prefix (see `lc_tests`).
 
 mod crash;
+mod operator;
 mod queue;

@@ -68,6 +68,13 @@ pub struct WorkerConfig {
     #[arg(long, env = "LC_MACHINE_TIMEOUT", value_parser = parse_duration, default_value = "10m")]
     pub machine_timeout: Duration,
 
+    /// Extra environment for docker-machine calls, NAME=VALUE (repeatable): driver
+    /// settings that are not credentials. docker-machine runs with a cleaned
+    /// environment: PATH, HOME, locale, proxies, MACHINE_* settings, these, and the
+    /// credential variables that the deployment's spec names.
+    #[arg(long = "machine-env", value_name = "NAME=VALUE")]
+    pub machine_env: Vec<String>,
+
     /// The Docker engine of the `local` provider (default: DOCKER_HOST, else the
     /// standard socket)
     #[arg(long, env = "DOCKER_HOST")]

@@ -12,15 +12,19 @@
 //! - [`sweeper`]: expired leases, due delayed jobs, Redis rebuilds
 //! - [`inbox`]: ingests jobs that other languages wrote to the Redis inbox stream
 //! - [`handlers`]: what each job kind does
+//! - [`machine`]: the docker-machine driver (one store per deployment, timeouts, process groups)
+//! - [`docker`]: the Docker Engine API client (bollard) for one machine's engine
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint
 
 pub mod completer;
 pub mod config;
+pub mod docker;
 pub mod executor;
 pub mod fetcher;
 pub mod handlers;
 pub mod inbox;
 pub mod lease;
+pub mod machine;
 pub mod metrics;
 pub mod running;
 pub mod sweeper;

@@ -40,6 +40,9 @@ pub enum JobsCommand {
         /// Requeue even if its worker still heartbeats (the old attempt is fenced off)
         #[arg(long)]
         force: bool,
+        /// A worker whose last heartbeat is older than this counts as gone
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        dead_after: Duration,
     },
     /// Delete finished jobs and their history (retention), in small batches
     Purge(PurgeArgs),
@@ -114,7 +117,7 @@ pub async fn run(connect: &ConnectOpts, command: JobsCommand) -> anyhow::Result<
             CancelOutcome::NotFound => not_found(id),
         },
         JobsCommand::Retry(args) => retry(&store, args).await,
-        JobsCommand::Requeue { id, force } => requeue(&store, id, force).await,
+        JobsCommand::Requeue { id, force, dead_after } => requeue(&store, id, force, dead_after).await,
         JobsCommand::Purge(args) => {
             if !args.state.is_terminal() {
                 anyhow::bail!("--state must be succeeded, dead or cancelled (purge never deletes live jobs)");
@@ -281,7 +284,7 @@ async fn retry(store: &Store, args: RetryArgs) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-async fn requeue(store: &Store, id: Uuid, force: bool) -> anyhow::Result<i32> {
+async fn requeue(store: &Store, id: Uuid, force: bool, dead_after: Duration) -> anyhow::Result<i32> {
     let Some(job) = store.job(id).await? else {
         return not_found(id);
     };
@@ -295,7 +298,7 @@ async fn requeue(store: &Store, id: Uuid, force: bool) -> anyhow::Result<i32> {
                 .workers(3600)
                 .await?
                 .into_iter()
-                .any(|worker| worker.id == owner && worker.stopped_at.is_none() && worker.heartbeat_age_secs < 30.0);
+                .any(|worker| worker.id == owner && worker.stopped_at.is_none() && worker.heartbeat_age_secs < dead_after.as_secs_f64());
             if alive {
                 eprintln!(
                     "job {id} is held by worker {owner}, which is still heartbeating; \

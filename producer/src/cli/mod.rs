@@ -1,6 +1,7 @@
 //! The `lc` command: argument definitions and dispatch. Each group of subcommands
 //! lives in its own module.
 
+mod deploy;
 mod enqueue;
 mod jobs;
 mod ops;
@@ -51,6 +52,9 @@ pub enum Command {
     Queues(ops::QueuesArgs),
     /// Inbox messages that were refused, with the reason
     DeadLetters(ops::DeadLettersArgs),
+    /// Deployments: create (provision, then deploy), update, tear down, list, show
+    #[command(subcommand)]
+    Deploy(deploy::DeployCommand),
 }
 
 /// Runs a command; returns the process exit code.
@@ -73,6 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Workers(args) => ops::workers(&store(&connect)?, args).await,
         Command::Queues(args) => ops::queues(&connect, args).await,
         Command::DeadLetters(args) => ops::dead_letters(&connect, args).await,
+        Command::Deploy(command) => deploy::run(&connect, command).await,
     }
 }
 

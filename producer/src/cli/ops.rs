@@ -10,8 +10,6 @@ use uuid::Uuid;
 
 use super::{output, store};
 
-/// A heartbeat older than this means the worker is gone.
-const WORKER_GONE_SECS: f64 = 30.0;
 
 #[derive(Args, Debug)]
 pub struct StuckArgs {
@@ -19,12 +17,18 @@ pub struct StuckArgs {
     /// counts as stuck
     #[arg(long, value_parser = parse_duration, default_value = "5m")]
     pub older_than: Duration,
+    /// A worker whose last heartbeat is older than this counts as gone
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub dead_after: Duration,
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct WorkersArgs {
+    /// A worker whose last heartbeat is older than this counts as gone
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub dead_after: Duration,
     /// Also list workers stopped or silent within this long
     #[arg(long, value_parser = parse_duration, default_value = "1h")]
     pub recent: Duration,
@@ -84,6 +88,7 @@ fn expected_secs(kind: &str, payload: &serde_json::Value) -> f64 {
 pub async fn stuck(connect: &ConnectOpts, args: StuckArgs) -> anyhow::Result<i32> {
     let store = store(connect)?;
     let threshold = args.older_than.as_secs_f64();
+    let dead_after = args.dead_after.as_secs_f64();
     let mut findings = Vec::new();
     for job in store.running_jobs(10_000).await? {
         let base = |reason: String, fix: String, since: f64| Finding {
@@ -100,7 +105,7 @@ pub async fn stuck(connect: &ConnectOpts, args: StuckArgs) -> anyhow::Result<i32
         let worker = job.lease_owner.map(|id| id.to_string()).unwrap_or_default();
         let short_worker = worker.get(..8).unwrap_or(&worker).to_owned();
         let gone = job.worker_stopped
-            || job.worker_heartbeat_age_secs.is_none_or(|age| age > WORKER_GONE_SECS);
+            || job.worker_heartbeat_age_secs.is_none_or(|age| age > dead_after);
         if job.lease_expired {
             findings.push(base(
                 format!("lease expired and no sweeper took it back (worker {short_worker}); is any worker running?"),
@@ -134,7 +139,7 @@ pub async fn stuck(connect: &ConnectOpts, args: StuckArgs) -> anyhow::Result<i32
     let mut queue_served = std::collections::HashMap::new();
     for job in &waiting {
         if !queue_served.contains_key(&job.queue) {
-            let served = store.queue_has_live_worker(&job.queue, WORKER_GONE_SECS as i64).await?;
+            let served = store.queue_has_live_worker(&job.queue, dead_after.ceil() as i64).await?;
             queue_served.insert(job.queue.clone(), served);
         }
         let served = queue_served[&job.queue];
@@ -170,7 +175,7 @@ pub async fn stuck(connect: &ConnectOpts, args: StuckArgs) -> anyhow::Result<i32
             if waiting_hints == 0 {
                 continue;
             }
-            let served = store.queue_has_live_worker(&name, WORKER_GONE_SECS as i64).await?;
+            let served = store.queue_has_live_worker(&name, dead_after.ceil() as i64).await?;
             if !served {
                 findings.push(Finding {
                     job_id: None,
@@ -222,7 +227,7 @@ pub async fn workers(store: &Store, args: WorkersArgs) -> anyhow::Result<i32> {
         .map(|worker| {
             let status = if worker.stopped_at.is_some() {
                 "stopped"
-            } else if worker.heartbeat_age_secs > WORKER_GONE_SECS {
+            } else if worker.heartbeat_age_secs > args.dead_after.as_secs_f64() {
                 "gone"
             } else {
                 "live"

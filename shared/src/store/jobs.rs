@@ -702,8 +702,11 @@ SELECT id, queue, priority FROM released";
                 if !transition.from().contains(&state) {
                     return Ok(OperatorResult::NotApplicable(state));
                 }
-                tx.execute(update, &[&id, &state_text, &attempt, &to, &message])
-                    .await?;
+                // Only some SET clauses use the message ($5); PostgreSQL refuses
+                // parameters a statement does not use.
+                let with_message: [&(dyn ToSql + Sync); 5] = [&id, &state_text, &attempt, &to, &message];
+                let params = if update.contains("$5") { &with_message[..] } else { &with_message[..4] };
+                tx.execute(update, params).await?;
                 tx.execute(
                     "INSERT INTO job_events (job_id, from_state, to_state, attempt, message)
                      VALUES ($1, $2, $3, $4, $5)",

@@ -1,6 +1,7 @@
 //! What each job kind does. A handler gets a [`JobContext`] and returns `Ok(())` or a
 //! [`JobError`] that says whether trying again can help.
 
+mod deployments;
 mod testing;
 
 use std::error::Error as StdError;
@@ -116,9 +117,9 @@ pub async fn run(context: &JobContext) -> Result<(), JobError> {
     match kind {
         JobKind::Noop => testing::noop(context).await,
         JobKind::Sleep => testing::sleep(context).await,
-        JobKind::Provision
-        | JobKind::ProvisionMachine
-        | JobKind::Deploy
-        | JobKind::Teardown => Err(JobError::fatal(format!("{kind} is not available in this build"))),
+        JobKind::Provision => deployments::provision(context).await,
+        JobKind::ProvisionMachine => deployments::provision_machine(context).await,
+        JobKind::Deploy => deployments::deploy(context).await,
+        JobKind::Teardown => deployments::teardown(context).await,
     }
 }

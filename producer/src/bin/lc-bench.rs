@@ -1,0 +1,1887 @@
+//! `lc-bench`: measures LaunchControl on this machine against the targets of issue 5 —
+//! enqueue (one at a time and in batches), drain with one and two worker processes,
+//! enqueue→start/finish latency at a steady rate, a 10-machine provision fan-out, and
+//! recovery after a worker is SIGKILLed — then prints a table and one `BENCH_JSON`
+//! line. Every figure comes from this run, and every job it enqueues is checked to end
+//! `succeeded`. `scripts/bench.sh` gives it a fresh database and Redis key prefix.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use chrono::{DateTime, Utc};
+use clap::{Parser, ValueEnum};
+use lc_producer::Producer;
+use lc_shared::config::{ConnectOpts, parse_duration};
+use lc_shared::queue::Queue;
+use lc_shared::store::Store;
+use lc_shared::{JobKind, NewJob, migrate};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+const TARGET_SINGLE: f64 = 4_700.0;
+const TARGET_BULK: f64 = 23_000.0;
+const TARGET_DRAIN: f64 = 15_000.0;
+const TARGET_P99_START_MS: f64 = 5.0;
+const TARGET_PROVISION_S: f64 = 2.6;
+const TARGET_RECOVERY_S: f64 = 15.0;
+
+/// How often the bench looks at the database while waiting for jobs.
+const POLL: Duration = Duration::from_millis(50);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
+enum Section {
+    Single,
+    Bulk,
+    Drain,
+    Latency,
+    Fanout,
+    Recovery,
+}
+
+/// Benchmarks LaunchControl against the targets of issue 5 (run it through
+/// scripts/bench.sh, which provides a fresh database and Redis prefix).
+#[derive(Parser, Debug)]
+#[command(name = "lc-bench", version, about, long_about = None)]
+struct Args {
+    #[command(flatten)]
+    connect: ConnectOpts,
+
+    /// Where `lc` and `lc-worker` are (default: next to this binary)
+    #[arg(long, env = "LC_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+
+    /// Directory for worker logs and machine stores (default: a fresh one under .lc/bench)
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+
+    /// Jobs per throughput measurement
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+
+    /// Producer tasks of the one-at-a-time enqueue, each enqueueing one job at a time
+    /// (comma separated: each setting is measured, the best is reported)
+    #[arg(long, value_delimiter = ',', default_value = "32")]
+    single_concurrency: Vec<usize>,
+
+    /// Jobs per `enqueue_batch` call
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+
+    /// Concurrent batch tasks of the bulk enqueue (comma separated)
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    bulk_concurrency: Vec<usize>,
+
+    /// `--concurrency` of each drain and latency worker process
+    #[arg(long, default_value_t = 50)]
+    worker_concurrency: usize,
+
+    /// Jobs per second of the latency producer
+    #[arg(long, default_value_t = 500)]
+    latency_rate: u64,
+
+    /// How long the latency producer runs
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    latency_duration: Duration,
+
+    /// Machines of the fan-out deployment
+    #[arg(long, default_value_t = 10)]
+    fanout_machines: usize,
+
+    /// How long the stand-in's `create` takes
+    #[arg(long, default_value_t = 2000)]
+    fanout_create_delay_ms: u64,
+
+    /// The docker-machine stand-in (default: tests/docker-machine/docker-machine)
+    #[arg(long)]
+    docker_machine: Option<PathBuf>,
+
+    /// `sleep` jobs held by the worker that is SIGKILLed
+    #[arg(long, default_value_t = 100)]
+    recovery_jobs: usize,
+
+    /// Run only these sections (comma separated); default all
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Section>,
+
+    /// Skip these sections (comma separated)
+    #[arg(long, value_enum, value_delimiter = ',')]
+    skip: Vec<Section>,
+
+    /// Do not set the queues' Redis markers before the workers start (then each
+    /// worker's first sweep rebuilds the queue's hints from the database, which is what
+    /// a Redis that lost its data gets)
+    #[arg(long)]
+    no_markers: bool,
+}
+
+// ---------------------------------------------------------------------------- table
+
+struct Row {
+    figure: String,
+    measured: String,
+    target: String,
+    /// `Some(true)` MET, `Some(false)` MISSED, `None` no target or not measured.
+    met: Option<bool>,
+}
+
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "MET",
+        Some(false) => "MISSED",
+        None => "-",
+    }
+}
+
+/// 12345.6 → "12,346"
+fn thousands(value: f64) -> String {
+    let rounded = value.round() as i64;
+    let digits = rounded.abs().to_string();
+    let mut out = String::new();
+    for (index, ch) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    if rounded < 0 { format!("-{out}") } else { out }
+}
+
+fn round(value: f64, places: i32) -> f64 {
+    let factor = 10f64.powi(places);
+    (value * factor).round() / factor
+}
+
+// ---------------------------------------------------------------------------- the bench
+
+struct Bench {
+    args: Args,
+    store: Store,
+    queue: Queue,
+    bin_dir: PathBuf,
+    work_dir: PathBuf,
+    repo_dir: PathBuf,
+    clk_tck: f64,
+    /// How many jobs the bench enqueued itself, per queue: all must end `succeeded`.
+    enqueued: BTreeMap<String, u64>,
+    worker_seq: usize,
+    rows: Vec<Row>,
+    notes: Vec<String>,
+}
+
+struct WorkerProc {
+    name: String,
+    child: Child,
+    pid: u32,
+    log: PathBuf,
+}
+
+impl Bench {
+    fn wants(&self, section: Section) -> bool {
+        (self.args.only.is_empty() || self.args.only.contains(&section))
+            && !self.args.skip.contains(&section)
+    }
+
+    fn row(&mut self, figure: impl Into<String>, measured: impl Into<String>, target: impl Into<String>, met: Option<bool>) {
+        let row = Row {
+            figure: figure.into(),
+            measured: measured.into(),
+            target: target.into(),
+            met,
+        };
+        eprintln!("[bench]   {} = {} (target {}) {}", row.figure, row.measured, row.target, verdict(row.met));
+        self.rows.push(row);
+    }
+
+    fn note(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        eprintln!("[bench]   note: {text}");
+        self.notes.push(text);
+    }
+
+    /// A producer with its own pool of `pool` connections (`Producer::connect` keeps 8),
+    /// opened before the clock starts.
+    async fn producer(&self, pool: usize) -> Result<Producer> {
+        let store = Store::connect(&self.args.connect.database_url, pool)?;
+        let mut clients = Vec::with_capacity(pool);
+        for _ in 0..pool {
+            clients.push(store.client().await?);
+        }
+        drop(clients);
+        let queue = Queue::connect(&self.args.connect.redis_url, &self.args.connect.redis_prefix).await?;
+        queue.ping().await.context("redis does not answer")?;
+        Ok(Producer::from_parts(store, Some(queue)))
+    }
+
+    async fn prepare_queue(&self, queue: &str) -> Result<()> {
+        if !self.args.no_markers {
+            self.queue.set_marker(queue).await?;
+        }
+        Ok(())
+    }
+
+    fn count_enqueued(&mut self, queue: &str, jobs: u64) {
+        *self.enqueued.entry(queue.to_owned()).or_default() += jobs;
+    }
+
+    async fn query_i64(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<i64> {
+        let client = self.store.client().await?;
+        Ok(client.query_one(sql, params).await?.get(0))
+    }
+
+    /// Jobs of `queue` not finished yet (cheap: both partial indexes).
+    async fn unfinished(&self, client: &deadpool_postgres::Object, queue: &str) -> Result<i64> {
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM jobs WHERE state = 'queued' AND queue = $1)
+                      + (SELECT count(*) FROM jobs WHERE state = 'running' AND queue = $1)",
+                &[&queue],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Waits until no job of `queues` is queued or running; returns how many polls it made.
+    async fn wait_finished(&self, queues: &[String], timeout: Duration) -> Result<u64> {
+        let client = self.store.client().await?;
+        let started = Instant::now();
+        let mut polls = 0;
+        loop {
+            let mut left = 0;
+            for queue in queues {
+                left += self.unfinished(&client, queue).await?;
+                polls += 1;
+            }
+            if left == 0 {
+                return Ok(polls);
+            }
+            if started.elapsed() > timeout {
+                bail!("timed out after {timeout:?} with {left} jobs of {} unfinished", queues.join(","));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    // ------------------------------------------------------------------ workers
+
+    async fn spawn_worker(&mut self, role: &str, queues: &[String], extra: &[String]) -> Result<WorkerProc> {
+        self.worker_seq += 1;
+        let name = format!("{:02}-{role}", self.worker_seq);
+        let log = self.work_dir.join(format!("worker-{name}.log"));
+        let file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let exe = self.bin_dir.join("lc-worker");
+        let mut command = Command::new(&exe);
+        command
+            .arg("--queues")
+            .arg(queues.join(","))
+            .args(extra)
+            .env("DATABASE_URL", &self.args.connect.database_url)
+            .env("REDIS_URL", &self.args.connect.redis_url)
+            .env("LC_REDIS_PREFIX", &self.args.connect.redis_prefix)
+            .env("LC_LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn")
+            .env("LC_MACHINES_DIR", self.work_dir.join("machines"))
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .kill_on_drop(true);
+        if let Some(docker_machine) = self.docker_machine() {
+            command.env("LC_DOCKER_MACHINE", docker_machine);
+        }
+        command.env("STANDIN_CREATE_DELAY_MS", self.args.fanout_create_delay_ms.to_string());
+        let child = command
+            .spawn()
+            .with_context(|| format!("start {}", exe.display()))?;
+        let pid = child.id().ok_or_else(|| anyhow!("worker exited at once"))?;
+        // For scripts/bench.sh's trap: workers left behind by a killed bench.
+        if let Ok(mut pids) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.work_dir.join("worker.pids"))
+        {
+            let _ = writeln!(pids, "{pid}");
+        }
+        Ok(WorkerProc { name, child, pid, log })
+    }
+
+    /// The worker's id once it registered.
+    async fn registered(&self, worker: &mut WorkerProc, timeout: Duration) -> Result<Uuid> {
+        let started = Instant::now();
+        loop {
+            let client = self.store.client().await?;
+            if let Some(row) = client
+                .query_opt(
+                    "SELECT id FROM workers WHERE pid = $1 AND stopped_at IS NULL ORDER BY started_at DESC LIMIT 1",
+                    &[&i64::from(worker.pid)],
+                )
+                .await?
+            {
+                return Ok(row.get(0));
+            }
+            if let Some(status) = worker.child.try_wait()? {
+                bail!("worker {} exited with {status} before registering; see {}", worker.name, worker.log.display());
+            }
+            if started.elapsed() > timeout {
+                bail!("worker {} did not register within {timeout:?}", worker.name);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit (SIGKILL after `timeout`).
+    async fn stop_worker(&mut self, mut worker: WorkerProc, timeout: Duration) -> Result<()> {
+        if worker.child.try_wait()?.is_none() {
+            let status = Command::new("kill")
+                .arg("-TERM")
+                .arg(worker.pid.to_string())
+                .status()
+                .await?;
+            if !status.success() {
+                eprintln!("[bench] kill -TERM {} failed", worker.pid);
+            }
+            match tokio::time::timeout(timeout, worker.child.wait()).await {
+                Ok(status) => {
+                    let status = status?;
+                    if !status.success() {
+                        self.note(format!("worker {} exited with {status}", worker.name));
+                    }
+                }
+                Err(_) => {
+                    self.note(format!("worker {} did not stop within {timeout:?} of SIGTERM: killed", worker.name));
+                    worker.child.start_kill()?;
+                    let _ = worker.child.wait().await;
+                }
+            }
+        }
+        self.scan_log(&worker);
+        Ok(())
+    }
+
+    /// Reports warnings and errors a worker logged.
+    fn scan_log(&mut self, worker: &WorkerProc) {
+        let Ok(text) = std::fs::read_to_string(&worker.log) else { return };
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for line in text.lines() {
+            let (level, message) = match serde_json::from_str::<Value>(line) {
+                Ok(value) => (
+                    value["level"].as_str().unwrap_or("?").to_owned(),
+                    value["message"].as_str().unwrap_or(line).to_owned(),
+                ),
+                Err(_) => ("TEXT".to_owned(), line.chars().take(160).collect()),
+            };
+            *counts.entry(format!("{level}: {message}")).or_default() += 1;
+        }
+        for (message, count) in counts {
+            self.note(format!("worker {} logged {count}× {message}", worker.name));
+        }
+    }
+
+    fn docker_machine(&self) -> Option<PathBuf> {
+        let path = self
+            .args
+            .docker_machine
+            .clone()
+            .unwrap_or_else(|| self.repo_dir.join("tests/docker-machine/docker-machine"));
+        path.exists().then_some(path)
+    }
+
+    // ------------------------------------------------------------------ sections
+
+    /// One job per `Producer::enqueue` call (own transaction and hint), from
+    /// `concurrency` tasks.
+    async fn single(&mut self) -> Result<Value> {
+        let mut runs = Vec::new();
+        for &concurrency in &self.args.single_concurrency.clone() {
+            let queue = format!("single-c{concurrency}");
+            self.prepare_queue(&queue).await?;
+            let producer = self.producer(concurrency).await?;
+            let total = self.args.jobs;
+            let next = Arc::new(AtomicUsize::new(0));
+            let started = Instant::now();
+            let mut tasks = JoinSet::new();
+            for _ in 0..concurrency {
+                let producer = producer.clone();
+                let next = next.clone();
+                let queue = queue.clone();
+                tasks.spawn(async move {
+                    let mut latencies = Vec::new();
+                    while next.fetch_add(1, Ordering::Relaxed) < total {
+                        let job = NewJob::new(JobKind::Noop, json!({})).with_queue(queue.as_str());
+                        let call = Instant::now();
+                        producer.enqueue(job).await?;
+                        latencies.push(call.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    anyhow::Ok(latencies)
+                });
+            }
+            let mut latencies = Vec::with_capacity(total);
+            while let Some(joined) = tasks.join_next().await {
+                latencies.extend(joined??);
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            drop(producer);
+            self.count_enqueued(&queue, total as u64);
+            let rate = total as f64 / elapsed;
+            let call = percentiles(&mut latencies);
+            eprintln!("[bench]   single c={concurrency}: {total} in {elapsed:.2}s = {rate:.0}/s, call p50 {:.2} ms", call["p50"]);
+            runs.push(json!({
+                "concurrency": concurrency,
+                "jobs": total,
+                "seconds": round(elapsed, 3),
+                "jobs_per_s": round(rate, 0),
+                "call_ms": call,
+                "queue": queue,
+            }));
+        }
+        let best = best_run(&runs)?;
+        let rate = best["jobs_per_s"].as_f64().unwrap_or(0.0);
+        self.row(
+            format!("enqueue one at a time ({} tasks)", best["concurrency"]),
+            format!("{} jobs/s", thousands(rate)),
+            format!(">= {}", thousands(TARGET_SINGLE)),
+            Some(rate >= TARGET_SINGLE),
+        );
+        Ok(json!({
+            "jobs_per_s": best["jobs_per_s"],
+            "concurrency": best["concurrency"],
+            "target": TARGET_SINGLE,
+            "met": rate >= TARGET_SINGLE,
+            "runs": runs,
+        }))
+    }
+
+    /// `enqueue_batch` of `batch_size` jobs, from several concurrent tasks.
+    async fn bulk(&mut self) -> Result<Value> {
+        let mut runs = Vec::new();
+        let batch_size = self.args.batch_size.max(1);
+        for &concurrency in &self.args.bulk_concurrency.clone() {
+            let queue = format!("bulk-c{concurrency}");
+            self.prepare_queue(&queue).await?;
+            let producer = self.producer(concurrency).await?;
+            let total = self.args.jobs;
+            let batches = total.div_ceil(batch_size);
+            // Jobs are built before the clock starts: the figure is about the queue.
+            let all: Arc<Vec<Vec<NewJob>>> = Arc::new(
+                (0..batches)
+                    .map(|batch| {
+                        let size = batch_size.min(total - batch * batch_size);
+                        (0..size)
+                            .map(|_| NewJob::new(JobKind::Noop, json!({})).with_queue(queue.as_str()))
+                            .collect()
+                    })
+                    .collect(),
+            );
+            let next = Arc::new(AtomicUsize::new(0));
+            let started = Instant::now();
+            let mut tasks = JoinSet::new();
+            for _ in 0..concurrency {
+                let producer = producer.clone();
+                let next = next.clone();
+                let all = all.clone();
+                tasks.spawn(async move {
+                    let mut latencies = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(batch) = all.get(index) else { break };
+                        let call = Instant::now();
+                        let enqueued = producer.enqueue_batch(batch).await?;
+                        ensure!(enqueued.len() == batch.len(), "batch of {} enqueued {}", batch.len(), enqueued.len());
+                        latencies.push(call.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    anyhow::Ok(latencies)
+                });
+            }
+            let mut latencies = Vec::new();
+            while let Some(joined) = tasks.join_next().await {
+                latencies.extend(joined??);
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            drop(producer);
+            self.count_enqueued(&queue, total as u64);
+            let rate = total as f64 / elapsed;
+            eprintln!("[bench]   bulk c={concurrency}: {total} in {elapsed:.2}s = {rate:.0}/s");
+            runs.push(json!({
+                "concurrency": concurrency,
+                "batch_size": batch_size,
+                "jobs": total,
+                "seconds": round(elapsed, 3),
+                "jobs_per_s": round(rate, 0),
+                "batch_call_ms": percentiles(&mut latencies),
+                "queue": queue,
+            }));
+        }
+        let best = best_run(&runs)?;
+        let rate = best["jobs_per_s"].as_f64().unwrap_or(0.0);
+        self.row(
+            format!("bulk enqueue (batches of {batch_size}, {} tasks)", best["concurrency"]),
+            format!("{} jobs/s", thousands(rate)),
+            format!(">= {}", thousands(TARGET_BULK)),
+            Some(rate >= TARGET_BULK),
+        );
+        Ok(json!({
+            "jobs_per_s": best["jobs_per_s"],
+            "concurrency": best["concurrency"],
+            "batch_size": batch_size,
+            "target": TARGET_BULK,
+            "met": rate >= TARGET_BULK,
+            "runs": runs,
+        }))
+    }
+
+    /// Enqueues `jobs` noop jobs with hints into `queue` (no worker runs it yet).
+    async fn preload(&mut self, queue: &str, jobs: usize) -> Result<()> {
+        self.prepare_queue(queue).await?;
+        let producer = self.producer(2).await?;
+        let batch: Vec<NewJob> = (0..self.args.batch_size.max(1))
+            .map(|_| NewJob::new(JobKind::Noop, json!({})).with_queue(queue))
+            .collect();
+        let mut left = jobs;
+        while left > 0 {
+            let take = left.min(batch.len());
+            producer.enqueue_batch(&batch[..take]).await?;
+            left -= take;
+        }
+        self.count_enqueued(queue, jobs as u64);
+        Ok(())
+    }
+
+    /// Starts `workers` processes on a queue holding `expected` hinted jobs and times
+    /// them until every job succeeded.
+    async fn drain(&mut self, queue: &str, expected: usize, workers: usize) -> Result<Value> {
+        let waiting = self
+            .query_i64("SELECT count(*) FROM jobs WHERE queue = $1 AND state = 'queued'", &[&queue])
+            .await?;
+        ensure!(waiting == expected as i64, "queue {queue} holds {waiting} queued jobs, expected {expected}");
+        let hints = self.queue.ready_len(queue).await?;
+        let poll_client = self.store.client().await?;
+        // Let the connections of earlier phases close, so their statistics are in.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let pg_before = pg_stats(&poll_client).await?;
+        let redis_before = redis_info(&self.args.connect.redis_url).await.ok();
+        let cpu_before = cpu_sample(&[]);
+
+        let queues = [queue.to_owned()];
+        let extra = [format!("--concurrency={}", self.args.worker_concurrency)];
+        let spawned_at = Utc::now();
+        let clock = Instant::now();
+        let mut procs = Vec::new();
+        for index in 0..workers {
+            procs.push(self.spawn_worker(&format!("drain{workers}-{index}"), &queues, &extra).await?);
+        }
+        let mut polls = 0u64;
+        let timeout = Duration::from_secs(30) + Duration::from_millis(expected as u64 * 2);
+        loop {
+            polls += 1;
+            let left = self.unfinished(&poll_client, queue).await?;
+            if left == 0 {
+                break;
+            }
+            if clock.elapsed() > timeout {
+                for proc in procs {
+                    self.stop_worker(proc, Duration::from_secs(10)).await?;
+                }
+                bail!("drain of {queue}: {left} jobs still unfinished after {timeout:?}");
+            }
+            for proc in &mut procs {
+                if let Some(status) = proc.child.try_wait()? {
+                    bail!("worker {} exited with {status} during the drain; see {}", proc.name, proc.log.display());
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let wall = clock.elapsed().as_secs_f64();
+        let pids: Vec<u32> = procs.iter().map(|proc| proc.pid).collect();
+        let cpu_after = cpu_sample(&pids);
+        let redis_after = redis_info(&self.args.connect.redis_url).await.ok();
+        for proc in procs {
+            self.stop_worker(proc, Duration::from_secs(40)).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let pg_after = pg_stats(&poll_client).await?;
+
+        let row = poll_client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*), max(attempt),
+                        min(started_at), max(finished_at)
+                 FROM jobs WHERE queue = $1",
+                &[&queue],
+            )
+            .await?;
+        let succeeded: i64 = row.get(0);
+        let total: i64 = row.get(1);
+        let max_attempt: Option<i64> = row.get(2);
+        let first_start: Option<DateTime<Utc>> = row.get(3);
+        let last_finish: Option<DateTime<Utc>> = row.get(4);
+        ensure!(
+            succeeded == expected as i64 && total == expected as i64,
+            "drain of {queue}: {succeeded} of {total} jobs succeeded, expected {expected}"
+        );
+        let last_finish = last_finish.ok_or_else(|| anyhow!("no finished_at"))?;
+        let first_start = first_start.ok_or_else(|| anyhow!("no started_at"))?;
+        let spawn_to_last = (last_finish - spawned_at).as_seconds_f64();
+        let first_to_last = (last_finish - first_start).as_seconds_f64();
+        let rate = expected as f64 / spawn_to_last;
+        let cpu = cpu_split(&cpu_before, &cpu_after, self.clk_tck);
+        let pg = pg_delta(&pg_before, &pg_after, expected as f64, polls as f64);
+        let redis = match (redis_before, redis_after) {
+            (Some(before), Some(after)) => redis_delta(&before, &after, expected as f64),
+            _ => Value::Null,
+        };
+        self.row(
+            format!("drain, {workers} worker{} x {}", if workers == 1 { "" } else { "s" }, self.args.worker_concurrency),
+            format!("{} jobs/s", thousands(rate)),
+            format!(">= {}", thousands(TARGET_DRAIN)),
+            Some(rate >= TARGET_DRAIN),
+        );
+        Ok(json!({
+            "workers": workers,
+            "concurrency_per_worker": self.args.worker_concurrency,
+            "jobs": expected,
+            "jobs_per_s": round(rate, 0),
+            "spawn_to_last_finish_s": round(spawn_to_last, 3),
+            "first_start_to_last_finish_s": round(first_to_last, 3),
+            "jobs_per_s_after_first_start": round(expected as f64 / first_to_last, 0),
+            "startup_s": round((first_start - spawned_at).as_seconds_f64(), 3),
+            "poll_observed_s": round(wall, 3),
+            "hints_waiting_at_start": hints,
+            "max_attempt": max_attempt,
+            "verified_succeeded": succeeded,
+            "target": TARGET_DRAIN,
+            "met": rate >= TARGET_DRAIN,
+            "cpu": cpu,
+            "postgres": pg,
+            "redis": redis,
+        }))
+    }
+
+    async fn drains(&mut self, single_queue: Option<String>, bulk_queue: Option<String>) -> Result<Value> {
+        let jobs = self.args.jobs;
+        let one_queue = match single_queue {
+            Some(queue) => queue,
+            None => {
+                self.preload("drain-1", jobs).await?;
+                "drain-1".to_owned()
+            }
+        };
+        let one = self.drain(&one_queue, jobs, 1).await;
+        let two_queue = match bulk_queue {
+            Some(queue) => queue,
+            None => {
+                self.preload("drain-2", jobs).await?;
+                "drain-2".to_owned()
+            }
+        };
+        let two = self.drain(&two_queue, jobs, 2).await;
+        let mut out = serde_json::Map::new();
+        for (key, result, queue) in [("one_worker", one, one_queue), ("two_workers", two, two_queue)] {
+            match result {
+                Ok(mut value) => {
+                    value["queue"] = json!(queue);
+                    out.insert(key.to_owned(), value);
+                }
+                Err(err) => {
+                    self.row(format!("drain ({key})"), "failed", format!(">= {}", thousands(TARGET_DRAIN)), None);
+                    self.note(format!("drain {key}: {err:#}"));
+                    out.insert(key.to_owned(), json!({"error": format!("{err:#}")}));
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+
+    /// A producer at a steady rate while two workers run; latency from the job rows.
+    async fn latency(&mut self) -> Result<Value> {
+        let queue = "latency".to_owned();
+        self.prepare_queue(&queue).await?;
+        let queues = [queue.clone()];
+        let extra = [format!("--concurrency={}", self.args.worker_concurrency)];
+        let mut procs = Vec::new();
+        for index in 0..2 {
+            let mut proc = self.spawn_worker(&format!("latency-{index}"), &queues, &extra).await?;
+            self.registered(&mut proc, Duration::from_secs(20)).await?;
+            procs.push(proc);
+        }
+        // The workers are blocked in their first pop once they registered; a moment more
+        // for their Redis connections.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let producer = self.producer(16).await?;
+        let rate = self.args.latency_rate.max(1);
+        let total = (rate as f64 * self.args.latency_duration.as_secs_f64()).round() as usize;
+        let mut interval = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut tasks = JoinSet::new();
+        let started = Instant::now();
+        let mut late_ticks = 0usize;
+        for _ in 0..total {
+            let tick = interval.tick().await;
+            if tick.elapsed() > Duration::from_millis(1) {
+                late_ticks += 1;
+            }
+            let producer = producer.clone();
+            let job = NewJob::new(JobKind::Noop, json!({})).with_queue(queue.as_str());
+            tasks.spawn(async move {
+                let call = Instant::now();
+                let result = producer.enqueue(job).await;
+                (result, call.elapsed().as_secs_f64() * 1000.0)
+            });
+        }
+        let schedule_s = started.elapsed().as_secs_f64();
+        let mut ids = Vec::with_capacity(total);
+        let mut call_ms = Vec::with_capacity(total);
+        let mut errors = 0usize;
+        while let Some(joined) = tasks.join_next().await {
+            let (result, ms) = joined?;
+            match result {
+                Ok(enqueued) => {
+                    ids.push(enqueued.id);
+                    call_ms.push(ms);
+                }
+                Err(err) => {
+                    errors += 1;
+                    if errors == 1 {
+                        self.note(format!("latency: enqueue failed: {err}"));
+                    }
+                }
+            }
+        }
+        let produce_s = started.elapsed().as_secs_f64();
+        drop(producer);
+        self.count_enqueued(&queue, ids.len() as u64);
+        let wait = self.wait_finished(&queues, Duration::from_secs(60)).await;
+        for proc in procs {
+            self.stop_worker(proc, Duration::from_secs(40)).await?;
+        }
+        wait?;
+        ensure!(errors == 0, "{errors} enqueues failed");
+        let client = self.store.client().await?;
+        let rows = client
+            .query(
+                "SELECT EXTRACT(EPOCH FROM started_at - created_at)::FLOAT8 * 1000,
+                        EXTRACT(EPOCH FROM finished_at - created_at)::FLOAT8 * 1000,
+                        state, attempt
+                 FROM jobs WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+        let mut to_start = Vec::with_capacity(rows.len());
+        let mut to_finish = Vec::with_capacity(rows.len());
+        let mut not_succeeded = 0;
+        let mut retried = 0;
+        for row in &rows {
+            let state: String = row.get(2);
+            let attempt: i64 = row.get(3);
+            if state != "succeeded" {
+                not_succeeded += 1;
+                continue;
+            }
+            if attempt != 1 {
+                retried += 1;
+            }
+            to_start.push(row.get::<_, f64>(0));
+            to_finish.push(row.get::<_, f64>(1));
+        }
+        ensure!(
+            rows.len() == ids.len() && not_succeeded == 0,
+            "latency: {} of {} jobs found, {not_succeeded} not succeeded",
+            rows.len(),
+            ids.len()
+        );
+        let start = percentiles(&mut to_start);
+        let finish = percentiles(&mut to_finish);
+        let p99 = start["p99"].as_f64().unwrap_or(f64::INFINITY);
+        self.row(
+            format!("enqueue->start at {rate}/s, p50 / p99 / max"),
+            format!("{} / {} / {} ms", start["p50"], start["p99"], start["max"]),
+            format!("p99 <= {TARGET_P99_START_MS} ms"),
+            Some(p99 <= TARGET_P99_START_MS),
+        );
+        self.row(
+            "enqueue->finish, p50 / p99 / max",
+            format!("{} / {} / {} ms", finish["p50"], finish["p99"], finish["max"]),
+            "",
+            None,
+        );
+        Ok(json!({
+            "rate_per_s": rate,
+            "duration_s": self.args.latency_duration.as_secs_f64(),
+            "jobs": ids.len(),
+            "achieved_rate_per_s": round(ids.len() as f64 / schedule_s, 1),
+            "schedule_s": round(schedule_s, 3),
+            "produce_s": round(produce_s, 3),
+            "late_ticks": late_ticks,
+            "workers": 2,
+            "concurrency_per_worker": self.args.worker_concurrency,
+            "enqueue_to_start_ms": start,
+            "enqueue_to_finish_ms": finish,
+            "enqueue_call_ms": percentiles(&mut call_ms),
+            "retried": retried,
+            "verified_succeeded": to_start.len(),
+            "target_p99_start_ms": TARGET_P99_START_MS,
+            "met": p99 <= TARGET_P99_START_MS,
+        }))
+    }
+
+    /// SIGKILL a worker holding `recovery_jobs` running sleep jobs; time until a second
+    /// worker finished them all.
+    async fn recovery(&mut self) -> Result<Value> {
+        let queue = "recovery".to_owned();
+        self.prepare_queue(&queue).await?;
+        let queues = [queue.clone()];
+        let jobs = self.args.recovery_jobs;
+        let settings = [
+            format!("--concurrency={}", jobs.max(1)),
+            "--lease=5s".to_owned(),
+            "--heartbeat=1s".to_owned(),
+            "--sweep-interval=500ms".to_owned(),
+        ];
+        let mut victim = self.spawn_worker("recovery-victim", &queues, &settings).await?;
+        let victim_id = self.registered(&mut victim, Duration::from_secs(20)).await?;
+        let producer = self.producer(2).await?;
+        let batch: Vec<NewJob> = (0..jobs)
+            .map(|_| NewJob::new(JobKind::Sleep, json!({"ms": 3000})).with_queue(queue.as_str()))
+            .collect();
+        let ids: Vec<Uuid> = producer.enqueue_batch(&batch).await?.iter().map(|job| job.id).collect();
+        drop(producer);
+        self.count_enqueued(&queue, jobs as u64);
+        let held_after = {
+            let clock = Instant::now();
+            loop {
+                let held = self
+                    .query_i64(
+                        "SELECT count(*) FROM jobs WHERE id = ANY($1) AND state = 'running' AND lease_owner = $2",
+                        &[&ids, &victim_id],
+                    )
+                    .await?;
+                if held == jobs as i64 {
+                    break clock.elapsed();
+                }
+                ensure!(clock.elapsed() < Duration::from_secs(20), "the victim holds only {held} of {jobs} jobs after 20s");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        victim.child.start_kill()?;
+        let killed = Instant::now();
+        let killed_db: DateTime<Utc> = {
+            let client = self.store.client().await?;
+            client.query_one("SELECT clock_timestamp()", &[]).await?.get(0)
+        };
+        let _ = victim.child.wait().await;
+        let mut rescuer = self.spawn_worker("recovery-rescuer", &queues, &settings).await?;
+        let rescuer_id = self.registered(&mut rescuer, Duration::from_secs(20)).await?;
+        let clock = Instant::now();
+        let recovered = loop {
+            let done = self
+                .query_i64("SELECT count(*) FROM jobs WHERE id = ANY($1) AND state = 'succeeded'", &[&ids])
+                .await?;
+            if done == jobs as i64 {
+                break killed.elapsed().as_secs_f64();
+            }
+            if clock.elapsed() > Duration::from_secs(60) {
+                self.stop_worker(rescuer, Duration::from_secs(10)).await?;
+                bail!("recovery: only {done} of {jobs} jobs succeeded 60s after the SIGKILL");
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        self.stop_worker(rescuer, Duration::from_secs(40)).await?;
+        self.scan_log(&victim);
+        let client = self.store.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE state = 'succeeded' AND attempt = 2 AND lease_owner IS NULL),
+                        EXTRACT(EPOCH FROM max(started_at) - $2)::FLOAT8,
+                        EXTRACT(EPOCH FROM max(finished_at) - $2)::FLOAT8
+                 FROM jobs WHERE id = ANY($1)",
+                &[&ids, &killed_db],
+            )
+            .await?;
+        let second_attempts: i64 = row.get(0);
+        let restarted_s: Option<f64> = row.get(1);
+        let finished_s: Option<f64> = row.get(2);
+        let expired = client
+            .query_one(
+                "SELECT count(*), EXTRACT(EPOCH FROM min(at) - $2)::FLOAT8, EXTRACT(EPOCH FROM max(at) - $2)::FLOAT8
+                 FROM job_events WHERE job_id = ANY($1) AND from_state = 'running' AND to_state = 'queued'",
+                &[&ids, &killed_db],
+            )
+            .await?;
+        let finished_by_rescuer = client
+            .query_one(
+                "SELECT count(*) FROM job_events WHERE job_id = ANY($1) AND to_state = 'succeeded' AND worker_id = $2",
+                &[&ids, &rescuer_id],
+            )
+            .await?
+            .get::<_, i64>(0);
+        ensure!(
+            finished_by_rescuer == jobs as i64,
+            "recovery: the second worker recorded {finished_by_rescuer} of {jobs} successes"
+        );
+        self.row(
+            format!("recovery after SIGKILL ({jobs} running sleep 3s jobs)"),
+            format!("{recovered:.2} s"),
+            format!("<= {TARGET_RECOVERY_S} s"),
+            Some(recovered <= TARGET_RECOVERY_S),
+        );
+        Ok(json!({
+            "seconds": round(recovered, 3),
+            "jobs": jobs,
+            "job": {"kind": "sleep", "payload": {"ms": 3000}},
+            "worker_settings": settings,
+            "all_running_after_s": round(held_after.as_secs_f64(), 3),
+            "lease_expiry_events": expired.get::<_, i64>(0),
+            "leases_expired_s": {"first": expired.get::<_, Option<f64>>(1).map(|s| round(s, 3)),
+                                 "last": expired.get::<_, Option<f64>>(2).map(|s| round(s, 3))},
+            "last_restart_s": restarted_s.map(|s| round(s, 3)),
+            "last_finish_s": finished_s.map(|s| round(s, 3)),
+            "second_attempt_succeeded": second_attempts,
+            "verified_succeeded": finished_by_rescuer,
+            "target": TARGET_RECOVERY_S,
+            "met": recovered <= TARGET_RECOVERY_S,
+        }))
+    }
+
+    /// Runs the remaining queues' jobs (those of enqueue measurements that no drain took)
+    /// so that every job the bench made is checked to succeed.
+    async fn finish_leftovers(&mut self) -> Result<Value> {
+        let client = self.store.client().await?;
+        let rows = client
+            .query(
+                "SELECT queue, count(*) FROM jobs WHERE state IN ('queued', 'running') GROUP BY queue ORDER BY queue",
+                &[],
+            )
+            .await?;
+        let leftovers: Vec<(String, i64)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+        if leftovers.is_empty() {
+            return Ok(json!({"jobs": 0}));
+        }
+        let queues: Vec<String> = leftovers.iter().map(|(queue, _)| queue.clone()).collect();
+        let jobs: i64 = leftovers.iter().map(|(_, count)| count).sum();
+        eprintln!("[bench] running the {jobs} jobs left in {} so that every job is checked", queues.join(","));
+        let extra = [format!("--concurrency={}", self.args.worker_concurrency)];
+        let mut procs = Vec::new();
+        for index in 0..2 {
+            procs.push(self.spawn_worker(&format!("leftovers-{index}"), &queues, &extra).await?);
+        }
+        let clock = Instant::now();
+        let waited = self
+            .wait_finished(&queues, Duration::from_secs(60) + Duration::from_millis(jobs as u64 * 2))
+            .await;
+        let seconds = clock.elapsed().as_secs_f64();
+        for proc in procs {
+            self.stop_worker(proc, Duration::from_secs(40)).await?;
+        }
+        waited?;
+        Ok(json!({"jobs": jobs, "queues": queues, "seconds": round(seconds, 3),
+                  "jobs_per_s_2_workers": round(jobs as f64 / seconds, 0)}))
+    }
+
+    /// Every job the bench enqueued ended `succeeded`, with its history.
+    async fn verify(&mut self) -> Result<Value> {
+        let client = self.store.client().await?;
+        let rows = client
+            .query(
+                "SELECT queue, count(*), count(*) FILTER (WHERE state = 'succeeded'),
+                        count(*) FILTER (WHERE attempt > 1)
+                 FROM jobs WHERE kind IN ('noop', 'sleep') GROUP BY queue ORDER BY queue",
+                &[],
+            )
+            .await?;
+        let mut per_queue = serde_json::Map::new();
+        let mut problems = Vec::new();
+        let mut found: HashMap<String, (i64, i64, i64)> = HashMap::new();
+        for row in &rows {
+            found.insert(row.get(0), (row.get(1), row.get(2), row.get(3)));
+        }
+        let mut expected_total = 0i64;
+        let mut succeeded_total = 0i64;
+        let mut queues: HashSet<&String> = self.enqueued.keys().collect();
+        queues.extend(found.keys());
+        let mut queues: Vec<&String> = queues.into_iter().collect();
+        queues.sort();
+        for queue in queues {
+            let expected = self.enqueued.get(queue).copied().unwrap_or(0) as i64;
+            let (total, succeeded, retried) = found.get(queue).copied().unwrap_or((0, 0, 0));
+            expected_total += expected;
+            succeeded_total += succeeded;
+            if total != expected || succeeded != expected {
+                problems.push(format!("queue {queue}: enqueued {expected}, found {total}, succeeded {succeeded}"));
+            }
+            // Only the recovery jobs may run twice (their first worker was killed).
+            if retried > 0 && queue != "recovery" {
+                problems.push(format!("queue {queue}: {retried} jobs ran more than once"));
+            }
+            per_queue.insert(
+                queue.clone(),
+                json!({"enqueued": expected, "found": total, "succeeded": succeeded, "attempt_gt_1": retried}),
+            );
+        }
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM jobs j WHERE j.kind IN ('noop', 'sleep') AND NOT EXISTS
+                    (SELECT 1 FROM job_events e WHERE e.job_id = j.id AND e.to_state = 'succeeded')",
+                &[],
+            )
+            .await?;
+        let without_event: i64 = row.get(0);
+        if without_event > 0 {
+            problems.push(format!("{without_event} jobs have no 'succeeded' event"));
+        }
+        let events: i64 = client.query_one("SELECT count(*) FROM job_events", &[]).await?.get(0);
+        let other_states: Vec<(String, String, i64)> = client
+            .query(
+                "SELECT kind, state, count(*) FROM jobs WHERE kind NOT IN ('noop', 'sleep') GROUP BY kind, state ORDER BY kind, state",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect();
+        for (kind, state, count) in &other_states {
+            if state != "succeeded" {
+                problems.push(format!("{count} {kind} jobs ended {state}"));
+            }
+        }
+        let ok = problems.is_empty();
+        self.row(
+            "every enqueued job succeeded (with its event)",
+            format!("{succeeded_total} of {expected_total}"),
+            "all",
+            Some(ok && succeeded_total == expected_total),
+        );
+        for problem in &problems {
+            self.note(format!("verification: {problem}"));
+        }
+        Ok(json!({
+            "ok": ok,
+            "enqueued": expected_total,
+            "succeeded": succeeded_total,
+            "events": events,
+            "jobs_without_succeeded_event": without_event,
+            "queues": per_queue,
+            "other_jobs": other_states.iter().map(|(kind, state, count)| json!({"kind": kind, "state": state, "count": count})).collect::<Vec<_>>(),
+            "problems": problems,
+        }))
+    }
+
+    // ------------------------------------------------------------------ fan-out
+
+    async fn fanout(&mut self) -> Result<Value> {
+        let lc = self.bin_dir.join("lc");
+        let help = Command::new(&lc)
+            .args(["deploy", "create", "--help"])
+            .stdin(Stdio::null())
+            .output()
+            .await;
+        let available = matches!(&help, Ok(output) if output.status.success()
+            && String::from_utf8_lossy(&output.stdout).contains("--no-deploy"));
+        if !available {
+            self.row(
+                format!("provision {} machines (create {} ms)", self.args.fanout_machines, self.args.fanout_create_delay_ms),
+                "not measured",
+                format!("<= {TARGET_PROVISION_S} s"),
+                None,
+            );
+            self.note("fan-out: not measured (deploy commands not available)");
+            return Ok(Value::Null);
+        }
+        self.fanout_measure().await
+    }
+}
+
+/// The deployment fan-out, once `lc deploy create SPEC --no-deploy` exists.
+impl Bench {
+    async fn fanout_measure(&mut self) -> Result<Value> {
+        let machines = self.args.fanout_machines;
+        let Some(docker_machine) = self.docker_machine() else {
+            bail!("the docker-machine stand-in is missing (give --docker-machine)");
+        };
+        let spec_path = self.work_dir.join("fanout-spec.json");
+        let spec = fanout_spec(machines, &self.args.connect.redis_prefix);
+        std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
+        // Workers: enough slots for every machine at once, two processes (as deployed).
+        let queues = ["default".to_owned()];
+        self.prepare_queue("default").await?;
+        let extra = [format!("--concurrency={}", (machines + 2).max(self.args.worker_concurrency))];
+        let mut procs = Vec::new();
+        for index in 0..2 {
+            let mut proc = self.spawn_worker(&format!("fanout-{index}"), &queues, &extra).await?;
+            self.registered(&mut proc, Duration::from_secs(20)).await?;
+            procs.push(proc);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let result = self.fanout_run(&spec_path, &docker_machine, machines).await;
+        for proc in procs {
+            self.stop_worker(proc, Duration::from_secs(40)).await?;
+        }
+        let value = result?;
+        let seconds = value["seconds"].as_f64().unwrap_or(f64::INFINITY);
+        self.row(
+            format!("provision {machines} machines (create {} ms each)", self.args.fanout_create_delay_ms),
+            format!("{seconds:.2} s"),
+            format!("<= {TARGET_PROVISION_S} s"),
+            Some(seconds <= TARGET_PROVISION_S),
+        );
+        Ok(value)
+    }
+
+    async fn fanout_run(&mut self, spec_path: &Path, docker_machine: &Path, machines: usize) -> Result<Value> {
+        let lc = self.bin_dir.join("lc");
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let output = Command::new(&lc)
+            .args(["deploy", "create"])
+            .arg(spec_path)
+            .arg("--no-deploy")
+            .env("DATABASE_URL", &self.args.connect.database_url)
+            .env("REDIS_URL", &self.args.connect.redis_url)
+            .env("LC_REDIS_PREFIX", &self.args.connect.redis_prefix)
+            .env("LC_DOCKER_MACHINE", docker_machine)
+            .env("LC_LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .await?;
+        let create_s = clock.elapsed().as_secs_f64();
+        ensure!(
+            output.status.success(),
+            "lc deploy create failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let name = spec_name(&self.args.connect.redis_prefix);
+        let client = self.store.client().await?;
+        let deployment: Uuid = client
+            .query_one("SELECT id FROM deployments WHERE name = $1", &[&name])
+            .await
+            .context("the deployment row")?
+            .get(0);
+        let timeout = Duration::from_secs(60);
+        let state = loop {
+            let state: String = client
+                .query_one("SELECT state FROM deployments WHERE id = $1", &[&deployment])
+                .await?
+                .get(0);
+            if state != "provisioning" {
+                break state;
+            }
+            ensure!(clock.elapsed() < timeout, "deployment still provisioning after {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let observed_s = clock.elapsed().as_secs_f64();
+        ensure!(state == "provisioned", "deployment ended {state}, not provisioned");
+        // The provision as the database recorded it: first job created to last machine
+        // ready / provision job finished.
+        let row = client
+            .query_one(
+                "SELECT min(created_at), max(finished_at), count(*),
+                        count(*) FILTER (WHERE state = 'succeeded')
+                 FROM jobs WHERE deployment_id = $1",
+                &[&deployment],
+            )
+            .await?;
+        let first_created: Option<DateTime<Utc>> = row.get(0);
+        let last_finished: Option<DateTime<Utc>> = row.get(1);
+        let job_count: i64 = row.get(2);
+        let jobs_succeeded: i64 = row.get(3);
+        let ready: i64 = client
+            .query_one(
+                "SELECT count(*) FROM machines WHERE deployment_id = $1 AND state = 'ready'",
+                &[&deployment],
+            )
+            .await?
+            .get(0);
+        ensure!(ready == machines as i64, "{ready} of {machines} machines ready");
+        ensure!(
+            job_count == jobs_succeeded,
+            "{jobs_succeeded} of {job_count} deployment jobs succeeded"
+        );
+        let db_s = match (first_created, last_finished) {
+            (Some(first), Some(last)) => Some((last - first).as_seconds_f64()),
+            _ => None,
+        };
+        // Command start to provisioned, as an operator sees it (20 ms polls).
+        let seconds = observed_s.min(db_s.map_or(f64::INFINITY, |db| (started_at + chrono::Duration::milliseconds((db * 1000.0) as i64) - started_at).as_seconds_f64() + (first_created.map_or(0.0, |first| (first - started_at).as_seconds_f64()))));
+        Ok(json!({
+            "machines": machines,
+            "create_delay_ms": self.args.fanout_create_delay_ms,
+            "seconds": round(seconds, 3),
+            "command_s": round(create_s, 3),
+            "observed_provisioned_s": round(observed_s, 3),
+            "db_first_job_to_last_finish_s": db_s.map(|s| round(s, 3)),
+            "jobs": job_count,
+            "machines_ready": ready,
+            "target": TARGET_PROVISION_S,
+            "met": seconds <= TARGET_PROVISION_S,
+        }))
+    }
+}
+
+fn spec_name(prefix: &str) -> String {
+    format!("bench-{}", prefix.to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "-"))
+}
+
+/// A deployment of `machines` nodes on docker-machine's `none` driver pointing at a
+/// dummy engine URL (the stand-in never connects to it).
+fn fanout_spec(machines: usize, prefix: &str) -> Value {
+    json!({
+        "name": spec_name(prefix),
+        "nodes": machines,
+        "provider": {
+            "docker_machine": {
+                "driver": "none",
+                "flags": ["--url", "tcp://127.0.0.1:2376"],
+            }
+        },
+        "image": "lc-busybox:latest",
+        "command": ["sleep", "3600"],
+    })
+}
+
+// ---------------------------------------------------------------------------- stats
+
+fn percentiles(values: &mut [f64]) -> Value {
+    if values.is_empty() {
+        return json!({"n": 0, "p50": null, "p99": null, "max": null});
+    }
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+        round(values[rank - 1], 2)
+    };
+    json!({
+        "n": values.len(),
+        "p50": at(0.50),
+        "p90": at(0.90),
+        "p99": at(0.99),
+        "max": round(values[values.len() - 1], 2),
+        "mean": round(values.iter().sum::<f64>() / values.len() as f64, 2),
+    })
+}
+
+fn best_run(runs: &[Value]) -> Result<Value> {
+    runs.iter()
+        .max_by(|a, b| {
+            a["jobs_per_s"]
+                .as_f64()
+                .unwrap_or(0.0)
+                .total_cmp(&b["jobs_per_s"].as_f64().unwrap_or(0.0))
+        })
+        .cloned()
+        .ok_or_else(|| anyhow!("no setting measured"))
+}
+
+/// Database-wide counters of the bench database and the cluster's WAL counters.
+async fn pg_stats(client: &deadpool_postgres::Object) -> Result<BTreeMap<String, i64>> {
+    // Make this backend's own pending counters visible (flushed when it goes idle).
+    client.simple_query("SELECT pg_stat_force_next_flush()").await?;
+    let mut out = BTreeMap::new();
+    let row = client
+        .query_one(
+            "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, tup_fetched,
+                    tup_returned, blks_read, blks_hit
+             FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await?;
+    for (index, name) in ["xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted",
+                          "tup_fetched", "tup_returned", "blks_read", "blks_hit"].iter().enumerate() {
+        out.insert((*name).to_owned(), row.get::<_, i64>(index));
+    }
+    let row = client
+        .query_one(
+            "SELECT wal_records, wal_fpi, wal_bytes::INT8, wal_write, wal_sync FROM pg_stat_wal",
+            &[],
+        )
+        .await?;
+    for (index, name) in ["wal_records", "wal_fpi", "wal_bytes", "wal_write", "wal_sync"].iter().enumerate() {
+        out.insert((*name).to_owned(), row.get::<_, i64>(index));
+    }
+    for row in client
+        .query(
+            "SELECT relname::TEXT, n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+             WHERE relname IN ('jobs', 'job_events', 'workers')",
+            &[],
+        )
+        .await?
+    {
+        let table: String = row.get(0);
+        out.insert(format!("{table}.ins"), row.get(1));
+        out.insert(format!("{table}.upd"), row.get(2));
+        out.insert(format!("{table}.hot_upd"), row.get(3));
+    }
+    Ok(out)
+}
+
+fn pg_delta(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>, jobs: f64, polls: f64) -> Value {
+    let delta = |key: &str| (after.get(key).copied().unwrap_or(0) - before.get(key).copied().unwrap_or(0)) as f64;
+    // The bench's own polls and the stats reads are transactions too.
+    let commits = delta("xact_commit") - polls - 4.0;
+    json!({
+        "commits": commits,
+        "commits_per_job": round(commits / jobs, 4),
+        "jobs_per_commit": round(jobs / commits.max(1.0), 1),
+        "rollbacks": delta("xact_rollback"),
+        "rows_inserted_per_job": round(delta("tup_inserted") / jobs, 3),
+        "rows_updated_per_job": round(delta("tup_updated") / jobs, 3),
+        "jobs_updates": delta("jobs.upd"),
+        "jobs_hot_updates": delta("jobs.hot_upd"),
+        "job_events_inserted": delta("job_events.ins"),
+        "wal_records_per_job": round(delta("wal_records") / jobs, 2),
+        "wal_bytes_per_job": round(delta("wal_bytes") / jobs, 0),
+        "wal_full_page_images": delta("wal_fpi"),
+        "wal_syncs": delta("wal_sync"),
+        "jobs_per_wal_sync": round(jobs / delta("wal_sync").max(1.0), 1),
+        "note": "wal_* counters are cluster-wide; commits exclude the bench's own polls",
+    })
+}
+
+/// utime+stime ticks per process, and the machine's busy/idle ticks.
+struct CpuSample {
+    busy: u64,
+    idle: u64,
+    procs: HashMap<u32, (String, u64)>,
+    workers: HashSet<u32>,
+}
+
+fn cpu_sample(workers: &[u32]) -> CpuSample {
+    let mut busy = 0;
+    let mut idle = 0;
+    if let Ok(stat) = std::fs::read_to_string("/proc/stat")
+        && let Some(line) = stat.lines().next()
+    {
+        let fields: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+        // user nice system idle iowait irq softirq steal
+        for (index, value) in fields.iter().take(8).enumerate() {
+            if index == 3 || index == 4 {
+                idle += value;
+            } else {
+                busy += value;
+            }
+        }
+    }
+    let mut procs = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+            let comm = stat[open + 1..close].to_owned();
+            let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            // rest[0] is field 3 (state): utime is field 14, stime field 15.
+            let ticks = rest.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                + rest.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            procs.insert(pid, (comm, ticks));
+        }
+    }
+    CpuSample {
+        busy,
+        idle,
+        procs,
+        workers: workers.iter().copied().collect(),
+    }
+}
+
+/// Cores used per process group between two samples (processes alive at the second).
+fn cpu_split(before: &CpuSample, after: &CpuSample, clk_tck: f64) -> Value {
+    let own = std::process::id();
+    let mut groups: BTreeMap<&str, u64> = BTreeMap::new();
+    for (pid, (comm, ticks)) in &after.procs {
+        let was = before
+            .procs
+            .get(pid)
+            .filter(|(old, _)| old == comm)
+            .map_or(0, |(_, ticks)| *ticks);
+        let used = ticks.saturating_sub(was);
+        let group = if after.workers.contains(pid) {
+            "lc-worker"
+        } else if *pid == own {
+            "lc-bench"
+        } else if comm.starts_with("postgres") {
+            "postgres"
+        } else if comm.starts_with("redis-server") {
+            "redis-server"
+        } else {
+            "other"
+        };
+        *groups.entry(group).or_default() += used;
+    }
+    let busy = after.busy.saturating_sub(before.busy) as f64;
+    let idle = after.idle.saturating_sub(before.idle) as f64;
+    let total = busy + idle;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    // /proc/stat counts all CPUs: wall seconds = total ticks / cores / clk_tck.
+    let wall = if total > 0.0 { total / cores / clk_tck } else { 0.0 };
+    let mut out = serde_json::Map::new();
+    for (group, ticks) in groups {
+        let seconds = ticks as f64 / clk_tck;
+        out.insert(group.to_owned(), json!(if wall > 0.0 { round(seconds / wall, 2) } else { 0.0 }));
+    }
+    json!({
+        "unit": "cores (CPU seconds per wall second)",
+        "machine_busy_cores": if total > 0.0 { round(busy / total * cores, 2) } else { 0.0 },
+        "machine_cores": cores,
+        "by_process": Value::Object(out),
+    })
+}
+
+// ---------------------------------------------------------------------------- redis
+
+/// A reply of the Redis protocol (RESP2).
+enum Resp {
+    Text(String),
+    Error(String),
+    Int(i64),
+    Nil,
+    Array(Vec<Resp>),
+}
+
+impl Resp {
+    fn text(&self) -> String {
+        match self {
+            Resp::Text(text) | Resp::Error(text) => text.clone(),
+            Resp::Int(value) => value.to_string(),
+            Resp::Nil => String::new(),
+            Resp::Array(items) => items.iter().map(Resp::text).collect::<Vec<_>>().join(" "),
+        }
+    }
+}
+
+fn read_resp(reader: &mut impl BufRead) -> Result<Resp> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let line = line.trim_end_matches(['\r', '\n']);
+    let (kind, rest) = line.split_at(line.len().min(1));
+    Ok(match kind {
+        "+" => Resp::Text(rest.to_owned()),
+        "-" => Resp::Error(rest.to_owned()),
+        ":" => Resp::Int(rest.parse()?),
+        "$" => {
+            let len: i64 = rest.parse()?;
+            if len < 0 {
+                Resp::Nil
+            } else {
+                let mut data = vec![0u8; len as usize + 2];
+                reader.read_exact(&mut data)?;
+                data.truncate(len as usize);
+                Resp::Text(String::from_utf8_lossy(&data).into_owned())
+            }
+        }
+        "*" => {
+            let len: i64 = rest.parse()?;
+            if len < 0 {
+                Resp::Nil
+            } else {
+                let mut items = Vec::with_capacity(len as usize);
+                for _ in 0..len {
+                    items.push(read_resp(reader)?);
+                }
+                Resp::Array(items)
+            }
+        }
+        other => bail!("unexpected redis reply type {other:?}"),
+    })
+}
+
+/// Runs commands on a fresh connection (admin reads only: INFO, CONFIG GET).
+fn redis_commands(url: &str, commands: &[&[&str]]) -> Result<Vec<Resp>> {
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or_else(|| anyhow!("only redis:// URLs are supported here"))?;
+    let (auth, hostport) = match rest.rsplit_once('@') {
+        Some((auth, hostport)) => (Some(auth), hostport),
+        None => (None, rest),
+    };
+    let hostport = hostport.split('/').next().unwrap_or(hostport);
+    let hostport = if hostport.contains(':') { hostport.to_owned() } else { format!("{hostport}:6379") };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&hostport)?
+        .next()
+        .ok_or_else(|| anyhow!("cannot resolve {hostport}"))?;
+    let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut send = |args: &[&str]| -> Result<Resp> {
+        let mut out = format!("*{}\r\n", args.len());
+        for arg in args {
+            out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        writer.write_all(out.as_bytes())?;
+        read_resp(&mut reader)
+    };
+    if let Some(auth) = auth {
+        let reply = match auth.split_once(':') {
+            Some((user, password)) if !user.is_empty() => send(&["AUTH", user, password])?,
+            Some((_, password)) => send(&["AUTH", password])?,
+            None => send(&["AUTH", auth])?,
+        };
+        if let Resp::Error(err) = reply {
+            bail!("redis AUTH: {err}");
+        }
+    }
+    commands.iter().map(|command| send(command)).collect()
+}
+
+/// INFO (all sections) as key → value, plus `cmdstat_*` calls and usec.
+async fn redis_info(url: &str) -> Result<BTreeMap<String, String>> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let replies = redis_commands(&url, &[&["INFO", "all"]])?;
+        let text = replies.first().map(Resp::text).unwrap_or_default();
+        let mut out = BTreeMap::new();
+        for line in text.lines() {
+            if let Some((key, value)) = line.split_once(':') {
+                if let Some(command) = key.strip_prefix("cmdstat_") {
+                    for part in value.split(',') {
+                        if let Some((field, number)) = part.split_once('=')
+                            && (field == "calls" || field == "usec")
+                        {
+                            out.insert(format!("cmd.{command}.{field}"), number.to_owned());
+                        }
+                    }
+                } else {
+                    out.insert(key.to_owned(), value.trim().to_owned());
+                }
+            }
+        }
+        Ok(out)
+    })
+    .await?
+}
+
+fn redis_delta(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>, jobs: f64) -> Value {
+    let number = |map: &BTreeMap<String, String>, key: &str| map.get(key).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let mut commands = serde_json::Map::new();
+    let mut calls_total = 0.0;
+    for key in after.keys().filter(|key| key.starts_with("cmd.") && key.ends_with(".calls")) {
+        let calls = number(after, key) - number(before, key);
+        if calls <= 0.0 {
+            continue;
+        }
+        let usec_key = key.replace(".calls", ".usec");
+        let usec = number(after, &usec_key) - number(before, &usec_key);
+        let name = key.trim_start_matches("cmd.").trim_end_matches(".calls").to_owned();
+        calls_total += calls;
+        commands.insert(name, json!({"calls": calls, "usec": usec, "per_job": round(calls / jobs, 4)}));
+    }
+    let cpu = (number(after, "used_cpu_sys") + number(after, "used_cpu_user"))
+        - (number(before, "used_cpu_sys") + number(before, "used_cpu_user"));
+    json!({
+        "commands": Value::Object(commands),
+        "calls_per_job": round(calls_total / jobs, 4),
+        "cpu_s": round(cpu, 3),
+        "note": "counters of the whole Redis instance",
+    })
+}
+
+// ---------------------------------------------------------------------------- settings
+
+async fn command_line(program: &str, args: &[&str], dir: &Path) -> Option<String> {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+async fn settings(bench: &Bench) -> Result<Value> {
+    let client = bench.store.client().await?;
+    let mut pg = serde_json::Map::new();
+    for name in [
+        "server_version",
+        "synchronous_commit",
+        "default_transaction_isolation",
+        "fsync",
+        "wal_sync_method",
+        "full_page_writes",
+        "commit_delay",
+        "shared_buffers",
+        "max_connections",
+    ] {
+        let row = client.query_one(&format!("SHOW {name}"), &[]).await?;
+        pg.insert(name.to_owned(), json!(row.get::<_, String>(0)));
+    }
+    let url = bench.args.connect.redis_url.clone();
+    let redis = tokio::task::spawn_blocking(move || -> Result<Value> {
+        let replies = redis_commands(
+            &url,
+            &[&["CONFIG", "GET", "appendonly"], &["CONFIG", "GET", "appendfsync"], &["CONFIG", "GET", "save"], &["INFO", "server"]],
+        )?;
+        let config = |index: usize| match replies.get(index) {
+            Some(Resp::Array(items)) => items.get(1).map(Resp::text).unwrap_or_default(),
+            Some(other) => other.text(),
+            None => String::new(),
+        };
+        let version = replies
+            .get(3)
+            .map(Resp::text)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:").map(|v| v.trim().to_owned()))
+            .unwrap_or_default();
+        Ok(json!({"redis_version": version, "appendonly": config(0), "appendfsync": config(1), "save": config(2)}))
+    })
+    .await??;
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name").map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned()))
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    let repo = &bench.repo_dir;
+    let commit = command_line("git", &["rev-parse", "--short=12", "HEAD"], repo).await;
+    let dirty = command_line("git", &["status", "--porcelain", "--untracked-files=no"], repo)
+        .await
+        .is_some_and(|out| !out.is_empty());
+    Ok(json!({
+        "postgres": Value::Object(pg),
+        "redis": redis,
+        "machine": {
+            "nproc": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "cpu_model": cpu_model,
+            "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default(),
+            "memory": std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))),
+        },
+        "rustc": command_line("rustc", &["--version"], repo).await,
+        "git_commit": commit.map(|c| if dirty { format!("{c}-dirty") } else { c }),
+    }))
+}
+
+// ---------------------------------------------------------------------------- main
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    lc_shared::telemetry::init(lc_shared::telemetry::LogFormat::Pretty, "warn");
+    match run(args).await {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(err) => {
+            eprintln!("lc-bench: {err:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Runs every section; returns whether the run was sound (every job verified).
+async fn run(args: Args) -> Result<bool> {
+    let repo_dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let bin_dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .map(Path::to_path_buf)
+            .ok_or_else(|| anyhow!("cannot find the directory of lc-bench"))?,
+    };
+    for binary in ["lc", "lc-worker"] {
+        ensure!(bin_dir.join(binary).exists(), "{} missing: build it first", bin_dir.join(binary).display());
+    }
+    let work_dir = match &args.work_dir {
+        Some(dir) => dir.clone(),
+        None => repo_dir.join(".lc/bench").join(&args.connect.redis_prefix),
+    };
+    std::fs::create_dir_all(&work_dir)?;
+    let store = Store::connect(&args.connect.database_url, 8)?;
+    store.ping().await.context("the bench database does not answer")?;
+    let report = migrate::run(&store).await?;
+    eprintln!("[bench] database migrated ({} statements)", report.applied.len());
+    let queue = Queue::connect(&args.connect.redis_url, &args.connect.redis_prefix).await?;
+    queue.ping().await.context("redis does not answer")?;
+    let clk_tck = command_line("getconf", &["CLK_TCK"], &repo_dir)
+        .await
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(100.0);
+    let mut bench = Bench {
+        args,
+        store,
+        queue,
+        bin_dir,
+        work_dir,
+        repo_dir,
+        clk_tck,
+        enqueued: BTreeMap::new(),
+        worker_seq: 0,
+        rows: Vec::new(),
+        notes: Vec::new(),
+    };
+    let run_started = Instant::now();
+    let mut out = serde_json::Map::new();
+    out.insert("version".into(), json!(1));
+    out.insert("started_at".into(), json!(Utc::now().to_rfc3339()));
+    out.insert("settings".into(), settings(&bench).await.unwrap_or_else(|err| json!({"error": format!("{err:#}")})));
+
+    let mut single_queue = None;
+    let mut bulk_queue = None;
+    if bench.wants(Section::Single) {
+        eprintln!("[bench] 1. enqueue one at a time");
+        let value = section(&mut bench, "single", Bench::single).await;
+        single_queue = value["runs"][0]["queue"].as_str().map(str::to_owned);
+        out.insert("single_enqueue".into(), value);
+    }
+    if bench.wants(Section::Bulk) {
+        eprintln!("[bench] 2. bulk enqueue");
+        let value = section(&mut bench, "bulk", Bench::bulk).await;
+        bulk_queue = value["runs"][0]["queue"].as_str().map(str::to_owned);
+        out.insert("bulk_enqueue".into(), value);
+    }
+    if bench.wants(Section::Drain) {
+        eprintln!("[bench] 3. drain");
+        let value = match bench.drains(single_queue, bulk_queue).await {
+            Ok(value) => value,
+            Err(err) => {
+                bench.note(format!("drain: {err:#}"));
+                json!({"error": format!("{err:#}")})
+            }
+        };
+        out.insert("drain".into(), value);
+    }
+    if bench.wants(Section::Latency) {
+        eprintln!("[bench] 4. latency");
+        out.insert("latency".into(), section(&mut bench, "latency", Bench::latency).await);
+    }
+    if bench.wants(Section::Recovery) {
+        eprintln!("[bench] 6. recovery after SIGKILL");
+        out.insert("recovery".into(), section(&mut bench, "recovery", Bench::recovery).await);
+    }
+    if bench.wants(Section::Fanout) {
+        eprintln!("[bench] 5. fan-out");
+        out.insert("fanout".into(), section(&mut bench, "fanout", Bench::fanout).await);
+    }
+    eprintln!("[bench] checking that every job succeeded");
+    out.insert("leftovers".into(), section(&mut bench, "leftovers", Bench::finish_leftovers).await);
+    let verification = section(&mut bench, "verify", Bench::verify).await;
+    let sound = verification["ok"].as_bool().unwrap_or(false);
+    out.insert("verification".into(), verification);
+    out.insert("bench_seconds".into(), json!(round(run_started.elapsed().as_secs_f64(), 1)));
+    out.insert("notes".into(), json!(bench.notes));
+    out.insert("worker_logs".into(), json!(bench.work_dir.display().to_string()));
+
+    print_table(&bench, &out);
+    println!("BENCH_JSON {}", Value::Object(out));
+    Ok(sound)
+}
+
+/// Runs one section; a failure is reported and the bench goes on.
+async fn section<F>(bench: &mut Bench, name: &str, body: F) -> Value
+where
+    F: AsyncFnOnce(&mut Bench) -> Result<Value>,
+{
+    match body(bench).await {
+        Ok(value) => value,
+        Err(err) => {
+            bench.note(format!("{name}: failed: {err:#}"));
+            bench.row(name.to_owned(), "failed", "", Some(false));
+            json!({"error": format!("{err:#}")})
+        }
+    }
+}
+
+fn print_table(bench: &Bench, out: &serde_json::Map<String, Value>) {
+    let settings = &out["settings"];
+    println!();
+    println!("LaunchControl benchmark");
+    println!(
+        "machine   {} cores, {}, kernel {}",
+        settings["machine"]["nproc"], settings["machine"]["cpu_model"].as_str().unwrap_or("?"),
+        settings["machine"]["kernel"].as_str().unwrap_or("?")
+    );
+    let pg = &settings["postgres"];
+    println!(
+        "postgres  {} synchronous_commit={} fsync={} isolation={} wal_sync_method={}",
+        pg["server_version"].as_str().unwrap_or("?"),
+        pg["synchronous_commit"].as_str().unwrap_or("?"),
+        pg["fsync"].as_str().unwrap_or("?"),
+        pg["default_transaction_isolation"].as_str().unwrap_or("?"),
+        pg["wal_sync_method"].as_str().unwrap_or("?"),
+    );
+    let redis = &settings["redis"];
+    println!(
+        "redis     {} appendonly={} appendfsync={} save='{}'",
+        redis["redis_version"].as_str().unwrap_or("?"),
+        redis["appendonly"].as_str().unwrap_or("?"),
+        redis["appendfsync"].as_str().unwrap_or("?"),
+        redis["save"].as_str().unwrap_or("?"),
+    );
+    println!(
+        "build     {} (commit {})",
+        settings["rustc"].as_str().unwrap_or("?"),
+        settings["git_commit"].as_str().unwrap_or("?")
+    );
+    println!();
+    let width = bench.rows.iter().map(|row| row.figure.len()).max().unwrap_or(10).max(6);
+    let measured = bench.rows.iter().map(|row| row.measured.len()).max().unwrap_or(8).max(8);
+    let target = bench.rows.iter().map(|row| row.target.len()).max().unwrap_or(6).max(6);
+    println!("{:width$}  {:>measured$}  {:target$}  result", "figure", "measured", "target");
+    println!("{}", "-".repeat(width + measured + target + 12));
+    for row in &bench.rows {
+        println!(
+            "{:width$}  {:>measured$}  {:target$}  {}",
+            row.figure, row.measured, row.target, verdict(row.met)
+        );
+    }
+    for (key, label) in [("one_worker", "1 worker"), ("two_workers", "2 workers")] {
+        let drain = &out.get("drain").cloned().unwrap_or(Value::Null)[key];
+        if drain.is_null() || drain.get("error").is_some() {
+            continue;
+        }
+        let cpu = &drain["cpu"];
+        let procs = cpu["by_process"]
+            .as_object()
+            .map(|map| {
+                map.iter()
+                    .map(|(name, cores)| format!("{name} {cores}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        println!();
+        println!(
+            "drain, {label}: {} jobs in {} s from spawn ({} s startup); machine busy {} of {} cores: {procs}",
+            drain["jobs"], drain["spawn_to_last_finish_s"], drain["startup_s"],
+            cpu["machine_busy_cores"], cpu["machine_cores"]
+        );
+        let pg = &drain["postgres"];
+        println!(
+            "  postgres: {} commits ({} jobs/commit), {} rollbacks, {} WAL syncs ({} jobs/sync), {} WAL bytes/job, {} rows updated/job",
+            pg["commits"], pg["jobs_per_commit"], pg["rollbacks"], pg["wal_syncs"], pg["jobs_per_wal_sync"],
+            pg["wal_bytes_per_job"], pg["rows_updated_per_job"]
+        );
+        let redis = &drain["redis"];
+        if let Some(commands) = redis["commands"].as_object() {
+            let text = commands
+                .iter()
+                .map(|(name, stats)| format!("{name} {}", stats["calls"]))
+                .collect::<Vec<_>>()
+                .join(", ");
+            println!("  redis: {} calls/job ({text}), redis CPU {} s", redis["calls_per_job"], redis["cpu_s"]);
+        }
+    }
+    if !bench.notes.is_empty() {
+        println!();
+        println!("notes:");
+        for note in &bench.notes {
+            println!("  - {note}");
+        }
+    }
+    println!();
+    println!(
+        "bench took {} s; worker logs in {}",
+        out["bench_seconds"],
+        bench.work_dir.display()
+    );
+}

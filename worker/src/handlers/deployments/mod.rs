@@ -1,0 +1,107 @@
+//! The deployment jobs: `provision` (fan-out and watchdog), `provision_machine`,
+//! `deploy` and `teardown`. What they share: the origin of the jobs they enqueue,
+//! dispatching those jobs after commit, the `local` provider's engine, and error
+//! mapping.
+//!
+//! How they stay apart (details in each file):
+//! - every change to a deployment's fate locks its row first, in one transaction with
+//!   the jobs it implies (see `lc_shared::deployment`'s store);
+//! - teardown moves the deployment to `tearing_down` first, which stops the fan-out,
+//!   `provision_machine` (before and after its create) and `deploy` (before each
+//!   machine) from making anything new; then it cancels their queued jobs and waits for
+//!   running ones, so nothing is created behind its back; then it removes containers,
+//!   machines, and whatever else the deployment's docker-machine store lists.
+
+mod deploy;
+mod provision;
+mod teardown;
+
+use std::time::Duration;
+
+use lc_shared::deployment::{Endpoint, Origin};
+use lc_shared::store::{Enqueued, StoreError, error_chain};
+use tracing::warn;
+use uuid::Uuid;
+
+pub use deploy::deploy;
+pub use provision::{provision, provision_machine};
+pub use teardown::teardown;
+
+use super::{JobContext, JobError};
+use crate::config::WorkerConfig;
+use crate::docker::{DEFAULT_LOCAL_ENGINE, DockerError};
+
+/// Where the jobs a handler enqueues go: its own queue and priority.
+fn origin(ctx: &JobContext) -> Origin {
+    Origin::new(Some(ctx.job.id), ctx.job.queue.clone(), ctx.job.priority)
+}
+
+fn store_error(what: &str, err: StoreError) -> JobError {
+    JobError::retryable_from(format!("could not {what}"), err)
+}
+
+fn docker_error(what: String, err: DockerError) -> JobError {
+    if err.is_permanent() {
+        JobError::fatal_from(what, err)
+    } else {
+        JobError::retryable_from(what, err)
+    }
+}
+
+/// Whether this failure ends the job: fatal, or its last attempt.
+fn is_final(ctx: &JobContext, err: &JobError) -> bool {
+    match err {
+        JobError::Fatal { .. } => true,
+        JobError::Retryable { .. } => ctx.job.attempt >= ctx.job.max_attempts,
+        JobError::Cancelled => false,
+    }
+}
+
+/// Sends hints for jobs enqueued in a committed transaction. Best effort: the sweeper
+/// dispatches whatever is left.
+async fn dispatch(ctx: &JobContext, enqueued: &[Enqueued]) {
+    let ids: Vec<Uuid> = enqueued.iter().filter(|job| job.created).map(|job| job.id).collect();
+    if ids.is_empty() {
+        return;
+    }
+    let store = &ctx.worker.store;
+    match store.take_by_ids(&ids).await {
+        Ok(targets) => {
+            if let Err(err) = ctx.worker.queue.push_hints(&targets).await {
+                warn!(error = %error_chain(&err), "could not send hints; the sweeper dispatches these jobs");
+                let ids: Vec<Uuid> = targets.iter().map(|target| target.id).collect();
+                if let Err(err) = store.mark_undispatched(&ids).await {
+                    warn!(error = %error_chain(&err), "could not hand the jobs to the sweeper; idle workers claim them from the database");
+                }
+            }
+        }
+        Err(err) => warn!(error = %error_chain(&err), "could not mark jobs dispatched; the sweeper dispatches them"),
+    }
+}
+
+/// The `local` provider's "machine": this worker's own Docker engine.
+fn local_endpoint(config: &WorkerConfig) -> Endpoint {
+    let url = config
+        .docker_host
+        .clone()
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| DEFAULT_LOCAL_ENGINE.to_owned());
+    let cert_dir = std::env::var("DOCKER_CERT_PATH").ok().filter(|dir| !dir.is_empty());
+    let cert = |file: &str| cert_dir.as_ref().map(|dir| format!("{dir}/{file}"));
+    Endpoint {
+        url,
+        ip_address: Some("127.0.0.1".to_owned()),
+        driver: Some("local".to_owned()),
+        ca_cert_path: cert("ca.pem"),
+        client_cert_path: cert("cert.pem"),
+        client_key_path: cert("key.pem"),
+    }
+}
+
+/// Waits, unless the job is cancelled first.
+async fn pause(ctx: &JobContext, duration: Duration) -> Result<(), JobError> {
+    tokio::select! {
+        _ = ctx.cancel.cancelled() => Err(JobError::Cancelled),
+        _ = tokio::time::sleep(duration) => Ok(()),
+    }
+}
