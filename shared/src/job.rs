@@ -240,10 +240,10 @@ impl NewJob {
         if !(1..=MAX_MAX_ATTEMPTS).contains(&self.max_attempts) {
             return Err(InvalidJob::MaxAttempts(self.max_attempts));
         }
-        if let Some(key) = &self.idempotency_key {
-            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
-                return Err(InvalidJob::IdempotencyKey);
-            }
+        if let Some(key) = &self.idempotency_key
+            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN)
+        {
+            return Err(InvalidJob::IdempotencyKey);
         }
         let size = serde_json::to_vec(&self.payload)
             .map_err(|err| InvalidJob::Json(err.to_string()))?

@@ -292,20 +292,18 @@ async fn requeue(store: &Store, id: Uuid, force: bool, dead_after: Duration) -> 
         eprintln!("job {id} is {}, not running; nothing to requeue", job.state);
         return Ok(1);
     }
-    if !force {
-        if let Some(owner) = job.lease_owner {
-            let alive = store
-                .workers(3600)
-                .await?
-                .into_iter()
-                .any(|worker| worker.id == owner && worker.stopped_at.is_none() && worker.heartbeat_age_secs < dead_after.as_secs_f64());
-            if alive {
-                eprintln!(
-                    "job {id} is held by worker {owner}, which is still heartbeating; \
-                     use `lc jobs cancel {id}` to stop it, or --force to requeue anyway"
-                );
-                return Ok(1);
-            }
+    if let (false, Some(owner)) = (force, job.lease_owner) {
+        let alive = store
+            .workers(3600)
+            .await?
+            .into_iter()
+            .any(|worker| worker.id == owner && worker.stopped_at.is_none() && worker.heartbeat_age_secs < dead_after.as_secs_f64());
+        if alive {
+            eprintln!(
+                "job {id} is held by worker {owner}, which is still heartbeating; \
+                 use `lc jobs cancel {id}` to stop it, or --force to requeue anyway"
+            );
+            return Ok(1);
         }
     }
     match store.operator_transition(id, Transition::Requeue, "worker gone").await? {
