@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# THE test command: start the local services, then run the workspace tests against them.
+# Extra arguments go to the test runner (cargo nextest run, else cargo test).
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ensure_pkg python3 python3 # the docker-machine stand-in is a Python script
+
+"$LC_ROOT/scripts/services.sh" up
+# shellcheck disable=SC1091
+. "$LC_HOME/env"
+
+export LC_DOCKER_MACHINE_STANDIN="$LC_ROOT/tests/docker-machine/docker-machine"
+
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
+  PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || lc_die "cargo not found"
+
+cd "$LC_ROOT"
+if cargo nextest --version >/dev/null 2>&1; then
+  lc_log "running: cargo nextest run --workspace --no-fail-fast $*"
+  exec cargo nextest run --workspace --no-fail-fast "$@"
+else
+  lc_log "running: cargo test --workspace --no-fail-fast $*"
+  exec cargo test --workspace --no-fail-fast "$@"
+fi

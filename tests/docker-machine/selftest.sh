@@ -1,0 +1,403 @@
+#!/usr/bin/env bash
+# Self-test of the docker-machine stand-in: every behaviour listed in README.md, in a temp store.
+# Prints "N passed, M failed" and exits non-zero when anything failed.
+set -uo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
+DM="$HERE/docker-machine"
+T="$(mktemp -d "${TMPDIR:-/tmp}/dm-selftest.XXXXXX")"
+S="$T/store"
+ORPHANS=()
+cleanup() {
+  local p
+  for p in "${ORPHANS[@]}"; do kill "$p" 2>/dev/null; done
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+# keep the caller's environment from steering the stand-in
+unset MACHINE_STORAGE_PATH MACHINE_DRIVER DOCKER_HOST STANDIN_ENGINE_URL DIGITALOCEAN_ACCESS_TOKEN \
+  STANDIN_CREATE_DELAY_MS STANDIN_FAIL_CREATE STANDIN_FAIL_MATCH STANDIN_HALF_CREATE STANDIN_HANG
+
+PASS=0
+FAILED=0
+pass() { PASS=$((PASS + 1)); }
+fail() { FAILED=$((FAILED + 1)); printf 'FAIL: %s\n' "$*" >&2; }
+
+# run CMD...: sets OUT, ERR, RC
+run() {
+  OUT="$("$@" 2>"$T/stderr" </dev/null)"
+  RC=$?
+  ERR="$(cat "$T/stderr")"
+}
+dm() { "$DM" -s "$S" "$@"; }
+
+rc_is() { if [[ "$RC" == "$1" ]]; then pass; else fail "$2: exit code $RC, wanted $1 (stderr: $ERR)"; fi; }
+out_has() { if [[ "$OUT" == *"$1"* ]]; then pass; else fail "$2: stdout lacks [$1]: [$OUT]"; fi; }
+out_lacks() { if [[ "$OUT" != *"$1"* ]]; then pass; else fail "$2: stdout has [$1]"; fi; }
+out_is() { if [[ "$OUT" == "$1" ]]; then pass; else fail "$2: stdout is [$OUT], wanted [$1]"; fi; }
+err_has() { if [[ "$ERR" == *"$1"* ]]; then pass; else fail "$2: stderr lacks [$1]: [$ERR]"; fi; }
+err_is() { if [[ "$ERR" == "$1" ]]; then pass; else fail "$2: stderr is [$ERR], wanted [$1]"; fi; }
+check() { if eval "$1"; then pass; else fail "$2"; fi; }
+# json_is FILE PYTHON_EXPR EXPECTED: python3 -c 'print(EXPR)' with j = json.load(FILE)
+json_is() {
+  local got
+  got="$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2" 2>&1)"
+  if [[ "$got" == "$3" ]]; then pass; else fail "json $2 in $1 is [$got], wanted [$3]"; fi
+}
+# kill -9 a background job without bash's "Killed" notice
+quiet_kill9() {
+  exec 3>&2 2>/dev/null
+  kill -9 "$1"
+  wait "$1"
+  exec 2>&3 3>&-
+}
+not_exist_msg() {
+  printf 'Docker machine "%s" does not exist. Use "docker-machine ls" to list machines. Use "docker-machine create" to add a new one.' "$1"
+}
+
+# ------------------------------------------------------------------ version and usage
+for v in version -v --version; do
+  run "$DM" "$v"
+  rc_is 0 "$v"
+  out_is "docker-machine version 0.16.2, build bd45ab13" "$v"
+done
+run dm frobnicate
+rc_is 1 "unknown subcommand"
+err_has "'frobnicate' is not a docker-machine command" "unknown subcommand"
+run dm ls --bogus
+rc_is 1 "unknown ls flag"
+err_has "flag provided but not defined: -bogus" "unknown ls flag"
+run "$DM" --bogus-global ls
+rc_is 1 "unknown global flag"
+err_has "flag provided but not defined" "unknown global flag"
+run "$DM" -s "$S" -D --native-ssh ls -q
+rc_is 0 "global -D and --native-ssh accepted"
+
+# ------------------------------------------------------------------ create: none driver
+run dm create --driver none --url unix:///var/run/docker.sock m1
+rc_is 0 "create none"
+out_has "Running pre-create checks..." "create none"
+out_has "Creating machine..." "create none"
+out_has "To see how to connect your Docker Client to the Docker Engine running on this virtual machine, run: " "create none"
+out_has "env m1" "create none"
+out_has "Creating CA: $S/certs/ca.pem" "first create makes the CA"
+for f in certs/ca.pem certs/cert.pem certs/key.pem certs/ca-key.pem machines/m1/config.json; do
+  check "[[ -s '$S/$f' ]]" "store has $f"
+done
+check "grep -q 'BEGIN CERTIFICATE' '$S/certs/ca.pem'" "ca.pem is PEM text"
+
+run dm inspect m1
+rc_is 0 "inspect m1"
+printf '%s\n' "$OUT" >"$T/inspect.json"
+json_is "$T/inspect.json" "j['Driver']['URL']" "unix:///var/run/docker.sock"
+json_is "$T/inspect.json" "j['Driver']['IPAddress']" "127.0.0.1"
+json_is "$T/inspect.json" "j['Driver']['MachineName']" "m1"
+json_is "$T/inspect.json" "j['Driver']['StorePath']" "$S"
+json_is "$T/inspect.json" "j['DriverName']" "none"
+json_is "$T/inspect.json" "j['Name']" "m1"
+json_is "$T/inspect.json" "j['ConfigVersion']" "3"
+json_is "$T/inspect.json" "j['HostOptions']['AuthOptions']['CaCertPath']" "$S/certs/ca.pem"
+json_is "$T/inspect.json" "j['HostOptions']['AuthOptions']['ClientCertPath']" "$S/certs/cert.pem"
+json_is "$T/inspect.json" "j['HostOptions']['AuthOptions']['ClientKeyPath']" "$S/certs/key.pem"
+json_is "$T/inspect.json" "j['HostOptions']['AuthOptions']['StorePath']" "$S/machines/m1"
+json_is "$T/inspect.json" "sorted(j['Driver'])" "['IPAddress', 'MachineName', 'SSHKeyPath', 'SSHPort', 'SSHUser', 'StorePath', 'SwarmDiscovery', 'SwarmHost', 'SwarmMaster', 'URL']"
+json_is "$T/inspect.json" "sorted(j['HostOptions'])" "['AuthOptions', 'Disk', 'Driver', 'EngineOptions', 'Memory', 'SwarmOptions']"
+json_is "$T/inspect.json" "sorted(j['HostOptions']['AuthOptions'])" "['CaCertPath', 'CaCertRemotePath', 'CaPrivateKeyPath', 'CertDir', 'ClientCertPath', 'ClientKeyPath', 'ServerCertPath', 'ServerCertRemotePath', 'ServerCertSANs', 'ServerKeyPath', 'ServerKeyRemotePath', 'StorePath']"
+json_is "$T/inspect.json" "j == json.load(open('$S/machines/m1/config.json'))" "True"
+check "[[ \"\$(sed -n 2p '$T/inspect.json')\" == '    \"ConfigVersion\": 3,' ]]" "inspect indents by 4"
+run dm inspect --format '{{.Driver.URL}}|{{json .HostOptions.AuthOptions.ServerCertSANs}}' m1
+out_is "unix:///var/run/docker.sock|[]" "inspect --format"
+
+run dm create -d none --url tcp://127.0.0.1:2376 m2
+rc_is 0 "create -d none tcp"
+out_lacks "Creating CA" "second create reuses the CA"
+run dm url m2
+out_is "tcp://127.0.0.1:2376" "url m2"
+run dm ip m2
+out_is "127.0.0.1" "ip m2"
+
+run dm create --driver none m3
+rc_is 1 "none without --url"
+err_has "--url option is required when no driver is selected" "none without --url"
+check "[[ ! -e '$S/machines/m3' ]]" "failed create leaves nothing"
+
+run dm create --driver none --url unix:///x m1
+rc_is 1 "create existing"
+err_is 'Docker machine "m1" already exists' "create existing"
+
+run dm create --driver none --url unix:///x 'bad_name!'
+rc_is 1 "invalid name"
+err_has "Error creating machine: Invalid hostname specified." "invalid name"
+run dm create --driver none --url unix:///x -leading-dash
+rc_is 1 "name starting with a dash"
+
+run dm create --driver none --url unix:///x
+rc_is 1 "create without name"
+err_has "Error: No machine name specified" "create without name"
+
+run dm create --driver none m4 --url unix:///x
+rc_is 1 "flags after the name (Go flag parsing)"
+err_has "Invalid command line. Found extra arguments" "flags after the name"
+
+run dm create --driver virtualbox m5
+rc_is 1 "unknown driver"
+err_is 'Driver "virtualbox" not found. Do you have the plugin binary "docker-machine-driver-virtualbox" accessible in your PATH?' "unknown driver"
+run dm create --driver hetzner --hetzner-api-token x m5
+rc_is 1 "hetzner plugin absent"
+err_has 'Driver "hetzner" not found' "hetzner plugin absent"
+
+run dm create --driver none --url unix:///x --no-such-flag m5
+rc_is 1 "unknown create flag"
+err_has "flag provided but not defined: -no-such-flag" "unknown create flag"
+
+# ------------------------------------------------------------------ create: digitalocean driver
+run env STANDIN_ENGINE_URL=unix:///engine.sock "$DM" -s "$S" create --driver digitalocean do1
+rc_is 1 "digitalocean without a token"
+err_has "requires the --digitalocean-access-token option" "digitalocean without a token"
+check "[[ ! -e '$S/machines/do1' ]]" "digitalocean without a token leaves nothing"
+
+run env DIGITALOCEAN_ACCESS_TOKEN=tok-secret-123 "$DM" -s "$S" create --driver digitalocean do1
+rc_is 1 "digitalocean without STANDIN_ENGINE_URL"
+err_has "STANDIN_ENGINE_URL" "digitalocean without STANDIN_ENGINE_URL"
+
+run env DIGITALOCEAN_ACCESS_TOKEN=tok-secret-123 STANDIN_ENGINE_URL=unix:///engine.sock \
+  "$DM" -s "$S" create --driver digitalocean --digitalocean-region fra1 --digitalocean-size s-2vcpu-4gb \
+  --digitalocean-image ubuntu-22-04-x64 --digitalocean-ipv6 --digitalocean-tags a,b do1
+rc_is 0 "digitalocean with env token"
+out_has "(do1) Creating Digital Ocean droplet..." "digitalocean progress"
+out_has "Docker is up and running!" "digitalocean progress"
+out_has "env do1" "digitalocean progress"
+run dm inspect do1
+printf '%s\n' "$OUT" >"$T/do1.json"
+json_is "$T/do1.json" "j['DriverName']" "digitalocean"
+json_is "$T/do1.json" "j['Driver']['URL']" "unix:///engine.sock"
+json_is "$T/do1.json" "j['Driver']['IPAddress']" "127.0.0.1"
+json_is "$T/do1.json" "j['Driver']['Region']" "fra1"
+json_is "$T/do1.json" "j['Driver']['SSHUser']" "root"
+run dm url do1
+out_is "unix:///engine.sock" "url do1"
+
+run env STANDIN_ENGINE_URL=unix:///engine.sock "$DM" -s "$S" create --driver digitalocean \
+  --digitalocean-access-token=flag-token-456 do2
+rc_is 0 "digitalocean with --digitalocean-access-token"
+
+# ------------------------------------------------------------------ call log
+LOG="$S/.standin/calls.log"
+check "[[ -s '$LOG' ]]" "calls.log exists"
+check "python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' '$LOG'" "calls.log is JSON lines"
+check "! grep -q tok-secret-123 '$LOG'" "calls.log never holds env values"
+check "grep -q '\"env_names\": \[\"DIGITALOCEAN_ACCESS_TOKEN\"\]' '$LOG'" "calls.log names DIGITALOCEAN_ACCESS_TOKEN"
+check "python3 -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1])][-1]; assert sorted(r)==[\"argv\",\"env_names\",\"pid\",\"time\"] and r[\"argv\"][-1]==\"do2\" and isinstance(r[\"time\"], float)' '$LOG'" "calls.log record shape"
+run env MY_API_KEY=k SOME_PASSWORD=p DB_SECRET=s GH_TOKEN=t UNRELATED=u "$DM" -s "$S" ls -q
+check "tail -n1 '$LOG' | grep -q '\"env_names\": \[\"DB_SECRET\", \"GH_TOKEN\", \"MY_API_KEY\", \"SOME_PASSWORD\"\]'" "env_names picks *_TOKEN/_KEY/_SECRET/_PASSWORD"
+
+# ------------------------------------------------------------------ url / status / inspect / ip on missing names
+for c in url status inspect ip; do
+  run dm "$c" ghost
+  rc_is 1 "$c missing"
+  err_is "$(not_exist_msg ghost)" "$c missing"
+done
+run dm status m1
+rc_is 0 "status m1"
+out_is "Running" "status m1"
+run dm url
+rc_is 1 "url without a name and no default machine"
+err_has 'no "default" machine exists' "url without a name"
+run dm url m1 m2
+rc_is 1 "url with two names"
+err_has "Expected one machine name" "url with two names"
+
+# ------------------------------------------------------------------ env / config
+run dm env m1
+rc_is 1 "env on a unix:// none machine"
+err_has "Error checking TLS connection" "env on a unix:// none machine"
+run dm config m1
+rc_is 1 "config on a unix:// none machine"
+err_has "Error checking TLS connection" "config on a unix:// none machine"
+run dm env m2
+rc_is 0 "env on a tcp:// machine"
+out_has 'export DOCKER_HOST="tcp://127.0.0.1:2376"' "env on a tcp:// machine"
+run dm config m2
+rc_is 0 "config on a tcp:// machine"
+out_has "-H=tcp://127.0.0.1:2376" "config on a tcp:// machine"
+
+# ------------------------------------------------------------------ ls
+for n in b a10 a2 a; do dm create -d none --url unix:///x "$n" >/dev/null 2>&1; done
+run dm ls -q
+rc_is 0 "ls -q"
+out_is "$(printf '%s\n' a a2 a10 b do1 do2 m1 m2)" "ls -q is sorted naturally"
+run dm ls --format '{{.Name}}|{{.DriverName}}|{{.State}}|{{.URL}}|{{.Error}}' --filter name=^m
+out_is "$(printf '%s\n' 'm1|none|Running|unix:///var/run/docker.sock|' 'm2|none|Running|tcp://127.0.0.1:2376|')" "ls --format"
+run env DOCKER_HOST=tcp://127.0.0.1:2376 "$DM" -s "$S" ls --format '{{.Name}} {{.Active}}' --filter name=^m
+out_is "$(printf '%s\n' 'm1 -' 'm2 *')" "ls .Active follows DOCKER_HOST"
+run dm ls
+rc_is 0 "ls table"
+check "[[ \"\$(head -n1 <<<\"\$OUT\" | tr -s ' ')\" == 'NAME ACTIVE DRIVER STATE URL SWARM DOCKER ERRORS' ]]" "ls table header"
+check "[[ \"\$(sed -n 2p <<<\"\$OUT\" | awk '{print \$1, \$3, \$4}')\" == 'a none Running' ]]" "ls table row"
+run dm ls --format '{{.Nope}}'
+rc_is 1 "ls --format with an unknown field"
+
+# ------------------------------------------------------------------ rm
+run dm rm -y ghost
+rc_is 1 "rm missing"
+err_has 'Docker machine "ghost" does not exist.' "rm missing"
+err_has 'Error removing host "ghost": ' "rm missing"
+run dm rm -f ghost
+rc_is 0 "rm -f missing"
+run dm rm -y a
+rc_is 0 "rm -y a"
+out_has "About to remove a" "rm -y a"
+out_has "WARNING: This action will delete both local reference and remote instance." "rm -y a"
+out_has "Successfully removed a" "rm -y a"
+check "[[ ! -e '$S/machines/a' ]]" "rm removes the machine dir"
+OUT="$(echo n | dm rm a2 2>/dev/null)"
+if [[ "$OUT" == *"Are you sure? (y/n)"* ]]; then pass; else fail "rm asks for confirmation"; fi
+check "[[ -e '$S/machines/a2' ]]" "rm answered n keeps the machine"
+OUT="$(echo y | dm rm a2 2>/dev/null)"
+if [[ "$OUT" == *"Successfully removed a2"* ]]; then pass; else fail "rm answered y removes"; fi
+run dm rm -y a10 b
+rc_is 0 "rm two names"
+out_has "About to remove a10, b" "rm two names"
+run dm rm
+rc_is 1 "rm without names"
+
+# ------------------------------------------------------------------ STANDIN_FAIL_CREATE
+for i in 1 2; do
+  run env STANDIN_FAIL_CREATE=2 "$DM" -s "$S" create -d none --url unix:///x f1
+  rc_is 1 "fail-create attempt $i"
+  err_is "Error creating machine: Error in driver during machine creation: stand-in induced failure" "fail-create attempt $i"
+  check "[[ ! -e '$S/machines/f1' ]]" "fail-create attempt $i leaves nothing"
+done
+run env STANDIN_FAIL_CREATE=2 "$DM" -s "$S" create -d none --url unix:///x f1
+rc_is 0 "fail-create third attempt succeeds"
+check "[[ \"\$(cat '$S/.standin/fail-count-f1')\" == 2 ]]" "fail-count file"
+run env STANDIN_FAIL_CREATE=2 "$DM" -s "$S" create -d none --url unix:///x f2
+rc_is 1 "fail-create counts per name"
+run env STANDIN_FAIL_CREATE=always "$DM" -s "$S" create -d none --url unix:///x f1x
+rc_is 1 "fail-create always (1)"
+run env STANDIN_FAIL_CREATE=always "$DM" -s "$S" create -d none --url unix:///x f1x
+rc_is 1 "fail-create always (2)"
+run env STANDIN_FAIL_CREATE=always STANDIN_FAIL_MATCH='^node-1$' "$DM" -s "$S" create -d none --url unix:///x node-2
+rc_is 0 "fail-match spares other names"
+run env STANDIN_FAIL_CREATE=always STANDIN_FAIL_MATCH='^node-1$' "$DM" -s "$S" create -d none --url unix:///x node-1
+rc_is 1 "fail-match hits its name"
+
+# ------------------------------------------------------------------ STANDIN_HALF_CREATE
+run env STANDIN_HALF_CREATE=1 DIGITALOCEAN_ACCESS_TOKEN=t STANDIN_ENGINE_URL=unix:///e "$DM" -s "$S" create -d digitalocean h1
+rc_is 1 "half-create fails"
+err_has "Error in driver during machine creation: stand-in induced failure" "half-create fails"
+check "[[ -s '$S/machines/h1/config.json' ]]" "half-create leaves config.json"
+run dm ls --format '{{.Name}}|{{.State}}|{{.Error}}' --filter name=^h1$
+out_has "h1|Error|stand-in induced failure" "ls shows the half-made machine in Error"
+run dm status h1
+out_is "Error" "status of a half-made machine"
+run dm url h1
+rc_is 1 "url of a half-made machine fails"
+run dm inspect h1
+rc_is 0 "inspect of a half-made machine"
+run env STANDIN_HALF_CREATE=1 DIGITALOCEAN_ACCESS_TOKEN=t STANDIN_ENGINE_URL=unix:///e "$DM" -s "$S" create -d digitalocean h1
+rc_is 1 "create over a half-made machine"
+err_is 'Docker machine "h1" already exists' "create over a half-made machine"
+run dm rm -y h1
+rc_is 0 "rm -y of a half-made machine"
+check "[[ ! -e '$S/machines/h1' ]]" "rm removed the half-made machine"
+run env STANDIN_HALF_CREATE=1 DIGITALOCEAN_ACCESS_TOKEN=t STANDIN_ENGINE_URL=unix:///e "$DM" -s "$S" create -d digitalocean h1
+rc_is 0 "create after the half-made machine was removed"
+
+# ------------------------------------------------------------------ STANDIN_CREATE_DELAY_MS
+start=$(date +%s%N)
+run env STANDIN_CREATE_DELAY_MS=1200 "$DM" -s "$S" create -d none --url unix:///x d0
+took=$((($(date +%s%N) - start) / 1000000))
+rc_is 0 "delayed create"
+check "(( took >= 1200 ))" "delayed create took ${took} ms (>= 1200)"
+start=$(date +%s%N)
+for n in d1 d2 d3; do
+  env STANDIN_CREATE_DELAY_MS=1200 "$DM" -s "$S" create -d none --url unix:///x "$n" >/dev/null 2>&1 &
+done
+wait
+took=$((($(date +%s%N) - start) / 1000000))
+check "(( took >= 1200 && took < 3600 ))" "three delayed creates run in parallel (${took} ms < 3600)"
+check "[[ -e '$S/machines/d1/config.json' && -e '$S/machines/d2/config.json' && -e '$S/machines/d3/config.json' ]]" "parallel creates all saved"
+
+# a create killed in the middle leaves a half-made machine in Error
+env STANDIN_CREATE_DELAY_MS=20000 "$DM" -s "$S" create -d none --url unix:///x k1 >/dev/null 2>&1 &
+kpid=$!
+for _ in $(seq 100); do [[ -e "$S/machines/k1/config.json" ]] && break; sleep 0.1; done
+run dm status k1
+out_is "Starting" "status while create runs"
+quiet_kill9 "$kpid"
+run dm ls --format '{{.Name}}|{{.State}}' --filter name=^k1$
+out_is "k1|Error" "killed create leaves a machine in Error"
+
+# ------------------------------------------------------------------ STANDIN_HANG
+wait_for_file() {
+  local _
+  for _ in $(seq 100); do [[ -s "$1" ]] && return 0; sleep 0.1; done
+  return 1
+}
+rm -f "$S/.standin/hang.pid" "$S/.standin/hang-child.pid"
+env STANDIN_HANG=url "$DM" -s "$S" url m1 >"$T/hang.out" 2>&1 &
+hpid=$!
+check "wait_for_file '$S/.standin/hang-child.pid'" "hang writes hang-child.pid"
+wait_for_file "$S/.standin/hang.pid"
+child="$(cat "$S/.standin/hang-child.pid" 2>/dev/null)"
+parent="$(cat "$S/.standin/hang.pid" 2>/dev/null)"
+ORPHANS+=("$child")
+check "[[ '$parent' == '$hpid' ]]" "hang.pid is the stand-in's pid"
+check "[[ \"\$(tr '\\0' ' ' </proc/$child/cmdline)\" == 'sleep 3600 ' ]]" "hang child is sleep 3600"
+check "[[ \"\$(awk '{print \$4}' /proc/$child/stat)\" == '$hpid' ]]" "hang child's parent is the stand-in"
+sleep 1
+check "kill -0 $hpid" "url still hanging after 1 s"
+quiet_kill9 "$hpid"
+sleep 0.2
+check "kill -0 $child" "killing only the stand-in leaves the sleep orphaned"
+kill "$child" 2>/dev/null
+
+# killing the child lets the command finish normally
+rm -f "$S/.standin/hang-child.pid"
+env STANDIN_HANG=create,rm "$DM" -s "$S" create -d none --url unix:///x hc >"$T/hang2.out" 2>&1 &
+hpid=$!
+wait_for_file "$S/.standin/hang-child.pid"
+child="$(cat "$S/.standin/hang-child.pid")"
+ORPHANS+=("$child")
+kill "$child"
+wait "$hpid"
+RC=$?
+rc_is 0 "create finishes once its hang child is killed"
+check "[[ -e '$S/machines/hc/config.json' ]]" "create after hang saved the machine"
+for c in status inspect ls; do
+  rm -f "$S/.standin/hang-child.pid"
+  if [[ "$c" == ls ]]; then args=(ls -q); else args=("$c" m1); fi
+  env STANDIN_HANG="$c" "$DM" -s "$S" "${args[@]}" >/dev/null 2>&1 &
+  hpid=$!
+  if wait_for_file "$S/.standin/hang-child.pid"; then
+    child="$(cat "$S/.standin/hang-child.pid")"
+    ORPHANS+=("$child")
+    kill "$child"
+    pass
+  else
+    fail "STANDIN_HANG=$c did not hang"
+    kill "$hpid" 2>/dev/null
+  fi
+  wait "$hpid" 2>/dev/null
+done
+run env STANDIN_HANG=url STANDIN_FAIL_MATCH='^nomatch$' "$DM" -s "$S" url m1
+rc_is 0 "STANDIN_FAIL_MATCH also scopes STANDIN_HANG"
+
+# ------------------------------------------------------------------ store selection
+S2="$T/store2"
+run env MACHINE_STORAGE_PATH="$S2" "$DM" create -d none --url unix:///x e1
+rc_is 0 "MACHINE_STORAGE_PATH selects the store"
+check "[[ -e '$S2/machines/e1/config.json' ]]" "MACHINE_STORAGE_PATH store layout"
+run "$DM" --storage-path="$S2" ls -q
+out_is "e1" "--storage-path=PATH"
+run "$DM" --storage-path "$S2" ls -q
+out_is "e1" "--storage-path PATH"
+run env MACHINE_STORAGE_PATH="$S2" "$DM" -s "$S" ls -q --filter name=^e1$
+out_is "" "-s wins over MACHINE_STORAGE_PATH"
+run env HOME="$T/home" "$DM" create -d none --url unix:///x h0
+check "[[ -e '$T/home/.docker/machine/machines/h0/config.json' ]]" "default store is ~/.docker/machine"
+
+printf '%d passed, %d failed\n' "$PASS" "$FAILED"
+[[ "$FAILED" -eq 0 ]]
