@@ -7,6 +7,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_pkg python3 python3 # the docker-machine stand-in is a Python script
+ensure_pkg docker-compose docker-compose # validates compose.yaml (not run: no registry here)
+ensure_pkg redis-cli redis-tools # builds the private Redis Cluster of the cluster test
 
 "$LC_ROOT/scripts/services.sh" up
 # shellcheck disable=SC1091

@@ -14,8 +14,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, Value};
 use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
 
 use crate::job::Priority;
@@ -54,19 +56,82 @@ pub struct DeadLetter {
     pub body: String,
 }
 
-/// Redis access with this deployment's key prefix. Cheap to clone; the connection
-/// reconnects by itself after Redis restarts.
+/// URL scheme that selects Redis Cluster: `redis+cluster://host:port[,host:port...]`
+/// lists seed nodes.
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// A connection to one Redis server or to a Redis Cluster; commands are the same
+/// because every key of a queue shares a hash tag (one slot).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// What opens new connections (dedicated blocking ones, for poppers).
+#[derive(Clone)]
+enum Opener {
+    Single(redis::Client),
+    Cluster(Vec<String>),
+}
+
+/// Redis access with this deployment's key prefix. Cheap to clone; a single-server
+/// connection reconnects by itself after Redis restarts.
 #[derive(Clone)]
 pub struct Queue {
-    client: redis::Client,
-    conn: ConnectionManager,
+    opener: Opener,
+    conn: Conn,
     prefix: String,
 }
 
 impl Queue {
     /// Connects lazily: a Redis that is down now is not an error (the database path
     /// keeps jobs moving); commands fail until it is back, then work again.
+    ///
+    /// `redis+cluster://host:port,host:port` connects to a Redis Cluster through those
+    /// seed nodes instead (eagerly: the cluster must answer at start).
     pub async fn connect(url: &str, prefix: &str) -> Result<Queue> {
+        if let Some(nodes) = url.strip_prefix(CLUSTER_SCHEME) {
+            let nodes: Vec<String> = nodes
+                .split(',')
+                .filter(|node| !node.is_empty())
+                .map(|node| format!("redis://{node}"))
+                .collect();
+            let conn = cluster_connection(&nodes, Duration::from_secs(5)).await?;
+            return Ok(Queue {
+                opener: Opener::Cluster(nodes),
+                conn: Conn::Cluster(conn),
+                prefix: prefix.to_owned(),
+            });
+        }
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -74,10 +139,14 @@ impl Queue {
             .set_number_of_retries(2);
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(Queue {
-            client,
-            conn,
+            opener: Opener::Single(client),
+            conn: Conn::Single(conn),
             prefix: prefix.to_owned(),
         })
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
     }
 
     pub fn prefix(&self) -> &str {
@@ -113,19 +182,25 @@ impl Queue {
         if targets.is_empty() {
             return Ok(());
         }
-        let mut grouped: HashMap<String, Vec<String>> = HashMap::new();
+        // One pipeline per queue: its keys share a slot, so a cluster can run it.
+        let mut per_queue: HashMap<&str, HashMap<String, Vec<String>>> = HashMap::new();
         for target in targets {
-            grouped
+            per_queue
+                .entry(target.queue.as_str())
+                .or_default()
                 .entry(self.ready_key(&target.queue, target.priority))
                 .or_default()
                 .push(target.id.to_string());
         }
-        let mut pipe = redis::pipe();
-        for (key, ids) in &grouped {
-            pipe.lpush(key, ids).ignore();
-        }
-        let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await?;
+        let sends = per_queue.into_values().map(|lists| {
+            let mut pipe = redis::pipe();
+            for (key, ids) in &lists {
+                pipe.lpush(key, ids).ignore();
+            }
+            let mut conn = self.conn.clone();
+            async move { pipe.query_async::<()>(&mut conn).await }
+        });
+        futures_util::future::try_join_all(sends).await?;
         Ok(())
     }
 
@@ -143,13 +218,16 @@ impl Queue {
     /// A dedicated connection for blocking pops, which must not share a multiplexed
     /// connection with other commands (they would wait behind the block).
     pub async fn popper(&self) -> Result<HintPopper> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(None);
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let conn = match &self.opener {
+            Opener::Single(client) => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(None);
+                PopperConn::Single(client.get_multiplexed_async_connection_with_config(&config).await?)
+            }
+            // Blocking calls wait at most a few seconds; the timeout only has to be longer.
+            Opener::Cluster(nodes) => PopperConn::Cluster(cluster_connection(nodes, Duration::from_secs(60)).await?),
+        };
         Ok(HintPopper { conn })
     }
 
@@ -226,10 +304,9 @@ impl Queue {
             .group(INBOX_GROUP, consumer)
             .count(count)
             .block(block.as_millis() as usize);
-        let reply: redis::RedisResult<Option<StreamReadReply>> = popper
-            .conn
-            .xread_options(&[self.inbox_key()], &[">"], &options)
-            .await;
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg(&options).arg("STREAMS").arg(self.inbox_key()).arg(">");
+        let reply: redis::RedisResult<Option<StreamReadReply>> = popper.query(&cmd).await;
         let reply = match reply {
             Err(err) if err.code() == Some("NOGROUP") => {
                 // Redis lost the group (restart, flush): make it again and read next time.
@@ -344,9 +421,31 @@ fn inbox_message(entry: StreamId) -> InboxMessage {
     }
 }
 
+async fn cluster_connection(nodes: &[String], response_timeout: Duration) -> Result<ClusterConnection> {
+    let client = ClusterClient::builder(nodes.to_vec())
+        .connection_timeout(Duration::from_secs(2))
+        .response_timeout(response_timeout)
+        .build()?;
+    Ok(client.get_async_connection().await?)
+}
+
+enum PopperConn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
 /// A dedicated connection for blocking reads (hint pops, inbox reads).
 pub struct HintPopper {
-    conn: MultiplexedConnection,
+    conn: PopperConn,
+}
+
+impl HintPopper {
+    async fn query<T: redis::FromRedisValue>(&mut self, cmd: &Cmd) -> redis::RedisResult<T> {
+        match &mut self.conn {
+            PopperConn::Single(conn) => cmd.query_async(conn).await,
+            PopperConn::Cluster(conn) => cmd.query_async(conn).await,
+        }
+    }
 }
 
 impl HintPopper {
@@ -359,15 +458,13 @@ impl HintPopper {
         max: usize,
         timeout: Duration,
     ) -> Result<Option<(String, Vec<String>)>> {
-        let popped: Option<(String, Vec<String>)> = redis::cmd("BLMPOP")
-            .arg(timeout.as_secs_f64())
+        let mut cmd = redis::cmd("BLMPOP");
+        cmd.arg(timeout.as_secs_f64())
             .arg(keys.len())
             .arg(keys.as_slice())
             .arg("RIGHT")
             .arg("COUNT")
-            .arg(max.max(1))
-            .query_async(&mut self.conn)
-            .await?;
-        Ok(popped)
+            .arg(max.max(1));
+        Ok(self.query(&cmd).await?)
     }
 }

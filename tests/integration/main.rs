@@ -1,6 +1,9 @@
 //! Integration tests against real PostgreSQL (serializable), Redis and Docker.
 //! Each test has its own database and Redis prefix (see `lc_tests`).
 
+mod cluster;
 mod crash;
+mod deploy;
 mod operator;
 mod queue;
+mod scaleout;

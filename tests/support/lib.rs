@@ -147,6 +147,7 @@ impl TestEnv {
                 }),
             machines_dir: std::env::temp_dir().join(format!("lc-machines-{}", self.prefix)),
             machine_timeout: Duration::from_secs(30),
+            machine_env: Vec::new(),
             docker_host: std::env::var("DOCKER_HOST").ok(),
             metrics_addr: None,
         }
@@ -441,4 +442,104 @@ pub async fn enqueue_many(env: &TestEnv, kind: lc_shared::JobKind, payload: serd
         .into_iter()
         .map(|job| job.id)
         .collect()
+}
+
+/// A private 3-node Redis Cluster (no replicas) on free loopback ports, built the way
+/// operators build one: `redis-server --cluster-enabled yes` ×3, then
+/// `redis-cli --cluster create`.
+pub struct PrivateRedisCluster {
+    pub ports: Vec<u16>,
+    dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl PrivateRedisCluster {
+    pub async fn start() -> PrivateRedisCluster {
+        let dir = std::env::temp_dir().join(format!("lc-cluster-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ports = Vec::new();
+        // Cluster nodes also listen on port+10000; pick ports whose bus port is free too.
+        while ports.len() < 3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            if port < 55000 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+                ports.push(port);
+            }
+        }
+        let mut children = Vec::new();
+        for port in &ports {
+            let child = Command::new("redis-server")
+                .args([
+                    "--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                    "--cluster-enabled", "yes", "--cluster-config-file", &format!("nodes-{port}.conf"),
+                    "--dir", &dir.display().to_string(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            children.push(child);
+        }
+        let cluster = PrivateRedisCluster { ports, dir, children };
+        for port in &cluster.ports {
+            let url = format!("redis://127.0.0.1:{port}");
+            wait_for("cluster node to answer", Duration::from_secs(10), || {
+                let url = url.clone();
+                async move {
+                    let client = redis::Client::open(url).ok()?;
+                    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                    redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
+                }
+            })
+            .await;
+        }
+        let nodes: Vec<String> = cluster.ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "redis-cli --cluster create failed");
+        for port in &cluster.ports {
+            let url = format!("redis://127.0.0.1:{port}");
+            wait_for("cluster state ok", Duration::from_secs(20), || {
+                let url = url.clone();
+                async move {
+                    let client = redis::Client::open(url).ok()?;
+                    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                    let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await.ok()?;
+                    info.contains("cluster_state:ok").then_some(())
+                }
+            })
+            .await;
+        }
+        cluster
+    }
+
+    /// The URL that selects cluster mode: `redis+cluster://host:port,host:port,...`.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self.ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
+        format!("{}{}", lc_shared::queue::CLUSTER_SCHEME, nodes.join(","))
+    }
+
+    /// Empties every node, as a cluster-wide data loss would.
+    pub async fn flushall(&self) {
+        for port in &self.ports {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await.unwrap();
+        }
+    }
+}
+
+impl Drop for PrivateRedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
