@@ -11,7 +11,7 @@ use lc_shared::queue::HintPopper;
 use lc_shared::store::{ClaimedJob, error_chain};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::executor;
@@ -25,6 +25,8 @@ pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: Ca
     let batch_limit = worker.config.fetch_batch.clamp(1, worker.config.concurrency);
     let mut popper: Option<HintPopper> = None;
     let mut last_db_poll = Instant::now();
+    // Warn once per Redis outage, not once per second.
+    let mut redis_down = false;
     loop {
         let first = tokio::select! {
             _ = stop.cancelled() => break,
@@ -57,7 +59,10 @@ pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: Ca
             None => match worker.queue.popper().await {
                 Ok(conn) => popper.insert(conn),
                 Err(err) => {
-                    warn!(queue = %queue_name, error = %error_chain(&err), "redis unavailable; claiming from the database");
+                    if !redis_down {
+                        warn!(queue = %queue_name, error = %error_chain(&err), "redis unavailable; claiming from the database until it is back");
+                        redis_down = true;
+                    }
                     claim_from_database(&worker, &queue_name, &mut permits).await;
                     drop(permits);
                     pause(&stop, Duration::from_secs(1)).await;
@@ -65,7 +70,12 @@ pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: Ca
                 }
             },
         };
-        match conn.pop(&keys, permits.len(), POP_TIMEOUT).await {
+        let popped = conn.pop(&keys, permits.len(), POP_TIMEOUT).await;
+        if popped.is_ok() && redis_down {
+            info!(queue = %queue_name, "redis is back");
+            redis_down = false;
+        }
+        match popped {
             Ok(Some((key, hints))) => {
                 if stop.is_cancelled() {
                     // Popped while shutting down: put them back for another worker.
@@ -82,7 +92,10 @@ pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: Ca
                 claim_from_database(&worker, &queue_name, &mut permits).await;
             }
             Err(err) => {
-                warn!(queue = %queue_name, error = %error_chain(&err), "redis pop failed; reconnecting");
+                if !redis_down {
+                    warn!(queue = %queue_name, error = %error_chain(&err), "redis pop failed; claiming from the database until it is back");
+                    redis_down = true;
+                }
                 popper = None;
                 claim_from_database(&worker, &queue_name, &mut permits).await;
                 drop(permits);

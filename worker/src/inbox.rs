@@ -31,7 +31,7 @@ pub(crate) async fn inbox_loop(worker: Arc<Worker>, stop: CancellationToken) {
             match worker.queue.ensure_inbox_group().await {
                 Ok(()) => group_ready = true,
                 Err(err) => {
-                    warn!(error = %error_chain(&err), "inbox unavailable; retrying");
+                    debug!(error = %error_chain(&err), "inbox unavailable; retrying");
                     pause(&stop).await;
                     continue;
                 }
@@ -53,7 +53,7 @@ pub(crate) async fn inbox_loop(worker: Arc<Worker>, stop: CancellationToken) {
             None => match worker.queue.popper().await {
                 Ok(conn) => popper.insert(conn),
                 Err(err) => {
-                    warn!(error = %error_chain(&err), "inbox unavailable; retrying");
+                    debug!(error = %error_chain(&err), "inbox unavailable; retrying");
                     pause(&stop).await;
                     continue;
                 }
