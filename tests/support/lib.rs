@@ -393,16 +393,7 @@ impl PrivateRedis {
             .spawn()
             .expect("redis-server not found; run scripts/services.sh up");
         self.child = Some(child);
-        let url = self.url();
-        wait_for("private redis to answer", Duration::from_secs(10), || {
-            let url = url.clone();
-            async move {
-                let client = redis::Client::open(url).ok()?;
-                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-                redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
-            }
-        })
-        .await;
+        wait_for_redis(&self.url()).await;
     }
 
     /// Stops the server (its data is gone: no persistence).
@@ -444,6 +435,16 @@ pub async fn enqueue_many(env: &TestEnv, kind: lc_shared::JobKind, payload: serd
         .collect()
 }
 
+/// Waits until the Redis server at `url` answers PING.
+async fn wait_for_redis(url: &str) {
+    wait_for("redis to answer", Duration::from_secs(10), || async {
+        let client = redis::Client::open(url).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
+    })
+    .await;
+}
+
 /// A private 3-node Redis Cluster (no replicas) on free loopback ports, built the way
 /// operators build one: `redis-server --cluster-enabled yes` ×3, then
 /// `redis-cli --cluster create`.
@@ -481,16 +482,7 @@ impl PrivateRedisCluster {
         }
         let cluster = PrivateRedisCluster { ports, dir, children };
         for port in &cluster.ports {
-            let url = format!("redis://127.0.0.1:{port}");
-            wait_for("cluster node to answer", Duration::from_secs(10), || {
-                let url = url.clone();
-                async move {
-                    let client = redis::Client::open(url).ok()?;
-                    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-                    redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
-                }
-            })
-            .await;
+            wait_for_redis(&format!("redis://127.0.0.1:{port}")).await;
         }
         let nodes: Vec<String> = cluster.ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
         let status = Command::new("redis-cli")
