@@ -1,6 +1,9 @@
 //! Integration tests against real PostgreSQL (serializable), Redis and Docker.
 //! Each test has its own database and Redis prefix (see `lc_tests`).
 
+// Tests state their expectations with unwrap and expect.
+#![allow(clippy::unwrap_used)]
+
 mod cluster;
 mod crash;
 mod deploy;

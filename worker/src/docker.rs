@@ -11,14 +11,19 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy as DockerRestart, RestartPolicyNameEnum};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, RestartPolicy as DockerRestart, RestartPolicyNameEnum,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
     StopContainerOptions, UploadToContainerOptions,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::StreamExt;
-use lc_shared::deployment::{Endpoint, FileSpec, LABEL_DEPLOYMENT, LABEL_GENERATION, LABEL_MACHINE, PullPolicy, RestartPolicy};
+use lc_shared::deployment::{
+    Endpoint, FileSpec, LABEL_DEPLOYMENT, LABEL_GENERATION, LABEL_MACHINE, PullPolicy,
+    RestartPolicy,
+};
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
@@ -48,8 +53,14 @@ pub enum DockerError {
         source: BollardError,
     },
     #[error("image {image} is not on the engine at {url} and could not be pulled: {reason}")]
-    ImageMissing { image: String, url: String, reason: String },
-    #[error("container {name} is not running after start (status {status}, exit code {exit_code}){error}")]
+    ImageMissing {
+        image: String,
+        url: String,
+        reason: String,
+    },
+    #[error(
+        "container {name} is not running after start (status {status}, exit code {exit_code}){error}"
+    )]
     NotRunning {
         name: String,
         status: String,
@@ -116,15 +127,24 @@ pub struct Engine<'a> {
 
 impl<'a> Engine<'a> {
     /// Connects and negotiates the API version (which also checks the engine answers).
-    pub async fn connect(endpoint: &Endpoint, metrics: &'a Metrics) -> Result<Engine<'a>, DockerError> {
+    pub async fn connect(
+        endpoint: &Endpoint,
+        metrics: &'a Metrics,
+    ) -> Result<Engine<'a>, DockerError> {
         let url = endpoint.url.clone();
-        let connect_error = |source| DockerError::Connect { url: url.clone(), source };
+        let connect_error = |source| DockerError::Connect {
+            url: url.clone(),
+            source,
+        };
         let docker = if url.starts_with("unix://") {
-            Docker::connect_with_socket(&url, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION).map_err(connect_error)?
+            Docker::connect_with_socket(&url, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+                .map_err(connect_error)?
         } else if url.starts_with("tcp://") {
-            let (Some(ca), Some(cert), Some(key)) =
-                (&endpoint.ca_cert_path, &endpoint.client_cert_path, &endpoint.client_key_path)
-            else {
+            let (Some(ca), Some(cert), Some(key)) = (
+                &endpoint.ca_cert_path,
+                &endpoint.client_cert_path,
+                &endpoint.client_key_path,
+            ) else {
                 return Err(DockerError::NoCerts { url });
             };
             Docker::connect_with_ssl(
@@ -143,7 +163,11 @@ impl<'a> Engine<'a> {
         let negotiated = docker.negotiate_version().await;
         metrics.external_call("docker", "version", started.elapsed(), negotiated.is_err());
         let docker = negotiated.map_err(connect_error)?;
-        Ok(Engine { docker, url, metrics })
+        Ok(Engine {
+            docker,
+            url,
+            metrics,
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -156,14 +180,22 @@ impl<'a> Engine<'a> {
     {
         let started = Instant::now();
         let result = future.await;
-        self.metrics.external_call("docker", op, started.elapsed(), result.is_err());
-        result.map_err(|source| DockerError::Api { op, url: self.url.clone(), source })
+        self.metrics
+            .external_call("docker", op, started.elapsed(), result.is_err());
+        result.map_err(|source| DockerError::Api {
+            op,
+            url: self.url.clone(),
+            source,
+        })
     }
 
     /// Makes sure the image is on the engine, pulling it when allowed. Returns whether
     /// it was pulled.
     pub async fn ensure_image(&self, image: &str, pull: PullPolicy) -> Result<bool, DockerError> {
-        match self.call("inspect_image", self.docker.inspect_image(image)).await {
+        match self
+            .call("inspect_image", self.docker.inspect_image(image))
+            .await
+        {
             Ok(_) => return Ok(false),
             Err(DockerError::Api { source, .. }) if status_code(&source) == Some(404) => {}
             Err(err) => return Err(err),
@@ -196,11 +228,15 @@ impl<'a> Engine<'a> {
                 }
             }
         }
-        self.metrics.external_call("docker", "pull", started.elapsed(), failure.is_some());
+        self.metrics
+            .external_call("docker", "pull", started.elapsed(), failure.is_some());
         if let Some(reason) = failure {
             return Err(missing(reason));
         }
-        match self.call("inspect_image", self.docker.inspect_image(image)).await {
+        match self
+            .call("inspect_image", self.docker.inspect_image(image))
+            .await
+        {
             Ok(_) => Ok(true),
             Err(err) => Err(missing(err.to_string())),
         }
@@ -208,7 +244,11 @@ impl<'a> Engine<'a> {
 
     /// The containers of a deployment on this engine (of one machine, if named),
     /// running or not.
-    pub async fn containers(&self, deployment_id: Uuid, machine: Option<&str>) -> Result<Vec<Found>, DockerError> {
+    pub async fn containers(
+        &self,
+        deployment_id: Uuid,
+        machine: Option<&str>,
+    ) -> Result<Vec<Found>, DockerError> {
         let mut labels = vec![format!("{LABEL_DEPLOYMENT}={deployment_id}")];
         if let Some(machine) = machine {
             labels.push(format!("{LABEL_MACHINE}={machine}"));
@@ -218,7 +258,12 @@ impl<'a> Engine<'a> {
             filters: Some(HashMap::from([("label".to_owned(), labels)])),
             ..Default::default()
         };
-        let summaries = self.call("list_containers", self.docker.list_containers(Some(options))).await?;
+        let summaries = self
+            .call(
+                "list_containers",
+                self.docker.list_containers(Some(options)),
+            )
+            .await?;
         Ok(summaries
             .into_iter()
             .filter_map(|summary| {
@@ -233,8 +278,13 @@ impl<'a> Engine<'a> {
                     id,
                     name,
                     machine: labels.get(LABEL_MACHINE).cloned(),
-                    generation: labels.get(LABEL_GENERATION).and_then(|value| value.parse().ok()),
-                    state: summary.state.map(|state| state.to_string()).unwrap_or_default(),
+                    generation: labels
+                        .get(LABEL_GENERATION)
+                        .and_then(|value| value.parse().ok()),
+                    state: summary
+                        .state
+                        .map(|state| state.to_string())
+                        .unwrap_or_default(),
                 })
             })
             .collect())
@@ -242,7 +292,13 @@ impl<'a> Engine<'a> {
 
     /// The `lc.deployment` label of the container with this name, if one exists.
     pub async fn owner_of(&self, name: &str) -> Result<Option<Option<String>>, DockerError> {
-        match self.call("inspect_container", self.docker.inspect_container(name, None)).await {
+        match self
+            .call(
+                "inspect_container",
+                self.docker.inspect_container(name, None),
+            )
+            .await
+        {
             Ok(inspect) => Ok(Some(
                 inspect
                     .config
@@ -257,7 +313,11 @@ impl<'a> Engine<'a> {
     /// Creates the container (not started) and copies its files in. A 409 means the
     /// name exists: [`DockerError::NameTaken`] when it is not ours, else an error to
     /// retry (the retry adopts it).
-    pub async fn create(&self, plan: &ContainerPlan, deployment_id: Uuid) -> Result<String, DockerError> {
+    pub async fn create(
+        &self,
+        plan: &ContainerPlan,
+        deployment_id: Uuid,
+    ) -> Result<String, DockerError> {
         let body = ContainerCreateBody {
             image: Some(plan.image.clone()),
             cmd: plan.command.clone(),
@@ -265,6 +325,9 @@ impl<'a> Engine<'a> {
             labels: Some(plan.labels.clone()),
             host_config: Some(HostConfig {
                 network_mode: Some(plan.network_mode.to_owned()),
+                // A real PID 1 (the engine's docker-init) forwards SIGTERM, so services
+                // that ignore it as PID 1 (busybox httpd) stop at once, not after the grace.
+                init: Some(true),
                 restart_policy: Some(DockerRestart {
                     name: Some(match plan.restart_policy {
                         RestartPolicy::No => RestartPolicyNameEnum::NO,
@@ -282,7 +345,13 @@ impl<'a> Engine<'a> {
             name: Some(plan.name.clone()),
             ..Default::default()
         };
-        let created = match self.call("create_container", self.docker.create_container(Some(options), body)).await {
+        let created = match self
+            .call(
+                "create_container",
+                self.docker.create_container(Some(options), body),
+            )
+            .await
+        {
             Ok(created) => created,
             Err(DockerError::Api { source, .. }) if status_code(&source) == Some(409) => {
                 let ours = deployment_id.to_string();
@@ -292,7 +361,10 @@ impl<'a> Engine<'a> {
                         url: self.url.clone(),
                         source,
                     }),
-                    _ => Err(DockerError::NameTaken { name: plan.name.clone(), url: self.url.clone() }),
+                    _ => Err(DockerError::NameTaken {
+                        name: plan.name.clone(),
+                        url: self.url.clone(),
+                    }),
                 };
             }
             Err(err) => return Err(err),
@@ -313,14 +385,18 @@ impl<'a> Engine<'a> {
         };
         self.call(
             "upload_to_container",
-            self.docker.upload_to_container(id, Some(options), bollard::body_full(archive.into())),
+            self.docker
+                .upload_to_container(id, Some(options), bollard::body_full(archive.into())),
         )
         .await
     }
 
     /// Starts a container; one that already runs is fine.
     pub async fn start(&self, id: &str) -> Result<(), DockerError> {
-        match self.call("start_container", self.docker.start_container(id, None)).await {
+        match self
+            .call("start_container", self.docker.start_container(id, None))
+            .await
+        {
             Err(DockerError::Api { source, .. }) if status_code(&source) == Some(304) => Ok(()),
             other => other,
         }
@@ -328,14 +404,19 @@ impl<'a> Engine<'a> {
 
     /// Checks that a container runs; when it does not, says why (exit code, error).
     pub async fn check_running(&self, id: &str, name: &str) -> Result<(), DockerError> {
-        let inspect = self.call("inspect_container", self.docker.inspect_container(id, None)).await?;
+        let inspect = self
+            .call("inspect_container", self.docker.inspect_container(id, None))
+            .await?;
         let state = inspect.state.unwrap_or_default();
         if state.running == Some(true) {
             return Ok(());
         }
         Err(DockerError::NotRunning {
             name: name.to_owned(),
-            status: state.status.map(|status| status.to_string()).unwrap_or_else(|| "unknown".into()),
+            status: state
+                .status
+                .map(|status| status.to_string())
+                .unwrap_or_else(|| "unknown".into()),
             exit_code: state.exit_code.unwrap_or(-1),
             error: state
                 .error
@@ -352,9 +433,16 @@ impl<'a> Engine<'a> {
             t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
             ..Default::default()
         };
-        match self.call("stop_container", self.docker.stop_container(id, Some(options))).await {
+        match self
+            .call(
+                "stop_container",
+                self.docker.stop_container(id, Some(options)),
+            )
+            .await
+        {
             Ok(()) => {}
-            Err(DockerError::Api { source, .. }) if matches!(status_code(&source), Some(304 | 404)) => {}
+            Err(DockerError::Api { source, .. })
+                if matches!(status_code(&source), Some(304 | 404)) => {}
             Err(err) => return Err(err),
         }
         let options = RemoveContainerOptions {
@@ -362,7 +450,13 @@ impl<'a> Engine<'a> {
             v: true,
             ..Default::default()
         };
-        match self.call("remove_container", self.docker.remove_container(id, Some(options))).await {
+        match self
+            .call(
+                "remove_container",
+                self.docker.remove_container(id, Some(options)),
+            )
+            .await
+        {
             Err(DockerError::Api { source, .. }) if status_code(&source) == Some(404) => Ok(()),
             other => other,
         }
@@ -378,10 +472,16 @@ pub fn tar_archive(files: &[FileSpec]) -> Vec<u8> {
         let content = file.content.as_bytes();
         let mut header = [0u8; 512];
         put(&mut header[0..100], name.as_bytes());
-        put(&mut header[100..108], format!("{:07o}\0", file.mode_bits()).as_bytes());
+        put(
+            &mut header[100..108],
+            format!("{:07o}\0", file.mode_bits()).as_bytes(),
+        );
         put(&mut header[108..116], b"0000000\0");
         put(&mut header[116..124], b"0000000\0");
-        put(&mut header[124..136], format!("{:011o}\0", content.len()).as_bytes());
+        put(
+            &mut header[124..136],
+            format!("{:011o}\0", content.len()).as_bytes(),
+        );
         let mtime = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|since| since.as_secs())
@@ -426,9 +526,17 @@ mod tests {
         let sum: u32 = archive[..512]
             .iter()
             .enumerate()
-            .map(|(index, byte)| if (148..156).contains(&index) { 32 } else { u32::from(*byte) })
+            .map(|(index, byte)| {
+                if (148..156).contains(&index) {
+                    32
+                } else {
+                    u32::from(*byte)
+                }
+            })
             .sum();
-        let recorded = u32::from_str_radix(std::str::from_utf8(&archive[148..154]).unwrap_or("0"), 8).unwrap_or(0);
+        let recorded =
+            u32::from_str_radix(std::str::from_utf8(&archive[148..154]).unwrap_or("0"), 8)
+                .unwrap_or(0);
         assert_eq!(sum, recorded);
     }
 }

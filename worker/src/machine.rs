@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use lc_shared::deployment::{Provider, Spec, is_secret_key, redact_values, spec::is_env_var_name, truncate_text};
+use lc_shared::deployment::{
+    Provider, Spec, is_secret_key, redact_values, spec::is_env_var_name, truncate_text,
+};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use uuid::Uuid;
 
@@ -30,9 +32,23 @@ const MAX_LOGGED: usize = 4 * 1024;
 
 /// Variables passed through from the worker's environment.
 const PASSTHROUGH: &[&str] = &[
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
-    "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
-    "https_proxy", "no_proxy",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +59,17 @@ pub enum MachineError {
         #[source]
         source: std::io::Error,
     },
-    #[error("docker-machine {op} {target} did not finish within {after:?}; its process group was killed")]
-    Timeout { op: String, target: String, after: Duration },
-    #[error("docker-machine {op} {target} stopped: the job was cancelled; its process group was killed")]
+    #[error(
+        "docker-machine {op} {target} did not finish within {after:?}; its process group was killed"
+    )]
+    Timeout {
+        op: String,
+        target: String,
+        after: Duration,
+    },
+    #[error(
+        "docker-machine {op} {target} stopped: the job was cancelled; its process group was killed"
+    )]
     Cancelled { op: String, target: String },
     #[error("docker-machine {op} {target} failed with {status}: {stderr}")]
     Failed {
@@ -55,8 +79,14 @@ pub enum MachineError {
         stderr: String,
     },
     #[error("unexpected output from docker-machine {op} {target}: {reason}")]
-    Output { op: String, target: String, reason: String },
-    #[error("credential environment variable {0} is not set in this worker's environment (the spec's provider.credentials_env names it)")]
+    Output {
+        op: String,
+        target: String,
+        reason: String,
+    },
+    #[error(
+        "credential environment variable {0} is not set in this worker's environment (the spec's provider.credentials_env names it)"
+    )]
     MissingCredential(String),
     #[error("invalid --machine-env entry {0:?}: expected NAME=VALUE with NAME like MACHINE_DEBUG")]
     ExtraEnv(String),
@@ -83,7 +113,9 @@ impl MachineError {
     /// Failures that the same call will hit again: usage and configuration errors.
     pub fn is_permanent(&self) -> bool {
         match self {
-            MachineError::Spawn { .. } | MachineError::ExtraEnv(_) | MachineError::MissingCredential(_) => true,
+            MachineError::Spawn { .. }
+            | MachineError::ExtraEnv(_)
+            | MachineError::MissingCredential(_) => true,
             MachineError::Failed { stderr, .. } => [
                 "Incorrect Usage",
                 "flag provided but not defined",
@@ -151,8 +183,16 @@ pub fn storage_path(config: &WorkerConfig, deployment_id: Uuid) -> PathBuf {
 
 impl MachineCli {
     /// Prepares calls for a deployment: its store, its time limit, the environment
-    /// (credentials read from this worker's environment now).
-    pub fn new(config: &WorkerConfig, deployment_id: Uuid, spec: &Spec) -> Result<MachineCli, MachineError> {
+    /// (credentials read from this worker's environment now). A credential variable that
+    /// is not set is an error when `require_credentials`; otherwise it is left out (a
+    /// teardown can still list and remove machines: docker-machine keeps what its
+    /// drivers need in the store).
+    pub fn new(
+        config: &WorkerConfig,
+        deployment_id: Uuid,
+        spec: &Spec,
+        require_credentials: bool,
+    ) -> Result<MachineCli, MachineError> {
         let storage = storage_path(config, deployment_id);
         std::fs::create_dir_all(&storage).map_err(|source| MachineError::Storage {
             path: storage.display().to_string(),
@@ -187,14 +227,20 @@ impl MachineCli {
             }
             env.push((name.to_owned(), value.to_owned()));
         }
-        if let Provider::DockerMachine { credentials_env, .. } = &spec.provider {
+        if let Provider::DockerMachine {
+            credentials_env, ..
+        } = &spec.provider
+        {
             for name in credentials_env {
                 match std::env::var(name) {
                     Ok(value) if !value.is_empty() => {
                         secrets.push(value.clone());
                         env.push((name.clone(), value));
                     }
-                    _ => return Err(MachineError::MissingCredential(name.clone())),
+                    _ if require_credentials => {
+                        return Err(MachineError::MissingCredential(name.clone()));
+                    }
+                    _ => {}
                 }
             }
         }
@@ -222,21 +268,33 @@ impl MachineCli {
 
     /// Runs one call; a non-zero exit is [`MachineError::Failed`] with the (redacted)
     /// stderr. Every call is timed into the metrics and written to the job's history.
-    pub async fn run(&self, ctx: &JobContext, op: &str, target: &str, args: &[String]) -> Result<CallOutput, MachineError> {
+    pub async fn run(
+        &self,
+        ctx: &JobContext,
+        op: &str,
+        target: &str,
+        args: &[String],
+    ) -> Result<CallOutput, MachineError> {
         let started = Instant::now();
         let result = self.run_inner(ctx, op, target, args).await;
         let took = started.elapsed();
         let failed = !matches!(result, Ok((ref status, _, _)) if status.success());
-        ctx.worker.metrics.external_call("docker-machine", op, took, failed);
+        ctx.worker
+            .metrics
+            .external_call("docker-machine", op, took, failed);
         let shown_args = self.redact(&args.join(" "));
         match result {
             Ok((status, stdout, stderr)) => {
                 let stdout = self.redact(&String::from_utf8_lossy(&stdout));
                 let stderr = self.redact(&String::from_utf8_lossy(&stderr));
-                let mut line = format!("docker-machine {shown_args}: {status} after {} ms", took.as_millis());
+                let mut line = format!(
+                    "docker-machine {shown_args}: {status} after {} ms",
+                    took.as_millis()
+                );
                 for (name, text) in [("stdout", &stdout), ("stderr", &stderr)] {
                     let text = text.trim();
-                    if !text.is_empty() && !(op == "inspect" && name == "stdout") {
+                    let inspect_json = op == "inspect" && name == "stdout";
+                    if !text.is_empty() && !inspect_json {
                         line.push_str(&format!("\n{name}: {}", truncate_text(text, MAX_LOGGED)));
                     }
                 }
@@ -245,7 +303,11 @@ impl MachineCli {
                     Ok(CallOutput { stdout, stderr })
                 } else {
                     let stderr = stderr.trim();
-                    let stderr = if stderr.is_empty() { stdout.trim() } else { stderr };
+                    let stderr = if stderr.is_empty() {
+                        stdout.trim()
+                    } else {
+                        stderr
+                    };
                     Err(MachineError::Failed {
                         op: op.to_owned(),
                         target: target.to_owned(),
@@ -255,8 +317,12 @@ impl MachineCli {
                 }
             }
             Err(err) => {
-                ctx.log(&format!("docker-machine {shown_args}: {} (after {} ms)", self.redact(&err.to_string()), took.as_millis()))
-                    .await;
+                ctx.log(&format!(
+                    "docker-machine {shown_args}: {} (after {} ms)",
+                    self.redact(&err.to_string()),
+                    took.as_millis()
+                ))
+                .await;
                 Err(err)
             }
         }
@@ -327,8 +393,11 @@ impl MachineCli {
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
                 let partial = self.redact(&String::from_utf8_lossy(&stdout));
                 if !partial.trim().is_empty() {
-                    ctx.log(&format!("docker-machine {op} {target}: output before it was killed: {}", truncate_text(partial.trim(), MAX_LOGGED)))
-                        .await;
+                    ctx.log(&format!(
+                        "docker-machine {op} {target}: output before it was killed: {}",
+                        truncate_text(partial.trim(), MAX_LOGGED)
+                    ))
+                    .await;
                 }
                 if matches!(end, End::TimedOut) {
                     Err(MachineError::Timeout {
@@ -347,16 +416,33 @@ impl MachineCli {
     }
 
     /// `create --driver DRIVER [flags] NAME`.
-    pub async fn create(&self, ctx: &JobContext, name: &str, driver: &str, flags: &[String]) -> Result<CallOutput, MachineError> {
-        let mut args = vec!["create".to_owned(), "--driver".to_owned(), driver.to_owned()];
+    pub async fn create(
+        &self,
+        ctx: &JobContext,
+        name: &str,
+        driver: &str,
+        flags: &[String],
+    ) -> Result<CallOutput, MachineError> {
+        let mut args = vec![
+            "create".to_owned(),
+            "--driver".to_owned(),
+            driver.to_owned(),
+        ];
         args.extend(flags.iter().cloned());
         args.push(name.to_owned());
         self.run(ctx, "create", name, &args).await
     }
 
     /// `status NAME`: `None` when the machine does not exist.
-    pub async fn status(&self, ctx: &JobContext, name: &str) -> Result<Option<String>, MachineError> {
-        match self.run(ctx, "status", name, &["status".to_owned(), name.to_owned()]).await {
+    pub async fn status(
+        &self,
+        ctx: &JobContext,
+        name: &str,
+    ) -> Result<Option<String>, MachineError> {
+        match self
+            .run(ctx, "status", name, &["status".to_owned(), name.to_owned()])
+            .await
+        {
             Ok(output) => Ok(Some(output.stdout.trim().to_owned())),
             Err(err) if err.does_not_exist() => Ok(None),
             Err(err) => Err(err),
@@ -364,8 +450,20 @@ impl MachineCli {
     }
 
     /// `inspect NAME`, parsed: `None` when the machine does not exist.
-    pub async fn inspect(&self, ctx: &JobContext, name: &str) -> Result<Option<MachineInfo>, MachineError> {
-        let output = match self.run(ctx, "inspect", name, &["inspect".to_owned(), name.to_owned()]).await {
+    pub async fn inspect(
+        &self,
+        ctx: &JobContext,
+        name: &str,
+    ) -> Result<Option<MachineInfo>, MachineError> {
+        let output = match self
+            .run(
+                ctx,
+                "inspect",
+                name,
+                &["inspect".to_owned(), name.to_owned()],
+            )
+            .await
+        {
             Ok(output) => output,
             Err(err) if err.does_not_exist() => return Ok(None),
             Err(err) => return Err(err),
@@ -381,7 +479,9 @@ impl MachineCli {
 
     /// `url NAME`: the engine's URL.
     pub async fn url(&self, ctx: &JobContext, name: &str) -> Result<String, MachineError> {
-        let output = self.run(ctx, "url", name, &["url".to_owned(), name.to_owned()]).await?;
+        let output = self
+            .run(ctx, "url", name, &["url".to_owned(), name.to_owned()])
+            .await?;
         let url = output.stdout.trim().to_owned();
         if url.starts_with("unix://") || url.starts_with("tcp://") {
             Ok(url)
@@ -396,7 +496,15 @@ impl MachineCli {
 
     /// `rm -y NAME`: true when removed, false when it did not exist (which counts as done).
     pub async fn rm(&self, ctx: &JobContext, name: &str) -> Result<bool, MachineError> {
-        match self.run(ctx, "rm", name, &["rm".to_owned(), "-y".to_owned(), name.to_owned()]).await {
+        match self
+            .run(
+                ctx,
+                "rm",
+                name,
+                &["rm".to_owned(), "-y".to_owned(), name.to_owned()],
+            )
+            .await
+        {
             Ok(_) => Ok(true),
             Err(err) if err.does_not_exist() => Ok(false),
             Err(err) => Err(err),
@@ -458,7 +566,9 @@ impl Drop for ProcessGroup {
 /// SIGKILL to every process of group `pgid`.
 #[allow(unsafe_code)]
 fn kill_process_group(pgid: u32) {
-    let Ok(pgid) = libc::pid_t::try_from(pgid) else { return };
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return;
+    };
     if pgid <= 1 {
         return;
     }
@@ -471,7 +581,8 @@ fn kill_process_group(pgid: u32) {
 }
 
 fn parse_inspect(text: &str) -> Result<MachineInfo, String> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|err| format!("not JSON: {err}"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|err| format!("not JSON: {err}"))?;
     let text_at = |pointer: &str| {
         value
             .pointer(pointer)
@@ -520,7 +631,8 @@ mod tests {
         assert_eq!(info.ip_address.as_deref(), Some("127.0.0.1"));
         assert_eq!(info.client_key_path.as_deref(), Some("/s/key.pem"));
         assert!(parse_inspect("nope").is_err());
-        let listed = parse_ls("demo-1|none|Running|unix:///x.sock|\ndemo-2|none|Error||stand-in: a|b\n");
+        let listed =
+            parse_ls("demo-1|none|Running|unix:///x.sock|\ndemo-2|none|Error||stand-in: a|b\n");
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[1].state, "Error");
         assert_eq!(listed[1].error, "stand-in: a|b");

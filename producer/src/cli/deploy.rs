@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 use lc_shared::Priority;
 use lc_shared::config::{ConnectOpts, parse_duration};
 use lc_shared::deployment::{
-    CreateOutcome, DeploymentRow, DeploymentState, Origin, Spec, TeardownRequest, UpdateOutcome, redact_secrets,
+    CreateOutcome, DeploymentRow, DeploymentState, Origin, Spec, TeardownRequest, UpdateOutcome,
+    redact_secrets,
 };
 use lc_shared::store::{JobFilter, Store};
 use uuid::Uuid;
@@ -118,7 +119,7 @@ pub async fn run(connect: &ConnectOpts, command: DeployCommand) -> anyhow::Resul
     }
 }
 
-fn read_spec(path: &PathBuf) -> anyhow::Result<Spec> {
+fn read_spec(path: &std::path::Path) -> anyhow::Result<Spec> {
     Ok(Spec::from_file(path)?)
 }
 
@@ -148,7 +149,10 @@ async fn create(connect: &ConnectOpts, args: CreateArgs) -> anyhow::Result<i32> 
     }
     let producer = producer(connect).await?;
     let origin = Origin::new(None, args.queue.clone(), Priority::Normal);
-    let outcome = producer.store().create_deployment(&spec, !args.no_deploy, &origin).await?;
+    let outcome = producer
+        .store()
+        .create_deployment(&spec, !args.no_deploy, &origin)
+        .await?;
     let (id, provision) = match outcome {
         CreateOutcome::Created { id, provision } => (id, provision),
         CreateOutcome::NameTaken { id, state } => anyhow::bail!(
@@ -158,20 +162,30 @@ async fn create(connect: &ConnectOpts, args: CreateArgs) -> anyhow::Result<i32> 
     };
     producer.notify(std::slice::from_ref(&provision)).await;
     if args.json && !args.wait {
-        output::json(&serde_json::json!({ "id": id, "name": spec.name, "provision_job": provision.id }))?;
+        output::json(
+            &serde_json::json!({ "id": id, "name": spec.name, "provision_job": provision.id }),
+        )?;
     } else if !args.json {
         println!(
             "deployment {} ({id}) created: provisioning {} machine(s){} (job {})",
             spec.name,
             spec.node_count(),
-            if args.no_deploy { "" } else { ", then deploying" },
+            if args.no_deploy {
+                ""
+            } else {
+                ", then deploying"
+            },
             provision.id
         );
     }
     if !args.wait {
         return Ok(0);
     }
-    let target = if args.no_deploy { DeploymentState::Provisioned } else { DeploymentState::Deployed };
+    let target = if args.no_deploy {
+        DeploymentState::Provisioned
+    } else {
+        DeploymentState::Deployed
+    };
     wait_for(producer.store(), id, target, args.timeout, args.json).await
 }
 
@@ -181,15 +195,31 @@ async fn update(connect: &ConnectOpts, args: UpdateArgs) -> anyhow::Result<i32> 
     let producer = producer(connect).await?;
     let origin = Origin::new(None, args.queue.clone(), Priority::Normal);
     match producer.store().update_deployment(&spec, &origin).await? {
-        UpdateOutcome::Updated { id, generation, deploy } => {
+        UpdateOutcome::Updated {
+            id,
+            generation,
+            deploy,
+        } => {
             producer.notify(std::slice::from_ref(&deploy)).await;
             if args.json && !args.wait {
-                output::json(&serde_json::json!({ "id": id, "generation": generation, "deploy_job": deploy.id }))?;
+                output::json(
+                    &serde_json::json!({ "id": id, "generation": generation, "deploy_job": deploy.id }),
+                )?;
             } else if !args.json {
-                println!("deployment {} now at generation {generation}: deploying (job {})", spec.name, deploy.id);
+                println!(
+                    "deployment {} now at generation {generation}: deploying (job {})",
+                    spec.name, deploy.id
+                );
             }
             if args.wait {
-                return wait_for(producer.store(), id, DeploymentState::Deployed, args.timeout, args.json).await;
+                return wait_for(
+                    producer.store(),
+                    id,
+                    DeploymentState::Deployed,
+                    args.timeout,
+                    args.json,
+                )
+                .await;
             }
             Ok(0)
         }
@@ -206,39 +236,71 @@ async fn teardown(connect: &ConnectOpts, args: TeardownArgs) -> anyhow::Result<i
     let store = producer.store();
     let id = super::resolve_deployment(store, &args.name).await?;
     let origin = Origin::new(None, args.queue.clone(), Priority::Normal);
-    match store.request_teardown(id, "teardown requested by operator", &origin).await? {
+    match store
+        .request_teardown(id, "teardown requested by operator", &origin)
+        .await?
+    {
         TeardownRequest::Requested { job, was } => {
             producer.notify(std::slice::from_ref(&job)).await;
             if args.json && !args.wait {
                 output::json(&serde_json::json!({ "id": id, "teardown_job": job.id, "was": was }))?;
             } else if !args.json {
-                let note = if job.created { "" } else { " (already under way)" };
-                println!("deployment {} ({id}) tearing down (was {was}): job {}{note}", args.name, job.id);
+                let note = if job.created {
+                    ""
+                } else {
+                    " (already under way)"
+                };
+                println!(
+                    "deployment {} ({id}) tearing down (was {was}): job {}{note}",
+                    args.name, job.id
+                );
             }
         }
         TeardownRequest::AlreadyTornDown => {
             if args.json {
                 output::json(&serde_json::json!({ "id": id, "state": "torn_down" }))?;
             } else {
-                println!("deployment {} is torn down already; nothing to do", args.name);
+                println!(
+                    "deployment {} is torn down already; nothing to do",
+                    args.name
+                );
             }
             return Ok(0);
         }
         TeardownRequest::NotFound => anyhow::bail!("no deployment {}", args.name),
     }
     if args.wait {
-        return wait_for(store, id, DeploymentState::TornDown, args.timeout, args.json).await;
+        return wait_for(
+            store,
+            id,
+            DeploymentState::TornDown,
+            args.timeout,
+            args.json,
+        )
+        .await;
     }
     Ok(0)
 }
 
 /// Polls until the deployment reaches `target`; exit 1 when it ends elsewhere (failed,
 /// rolled back, a dead teardown job) or the time is up.
-async fn wait_for(store: &Store, id: Uuid, target: DeploymentState, timeout: Duration, json: bool) -> anyhow::Result<i32> {
+async fn wait_for(
+    store: &Store,
+    id: Uuid,
+    target: DeploymentState,
+    timeout: Duration,
+    json: bool,
+) -> anyhow::Result<i32> {
     let started = Instant::now();
     loop {
-        let deployment = store.deployment(id).await?.context("the deployment vanished")?;
-        let state: DeploymentState = deployment.state.parse().map_err(|err: String| anyhow::anyhow!(err))?;
+        let deployment = store
+            .deployment(id)
+            .await?
+            .context("the deployment vanished")?;
+        let state: DeploymentState = deployment
+            .state
+            .parse()
+            .map_err(|err: String| anyhow::anyhow!(err))?;
         let failed = match (target, state) {
             (target, state) if target == state => {
                 if json {
@@ -249,23 +311,42 @@ async fn wait_for(store: &Store, id: Uuid, target: DeploymentState, timeout: Dur
                         "seconds": started.elapsed().as_secs_f64(),
                     }))?;
                 } else {
-                    println!("deployment {} is {state} after {:.1}s", deployment.name, started.elapsed().as_secs_f64());
+                    println!(
+                        "deployment {} is {state} after {:.1}s",
+                        deployment.name,
+                        started.elapsed().as_secs_f64()
+                    );
                 }
                 return Ok(0);
             }
             (DeploymentState::TornDown, _) => dead_teardown(store, id).await?,
-            (_, DeploymentState::Failed | DeploymentState::TearingDown | DeploymentState::TornDown) => {
-                Some(deployment.last_error.clone().unwrap_or_else(|| format!("it is {state}")))
-            }
+            (
+                _,
+                DeploymentState::Failed | DeploymentState::TearingDown | DeploymentState::TornDown,
+            ) => Some(
+                deployment
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| format!("it is {state}")),
+            ),
             _ => None,
         };
         if let Some(reason) = failed {
-            eprintln!("deployment {} did not become {target} (it is {state}): {reason}", deployment.name);
-            eprintln!("hint: `lc deploy show {}` shows its machines, containers, jobs and history", deployment.name);
+            eprintln!(
+                "deployment {} did not become {target} (it is {state}): {reason}",
+                deployment.name
+            );
+            eprintln!(
+                "hint: `lc deploy show {}` shows its machines, containers, jobs and history",
+                deployment.name
+            );
             return Ok(1);
         }
         if started.elapsed() > timeout {
-            eprintln!("deployment {} is still {state} after {timeout:?}", deployment.name);
+            eprintln!(
+                "deployment {} is still {state} after {timeout:?}",
+                deployment.name
+            );
             return Ok(1);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -282,7 +363,11 @@ async fn dead_teardown(store: &Store, id: Uuid) -> anyhow::Result<Option<String>
         ..Default::default()
     };
     let jobs = store.list_jobs(&filter).await?;
-    if !jobs.is_empty() && jobs.iter().all(|job| job.state == "dead" || job.state == "cancelled") {
+    if !jobs.is_empty()
+        && jobs
+            .iter()
+            .all(|job| job.state == "dead" || job.state == "cancelled")
+    {
         return Ok(Some(format!(
             "teardown job {} is {}: {}",
             jobs[0].id,
@@ -294,7 +379,9 @@ async fn dead_teardown(store: &Store, id: Uuid) -> anyhow::Result<Option<String>
 }
 
 async fn ls(store: &Store, args: LsArgs) -> anyhow::Result<i32> {
-    let deployments = store.list_deployments(args.all, args.limit.clamp(1, 10_000)).await?;
+    let deployments = store
+        .list_deployments(args.all, args.limit.clamp(1, 10_000))
+        .await?;
     if args.json {
         let mut out = serde_json::to_value(&deployments)?;
         redact_secrets(&mut out);
@@ -319,7 +406,17 @@ async fn ls(store: &Store, args: LsArgs) -> anyhow::Result<i32> {
         })
         .collect();
     output::table(
-        &["NAME", "STATE", "PROVIDER", "READY", "RUNNING", "GEN", "OWNER", "CHANGED", "LAST ERROR"],
+        &[
+            "NAME",
+            "STATE",
+            "PROVIDER",
+            "READY",
+            "RUNNING",
+            "GEN",
+            "OWNER",
+            "CHANGED",
+            "LAST ERROR",
+        ],
         &rows,
     );
     Ok(0)
@@ -328,7 +425,10 @@ async fn ls(store: &Store, args: LsArgs) -> anyhow::Result<i32> {
 /// Things an operator should know that the states alone do not say.
 fn warnings(deployment: &DeploymentRow, jobs: &[lc_shared::store::JobRow]) -> Vec<String> {
     let mut warnings = Vec::new();
-    let live = !matches!(deployment.state.as_str(), "deployed" | "torn_down" | "provisioned");
+    let live = !matches!(
+        deployment.state.as_str(),
+        "deployed" | "torn_down" | "provisioned"
+    );
     if live {
         for job in jobs.iter().filter(|job| job.state == "dead") {
             warnings.push(format!(
@@ -341,8 +441,15 @@ fn warnings(deployment: &DeploymentRow, jobs: &[lc_shared::store::JobRow]) -> Ve
             ));
         }
     }
-    if deployment.state == "failed" && !jobs.iter().any(|job| job.kind == "teardown" && (job.state == "queued" || job.state == "running")) {
-        warnings.push(format!("deployment failed: `lc deploy teardown {}` removes what is left", deployment.name));
+    if deployment.state == "failed"
+        && !jobs
+            .iter()
+            .any(|job| job.kind == "teardown" && (job.state == "queued" || job.state == "running"))
+    {
+        warnings.push(format!(
+            "deployment failed: `lc deploy teardown {}` removes what is left",
+            deployment.name
+        ));
     }
     warnings
 }
@@ -363,7 +470,9 @@ async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<i32> {
             ..Default::default()
         })
         .await?;
-    let events = store.deployment_events(id, args.events.clamp(1, 10_000)).await?;
+    let events = store
+        .deployment_events(id, args.events.clamp(1, 10_000))
+        .await?;
     let warnings = warnings(&deployment, &jobs);
     if args.json {
         let mut jobs_json = serde_json::to_value(&jobs)?;
@@ -381,9 +490,16 @@ async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<i32> {
     println!("deployment {} ({})", deployment.name, deployment.id);
     println!("owner      {}", deployment.owner);
     println!("provider   {}", deployment.provider);
-    println!("state      {} (generation {})", deployment.state, deployment.generation);
+    println!(
+        "state      {} (generation {})",
+        deployment.state, deployment.generation
+    );
     println!("nodes      {}", deployment.node_count);
-    println!("created    {} ago, changed {} ago", output::since(deployment.created_at), output::since(deployment.updated_at));
+    println!(
+        "created    {} ago, changed {} ago",
+        output::since(deployment.created_at),
+        output::since(deployment.updated_at)
+    );
     if let Some(error) = &deployment.last_error {
         println!("last error {error}");
     }
@@ -404,7 +520,10 @@ async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<i32> {
             ]
         })
         .collect();
-    output::table(&["MACHINE", "STATE", "ENGINE", "IP", "DRIVER", "LAST ERROR"], &rows);
+    output::table(
+        &["MACHINE", "STATE", "ENGINE", "IP", "DRIVER", "LAST ERROR"],
+        &rows,
+    );
     println!();
     let rows: Vec<Vec<String>> = containers
         .iter()
@@ -414,17 +533,35 @@ async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<i32> {
                 container.machine_name.clone(),
                 container.generation.to_string(),
                 container.state.clone(),
-                container.docker_id.as_deref().map(|id| id[..id.len().min(12)].to_owned()).unwrap_or_else(|| "-".into()),
+                container
+                    .docker_id
+                    .as_deref()
+                    .map(|id| id[..id.len().min(12)].to_owned())
+                    .unwrap_or_else(|| "-".into()),
                 container.image.clone(),
                 output::short(container.last_error.as_deref().unwrap_or(""), 60),
             ]
         })
         .collect();
-    output::table(&["CONTAINER", "MACHINE", "GEN", "STATE", "DOCKER ID", "IMAGE", "LAST ERROR"], &rows);
+    output::table(
+        &[
+            "CONTAINER",
+            "MACHINE",
+            "GEN",
+            "STATE",
+            "DOCKER ID",
+            "IMAGE",
+            "LAST ERROR",
+        ],
+        &rows,
+    );
     println!();
     let rows: Vec<Vec<String>> = jobs
         .iter()
-        .filter(|job| !(job.kind == "provision" && job.payload.get("watch").is_some() && job.state == "succeeded"))
+        // The provisioning watchdog's runs, unless one died.
+        .filter(|job| {
+            !(job.kind == "provision" && job.payload.get("watch").is_some() && job.state != "dead")
+        })
         .take(20)
         .map(|job| {
             vec![
@@ -437,7 +574,10 @@ async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<i32> {
             ]
         })
         .collect();
-    output::table(&["JOB", "KIND", "STATE", "ATTEMPT", "CHANGED", "LAST ERROR"], &rows);
+    output::table(
+        &["JOB", "KIND", "STATE", "ATTEMPT", "CHANGED", "LAST ERROR"],
+        &rows,
+    );
     println!();
     let rows: Vec<Vec<String>> = events
         .iter()

@@ -36,9 +36,9 @@ pub use spec::{
     RestartPolicy, Spec, SpecError, Timeouts,
 };
 pub use store::{
-    ContainerRow, CreateOutcome, DeployStart, DeploymentEventRow, DeploymentRow,
-    DeploymentSummary, Endpoint, FanOut, MachineRow, MachineStart, Origin, ReadyOutcome,
-    TEARDOWN_ATTEMPTS, TeardownRequest, TeardownStart, UpdateOutcome, WatchOutcome,
+    ContainerRow, CreateOutcome, DeployStart, DeploymentEventRow, DeploymentRow, DeploymentSummary,
+    Endpoint, FanOut, MachineRow, MachineStart, Origin, ReadyOutcome, TEARDOWN_ATTEMPTS,
+    TeardownRequest, TeardownStart, UpdateOutcome, WatchOutcome,
 };
 
 /// Container labels every LaunchControl container carries; teardown finds containers
@@ -134,13 +134,23 @@ impl DeploymentState {
             Deploying => &[Provisioned, Deploying, Deployed, Failed],
             Deployed => &[Deploying],
             Failed => &[Provisioning, Provisioned, Deploying],
-            TearingDown => &[Provisioning, Provisioned, Deploying, Deployed, Failed, TearingDown],
+            TearingDown => &[
+                Provisioning,
+                Provisioned,
+                Deploying,
+                Deployed,
+                Failed,
+                TearingDown,
+            ],
             TornDown => &[TearingDown],
         }
     }
 
     pub fn from_strs(self) -> Vec<&'static str> {
-        self.reachable_from().iter().map(|state| state.as_str()).collect()
+        self.reachable_from()
+            .iter()
+            .map(|state| state.as_str())
+            .collect()
     }
 }
 
@@ -233,7 +243,11 @@ pub fn validate_job_payload(kind: JobKind, payload: &serde_json::Value) -> Resul
         }
         JobKind::Teardown => {
             let payload: TeardownPayload = parse(payload)?;
-            if payload.reason.as_ref().is_some_and(|reason| reason.len() > 1000) {
+            if payload
+                .reason
+                .as_ref()
+                .is_some_and(|reason| reason.len() > 1000)
+            {
                 return Err("reason must be at most 1000 characters".into());
             }
         }
@@ -245,9 +259,19 @@ pub fn validate_job_payload(kind: JobKind, payload: &serde_json::Value) -> Resul
 /// Key names whose values are secrets: shown as `***` by `lc jobs show`.
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase().replace('-', "_");
-    ["token", "secret", "password", "passwd", "api_key", "apikey", "access_key", "private_key", "credential"]
-        .iter()
-        .any(|word| key.contains(word))
+    [
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "api_key",
+        "apikey",
+        "access_key",
+        "private_key",
+        "credential",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
 }
 
 /// Replaces the values of secret-looking keys, at any depth.
@@ -270,7 +294,11 @@ pub fn redact_secrets(value: &mut serde_json::Value) {
 /// Replaces every occurrence of each secret value in `text` with `***`. Longest values
 /// first, so that a secret containing another is replaced whole.
 pub fn redact_values(text: &str, secrets: &[String]) -> String {
-    let mut secrets: Vec<&str> = secrets.iter().map(String::as_str).filter(|s| !s.is_empty()).collect();
+    let mut secrets: Vec<&str> = secrets
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .collect();
     secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
     let mut text = text.to_owned();
     for secret in secrets {
@@ -337,12 +365,38 @@ mod tests {
     fn job_payloads() {
         let id = Uuid::new_v4();
         assert!(validate_job_payload(JobKind::Provision, &json!({"deployment_id": id})).is_ok());
-        assert!(validate_job_payload(JobKind::Provision, &json!({"deployment_id": id, "watch": 2})).is_ok());
+        assert!(
+            validate_job_payload(
+                JobKind::Provision,
+                &json!({"deployment_id": id, "watch": 2})
+            )
+            .is_ok()
+        );
         assert!(validate_job_payload(JobKind::Provision, &json!({})).is_err());
-        assert!(validate_job_payload(JobKind::ProvisionMachine, &json!({"deployment_id": id, "node": 1})).is_ok());
-        assert!(validate_job_payload(JobKind::ProvisionMachine, &json!({"deployment_id": id, "node": 0})).is_err());
-        assert!(validate_job_payload(JobKind::Deploy, &json!({"deployment_id": id, "generation": 1, "x": 1})).is_err());
-        assert!(validate_job_payload(JobKind::Teardown, &json!({"deployment_id": "nope"})).is_err());
+        assert!(
+            validate_job_payload(
+                JobKind::ProvisionMachine,
+                &json!({"deployment_id": id, "node": 1})
+            )
+            .is_ok()
+        );
+        assert!(
+            validate_job_payload(
+                JobKind::ProvisionMachine,
+                &json!({"deployment_id": id, "node": 0})
+            )
+            .is_err()
+        );
+        assert!(
+            validate_job_payload(
+                JobKind::Deploy,
+                &json!({"deployment_id": id, "generation": 1, "x": 1})
+            )
+            .is_err()
+        );
+        assert!(
+            validate_job_payload(JobKind::Teardown, &json!({"deployment_id": "nope"})).is_err()
+        );
     }
 
     #[test]
@@ -352,14 +406,22 @@ mod tests {
         }
         for state in DeploymentState::ALL {
             if *state != DeploymentState::TornDown {
-                assert!(DeploymentState::TearingDown.reachable_from().contains(state));
+                assert!(
+                    DeploymentState::TearingDown
+                        .reachable_from()
+                        .contains(state)
+                );
             }
         }
     }
 
     #[test]
     fn redaction() {
-        let secrets = vec!["s3cr3t-token".to_owned(), "s3cr3t".to_owned(), String::new()];
+        let secrets = vec![
+            "s3cr3t-token".to_owned(),
+            "s3cr3t".to_owned(),
+            String::new(),
+        ];
         assert_eq!(
             redact_values("token=s3cr3t-token other=s3cr3t", &secrets),
             "token=*** other=***"
@@ -367,7 +429,10 @@ mod tests {
         assert_eq!(redact_values("nothing here", &secrets), "nothing here");
         let mut value = json!({"AccessToken": "abc", "nested": [{"password": 3}], "name": "x"});
         redact_secrets(&mut value);
-        assert_eq!(value, json!({"AccessToken": "***", "nested": [{"password": "***"}], "name": "x"}));
+        assert_eq!(
+            value,
+            json!({"AccessToken": "***", "nested": [{"password": "***"}], "name": "x"})
+        );
         assert_eq!(truncate_text("héllo", 2), "h… [5 more bytes]");
         assert_eq!(truncate_text("short", 10), "short");
     }

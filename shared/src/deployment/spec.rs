@@ -159,7 +159,9 @@ impl Provider {
     pub fn credentials_env(&self) -> &[String] {
         match self {
             Provider::Local {} => &[],
-            Provider::DockerMachine { credentials_env, .. } => credentials_env,
+            Provider::DockerMachine {
+                credentials_env, ..
+            } => credentials_env,
         }
     }
 }
@@ -318,10 +320,18 @@ pub enum PullPolicy {
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
     /// Each docker-machine call (create, rm, inspect, ...).
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub machine: Option<Duration>,
     /// How long a container gets to stop before it is killed.
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stop: Option<Duration>,
 }
 
@@ -337,14 +347,19 @@ mod opt_duration {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(value: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         match value {
             Some(duration) => serializer.serialize_str(&format!("{}ms", duration.as_millis())),
             None => serializer.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {
@@ -362,11 +377,24 @@ mod opt_duration {
 }
 
 /// Flags that docker-machine's own options or LaunchControl control; a spec may not set them.
-const RESERVED_FLAGS: &[&str] = &["driver", "d", "storage-path", "s", "debug", "D", "help", "h", "version", "v"];
+const RESERVED_FLAGS: &[&str] = &[
+    "driver",
+    "d",
+    "storage-path",
+    "s",
+    "debug",
+    "D",
+    "help",
+    "h",
+    "version",
+    "v",
+];
 
 fn is_flag_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && name.len() <= 100
 }
@@ -374,7 +402,9 @@ fn is_flag_name(name: &str) -> bool {
 /// `^[A-Z_][A-Z0-9_]*$`: the names of the credential environment variables.
 pub fn is_env_var_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
         && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
         && name.len() <= 128
 }
@@ -382,7 +412,9 @@ pub fn is_env_var_name(name: &str) -> bool {
 /// Container env names: letters, digits and '_', not starting with a digit.
 fn is_container_env_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         && name.len() <= 256
 }
@@ -408,20 +440,31 @@ fn check_image(field: &str, image: &str) -> Result<(), SpecError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid(field, format!("{image:?} is not an image reference (expected something like lc-busybox:latest)")))
+        Err(invalid(
+            field,
+            format!(
+                "{image:?} is not an image reference (expected something like lc-busybox:latest)"
+            ),
+        ))
     }
 }
 
 fn check_command(field: &str, command: &[String]) -> Result<(), SpecError> {
     if command.is_empty() {
-        return Err(invalid(field, "must not be empty (leave it out to use the image's command)"));
+        return Err(invalid(
+            field,
+            "must not be empty (leave it out to use the image's command)",
+        ));
     }
     for (index, arg) in command.iter().enumerate() {
         if arg.contains('\0') {
             return Err(invalid(format!("{field}[{index}]"), "must not contain NUL"));
         }
         if arg.len() > 4096 {
-            return Err(invalid(format!("{field}[{index}]"), "must be at most 4096 bytes"));
+            return Err(invalid(
+                format!("{field}[{index}]"),
+                "must be at most 4096 bytes",
+            ));
         }
     }
     Ok(())
@@ -430,13 +473,22 @@ fn check_command(field: &str, command: &[String]) -> Result<(), SpecError> {
 fn check_env(field: &str, env: &BTreeMap<String, String>) -> Result<(), SpecError> {
     for (name, value) in env {
         if !is_container_env_name(name) {
-            return Err(invalid(format!("{field}.{name}"), "is not a valid environment variable name"));
+            return Err(invalid(
+                format!("{field}.{name}"),
+                "is not a valid environment variable name",
+            ));
         }
         if name.starts_with("LC_") {
-            return Err(invalid(format!("{field}.{name}"), "LC_* variables are set by LaunchControl"));
+            return Err(invalid(
+                format!("{field}.{name}"),
+                "LC_* variables are set by LaunchControl",
+            ));
         }
         if value.contains('\0') || value.len() > 32 * 1024 {
-            return Err(invalid(format!("{field}.{name}"), "must be at most 32 KiB without NUL"));
+            return Err(invalid(
+                format!("{field}.{name}"),
+                "must be at most 32 KiB without NUL",
+            ));
         }
     }
     Ok(())
@@ -445,7 +497,10 @@ fn check_env(field: &str, env: &BTreeMap<String, String>) -> Result<(), SpecErro
 fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(), SpecError> {
     for (key, value) in labels {
         if key.is_empty() || key.starts_with("lc.") {
-            return Err(invalid(format!("{field}.{key}"), "label keys must be non-empty and not start with \"lc.\" (reserved)"));
+            return Err(invalid(
+                format!("{field}.{key}"),
+                "label keys must be non-empty and not start with \"lc.\" (reserved)",
+            ));
         }
         check_text(&format!("{field}.{key}"), key, 256)?;
         check_text(&format!("{field}.{key}"), value, 4096)?;
@@ -475,20 +530,28 @@ fn check_files(field: &str, files: &[FileSpec]) -> Result<(), SpecError> {
         if !ok {
             return Err(invalid(
                 format!("{here}.path"),
-                format!("{path:?} must be an absolute file path of at most 100 bytes, without '.', '..' or control characters"),
+                format!(
+                    "{path:?} must be an absolute file path of at most 100 bytes, without '.', '..' or control characters"
+                ),
             ));
         }
         if let Some(mode) = &file.mode {
-            let valid = (1..=4).contains(&mode.len())
-                && mode.chars().all(|c| ('0'..='7').contains(&c));
+            let valid =
+                (1..=4).contains(&mode.len()) && mode.chars().all(|c| ('0'..='7').contains(&c));
             if !valid {
-                return Err(invalid(format!("{here}.mode"), format!("{mode:?} is not an octal mode like \"0644\"")));
+                return Err(invalid(
+                    format!("{here}.mode"),
+                    format!("{mode:?} is not an octal mode like \"0644\""),
+                ));
             }
         }
         total += file.content.len();
     }
     if total > MAX_FILES_BYTES {
-        return Err(invalid(field, format!("files hold {total} bytes, over the {MAX_FILES_BYTES} byte limit")));
+        return Err(invalid(
+            field,
+            format!("files hold {total} bytes, over the {MAX_FILES_BYTES} byte limit"),
+        ));
     }
     Ok(())
 }
@@ -524,8 +587,8 @@ impl Spec {
 
     /// Reads a spec back from its `deployments.spec` column.
     pub fn from_json(value: &serde_json::Value) -> Result<Spec, SpecError> {
-        let spec: Spec =
-            serde_json::from_value(value.clone()).map_err(|err| SpecError::Parse(err.to_string()))?;
+        let spec: Spec = serde_json::from_value(value.clone())
+            .map_err(|err| SpecError::Parse(err.to_string()))?;
         spec.validate()?;
         Ok(spec)
     }
@@ -539,12 +602,18 @@ impl Spec {
     /// container setting unchecked.
     pub fn validate(&self) -> Result<(), SpecError> {
         super::validate_name(&self.name).map_err(|reason| invalid("name", reason))?;
-        if self.owner.trim().is_empty() || self.owner.len() > 100 || self.owner.chars().any(char::is_control) {
+        if self.owner.trim().is_empty()
+            || self.owner.len() > 100
+            || self.owner.chars().any(char::is_control)
+        {
             return Err(invalid("owner", "must be 1 to 100 printable characters"));
         }
         let count = self.node_count();
         if !(1..=MAX_NODES).contains(&count) {
-            return Err(invalid("nodes", format!("must be between 1 and {MAX_NODES}, got {count}")));
+            return Err(invalid(
+                "nodes",
+                format!("must be between 1 and {MAX_NODES}, got {count}"),
+            ));
         }
         if !(1..=crate::job::MAX_MAX_ATTEMPTS).contains(&self.max_attempts) {
             return Err(invalid(
@@ -552,17 +621,27 @@ impl Spec {
                 format!("must be between 1 and {}", crate::job::MAX_MAX_ATTEMPTS),
             ));
         }
-        if let Provider::DockerMachine { driver, driver_flags, credentials_env } = &self.provider {
+        if let Provider::DockerMachine {
+            driver,
+            driver_flags,
+            credentials_env,
+        } = &self.provider
+        {
             if !is_flag_name(driver) {
                 return Err(invalid(
                     "provider.driver",
-                    format!("{driver:?} is not a driver name (a-z, 0-9 and '-', starting with a letter or digit)"),
+                    format!(
+                        "{driver:?} is not a driver name (a-z, 0-9 and '-', starting with a letter or digit)"
+                    ),
                 ));
             }
             for (flag, value) in driver_flags {
                 let field = format!("provider.driver_flags.{flag}");
                 if !is_flag_name(flag) {
-                    return Err(invalid(field, "flag names use a-z, 0-9 and '-', starting with a letter or digit (write them without leading dashes)"));
+                    return Err(invalid(
+                        field,
+                        "flag names use a-z, 0-9 and '-', starting with a letter or digit (write them without leading dashes)",
+                    ));
                 }
                 if RESERVED_FLAGS.contains(&flag.as_str()) {
                     return Err(invalid(field, "is set by LaunchControl, not by the spec"));
@@ -581,7 +660,9 @@ impl Spec {
                 if !is_env_var_name(name) {
                     return Err(invalid(
                         format!("provider.credentials_env[{index}]"),
-                        format!("{name:?} is not an environment variable name (^[A-Z_][A-Z0-9_]*$)"),
+                        format!(
+                            "{name:?} is not an environment variable name (^[A-Z_][A-Z0-9_]*$)"
+                        ),
                     ));
                 }
             }
@@ -614,10 +695,18 @@ impl Spec {
                 check_labels(&format!("{field}.labels"), &node.labels)?;
             }
         }
-        if self.timeouts.machine.is_some_and(|timeout| timeout < Duration::from_millis(100)) {
+        if self
+            .timeouts
+            .machine
+            .is_some_and(|timeout| timeout < Duration::from_millis(100))
+        {
             return Err(invalid("timeouts.machine", "must be at least 100ms"));
         }
-        if self.timeouts.stop.is_some_and(|timeout| timeout > Duration::from_secs(3600)) {
+        if self
+            .timeouts
+            .stop
+            .is_some_and(|timeout| timeout > Duration::from_secs(3600))
+        {
             return Err(invalid("timeouts.stop", "must be at most 1h"));
         }
         Ok(())
@@ -637,7 +726,10 @@ impl Spec {
         let Nodes::List(list) = &self.nodes else {
             return payload;
         };
-        let Some(node) = usize::try_from(node - 1).ok().and_then(|index| list.get(index)) else {
+        let Some(node) = usize::try_from(node - 1)
+            .ok()
+            .and_then(|index| list.get(index))
+        else {
             return payload;
         };
         if let Some(image) = &node.image {
@@ -670,7 +762,10 @@ impl Spec {
             Provider::DockerMachine { driver_flags, .. } => driver_flags
                 .iter()
                 .flat_map(|(flag, value)| {
-                    value.values().into_iter().map(move |item| format!("--{flag}={item}"))
+                    value
+                        .values()
+                        .into_iter()
+                        .map(move |item| format!("--{flag}={item}"))
                 })
                 .collect(),
         }
@@ -693,7 +788,9 @@ payload:
 ";
 
     fn err(text: &str) -> String {
-        Spec::parse(text, false).expect_err("spec should be refused").to_string()
+        Spec::parse(text, false)
+            .expect_err("spec should be refused")
+            .to_string()
     }
 
     #[test]
@@ -705,7 +802,10 @@ payload:
         let json = serde_json::to_string(&spec).expect("serializes");
         let back = Spec::parse(&json, true).expect("round trip");
         assert_eq!(back, spec);
-        assert_eq!(Spec::from_json(&spec.to_json()).expect("column round trip"), spec);
+        assert_eq!(
+            Spec::from_json(&spec.to_json()).expect("column round trip"),
+            spec
+        );
     }
 
     #[test]
@@ -726,10 +826,19 @@ timeouts: {machine: 90s, stop: 2s}
         .expect("valid spec");
         assert_eq!(spec.node_count(), 2);
         let first = spec.node_payload(1);
-        assert_eq!(first.command.as_deref().map(|c| c[0].as_str()), Some("httpd"));
+        assert_eq!(
+            first.command.as_deref().map(|c| c[0].as_str()),
+            Some("httpd")
+        );
         assert_eq!(first.env.get("A").map(String::as_str), Some("1"));
         assert_eq!(first.env.get("B").map(String::as_str), Some("2"));
-        assert_eq!(spec.node_payload(2).command.as_deref().map(|c| c[0].as_str()), Some("sleep"));
+        assert_eq!(
+            spec.node_payload(2)
+                .command
+                .as_deref()
+                .map(|c| c[0].as_str()),
+            Some("sleep")
+        );
         assert_eq!(spec.timeouts.machine, Some(Duration::from_secs(90)));
         let back = Spec::from_json(&spec.to_json()).expect("round trip");
         assert_eq!(back, spec);
@@ -761,28 +870,87 @@ payload: {image: lc-busybox:latest}
                 "--engine-label=b=2"
             ]
         );
-        assert_eq!(spec.provider.credentials_env(), ["DIGITALOCEAN_ACCESS_TOKEN"]);
+        assert_eq!(
+            spec.provider.credentials_env(),
+            ["DIGITALOCEAN_ACCESS_TOKEN"]
+        );
+    }
+
+    #[test]
+    fn examples_parse() {
+        for (name, text) in [
+            ("demo.yaml", include_str!("../../../examples/demo.yaml")),
+            ("docker-machine.yaml", include_str!("../../../examples/docker-machine.yaml")),
+        ] {
+            let spec = Spec::parse(text, false).unwrap_or_else(|err| panic!("examples/{name}: {err}"));
+            assert!(spec.node_count() >= 1);
+        }
     }
 
     #[test]
     fn refuses_what_could_reach_a_command_line() {
-        assert!(err(&LOCAL.replace("name: demo", "name: Demo")).contains("invalid deployment name"));
+        assert!(
+            err(&LOCAL.replace("name: demo", "name: Demo")).contains("invalid deployment name")
+        );
         assert!(err(&LOCAL.replace("name: demo", "name: 'demo; rm -rf /'")).contains("name"));
-        assert!(err(&LOCAL.replace("kind: local", "kind: hetzner-cloud")).contains("unknown variant"));
-        assert!(err(&LOCAL.replace("owner: alice", "owner: alice\ncolour: red")).contains("unknown field"));
+        assert!(
+            err(&LOCAL.replace("kind: local", "kind: hetzner-cloud")).contains("unknown variant")
+        );
+        assert!(
+            err(&LOCAL.replace("owner: alice", "owner: alice\ncolour: red"))
+                .contains("unknown field")
+        );
         assert!(err(&LOCAL.replace("nodes: 3", "nodes: 0")).contains("nodes"));
         assert!(err(&LOCAL.replace("nodes: 3", "nodes: 101")).contains("nodes"));
-        assert!(err(&LOCAL.replace("network_mode: none", "network_mode: bridge")).contains("unknown variant"));
-        assert!(err(&LOCAL.replace("image: lc-busybox:latest", "image: '--privileged'")).contains("payload.image"));
+        assert!(
+            err(&LOCAL.replace("network_mode: none", "network_mode: bridge"))
+                .contains("unknown variant")
+        );
+        assert!(
+            err(&LOCAL.replace("image: lc-busybox:latest", "image: '--privileged'"))
+                .contains("payload.image")
+        );
         let machine = |provider: &str| LOCAL.replace("provider: {kind: local}", provider);
-        assert!(err(&machine("provider: {kind: docker-machine, driver: 'digital ocean'}")).contains("provider.driver"));
-        assert!(err(&machine("provider: {kind: docker-machine, driver: none, driver_flags: {'--url': x}}")).contains("driver_flags"));
-        assert!(err(&machine("provider: {kind: docker-machine, driver: none, driver_flags: {url: \"a\\nb\"}}")).contains("newline"));
-        assert!(err(&machine("provider: {kind: docker-machine, driver: none, driver_flags: {storage-path: /tmp}}")).contains("set by LaunchControl"));
+        assert!(
+            err(&machine(
+                "provider: {kind: docker-machine, driver: 'digital ocean'}"
+            ))
+            .contains("provider.driver")
+        );
+        assert!(
+            err(&machine(
+                "provider: {kind: docker-machine, driver: none, driver_flags: {'--url': x}}"
+            ))
+            .contains("driver_flags")
+        );
+        assert!(
+            err(&machine(
+                "provider: {kind: docker-machine, driver: none, driver_flags: {url: \"a\\nb\"}}"
+            ))
+            .contains("newline")
+        );
+        assert!(
+            err(&machine(
+                "provider: {kind: docker-machine, driver: none, driver_flags: {storage-path: /tmp}}"
+            ))
+            .contains("set by LaunchControl")
+        );
         assert!(err(&machine("provider: {kind: docker-machine, driver: digitalocean, driver_flags: {digitalocean-access-token: abc}}")).contains("credential"));
         assert!(err(&machine("provider: {kind: docker-machine, driver: digitalocean, credentials_env: [do_token]}")).contains("credentials_env"));
         assert!(err(&machine("provider: {kind: local, driver: x}")).contains("unknown field"));
-        assert!(err(&LOCAL.replace("network_mode: none", "network_mode: none\n  files: [{path: ../etc/passwd, content: x}]")).contains("path"));
-        assert!(err(&LOCAL.replace("network_mode: none", "network_mode: none\n  labels: {lc.job: x}")).contains("reserved"));
+        assert!(
+            err(&LOCAL.replace(
+                "network_mode: none",
+                "network_mode: none\n  files: [{path: ../etc/passwd, content: x}]"
+            ))
+            .contains("path")
+        );
+        assert!(
+            err(&LOCAL.replace(
+                "network_mode: none",
+                "network_mode: none\n  labels: {lc.job: x}"
+            ))
+            .contains("reserved")
+        );
     }
 }

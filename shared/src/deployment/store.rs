@@ -16,9 +16,7 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{
-    ContainerState, DeploymentState, MachineState, Spec, container_name, machine_name,
-};
+use super::{ContainerState, DeploymentState, MachineState, Spec, container_name, machine_name};
 use crate::job::{JobKind, NewJob, Priority};
 use crate::state::JobState;
 use crate::store::{Enqueued, Replay, Result, Store, StoreError, enqueue_in_transaction, retry};
@@ -211,9 +209,15 @@ impl Origin {
 /// What `create_deployment` did.
 #[derive(Clone, Debug)]
 pub enum CreateOutcome {
-    Created { id: Uuid, provision: Enqueued },
+    Created {
+        id: Uuid,
+        provision: Enqueued,
+    },
     /// A live deployment already has this name.
-    NameTaken { id: Uuid, state: String },
+    NameTaken {
+        id: Uuid,
+        state: String,
+    },
 }
 
 /// What the `provision` job's fan-out did.
@@ -227,23 +231,38 @@ pub enum FanOut {
 /// What a `provision_machine` job should do.
 #[derive(Clone, Debug)]
 pub enum MachineStart {
-    /// Create (or adopt) the machine.
-    Create { machine: MachineRow, spec: Spec, deployment_name: String },
+    /// Create (or adopt) the machine. `fresh` when no earlier attempt got this far (the
+    /// machine was `pending`): nothing can exist yet, so the create needs no check first.
+    Create {
+        machine: MachineRow,
+        spec: Box<Spec>,
+        deployment_name: String,
+        fresh: bool,
+    },
     /// An earlier attempt finished it.
     AlreadyReady(MachineRow),
     /// The deployment is no longer provisioning (teardown, failure): make nothing, and
     /// remove the machine if an earlier attempt made it.
-    Stop { state: DeploymentState, machine: Option<MachineRow>, spec: Spec },
+    Stop {
+        state: DeploymentState,
+        machine: Option<MachineRow>,
+        spec: Box<Spec>,
+    },
     NotFound,
 }
 
 /// What recording a ready machine did.
 #[derive(Clone, Debug)]
 pub enum ReadyOutcome {
-    Waiting { ready: i64, total: i64 },
+    Waiting {
+        ready: i64,
+        total: i64,
+    },
     /// This machine was the last one: the deployment is provisioned (and its deploy
     /// job enqueued when it asked for one).
-    Joined { deploy: Option<Enqueued> },
+    Joined {
+        deploy: Option<Enqueued>,
+    },
     /// Teardown (or a failure) got there first: nothing was recorded and the machine
     /// must be removed by the caller.
     NotProvisioning(DeploymentState),
@@ -262,7 +281,7 @@ pub enum TeardownRequest {
 pub enum TeardownStart {
     Proceed {
         name: String,
-        spec: Spec,
+        spec: Box<Spec>,
         machines: Vec<MachineRow>,
         was: DeploymentState,
     },
@@ -272,9 +291,15 @@ pub enum TeardownStart {
 /// What a `deploy` job should do.
 #[derive(Clone, Debug)]
 pub enum DeployStart {
-    Proceed { name: String, spec: Spec, machines: Vec<MachineRow> },
+    Proceed {
+        name: String,
+        spec: Box<Spec>,
+        machines: Vec<MachineRow>,
+    },
     /// A newer spec generation exists; its own deploy job runs it.
-    Superseded { current: i64 },
+    Superseded {
+        current: i64,
+    },
     Stop(DeploymentState),
     NotFound,
 }
@@ -282,9 +307,16 @@ pub enum DeployStart {
 /// What `lc deploy update` did.
 #[derive(Clone, Debug)]
 pub enum UpdateOutcome {
-    Updated { id: Uuid, generation: i64, deploy: Enqueued },
+    Updated {
+        id: Uuid,
+        generation: i64,
+        deploy: Enqueued,
+    },
     NotFound,
-    NotUpdatable { state: String, reason: String },
+    NotUpdatable {
+        state: String,
+        reason: String,
+    },
 }
 
 /// What one run of the provisioning watchdog found.
@@ -294,7 +326,10 @@ pub enum WatchOutcome {
     Done(DeploymentState),
     /// A machine's job ended without the machine (dead by lease expiry, cancelled): the
     /// deployment failed and its rollback is enqueued.
-    Failed { machine: String, teardown: Enqueued },
+    Failed {
+        machine: String,
+        teardown: Enqueued,
+    },
     /// All good so far; the next watch is enqueued.
     Rescheduled(Enqueued),
     NotFound,
@@ -330,7 +365,8 @@ async fn lock(tx: &Transaction<'_>, id: Uuid) -> Result<Option<Locked>> {
         state: state.parse().map_err(StoreError::Invalid)?,
         generation: row.get(2),
         deploy_after_provision: row.get(3),
-        spec: Spec::from_json(&spec).map_err(|err| invalid(format!("stored spec of deployment {id}: {err}")))?,
+        spec: Spec::from_json(&spec)
+            .map_err(|err| invalid(format!("stored spec of deployment {id}: {err}")))?,
     }))
 }
 
@@ -364,7 +400,9 @@ async fn set_state(
     job_id: Option<Uuid>,
 ) -> Result {
     if !to.reachable_from().contains(&from) {
-        return Err(invalid(format!("deployment {id} cannot go from {from} to {to}")));
+        return Err(invalid(format!(
+            "deployment {id} cannot go from {from} to {to}"
+        )));
     }
     let changed = tx
         .execute(
@@ -382,17 +420,37 @@ async fn set_state(
         Some(error) => format!("{message}: {error}"),
         None => message.to_owned(),
     };
-    event(tx, id, "deployment", Some(from.as_str()), Some(to.as_str()), &message, job_id).await
+    event(
+        tx,
+        id,
+        "deployment",
+        Some(from.as_str()),
+        Some(to.as_str()),
+        &message,
+        job_id,
+    )
+    .await
 }
 
 async fn machine_in_tx(tx: &Transaction<'_>, machine_id: Uuid) -> Result<Option<MachineRow>> {
     let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE id = $1");
-    Ok(tx.query_opt(sql.as_str(), &[&machine_id]).await?.as_ref().map(machine_row))
+    Ok(tx
+        .query_opt(sql.as_str(), &[&machine_id])
+        .await?
+        .as_ref()
+        .map(machine_row))
 }
 
 async fn machines_in_tx(tx: &Transaction<'_>, deployment_id: Uuid) -> Result<Vec<MachineRow>> {
-    let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE deployment_id = $1 ORDER BY node_index");
-    Ok(tx.query(sql.as_str(), &[&deployment_id]).await?.iter().map(machine_row).collect())
+    let sql = format!(
+        "SELECT {MACHINE_COLUMNS} FROM machines WHERE deployment_id = $1 ORDER BY node_index"
+    );
+    Ok(tx
+        .query(sql.as_str(), &[&deployment_id])
+        .await?
+        .iter()
+        .map(machine_row)
+        .collect())
 }
 
 /// Moves a machine from one of `from` to `to`, with its event; false when the machine
@@ -436,7 +494,13 @@ async fn set_machine_state(
     Ok(changed == 1)
 }
 
-fn job(kind: JobKind, payload: serde_json::Value, deployment_id: Uuid, origin: &Origin, key: String) -> Result<NewJob> {
+fn job(
+    kind: JobKind,
+    payload: serde_json::Value,
+    deployment_id: Uuid,
+    origin: &Origin,
+    key: String,
+) -> Result<NewJob> {
     let job = NewJob::new(kind, payload)
         .with_deployment(deployment_id)
         .with_queue(origin.queue.clone())
@@ -469,7 +533,11 @@ async fn ensure_teardown(
     for row in &rows {
         let state: String = row.get(1);
         if state == JobState::Queued.as_str() || state == JobState::Running.as_str() {
-            return Ok(Enqueued { id: row.get(0), created: false, hint: None });
+            return Ok(Enqueued {
+                id: row.get(0),
+                created: false,
+                hint: None,
+            });
         }
     }
     let reason = super::truncate_text(reason, 900);
@@ -484,7 +552,12 @@ async fn ensure_teardown(
     enqueue_one(tx, new).await
 }
 
-fn deploy_job(deployment_id: Uuid, generation: i64, max_attempts: i64, origin: &Origin) -> Result<NewJob> {
+fn deploy_job(
+    deployment_id: Uuid,
+    generation: i64,
+    max_attempts: i64,
+    origin: &Origin,
+) -> Result<NewJob> {
     Ok(job(
         JobKind::Deploy,
         serde_json::json!({ "deployment_id": deployment_id, "generation": generation }),
@@ -495,8 +568,14 @@ fn deploy_job(deployment_id: Uuid, generation: i64, max_attempts: i64, origin: &
     .with_max_attempts(max_attempts))
 }
 
-fn watch_job(deployment_id: Uuid, watch: i64, interval: Duration, origin: &Origin) -> Result<NewJob> {
-    let run_at = Utc::now() + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::seconds(30));
+fn watch_job(
+    deployment_id: Uuid,
+    watch: i64,
+    interval: Duration,
+    origin: &Origin,
+) -> Result<NewJob> {
+    let run_at =
+        Utc::now() + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::seconds(30));
     Ok(job(
         JobKind::Provision,
         serde_json::json!({ "deployment_id": deployment_id, "watch": watch }),
@@ -634,7 +713,12 @@ impl Store {
 
     /// Starts a `provision_machine` attempt: checks the deployment is provisioning and
     /// moves the machine to `creating`.
-    pub async fn begin_machine(&self, deployment_id: Uuid, node: i64, job_id: Uuid) -> Result<MachineStart> {
+    pub async fn begin_machine(
+        &self,
+        deployment_id: Uuid,
+        node: i64,
+        job_id: Uuid,
+    ) -> Result<MachineStart> {
         retry(Replay::Safe, || async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
@@ -644,14 +728,14 @@ impl Store {
             let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE deployment_id = $1 AND node_index = $2");
             let machine = tx.query_opt(sql.as_str(), &[&deployment_id, &node]).await?.as_ref().map(machine_row);
             if locked.state != DeploymentState::Provisioning {
-                return Ok(MachineStart::Stop { state: locked.state, machine, spec: locked.spec });
+                return Ok(MachineStart::Stop { state: locked.state, machine, spec: Box::new(locked.spec) });
             }
             let Some(machine) = machine else {
                 return Ok(MachineStart::NotFound);
             };
             let outcome = match machine.state.parse::<MachineState>().map_err(StoreError::Invalid)? {
                 MachineState::Ready => MachineStart::AlreadyReady(machine),
-                MachineState::Pending | MachineState::Creating => {
+                state @ (MachineState::Pending | MachineState::Creating) => {
                     set_machine_state(
                         &tx,
                         &machine,
@@ -662,10 +746,15 @@ impl Store {
                         Some(job_id),
                     )
                     .await?;
-                    MachineStart::Create { machine, spec: locked.spec, deployment_name: locked.name }
+                    MachineStart::Create {
+                        machine,
+                        spec: Box::new(locked.spec),
+                        deployment_name: locked.name,
+                        fresh: state == MachineState::Pending,
+                    }
                 }
                 MachineState::Failed | MachineState::Removing | MachineState::Removed => {
-                    MachineStart::Stop { state: locked.state, machine: Some(machine), spec: locked.spec }
+                    MachineStart::Stop { state: locked.state, machine: Some(machine), spec: Box::new(locked.spec) }
                 }
             };
             tx.commit().await?;
@@ -793,13 +882,25 @@ impl Store {
             .await?;
             let reason = format!("machine {} failed: {error}", machine.name);
             let teardown = match locked.state {
-                DeploymentState::Failed => {
-                    Some(ensure_teardown(&tx, deployment_id, &format!("rollback: {reason}"), origin).await?)
-                }
+                DeploymentState::Failed => Some(
+                    ensure_teardown(&tx, deployment_id, &format!("rollback: {reason}"), origin)
+                        .await?,
+                ),
                 state if DeploymentState::Failed.reachable_from().contains(&state) => {
-                    set_state(&tx, deployment_id, state, DeploymentState::Failed, Some(&reason), "failed", origin.job_id)
-                        .await?;
-                    Some(ensure_teardown(&tx, deployment_id, &format!("rollback: {reason}"), origin).await?)
+                    set_state(
+                        &tx,
+                        deployment_id,
+                        state,
+                        DeploymentState::Failed,
+                        Some(&reason),
+                        "failed",
+                        origin.job_id,
+                    )
+                    .await?;
+                    Some(
+                        ensure_teardown(&tx, deployment_id, &format!("rollback: {reason}"), origin)
+                            .await?,
+                    )
                 }
                 // Tearing down already, or past provisioning: nothing to roll back here.
                 _ => None,
@@ -898,7 +999,12 @@ impl Store {
     /// Asks for a teardown: the deployment becomes `tearing_down` at once (which stops
     /// provisioning and deploying from making anything new) and a teardown job is
     /// enqueued unless one is queued or running already.
-    pub async fn request_teardown(&self, deployment_id: Uuid, reason: &str, origin: &Origin) -> Result<TeardownRequest> {
+    pub async fn request_teardown(
+        &self,
+        deployment_id: Uuid,
+        reason: &str,
+        origin: &Origin,
+    ) -> Result<TeardownRequest> {
         retry(Replay::Safe, || async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
@@ -909,30 +1015,64 @@ impl Store {
                 return Ok(TeardownRequest::AlreadyTornDown);
             }
             if locked.state != DeploymentState::TearingDown {
-                set_state(&tx, deployment_id, locked.state, DeploymentState::TearingDown, None, reason, origin.job_id).await?;
+                set_state(
+                    &tx,
+                    deployment_id,
+                    locked.state,
+                    DeploymentState::TearingDown,
+                    None,
+                    reason,
+                    origin.job_id,
+                )
+                .await?;
             }
             let job = ensure_teardown(&tx, deployment_id, reason, origin).await?;
             tx.commit().await?;
-            Ok(TeardownRequest::Requested { job, was: locked.state })
+            Ok(TeardownRequest::Requested {
+                job,
+                was: locked.state,
+            })
         })
         .await
     }
 
     /// Starts a teardown attempt: the deployment becomes `tearing_down` (unless it is
     /// already torn down: then the attempt only checks that nothing is left).
-    pub async fn begin_teardown(&self, deployment_id: Uuid, reason: &str, job_id: Uuid) -> Result<TeardownStart> {
+    pub async fn begin_teardown(
+        &self,
+        deployment_id: Uuid,
+        reason: &str,
+        job_id: Uuid,
+    ) -> Result<TeardownStart> {
         retry(Replay::Safe, || async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
             let Some(locked) = lock(&tx, deployment_id).await? else {
                 return Ok(TeardownStart::NotFound);
             };
-            if !matches!(locked.state, DeploymentState::TearingDown | DeploymentState::TornDown) {
-                set_state(&tx, deployment_id, locked.state, DeploymentState::TearingDown, None, reason, Some(job_id)).await?;
+            if !matches!(
+                locked.state,
+                DeploymentState::TearingDown | DeploymentState::TornDown
+            ) {
+                set_state(
+                    &tx,
+                    deployment_id,
+                    locked.state,
+                    DeploymentState::TearingDown,
+                    None,
+                    reason,
+                    Some(job_id),
+                )
+                .await?;
             }
             let machines = machines_in_tx(&tx, deployment_id).await?;
             tx.commit().await?;
-            Ok(TeardownStart::Proceed { name: locked.name, spec: locked.spec, machines, was: locked.state })
+            Ok(TeardownStart::Proceed {
+                name: locked.name,
+                spec: Box::new(locked.spec),
+                machines,
+                was: locked.state,
+            })
         })
         .await
     }
@@ -1012,7 +1152,12 @@ impl Store {
     /// Cancels the queued jobs of these kinds of a deployment (a running one is left to
     /// finish: it sees the deployment's new state itself). One conditional statement
     /// with its event rows, following the job state machine's `cancel` transition.
-    pub async fn cancel_queued_jobs(&self, deployment_id: Uuid, kinds: &[JobKind], reason: &str) -> Result<Vec<Uuid>> {
+    pub async fn cancel_queued_jobs(
+        &self,
+        deployment_id: Uuid,
+        kinds: &[JobKind],
+        reason: &str,
+    ) -> Result<Vec<Uuid>> {
         const SQL: &str = "
 WITH cancelled AS (
     UPDATE jobs SET state = $3, finished_at = now(), updated_at = now(),
@@ -1033,7 +1178,10 @@ SELECT id FROM cancelled";
         retry(Replay::Safe, || async {
             let client = self.client().await?;
             let rows = client
-                .query(SQL, &[&deployment_id, &kinds, &to, &reason, &queued, &label])
+                .query(
+                    SQL,
+                    &[&deployment_id, &kinds, &to, &reason, &queued, &label],
+                )
                 .await?;
             Ok(rows.iter().map(|row| row.get(0)).collect())
         })
@@ -1063,7 +1211,12 @@ SELECT id FROM cancelled";
 
     /// Starts a `deploy` attempt: the deployment becomes `deploying` when it is
     /// provisioned or deployed and the job's generation is current.
-    pub async fn begin_deploy(&self, deployment_id: Uuid, generation: i64, job_id: Uuid) -> Result<DeployStart> {
+    pub async fn begin_deploy(
+        &self,
+        deployment_id: Uuid,
+        generation: i64,
+        job_id: Uuid,
+    ) -> Result<DeployStart> {
         retry(Replay::Safe, || async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
@@ -1071,17 +1224,27 @@ SELECT id FROM cancelled";
                 return Ok(DeployStart::NotFound);
             };
             if locked.generation != generation {
-                return Ok(DeployStart::Superseded { current: locked.generation });
+                return Ok(DeployStart::Superseded {
+                    current: locked.generation,
+                });
             }
             if !matches!(
                 locked.state,
-                DeploymentState::Provisioned | DeploymentState::Deploying | DeploymentState::Deployed
+                DeploymentState::Provisioned
+                    | DeploymentState::Deploying
+                    | DeploymentState::Deployed
             ) {
                 return Ok(DeployStart::Stop(locked.state));
             }
             let machines = machines_in_tx(&tx, deployment_id).await?;
-            if machines.iter().any(|machine| machine.state != MachineState::Ready.as_str()) {
-                return Err(invalid(format!("deployment {} is {} but not all its machines are ready", locked.name, locked.state)));
+            if machines
+                .iter()
+                .any(|machine| machine.state != MachineState::Ready.as_str())
+            {
+                return Err(invalid(format!(
+                    "deployment {} is {} but not all its machines are ready",
+                    locked.name, locked.state
+                )));
             }
             if locked.state != DeploymentState::Deploying {
                 set_state(
@@ -1096,23 +1259,36 @@ SELECT id FROM cancelled";
                 .await?;
             }
             tx.commit().await?;
-            Ok(DeployStart::Proceed { name: locked.name, spec: locked.spec, machines })
+            Ok(DeployStart::Proceed {
+                name: locked.name,
+                spec: Box::new(locked.spec),
+                machines,
+            })
         })
         .await
     }
 
     /// The deployment's state and spec generation right now.
-    pub async fn deployment_state(&self, deployment_id: Uuid) -> Result<Option<(DeploymentState, i64)>> {
+    pub async fn deployment_state(
+        &self,
+        deployment_id: Uuid,
+    ) -> Result<Option<(DeploymentState, i64)>> {
         retry(Replay::Safe, || async {
             let client = self.client().await?;
             let Some(row) = client
-                .query_opt("SELECT state, generation FROM deployments WHERE id = $1", &[&deployment_id])
+                .query_opt(
+                    "SELECT state, generation FROM deployments WHERE id = $1",
+                    &[&deployment_id],
+                )
                 .await?
             else {
                 return Ok(None);
             };
             let state: String = row.get(0);
-            Ok(Some((state.parse().map_err(StoreError::Invalid)?, row.get(1))))
+            Ok(Some((
+                state.parse().map_err(StoreError::Invalid)?,
+                row.get(1),
+            )))
         })
         .await
     }
@@ -1149,8 +1325,16 @@ SELECT id FROM cancelled";
                     .await?
                 }
                 Some(error) => {
-                    set_state(&tx, deployment_id, locked.state, DeploymentState::Failed, Some(error), "deploy failed", Some(job_id))
-                        .await?
+                    set_state(
+                        &tx,
+                        deployment_id,
+                        locked.state,
+                        DeploymentState::Failed,
+                        Some(error),
+                        "deploy failed",
+                        Some(job_id),
+                    )
+                    .await?
                 }
             }
             tx.commit().await?;
@@ -1176,12 +1360,18 @@ SELECT id FROM cancelled";
         retry(Replay::Safe, || async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
-            tx.execute(
-                "INSERT INTO containers (deployment_id, machine_id, generation, name, image, state)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (machine_id, generation) DO NOTHING",
-                &[&machine.deployment_id, &machine.id, &generation, &name, &image, &ContainerState::Creating.as_str()],
-            )
-            .await?;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO containers (deployment_id, machine_id, generation, name, image, state)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (machine_id, generation) DO NOTHING",
+                    &[&machine.deployment_id, &machine.id, &generation, &name, &image, &ContainerState::Creating.as_str()],
+                )
+                .await?;
+            if inserted == 1 {
+                let message = format!("on machine {}, image {image}", machine.name);
+                event(&tx, machine.deployment_id, &format!("container {name}"), None, Some(ContainerState::Creating.as_str()), &message, Some(job_id))
+                    .await?;
+            }
             let row = tx
                 .query_one(
                     "SELECT state FROM containers WHERE machine_id = $1 AND generation = $2 FOR UPDATE",
@@ -1222,7 +1412,12 @@ SELECT id FROM cancelled";
 
     /// Marks the containers of older generations on a machine removed (a rolling
     /// update replaced them).
-    pub async fn containers_replaced(&self, machine: &MachineRow, current: i64, job_id: Uuid) -> Result {
+    pub async fn containers_replaced(
+        &self,
+        machine: &MachineRow,
+        current: i64,
+        job_id: Uuid,
+    ) -> Result {
         retry(Replay::Safe, || async {
             let client = self.client().await?;
             client
@@ -1290,7 +1485,9 @@ SELECT id FROM cancelled";
                 )
                 .await?
                 .get(0);
-            if live_deploys > 0 {
+            // A deploy still marked running while the deployment is deployed (or failed)
+            // has done its work and is only recording its outcome.
+            if live_deploys > 0 && locked.state == DeploymentState::Deploying {
                 return refuse("a deploy is queued or running; wait for it to finish");
             }
             let generation = locked.generation + 1;
@@ -1322,14 +1519,21 @@ SELECT id FROM cancelled";
         let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = $1");
         retry(Replay::Safe, || async {
             let client = self.client().await?;
-            Ok(client.query_opt(sql.as_str(), &[&id]).await?.as_ref().map(deployment_row))
+            Ok(client
+                .query_opt(sql.as_str(), &[&id])
+                .await?
+                .as_ref()
+                .map(deployment_row))
         })
         .await
     }
 
     /// Deployments, newest first; torn down ones only with `all`.
     pub async fn list_deployments(&self, all: bool, limit: i64) -> Result<Vec<DeploymentSummary>> {
-        let columns: Vec<String> = DEPLOYMENT_COLUMNS.split(", ").map(|column| format!("d.{column}")).collect();
+        let columns: Vec<String> = DEPLOYMENT_COLUMNS
+            .split(", ")
+            .map(|column| format!("d.{column}"))
+            .collect();
         let sql = format!(
             "SELECT {},
                     (SELECT count(*) FROM machines m WHERE m.deployment_id = d.id AND m.state = 'ready'),
@@ -1354,25 +1558,43 @@ SELECT id FROM cancelled";
     }
 
     pub async fn machines(&self, deployment_id: Uuid) -> Result<Vec<MachineRow>> {
-        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE deployment_id = $1 ORDER BY node_index");
+        let sql = format!(
+            "SELECT {MACHINE_COLUMNS} FROM machines WHERE deployment_id = $1 ORDER BY node_index"
+        );
         retry(Replay::Safe, || async {
             let client = self.client().await?;
-            Ok(client.query(sql.as_str(), &[&deployment_id]).await?.iter().map(machine_row).collect())
+            Ok(client
+                .query(sql.as_str(), &[&deployment_id])
+                .await?
+                .iter()
+                .map(machine_row)
+                .collect())
         })
         .await
     }
 
     pub async fn containers(&self, deployment_id: Uuid) -> Result<Vec<ContainerRow>> {
-        let sql = format!("{CONTAINER_SELECT} WHERE c.deployment_id = $1 ORDER BY m.node_index, c.generation");
+        let sql = format!(
+            "{CONTAINER_SELECT} WHERE c.deployment_id = $1 ORDER BY m.node_index, c.generation"
+        );
         retry(Replay::Safe, || async {
             let client = self.client().await?;
-            Ok(client.query(sql.as_str(), &[&deployment_id]).await?.iter().map(container_row).collect())
+            Ok(client
+                .query(sql.as_str(), &[&deployment_id])
+                .await?
+                .iter()
+                .map(container_row)
+                .collect())
         })
         .await
     }
 
     /// The deployment's latest `limit` events, oldest first.
-    pub async fn deployment_events(&self, deployment_id: Uuid, limit: i64) -> Result<Vec<DeploymentEventRow>> {
+    pub async fn deployment_events(
+        &self,
+        deployment_id: Uuid,
+        limit: i64,
+    ) -> Result<Vec<DeploymentEventRow>> {
         retry(Replay::Safe, || async {
             let client = self.client().await?;
             let rows = client

@@ -15,8 +15,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use lc_shared::deployment::{
-    ContainerState, DeployPayload, DeployStart, DeploymentState, LABEL_DEPLOYMENT, LABEL_DEPLOYMENT_NAME,
-    LABEL_GENERATION, LABEL_JOB, LABEL_MACHINE, LABEL_NODE, MachineRow, Spec, container_name,
+    ContainerState, DeployPayload, DeployStart, DeploymentState, LABEL_DEPLOYMENT,
+    LABEL_DEPLOYMENT_NAME, LABEL_GENERATION, LABEL_JOB, LABEL_MACHINE, LABEL_NODE, MachineRow,
+    Spec, container_name,
 };
 use lc_shared::store::error_chain;
 use uuid::Uuid;
@@ -37,18 +38,29 @@ pub async fn deploy(ctx: &JobContext) -> Result<(), JobError> {
         .map_err(|err| store_error("start the deploy", err))?;
     let (name, spec, machines) = match start {
         DeployStart::NotFound => {
-            return Err(JobError::fatal(format!("deployment {} does not exist", payload.deployment_id)));
+            return Err(JobError::fatal(format!(
+                "deployment {} does not exist",
+                payload.deployment_id
+            )));
         }
         DeployStart::Superseded { current } => {
-            ctx.log(&format!("generation {} was replaced by {current}; its own deploy runs it", payload.generation))
-                .await;
+            ctx.log(&format!(
+                "generation {} was replaced by {current}; its own deploy runs it",
+                payload.generation
+            ))
+            .await;
             return Ok(());
         }
         DeployStart::Stop(state) => {
-            ctx.log(&format!("deployment is {state}: nothing to deploy")).await;
+            ctx.log(&format!("deployment is {state}: nothing to deploy"))
+                .await;
             return Ok(());
         }
-        DeployStart::Proceed { name, spec, machines } => (name, spec, machines),
+        DeployStart::Proceed {
+            name,
+            spec,
+            machines,
+        } => (name, spec, machines),
     };
     match deploy_all(ctx, &payload, &name, &spec, &machines).await {
         Ok(true) => {
@@ -57,8 +69,12 @@ pub async fn deploy(ctx: &JobContext) -> Result<(), JobError> {
                 .await
                 .map_err(|err| store_error("record the deploy", err))?;
             if finished {
-                ctx.log(&format!("generation {} runs on all {} machine(s)", payload.generation, machines.len()))
-                    .await;
+                ctx.log(&format!(
+                    "generation {} runs on all {} machine(s)",
+                    payload.generation,
+                    machines.len()
+                ))
+                .await;
             }
             Ok(())
         }
@@ -68,7 +84,12 @@ pub async fn deploy(ctx: &JobContext) -> Result<(), JobError> {
             if is_final(ctx, &err) {
                 let text = error_chain(&err);
                 if let Err(store_err) = store
-                    .finish_deploy(payload.deployment_id, payload.generation, Some(&text), ctx.job.id)
+                    .finish_deploy(
+                        payload.deployment_id,
+                        payload.generation,
+                        Some(&text),
+                        ctx.job.id,
+                    )
                     .await
                 {
                     tracing::warn!(error = %error_chain(&store_err), "could not record the failed deploy");
@@ -101,7 +122,10 @@ async fn deploy_all(
         match now {
             Some((DeploymentState::Deploying, generation)) if generation == payload.generation => {}
             Some((state, generation)) => {
-                ctx.log(&format!("deployment is now {state} (generation {generation}): stopping")).await;
+                ctx.log(&format!(
+                    "deployment is now {state} (generation {generation}): stopping"
+                ))
+                .await;
                 return Ok(false);
             }
             None => return Ok(false),
@@ -121,9 +145,12 @@ async fn deploy_machine(
     let store = &ctx.worker.store;
     let generation = payload.generation;
     let deployment_id = payload.deployment_id;
-    let endpoint = machine
-        .endpoint()
-        .ok_or_else(|| JobError::fatal(format!("machine {} has no engine endpoint recorded", machine.name)))?;
+    let endpoint = machine.endpoint().ok_or_else(|| {
+        JobError::fatal(format!(
+            "machine {} has no engine endpoint recorded",
+            machine.name
+        ))
+    })?;
     let on_machine = |what: &str| format!("{what} on machine {}", machine.name);
     let engine = Engine::connect(&endpoint, &ctx.worker.metrics)
         .await
@@ -134,7 +161,8 @@ async fn deploy_machine(
         .await
         .map_err(|err| docker_error(on_machine("image check failed"), err))?;
     if pulled {
-        ctx.log(&format!("pulled {} on {}", node.image, machine.name)).await;
+        ctx.log(&format!("pulled {} on {}", node.image, machine.name))
+            .await;
     }
     let name = container_name(&machine.name, generation);
     let found = engine
@@ -150,8 +178,13 @@ async fn deploy_machine(
             .stop_and_remove(&old.id, stop)
             .await
             .map_err(|err| docker_error(on_machine("cannot remove an older container"), err))?;
-        ctx.log(&format!("removed {} (generation {}) from {}", old.name, old.generation.unwrap_or(0), machine.name))
-            .await;
+        ctx.log(&format!(
+            "removed {} (generation {}) from {}",
+            old.name,
+            old.generation.unwrap_or(0),
+            machine.name
+        ))
+        .await;
     }
     if !older.is_empty() {
         store
@@ -161,13 +194,19 @@ async fn deploy_machine(
     }
     let id = match current.into_iter().next() {
         Some(existing) if existing.state == "running" => {
-            ctx.log(&format!("{name} already runs on {} (an earlier attempt started it): adopting it", machine.name))
-                .await;
+            ctx.log(&format!(
+                "{name} already runs on {} (an earlier attempt started it): adopting it",
+                machine.name
+            ))
+            .await;
             existing.id
         }
         Some(existing) => {
-            ctx.log(&format!("{name} exists on {} ({}): adopting and starting it", machine.name, existing.state))
-                .await;
+            ctx.log(&format!(
+                "{name} exists on {} ({}): adopting and starting it",
+                machine.name, existing.state
+            ))
+            .await;
             if existing.state == "created" {
                 engine
                     .upload_files(&existing.id, &node.files)
@@ -181,8 +220,25 @@ async fn deploy_machine(
             existing.id
         }
         None => {
-            record(ctx, machine, generation, &node.image, ContainerState::Creating, None, None).await?;
-            let plan = plan(ctx.job.id, deployment_id, deployment_name, machine, generation, &name, spec);
+            record(
+                ctx,
+                machine,
+                generation,
+                &node.image,
+                ContainerState::Creating,
+                None,
+                None,
+            )
+            .await?;
+            let plan = plan(
+                ctx.job.id,
+                deployment_id,
+                deployment_name,
+                machine,
+                generation,
+                &name,
+                spec,
+            );
             let id = engine
                 .create(&plan, deployment_id)
                 .await
@@ -191,17 +247,40 @@ async fn deploy_machine(
                 .start(&id)
                 .await
                 .map_err(|err| docker_error(on_machine("cannot start the container"), err))?;
-            ctx.log(&format!("started {name} on {} ({})", machine.name, &id[..id.len().min(12)])).await;
+            ctx.log(&format!(
+                "started {name} on {} ({})",
+                machine.name,
+                &id[..id.len().min(12)]
+            ))
+            .await;
             id
         }
     };
     if let Err(err) = engine.check_running(&id, &name).await {
         let job_error = docker_error(on_machine("container check failed"), err);
         let text = error_chain(&job_error);
-        record(ctx, machine, generation, &node.image, ContainerState::Failed, Some(&id), Some(&text)).await?;
+        record(
+            ctx,
+            machine,
+            generation,
+            &node.image,
+            ContainerState::Failed,
+            Some(&id),
+            Some(&text),
+        )
+        .await?;
         return Err(job_error);
     }
-    record(ctx, machine, generation, &node.image, ContainerState::Running, Some(&id), None).await
+    record(
+        ctx,
+        machine,
+        generation,
+        &node.image,
+        ContainerState::Running,
+        Some(&id),
+        None,
+    )
+    .await
 }
 
 async fn record(
@@ -215,7 +294,9 @@ async fn record(
 ) -> Result<(), JobError> {
     ctx.worker
         .store
-        .record_container(machine, generation, image, state, docker_id, error, ctx.job.id)
+        .record_container(
+            machine, generation, image, state, docker_id, error, ctx.job.id,
+        )
         .await
         .map_err(|err| store_error("record the container", err))
 }
@@ -232,7 +313,11 @@ fn plan(
     spec: &Spec,
 ) -> ContainerPlan {
     let node = spec.node_payload(machine.node_index);
-    let mut env: Vec<String> = node.env.iter().map(|(key, value)| format!("{key}={value}")).collect();
+    let mut env: Vec<String> = node
+        .env
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
     env.push(format!("LC_DEPLOYMENT={deployment_name}"));
     env.push(format!("LC_MACHINE={}", machine.name));
     env.push(format!("LC_NODE={}", machine.node_index));

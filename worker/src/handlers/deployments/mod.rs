@@ -60,7 +60,11 @@ fn is_final(ctx: &JobContext, err: &JobError) -> bool {
 /// Sends hints for jobs enqueued in a committed transaction. Best effort: the sweeper
 /// dispatches whatever is left.
 async fn dispatch(ctx: &JobContext, enqueued: &[Enqueued]) {
-    let ids: Vec<Uuid> = enqueued.iter().filter(|job| job.created).map(|job| job.id).collect();
+    let ids: Vec<Uuid> = enqueued
+        .iter()
+        .filter(|job| job.created)
+        .map(|job| job.id)
+        .collect();
     if ids.is_empty() {
         return;
     }
@@ -75,7 +79,9 @@ async fn dispatch(ctx: &JobContext, enqueued: &[Enqueued]) {
                 }
             }
         }
-        Err(err) => warn!(error = %error_chain(&err), "could not mark jobs dispatched; the sweeper dispatches them"),
+        Err(err) => {
+            warn!(error = %error_chain(&err), "could not mark jobs dispatched; the sweeper dispatches them")
+        }
     }
 }
 
@@ -86,7 +92,9 @@ fn local_endpoint(config: &WorkerConfig) -> Endpoint {
         .clone()
         .filter(|host| !host.is_empty())
         .unwrap_or_else(|| DEFAULT_LOCAL_ENGINE.to_owned());
-    let cert_dir = std::env::var("DOCKER_CERT_PATH").ok().filter(|dir| !dir.is_empty());
+    let cert_dir = std::env::var("DOCKER_CERT_PATH")
+        .ok()
+        .filter(|dir| !dir.is_empty());
     let cert = |file: &str| cert_dir.as_ref().map(|dir| format!("{dir}/{file}"));
     Endpoint {
         url,

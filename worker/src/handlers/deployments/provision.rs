@@ -22,8 +22,8 @@
 use std::time::{Duration, Instant};
 
 use lc_shared::deployment::{
-    Endpoint, FanOut, MachineRow, MachineStart, ProvisionMachinePayload, ProvisionPayload, Provider,
-    ReadyOutcome, Spec, WatchOutcome,
+    Endpoint, FanOut, MachineRow, MachineStart, Provider, ProvisionMachinePayload,
+    ProvisionPayload, ReadyOutcome, Spec, WatchOutcome,
 };
 use lc_shared::store::error_chain;
 
@@ -59,7 +59,8 @@ pub async fn provision(ctx: &JobContext) -> Result<(), JobError> {
                 Ok(())
             }
             FanOut::NotProvisioning(state) => {
-                ctx.log(&format!("deployment is {state}; nothing to provision")).await;
+                ctx.log(&format!("deployment is {state}; nothing to provision"))
+                    .await;
                 Ok(())
             }
             FanOut::NotFound => Err(JobError::fatal(format!("deployment {id} does not exist"))),
@@ -71,7 +72,8 @@ pub async fn provision(ctx: &JobContext) -> Result<(), JobError> {
         .map_err(|err| store_error("check on the provisioning", err))?
     {
         WatchOutcome::Done(state) => {
-            ctx.log(&format!("deployment is {state}; the watch ends")).await;
+            ctx.log(&format!("deployment is {state}; the watch ends"))
+                .await;
         }
         WatchOutcome::Failed { machine, teardown } => {
             ctx.log(&format!(
@@ -100,61 +102,93 @@ pub async fn provision_machine(ctx: &JobContext) -> Result<(), JobError> {
             payload.deployment_id, payload.node
         ))),
         MachineStart::AlreadyReady(machine) => {
-            ctx.log(&format!("machine {} is ready already (an earlier attempt finished it)", machine.name))
-                .await;
+            ctx.log(&format!(
+                "machine {} is ready already (an earlier attempt finished it)",
+                machine.name
+            ))
+            .await;
             Ok(())
         }
-        MachineStart::Stop { state, machine, spec } => {
-            ctx.log(&format!("deployment is {state}: not creating anything")).await;
+        MachineStart::Stop {
+            state,
+            machine,
+            spec,
+        } => {
+            ctx.log(&format!("deployment is {state}: not creating anything"))
+                .await;
             if let Some(machine) = machine {
                 remove_leftover(ctx, &machine, &spec).await;
             }
             Ok(())
         }
-        MachineStart::Create { machine, spec, .. } => match create_and_record(ctx, &machine, &spec).await {
-            Ok(()) => Ok(()),
-            Err(JobError::Cancelled) => Err(JobError::Cancelled),
-            Err(err) => {
-                let text = error_chain(&err);
-                if is_final(ctx, &err) {
-                    match store.machine_failed(payload.deployment_id, machine.id, &text, &origin(ctx)).await {
-                        Ok(Some(teardown)) => {
-                            ctx.log(&format!("machine failed for good: deployment failed, rollback teardown {}", teardown.id))
+        MachineStart::Create {
+            machine,
+            spec,
+            fresh,
+            ..
+        } => {
+            match create_and_record(ctx, &machine, &spec, fresh).await {
+                Ok(()) => Ok(()),
+                Err(JobError::Cancelled) => Err(JobError::Cancelled),
+                Err(err) => {
+                    let text = error_chain(&err);
+                    if is_final(ctx, &err) {
+                        match store
+                            .machine_failed(payload.deployment_id, machine.id, &text, &origin(ctx))
+                            .await
+                        {
+                            Ok(Some(teardown)) => {
+                                ctx.log(&format!("machine failed for good: deployment failed, rollback teardown {}", teardown.id))
                                 .await;
-                            dispatch(ctx, &[teardown]).await;
-                        }
-                        Ok(None) => {}
-                        Err(store_err) => {
-                            // The watchdog sees this job dead and rolls back instead.
-                            ctx.log(&format!("could not record the failure ({}); the watchdog will", error_chain(&store_err)))
+                                dispatch(ctx, &[teardown]).await;
+                            }
+                            Ok(None) => {}
+                            Err(store_err) => {
+                                // The watchdog sees this job dead and rolls back instead.
+                                ctx.log(&format!(
+                                    "could not record the failure ({}); the watchdog will",
+                                    error_chain(&store_err)
+                                ))
                                 .await;
+                            }
                         }
+                    } else if let Err(store_err) = store.machine_error(machine.id, &text).await {
+                        tracing::warn!(error = %error_chain(&store_err), "could not note the machine's error");
                     }
-                } else if let Err(store_err) = store.machine_error(machine.id, &text).await {
-                    tracing::warn!(error = %error_chain(&store_err), "could not note the machine's error");
+                    Err(err)
                 }
-                Err(err)
             }
-        },
+        }
     }
 }
 
 /// Creates (or adopts) the machine, then records it ready; if the deployment stopped
 /// provisioning in between, removes it again.
-async fn create_and_record(ctx: &JobContext, machine: &MachineRow, spec: &Spec) -> Result<(), JobError> {
+async fn create_and_record(
+    ctx: &JobContext,
+    machine: &MachineRow,
+    spec: &Spec,
+    fresh: bool,
+) -> Result<(), JobError> {
     let endpoint = match &spec.provider {
         Provider::Local {} => {
             let endpoint = local_endpoint(&ctx.worker.config);
             Engine::connect(&endpoint, &ctx.worker.metrics)
                 .await
-                .map_err(|err| docker_error(format!("local engine for machine {}", machine.name), err))?;
-            ctx.log(&format!("machine {} is the local engine {}", machine.name, endpoint.url)).await;
+                .map_err(|err| {
+                    docker_error(format!("local engine for machine {}", machine.name), err)
+                })?;
+            ctx.log(&format!(
+                "machine {} is the local engine {}",
+                machine.name, endpoint.url
+            ))
+            .await;
             endpoint
         }
         Provider::DockerMachine { driver, .. } => {
-            let cli = MachineCli::new(&ctx.worker.config, machine.deployment_id, spec)
+            let cli = MachineCli::new(&ctx.worker.config, machine.deployment_id, spec, true)
                 .map_err(|err| err.into_job_error("cannot run docker-machine"))?;
-            create_with_docker_machine(ctx, &cli, machine, spec, driver).await?
+            create_with_docker_machine(ctx, &cli, machine, spec, driver, fresh).await?
         }
     };
     if ctx.cancel.is_cancelled() {
@@ -168,24 +202,34 @@ async fn create_and_record(ctx: &JobContext, machine: &MachineRow, spec: &Spec) 
         .map_err(|err| store_error("record the machine ready", err))?;
     match outcome {
         ReadyOutcome::Waiting { ready, total } => {
-            ctx.log(&format!("machine {} ready ({ready} of {total})", machine.name)).await;
+            ctx.log(&format!(
+                "machine {} ready ({ready} of {total})",
+                machine.name
+            ))
+            .await;
         }
         ReadyOutcome::Joined { deploy } => {
-            ctx.log(&format!("machine {} ready: every machine is, the deployment is provisioned", machine.name))
-                .await;
+            ctx.log(&format!(
+                "machine {} ready: every machine is, the deployment is provisioned",
+                machine.name
+            ))
+            .await;
             if let Some(deploy) = deploy {
                 dispatch(ctx, &[deploy]).await;
             }
         }
         ReadyOutcome::NotProvisioning(state) => {
-            ctx.log(&format!("deployment became {state} during the create: removing machine {}", machine.name))
-                .await;
+            ctx.log(&format!(
+                "deployment became {state} during the create: removing machine {}",
+                machine.name
+            ))
+            .await;
             if let Provider::DockerMachine { .. } = spec.provider {
-                let cli = MachineCli::new(&ctx.worker.config, machine.deployment_id, spec)
+                let cli = MachineCli::new(&ctx.worker.config, machine.deployment_id, spec, false)
                     .map_err(|err| err.into_job_error("cannot run docker-machine"))?;
-                cli.rm(ctx, &machine.name)
-                    .await
-                    .map_err(|err| err.into_job_error("could not remove the machine made during teardown"))?;
+                cli.rm(ctx, &machine.name).await.map_err(|err| {
+                    err.into_job_error("could not remove the machine made during teardown")
+                })?;
             }
         }
     }
@@ -198,15 +242,25 @@ async fn create_with_docker_machine(
     machine: &MachineRow,
     spec: &Spec,
     driver: &str,
+    fresh: bool,
 ) -> Result<Endpoint, JobError> {
     let name = &machine.name;
-    let create = match settle(ctx, cli, name).await? {
+    let existing = if fresh {
+        None
+    } else {
+        settle(ctx, cli, name).await?
+    };
+    let create = match existing {
         Some(status) if status == "Running" => {
-            ctx.log(&format!("machine {name} exists and runs: adopting it")).await;
+            ctx.log(&format!("machine {name} exists and runs: adopting it"))
+                .await;
             false
         }
         Some(status) => {
-            ctx.log(&format!("machine {name} is half made (status {status}): removing it before creating")).await;
+            ctx.log(&format!(
+                "machine {name} is half made (status {status}): removing it before creating"
+            ))
+            .await;
             cli.rm(ctx, name)
                 .await
                 .map_err(|err| err.into_job_error("could not remove a half-made machine"))?;
@@ -214,34 +268,30 @@ async fn create_with_docker_machine(
         }
         None => true,
     };
-    if create {
-        if let Err(err) = cli.create(ctx, name, driver, &spec.driver_args()).await {
-            if err.already_exists() {
-                return Err(JobError::retryable_from(
-                    "another attempt created the machine at the same time; the next attempt adopts it",
-                    err,
-                ));
-            }
-            if !matches!(err, crate::machine::MachineError::Cancelled { .. }) {
-                // A failed create can leave a half-made machine: remove it now, so the
-                // next attempt (or the rollback) starts clean. Best effort: the next
-                // attempt checks again.
-                if let Ok(Some(_)) = cli.status(ctx, name).await {
-                    let _ = cli.rm(ctx, name).await;
-                }
-            }
-            return Err(err.into_job_error("docker-machine create failed"));
+    if create && let Err(err) = cli.create(ctx, name, driver, &spec.driver_args()).await {
+        if err.already_exists() {
+            return Err(JobError::retryable_from(
+                "another attempt created the machine at the same time; the next attempt adopts it",
+                err,
+            ));
         }
+        if !matches!(err, crate::machine::MachineError::Cancelled { .. }) {
+            // A failed create can leave a half-made machine: remove it now, so the
+            // next attempt (or the rollback) starts clean. Best effort: the next
+            // attempt checks again.
+            if let Ok(Some(_)) = cli.status(ctx, name).await {
+                let _ = cli.rm(ctx, name).await;
+            }
+        }
+        return Err(err.into_job_error("docker-machine create failed"));
     }
-    let info = cli
-        .inspect(ctx, name)
-        .await
+    let (info, url) = tokio::join!(cli.inspect(ctx, name), cli.url(ctx, name));
+    let info = info
         .map_err(|err| err.into_job_error("docker-machine inspect failed"))?
-        .ok_or_else(|| JobError::retryable(format!("machine {name} vanished right after create")))?;
-    let url = cli
-        .url(ctx, name)
-        .await
-        .map_err(|err| err.into_job_error("docker-machine url failed"))?;
+        .ok_or_else(|| {
+            JobError::retryable(format!("machine {name} vanished right after create"))
+        })?;
+    let url = url.map_err(|err| err.into_job_error("docker-machine url failed"))?;
     let tls = url.starts_with("tcp://");
     Ok(Endpoint {
         url,
@@ -257,7 +307,11 @@ async fn create_with_docker_machine(
 /// exist. A machine still `Starting` is being created by an earlier attempt whose
 /// worker died (docker-machine runs in its own process group, so it outlives a
 /// SIGKILLed worker): wait for it, up to one call's time limit.
-pub(super) async fn settle(ctx: &JobContext, cli: &MachineCli, name: &str) -> Result<Option<String>, JobError> {
+pub(super) async fn settle(
+    ctx: &JobContext,
+    cli: &MachineCli,
+    name: &str,
+) -> Result<Option<String>, JobError> {
     let started = Instant::now();
     let mut said = false;
     loop {
@@ -274,7 +328,10 @@ pub(super) async fn settle(ctx: &JobContext, cli: &MachineCli, name: &str) -> Re
                     )));
                 }
                 if !said {
-                    ctx.log(&format!("machine {name} is being created by an earlier attempt: waiting for it")).await;
+                    ctx.log(&format!(
+                        "machine {name} is being created by an earlier attempt: waiting for it"
+                    ))
+                    .await;
                     said = true;
                 }
                 pause(ctx, Duration::from_millis(500)).await?;
@@ -287,20 +344,24 @@ pub(super) async fn settle(ctx: &JobContext, cli: &MachineCli, name: &str) -> Re
 /// Removes a machine an earlier attempt may have made, once the deployment stopped
 /// provisioning. Best effort: the teardown removes whatever the store still lists.
 async fn remove_leftover(ctx: &JobContext, machine: &MachineRow, spec: &Spec) {
-    let Provider::DockerMachine { .. } = spec.provider else { return };
-    let cli = match MachineCli::new(&ctx.worker.config, machine.deployment_id, spec) {
+    let Provider::DockerMachine { .. } = spec.provider else {
+        return;
+    };
+    let cli = match MachineCli::new(&ctx.worker.config, machine.deployment_id, spec, false) {
         Ok(cli) => cli,
         Err(err) => {
-            ctx.log(&format!("cannot check for a leftover machine: {err}")).await;
+            ctx.log(&format!("cannot check for a leftover machine: {err}"))
+                .await;
             return;
         }
     };
-    match settle(ctx, &cli, &machine.name).await {
-        Ok(Some(_)) => {
-            if cli.rm(ctx, &machine.name).await.is_ok() {
-                ctx.log(&format!("removed machine {} left by an earlier attempt", machine.name)).await;
-            }
-        }
-        Ok(None) | Err(_) => {}
+    if let Ok(Some(_)) = settle(ctx, &cli, &machine.name).await
+        && cli.rm(ctx, &machine.name).await.is_ok()
+    {
+        ctx.log(&format!(
+            "removed machine {} left by an earlier attempt",
+            machine.name
+        ))
+        .await;
     }
 }

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use lc_shared::JobKind;
 use lc_shared::deployment::{
-    DeploymentState, Endpoint, MachineRow, MachineState, Provider, Spec, TeardownPayload, TeardownStart,
+    DeploymentState, Endpoint, MachineRow, MachineState, Provider, Spec, TeardownPayload,
+    TeardownStart,
 };
 
 use super::provision::settle;
@@ -32,22 +33,31 @@ use crate::handlers::{JobContext, JobError};
 use crate::machine::MachineCli;
 
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Containers stopped at once on one engine.
+const PARALLEL_STOPS: usize = 8;
 
 pub async fn teardown(ctx: &JobContext) -> Result<(), JobError> {
     let payload: TeardownPayload = ctx.payload()?;
     let id = payload.deployment_id;
-    let reason = payload.reason.clone().unwrap_or_else(|| "teardown requested".to_owned());
+    let reason = payload
+        .reason
+        .clone()
+        .unwrap_or_else(|| "teardown requested".to_owned());
     let store = &ctx.worker.store;
     let start = store
         .begin_teardown(id, &reason, ctx.job.id)
         .await
         .map_err(|err| store_error("start the teardown", err))?;
     let TeardownStart::Proceed { spec, was, .. } = start else {
-        ctx.log(&format!("deployment {id} does not exist: nothing to tear down")).await;
+        ctx.log(&format!(
+            "deployment {id} does not exist: nothing to tear down"
+        ))
+        .await;
         return Ok(());
     };
     if was == DeploymentState::TornDown {
-        ctx.log("deployment is torn down already: checking that nothing is left").await;
+        ctx.log("deployment is torn down already: checking that nothing is left")
+            .await;
     }
     wait_for_other_jobs(ctx, &spec).await?;
     // Read the machines again: jobs that finished while we waited may have changed them.
@@ -78,8 +88,16 @@ pub async fn teardown(ctx: &JobContext) -> Result<(), JobError> {
 async fn wait_for_other_jobs(ctx: &JobContext, spec: &Spec) -> Result<(), JobError> {
     let id = deployment_id(ctx)?;
     let store = &ctx.worker.store;
-    let kinds = [JobKind::Provision, JobKind::ProvisionMachine, JobKind::Deploy];
-    let limit = spec.timeouts.machine.unwrap_or(ctx.worker.config.machine_timeout) + ctx.worker.config.lease * 3;
+    let kinds = [
+        JobKind::Provision,
+        JobKind::ProvisionMachine,
+        JobKind::Deploy,
+    ];
+    let limit = spec
+        .timeouts
+        .machine
+        .unwrap_or(ctx.worker.config.machine_timeout)
+        + ctx.worker.config.lease * 3;
     let started = Instant::now();
     let mut told = false;
     loop {
@@ -88,7 +106,11 @@ async fn wait_for_other_jobs(ctx: &JobContext, spec: &Spec) -> Result<(), JobErr
             .await
             .map_err(|err| store_error("cancel queued jobs", err))?;
         if !cancelled.is_empty() {
-            ctx.log(&format!("cancelled {} queued provision/deploy job(s)", cancelled.len())).await;
+            ctx.log(&format!(
+                "cancelled {} queued provision/deploy job(s)",
+                cancelled.len()
+            ))
+            .await;
         }
         let running = store
             .running_deployment_jobs(id, &kinds, ctx.job.id)
@@ -104,8 +126,15 @@ async fn wait_for_other_jobs(ctx: &JobContext, spec: &Spec) -> Result<(), JobErr
             )));
         }
         if !told {
-            let list: Vec<String> = running.iter().map(|(id, kind)| format!("{kind} {id}")).collect();
-            ctx.log(&format!("waiting for running jobs to stop: {}", list.join(", "))).await;
+            let list: Vec<String> = running
+                .iter()
+                .map(|(id, kind)| format!("{kind} {id}"))
+                .collect();
+            ctx.log(&format!(
+                "waiting for running jobs to stop: {}",
+                list.join(", ")
+            ))
+            .await;
             told = true;
         }
         pause(ctx, Duration::from_millis(250)).await?;
@@ -118,7 +147,11 @@ fn deployment_id(ctx: &JobContext) -> Result<uuid::Uuid, JobError> {
 
 /// Stops and removes every container labelled with the deployment, on every engine
 /// its machines recorded.
-async fn remove_containers(ctx: &JobContext, spec: &Spec, machines: &[MachineRow]) -> Result<(), JobError> {
+async fn remove_containers(
+    ctx: &JobContext,
+    spec: &Spec,
+    machines: &[MachineRow],
+) -> Result<(), JobError> {
     let id = deployment_id(ctx)?;
     let mut engines: BTreeMap<String, Endpoint> = machines
         .iter()
@@ -135,32 +168,53 @@ async fn remove_containers(ctx: &JobContext, spec: &Spec, machines: &[MachineRow
             Ok(engine) => engine,
             Err(err) if matches!(spec.provider, Provider::DockerMachine { .. }) => {
                 // Removing the machine takes its containers with it.
-                ctx.log(&format!("engine {} unreachable ({err}); its machine's removal removes its containers", endpoint.url))
-                    .await;
+                ctx.log(&format!(
+                    "engine {} unreachable ({err}); its machine's removal removes its containers",
+                    endpoint.url
+                ))
+                .await;
                 continue;
             }
             Err(err) => return Err(docker_error(format!("cannot reach {}", endpoint.url), err)),
         };
-        let found = engine
-            .containers(id, None)
-            .await
-            .map_err(|err| docker_error(format!("cannot list containers on {}", endpoint.url), err))?;
-        for container in found {
-            engine
-                .stop_and_remove(&container.id, grace)
-                .await
-                .map_err(|err| docker_error(format!("cannot remove {}", container.name), err))?;
-            ctx.log(&format!("removed container {} from {}", container.name, endpoint.url)).await;
+        let found = engine.containers(id, None).await.map_err(|err| {
+            docker_error(format!("cannot list containers on {}", endpoint.url), err)
+        })?;
+        // A few at a time: each may take up to the stop grace.
+        for batch in found.chunks(PARALLEL_STOPS) {
+            let stops = batch.iter().map(|container| async {
+                engine
+                    .stop_and_remove(&container.id, grace)
+                    .await
+                    .map_err(|err| docker_error(format!("cannot remove {}", container.name), err))
+            });
+            for result in futures_util::future::join_all(stops).await {
+                result?;
+            }
+            let names: Vec<&str> = batch
+                .iter()
+                .map(|container| container.name.as_str())
+                .collect();
+            ctx.log(&format!(
+                "removed container(s) {} from {}",
+                names.join(", "),
+                endpoint.url
+            ))
+            .await;
         }
     }
     Ok(())
 }
 
 /// `rm -y` every machine, then whatever else the deployment's store lists.
-async fn remove_machines(ctx: &JobContext, spec: &Spec, machines: &[MachineRow]) -> Result<(), JobError> {
+async fn remove_machines(
+    ctx: &JobContext,
+    spec: &Spec,
+    machines: &[MachineRow],
+) -> Result<(), JobError> {
     let id = deployment_id(ctx)?;
-    // Without the credentials nothing can be removed; that can be fixed, so retry.
-    let cli = MachineCli::new(&ctx.worker.config, id, spec).map_err(|err| {
+    // Credentials that are not set here are left out: rm and ls work from the store.
+    let cli = MachineCli::new(&ctx.worker.config, id, spec, false).map_err(|err| {
         JobError::retryable_from("cannot run docker-machine to remove the machines", err)
     })?;
     let store = &ctx.worker.store;
@@ -171,31 +225,69 @@ async fn remove_machines(ctx: &JobContext, spec: &Spec, machines: &[MachineRow])
         MachineState::Failed,
         MachineState::Removing,
     ];
-    let retryable = |what: &'static str| move |err: crate::machine::MachineError| match err {
-        crate::machine::MachineError::Cancelled { .. } => JobError::Cancelled,
-        err => JobError::retryable_from(what, err),
+    let retryable = |what: &'static str| {
+        move |err: crate::machine::MachineError| match err {
+            crate::machine::MachineError::Cancelled { .. } => JobError::Cancelled,
+            err => JobError::retryable_from(what, err),
+        }
     };
-    for machine in machines.iter().filter(|machine| machine.state != MachineState::Removed.as_str()) {
+    for machine in machines
+        .iter()
+        .filter(|machine| machine.state != MachineState::Removed.as_str())
+    {
         store
-            .set_machine(machine.id, &live, MachineState::Removing, "teardown", Some(ctx.job.id))
+            .set_machine(
+                machine.id,
+                &live,
+                MachineState::Removing,
+                "teardown",
+                Some(ctx.job.id),
+            )
             .await
             .map_err(|err| store_error("mark the machine removing", err))?;
         settle(ctx, &cli, &machine.name).await?;
-        let removed = cli.rm(ctx, &machine.name).await.map_err(retryable("docker-machine rm failed"))?;
+        let removed = cli
+            .rm(ctx, &machine.name)
+            .await
+            .map_err(retryable("docker-machine rm failed"))?;
         if !removed {
-            ctx.log(&format!("machine {} does not exist: nothing to remove", machine.name)).await;
+            ctx.log(&format!(
+                "machine {} does not exist: nothing to remove",
+                machine.name
+            ))
+            .await;
         }
     }
-    for listed in cli.ls(ctx).await.map_err(retryable("docker-machine ls failed"))? {
-        ctx.log(&format!("store still lists {} ({}): removing it", listed.name, listed.state)).await;
+    for listed in cli
+        .ls(ctx)
+        .await
+        .map_err(retryable("docker-machine ls failed"))?
+    {
+        ctx.log(&format!(
+            "store still lists {} ({}): removing it",
+            listed.name, listed.state
+        ))
+        .await;
         settle(ctx, &cli, &listed.name).await?;
-        cli.rm(ctx, &listed.name).await.map_err(retryable("docker-machine rm failed"))?;
+        cli.rm(ctx, &listed.name)
+            .await
+            .map_err(retryable("docker-machine rm failed"))?;
     }
-    let left = cli.ls(ctx).await.map_err(retryable("docker-machine ls failed"))?;
+    let left = cli
+        .ls(ctx)
+        .await
+        .map_err(retryable("docker-machine ls failed"))?;
     if !left.is_empty() {
         let names: Vec<&str> = left.iter().map(|listed| listed.name.as_str()).collect();
-        return Err(JobError::retryable(format!("machines still listed after removal: {}", names.join(", "))));
+        return Err(JobError::retryable(format!(
+            "machines still listed after removal: {}",
+            names.join(", ")
+        )));
     }
-    ctx.log(&format!("machine store {} lists nothing", cli.storage().display())).await;
+    ctx.log(&format!(
+        "machine store {} lists nothing",
+        cli.storage().display()
+    ))
+    .await;
     Ok(())
 }

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# The main command: LaunchControl end to end on this machine.
+#
+#   1. local services (Redis, PostgreSQL, a Docker engine, the lc-busybox image)
+#   2. release build of `lc` and `lc-worker`, `lc migrate`
+#   3. two `lc-worker` processes in the background (logs in .lc/demo-worker-N.log)
+#   4. a few jobs through the queue (`lc enqueue`, `lc jobs wait`)
+#   5. a 3-node deployment on the `local` provider (examples/demo.yaml: busybox httpd per
+#      node on 127.0.0.1:18081-18083), shown running (`lc deploy show`, `docker ps`, curl)
+#   6. teardown, and proof that nothing is left
+#   7. the workers stopped with SIGTERM; timings printed
+#
+# Safe to run again: a demo deployment left by an interrupted run is torn down first, and
+# the workers this script starts are stopped however it exits.
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+SPEC="$LC_ROOT/examples/demo.yaml"
+NAME=demo
+PORTS=(18081 18082 18083)
+WORKER_PIDS=()
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+stop_workers() {
+  local pid
+  for pid in "${WORKER_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${WORKER_PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  WORKER_PIDS=()
+}
+trap stop_workers EXIT
+trap 'exit 130' INT TERM
+
+T_START="$(now)"
+
+ensure_pkg curl curl
+
+step "services: Redis, PostgreSQL, Docker engine, test image"
+T0="$(now)"
+"$LC_ROOT/scripts/services.sh" up
+# shellcheck disable=SC1091
+. "$LC_HOME/env"
+T_SERVICES="$(since "$T0")"
+
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
+  PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || lc_die "cargo not found (install Rust: https://rustup.rs)"
+
+step "build: cargo build --release (lc, lc-worker)"
+T0="$(now)"
+(cd "$LC_ROOT" && cargo build --release --quiet --bin lc --bin lc-worker)
+T_BUILD="$(since "$T0")"
+LC="$LC_ROOT/target/release/lc"
+WORKER="$LC_ROOT/target/release/lc-worker"
+
+step "lc migrate"
+"$LC" migrate
+
+step "two workers"
+mkdir -p "$LC_HOME/machines"
+for n in 1 2; do
+  log="$LC_HOME/demo-worker-$n.log"
+  "$WORKER" --concurrency 8 --machines-dir "$LC_HOME/machines" --grace 20s >"$log" 2>&1 &
+  WORKER_PIDS+=("$!")
+  echo "lc-worker $n: pid $!, log $log"
+done
+sleep 1
+for pid in "${WORKER_PIDS[@]}"; do
+  kill -0 "$pid" 2>/dev/null || lc_die "worker $pid exited at start; see $LC_HOME/demo-worker-*.log"
+done
+"$LC" workers --recent 1s
+
+# A demo deployment from an interrupted earlier run goes first.
+if "$LC" deploy ls --json | grep -q "\"name\": \"$NAME\""; then
+  step "tearing down the demo deployment left by an earlier run"
+  "$LC" deploy teardown "$NAME" --wait --timeout 2m
+fi
+for port in "${PORTS[@]}"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    lc_die "port $port is in use; the demo's nodes listen on ${PORTS[*]}"
+  fi
+done
+
+step "jobs: 20 noop + 5 sleep, then wait for all"
+T0="$(now)"
+mapfile -t IDS < <("$LC" enqueue noop --count 20; "$LC" enqueue sleep --payload '{"ms": 300}' --count 5)
+"$LC" jobs wait --timeout 2m "${IDS[@]}" | awk '{ print $2 }' | sort | uniq -c
+T_JOBS="$(since "$T0")"
+
+step "deployment: $NAME, 3 nodes on the local provider ($SPEC)"
+T0="$(now)"
+"$LC" deploy create "$SPEC" --wait --timeout 5m
+T_DEPLOY="$(since "$T0")"
+"$LC" deploy show "$NAME"
+
+step "running: containers labelled lc.deployment.name=$NAME, and each node's page"
+docker ps --filter "label=lc.deployment.name=$NAME" --format 'table {{.Names}}\t{{.Status}}\t{{.Command}}'
+for port in "${PORTS[@]}"; do
+  printf '127.0.0.1:%s -> %s\n' "$port" "$(curl -fsS --max-time 5 "http://127.0.0.1:$port/")"
+done
+
+step "teardown"
+T0="$(now)"
+"$LC" deploy teardown "$NAME" --wait --timeout 5m
+T_TEARDOWN="$(since "$T0")"
+
+step "nothing left"
+left="$(docker ps -a -q --filter "label=lc.deployment.name=$NAME")"
+if [[ -n "$left" ]]; then
+  docker ps -a --filter "label=lc.deployment.name=$NAME"
+  lc_die "containers are left"
+fi
+echo "docker ps -a --filter label=lc.deployment.name=$NAME: no containers"
+for port in "${PORTS[@]}"; do
+  if curl -fsS --max-time 2 "http://127.0.0.1:$port/" >/dev/null 2>&1; then
+    lc_die "127.0.0.1:$port still answers"
+  fi
+done
+echo "ports ${PORTS[*]}: closed"
+"$LC" deploy show "$NAME" --events 6
+
+step "stopping the workers (SIGTERM)"
+T0="$(now)"
+stop_workers
+T_STOP="$(since "$T0")"
+echo "workers stopped"
+
+step "timings (seconds)"
+printf '  %-44s %6s\n' \
+  "services up" "$T_SERVICES" \
+  "release build" "$T_BUILD" \
+  "25 jobs enqueued and finished" "$T_JOBS" \
+  "3-node deployment: create -> deployed" "$T_DEPLOY" \
+  "teardown -> nothing left" "$T_TEARDOWN" \
+  "two workers stopped" "$T_STOP" \
+  "total" "$(since "$T_START")"

@@ -1,0 +1,1223 @@
+//! Deployments end to end: provision (fan-out, join, rollback, watchdog), deploy
+//! (bollard against the real Docker engine), teardown, with the docker-machine stand-in
+//! (`tests/docker-machine/`) for the `docker-machine` provider and the real engine for
+//! the `local` one. Every test checks the end state: machines in the stand-in's store,
+//! containers on the engine (by label), rows in the database.
+//!
+//! Deployment names carry the test's tag, so tests running at once on the one engine
+//! never share container names; a guard removes whatever containers a test leaves.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lc_shared::deployment::DeploymentRow;
+use lc_tests::{InProcessWorker, TestEnv, WorkerProcess, bin, wait_for};
+use lc_worker::WorkerConfig;
+use serde_json::Value;
+use uuid::Uuid;
+
+fn image() -> String {
+    std::env::var("LC_IMAGE").unwrap_or_else(|_| "lc-busybox:latest".to_owned())
+}
+
+fn docker_host() -> String {
+    std::env::var("DOCKER_HOST")
+        .expect("DOCKER_HOST must name the test engine (. .lc/env, or scripts/test.sh)")
+}
+
+/// A deployment name unique to this test.
+fn unique(env: &TestEnv, base: &str) -> String {
+    format!("{base}-{}", &env.prefix[1..9])
+}
+
+/// Removes the containers of the named deployments when the test ends, however it ends.
+struct Containers(Vec<String>);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            for id in docker_ps(&format!("lc.deployment.name={name}")) {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f", &id.0])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+/// `docker ps -a` filtered by a label: (id, name, state).
+fn docker_ps(label: &str) -> Vec<(String, String, String)> {
+    let output = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label={label}"),
+            "--format",
+            "{{.ID}} {{.Names}} {{.State}}",
+        ])
+        .output()
+        .expect("docker CLI");
+    assert!(
+        output.status.success(),
+        "docker ps failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            Some((
+                parts.next()?.to_owned(),
+                parts.next()?.to_owned(),
+                parts.next()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+fn containers_of(id: Uuid) -> Vec<(String, String, String)> {
+    docker_ps(&format!("lc.deployment={id}"))
+}
+
+fn local_spec(name: &str, nodes: usize) -> String {
+    format!(
+        "name: {name}\nowner: tests\nnodes: {nodes}\nprovider: {{kind: local}}\n\
+         payload:\n  image: {}\n  command: [sleep, '3600']\n  network_mode: none\n  pull: never\n\
+         timeouts: {{stop: 1s}}\n",
+        image()
+    )
+}
+
+/// docker-machine with the `none` driver: each machine registers the test engine.
+fn machine_spec(name: &str, nodes: usize, max_attempts: i64) -> String {
+    format!(
+        "name: {name}\nowner: tests\nnodes: {nodes}\n\
+         provider: {{kind: docker-machine, driver: none, driver_flags: {{url: '{}'}}}}\n\
+         payload:\n  image: {}\n  command: [sleep, '3600']\n  network_mode: none\n  pull: never\n\
+         max_attempts: {max_attempts}\ntimeouts: {{stop: 1s}}\n",
+        docker_host(),
+        image()
+    )
+}
+
+fn write_spec(env: &TestEnv, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "lc-spec-{}-{}.yaml",
+        env.prefix,
+        Uuid::new_v4().simple()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs `lc` with this env's settings plus `extra` variables and without `remove`
+/// (without blocking the test's runtime, where in-process workers run).
+async fn lc_with(
+    env: &TestEnv,
+    args: &[&str],
+    extra: &[(&str, &str)],
+    remove: &[&str],
+) -> (i32, String, String) {
+    let mut command = tokio::process::Command::new(bin("lc"));
+    command
+        .env("DATABASE_URL", &env.database_url)
+        .env("REDIS_URL", &env.redis_url)
+        .env("LC_REDIS_PREFIX", &env.prefix)
+        .args(args);
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    for name in remove {
+        command.env_remove(name);
+    }
+    let output = command.output().await.unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `lc deploy create SPEC --json`; returns the deployment id.
+async fn create(env: &TestEnv, spec: &str, extra: &[(&str, &str)]) -> Uuid {
+    let path = write_spec(env, spec);
+    let (code, out, err) = lc_with(
+        env,
+        &["deploy", "create", path.to_str().unwrap(), "--json"],
+        extra,
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "lc deploy create failed: {err}");
+    let value: Value = serde_json::from_str(&out).unwrap();
+    value["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// An `lc-worker` process with this env's settings, `extra` environment and `args`.
+fn worker_process(env: &TestEnv, args: &[&str], extra: &[(&str, &str)]) -> WorkerProcess {
+    let config = env.worker_config();
+    let log = std::env::temp_dir().join(format!(
+        "lc-worker-{}-{}.log",
+        env.prefix,
+        Uuid::new_v4().simple()
+    ));
+    let mut command = Command::new(bin("lc-worker"));
+    command
+        .env("DATABASE_URL", &env.database_url)
+        .env("REDIS_URL", &env.redis_url)
+        .env("LC_REDIS_PREFIX", &env.prefix)
+        .env("LC_LEASE", "2s")
+        .env("LC_HEARTBEAT", "300ms")
+        .env("LC_SWEEP_INTERVAL", "200ms")
+        .env("LC_DB_POLL_INTERVAL", "1s")
+        .env("LC_BACKOFF_BASE", "100ms")
+        .env("LC_BACKOFF_MAX", "1s")
+        .env("LC_GRACE", "5s")
+        .env("LC_DOCKER_MACHINE", &config.docker_machine)
+        .env("LC_MACHINES_DIR", &config.machines_dir)
+        .env("LC_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    WorkerProcess {
+        child: command.spawn().unwrap(),
+        log,
+    }
+}
+
+fn config_with(env: &TestEnv, machine_env: &[&str]) -> WorkerConfig {
+    let mut config = env.worker_config();
+    config.machine_env = machine_env
+        .iter()
+        .map(|entry| (*entry).to_owned())
+        .collect();
+    config
+}
+
+async fn deployment(env: &TestEnv, id: Uuid) -> DeploymentRow {
+    env.store
+        .deployment(id)
+        .await
+        .unwrap()
+        .expect("deployment exists")
+}
+
+/// Waits until the deployment is in `state`; fails at once if it lands in a state it
+/// cannot leave for that one.
+async fn wait_state(env: &TestEnv, id: Uuid, state: &str, timeout: Duration) -> DeploymentRow {
+    wait_for(&format!("deployment to be {state}"), timeout, || async {
+        let row = deployment(env, id).await;
+        if row.state != state && row.state == "torn_down" {
+            panic!(
+                "deployment ended torn_down while waiting for {state}: {:?}",
+                row.last_error
+            );
+        }
+        (row.state == state).then_some(row)
+    })
+    .await
+}
+
+fn store_dir(env: &TestEnv, id: Uuid) -> PathBuf {
+    env.worker_config().machines_dir.join(id.to_string())
+}
+
+/// Machines in the stand-in's store (its `machines/` directory).
+fn stored_machines(store: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(store.join("machines"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|entry| entry.path().is_dir())
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The stand-in's calls: (subcommand, last argument, env names).
+fn calls(store: &Path) -> Vec<(String, String, Vec<String>, Vec<String>)> {
+    std::fs::read_to_string(store.join(".standin/calls.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .map(|call| {
+            let argv: Vec<String> = call["argv"]
+                .as_array()
+                .map(|argv| {
+                    argv.iter()
+                        .filter_map(|arg| arg.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let env_names: Vec<String> = call["env_names"]
+                .as_array()
+                .map(|names| {
+                    names
+                        .iter()
+                        .filter_map(|name| name.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                argv.get(1).cloned().unwrap_or_default(),
+                argv.last().cloned().unwrap_or_default(),
+                env_names,
+                argv,
+            )
+        })
+        .collect()
+}
+
+fn create_calls(store: &Path, machine: &str) -> usize {
+    calls(store)
+        .iter()
+        .filter(|(op, last, _, _)| op == "create" && last == machine)
+        .count()
+}
+
+/// (machine state, count) and (container state, count) rows of a deployment.
+async fn row_states(env: &TestEnv, id: Uuid) -> (Vec<String>, Vec<(String, i64, String)>) {
+    let machines = env
+        .store
+        .machines(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.state)
+        .collect();
+    let containers = env
+        .store
+        .containers(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.name, c.generation, c.state))
+        .collect();
+    (machines, containers)
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie (exited, not reaped by PID 1 here) counts as gone.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+async fn job_ids(env: &TestEnv, id: Uuid, kind: &str) -> Vec<(Uuid, String, i64)> {
+    let client = env.sql().await;
+    client
+        .query(
+            "SELECT id, state, attempt FROM jobs WHERE deployment_id = $1 AND kind = $2 ORDER BY created_at",
+            &[&id, &kind],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect()
+}
+
+/// Provisioning proper: from the first machine's create starting to the join.
+async fn provisioning_span(env: &TestEnv, id: Uuid) -> Duration {
+    let events = env.store.deployment_events(id, 1000).await.unwrap();
+    let first_create = events
+        .iter()
+        .find(|event| event.to_state.as_deref() == Some("creating"))
+        .map(|event| event.at)
+        .unwrap();
+    let joined = events
+        .iter()
+        .find(|event| {
+            event.subject == "deployment" && event.to_state.as_deref() == Some("provisioned")
+        })
+        .map(|event| event.at)
+        .unwrap();
+    (joined - first_create).to_std().unwrap()
+}
+
+async fn teardown_and_check_empty(env: &TestEnv, id: Uuid, name: &str) {
+    let (code, _, err) = lc_with(
+        env,
+        &["deploy", "teardown", name, "--wait", "--timeout", "60s"],
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "teardown failed: {err}");
+    assert!(
+        containers_of(id).is_empty(),
+        "containers left after teardown: {:?}",
+        containers_of(id)
+    );
+    let (machines, containers) = row_states(env, id).await;
+    assert!(
+        machines.iter().all(|state| state == "removed"),
+        "machine rows: {machines:?}"
+    );
+    assert!(
+        containers.iter().all(|(_, _, state)| state == "removed"),
+        "container rows: {containers:?}"
+    );
+}
+
+async fn stop_all(workers: Vec<InProcessWorker>) {
+    for worker in workers {
+        worker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn deploy_five_nodes_provision_in_parallel_and_deploy() {
+    const CREATE_MS: u64 = 2000;
+    let env = TestEnv::new().await;
+    let name = unique(&env, "par");
+    let _guard = Containers(vec![name.clone(), unique(&env, "one")]);
+    let delay = format!("STANDIN_CREATE_DELAY_MS={CREATE_MS}");
+    let workers = vec![
+        env.spawn_worker(config_with(&env, &[&delay])),
+        env.spawn_worker(config_with(&env, &[&delay])),
+    ];
+    // The baseline: one machine alone, through the same path.
+    let single = unique(&env, "one");
+    let single_id = create(&env, &machine_spec(&single, 1, 3), &[]).await;
+    wait_state(&env, single_id, "deployed", Duration::from_secs(60)).await;
+    let one_machine = provisioning_span(&env, single_id).await;
+    teardown_and_check_empty(&env, single_id, &single).await;
+
+    let started = Instant::now();
+    let id = create(&env, &machine_spec(&name, 5, 3), &[]).await;
+    let provisioned = wait_for(
+        "deployment to leave provisioning",
+        Duration::from_secs(30),
+        || async {
+            (deployment(&env, id).await.state != "provisioning").then(|| started.elapsed())
+        },
+    )
+    .await;
+    let row = wait_state(&env, id, "deployed", Duration::from_secs(60)).await;
+    let deployed = started.elapsed();
+    let span = provisioning_span(&env, id).await;
+    println!(
+        "5 machines provisioned in {} ms (first create started → all ready; {} ms from `lc deploy create`); \
+         1 machine alone: {} ms; the stand-in's create sleeps {CREATE_MS} ms, so 5 in a row would take over {} ms; \
+         deployed {} ms after `lc deploy create`",
+        span.as_millis(),
+        provisioned.as_millis(),
+        one_machine.as_millis(),
+        5 * CREATE_MS,
+        deployed.as_millis()
+    );
+    // "One create": the stand-in's fixed create time, or what one machine alone took
+    // through the whole path (process start-up, inspect, url, the join) on this host now.
+    let one_create = one_machine.max(Duration::from_millis(CREATE_MS));
+    assert!(
+        span < one_create * 5 / 2,
+        "provisioning 5 machines took {span:?}, not close to one create ({one_create:?})"
+    );
+    assert_eq!(row.generation, 1);
+    let store = store_dir(&env, id);
+    let expected: Vec<String> = (1..=5).map(|n| format!("{name}-{n}")).collect();
+    assert_eq!(stored_machines(&store), expected);
+    for machine in &expected {
+        assert_eq!(
+            create_calls(&store, machine),
+            1,
+            "{machine} created more than once"
+        );
+    }
+    let machines = env.store.machines(id).await.unwrap();
+    assert!(
+        machines
+            .iter()
+            .all(|m| m.state == "ready" && m.engine_url.as_deref() == Some(docker_host().as_str()))
+    );
+    assert!(machines.iter().all(
+        |m| m.ip_address.as_deref() == Some("127.0.0.1") && m.driver.as_deref() == Some("none")
+    ));
+    let running = containers_of(id);
+    assert_eq!(running.len(), 5, "containers: {running:?}");
+    assert!(running.iter().all(|(_, _, state)| state == "running"));
+    let mut names: Vec<String> = running.into_iter().map(|(_, name, _)| name).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        expected
+            .iter()
+            .map(|m| format!("lc-{m}-g1"))
+            .collect::<Vec<_>>()
+    );
+    // The machines really ran in parallel: their create calls overlapped.
+    let (code, out, _) = lc_with(&env, &["deploy", "show", &name, "--json"], &[], &[]).await;
+    assert_eq!(code, 0);
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["machines"].as_array().unwrap().len(), 5);
+    assert_eq!(shown["containers"].as_array().unwrap().len(), 5);
+
+    teardown_and_check_empty(&env, id, &name).await;
+    assert!(
+        stored_machines(&store).is_empty(),
+        "machines left: {:?}",
+        stored_machines(&store)
+    );
+    // A second teardown is harmless.
+    let (code, out, _) = lc_with(&env, &["deploy", "teardown", &id.to_string()], &[], &[]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("torn down already"), "{out}");
+    let again = env
+        .producer()
+        .enqueue(
+            lc_shared::NewJob::new(
+                lc_shared::JobKind::Teardown,
+                serde_json::json!({ "deployment_id": id }),
+            )
+            .with_deployment(id),
+        )
+        .await
+        .unwrap();
+    let states = env
+        .wait_terminal(&[again.id], Duration::from_secs(30))
+        .await;
+    assert_eq!(states[&again.id], lc_shared::JobState::Succeeded);
+    assert!(stored_machines(&store).is_empty());
+    assert_eq!(deployment(&env, id).await.state, "torn_down");
+    stop_all(workers).await;
+}
+
+#[tokio::test]
+async fn deploy_create_that_fails_twice_is_retried_and_adopted_without_duplicates() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "flaky");
+    let _guard = Containers(vec![name.clone()]);
+    // Each machine: the first create fails cleanly, the second leaves a half-made
+    // machine behind, the third works.
+    let worker = env.spawn_worker(config_with(
+        &env,
+        &["STANDIN_FAIL_CREATE=1", "STANDIN_HALF_CREATE=1"],
+    ));
+    let id = create(&env, &machine_spec(&name, 2, 5), &[]).await;
+    wait_state(&env, id, "deployed", Duration::from_secs(60)).await;
+    let store = store_dir(&env, id);
+    let expected = vec![format!("{name}-1"), format!("{name}-2")];
+    assert_eq!(
+        stored_machines(&store),
+        expected,
+        "one machine per node in the store"
+    );
+    for machine in &expected {
+        assert_eq!(
+            create_calls(&store, machine),
+            3,
+            "{machine}: two failed creates, then one that worked"
+        );
+    }
+    let removed_half_made = calls(&store)
+        .iter()
+        .filter(|(op, _, _, _)| op == "rm")
+        .count();
+    assert!(
+        removed_half_made >= 2,
+        "the half-made machines were removed before retrying"
+    );
+    for (job, state, attempt) in job_ids(&env, id, "provision_machine").await {
+        assert_eq!(state, "succeeded", "job {job}");
+        assert_eq!(attempt, 3, "job {job} took {attempt} attempts");
+    }
+    let (machines, containers) = row_states(&env, id).await;
+    assert_eq!(machines, vec!["ready", "ready"]);
+    assert_eq!(containers.len(), 2);
+    assert_eq!(containers_of(id).len(), 2);
+    teardown_and_check_empty(&env, id, &name).await;
+    assert!(stored_machines(&store).is_empty());
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn deploy_create_that_fails_for_good_rolls_back_everything() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "doomed");
+    let _guard = Containers(vec![name.clone()]);
+    let worker = env.spawn_worker(config_with(
+        &env,
+        &[
+            "STANDIN_FAIL_CREATE=always",
+            &format!("STANDIN_FAIL_MATCH={name}-2$"),
+        ],
+    ));
+    let id = create(&env, &machine_spec(&name, 3, 2), &[]).await;
+    let row = wait_state(&env, id, "torn_down", Duration::from_secs(60)).await;
+    let error = row.last_error.unwrap_or_default();
+    assert!(
+        error.contains(&format!("machine {name}-2 failed")),
+        "last error: {error}"
+    );
+    let store = store_dir(&env, id);
+    assert!(
+        stored_machines(&store).is_empty(),
+        "machines left: {:?}",
+        stored_machines(&store)
+    );
+    assert!(containers_of(id).is_empty());
+    assert_eq!(
+        create_calls(&store, &format!("{name}-2")),
+        2,
+        "two attempts, then the rollback"
+    );
+    let (machines, containers) = row_states(&env, id).await;
+    assert!(
+        machines.iter().all(|state| state == "removed"),
+        "{machines:?}"
+    );
+    assert!(
+        containers.is_empty(),
+        "the deploy never ran: {containers:?}"
+    );
+    assert!(job_ids(&env, id, "deploy").await.is_empty());
+    let teardowns = job_ids(&env, id, "teardown").await;
+    assert_eq!(teardowns.len(), 1, "one rollback teardown: {teardowns:?}");
+    assert_eq!(teardowns[0].1, "succeeded");
+    let events = env.store.deployment_events(id, 200).await.unwrap();
+    let path: Vec<String> = events
+        .iter()
+        .filter(|event| event.subject == "deployment")
+        .filter_map(|event| event.to_state.clone())
+        .collect();
+    assert_eq!(
+        path,
+        ["provisioning", "failed", "tearing_down", "torn_down"]
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn deploy_worker_killed_during_create_converges_without_duplicates() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "kill-create");
+    let _guard = Containers(vec![name.clone()]);
+    let mut first = worker_process(
+        &env,
+        &["--machine-env", "STANDIN_CREATE_DELAY_MS=3000"],
+        &[],
+    );
+    let id = create(&env, &machine_spec(&name, 2, 5), &[]).await;
+    let store = store_dir(&env, id);
+    wait_for("both creates to start", Duration::from_secs(30), || async {
+        let started = calls(&store)
+            .iter()
+            .filter(|(op, _, _, _)| op == "create")
+            .count();
+        (started == 2).then_some(())
+    })
+    .await;
+    first.signal(libc::SIGKILL);
+    first.wait(Duration::from_secs(10));
+    // docker-machine runs in its own process group: the creates carry on without their
+    // worker. The next worker waits for them and adopts their machines.
+    let second = env.spawn_worker(env.worker_config());
+    wait_state(&env, id, "deployed", Duration::from_secs(60)).await;
+    let expected = vec![format!("{name}-1"), format!("{name}-2")];
+    assert_eq!(stored_machines(&store), expected);
+    for machine in &expected {
+        assert_eq!(
+            create_calls(&store, machine),
+            1,
+            "{machine} adopted, not created again"
+        );
+    }
+    for (job, state, attempt) in job_ids(&env, id, "provision_machine").await {
+        assert_eq!(state, "succeeded", "job {job}");
+        assert!(attempt >= 2, "job {job} ran again after the kill");
+    }
+    let running = containers_of(id);
+    assert_eq!(running.len(), 2, "{running:?}");
+    teardown_and_check_empty(&env, id, &name).await;
+    assert!(stored_machines(&store).is_empty());
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn deploy_worker_killed_during_deploy_converges_without_duplicates() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "kill-deploy");
+    let _guard = Containers(vec![name.clone()]);
+    let mut first = worker_process(&env, &[], &[]);
+    let id = create(&env, &local_spec(&name, 6), &[]).await;
+    wait_for(
+        "the deploy to create its first container",
+        Duration::from_secs(60),
+        || async {
+            let client = env.sql().await;
+            let count: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM containers WHERE deployment_id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (count >= 1).then_some(())
+        },
+    )
+    .await;
+    first.signal(libc::SIGKILL);
+    first.wait(Duration::from_secs(10));
+    let before = containers_of(id).len();
+    assert!(
+        before < 6,
+        "the kill came after the whole deploy ({before} containers)"
+    );
+    let second = env.spawn_worker(env.worker_config());
+    wait_state(&env, id, "deployed", Duration::from_secs(60)).await;
+    let running = containers_of(id);
+    assert_eq!(running.len(), 6, "one container per machine: {running:?}");
+    assert!(running.iter().all(|(_, _, state)| state == "running"));
+    let mut names: Vec<String> = running.into_iter().map(|(_, name, _)| name).collect();
+    names.sort();
+    let mut expected: Vec<String> = (1..=6).map(|n| format!("lc-{name}-{n}-g1")).collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    let deploys = job_ids(&env, id, "deploy").await;
+    assert_eq!(deploys.len(), 1);
+    assert_eq!(deploys[0].1, "succeeded");
+    assert!(deploys[0].2 >= 2, "the deploy ran again after the kill");
+    let (_, containers) = row_states(&env, id).await;
+    assert_eq!(containers.len(), 6);
+    assert!(
+        containers.iter().all(|(_, _, state)| state == "running"),
+        "{containers:?}"
+    );
+    teardown_and_check_empty(&env, id, &name).await;
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn deploy_teardown_while_provisioning_leaves_nothing() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "early");
+    let _guard = Containers(vec![name.clone()]);
+    let worker = env.spawn_worker(config_with(&env, &["STANDIN_CREATE_DELAY_MS=2500"]));
+    let id = create(&env, &machine_spec(&name, 3, 3), &[]).await;
+    let store = store_dir(&env, id);
+    wait_for("the creates to start", Duration::from_secs(30), || async {
+        (calls(&store).iter().any(|(op, _, _, _)| op == "create")).then_some(())
+    })
+    .await;
+    let (code, out, err) = lc_with(&env, &["deploy", "teardown", &name], &[], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("was provisioning"), "{out}");
+    wait_state(&env, id, "torn_down", Duration::from_secs(60)).await;
+    assert!(
+        stored_machines(&store).is_empty(),
+        "machines left: {:?}",
+        stored_machines(&store)
+    );
+    // Nothing shows up later either (no create was still running behind the teardown).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        stored_machines(&store).is_empty(),
+        "machines appeared: {:?}",
+        stored_machines(&store)
+    );
+    assert!(containers_of(id).is_empty());
+    assert!(
+        job_ids(&env, id, "deploy").await.is_empty(),
+        "no deploy after a teardown"
+    );
+    let (machines, _) = row_states(&env, id).await;
+    assert!(
+        machines.iter().all(|state| state == "removed"),
+        "{machines:?}"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn deploy_hanging_docker_machine_is_killed_at_its_timeout() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "hang");
+    let mut config = config_with(&env, &["STANDIN_HANG=create"]);
+    config.machine_timeout = Duration::from_millis(1500);
+    let worker = env.spawn_worker(config);
+    let id = create(&env, &machine_spec(&name, 1, 2), &[]).await;
+    let store = store_dir(&env, id);
+    let child_file = store.join(".standin/hang-child.pid");
+    let child = wait_for("the create to hang", Duration::from_secs(30), || async {
+        read_pid(&child_file)
+    })
+    .await;
+    let parent = read_pid(&store.join(".standin/hang.pid")).unwrap();
+    let hung = Instant::now();
+    assert!(alive(child));
+    wait_for(
+        "the hung call's process group to die",
+        Duration::from_secs(10),
+        || async { (!alive(child) && !alive(parent)).then_some(()) },
+    )
+    .await;
+    let took = hung.elapsed();
+    println!(
+        "hung docker-machine create killed {} ms after it hung (timeout 1500 ms)",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_millis(3500), "killed after {took:?}");
+    // Both attempts time out; the rollback removes the half-made machine.
+    let row = wait_state(&env, id, "torn_down", Duration::from_secs(60)).await;
+    assert!(
+        row.last_error
+            .unwrap_or_default()
+            .contains("did not finish within")
+    );
+    assert!(
+        stored_machines(&store).is_empty(),
+        "machines left: {:?}",
+        stored_machines(&store)
+    );
+    let hangs = std::fs::read_to_string(store.join(".standin/hang-children")).unwrap();
+    for line in hangs.lines() {
+        let pid: i32 = line.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(!alive(pid), "orphaned sleep {pid} from {line:?}");
+    }
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn deploy_cancelling_a_hanging_create_kills_it_at_once() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "cancel");
+    let worker = env.spawn_worker(config_with(&env, &["STANDIN_HANG=create"]));
+    let id = create(&env, &machine_spec(&name, 1, 3), &[]).await;
+    let store = store_dir(&env, id);
+    let child = wait_for("the create to hang", Duration::from_secs(30), || async {
+        read_pid(&store.join(".standin/hang-child.pid"))
+    })
+    .await;
+    let job = job_ids(&env, id, "provision_machine").await[0].0;
+    let (code, _, err) = lc_with(&env, &["jobs", "cancel", &job.to_string()], &[], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    let cancelled = Instant::now();
+    wait_for(
+        "the hung call to be killed",
+        Duration::from_secs(5),
+        || async { (!alive(child)).then_some(()) },
+    )
+    .await;
+    let took = cancelled.elapsed();
+    println!(
+        "cancel killed the hung create in {} ms (machine timeout 30 s)",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    // The watchdog sees the cancelled job and rolls the deployment back.
+    let row = wait_state(&env, id, "torn_down", Duration::from_secs(60)).await;
+    assert!(row.last_error.unwrap_or_default().contains("cancelled"));
+    assert!(
+        stored_machines(&store).is_empty(),
+        "machines left: {:?}",
+        stored_machines(&store)
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn deploy_watchdog_rolls_back_a_machine_job_lost_to_lease_expiry() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "lost");
+    let _guard = Containers(vec![name.clone()]);
+    let mut first = worker_process(
+        &env,
+        &["--machine-env", "STANDIN_CREATE_DELAY_MS=2500"],
+        &[],
+    );
+    // One attempt per machine: the kill uses it up, so the job dies by lease expiry.
+    let id = create(&env, &machine_spec(&name, 2, 1), &[]).await;
+    let store = store_dir(&env, id);
+    wait_for("the creates to start", Duration::from_secs(30), || async {
+        (calls(&store)
+            .iter()
+            .filter(|(op, _, _, _)| op == "create")
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
+    first.signal(libc::SIGKILL);
+    first.wait(Duration::from_secs(10));
+    let second = env.spawn_worker(env.worker_config());
+    let row = wait_state(&env, id, "torn_down", Duration::from_secs(60)).await;
+    let error = row.last_error.unwrap_or_default();
+    assert!(
+        error.contains("is dead") && error.contains("lease expired"),
+        "last error: {error}"
+    );
+    assert!(
+        stored_machines(&store).is_empty(),
+        "machines left: {:?}",
+        stored_machines(&store)
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        stored_machines(&store).is_empty(),
+        "machines appeared: {:?}",
+        stored_machines(&store)
+    );
+    assert!(containers_of(id).is_empty());
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn deploy_refuses_invalid_specs_and_missing_credentials_and_makes_nothing() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "bad");
+    let token_var = format!("LC_TEST_TOKEN_{}", env.prefix[1..9].to_uppercase());
+    let cases: Vec<(String, &str)> = vec![
+        (local_spec("Bad_Name", 1), "invalid deployment name"),
+        (
+            local_spec(&format!("{name}-{}", "x".repeat(40)), 1),
+            "invalid deployment name",
+        ),
+        (
+            local_spec(&name, 1).replace("kind: local", "kind: hetzner"),
+            "unknown variant `hetzner`",
+        ),
+        (
+            local_spec(&name, 1).replace("nodes: 1", "nodes: 0"),
+            "nodes",
+        ),
+        (
+            local_spec(&name, 1).replace("network_mode: none", "network_mode: bridge"),
+            "unknown variant `bridge`",
+        ),
+        (
+            local_spec(&name, 1).replace("owner: tests", "owner: tests\ncolour: blue"),
+            "unknown field `colour`",
+        ),
+        (
+            machine_spec(&name, 1, 1).replace("driver: none", "driver: 'none; touch /tmp/x'"),
+            "provider.driver",
+        ),
+        (
+            machine_spec(&name, 1, 1).replace(
+                "driver_flags: {",
+                "driver_flags: {digitalocean-access-token: abc, ",
+            ),
+            "looks like a credential",
+        ),
+        (
+            machine_spec(&name, 1, 1).replace(
+                "driver: none,",
+                &format!("driver: digitalocean, credentials_env: [{token_var}],"),
+            ),
+            "not set",
+        ),
+        (
+            machine_spec(&name, 1, 1).replace(
+                "driver: none,",
+                "driver: digitalocean, credentials_env: [not-a-name],",
+            ),
+            "credentials_env",
+        ),
+    ];
+    for (spec, expected) in &cases {
+        let path = write_spec(&env, spec);
+        let (code, out, err) = lc_with(
+            &env,
+            &["deploy", "create", path.to_str().unwrap()],
+            &[],
+            &[&token_var],
+        )
+        .await;
+        assert_eq!(
+            code, 1,
+            "expected a refusal ({expected}) for:\n{spec}\nstdout: {out}"
+        );
+        assert!(err.contains(expected), "error for {expected:?} was: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+    }
+    let client = env.sql().await;
+    for table in ["deployments", "machines", "containers", "jobs"] {
+        let count: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(count, 0, "{table} has rows after refused specs");
+    }
+    assert!(
+        !env.worker_config().machines_dir.exists(),
+        "docker-machine ran"
+    );
+
+    // Set for `lc` but not for the worker: the worker refuses at run time, before any
+    // docker-machine call, and the deployment is rolled back.
+    let spec = machine_spec(&name, 1, 3).replace(
+        "driver: none,",
+        &format!("driver: digitalocean, credentials_env: [{token_var}],"),
+    );
+    let worker = env.spawn_worker(env.worker_config());
+    let id = create(&env, &spec, &[(&token_var, "set-for-lc-only")]).await;
+    let row = wait_state(&env, id, "torn_down", Duration::from_secs(30)).await;
+    let error = row.last_error.unwrap_or_default();
+    assert!(
+        error.contains(&token_var) && error.contains("not set in this worker's environment"),
+        "{error}"
+    );
+    let store = store_dir(&env, id);
+    assert_eq!(
+        calls(&store)
+            .iter()
+            .filter(|(op, _, _, _)| op == "create")
+            .count(),
+        0
+    );
+    assert!(stored_machines(&store).is_empty());
+    let machine_jobs = job_ids(&env, id, "provision_machine").await;
+    assert_eq!(machine_jobs[0].1, "dead");
+    assert_eq!(machine_jobs[0].2, 1, "a missing credential is not retried");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn deploy_credentials_never_reach_logs_rows_or_events() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "secret");
+    let _guard = Containers(vec![name.clone()]);
+    let token = format!(
+        "dop_v1_{}{}",
+        Uuid::new_v4().simple(),
+        Uuid::new_v4().simple()
+    );
+    let engine = format!("STANDIN_ENGINE_URL={}", docker_host());
+    let mut worker = worker_process(
+        &env,
+        &[
+            "--machine-env",
+            &engine,
+            "--machine-env",
+            "STANDIN_FAIL_CREATE=1",
+        ],
+        &[("DIGITALOCEAN_ACCESS_TOKEN", token.as_str())],
+    );
+    let spec = machine_spec(&name, 2, 3)
+        .replace(
+            &format!("driver: none, driver_flags: {{url: '{}'}}", docker_host()),
+            "driver: digitalocean, driver_flags: {digitalocean-region: fra1}, credentials_env: [DIGITALOCEAN_ACCESS_TOKEN]",
+        );
+    assert!(spec.contains("digitalocean"), "{spec}");
+    let id = create(
+        &env,
+        &spec,
+        &[("DIGITALOCEAN_ACCESS_TOKEN", token.as_str())],
+    )
+    .await;
+    wait_state(&env, id, "deployed", Duration::from_secs(60)).await;
+    let store = store_dir(&env, id);
+    // The token reached docker-machine, as environment only.
+    let config =
+        std::fs::read_to_string(store.join(format!("machines/{name}-1/config.json"))).unwrap();
+    assert!(config.contains(&token), "the driver got the token");
+    for (op, _, env_names, argv) in calls(&store) {
+        assert!(
+            argv.iter().all(|arg| !arg.contains(&token)),
+            "token in the arguments of {op}"
+        );
+        if op == "create" {
+            assert!(
+                env_names.contains(&"DIGITALOCEAN_ACCESS_TOKEN".to_owned()),
+                "create without the token"
+            );
+        }
+    }
+    assert_eq!(containers_of(id).len(), 2);
+    let (_, show, _) = lc_with(&env, &["deploy", "show", &name, "--json"], &[], &[]).await;
+    let (code, _, err) = lc_with(
+        &env,
+        &["deploy", "teardown", &name, "--wait", "--timeout", "60s"],
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(stored_machines(&store).is_empty());
+    assert!(containers_of(id).is_empty());
+    worker.signal(libc::SIGTERM);
+    worker.wait(Duration::from_secs(20));
+
+    let log = worker.log_text();
+    assert!(log.contains("worker started"), "worker log is empty: {log}");
+    assert!(!log.contains(&token), "token in the worker log");
+    assert!(!show.contains(&token), "token in lc deploy show");
+    let client = env.sql().await;
+    for table in [
+        "jobs",
+        "job_events",
+        "deployments",
+        "machines",
+        "containers",
+        "deployment_events",
+    ] {
+        let rows = client
+            .query(&format!("SELECT t::text FROM {table} t"), &[])
+            .await
+            .unwrap();
+        assert!(
+            !rows.is_empty() || table == "containers",
+            "{table} is empty"
+        );
+        for row in rows {
+            let text: String = row.get(0);
+            assert!(!text.contains(&token), "token in {table}: {text}");
+        }
+    }
+    // The job history holds the docker-machine output, redacted.
+    let logged: i64 = client
+        .query_one(
+            "SELECT count(*) FROM job_events WHERE message LIKE '%docker-machine create%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(logged >= 3, "create calls are logged ({logged})");
+    for (job, _, _) in job_ids(&env, id, "provision_machine").await {
+        let (_, out, _) = lc_with(
+            &env,
+            &["jobs", "show", &job.to_string(), "--json"],
+            &[],
+            &[],
+        )
+        .await;
+        assert!(!out.contains(&token));
+    }
+}
+
+#[tokio::test]
+async fn deploy_update_replaces_containers_one_machine_at_a_time() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "roll");
+    let _guard = Containers(vec![name.clone()]);
+    let worker = env.spawn_worker(env.worker_config());
+    let spec = local_spec(&name, 3);
+    let id = create(&env, &spec, &[]).await;
+    wait_state(&env, id, "deployed", Duration::from_secs(60)).await;
+    let path = write_spec(
+        &env,
+        &spec.replace("command: [sleep, '3600']", "command: [sleep, '7200']"),
+    );
+    let (code, _, err) = lc_with(
+        &env,
+        &[
+            "deploy",
+            "update",
+            path.to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(deployment(&env, id).await.generation, 2);
+    let mut running: Vec<String> = containers_of(id)
+        .into_iter()
+        .map(|(_, name, _)| name)
+        .collect();
+    running.sort();
+    assert_eq!(
+        running,
+        (1..=3)
+            .map(|n| format!("lc-{name}-{n}-g2"))
+            .collect::<Vec<_>>()
+    );
+    let (_, containers) = row_states(&env, id).await;
+    assert_eq!(
+        containers
+            .iter()
+            .filter(|(_, generation, state)| *generation == 1 && state == "removed")
+            .count(),
+        3
+    );
+    assert_eq!(
+        containers
+            .iter()
+            .filter(|(_, generation, state)| *generation == 2 && state == "running")
+            .count(),
+        3
+    );
+    // Rolling: machine n's new container runs before machine n+1's old one goes.
+    let events = env.store.deployment_events(id, 500).await.unwrap();
+    let position = |subject: String, to: &str| {
+        events
+            .iter()
+            .position(|event| event.subject == subject && event.to_state.as_deref() == Some(to))
+            .unwrap_or_else(|| panic!("no event {subject} → {to}"))
+    };
+    for n in 1..3 {
+        assert!(
+            position(format!("container lc-{name}-{n}-g2"), "running")
+                < position(format!("container lc-{name}-{}-g1", n + 1), "removed")
+        );
+    }
+    // A spec that changes the nodes is refused.
+    let path = write_spec(&env, &local_spec(&name, 4));
+    let (code, _, err) = lc_with(
+        &env,
+        &["deploy", "update", path.to_str().unwrap()],
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("changing nodes"), "{err}");
+    teardown_and_check_empty(&env, id, &name).await;
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn deploy_missing_image_is_a_fatal_clear_error() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "noimage");
+    let _guard = Containers(vec![name.clone()]);
+    let worker = env.spawn_worker(env.worker_config());
+    let spec = local_spec(&name, 1)
+        .replace(
+            &format!("image: {}", image()),
+            &format!("image: lc-missing-{}:latest", env.prefix),
+        )
+        .replace("pull: never", "pull: if-missing");
+    let id = create(&env, &spec, &[]).await;
+    let row = wait_state(&env, id, "failed", Duration::from_secs(60)).await;
+    let error = row.last_error.unwrap_or_default();
+    assert!(
+        error.contains("is not on the engine") && error.contains("could not be pulled"),
+        "{error}"
+    );
+    let deploys = job_ids(&env, id, "deploy").await;
+    assert_eq!(deploys[0].1, "dead");
+    assert_eq!(deploys[0].2, 1, "not retried");
+    let (_, out, _) = lc_with(&env, &["deploy", "show", &name], &[], &[]).await;
+    assert!(out.contains("could not be pulled"), "{out}");
+    teardown_and_check_empty(&env, id, &name).await;
+    worker.stop().await;
+}
