@@ -29,6 +29,8 @@ pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: Ca
     let mut redis_down = false;
     loop {
         let first = tokio::select! {
+            // Stop wins over a free permit, so an idle worker stops at once.
+            biased;
             _ = stop.cancelled() => break,
             permit = worker.permits.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
@@ -86,6 +88,7 @@ pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: Ca
                 }
                 claim_hinted(&worker, &key, hints, &mut permits).await;
             }
+            Ok(None) if stop.is_cancelled() => break,
             Ok(None) => {
                 // Nothing in Redis: a good moment to look for jobs without hints.
                 last_db_poll = Instant::now();

@@ -5,11 +5,29 @@ use clap::Parser;
 use lc_producer::cli::{Cli, run};
 use lc_shared::telemetry;
 
-#[tokio::main]
-async fn main() {
+/// Restores the default SIGPIPE action, so that `lc jobs ls | head` ends quietly as
+/// Unix tools do instead of panicking inside `println!`.
+#[allow(unsafe_code)]
+fn reset_sigpipe() {
+    // SAFETY: runs first thing in `main`, before the runtime starts any thread, and
+    // setting a signal's disposition to SIG_DFL has no other precondition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+fn main() {
+    reset_sigpipe();
     let cli = Cli::parse();
     telemetry::init(cli.log_format, "warn");
-    match run(cli).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            std::process::exit(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(code) => std::process::exit(code),
         Err(err) => {
             eprintln!("error: {}", lc_producer::cli::describe(&err));
