@@ -115,6 +115,22 @@ struct Args {
     #[arg(long, value_enum, value_delimiter = ',')]
     skip: Vec<Section>,
 
+    /// RUST_LOG of the worker processes (their logs go to the work directory)
+    #[arg(long, default_value = "warn")]
+    worker_log: String,
+
+    /// Profiling aid: log every statement of the bench database's new sessions, with its
+    /// duration, to the PostgreSQL server log (ALTER DATABASE ... SET
+    /// log_min_duration_statement = 0); costs some speed, so not for a measuring run
+    #[arg(long)]
+    log_statements: bool,
+
+    /// Experiment, not a measuring run: the workers' sessions run at READ COMMITTED
+    /// instead of the server's default (SERIALIZABLE here), to size the cost of
+    /// serialization failures
+    #[arg(long)]
+    worker_read_committed: bool,
+
     /// Do not set the queues' Redis markers before the workers start (then each
     /// worker's first sweep rebuilds the queue's hints from the database, which is what
     /// a Redis that lost its data gets)
@@ -130,13 +146,16 @@ struct Row {
     target: String,
     /// `Some(true)` MET, `Some(false)` MISSED, `None` no target or not measured.
     met: Option<bool>,
+    /// The measurement itself failed (see the notes).
+    failed: bool,
 }
 
-fn verdict(met: Option<bool>) -> &'static str {
-    match met {
-        Some(true) => "MET",
-        Some(false) => "MISSED",
-        None => "-",
+fn verdict(row: &Row) -> &'static str {
+    match (row.failed, row.met) {
+        (true, _) => "FAILED",
+        (false, Some(true)) => "MET",
+        (false, Some(false)) => "MISSED",
+        (false, None) => "-",
     }
 }
 
@@ -189,14 +208,27 @@ impl Bench {
             && !self.args.skip.contains(&section)
     }
 
-    fn row(&mut self, figure: impl Into<String>, measured: impl Into<String>, target: impl Into<String>, met: Option<bool>) {
+    fn row(
+        &mut self,
+        figure: impl Into<String>,
+        measured: impl Into<String>,
+        target: impl Into<String>,
+        met: Option<bool>,
+    ) {
         let row = Row {
             figure: figure.into(),
             measured: measured.into(),
             target: target.into(),
             met,
+            failed: false,
         };
-        eprintln!("[bench]   {} = {} (target {}) {}", row.figure, row.measured, row.target, verdict(row.met));
+        eprintln!(
+            "[bench]   {} = {} (target {}) {}",
+            row.figure,
+            row.measured,
+            row.target,
+            verdict(&row)
+        );
         self.rows.push(row);
     }
 
@@ -215,7 +247,11 @@ impl Bench {
             clients.push(store.client().await?);
         }
         drop(clients);
-        let queue = Queue::connect(&self.args.connect.redis_url, &self.args.connect.redis_prefix).await?;
+        let queue = Queue::connect(
+            &self.args.connect.redis_url,
+            &self.args.connect.redis_prefix,
+        )
+        .await?;
         queue.ping().await.context("redis does not answer")?;
         Ok(Producer::from_parts(store, Some(queue)))
     }
@@ -231,21 +267,34 @@ impl Bench {
         *self.enqueued.entry(queue.to_owned()).or_default() += jobs;
     }
 
-    async fn query_i64(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<i64> {
+    async fn query_i64(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<i64> {
         let client = self.store.client().await?;
         Ok(client.query_one(sql, params).await?.get(0))
     }
 
-    /// Jobs of `queue` not finished yet (cheap: both partial indexes).
-    async fn unfinished(&self, client: &deadpool_postgres::Object, queue: &str) -> Result<i64> {
+    /// Jobs of `queue` not finished yet (cheap: both partial indexes): queued, running.
+    async fn unfinished_split(
+        &self,
+        client: &deadpool_postgres::Object,
+        queue: &str,
+    ) -> Result<(i64, i64)> {
         let row = client
             .query_one(
-                "SELECT (SELECT count(*) FROM jobs WHERE state = 'queued' AND queue = $1)
-                      + (SELECT count(*) FROM jobs WHERE state = 'running' AND queue = $1)",
+                "SELECT (SELECT count(*) FROM jobs WHERE state = 'queued' AND queue = $1),
+                        (SELECT count(*) FROM jobs WHERE state = 'running' AND queue = $1)",
                 &[&queue],
             )
             .await?;
-        Ok(row.get(0))
+        Ok((row.get(0), row.get(1)))
+    }
+
+    async fn unfinished(&self, client: &deadpool_postgres::Object, queue: &str) -> Result<i64> {
+        let (queued, running) = self.unfinished_split(client, queue).await?;
+        Ok(queued + running)
     }
 
     /// Waits until no job of `queues` is queued or running; returns how many polls it made.
@@ -263,7 +312,10 @@ impl Bench {
                 return Ok(polls);
             }
             if started.elapsed() > timeout {
-                bail!("timed out after {timeout:?} with {left} jobs of {} unfinished", queues.join(","));
+                bail!(
+                    "timed out after {timeout:?} with {left} jobs of {} unfinished",
+                    queues.join(",")
+                );
             }
             tokio::time::sleep(POLL).await;
         }
@@ -271,22 +323,35 @@ impl Bench {
 
     // ------------------------------------------------------------------ workers
 
-    async fn spawn_worker(&mut self, role: &str, queues: &[String], extra: &[String]) -> Result<WorkerProc> {
+    async fn spawn_worker(
+        &mut self,
+        role: &str,
+        queues: &[String],
+        extra: &[String],
+    ) -> Result<WorkerProc> {
         self.worker_seq += 1;
         let name = format!("{:02}-{role}", self.worker_seq);
         let log = self.work_dir.join(format!("worker-{name}.log"));
-        let file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let file =
+            std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let exe = self.bin_dir.join("lc-worker");
         let mut command = Command::new(&exe);
         command
             .arg("--queues")
             .arg(queues.join(","))
             .args(extra)
-            .env("DATABASE_URL", &self.args.connect.database_url)
+            .env(
+                "DATABASE_URL",
+                if self.args.worker_read_committed {
+                    observer_url(&self.args.connect.database_url)
+                } else {
+                    self.args.connect.database_url.clone()
+                },
+            )
             .env("REDIS_URL", &self.args.connect.redis_url)
             .env("LC_REDIS_PREFIX", &self.args.connect.redis_prefix)
             .env("LC_LOG_FORMAT", "json")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", &self.args.worker_log)
             .env("LC_MACHINES_DIR", self.work_dir.join("machines"))
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
@@ -295,7 +360,6 @@ impl Bench {
         if let Some(docker_machine) = self.docker_machine() {
             command.env("LC_DOCKER_MACHINE", docker_machine);
         }
-        command.env("STANDIN_CREATE_DELAY_MS", self.args.fanout_create_delay_ms.to_string());
         let child = command
             .spawn()
             .with_context(|| format!("start {}", exe.display()))?;
@@ -308,7 +372,12 @@ impl Bench {
         {
             let _ = writeln!(pids, "{pid}");
         }
-        Ok(WorkerProc { name, child, pid, log })
+        Ok(WorkerProc {
+            name,
+            child,
+            pid,
+            log,
+        })
     }
 
     /// The worker's id once it registered.
@@ -326,7 +395,11 @@ impl Bench {
                 return Ok(row.get(0));
             }
             if let Some(status) = worker.child.try_wait()? {
-                bail!("worker {} exited with {status} before registering; see {}", worker.name, worker.log.display());
+                bail!(
+                    "worker {} exited with {status} before registering; see {}",
+                    worker.name,
+                    worker.log.display()
+                );
             }
             if started.elapsed() > timeout {
                 bail!("worker {} did not register within {timeout:?}", worker.name);
@@ -354,7 +427,10 @@ impl Bench {
                     }
                 }
                 Err(_) => {
-                    self.note(format!("worker {} did not stop within {timeout:?} of SIGTERM: killed", worker.name));
+                    self.note(format!(
+                        "worker {} did not stop within {timeout:?} of SIGTERM: killed",
+                        worker.name
+                    ));
                     worker.child.start_kill()?;
                     let _ = worker.child.wait().await;
                 }
@@ -366,7 +442,9 @@ impl Bench {
 
     /// Reports warnings and errors a worker logged.
     fn scan_log(&mut self, worker: &WorkerProc) {
-        let Ok(text) = std::fs::read_to_string(&worker.log) else { return };
+        let Ok(text) = std::fs::read_to_string(&worker.log) else {
+            return;
+        };
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for line in text.lines() {
             let (level, message) = match serde_json::from_str::<Value>(line) {
@@ -404,6 +482,9 @@ impl Bench {
             let producer = self.producer(concurrency).await?;
             let total = self.args.jobs;
             let next = Arc::new(AtomicUsize::new(0));
+            let stats_client = self.store.client().await?;
+            let pg_before = pg_stats(&stats_client).await?;
+            let cpu_before = cpu_sample(&[]);
             let started = Instant::now();
             let mut tasks = JoinSet::new();
             for _ in 0..concurrency {
@@ -426,11 +507,22 @@ impl Bench {
                 latencies.extend(joined??);
             }
             let elapsed = started.elapsed().as_secs_f64();
+            let cpu = cpu_split(&cpu_before, &cpu_sample(&[]), self.clk_tck);
             drop(producer);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let pg = pg_delta(
+                &pg_before,
+                &pg_stats(&stats_client).await?,
+                total as f64,
+                0.0,
+            );
             self.count_enqueued(&queue, total as u64);
             let rate = total as f64 / elapsed;
             let call = percentiles(&mut latencies);
-            eprintln!("[bench]   single c={concurrency}: {total} in {elapsed:.2}s = {rate:.0}/s, call p50 {:.2} ms", call["p50"]);
+            eprintln!(
+                "[bench]   single c={concurrency}: {total} in {elapsed:.2}s = {rate:.0}/s, call p50 {:.2} ms",
+                call["p50"]
+            );
             runs.push(json!({
                 "concurrency": concurrency,
                 "jobs": total,
@@ -438,6 +530,8 @@ impl Bench {
                 "jobs_per_s": round(rate, 0),
                 "call_ms": call,
                 "queue": queue,
+                "cpu": cpu,
+                "postgres": pg,
             }));
         }
         let best = best_run(&runs)?;
@@ -473,12 +567,17 @@ impl Bench {
                     .map(|batch| {
                         let size = batch_size.min(total - batch * batch_size);
                         (0..size)
-                            .map(|_| NewJob::new(JobKind::Noop, json!({})).with_queue(queue.as_str()))
+                            .map(|_| {
+                                NewJob::new(JobKind::Noop, json!({})).with_queue(queue.as_str())
+                            })
                             .collect()
                     })
                     .collect(),
             );
             let next = Arc::new(AtomicUsize::new(0));
+            let stats_client = self.store.client().await?;
+            let pg_before = pg_stats(&stats_client).await?;
+            let cpu_before = cpu_sample(&[]);
             let started = Instant::now();
             let mut tasks = JoinSet::new();
             for _ in 0..concurrency {
@@ -492,7 +591,12 @@ impl Bench {
                         let Some(batch) = all.get(index) else { break };
                         let call = Instant::now();
                         let enqueued = producer.enqueue_batch(batch).await?;
-                        ensure!(enqueued.len() == batch.len(), "batch of {} enqueued {}", batch.len(), enqueued.len());
+                        ensure!(
+                            enqueued.len() == batch.len(),
+                            "batch of {} enqueued {}",
+                            batch.len(),
+                            enqueued.len()
+                        );
                         latencies.push(call.elapsed().as_secs_f64() * 1000.0);
                     }
                     anyhow::Ok(latencies)
@@ -503,7 +607,15 @@ impl Bench {
                 latencies.extend(joined??);
             }
             let elapsed = started.elapsed().as_secs_f64();
+            let cpu = cpu_split(&cpu_before, &cpu_sample(&[]), self.clk_tck);
             drop(producer);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let pg = pg_delta(
+                &pg_before,
+                &pg_stats(&stats_client).await?,
+                total as f64,
+                0.0,
+            );
             self.count_enqueued(&queue, total as u64);
             let rate = total as f64 / elapsed;
             eprintln!("[bench]   bulk c={concurrency}: {total} in {elapsed:.2}s = {rate:.0}/s");
@@ -515,12 +627,17 @@ impl Bench {
                 "jobs_per_s": round(rate, 0),
                 "batch_call_ms": percentiles(&mut latencies),
                 "queue": queue,
+                "cpu": cpu,
+                "postgres": pg,
             }));
         }
         let best = best_run(&runs)?;
         let rate = best["jobs_per_s"].as_f64().unwrap_or(0.0);
         self.row(
-            format!("bulk enqueue (batches of {batch_size}, {} tasks)", best["concurrency"]),
+            format!(
+                "bulk enqueue (batches of {batch_size}, {} tasks)",
+                best["concurrency"]
+            ),
             format!("{} jobs/s", thousands(rate)),
             format!(">= {}", thousands(TARGET_BULK)),
             Some(rate >= TARGET_BULK),
@@ -556,9 +673,15 @@ impl Bench {
     /// them until every job succeeded.
     async fn drain(&mut self, queue: &str, expected: usize, workers: usize) -> Result<Value> {
         let waiting = self
-            .query_i64("SELECT count(*) FROM jobs WHERE queue = $1 AND state = 'queued'", &[&queue])
+            .query_i64(
+                "SELECT count(*) FROM jobs WHERE queue = $1 AND state = 'queued'",
+                &[&queue],
+            )
             .await?;
-        ensure!(waiting == expected as i64, "queue {queue} holds {waiting} queued jobs, expected {expected}");
+        ensure!(
+            waiting == expected as i64,
+            "queue {queue} holds {waiting} queued jobs, expected {expected}"
+        );
         let hints = self.queue.ready_len(queue).await?;
         let poll_client = self.store.client().await?;
         // Let the connections of earlier phases close, so their statistics are in.
@@ -573,29 +696,35 @@ impl Bench {
         let clock = Instant::now();
         let mut procs = Vec::new();
         for index in 0..workers {
-            procs.push(self.spawn_worker(&format!("drain{workers}-{index}"), &queues, &extra).await?);
+            procs.push(
+                self.spawn_worker(&format!("drain{workers}-{index}"), &queues, &extra)
+                    .await?,
+            );
         }
         let mut polls = 0u64;
+        let mut max_running = 0i64;
         let timeout = Duration::from_secs(30) + Duration::from_millis(expected as u64 * 2);
-        loop {
-            polls += 1;
-            let left = self.unfinished(&poll_client, queue).await?;
-            if left == 0 {
-                break;
-            }
-            if clock.elapsed() > timeout {
-                for proc in procs {
-                    self.stop_worker(proc, Duration::from_secs(10)).await?;
+        let waited: Result<()> = async {
+            loop {
+                polls += 1;
+                let (queued, running) = self.unfinished_split(&poll_client, queue).await?;
+                max_running = max_running.max(running);
+                if queued + running == 0 {
+                    return Ok(());
                 }
-                bail!("drain of {queue}: {left} jobs still unfinished after {timeout:?}");
-            }
-            for proc in &mut procs {
-                if let Some(status) = proc.child.try_wait()? {
-                    bail!("worker {} exited with {status} during the drain; see {}", proc.name, proc.log.display());
+                ensure!(
+                    clock.elapsed() <= timeout,
+                    "drain of {queue}: {queued} queued and {running} running jobs left after {timeout:?}"
+                );
+                for proc in &mut procs {
+                    if let Some(status) = proc.child.try_wait()? {
+                        bail!("worker {} exited with {status} during the drain; see {}", proc.name, proc.log.display());
+                    }
                 }
+                tokio::time::sleep(POLL).await;
             }
-            tokio::time::sleep(POLL).await;
         }
+        .await;
         let wall = clock.elapsed().as_secs_f64();
         let pids: Vec<u32> = procs.iter().map(|proc| proc.pid).collect();
         let cpu_after = cpu_sample(&pids);
@@ -603,6 +732,7 @@ impl Bench {
         for proc in procs {
             self.stop_worker(proc, Duration::from_secs(40)).await?;
         }
+        waited?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let pg_after = pg_stats(&poll_client).await?;
 
@@ -635,7 +765,11 @@ impl Bench {
             _ => Value::Null,
         };
         self.row(
-            format!("drain, {workers} worker{} x {}", if workers == 1 { "" } else { "s" }, self.args.worker_concurrency),
+            format!(
+                "drain, {workers} worker{} x {}",
+                if workers == 1 { "" } else { "s" },
+                self.args.worker_concurrency
+            ),
             format!("{} jobs/s", thousands(rate)),
             format!(">= {}", thousands(TARGET_DRAIN)),
             Some(rate >= TARGET_DRAIN),
@@ -651,6 +785,7 @@ impl Bench {
             "startup_s": round((first_start - spawned_at).as_seconds_f64(), 3),
             "poll_observed_s": round(wall, 3),
             "hints_waiting_at_start": hints,
+            "max_running_rows_seen": max_running,
             "max_attempt": max_attempt,
             "verified_succeeded": succeeded,
             "target": TARGET_DRAIN,
@@ -661,7 +796,11 @@ impl Bench {
         }))
     }
 
-    async fn drains(&mut self, single_queue: Option<String>, bulk_queue: Option<String>) -> Result<Value> {
+    async fn drains(
+        &mut self,
+        single_queue: Option<String>,
+        bulk_queue: Option<String>,
+    ) -> Result<Value> {
         let jobs = self.args.jobs;
         let one_queue = match single_queue {
             Some(queue) => queue,
@@ -680,14 +819,23 @@ impl Bench {
         };
         let two = self.drain(&two_queue, jobs, 2).await;
         let mut out = serde_json::Map::new();
-        for (key, result, queue) in [("one_worker", one, one_queue), ("two_workers", two, two_queue)] {
+        for (key, result, queue) in [
+            ("one_worker", one, one_queue),
+            ("two_workers", two, two_queue),
+        ] {
             match result {
                 Ok(mut value) => {
                     value["queue"] = json!(queue);
                     out.insert(key.to_owned(), value);
                 }
                 Err(err) => {
-                    self.row(format!("drain ({key})"), "failed", format!(">= {}", thousands(TARGET_DRAIN)), None);
+                    self.rows.push(Row {
+                        figure: format!("drain ({key})"),
+                        measured: "failed".to_owned(),
+                        target: format!(">= {}", thousands(TARGET_DRAIN)),
+                        met: None,
+                        failed: true,
+                    });
                     self.note(format!("drain {key}: {err:#}"));
                     out.insert(key.to_owned(), json!({"error": format!("{err:#}")}));
                 }
@@ -704,7 +852,9 @@ impl Bench {
         let extra = [format!("--concurrency={}", self.args.worker_concurrency)];
         let mut procs = Vec::new();
         for index in 0..2 {
-            let mut proc = self.spawn_worker(&format!("latency-{index}"), &queues, &extra).await?;
+            let mut proc = self
+                .spawn_worker(&format!("latency-{index}"), &queues, &extra)
+                .await?;
             self.registered(&mut proc, Duration::from_secs(20)).await?;
             procs.push(proc);
         }
@@ -712,6 +862,9 @@ impl Bench {
         // for their Redis connections.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let producer = self.producer(16).await?;
+        let stats_client = self.store.client().await?;
+        let pg_before = pg_stats(&stats_client).await?;
+        let cpu_before = cpu_sample(&[]);
         let rate = self.args.latency_rate.max(1);
         let total = (rate as f64 * self.args.latency_duration.as_secs_f64()).round() as usize;
         let mut interval = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
@@ -721,7 +874,7 @@ impl Bench {
         let mut late_ticks = 0usize;
         for _ in 0..total {
             let tick = interval.tick().await;
-            if tick.elapsed() > Duration::from_millis(1) {
+            if tick.elapsed() > Duration::from_millis(2) {
                 late_ticks += 1;
             }
             let producer = producer.clone();
@@ -755,10 +908,19 @@ impl Bench {
         drop(producer);
         self.count_enqueued(&queue, ids.len() as u64);
         let wait = self.wait_finished(&queues, Duration::from_secs(60)).await;
+        let pids: Vec<u32> = procs.iter().map(|proc| proc.pid).collect();
+        let cpu = cpu_split(&cpu_before, &cpu_sample(&pids), self.clk_tck);
         for proc in procs {
             self.stop_worker(proc, Duration::from_secs(40)).await?;
         }
         wait?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let pg = pg_delta(
+            &pg_before,
+            &pg_stats(&stats_client).await?,
+            total as f64,
+            0.0,
+        );
         ensure!(errors == 0, "{errors} enqueues failed");
         let client = self.store.client().await?;
         let rows = client
@@ -804,7 +966,10 @@ impl Bench {
         );
         self.row(
             "enqueue->finish, p50 / p99 / max",
-            format!("{} / {} / {} ms", finish["p50"], finish["p99"], finish["max"]),
+            format!(
+                "{} / {} / {} ms",
+                finish["p50"], finish["p99"], finish["max"]
+            ),
             "",
             None,
         );
@@ -815,7 +980,7 @@ impl Bench {
             "achieved_rate_per_s": round(ids.len() as f64 / schedule_s, 1),
             "schedule_s": round(schedule_s, 3),
             "produce_s": round(produce_s, 3),
-            "late_ticks": late_ticks,
+            "ticks_late_over_2ms": late_ticks,
             "workers": 2,
             "concurrency_per_worker": self.args.worker_concurrency,
             "enqueue_to_start_ms": start,
@@ -823,6 +988,8 @@ impl Bench {
             "enqueue_call_ms": percentiles(&mut call_ms),
             "retried": retried,
             "verified_succeeded": to_start.len(),
+            "cpu": cpu,
+            "postgres": pg,
             "target_p99_start_ms": TARGET_P99_START_MS,
             "met": p99 <= TARGET_P99_START_MS,
         }))
@@ -841,13 +1008,22 @@ impl Bench {
             "--heartbeat=1s".to_owned(),
             "--sweep-interval=500ms".to_owned(),
         ];
-        let mut victim = self.spawn_worker("recovery-victim", &queues, &settings).await?;
-        let victim_id = self.registered(&mut victim, Duration::from_secs(20)).await?;
+        let mut victim = self
+            .spawn_worker("recovery-victim", &queues, &settings)
+            .await?;
+        let victim_id = self
+            .registered(&mut victim, Duration::from_secs(20))
+            .await?;
         let producer = self.producer(2).await?;
         let batch: Vec<NewJob> = (0..jobs)
             .map(|_| NewJob::new(JobKind::Sleep, json!({"ms": 3000})).with_queue(queue.as_str()))
             .collect();
-        let ids: Vec<Uuid> = producer.enqueue_batch(&batch).await?.iter().map(|job| job.id).collect();
+        let ids: Vec<Uuid> = producer
+            .enqueue_batch(&batch)
+            .await?
+            .iter()
+            .map(|job| job.id)
+            .collect();
         drop(producer);
         self.count_enqueued(&queue, jobs as u64);
         let held_after = {
@@ -862,7 +1038,10 @@ impl Bench {
                 if held == jobs as i64 {
                     break clock.elapsed();
                 }
-                ensure!(clock.elapsed() < Duration::from_secs(20), "the victim holds only {held} of {jobs} jobs after 20s");
+                ensure!(
+                    clock.elapsed() < Duration::from_secs(20),
+                    "the victim holds only {held} of {jobs} jobs after 20s"
+                );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };
@@ -870,15 +1049,25 @@ impl Bench {
         let killed = Instant::now();
         let killed_db: DateTime<Utc> = {
             let client = self.store.client().await?;
-            client.query_one("SELECT clock_timestamp()", &[]).await?.get(0)
+            client
+                .query_one("SELECT clock_timestamp()", &[])
+                .await?
+                .get(0)
         };
         let _ = victim.child.wait().await;
-        let mut rescuer = self.spawn_worker("recovery-rescuer", &queues, &settings).await?;
-        let rescuer_id = self.registered(&mut rescuer, Duration::from_secs(20)).await?;
+        let mut rescuer = self
+            .spawn_worker("recovery-rescuer", &queues, &settings)
+            .await?;
+        let rescuer_id = self
+            .registered(&mut rescuer, Duration::from_secs(20))
+            .await?;
         let clock = Instant::now();
         let recovered = loop {
             let done = self
-                .query_i64("SELECT count(*) FROM jobs WHERE id = ANY($1) AND state = 'succeeded'", &[&ids])
+                .query_i64(
+                    "SELECT count(*) FROM jobs WHERE id = ANY($1) AND state = 'succeeded'",
+                    &[&ids],
+                )
                 .await?;
             if done == jobs as i64 {
                 break killed.elapsed().as_secs_f64();
@@ -956,29 +1145,41 @@ impl Bench {
                 &[],
             )
             .await?;
-        let leftovers: Vec<(String, i64)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+        let leftovers: Vec<(String, i64)> =
+            rows.iter().map(|row| (row.get(0), row.get(1))).collect();
         if leftovers.is_empty() {
             return Ok(json!({"jobs": 0}));
         }
         let queues: Vec<String> = leftovers.iter().map(|(queue, _)| queue.clone()).collect();
         let jobs: i64 = leftovers.iter().map(|(_, count)| count).sum();
-        eprintln!("[bench] running the {jobs} jobs left in {} so that every job is checked", queues.join(","));
+        eprintln!(
+            "[bench] running the {jobs} jobs left in {} so that every job is checked",
+            queues.join(",")
+        );
         let extra = [format!("--concurrency={}", self.args.worker_concurrency)];
         let mut procs = Vec::new();
         for index in 0..2 {
-            procs.push(self.spawn_worker(&format!("leftovers-{index}"), &queues, &extra).await?);
+            procs.push(
+                self.spawn_worker(&format!("leftovers-{index}"), &queues, &extra)
+                    .await?,
+            );
         }
         let clock = Instant::now();
         let waited = self
-            .wait_finished(&queues, Duration::from_secs(60) + Duration::from_millis(jobs as u64 * 2))
+            .wait_finished(
+                &queues,
+                Duration::from_secs(60) + Duration::from_millis(jobs as u64 * 2),
+            )
             .await;
         let seconds = clock.elapsed().as_secs_f64();
         for proc in procs {
             self.stop_worker(proc, Duration::from_secs(40)).await?;
         }
         waited?;
-        Ok(json!({"jobs": jobs, "queues": queues, "seconds": round(seconds, 3),
-                  "jobs_per_s_2_workers": round(jobs as f64 / seconds, 0)}))
+        Ok(
+            json!({"jobs": jobs, "queues": queues, "seconds": round(seconds, 3),
+                  "jobs_per_s_2_workers": round(jobs as f64 / seconds, 0)}),
+        )
     }
 
     /// Every job the bench enqueued ended `succeeded`, with its history.
@@ -1010,7 +1211,9 @@ impl Bench {
             expected_total += expected;
             succeeded_total += succeeded;
             if total != expected || succeeded != expected {
-                problems.push(format!("queue {queue}: enqueued {expected}, found {total}, succeeded {succeeded}"));
+                problems.push(format!(
+                    "queue {queue}: enqueued {expected}, found {total}, succeeded {succeeded}"
+                ));
             }
             // Only the recovery jobs may run twice (their first worker was killed).
             if retried > 0 && queue != "recovery" {
@@ -1032,7 +1235,10 @@ impl Bench {
         if without_event > 0 {
             problems.push(format!("{without_event} jobs have no 'succeeded' event"));
         }
-        let events: i64 = client.query_one("SELECT count(*) FROM job_events", &[]).await?.get(0);
+        let events: i64 = client
+            .query_one("SELECT count(*) FROM job_events", &[])
+            .await?
+            .get(0);
         let other_states: Vec<(String, String, i64)> = client
             .query(
                 "SELECT kind, state, count(*) FROM jobs WHERE kind NOT IN ('noop', 'sleep') GROUP BY kind, state ORDER BY kind, state",
@@ -1082,7 +1288,10 @@ impl Bench {
             && String::from_utf8_lossy(&output.stdout).contains("--no-deploy"));
         if !available {
             self.row(
-                format!("provision {} machines (create {} ms)", self.args.fanout_machines, self.args.fanout_create_delay_ms),
+                format!(
+                    "provision {} machines (create {} ms)",
+                    self.args.fanout_machines, self.args.fanout_create_delay_ms
+                ),
                 "not measured",
                 format!("<= {TARGET_PROVISION_S} s"),
                 None,
@@ -1094,35 +1303,95 @@ impl Bench {
     }
 }
 
-/// The deployment fan-out, once `lc deploy create SPEC --no-deploy` exists.
+/// The deployment fan-out: `lc deploy create SPEC --no-deploy` of a docker-machine
+/// deployment whose stand-in `create` takes a fixed time.
 impl Bench {
     async fn fanout_measure(&mut self) -> Result<Value> {
         let machines = self.args.fanout_machines;
         let Some(docker_machine) = self.docker_machine() else {
             bail!("the docker-machine stand-in is missing (give --docker-machine)");
         };
+        let queue = "fanout".to_owned();
+        self.prepare_queue(&queue).await?;
+        let name = spec_name(&self.args.connect.redis_prefix);
         let spec_path = self.work_dir.join("fanout-spec.json");
-        let spec = fanout_spec(machines, &self.args.connect.redis_prefix);
-        std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
-        // Workers: enough slots for every machine at once, two processes (as deployed).
-        let queues = ["default".to_owned()];
-        self.prepare_queue("default").await?;
-        let extra = [format!("--concurrency={}", (machines + 2).max(self.args.worker_concurrency))];
+        std::fs::write(
+            &spec_path,
+            serde_json::to_vec_pretty(&fanout_spec(&name, machines))?,
+        )?;
+        // Two worker processes with room for every machine job at once. A short lease
+        // only so that the provisioning watchdog (which runs every lease period) ends
+        // soon after the deployment is provisioned.
+        let queues = [queue.clone()];
+        let extra = [
+            format!(
+                "--concurrency={}",
+                (machines + 2).max(self.args.worker_concurrency)
+            ),
+            "--lease=5s".to_owned(),
+            "--heartbeat=1s".to_owned(),
+            // The worker passes docker-machine only the environment it is told to.
+            format!(
+                "--machine-env=STANDIN_CREATE_DELAY_MS={}",
+                self.args.fanout_create_delay_ms
+            ),
+        ];
         let mut procs = Vec::new();
         for index in 0..2 {
-            let mut proc = self.spawn_worker(&format!("fanout-{index}"), &queues, &extra).await?;
+            let mut proc = self
+                .spawn_worker(&format!("fanout-{index}"), &queues, &extra)
+                .await?;
             self.registered(&mut proc, Duration::from_secs(20)).await?;
             procs.push(proc);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let result = self.fanout_run(&spec_path, &docker_machine, machines).await;
+        let cpu_before = cpu_sample(&[]);
+        let result = self
+            .fanout_run(&spec_path, &docker_machine, &name, &queue, machines)
+            .await;
+        let pids: Vec<u32> = procs.iter().map(|proc| proc.pid).collect();
+        let cpu = cpu_split(&cpu_before, &cpu_sample(&pids), self.clk_tck);
+        // The deployment's remaining jobs (the watchdog) end before the workers stop.
+        let settled = self.wait_finished(&queues, Duration::from_secs(30)).await;
         for proc in procs {
             self.stop_worker(proc, Duration::from_secs(40)).await?;
         }
-        let value = result?;
+        let mut value = result?;
+        settled?;
+        let client = self.store.client().await?;
+        let states: Vec<(String, String, i64)> = client
+            .query(
+                "SELECT kind, state, count(*) FROM jobs WHERE queue = $1 GROUP BY kind, state ORDER BY kind, state",
+                &[&queue],
+            )
+            .await?
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect();
+        let failed: Vec<String> = states
+            .iter()
+            .filter(|(_, state, _)| state != "succeeded")
+            .map(|(kind, state, count)| format!("{count} {kind} {state}"))
+            .collect();
+        ensure!(
+            failed.is_empty(),
+            "deployment jobs did not all succeed: {}",
+            failed.join(", ")
+        );
+        value["jobs"] = json!(
+            states
+                .iter()
+                .map(|(kind, state, count)| json!({"kind": kind, "state": state, "count": count}))
+                .collect::<Vec<_>>()
+        );
+        value["worker_settings"] = json!(extra);
+        value["cpu"] = cpu;
         let seconds = value["seconds"].as_f64().unwrap_or(f64::INFINITY);
         self.row(
-            format!("provision {machines} machines (create {} ms each)", self.args.fanout_create_delay_ms),
+            format!(
+                "provision {machines} machines (create {} ms each)",
+                self.args.fanout_create_delay_ms
+            ),
             format!("{seconds:.2} s"),
             format!("<= {TARGET_PROVISION_S} s"),
             Some(seconds <= TARGET_PROVISION_S),
@@ -1130,14 +1399,21 @@ impl Bench {
         Ok(value)
     }
 
-    async fn fanout_run(&mut self, spec_path: &Path, docker_machine: &Path, machines: usize) -> Result<Value> {
+    async fn fanout_run(
+        &mut self,
+        spec_path: &Path,
+        docker_machine: &Path,
+        name: &str,
+        queue: &str,
+        machines: usize,
+    ) -> Result<Value> {
         let lc = self.bin_dir.join("lc");
         let started_at = Utc::now();
         let clock = Instant::now();
         let output = Command::new(&lc)
             .args(["deploy", "create"])
             .arg(spec_path)
-            .arg("--no-deploy")
+            .args(["--no-deploy", "--queue", queue])
             .env("DATABASE_URL", &self.args.connect.database_url)
             .env("REDIS_URL", &self.args.connect.redis_url)
             .env("LC_REDIS_PREFIX", &self.args.connect.redis_prefix)
@@ -1147,14 +1423,13 @@ impl Bench {
             .stdin(Stdio::null())
             .output()
             .await?;
-        let create_s = clock.elapsed().as_secs_f64();
+        let command_s = clock.elapsed().as_secs_f64();
         ensure!(
             output.status.success(),
             "lc deploy create failed ({}): {}",
             output.status,
-            String::from_utf8_lossy(&output.stderr)
+            String::from_utf8_lossy(&output.stderr).trim()
         );
-        let name = spec_name(&self.args.connect.redis_prefix);
         let client = self.store.client().await?;
         let deployment: Uuid = client
             .query_one("SELECT id FROM deployments WHERE name = $1", &[&name])
@@ -1164,31 +1439,26 @@ impl Bench {
         let timeout = Duration::from_secs(60);
         let state = loop {
             let state: String = client
-                .query_one("SELECT state FROM deployments WHERE id = $1", &[&deployment])
+                .query_one(
+                    "SELECT state FROM deployments WHERE id = $1",
+                    &[&deployment],
+                )
                 .await?
                 .get(0);
             if state != "provisioning" {
                 break state;
             }
-            ensure!(clock.elapsed() < timeout, "deployment still provisioning after {timeout:?}");
+            ensure!(
+                clock.elapsed() < timeout,
+                "deployment still provisioning after {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let observed_s = clock.elapsed().as_secs_f64();
-        ensure!(state == "provisioned", "deployment ended {state}, not provisioned");
-        // The provision as the database recorded it: first job created to last machine
-        // ready / provision job finished.
-        let row = client
-            .query_one(
-                "SELECT min(created_at), max(finished_at), count(*),
-                        count(*) FILTER (WHERE state = 'succeeded')
-                 FROM jobs WHERE deployment_id = $1",
-                &[&deployment],
-            )
-            .await?;
-        let first_created: Option<DateTime<Utc>> = row.get(0);
-        let last_finished: Option<DateTime<Utc>> = row.get(1);
-        let job_count: i64 = row.get(2);
-        let jobs_succeeded: i64 = row.get(3);
+        ensure!(
+            state == "provisioned",
+            "deployment ended {state}, not provisioned"
+        );
         let ready: i64 = client
             .query_one(
                 "SELECT count(*) FROM machines WHERE deployment_id = $1 AND state = 'ready'",
@@ -1196,25 +1466,52 @@ impl Bench {
             )
             .await?
             .get(0);
-        ensure!(ready == machines as i64, "{ready} of {machines} machines ready");
         ensure!(
-            job_count == jobs_succeeded,
-            "{jobs_succeeded} of {job_count} deployment jobs succeeded"
+            ready == machines as i64,
+            "{ready} of {machines} machines ready"
         );
-        let db_s = match (first_created, last_finished) {
-            (Some(first), Some(last)) => Some((last - first).as_seconds_f64()),
-            _ => None,
-        };
-        // Command start to provisioned, as an operator sees it (20 ms polls).
-        let seconds = observed_s.min(db_s.map_or(f64::INFINITY, |db| (started_at + chrono::Duration::milliseconds((db * 1000.0) as i64) - started_at).as_seconds_f64() + (first_created.map_or(0.0, |first| (first - started_at).as_seconds_f64()))));
+        // When each step happened, in seconds after `lc deploy create` started (database
+        // time and this process's clock are the same machine's clock).
+        let since =
+            |at: Option<DateTime<Utc>>| at.map(|at| round((at - started_at).as_seconds_f64(), 3));
+        let provisioned_at: Option<DateTime<Utc>> = client
+            .query_one(
+                "SELECT min(at) FROM deployment_events WHERE deployment_id = $1 AND to_state = 'provisioned'",
+                &[&deployment],
+            )
+            .await?
+            .get(0);
+        let row = client
+            .query_one(
+                "SELECT min(created_at) FILTER (WHERE kind = 'provision'),
+                        min(started_at) FILTER (WHERE kind = 'provision'),
+                        min(created_at) FILTER (WHERE kind = 'provision_machine'),
+                        min(started_at) FILTER (WHERE kind = 'provision_machine'),
+                        max(started_at) FILTER (WHERE kind = 'provision_machine'),
+                        max(finished_at) FILTER (WHERE kind = 'provision_machine')
+                 FROM jobs WHERE deployment_id = $1",
+                &[&deployment],
+            )
+            .await?;
+        let seconds = provisioned_at
+            .map(|at| (at - started_at).as_seconds_f64())
+            .unwrap_or(observed_s);
         Ok(json!({
             "machines": machines,
             "create_delay_ms": self.args.fanout_create_delay_ms,
             "seconds": round(seconds, 3),
-            "command_s": round(create_s, 3),
+            "measured_as": "from the start of `lc deploy create --no-deploy` to the deployment's 'provisioned' event",
             "observed_provisioned_s": round(observed_s, 3),
-            "db_first_job_to_last_finish_s": db_s.map(|s| round(s, 3)),
-            "jobs": job_count,
+            "lc_command_s": round(command_s, 3),
+            "timeline_s": {
+                "provision_job_created": since(row.get(0)),
+                "provision_job_started": since(row.get(1)),
+                "machine_jobs_created": since(row.get(2)),
+                "first_machine_job_started": since(row.get(3)),
+                "last_machine_job_started": since(row.get(4)),
+                "last_machine_job_finished": since(row.get(5)),
+                "provisioned": since(provisioned_at),
+            },
             "machines_ready": ready,
             "target": TARGET_PROVISION_S,
             "met": seconds <= TARGET_PROVISION_S,
@@ -1222,24 +1519,39 @@ impl Bench {
     }
 }
 
-fn spec_name(prefix: &str) -> String {
-    format!("bench-{}", prefix.to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "-"))
+/// The database URL with `default_transaction_isolation = read committed` for the
+/// bench's own (observing) sessions.
+fn observer_url(url: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20default_transaction_isolation%3Dread%5C%20committed")
 }
 
-/// A deployment of `machines` nodes on docker-machine's `none` driver pointing at a
-/// dummy engine URL (the stand-in never connects to it).
-fn fanout_spec(machines: usize, prefix: &str) -> Value {
+/// A deployment name (`^[a-z][a-z0-9-]{0,40}$`) unique to this run.
+fn spec_name(prefix: &str) -> String {
+    let mut name = format!(
+        "bench-{}",
+        prefix
+            .to_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+    );
+    name.truncate(41);
+    name.trim_end_matches('-').to_owned()
+}
+
+/// `machines` nodes made by docker-machine's `none` driver, which only registers an
+/// engine URL (nothing connects to it: the bench provisions without deploying).
+fn fanout_spec(name: &str, machines: usize) -> Value {
     json!({
-        "name": spec_name(prefix),
+        "name": name,
+        "owner": "lc-bench",
         "nodes": machines,
         "provider": {
-            "docker_machine": {
-                "driver": "none",
-                "flags": ["--url", "tcp://127.0.0.1:2376"],
-            }
+            "kind": "docker-machine",
+            "driver": "none",
+            "driver_flags": {"url": "tcp://127.0.0.1:2376"},
         },
-        "image": "lc-busybox:latest",
-        "command": ["sleep", "3600"],
+        "payload": {"image": "lc-busybox:latest", "network_mode": "none"},
+        "timeouts": {"machine": "1m"},
     })
 }
 
@@ -1279,7 +1591,9 @@ fn best_run(runs: &[Value]) -> Result<Value> {
 /// Database-wide counters of the bench database and the cluster's WAL counters.
 async fn pg_stats(client: &deadpool_postgres::Object) -> Result<BTreeMap<String, i64>> {
     // Make this backend's own pending counters visible (flushed when it goes idle).
-    client.simple_query("SELECT pg_stat_force_next_flush()").await?;
+    client
+        .simple_query("SELECT pg_stat_force_next_flush()")
+        .await?;
     let mut out = BTreeMap::new();
     let row = client
         .query_one(
@@ -1289,8 +1603,20 @@ async fn pg_stats(client: &deadpool_postgres::Object) -> Result<BTreeMap<String,
             &[],
         )
         .await?;
-    for (index, name) in ["xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted",
-                          "tup_fetched", "tup_returned", "blks_read", "blks_hit"].iter().enumerate() {
+    for (index, name) in [
+        "xact_commit",
+        "xact_rollback",
+        "tup_inserted",
+        "tup_updated",
+        "tup_deleted",
+        "tup_fetched",
+        "tup_returned",
+        "blks_read",
+        "blks_hit",
+    ]
+    .iter()
+    .enumerate()
+    {
         out.insert((*name).to_owned(), row.get::<_, i64>(index));
     }
     let row = client
@@ -1299,7 +1625,16 @@ async fn pg_stats(client: &deadpool_postgres::Object) -> Result<BTreeMap<String,
             &[],
         )
         .await?;
-    for (index, name) in ["wal_records", "wal_fpi", "wal_bytes", "wal_write", "wal_sync"].iter().enumerate() {
+    for (index, name) in [
+        "wal_records",
+        "wal_fpi",
+        "wal_bytes",
+        "wal_write",
+        "wal_sync",
+    ]
+    .iter()
+    .enumerate()
+    {
         out.insert((*name).to_owned(), row.get::<_, i64>(index));
     }
     for row in client
@@ -1318,8 +1653,15 @@ async fn pg_stats(client: &deadpool_postgres::Object) -> Result<BTreeMap<String,
     Ok(out)
 }
 
-fn pg_delta(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>, jobs: f64, polls: f64) -> Value {
-    let delta = |key: &str| (after.get(key).copied().unwrap_or(0) - before.get(key).copied().unwrap_or(0)) as f64;
+fn pg_delta(
+    before: &BTreeMap<String, i64>,
+    after: &BTreeMap<String, i64>,
+    jobs: f64,
+    polls: f64,
+) -> Value {
+    let delta = |key: &str| {
+        (after.get(key).copied().unwrap_or(0) - before.get(key).copied().unwrap_or(0)) as f64
+    };
     // The bench's own polls and the stats reads are transactions too.
     let commits = delta("xact_commit") - polls - 4.0;
     json!({
@@ -1345,7 +1687,8 @@ fn pg_delta(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>, jobs:
 struct CpuSample {
     busy: u64,
     idle: u64,
-    procs: HashMap<u32, (String, u64)>,
+    /// pid → (command, own ticks, ticks of waited-for children)
+    procs: HashMap<u32, (String, u64, u64)>,
     workers: HashSet<u32>,
 }
 
@@ -1355,7 +1698,11 @@ fn cpu_sample(workers: &[u32]) -> CpuSample {
     if let Ok(stat) = std::fs::read_to_string("/proc/stat")
         && let Some(line) = stat.lines().next()
     {
-        let fields: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
         // user nice system idle iowait irq softirq steal
         for (index, value) in fields.iter().take(8).enumerate() {
             if index == 3 || index == 4 {
@@ -1368,15 +1715,24 @@ fn cpu_sample(workers: &[u32]) -> CpuSample {
     let mut procs = HashMap::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
             let comm = stat[open + 1..close].to_owned();
             let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
             // rest[0] is field 3 (state): utime is field 14, stime field 15.
-            let ticks = rest.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-                + rest.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            procs.insert(pid, (comm, ticks));
+            let field = |index: usize| {
+                rest.get(index)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            procs.insert(pid, (comm, field(11) + field(12), field(13) + field(14)));
         }
     }
     CpuSample {
@@ -1391,13 +1747,18 @@ fn cpu_sample(workers: &[u32]) -> CpuSample {
 fn cpu_split(before: &CpuSample, after: &CpuSample, clk_tck: f64) -> Value {
     let own = std::process::id();
     let mut groups: BTreeMap<&str, u64> = BTreeMap::new();
-    for (pid, (comm, ticks)) in &after.procs {
-        let was = before
+    let mut others: BTreeMap<&str, u64> = BTreeMap::new();
+    for (pid, (comm, ticks, child_ticks)) in &after.procs {
+        let (was, children_was) = before
             .procs
             .get(pid)
-            .filter(|(old, _)| old == comm)
-            .map_or(0, |(_, ticks)| *ticks);
+            .map_or((0, 0), |(_, ticks, children)| (*ticks, *children));
         let used = ticks.saturating_sub(was);
+        if after.workers.contains(pid) {
+            // Processes the worker ran and reaped (docker-machine): gone by now.
+            *groups.entry("lc-worker-children").or_default() +=
+                child_ticks.saturating_sub(children_was);
+        }
         let group = if after.workers.contains(pid) {
             "lc-worker"
         } else if *pid == own {
@@ -1410,20 +1771,52 @@ fn cpu_split(before: &CpuSample, after: &CpuSample, clk_tck: f64) -> Value {
             "other"
         };
         *groups.entry(group).or_default() += used;
+        if group == "other" && used > 0 {
+            *others.entry(comm.as_str()).or_default() += used;
+        }
     }
     let busy = after.busy.saturating_sub(before.busy) as f64;
     let idle = after.idle.saturating_sub(before.idle) as f64;
     let total = busy + idle;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     // /proc/stat counts all CPUs: wall seconds = total ticks / cores / clk_tck.
-    let wall = if total > 0.0 { total / cores / clk_tck } else { 0.0 };
+    let wall = if total > 0.0 {
+        total / cores / clk_tck
+    } else {
+        0.0
+    };
     let mut out = serde_json::Map::new();
     for (group, ticks) in groups {
         let seconds = ticks as f64 / clk_tck;
-        out.insert(group.to_owned(), json!(if wall > 0.0 { round(seconds / wall, 2) } else { 0.0 }));
+        out.insert(
+            group.to_owned(),
+            json!(if wall > 0.0 {
+                round(seconds / wall, 2)
+            } else {
+                0.0
+            }),
+        );
     }
+    let mut others: Vec<(&str, u64)> = others.into_iter().collect();
+    others.sort_by_key(|(_, ticks)| std::cmp::Reverse(*ticks));
+    let others: serde_json::Map<String, Value> = others
+        .iter()
+        .take(4)
+        .map(|(comm, ticks)| {
+            (
+                (*comm).to_owned(),
+                json!(if wall > 0.0 {
+                    round(*ticks as f64 / clk_tck / wall, 2)
+                } else {
+                    0.0
+                }),
+            )
+        })
+        .collect();
     json!({
         "unit": "cores (CPU seconds per wall second)",
+        "wall_s": round(wall, 3),
+        "top_other": Value::Object(others),
         "machine_busy_cores": if total > 0.0 { round(busy / total * cores, 2) } else { 0.0 },
         "machine_cores": cores,
         "by_process": Value::Object(out),
@@ -1498,7 +1891,11 @@ fn redis_commands(url: &str, commands: &[&[&str]]) -> Result<Vec<Resp>> {
         None => (None, rest),
     };
     let hostport = hostport.split('/').next().unwrap_or(hostport);
-    let hostport = if hostport.contains(':') { hostport.to_owned() } else { format!("{hostport}:6379") };
+    let hostport = if hostport.contains(':') {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:6379")
+    };
     let addr = std::net::ToSocketAddrs::to_socket_addrs(&hostport)?
         .next()
         .ok_or_else(|| anyhow!("cannot resolve {hostport}"))?;
@@ -1554,20 +1951,37 @@ async fn redis_info(url: &str) -> Result<BTreeMap<String, String>> {
     .await?
 }
 
-fn redis_delta(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>, jobs: f64) -> Value {
-    let number = |map: &BTreeMap<String, String>, key: &str| map.get(key).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+fn redis_delta(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+    jobs: f64,
+) -> Value {
+    let number = |map: &BTreeMap<String, String>, key: &str| {
+        map.get(key)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     let mut commands = serde_json::Map::new();
     let mut calls_total = 0.0;
-    for key in after.keys().filter(|key| key.starts_with("cmd.") && key.ends_with(".calls")) {
+    for key in after
+        .keys()
+        .filter(|key| key.starts_with("cmd.") && key.ends_with(".calls"))
+    {
         let calls = number(after, key) - number(before, key);
         if calls <= 0.0 {
             continue;
         }
         let usec_key = key.replace(".calls", ".usec");
         let usec = number(after, &usec_key) - number(before, &usec_key);
-        let name = key.trim_start_matches("cmd.").trim_end_matches(".calls").to_owned();
+        let name = key
+            .trim_start_matches("cmd.")
+            .trim_end_matches(".calls")
+            .to_owned();
         calls_total += calls;
-        commands.insert(name, json!({"calls": calls, "usec": usec, "per_job": round(calls / jobs, 4)}));
+        commands.insert(
+            name,
+            json!({"calls": calls, "usec": usec, "per_job": round(calls / jobs, 4)}),
+        );
     }
     let cpu = (number(after, "used_cpu_sys") + number(after, "used_cpu_user"))
         - (number(before, "used_cpu_sys") + number(before, "used_cpu_user"));
@@ -1596,7 +2010,9 @@ async fn command_line(program: &str, args: &[&str], dir: &Path) -> Option<String
 }
 
 async fn settings(bench: &Bench) -> Result<Value> {
-    let client = bench.store.client().await?;
+    // The server's settings as the workers see them (not the bench's observer session).
+    let store = Store::connect(&bench.args.connect.database_url, 1)?;
+    let client = store.client().await?;
     let mut pg = serde_json::Map::new();
     for name in [
         "server_version",
@@ -1636,15 +2052,21 @@ async fn settings(bench: &Bench) -> Result<Value> {
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
-            info.lines()
-                .find_map(|line| line.strip_prefix("model name").map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned()))
+            info.lines().find_map(|line| {
+                line.strip_prefix("model name")
+                    .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
         })
         .unwrap_or_else(|| "unknown".to_owned());
     let repo = &bench.repo_dir;
     let commit = command_line("git", &["rev-parse", "--short=12", "HEAD"], repo).await;
-    let dirty = command_line("git", &["status", "--porcelain", "--untracked-files=no"], repo)
-        .await
-        .is_some_and(|out| !out.is_empty());
+    let dirty = command_line(
+        "git",
+        &["status", "--porcelain", "--untracked-files=no"],
+        repo,
+    )
+    .await
+    .is_some_and(|out| !out.is_empty());
     Ok(json!({
         "postgres": Value::Object(pg),
         "redis": redis,
@@ -1689,17 +2111,43 @@ async fn run(args: Args) -> Result<bool> {
             .ok_or_else(|| anyhow!("cannot find the directory of lc-bench"))?,
     };
     for binary in ["lc", "lc-worker"] {
-        ensure!(bin_dir.join(binary).exists(), "{} missing: build it first", bin_dir.join(binary).display());
+        ensure!(
+            bin_dir.join(binary).exists(),
+            "{} missing: build it first",
+            bin_dir.join(binary).display()
+        );
     }
     let work_dir = match &args.work_dir {
         Some(dir) => dir.clone(),
         None => repo_dir.join(".lc/bench").join(&args.connect.redis_prefix),
     };
     std::fs::create_dir_all(&work_dir)?;
-    let store = Store::connect(&args.connect.database_url, 8)?;
-    store.ping().await.context("the bench database does not answer")?;
+    // The bench's own reads run at READ COMMITTED: as SERIALIZABLE readers they would
+    // take part in (and be cancelled by) the workers' serialization conflicts.
+    let store = Store::connect(&observer_url(&args.connect.database_url), 8)?;
+    store
+        .ping()
+        .await
+        .context("the bench database does not answer")?;
     let report = migrate::run(&store).await?;
-    eprintln!("[bench] database migrated ({} statements)", report.applied.len());
+    eprintln!(
+        "[bench] database migrated ({} statements)",
+        report.applied.len()
+    );
+    if args.log_statements {
+        let client = store.client().await?;
+        client
+            .batch_execute(
+                "DO $$ BEGIN
+                   EXECUTE format('ALTER DATABASE %I SET log_min_duration_statement = 0', current_database());
+                   EXECUTE format('ALTER DATABASE %I SET log_parameter_max_length = 0', current_database());
+                 END $$",
+            )
+            .await?;
+        eprintln!(
+            "[bench] logging every statement of this database's new sessions (profiling run)"
+        );
+    }
     let queue = Queue::connect(&args.connect.redis_url, &args.connect.redis_prefix).await?;
     queue.ping().await.context("redis does not answer")?;
     let clk_tck = command_line("getconf", &["CLK_TCK"], &repo_dir)
@@ -1722,8 +2170,16 @@ async fn run(args: Args) -> Result<bool> {
     let run_started = Instant::now();
     let mut out = serde_json::Map::new();
     out.insert("version".into(), json!(1));
+    if bench.args.worker_read_committed {
+        out.insert("experiment".into(), json!("workers at READ COMMITTED"));
+    }
     out.insert("started_at".into(), json!(Utc::now().to_rfc3339()));
-    out.insert("settings".into(), settings(&bench).await.unwrap_or_else(|err| json!({"error": format!("{err:#}")})));
+    out.insert(
+        "settings".into(),
+        settings(&bench)
+            .await
+            .unwrap_or_else(|err| json!({"error": format!("{err:#}")})),
+    );
 
     let mut single_queue = None;
     let mut bulk_queue = None;
@@ -1752,24 +2208,42 @@ async fn run(args: Args) -> Result<bool> {
     }
     if bench.wants(Section::Latency) {
         eprintln!("[bench] 4. latency");
-        out.insert("latency".into(), section(&mut bench, "latency", Bench::latency).await);
+        out.insert(
+            "latency".into(),
+            section(&mut bench, "latency", Bench::latency).await,
+        );
     }
     if bench.wants(Section::Recovery) {
         eprintln!("[bench] 6. recovery after SIGKILL");
-        out.insert("recovery".into(), section(&mut bench, "recovery", Bench::recovery).await);
+        out.insert(
+            "recovery".into(),
+            section(&mut bench, "recovery", Bench::recovery).await,
+        );
     }
     if bench.wants(Section::Fanout) {
         eprintln!("[bench] 5. fan-out");
-        out.insert("fanout".into(), section(&mut bench, "fanout", Bench::fanout).await);
+        out.insert(
+            "fanout".into(),
+            section(&mut bench, "fanout", Bench::fanout).await,
+        );
     }
     eprintln!("[bench] checking that every job succeeded");
-    out.insert("leftovers".into(), section(&mut bench, "leftovers", Bench::finish_leftovers).await);
+    out.insert(
+        "leftovers".into(),
+        section(&mut bench, "leftovers", Bench::finish_leftovers).await,
+    );
     let verification = section(&mut bench, "verify", Bench::verify).await;
     let sound = verification["ok"].as_bool().unwrap_or(false);
     out.insert("verification".into(), verification);
-    out.insert("bench_seconds".into(), json!(round(run_started.elapsed().as_secs_f64(), 1)));
+    out.insert(
+        "bench_seconds".into(),
+        json!(round(run_started.elapsed().as_secs_f64(), 1)),
+    );
     out.insert("notes".into(), json!(bench.notes));
-    out.insert("worker_logs".into(), json!(bench.work_dir.display().to_string()));
+    out.insert(
+        "worker_logs".into(),
+        json!(bench.work_dir.display().to_string()),
+    );
 
     print_table(&bench, &out);
     println!("BENCH_JSON {}", Value::Object(out));
@@ -1785,7 +2259,13 @@ where
         Ok(value) => value,
         Err(err) => {
             bench.note(format!("{name}: failed: {err:#}"));
-            bench.row(name.to_owned(), "failed", "", Some(false));
+            bench.rows.push(Row {
+                figure: name.to_owned(),
+                measured: "failed".to_owned(),
+                target: String::new(),
+                met: None,
+                failed: true,
+            });
             json!({"error": format!("{err:#}")})
         }
     }
@@ -1795,9 +2275,13 @@ fn print_table(bench: &Bench, out: &serde_json::Map<String, Value>) {
     let settings = &out["settings"];
     println!();
     println!("LaunchControl benchmark");
+    if let Some(experiment) = out.get("experiment") {
+        println!("EXPERIMENT (not a measuring run): {experiment}");
+    }
     println!(
         "machine   {} cores, {}, kernel {}",
-        settings["machine"]["nproc"], settings["machine"]["cpu_model"].as_str().unwrap_or("?"),
+        settings["machine"]["nproc"],
+        settings["machine"]["cpu_model"].as_str().unwrap_or("?"),
         settings["machine"]["kernel"].as_str().unwrap_or("?")
     );
     let pg = &settings["postgres"];
@@ -1823,43 +2307,133 @@ fn print_table(bench: &Bench, out: &serde_json::Map<String, Value>) {
         settings["git_commit"].as_str().unwrap_or("?")
     );
     println!();
-    let width = bench.rows.iter().map(|row| row.figure.len()).max().unwrap_or(10).max(6);
-    let measured = bench.rows.iter().map(|row| row.measured.len()).max().unwrap_or(8).max(8);
-    let target = bench.rows.iter().map(|row| row.target.len()).max().unwrap_or(6).max(6);
-    println!("{:width$}  {:>measured$}  {:target$}  result", "figure", "measured", "target");
+    let width = bench
+        .rows
+        .iter()
+        .map(|row| row.figure.len())
+        .max()
+        .unwrap_or(10)
+        .max(6);
+    let measured = bench
+        .rows
+        .iter()
+        .map(|row| row.measured.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let target = bench
+        .rows
+        .iter()
+        .map(|row| row.target.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "{:width$}  {:>measured$}  {:target$}  result",
+        "figure", "measured", "target"
+    );
     println!("{}", "-".repeat(width + measured + target + 12));
     for row in &bench.rows {
         println!(
             "{:width$}  {:>measured$}  {:target$}  {}",
-            row.figure, row.measured, row.target, verdict(row.met)
+            row.figure,
+            row.measured,
+            row.target,
+            verdict(row)
         );
+    }
+    let cpu_text = |cpu: &Value| {
+        let procs = cpu["by_process"]
+            .as_object()
+            .map(|map| {
+                map.iter()
+                    .filter(|(_, cores)| cores.as_f64().unwrap_or(0.0) > 0.0)
+                    .map(|(name, cores)| format!("{name} {cores}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        format!(
+            "machine busy {} of {} cores: {procs}",
+            cpu["machine_busy_cores"], cpu["machine_cores"]
+        )
+    };
+    for (section, label) in [
+        ("single_enqueue", "enqueue one at a time"),
+        ("bulk_enqueue", "bulk enqueue"),
+    ] {
+        let Some(runs) = out.get(section).and_then(|value| value["runs"].as_array()) else {
+            continue;
+        };
+        for run in runs {
+            let pg = &run["postgres"];
+            println!();
+            println!(
+                "{label}, {} tasks: {} jobs/s; {}",
+                run["concurrency"],
+                run["jobs_per_s"],
+                cpu_text(&run["cpu"])
+            );
+            println!(
+                "  postgres: {} commits/job, {} rollbacks, {} WAL syncs ({} jobs/sync), {} WAL bytes/job",
+                pg["commits_per_job"],
+                pg["rollbacks"],
+                pg["wal_syncs"],
+                pg["jobs_per_wal_sync"],
+                pg["wal_bytes_per_job"]
+            );
+        }
+    }
+    if let Some(latency) = out
+        .get("latency")
+        .filter(|value| value.get("cpu").is_some())
+    {
+        println!();
+        println!(
+            "latency: {} jobs at {}/s; enqueue call p50 {} / p99 {} ms; {}",
+            latency["jobs"],
+            latency["achieved_rate_per_s"],
+            latency["enqueue_call_ms"]["p50"],
+            latency["enqueue_call_ms"]["p99"],
+            cpu_text(&latency["cpu"])
+        );
+        println!(
+            "  postgres: {} commits/job, {} rollbacks (serialization failures, retried with backoff)",
+            latency["postgres"]["commits_per_job"], latency["postgres"]["rollbacks"]
+        );
+    }
+    if let Some(fanout) = out.get("fanout").filter(|value| value.get("cpu").is_some()) {
+        println!();
+        println!(
+            "fan-out: timeline (s after `lc deploy create`): {}",
+            fanout["timeline_s"]
+        );
+        println!("  {}", cpu_text(&fanout["cpu"]));
     }
     for (key, label) in [("one_worker", "1 worker"), ("two_workers", "2 workers")] {
         let drain = &out.get("drain").cloned().unwrap_or(Value::Null)[key];
         if drain.is_null() || drain.get("error").is_some() {
             continue;
         }
-        let cpu = &drain["cpu"];
-        let procs = cpu["by_process"]
-            .as_object()
-            .map(|map| {
-                map.iter()
-                    .map(|(name, cores)| format!("{name} {cores}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
         println!();
         println!(
-            "drain, {label}: {} jobs in {} s from spawn ({} s startup); machine busy {} of {} cores: {procs}",
-            drain["jobs"], drain["spawn_to_last_finish_s"], drain["startup_s"],
-            cpu["machine_busy_cores"], cpu["machine_cores"]
+            "drain, {label}: {} jobs in {} s from spawn ({} s startup), at most {} rows running; {}",
+            drain["jobs"],
+            drain["spawn_to_last_finish_s"],
+            drain["startup_s"],
+            drain["max_running_rows_seen"],
+            cpu_text(&drain["cpu"])
         );
         let pg = &drain["postgres"];
         println!(
             "  postgres: {} commits ({} jobs/commit), {} rollbacks, {} WAL syncs ({} jobs/sync), {} WAL bytes/job, {} rows updated/job",
-            pg["commits"], pg["jobs_per_commit"], pg["rollbacks"], pg["wal_syncs"], pg["jobs_per_wal_sync"],
-            pg["wal_bytes_per_job"], pg["rows_updated_per_job"]
+            pg["commits"],
+            pg["jobs_per_commit"],
+            pg["rollbacks"],
+            pg["wal_syncs"],
+            pg["jobs_per_wal_sync"],
+            pg["wal_bytes_per_job"],
+            pg["rows_updated_per_job"]
         );
         let redis = &drain["redis"];
         if let Some(commands) = redis["commands"].as_object() {
@@ -1868,7 +2442,10 @@ fn print_table(bench: &Bench, out: &serde_json::Map<String, Value>) {
                 .map(|(name, stats)| format!("{name} {}", stats["calls"]))
                 .collect::<Vec<_>>()
                 .join(", ");
-            println!("  redis: {} calls/job ({text}), redis CPU {} s", redis["calls_per_job"], redis["cpu_s"]);
+            println!(
+                "  redis: {} calls/job ({text}), redis CPU {} s",
+                redis["calls_per_job"], redis["cpu_s"]
+            );
         }
     }
     if !bench.notes.is_empty() {

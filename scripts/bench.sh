@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The LaunchControl benchmark, in one command: start the local services, build the release
+# binaries, run lc-bench against a fresh database and a fresh Redis key prefix, then drop
+# both. Prints a table and one final `BENCH_JSON {...}` line; the output is also kept in
+# $LC_HOME/bench/<stamp>/output.txt with the worker logs of the run.
+#
+#   scripts/bench.sh                          the whole bench (a few minutes on 2 cores)
+#   scripts/bench.sh --only drain             one section (single,bulk,drain,latency,fanout,recovery)
+#   scripts/bench.sh --jobs 5000              smaller runs; `lc-bench --help` lists every option
+#   BENCH_KEEP_DB=1 scripts/bench.sh          keep the bench database for inspection
+#
+# Exit code: lc-bench's (0 when every job the bench enqueued was verified `succeeded`).
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ensure_pkg python3 python3 # the docker-machine stand-in (fan-out) is a Python script
+
+"$LC_ROOT/scripts/services.sh" up >&2
+# shellcheck disable=SC1091
+. "$LC_HOME/env"
+
+ensure_pkg redis-cli redis-tools
+PSQL="$(command -v psql || true)"
+if [[ -z "$PSQL" ]]; then
+  PSQL="$(find /usr/lib/postgresql -path '*/bin/psql' 2>/dev/null | sort -V | tail -n1)"
+fi
+[[ -x "$PSQL" ]] || lc_die "psql not found"
+
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
+  PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || lc_die "cargo not found"
+
+cd "$LC_ROOT"
+lc_log "building release binaries (lc, lc-worker, lc-bench)"
+cargo build --release --bin lc --bin lc-worker --bin lc-bench >&2
+
+STAMP="$(date +%Y%m%d_%H%M%S)_$$"
+BENCH_DB="lc_bench_$STAMP"
+BENCH_PREFIX="lcbench$STAMP"
+WORK="$LC_HOME/bench/$STAMP"
+mkdir -p "$WORK"
+
+# postgres://u@h:p/postgres?x -> postgres://u@h:p/lc_bench_...?x
+admin_url="$PG_ADMIN_URL" query=""
+if [[ "$admin_url" == *\?* ]]; then
+  query="?${admin_url#*\?}"
+  admin_url="${admin_url%%\?*}"
+fi
+BENCH_DATABASE_URL="${admin_url%/*}/$BENCH_DB$query"
+
+psql_admin() {
+  "$PSQL" -X -q -v ON_ERROR_STOP=1 "$PG_ADMIN_URL" "$@"
+}
+
+# shellcheck disable=SC2317 # invoked by the trap
+cleanup() {
+  local rc=$? pid
+  trap - EXIT INT TERM
+  # Interrupted: stop lc-bench, then the workers it started (listed in worker.pids).
+  if [[ -n "${BENCH_PID:-}" ]] && kill -0 "$BENCH_PID" 2>/dev/null; then
+    kill -TERM "$BENCH_PID" 2>/dev/null || true
+    sleep 1
+    kill -KILL "$BENCH_PID" 2>/dev/null || true
+  fi
+  if [[ -f "$WORK/worker.pids" ]]; then
+    while read -r pid; do
+      [[ "$pid" =~ ^[0-9]+$ ]] || continue
+      if [[ -r "/proc/$pid/comm" && "$(cat "/proc/$pid/comm" 2>/dev/null)" == lc-worker ]]; then
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
+    done <"$WORK/worker.pids"
+  fi
+  if [[ "${BENCH_KEEP_DB:-0}" == 1 ]]; then
+    lc_log "kept database $BENCH_DB ($BENCH_DATABASE_URL) and Redis prefix $BENCH_PREFIX"
+  else
+    psql_admin -c "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" ||
+      lc_warn "could not drop database $BENCH_DB"
+    redis-cli -u "$REDIS_URL" --scan --pattern "$BENCH_PREFIX:*" |
+      xargs -r -n 500 redis-cli -u "$REDIS_URL" DEL >/dev/null ||
+      lc_warn "could not delete Redis keys $BENCH_PREFIX:*"
+  fi
+  # Keep the logs of the last five runs.
+  find "$LC_HOME/bench" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' 2>/dev/null | sort | head -n -5 |
+    while read -r old; do rm -rf "${LC_HOME:?}/bench/$old"; done
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+lc_log "database $BENCH_DB, Redis prefix $BENCH_PREFIX, logs in $WORK"
+psql_admin -c "CREATE DATABASE $BENCH_DB"
+
+# In the background so that a signal reaches the trap at once (a foreground child
+# would finish first).
+exec {out}> >(tee "$WORK/output.txt")
+TEE_PID=$!
+DATABASE_URL="$BENCH_DATABASE_URL" REDIS_URL="$REDIS_URL" LC_REDIS_PREFIX="$BENCH_PREFIX" \
+  LC_BIN_DIR="$LC_ROOT/target/release" \
+  "$LC_ROOT/target/release/lc-bench" --work-dir "$WORK" "$@" >&"$out" &
+BENCH_PID=$!
+rc=0
+wait "$BENCH_PID" || rc=$?
+BENCH_PID=""
+exec {out}>&-
+wait "$TEE_PID" 2>/dev/null || true
+lc_log "output kept in $WORK/output.txt"
+exit "$rc"
