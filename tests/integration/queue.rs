@@ -390,3 +390,40 @@ async fn a_paused_queue_is_not_taken_from() {
     env.wait_terminal(&ids, Duration::from_secs(15)).await;
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn finished_jobs_hold_their_slot_until_their_result_is_committed() {
+    let env = TestEnv::new().await;
+    let mut config = env.worker_config();
+    config.concurrency = 5;
+    let ids = enqueue_many(&env, JobKind::Noop, json!({"record": true}), 2000).await;
+    let worker = env.spawn_worker(config);
+    let client = env.sql().await;
+    let mut most_running = 0;
+    loop {
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE state = 'running'), count(*) FILTER (WHERE state = 'succeeded') FROM jobs",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (running, done): (i64, i64) = (row.get(0), row.get(1));
+        most_running = most_running.max(running);
+        if done == 2000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    worker.stop().await;
+    // Never more held than the worker can run: a slow database slows claiming instead of
+    // piling up finished jobs whose leases then expire and run again.
+    assert!(most_running <= 5, "{most_running} jobs were running under a worker of concurrency 5");
+    let reruns: i64 = client
+        .query_one("SELECT count(*) FROM jobs WHERE attempt > 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reruns, 0, "jobs ran twice without any crash");
+    env.assert_exactly_once(&ids).await;
+}

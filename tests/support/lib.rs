@@ -287,11 +287,17 @@ impl TestEnv {
 pub mod deadpool_like {
     pub type Client = tokio_postgres::Client;
 
+    /// Assertions read at READ COMMITTED: as serializable readers they could be chosen
+    /// as the victim of the workers' conflicts and fail the test spuriously.
     pub async fn connect(url: &str) -> Client {
         let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
             .await
             .unwrap();
         tokio::spawn(connection);
+        client
+            .batch_execute("SET default_transaction_isolation = 'read committed'")
+            .await
+            .unwrap();
         client
     }
 }

@@ -1,46 +1,58 @@
 //! Records finished runs. Results arrive on a channel and are written in batches: one
-//! statement for everything that arrived while the previous batch was being written,
-//! so throughput grows with load and an idle worker adds no delay.
+//! statement for everything that arrived while earlier batches were being written, so
+//! throughput grows with load and an idle worker adds no delay.
+//!
+//! A finished job keeps its concurrency slot until its result is committed. That is
+//! the backpressure: a worker never holds more finished-but-unrecorded jobs than its
+//! `--concurrency`, so a slow database slows claiming instead of letting leases of
+//! finished jobs pile up (and expire, and run again).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lc_shared::store::{Completion, error_chain};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 use uuid::Uuid;
 
 use crate::worker::Worker;
 
-/// Most results in one statement.
-const MAX_BATCH: usize = 1000;
+/// A finished run and the slot it still holds.
+pub(crate) struct Finished {
+    pub completion: Completion,
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Most results in one statement. Small enough that PostgreSQL's serializable
+/// predicate locks stay on rows (a huge statement escalates to a whole-table lock and
+/// makes concurrent claims fail with serialization errors).
+const MAX_BATCH: usize = 250;
+/// Batches written at the same time.
+const MAX_IN_FLIGHT: usize = 3;
 /// While draining at shutdown, how many failed writes before giving up (the jobs then
 /// come back when their leases expire).
 const DRAIN_TRIES: u32 = 10;
 
 pub(crate) async fn completer_loop(
     worker: Arc<Worker>,
-    mut results: mpsc::UnboundedReceiver<Completion>,
+    mut results: mpsc::UnboundedReceiver<Finished>,
     drain: CancellationToken,
 ) {
+    let mut writes = JoinSet::new();
     loop {
+        if writes.len() >= MAX_IN_FLIGHT {
+            writes.join_next().await;
+        }
         let first = tokio::select! {
             biased;
             result = results.recv() => result,
+            Some(_) = writes.join_next(), if !writes.is_empty() => continue,
             _ = drain.cancelled() => None,
         };
-        let Some(first) = first else {
-            let mut rest = Vec::new();
-            while let Ok(result) = results.try_recv() {
-                rest.push(result);
-            }
-            for batch in rest.chunks(MAX_BATCH) {
-                write(&worker, batch, Some(DRAIN_TRIES)).await;
-            }
-            return;
-        };
+        let Some(first) = first else { break };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match results.try_recv() {
@@ -48,19 +60,39 @@ pub(crate) async fn completer_loop(
                 Err(_) => break,
             }
         }
-        write(&worker, &batch, None).await;
+        writes.spawn(write(worker.clone(), batch, None));
     }
+    // Shutdown: every handler has ended, so what is in the channel is all there is.
+    let mut rest = Vec::new();
+    while let Ok(result) = results.try_recv() {
+        rest.push(result);
+    }
+    while !rest.is_empty() {
+        let batch: Vec<Finished> = rest.drain(..rest.len().min(MAX_BATCH)).collect();
+        writes.spawn(write(worker.clone(), batch, Some(DRAIN_TRIES)));
+    }
+    while writes.join_next().await.is_some() {}
 }
 
-/// Writes one batch, retrying until it lands (or `max_tries` runs out). Results the
-/// database refused were fenced off: their lease expired or they were cancelled.
-async fn write(worker: &Worker, batch: &[Completion], max_tries: Option<u32>) {
+/// Writes one batch, retrying until it lands (or `max_tries` runs out), then frees the
+/// slots. Results the database refused were fenced off: their lease expired or they
+/// were cancelled.
+async fn write(worker: Arc<Worker>, batch: Vec<Finished>, max_tries: Option<u32>) {
+    let (completions, slots): (Vec<Completion>, Vec<Option<OwnedSemaphorePermit>>) = batch
+        .into_iter()
+        .map(|finished| (finished.completion, finished.permit))
+        .unzip();
+    record(&worker, &completions, max_tries).await;
+    drop(slots);
+}
+
+async fn record(worker: &Worker, completions: &[Completion], max_tries: Option<u32>) {
     let mut tries = 0;
     loop {
-        match worker.store.record_completions(worker.id, batch).await {
+        match worker.store.record_completions(worker.id, completions).await {
             Ok(applied) => {
                 let applied: HashSet<Uuid> = applied.into_iter().collect();
-                for result in batch {
+                for result in completions {
                     worker.running.remove(result.id, result.attempt);
                     if !applied.contains(&result.id) {
                         worker.metrics.completion_refused();
@@ -75,9 +107,9 @@ async fn write(worker: &Worker, batch: &[Completion], max_tries: Option<u32>) {
             }
             Err(err) => {
                 tries += 1;
-                error!(error = %error_chain(&err), jobs = batch.len(), tries, "could not record results; retrying");
+                error!(error = %error_chain(&err), jobs = completions.len(), tries, "could not record results; retrying");
                 if max_tries.is_some_and(|max| tries >= max) {
-                    warn!(jobs = batch.len(), "giving up on recording results; the jobs run again after their leases expire");
+                    warn!(jobs = completions.len(), "giving up on recording results; the jobs run again after their leases expire");
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;

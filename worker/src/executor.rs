@@ -14,6 +14,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::completer::Finished;
 use crate::handlers::{self, JobContext};
 use crate::worker::Worker;
 
@@ -50,7 +51,6 @@ pub(crate) async fn run_job(
                 RunResult::Fatal(format!("handler panicked: {what}"))
             }
         };
-        drop(permit);
         if cancel.is_cancelled() {
             debug!("handler stopped by its token; outcome not recorded");
             return;
@@ -77,7 +77,8 @@ pub(crate) async fn run_job(
             result,
             retry_delay_ms: i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
         };
-        if worker.completions.send(completion).is_err() {
+        // The slot goes with the result and is freed once the result is committed.
+        if worker.completions.send(Finished { completion, permit }).is_err() {
             warn!("completer gone; the job returns to the queue when its lease expires");
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lc_shared::config::ConnectOpts;
 use lc_shared::queue::{Queue, QueueError};
-use lc_shared::store::{Completion, Store, StoreError, WorkerInfo, error_chain};
+use lc_shared::store::{Store, StoreError, WorkerInfo, error_chain};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -45,7 +45,7 @@ pub struct Worker {
     pub(crate) permits: Arc<Semaphore>,
     /// Tracks job tasks so shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
-    pub(crate) completions: mpsc::UnboundedSender<Completion>,
+    pub(crate) completions: mpsc::UnboundedSender<crate::completer::Finished>,
     /// Queues an operator paused, refreshed at each heartbeat.
     paused: RwLock<HashSet<String>>,
 }
