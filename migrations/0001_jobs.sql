@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     max_attempts BIGINT NOT NULL CHECK (max_attempts >= 1),
     run_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     dispatched BOOL NOT NULL DEFAULT false,
-    idempotency_key TEXT UNIQUE,
+    idempotency_key TEXT,
     deployment_id UUID,
     lease_owner UUID,
     lease_expires_at TIMESTAMPTZ,
@@ -23,6 +23,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at TIMESTAMPTZ
 );
 
+-- The same key always names the same job. Partial: jobs without a key cost no entry.
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency_key ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
+
 -- Due work, by queue, highest priority and oldest first (the database claim path).
 CREATE INDEX IF NOT EXISTS jobs_queued_due ON jobs (queue, priority, run_at) WHERE state = 'queued';
 
@@ -32,23 +35,25 @@ CREATE INDEX IF NOT EXISTS jobs_undispatched ON jobs (run_at) WHERE state = 'que
 -- Running jobs by lease expiry: the sweeper's lease scan and `lc stuck`.
 CREATE INDEX IF NOT EXISTS jobs_running_lease ON jobs (lease_expires_at) WHERE state = 'running';
 
-CREATE INDEX IF NOT EXISTS jobs_state_updated ON jobs (state, updated_at);
+-- Finished jobs by age: retention (`lc jobs purge`). Live states are left out so that
+-- the hot transitions (queued -> running -> queued) do not maintain it.
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, updated_at) WHERE state IN ('succeeded', 'dead', 'cancelled');
 
 CREATE INDEX IF NOT EXISTS jobs_deployment ON jobs (deployment_id) WHERE deployment_id IS NOT NULL;
 
 -- Every transition (to_state set) and log line (to_state NULL) of every job.
+-- Keyed by job first, so one index serves both uniqueness and "a job's history".
 CREATE TABLE IF NOT EXISTS job_events (
-    id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
     job_id UUID NOT NULL,
+    id UUID NOT NULL DEFAULT gen_random_uuid(),
     at TIMESTAMPTZ NOT NULL DEFAULT now(),
     from_state TEXT,
     to_state TEXT,
     attempt BIGINT NOT NULL,
     worker_id UUID,
-    message TEXT
+    message TEXT,
+    PRIMARY KEY (job_id, id)
 );
-
-CREATE INDEX IF NOT EXISTS job_events_job ON job_events (job_id, at);
 
 -- Worker processes, for `lc workers`.
 CREATE TABLE IF NOT EXISTS workers (

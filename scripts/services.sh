@@ -222,6 +222,12 @@ synchronous_commit = on
 fsync = on
 max_connections = 300
 shared_buffers = 256MB
+# Serializable isolation tracks reads with predicate locks. With the defaults, a statement
+# touching more than 32 rows of a table escalates to a lock on the whole table, and then
+# unrelated claims and completions abort each other with 40001. Keep them row-level.
+max_pred_locks_per_transaction = 1024
+max_pred_locks_per_relation = 8192
+max_pred_locks_per_page = 64
 EOF
   if [[ -f "$conf" ]] && cmp -s "$tmp" "$conf"; then
     rm -f "$tmp"

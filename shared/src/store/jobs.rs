@@ -200,7 +200,7 @@ WITH input AS (
     SELECT id, kind, queue, priority, $11, payload, max_attempts, COALESCE(run_at, now()),
            idempotency_key, deployment_id, dispatched
     FROM input
-    ON CONFLICT (idempotency_key) DO NOTHING
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, message)

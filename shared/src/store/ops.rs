@@ -150,7 +150,9 @@ ORDER BY j.run_at LIMIT $3";
     /// ago, `batch` at a time so that no transaction grows large (CockroachDB prefers
     /// small ones). Returns how many jobs were deleted.
     pub async fn purge(&self, state: JobState, older_than_secs: i64, batch: i64) -> Result<u64> {
+        // The literal state list lets the planner use the partial `jobs_finished` index.
         const PICK: &str = "SELECT id FROM jobs WHERE state = $1
+                            AND state IN ('succeeded', 'dead', 'cancelled')
                             AND updated_at < now() - $2::INT8 * INTERVAL '1 second' LIMIT $3";
         let mut total = 0;
         loop {
