@@ -225,3 +225,36 @@ async fn sigterm_stops_a_worker_process_cleanly() {
     assert_eq!(stopped, 1);
     let _ = NewJob::new(JobKind::Noop, json!({}));
 }
+
+#[tokio::test]
+async fn workers_at_read_committed_lose_and_duplicate_nothing() {
+    // The PostgreSQL option documented in the README: every hot-path statement is a
+    // single conditional update, which read committed re-checks on the latest row.
+    let env = TestEnv::new().await;
+    let mut opts = env.connect_opts();
+    opts.database_url = format!("{}?options=-c%20default_transaction_isolation%3Dread%5C%20committed", env.database_url);
+    let start = |config| {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let handle = tokio::spawn(lc_worker::run(opts.clone(), config, shutdown.clone()));
+        (shutdown, handle)
+    };
+    let workers = [start(env.worker_config()), start(env.worker_config())];
+    let ids = enqueue_many(&env, JobKind::Sleep, json!({"ms": 2, "record": true}), 1000).await;
+    // Duplicate hints and a connection cut along the way.
+    env.queue
+        .push_hints(&ids.iter().map(|id| lc_shared::store::HintTarget {
+            id: *id,
+            queue: "default".into(),
+            priority: lc_shared::Priority::Normal,
+        }).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    env.terminate_db_connections().await;
+    let states = env.wait_terminal(&ids, Duration::from_secs(60)).await;
+    assert!(states.values().all(|state| *state == JobState::Succeeded));
+    for (shutdown, handle) in workers {
+        shutdown.cancel();
+        handle.await.unwrap().unwrap();
+    }
+    env.assert_exactly_once(&ids).await;
+}

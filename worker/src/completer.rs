@@ -29,9 +29,9 @@ pub(crate) struct Finished {
 /// Most results in one statement. Small enough that PostgreSQL's serializable
 /// predicate locks stay on rows (a huge statement escalates to a whole-table lock and
 /// makes concurrent claims fail with serialization errors).
-const MAX_BATCH: usize = 250;
+const MAX_BATCH: usize = 500;
 /// Batches written at the same time.
-const MAX_IN_FLIGHT: usize = 3;
+const MAX_IN_FLIGHT: usize = 1;
 /// While draining at shutdown, how many failed writes before giving up (the jobs then
 /// come back when their leases expire).
 const DRAIN_TRIES: u32 = 10;

@@ -10,11 +10,11 @@ use std::time::Instant;
 use futures_util::FutureExt;
 use lc_shared::state::{RunResult, after_run, retry_delay};
 use lc_shared::store::{ClaimedJob, Completion};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::completer::Finished;
+use crate::fetcher::Slot;
 use crate::handlers::{self, JobContext};
 use crate::worker::Worker;
 
@@ -22,7 +22,7 @@ pub(crate) async fn run_job(
     worker: Arc<Worker>,
     job: ClaimedJob,
     cancel: CancellationToken,
-    permit: Option<OwnedSemaphorePermit>,
+    slot: Option<Slot>,
 ) {
     let span = info_span!(
         "job",
@@ -51,6 +51,12 @@ pub(crate) async fn run_job(
                 RunResult::Fatal(format!("handler panicked: {what}"))
             }
         };
+        // The handler is done: free its running place now; the held place goes with the
+        // result and is freed once the result is committed.
+        let permit = slot.map(|Slot { run, held }| {
+            drop(run);
+            held
+        });
         if cancel.is_cancelled() {
             debug!("handler stopped by its token; outcome not recorded");
             return;
@@ -77,7 +83,6 @@ pub(crate) async fn run_job(
             result,
             retry_delay_ms: i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
         };
-        // The slot goes with the result and is freed once the result is committed.
         if worker.completions.send(Finished { completion, permit }).is_err() {
             warn!("completer gone; the job returns to the queue when its lease expires");
         }

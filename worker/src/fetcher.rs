@@ -29,19 +29,19 @@ pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: Ca
     let mut redis_down = false;
     loop {
         let first = tokio::select! {
-            // Stop wins over a free permit, so an idle worker stops at once.
+            // Stop wins over a free slot, so an idle worker stops at once.
             biased;
             _ = stop.cancelled() => break,
-            permit = worker.permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
+            slot = Slot::acquire(&worker) => match slot {
+                Some(slot) => slot,
+                None => break,
             },
         };
         let mut permits = vec![first];
         while permits.len() < batch_limit {
-            match worker.permits.clone().try_acquire_owned() {
-                Ok(permit) => permits.push(permit),
-                Err(_) => break,
+            match Slot::try_acquire(&worker) {
+                Some(slot) => permits.push(slot),
+                None => break,
             }
         }
         if worker.is_paused(&queue_name) {
@@ -122,7 +122,7 @@ async fn claim_hinted(
     worker: &Arc<Worker>,
     key: &str,
     hints: Vec<String>,
-    permits: &mut Vec<OwnedSemaphorePermit>,
+    permits: &mut Vec<Slot>,
 ) {
     let mut ids: Vec<Uuid> = Vec::with_capacity(hints.len());
     for hint in &hints {
@@ -156,7 +156,7 @@ async fn claim_hinted(
 async fn claim_from_database(
     worker: &Arc<Worker>,
     queue_name: &str,
-    permits: &mut Vec<OwnedSemaphorePermit>,
+    permits: &mut Vec<Slot>,
 ) {
     let queues = [queue_name.to_owned()];
     match worker
@@ -174,8 +174,31 @@ async fn claim_from_database(
     }
 }
 
-/// Starts claimed jobs, each holding one of the permits.
-fn start(worker: &Arc<Worker>, jobs: Vec<ClaimedJob>, permits: &mut Vec<OwnedSemaphorePermit>) {
+/// What a claimed job holds: a place among the running handlers (`--concurrency`),
+/// freed when its handler ends, and a place among the jobs held by this worker, freed
+/// only when its result is committed. The second bound keeps finished-but-unrecorded
+/// jobs few, so a slow database slows claiming instead of letting their leases pile up.
+pub(crate) struct Slot {
+    pub run: OwnedSemaphorePermit,
+    pub held: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    async fn acquire(worker: &Worker) -> Option<Slot> {
+        let run = worker.permits.clone().acquire_owned().await.ok()?;
+        let held = worker.held.clone().acquire_owned().await.ok()?;
+        Some(Slot { run, held })
+    }
+
+    fn try_acquire(worker: &Worker) -> Option<Slot> {
+        let run = worker.permits.clone().try_acquire_owned().ok()?;
+        let held = worker.held.clone().try_acquire_owned().ok()?;
+        Some(Slot { run, held })
+    }
+}
+
+/// Starts claimed jobs, each holding one of the slots.
+fn start(worker: &Arc<Worker>, jobs: Vec<ClaimedJob>, permits: &mut Vec<Slot>) {
     for job in jobs {
         // Claims never exceed the permits asked for; should one ever, the job still
         // runs (a stranded claim would hold its lease by heartbeat forever).

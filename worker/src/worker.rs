@@ -33,6 +33,11 @@ pub enum WorkerError {
     Metrics(#[source] std::io::Error),
 }
 
+/// Jobs a worker may hold per place of `--concurrency`: handlers run `concurrency` at a
+/// time, and finished jobs wait for their batched commit within the rest, which lets
+/// completions batch without an unbounded backlog.
+pub const HELD_PER_SLOT: usize = 8;
+
 /// Everything the tasks of one worker process share.
 pub struct Worker {
     pub id: Uuid,
@@ -41,8 +46,11 @@ pub struct Worker {
     pub config: WorkerConfig,
     pub running: RunningJobs,
     pub metrics: Metrics,
-    /// Free job slots: one permit per running job.
+    /// Free places among running handlers: `--concurrency` permits.
     pub(crate) permits: Arc<Semaphore>,
+    /// Free places among the jobs this worker holds (running, or finished and waiting
+    /// for their result to be committed): [`HELD_PER_SLOT`] × `--concurrency`.
+    pub(crate) held: Arc<Semaphore>,
     /// Tracks job tasks so shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
     pub(crate) completions: mpsc::UnboundedSender<crate::completer::Finished>,
@@ -81,6 +89,7 @@ pub async fn run(
         store,
         queue,
         permits: Arc::new(Semaphore::new(config.concurrency)),
+        held: Arc::new(Semaphore::new(config.concurrency * HELD_PER_SLOT)),
         config,
         running: RunningJobs::default(),
         metrics: Metrics::default(),

@@ -706,7 +706,15 @@ SELECT id, queue, priority FROM released";
                 // parameters a statement does not use.
                 let with_message: [&(dyn ToSql + Sync); 5] = [&id, &state_text, &attempt, &to, &message];
                 let params = if update.contains("$5") { &with_message[..] } else { &with_message[..4] };
-                tx.execute(update, params).await?;
+                // Under serializable a concurrent change aborts us (and we retry); under
+                // read committed the update simply finds nothing: report the new state.
+                if tx.execute(update, params).await? == 0 {
+                    let now: String = tx
+                        .query_one("SELECT state FROM jobs WHERE id = $1", &[&id])
+                        .await?
+                        .get(0);
+                    return Ok(OperatorResult::NotApplicable(now.parse().map_err(StoreError::Invalid)?));
+                }
                 tx.execute(
                     "INSERT INTO job_events (job_id, from_state, to_state, attempt, message)
                      VALUES ($1, $2, $3, $4, $5)",
