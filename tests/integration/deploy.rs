@@ -161,38 +161,7 @@ async fn create(env: &TestEnv, spec: &str, extra: &[(&str, &str)]) -> Uuid {
 
 /// An `lc-worker` process with this env's settings, `extra` environment and `args`.
 fn worker_process(env: &TestEnv, args: &[&str], extra: &[(&str, &str)]) -> WorkerProcess {
-    let config = env.worker_config();
-    let log = std::env::temp_dir().join(format!(
-        "lc-worker-{}-{}.log",
-        env.prefix,
-        Uuid::new_v4().simple()
-    ));
-    let mut command = Command::new(bin("lc-worker"));
-    command
-        .env("DATABASE_URL", &env.database_url)
-        .env("REDIS_URL", &env.redis_url)
-        .env("LC_REDIS_PREFIX", &env.prefix)
-        .env("LC_LEASE", "2s")
-        .env("LC_HEARTBEAT", "300ms")
-        .env("LC_SWEEP_INTERVAL", "200ms")
-        .env("LC_DB_POLL_INTERVAL", "1s")
-        .env("LC_BACKOFF_BASE", "100ms")
-        .env("LC_BACKOFF_MAX", "1s")
-        .env("LC_GRACE", "5s")
-        .env("LC_DOCKER_MACHINE", &config.docker_machine)
-        .env("LC_MACHINES_DIR", &config.machines_dir)
-        .env("LC_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    for (name, value) in extra {
-        command.env(name, value);
-    }
-    WorkerProcess {
-        child: command.spawn().unwrap(),
-        log,
-    }
+    env.spawn_worker_process_with_env(args, extra)
 }
 
 fn config_with(env: &TestEnv, machine_env: &[&str]) -> WorkerConfig {

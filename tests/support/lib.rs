@@ -162,6 +162,11 @@ impl TestEnv {
 
     /// The `lc-worker` binary as a child process, with this env's settings plus `args`.
     pub fn spawn_worker_process(&self, args: &[&str]) -> WorkerProcess {
+        self.spawn_worker_process_with_env(args, &[])
+    }
+
+    /// [`TestEnv::spawn_worker_process`] with extra environment variables.
+    pub fn spawn_worker_process_with_env(&self, args: &[&str], extra: &[(&str, &str)]) -> WorkerProcess {
         let config = self.worker_config();
         let log = std::env::temp_dir().join(format!("lc-worker-{}-{}.log", self.prefix, Uuid::new_v4().simple()));
         let log_file = std::fs::File::create(&log).unwrap();
@@ -181,6 +186,7 @@ impl TestEnv {
             .env("LC_MACHINES_DIR", &config.machines_dir)
             .env("LC_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
+            .envs(extra.iter().copied())
             .args(args)
             .stdout(Stdio::null())
             .stderr(log_file);
