@@ -254,17 +254,6 @@ impl Queue {
         Ok(lens.iter().sum())
     }
 
-    /// The hints waiting in a queue (up to `limit` per priority), for `lc stuck`.
-    pub async fn peek_hints(&self, queue: &str, limit: isize) -> Result<Vec<String>> {
-        let mut pipe = redis::pipe();
-        for key in self.ready_keys(queue) {
-            pipe.lrange(key, -limit, -1);
-        }
-        let mut conn = self.conn.clone();
-        let lists: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
-        Ok(lists.into_iter().flatten().collect())
-    }
-
     pub async fn ping(&self) -> Result {
         let mut conn = self.conn.clone();
         redis::cmd("PING").query_async::<()>(&mut conn).await?;
