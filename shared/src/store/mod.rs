@@ -97,9 +97,11 @@ where
             Ok(value) => return Ok(value),
             Err(err) if attempt < RETRY_ATTEMPTS && err.is_retryable(replay) => {
                 attempt += 1;
+                // Conflicts are short-lived: the first retry comes within a millisecond,
+                // later ones back off to at most a second (12 tries span about 2 s).
                 let backoff = crate::state::retry_delay(
                     i64::from(attempt),
-                    Duration::from_millis(5),
+                    Duration::from_millis(1),
                     Duration::from_millis(1_000),
                 );
                 tracing::debug!(error = %error_chain(&err), attempt, "retrying transaction");
