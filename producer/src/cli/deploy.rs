@@ -582,11 +582,7 @@ async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<i32> {
     let rows: Vec<Vec<String>> = events
         .iter()
         .map(|event| {
-            let change = match (&event.from_state, &event.to_state) {
-                (Some(from), Some(to)) => format!("{from} → {to}"),
-                (None, Some(to)) => format!("→ {to}"),
-                _ => "-".to_owned(),
-            };
+            let change = output::change(&event.from_state, &event.to_state, "-");
             vec![
                 event.at.format("%H:%M:%S%.3f").to_string(),
                 event.subject.clone(),

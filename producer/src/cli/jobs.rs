@@ -204,11 +204,7 @@ async fn show(store: &Store, id: Uuid, json: bool) -> anyhow::Result<i32> {
     let rows: Vec<Vec<String>> = events
         .iter()
         .map(|event| {
-            let change = match (&event.from_state, &event.to_state) {
-                (Some(from), Some(to)) => format!("{from} → {to}"),
-                (None, Some(to)) => format!("→ {to}"),
-                _ => "log".to_owned(),
-            };
+            let change = output::change(&event.from_state, &event.to_state, "log");
             vec![
                 event.at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
                 event.attempt.to_string(),

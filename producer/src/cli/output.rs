@@ -57,3 +57,13 @@ pub fn short(text: &str, max: usize) -> String {
         first.to_owned()
     }
 }
+
+/// A history row's change: "queued → running", "→ queued", or `other` for rows that
+/// record no transition (log lines).
+pub fn change(from: &Option<String>, to: &Option<String>, other: &str) -> String {
+    match (from, to) {
+        (Some(from), Some(to)) => format!("{from} → {to}"),
+        (None, Some(to)) => format!("→ {to}"),
+        _ => other.to_owned(),
+    }
+}
