@@ -27,7 +27,14 @@ async fn queues_inbox_and_rebuild_work_on_a_redis_cluster() {
                 .with_priority(Priority::ALL[n % 3])
         })
         .collect();
-    let ids: Vec<Uuid> = env.producer().enqueue_batch(&jobs).await.unwrap().into_iter().map(|job| job.id).collect();
+    let ids: Vec<Uuid> = env
+        .producer()
+        .enqueue_batch(&jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|job| job.id)
+        .collect();
     env.wait_terminal(&ids, Duration::from_secs(60)).await;
 
     // The inbox stream works through the cluster too.
@@ -49,15 +56,28 @@ async fn queues_inbox_and_rebuild_work_on_a_redis_cluster() {
     // Data loss on every shard: markers vanish, queues are rebuilt, nothing is lost.
     let more: Vec<Uuid> = {
         let jobs: Vec<NewJob> = (0..200)
-            .map(|n| NewJob::new(JobKind::Sleep, json!({"ms": 2, "record": true})).with_queue(queues[n % queues.len()]))
+            .map(|n| {
+                NewJob::new(JobKind::Sleep, json!({"ms": 2, "record": true}))
+                    .with_queue(queues[n % queues.len()])
+            })
             .collect();
-        env.producer().enqueue_batch(&jobs).await.unwrap().into_iter().map(|job| job.id).collect()
+        env.producer()
+            .enqueue_batch(&jobs)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|job| job.id)
+            .collect()
     };
     cluster.flushall().await;
     env.wait_terminal(&more, Duration::from_secs(60)).await;
     for queue in queues {
         wait_for("markers rebuilt", Duration::from_secs(10), || async {
-            env.queue.has_marker(queue).await.ok().filter(|found| *found)
+            env.queue
+                .has_marker(queue)
+                .await
+                .ok()
+                .filter(|found| *found)
         })
         .await;
     }

@@ -10,17 +10,29 @@ use serde_json::json;
 use uuid::Uuid;
 
 async fn count_in_state(env: &TestEnv, ids: &[Uuid], state: JobState) -> usize {
-    env.states(ids).await.values().filter(|found| **found == state).count()
+    env.states(ids)
+        .await
+        .values()
+        .filter(|found| **found == state)
+        .count()
 }
 
 #[tokio::test]
 async fn a_killed_worker_s_jobs_are_rerun_elsewhere_after_the_lease_expires() {
     let env = TestEnv::new().await;
     let mut doomed = env.spawn_worker_process(&["--concurrency", "100"]);
-    let ids = enqueue_many(&env, JobKind::Sleep, json!({"ms": 1500, "record": true}), 100).await;
-    wait_for("jobs to be running in the doomed worker", Duration::from_secs(20), || async {
-        (count_in_state(&env, &ids, JobState::Running).await >= 50).then_some(())
-    })
+    let ids = enqueue_many(
+        &env,
+        JobKind::Sleep,
+        json!({"ms": 1500, "record": true}),
+        100,
+    )
+    .await;
+    wait_for(
+        "jobs to be running in the doomed worker",
+        Duration::from_secs(20),
+        || async { (count_in_state(&env, &ids, JobState::Running).await >= 50).then_some(()) },
+    )
     .await;
     doomed.signal(libc::SIGKILL);
     doomed.wait(Duration::from_secs(5));
@@ -31,11 +43,17 @@ async fn a_killed_worker_s_jobs_are_rerun_elsewhere_after_the_lease_expires() {
     let expired: i64 = env
         .sql()
         .await
-        .query_one("SELECT count(DISTINCT job_id) FROM job_events WHERE message LIKE 'lease expired%'", &[])
+        .query_one(
+            "SELECT count(DISTINCT job_id) FROM job_events WHERE message LIKE 'lease expired%'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
-    assert!(expired >= 50, "only {expired} jobs went through lease expiry");
+    assert!(
+        expired >= 50,
+        "only {expired} jobs went through lease expiry"
+    );
     survivor.stop().await;
 }
 
@@ -44,27 +62,41 @@ async fn a_stopped_worker_cannot_complete_jobs_taken_over_after_its_lease_expire
     let env = TestEnv::new().await;
     let mut frozen = env.spawn_worker_process(&["--concurrency", "5"]);
     let ids = enqueue_many(&env, JobKind::Sleep, json!({"ms": 1000, "record": true}), 5).await;
-    wait_for("all five running in the first worker", Duration::from_secs(20), || async {
-        (count_in_state(&env, &ids, JobState::Running).await == 5).then_some(())
-    })
+    wait_for(
+        "all five running in the first worker",
+        Duration::from_secs(20),
+        || async { (count_in_state(&env, &ids, JobState::Running).await == 5).then_some(()) },
+    )
     .await;
     frozen.signal(libc::SIGSTOP);
     let second = env.spawn_worker(env.worker_config());
     let states = env.wait_terminal(&ids, Duration::from_secs(30)).await;
     assert!(states.values().all(|state| *state == JobState::Succeeded));
     for id in &ids {
-        assert_eq!(env.store.job(*id).await.unwrap().unwrap().attempt, 2, "taken over by attempt 2");
+        assert_eq!(
+            env.store.job(*id).await.unwrap().unwrap().attempt,
+            2,
+            "taken over by attempt 2"
+        );
     }
     // Wake the first worker: its handlers' sleeps are long over, so it tries to
     // record attempt 1 (or its heartbeat notices first). Either way it is refused.
     frozen.signal(libc::SIGCONT);
-    wait_for("the woken worker to be fenced off", Duration::from_secs(15), || async {
-        let log = frozen.log_text();
-        (log.contains("result refused") || log.contains("no longer held")).then_some(())
-    })
+    wait_for(
+        "the woken worker to be fenced off",
+        Duration::from_secs(15),
+        || async {
+            let log = frozen.log_text();
+            (log.contains("result refused") || log.contains("no longer held")).then_some(())
+        },
+    )
     .await;
     frozen.signal(libc::SIGTERM);
-    assert_eq!(frozen.wait(Duration::from_secs(15)), Some(0), "graceful exit after SIGTERM");
+    assert_eq!(
+        frozen.wait(Duration::from_secs(15)),
+        Some(0),
+        "graceful exit after SIGTERM"
+    );
     second.stop().await;
     env.assert_exactly_once(&ids).await;
     let late: i64 = env
@@ -86,11 +118,16 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let workers = [env.spawn_worker(env.worker_config()), env.spawn_worker(env.worker_config())];
+    let workers = [
+        env.spawn_worker(env.worker_config()),
+        env.spawn_worker(env.worker_config()),
+    ];
     let ids = enqueue_many(env, JobKind::Sleep, json!({"ms": 5, "record": true}), 1000).await;
-    wait_for("a third of the jobs to finish", Duration::from_secs(60), || async {
-        (count_in_state(env, &ids, JobState::Succeeded).await >= 333).then_some(())
-    })
+    wait_for(
+        "a third of the jobs to finish",
+        Duration::from_secs(60),
+        || async { (count_in_state(env, &ids, JobState::Succeeded).await >= 333).then_some(()) },
+    )
     .await;
     disrupt().await;
     let states = env.wait_terminal(&ids, Duration::from_secs(120)).await;
@@ -115,9 +152,17 @@ async fn redis_restarted_empty_mid_run_loses_nothing() {
     disrupted_run(&env, || redis.restart()).await;
     // The sweeper noticed the missing marker and rebuilt the queue. (The test's own
     // connection reconnects on first use after the restart, hence the wait.)
-    wait_for("the queue marker to be rebuilt", Duration::from_secs(10), || async {
-        env.queue.has_marker("default").await.ok().filter(|found| *found)
-    })
+    wait_for(
+        "the queue marker to be rebuilt",
+        Duration::from_secs(10),
+        || async {
+            env.queue
+                .has_marker("default")
+                .await
+                .ok()
+                .filter(|found| *found)
+        },
+    )
     .await;
 }
 
@@ -162,15 +207,29 @@ async fn graceful_shutdown_finishes_short_jobs_and_releases_long_ones_at_once() 
     config.grace = Duration::from_millis(1500);
     let first = env.spawn_worker(config.clone());
     let short = enqueue_many(&env, JobKind::Sleep, json!({"ms": 300, "record": true}), 5).await;
-    let long = enqueue_many(&env, JobKind::Sleep, json!({"ms": 30_000, "record": true}), 5).await;
+    let long = enqueue_many(
+        &env,
+        JobKind::Sleep,
+        json!({"ms": 30_000, "record": true}),
+        5,
+    )
+    .await;
     let all: Vec<Uuid> = short.iter().chain(&long).copied().collect();
     wait_for("all ten running", Duration::from_secs(20), || async {
         (count_in_state(&env, &all, JobState::Running).await == 10).then_some(())
     })
     .await;
     first.stop().await;
-    assert_eq!(count_in_state(&env, &short, JobState::Succeeded).await, 5, "short jobs finish within the grace period");
-    assert_eq!(count_in_state(&env, &long, JobState::Queued).await, 5, "long jobs are handed back");
+    assert_eq!(
+        count_in_state(&env, &short, JobState::Succeeded).await,
+        5,
+        "short jobs finish within the grace period"
+    );
+    assert_eq!(
+        count_in_state(&env, &long, JobState::Queued).await,
+        5,
+        "long jobs are handed back"
+    );
     for id in &long {
         let job = env.store.job(*id).await.unwrap().unwrap();
         assert!(job.lease_owner.is_none());
@@ -181,9 +240,11 @@ async fn graceful_shutdown_finishes_short_jobs_and_releases_long_ones_at_once() 
     let mut quick = config.clone();
     quick.grace = Duration::from_secs(5);
     let second = env.spawn_worker(quick);
-    wait_for("the released jobs to run again", Duration::from_secs(10), || async {
-        (count_in_state(&env, &long, JobState::Running).await == 5).then_some(())
-    })
+    wait_for(
+        "the released jobs to run again",
+        Duration::from_secs(10),
+        || async { (count_in_state(&env, &long, JobState::Running).await == 5).then_some(()) },
+    )
     .await;
     assert!(started.elapsed() < Duration::from_secs(10));
     for id in &long {
@@ -194,7 +255,10 @@ async fn graceful_shutdown_finishes_short_jobs_and_releases_long_ones_at_once() 
     let released: i64 = env
         .sql()
         .await
-        .query_one("SELECT count(*) FROM job_events WHERE message LIKE 'released on shutdown%'", &[])
+        .query_one(
+            "SELECT count(*) FROM job_events WHERE message LIKE 'released on shutdown%'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -218,7 +282,10 @@ async fn sigterm_stops_a_worker_process_cleanly() {
     let stopped: i64 = env
         .sql()
         .await
-        .query_one("SELECT count(*) FROM workers WHERE stopped_at IS NOT NULL", &[])
+        .query_one(
+            "SELECT count(*) FROM workers WHERE stopped_at IS NOT NULL",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -232,7 +299,10 @@ async fn workers_at_read_committed_lose_and_duplicate_nothing() {
     // single conditional update, which read committed re-checks on the latest row.
     let env = TestEnv::new().await;
     let mut opts = env.connect_opts();
-    opts.database_url = format!("{}?options=-c%20default_transaction_isolation%3Dread%5C%20committed", env.database_url);
+    opts.database_url = format!(
+        "{}?options=-c%20default_transaction_isolation%3Dread%5C%20committed",
+        env.database_url
+    );
     let start = |config| {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let handle = tokio::spawn(lc_worker::run(opts.clone(), config, shutdown.clone()));
@@ -242,11 +312,15 @@ async fn workers_at_read_committed_lose_and_duplicate_nothing() {
     let ids = enqueue_many(&env, JobKind::Sleep, json!({"ms": 2, "record": true}), 1000).await;
     // Duplicate hints and a connection cut along the way.
     env.queue
-        .push_hints(&ids.iter().map(|id| lc_shared::store::HintTarget {
-            id: *id,
-            queue: "default".into(),
-            priority: lc_shared::Priority::Normal,
-        }).collect::<Vec<_>>())
+        .push_hints(
+            &ids.iter()
+                .map(|id| lc_shared::store::HintTarget {
+                    id: *id,
+                    queue: "default".into(),
+                    priority: lc_shared::Priority::Normal,
+                })
+                .collect::<Vec<_>>(),
+        )
         .await
         .unwrap();
     env.terminate_db_connections().await;

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lc_shared::deployment::DeploymentRow;
-use lc_tests::{InProcessWorker, TestEnv, WorkerProcess, bin, wait_for};
+use lc_tests::{InProcessWorker, TestEnv, bin, wait_for};
 use lc_worker::WorkerConfig;
 use serde_json::Value;
 use uuid::Uuid;
@@ -157,11 +157,6 @@ async fn create(env: &TestEnv, spec: &str, extra: &[(&str, &str)]) -> Uuid {
     assert_eq!(code, 0, "lc deploy create failed: {err}");
     let value: Value = serde_json::from_str(&out).unwrap();
     value["id"].as_str().unwrap().parse().unwrap()
-}
-
-/// An `lc-worker` process with this env's settings, `extra` environment and `args`.
-fn worker_process(env: &TestEnv, args: &[&str], extra: &[(&str, &str)]) -> WorkerProcess {
-    env.spawn_worker_process_with_env(args, extra)
 }
 
 fn config_with(env: &TestEnv, machine_env: &[&str]) -> WorkerConfig {
@@ -583,11 +578,8 @@ async fn deploy_worker_killed_during_create_converges_without_duplicates() {
     let env = TestEnv::new().await;
     let name = unique(&env, "kill-create");
     let _guard = Containers(vec![name.clone()]);
-    let mut first = worker_process(
-        &env,
-        &["--machine-env", "STANDIN_CREATE_DELAY_MS=3000"],
-        &[],
-    );
+    let mut first =
+        env.spawn_worker_process_with_env(&["--machine-env", "STANDIN_CREATE_DELAY_MS=3000"], &[]);
     let id = create(&env, &machine_spec(&name, 2, 5), &[]).await;
     let store = store_dir(&env, id);
     wait_for("both creates to start", Duration::from_secs(30), || async {
@@ -629,7 +621,7 @@ async fn deploy_worker_killed_during_deploy_converges_without_duplicates() {
     let env = TestEnv::new().await;
     let name = unique(&env, "kill-deploy");
     let _guard = Containers(vec![name.clone()]);
-    let mut first = worker_process(&env, &[], &[]);
+    let mut first = env.spawn_worker_process(&[]);
     let id = create(&env, &local_spec(&name, 6), &[]).await;
     wait_for(
         "the deploy to create its first container",
@@ -812,11 +804,8 @@ async fn deploy_watchdog_rolls_back_a_machine_job_lost_to_lease_expiry() {
     let env = TestEnv::new().await;
     let name = unique(&env, "lost");
     let _guard = Containers(vec![name.clone()]);
-    let mut first = worker_process(
-        &env,
-        &["--machine-env", "STANDIN_CREATE_DELAY_MS=2500"],
-        &[],
-    );
+    let mut first =
+        env.spawn_worker_process_with_env(&["--machine-env", "STANDIN_CREATE_DELAY_MS=2500"], &[]);
     // One attempt per machine: the kill uses it up, so the job dies by lease expiry.
     let id = create(&env, &machine_spec(&name, 2, 1), &[]).await;
     let store = store_dir(&env, id);
@@ -976,8 +965,7 @@ async fn deploy_credentials_never_reach_logs_rows_or_events() {
         Uuid::new_v4().simple()
     );
     let engine = format!("STANDIN_ENGINE_URL={}", docker_host());
-    let mut worker = worker_process(
-        &env,
+    let mut worker = env.spawn_worker_process_with_env(
         &[
             "--machine-env",
             &engine,

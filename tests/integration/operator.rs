@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use lc_shared::{JobKind, JobState, NewJob};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use lc_tests::{TestEnv, enqueue_many, wait_for};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 fn parse(out: &str) -> Value {
@@ -24,18 +24,29 @@ async fn a_frozen_worker_s_job_is_listed_as_stuck_and_requeued_by_hand() {
     .await;
     frozen.signal(libc::SIGSTOP);
     // No other worker sweeps, so the expired lease stays: `lc stuck` must say so.
-    let finding = wait_for("lc stuck to list the job", Duration::from_secs(20), || async {
-        let (code, out, _) = env.lc(&["stuck", "--json", "--dead-after", "1s"]);
-        let findings = parse(&out);
-        let found = findings.as_array()?.iter().find(|f| f["job_id"] == json!(id.to_string()))?.clone();
-        (code == 3 && found["reason"].as_str()?.contains("lease expired")).then_some(found)
-    })
+    let finding = wait_for(
+        "lc stuck to list the job",
+        Duration::from_secs(20),
+        || async {
+            let (code, out, _) = env.lc(&["stuck", "--json", "--dead-after", "1s"]);
+            let findings = parse(&out);
+            let found = findings
+                .as_array()?
+                .iter()
+                .find(|f| f["job_id"] == json!(id.to_string()))?
+                .clone();
+            (code == 3 && found["reason"].as_str()?.contains("lease expired")).then_some(found)
+        },
+    )
     .await;
     assert_eq!(finding["fix"], json!(format!("lc jobs requeue {id}")));
     assert_eq!(finding["state"], json!("running"));
     let (code, table, _) = env.lc(&["stuck", "--dead-after", "1s"]);
     assert_eq!(code, 3);
-    assert!(table.contains("WHY") && table.contains(&id.to_string()), "{table}");
+    assert!(
+        table.contains("WHY") && table.contains(&id.to_string()),
+        "{table}"
+    );
 
     // `lc workers` sees the silent worker as gone.
     let (code, out, _) = env.lc(&["workers", "--json", "--dead-after", "1s"]);
@@ -55,7 +66,11 @@ async fn a_frozen_worker_s_job_is_listed_as_stuck_and_requeued_by_hand() {
     worker.stop().await;
     env.assert_exactly_once(&[id]).await;
     let (code, out, _) = env.lc(&["stuck", "--json", "--dead-after", "1s"]);
-    assert_eq!((code, parse(&out)), (0, json!([])), "nothing stuck any more");
+    assert_eq!(
+        (code, parse(&out)),
+        (0, json!([])),
+        "nothing stuck any more"
+    );
 
     // `lc jobs show --json` tells the whole story.
     let (code, out, _) = env.lc(&["jobs", "show", &id.to_string(), "--json"]);
@@ -68,7 +83,12 @@ async fn a_frozen_worker_s_job_is_listed_as_stuck_and_requeued_by_hand() {
         .iter()
         .map(|event| event["message"].as_str().unwrap_or_default().to_owned())
         .collect();
-    assert!(messages.iter().any(|m| m.starts_with("requeued by operator")), "{messages:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("requeued by operator")),
+        "{messages:?}"
+    );
 }
 
 #[tokio::test]
@@ -83,11 +103,31 @@ async fn queued_jobs_nobody_serves_are_stuck_with_the_reason() {
     let (code, out, _) = env.lc(&["stuck", "--json", "--older-than", "0s"]);
     assert_eq!(code, 3);
     let findings = parse(&out);
-    let job = findings.as_array().unwrap().iter().find(|f| f["job_id"] == json!(id.to_string())).unwrap();
-    assert!(job["reason"].as_str().unwrap().contains("no live worker serves queue orphans"));
+    let job = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["job_id"] == json!(id.to_string()))
+        .unwrap();
+    assert!(
+        job["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no live worker serves queue orphans")
+    );
     assert_eq!(job["fix"], json!("lc-worker --queues orphans"));
-    let hint = findings.as_array().unwrap().iter().find(|f| f["state"] == json!("hint")).unwrap();
-    assert!(hint["reason"].as_str().unwrap().contains("1 hint(s) wait in Redis"));
+    let hint = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["state"] == json!("hint"))
+        .unwrap();
+    assert!(
+        hint["reason"]
+            .as_str()
+            .unwrap()
+            .contains("1 hint(s) wait in Redis")
+    );
 
     // Paused queues say so.
     env.store.set_queue_paused("orphans", true).await.unwrap();
@@ -101,7 +141,10 @@ async fn retry_purge_and_listing() {
     let worker = env.spawn_worker(env.worker_config());
     let producer = env.producer();
     let dead = producer
-        .enqueue(NewJob::new(JobKind::Sleep, json!({"fail_times": 1, "fatal": true})).with_max_attempts(2))
+        .enqueue(
+            NewJob::new(JobKind::Sleep, json!({"fail_times": 1, "fatal": true}))
+                .with_max_attempts(2),
+        )
         .await
         .unwrap()
         .id;
@@ -114,28 +157,50 @@ async fn retry_purge_and_listing() {
     let listed = parse(&out);
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["id"], json!(dead.to_string()));
-    assert!(listed[0]["last_error"].as_str().unwrap().contains("induced failure"));
+    assert!(
+        listed[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("induced failure")
+    );
 
     // Retry every dead job: it gets fresh attempts and, failing only once, succeeds.
     let (code, out, err) = env.lc(&["jobs", "retry", "--state", "dead"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("retried 1 job"));
-    wait_for("the retried job to succeed", Duration::from_secs(20), || async {
-        (env.states(&[dead]).await[&dead] == JobState::Succeeded).then_some(())
-    })
+    wait_for(
+        "the retried job to succeed",
+        Duration::from_secs(20),
+        || async { (env.states(&[dead]).await[&dead] == JobState::Succeeded).then_some(()) },
+    )
     .await;
     // Retrying a job that is not dead is refused with a clear message.
     let (code, _, err) = env.lc(&["jobs", "retry", &ok[0].to_string()]);
     assert_eq!(code, 1);
-    assert!(err.contains("only dead or cancelled jobs can be retried"), "{err}");
+    assert!(
+        err.contains("only dead or cancelled jobs can be retried"),
+        "{err}"
+    );
 
     // Purge succeeded jobs: rows and their history go, live jobs stay.
     let live = producer
-        .enqueue(NewJob::new(JobKind::Noop, json!({})).with_run_at(chrono::Utc::now() + chrono::Duration::hours(1)))
+        .enqueue(
+            NewJob::new(JobKind::Noop, json!({}))
+                .with_run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
+        )
         .await
         .unwrap()
         .id;
-    let (code, out, _) = env.lc(&["jobs", "purge", "--state", "succeeded", "--older-than", "0s", "--batch", "2"]);
+    let (code, out, _) = env.lc(&[
+        "jobs",
+        "purge",
+        "--state",
+        "succeeded",
+        "--older-than",
+        "0s",
+        "--batch",
+        "2",
+    ]);
     assert_eq!(code, 0);
     assert!(out.contains("purged 4 succeeded jobs"), "{out}");
     assert_eq!(env.job_count().await, 1);
@@ -156,7 +221,12 @@ async fn queues_show_depth_and_pause() {
     let (code, out, _) = env.lc(&["queues", "--json"]);
     assert_eq!(code, 0);
     let queues = parse(&out);
-    let default = queues.as_array().unwrap().iter().find(|q| q["queue"] == json!("default")).unwrap();
+    let default = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == json!("default"))
+        .unwrap();
     assert_eq!(default["queued"], json!(7));
     assert_eq!(default["paused"], json!(true));
     assert_eq!(default["hints_in_redis"], json!(7));
@@ -187,14 +257,21 @@ async fn exit_codes_follow_the_convention() {
 #[tokio::test]
 async fn workers_serve_prometheus_metrics() {
     let env = TestEnv::new().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut config = env.worker_config();
     config.metrics_addr = Some(format!("127.0.0.1:{port}").parse().unwrap());
     let worker = env.spawn_worker(config);
     let ids = enqueue_many(&env, JobKind::Noop, json!({}), 5).await;
     let failing = env
         .producer()
-        .enqueue(NewJob::new(JobKind::Sleep, json!({"fail_times": 9, "fatal": true})))
+        .enqueue(NewJob::new(
+            JobKind::Sleep,
+            json!({"fail_times": 9, "fatal": true}),
+        ))
         .await
         .unwrap()
         .id;
@@ -202,11 +279,17 @@ async fn workers_serve_prometheus_metrics() {
     env.wait_terminal(&[failing], Duration::from_secs(20)).await;
     let body = wait_for("metrics to answer", Duration::from_secs(10), || async {
         // tokio's socket: a blocking read would stall the worker on this test's thread.
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.ok()?;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+            .await
+            .ok()?;
         let mut body = String::new();
         stream.read_to_string(&mut body).await.ok()?;
-        body.contains("lc_jobs_succeeded_total{kind=\"noop\"} 5").then_some(body)
+        body.contains("lc_jobs_succeeded_total{kind=\"noop\"} 5")
+            .then_some(body)
     })
     .await;
     assert!(body.starts_with("HTTP/1.0 200 OK"));

@@ -20,7 +20,10 @@ async fn jobs_run_once_and_record_their_history() {
     assert!(states.values().all(|state| *state == JobState::Succeeded));
     env.assert_exactly_once(&ids).await;
     let events = env.store.events(ids[0]).await.unwrap();
-    let changes: Vec<_> = events.iter().filter_map(|event| event.to_state.clone()).collect();
+    let changes: Vec<_> = events
+        .iter()
+        .filter_map(|event| event.to_state.clone())
+        .collect();
     assert_eq!(changes, ["queued", "running", "succeeded"]);
     worker.stop().await;
 }
@@ -32,10 +35,22 @@ async fn higher_priority_runs_first() {
     let mut low = Vec::new();
     let mut high = Vec::new();
     for _ in 0..10 {
-        low.push(producer.enqueue(NewJob::new(JobKind::Noop, json!({})).with_priority(Priority::Low)).await.unwrap().id);
+        low.push(
+            producer
+                .enqueue(NewJob::new(JobKind::Noop, json!({})).with_priority(Priority::Low))
+                .await
+                .unwrap()
+                .id,
+        );
     }
     for _ in 0..10 {
-        high.push(producer.enqueue(NewJob::new(JobKind::Noop, json!({})).with_priority(Priority::High)).await.unwrap().id);
+        high.push(
+            producer
+                .enqueue(NewJob::new(JobKind::Noop, json!({})).with_priority(Priority::High))
+                .await
+                .unwrap()
+                .id,
+        );
     }
     let mut config = env.worker_config();
     config.concurrency = 1;
@@ -45,16 +60,25 @@ async fn higher_priority_runs_first() {
     worker.stop().await;
     let client = env.sql().await;
     let last_high: chrono::DateTime<Utc> = client
-        .query_one("SELECT max(started_at) FROM jobs WHERE id = ANY($1)", &[&high])
+        .query_one(
+            "SELECT max(started_at) FROM jobs WHERE id = ANY($1)",
+            &[&high],
+        )
         .await
         .unwrap()
         .get(0);
     let first_low: chrono::DateTime<Utc> = client
-        .query_one("SELECT min(started_at) FROM jobs WHERE id = ANY($1)", &[&low])
+        .query_one(
+            "SELECT min(started_at) FROM jobs WHERE id = ANY($1)",
+            &[&low],
+        )
         .await
         .unwrap()
         .get(0);
-    assert!(last_high <= first_low, "a low-priority job started before the last high one");
+    assert!(
+        last_high <= first_low,
+        "a low-priority job started before the last high one"
+    );
 }
 
 #[tokio::test]
@@ -69,12 +93,19 @@ async fn idempotency_key_returns_the_existing_job() {
     assert_eq!(first.id, second.id);
     // The same key inside one batch, and again across batches: still one job.
     let batch = producer.enqueue_batch(&[job.clone(), job]).await.unwrap();
-    assert!(batch.iter().all(|enqueued| enqueued.id == first.id && !enqueued.created));
+    assert!(
+        batch
+            .iter()
+            .all(|enqueued| enqueued.id == first.id && !enqueued.created)
+    );
     assert_eq!(env.job_count().await, 1);
     // The CLI says so too.
     let (code, out, _) = env.lc(&["enqueue", "noop", "--idempotency-key", "order-42"]);
     assert_eq!(code, 0);
-    assert!(out.contains(&first.id.to_string()) && out.contains("already enqueued"), "{out}");
+    assert!(
+        out.contains(&first.id.to_string()) && out.contains("already enqueued"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -93,14 +124,17 @@ async fn transactional_enqueue_commits_or_vanishes_with_the_caller() {
     let committed = Producer::enqueue_in_transaction(&tx, &jobs).await.unwrap();
     tx.commit().await.unwrap();
     // No notify: the sweeper dispatches jobs enqueued in a caller's transaction.
-    let states = env.wait_terminal(&[committed[0].id], Duration::from_secs(10)).await;
+    let states = env
+        .wait_terminal(&[committed[0].id], Duration::from_secs(10))
+        .await;
     assert_eq!(states[&committed[0].id], JobState::Succeeded);
 
     let tx = client.transaction().await.unwrap();
     let notified = Producer::enqueue_in_transaction(&tx, &jobs).await.unwrap();
     tx.commit().await.unwrap();
     env.producer().notify(&notified).await;
-    env.wait_terminal(&[notified[0].id], Duration::from_secs(10)).await;
+    env.wait_terminal(&[notified[0].id], Duration::from_secs(10))
+        .await;
     assert_eq!(env.job_count().await, 2);
     worker.stop().await;
 }
@@ -121,11 +155,16 @@ async fn retries_back_off_then_die_and_fatal_errors_die_at_once() {
         .unwrap()
         .id;
     let fatal = producer
-        .enqueue(NewJob::new(JobKind::Sleep, json!({"fail_times": 1, "fatal": true})).with_max_attempts(5))
+        .enqueue(
+            NewJob::new(JobKind::Sleep, json!({"fail_times": 1, "fatal": true}))
+                .with_max_attempts(5),
+        )
         .await
         .unwrap()
         .id;
-    let states = env.wait_terminal(&[flaky, doomed, fatal], Duration::from_secs(30)).await;
+    let states = env
+        .wait_terminal(&[flaky, doomed, fatal], Duration::from_secs(30))
+        .await;
     assert_eq!(states[&flaky], JobState::Succeeded);
     assert_eq!(states[&doomed], JobState::Dead);
     assert_eq!(states[&fatal], JobState::Dead);
@@ -138,14 +177,32 @@ async fn retries_back_off_then_die_and_fatal_errors_die_at_once() {
 
     // Backoff: each retry waited at least half the base delay, growing.
     let events = env.store.events(flaky).await.unwrap();
-    let claims: Vec<_> = events.iter().filter(|e| e.to_state.as_deref() == Some("running")).map(|e| e.at).collect();
-    let retries: Vec<_> = events.iter().filter(|e| e.message.as_deref().is_some_and(|m| m.starts_with("retry scheduled"))).map(|e| e.at).collect();
+    let claims: Vec<_> = events
+        .iter()
+        .filter(|e| e.to_state.as_deref() == Some("running"))
+        .map(|e| e.at)
+        .collect();
+    let retries: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            e.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("retry scheduled"))
+        })
+        .map(|e| e.at)
+        .collect();
     assert_eq!(claims.len(), 3);
     assert_eq!(retries.len(), 2);
     let first_wait = claims[1] - retries[0];
     let second_wait = claims[2] - retries[1];
-    assert!(first_wait >= chrono::Duration::milliseconds(50), "first retry after {first_wait}");
-    assert!(second_wait >= chrono::Duration::milliseconds(100), "second retry after {second_wait}");
+    assert!(
+        first_wait >= chrono::Duration::milliseconds(50),
+        "first retry after {first_wait}"
+    );
+    assert!(
+        second_wait >= chrono::Duration::milliseconds(100),
+        "second retry after {second_wait}"
+    );
     env.assert_exactly_once(&[flaky, doomed, fatal]).await;
     worker.stop().await;
 }
@@ -155,20 +212,34 @@ async fn cancel_queued_and_running_jobs() {
     let env = TestEnv::new().await;
     let producer = env.producer();
     let delayed = producer
-        .enqueue(NewJob::new(JobKind::Noop, json!({})).with_run_at(Utc::now() + chrono::Duration::hours(1)))
+        .enqueue(
+            NewJob::new(JobKind::Noop, json!({}))
+                .with_run_at(Utc::now() + chrono::Duration::hours(1)),
+        )
         .await
         .unwrap()
         .id;
-    assert_eq!(producer.cancel(delayed).await.unwrap(), CancelOutcome::Cancelled { was: JobState::Queued });
+    assert_eq!(
+        producer.cancel(delayed).await.unwrap(),
+        CancelOutcome::Cancelled {
+            was: JobState::Queued
+        }
+    );
     assert_eq!(
         producer.cancel(delayed).await.unwrap(),
         CancelOutcome::AlreadyFinished(JobState::Cancelled)
     );
-    assert_eq!(producer.cancel(Uuid::new_v4()).await.unwrap(), CancelOutcome::NotFound);
+    assert_eq!(
+        producer.cancel(Uuid::new_v4()).await.unwrap(),
+        CancelOutcome::NotFound
+    );
 
     let worker = env.spawn_worker(env.worker_config());
     let long = producer
-        .enqueue(NewJob::new(JobKind::Sleep, json!({"ms": 60_000, "record": true})))
+        .enqueue(NewJob::new(
+            JobKind::Sleep,
+            json!({"ms": 60_000, "record": true}),
+        ))
         .await
         .unwrap()
         .id;
@@ -194,7 +265,13 @@ async fn cancel_queued_and_running_jobs() {
     .await;
     worker.stop().await;
     env.assert_exactly_once(&[delayed, long]).await;
-    let effects: i64 = env.sql().await.query_one("SELECT count(*) FROM job_effects", &[]).await.unwrap().get(0);
+    let effects: i64 = env
+        .sql()
+        .await
+        .query_one("SELECT count(*) FROM job_effects", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(effects, 0, "a cancelled sleep must not finish its work");
 }
 
@@ -215,7 +292,11 @@ async fn delayed_jobs_wait_for_their_time() {
     // The CLI's --delay goes the same way.
     let (code, out, _) = env.lc(&["enqueue", "noop", "--delay", "300ms", "--json"]);
     assert_eq!(code, 0);
-    let id: Uuid = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].as_str().unwrap().parse().unwrap();
+    let id: Uuid = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     env.wait_terminal(&[id], Duration::from_secs(15)).await;
     worker.stop().await;
 }
@@ -225,22 +306,50 @@ async fn bad_input_is_refused_and_writes_nothing() {
     let env = TestEnv::new().await;
     // A single argument cannot hold 300 KiB, so the oversized payload comes from a file.
     let big_file = std::env::temp_dir().join(format!("lc-big-{}.json", env.prefix));
-    std::fs::write(&big_file, format!("{{\"ms\": 1, \"pad\": \"{}\"}}", "x".repeat(300 * 1024))).unwrap();
+    std::fs::write(
+        &big_file,
+        format!("{{\"ms\": 1, \"pad\": \"{}\"}}", "x".repeat(300 * 1024)),
+    )
+    .unwrap();
     let big = format!("@{}", big_file.display());
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["enqueue", "frobnicate"], "unknown job kind"),
-        (vec!["enqueue", "noop", "--payload", "{not json"], "not valid JSON"),
-        (vec!["enqueue", "noop", "--payload", "[1,2]"], "must be a JSON object"),
-        (vec!["enqueue", "sleep", "--payload", &big], "over the 262144 byte limit"),
-        (vec!["enqueue", "noop", "--queue", "Bad Queue!"], "invalid queue name"),
-        (vec!["enqueue", "noop", "--priority", "urgent"], "invalid priority"),
-        (vec!["enqueue", "noop", "--max-attempts", "0"], "max_attempts must be between"),
-        (vec!["enqueue", "sleep", "--payload", "{\"ms\": \"soon\"}"], "invalid payload for sleep"),
+        (
+            vec!["enqueue", "noop", "--payload", "{not json"],
+            "not valid JSON",
+        ),
+        (
+            vec!["enqueue", "noop", "--payload", "[1,2]"],
+            "must be a JSON object",
+        ),
+        (
+            vec!["enqueue", "sleep", "--payload", &big],
+            "over the 262144 byte limit",
+        ),
+        (
+            vec!["enqueue", "noop", "--queue", "Bad Queue!"],
+            "invalid queue name",
+        ),
+        (
+            vec!["enqueue", "noop", "--priority", "urgent"],
+            "invalid priority",
+        ),
+        (
+            vec!["enqueue", "noop", "--max-attempts", "0"],
+            "max_attempts must be between",
+        ),
+        (
+            vec!["enqueue", "sleep", "--payload", "{\"ms\": \"soon\"}"],
+            "invalid payload for sleep",
+        ),
     ];
     for (args, expected) in cases {
         let (code, out, err) = env.lc(&args);
         assert_eq!(code, 1, "{args:?} should fail: {out}{err}");
-        assert!(err.contains(expected), "{args:?}: expected {expected:?} in {err:?}");
+        assert!(
+            err.contains(expected),
+            "{args:?}: expected {expected:?} in {err:?}"
+        );
     }
     assert_eq!(env.job_count().await, 0, "refused input must write nothing");
     // The library refuses the same way, and a bad job in a batch stops the whole batch.
@@ -262,18 +371,30 @@ async fn malformed_and_duplicate_hints_are_harmless() {
     let key = env.queue.ready_key("default", Priority::Normal);
     for id in &ids {
         for _ in 0..3 {
-            redis::cmd("LPUSH").arg(&key).arg(id.to_string()).query_async::<()>(&mut conn).await.unwrap();
+            redis::cmd("LPUSH")
+                .arg(&key)
+                .arg(id.to_string())
+                .query_async::<()>(&mut conn)
+                .await
+                .unwrap();
         }
     }
     for garbage in ["not-a-uuid", "", "{\"id\": 1}", "\u{0}\u{1}binary"] {
-        redis::cmd("LPUSH").arg(&key).arg(garbage).query_async::<()>(&mut conn).await.unwrap();
+        redis::cmd("LPUSH")
+            .arg(&key)
+            .arg(garbage)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
     }
     let worker = env.spawn_worker(env.worker_config());
     env.wait_terminal(&ids, Duration::from_secs(30)).await;
     // Every hint is consumed, the worker is still running and takes new work.
-    wait_for("the hint lists to drain", Duration::from_secs(10), || async {
-        (env.queue.ready_len("default").await.unwrap() == 0).then_some(())
-    })
+    wait_for(
+        "the hint lists to drain",
+        Duration::from_secs(10),
+        || async { (env.queue.ready_len("default").await.unwrap() == 0).then_some(()) },
+    )
     .await;
     let later = enqueue_many(&env, JobKind::Noop, json!({}), 1).await;
     env.wait_terminal(&later, Duration::from_secs(10)).await;
@@ -282,11 +403,17 @@ async fn malformed_and_duplicate_hints_are_harmless() {
     let claims: i64 = env
         .sql()
         .await
-        .query_one("SELECT count(*) FROM job_events WHERE to_state = 'running' AND job_id = ANY($1)", &[&ids])
+        .query_one(
+            "SELECT count(*) FROM job_events WHERE to_state = 'running' AND job_id = ANY($1)",
+            &[&ids],
+        )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(claims, 20, "each job must be claimed exactly once despite 4 hints each");
+    assert_eq!(
+        claims, 20,
+        "each job must be claimed exactly once despite 4 hints each"
+    );
 }
 
 #[tokio::test]
@@ -306,13 +433,25 @@ async fn inbox_messages_become_jobs_once_and_bad_ones_are_kept_with_a_reason() {
     for (body, _) in bad {
         env.queue.add_inbox(body).await.unwrap();
     }
-    let oversized = format!(r#"{{"kind":"noop","payload":{{"pad":"{}"}}}}"#, "y".repeat(300 * 1024));
+    let oversized = format!(
+        r#"{{"kind":"noop","payload":{{"pad":"{}"}}}}"#,
+        "y".repeat(300 * 1024)
+    );
     env.queue.add_inbox(&oversized).await.unwrap();
 
-    let ids: Vec<Uuid> = wait_for("two jobs from the inbox", Duration::from_secs(15), || async {
-        let rows = env.sql().await.query("SELECT id FROM jobs", &[]).await.unwrap();
-        (rows.len() == 2).then(|| rows.iter().map(|row| row.get(0)).collect())
-    })
+    let ids: Vec<Uuid> = wait_for(
+        "two jobs from the inbox",
+        Duration::from_secs(15),
+        || async {
+            let rows = env
+                .sql()
+                .await
+                .query("SELECT id FROM jobs", &[])
+                .await
+                .unwrap();
+            (rows.len() == 2).then(|| rows.iter().map(|row| row.get(0)).collect())
+        },
+    )
     .await;
     env.wait_terminal(&ids, Duration::from_secs(15)).await;
     let letters = wait_for("five dead letters", Duration::from_secs(10), || async {
@@ -321,9 +460,16 @@ async fn inbox_messages_become_jobs_once_and_bad_ones_are_kept_with_a_reason() {
     })
     .await;
     for (_, reason) in bad {
-        assert!(letters.iter().any(|letter| letter.reason.contains(reason)), "no dead letter says {reason:?}");
+        assert!(
+            letters.iter().any(|letter| letter.reason.contains(reason)),
+            "no dead letter says {reason:?}"
+        );
     }
-    assert!(letters.iter().any(|letter| letter.reason.contains("byte limit")));
+    assert!(
+        letters
+            .iter()
+            .any(|letter| letter.reason.contains("byte limit"))
+    );
     let (code, out, _) = env.lc(&["dead-letters"]);
     assert_eq!(code, 0);
     assert!(out.contains("unknown job kind"), "{out}");
@@ -350,7 +496,11 @@ async fn migrations_are_safe_to_run_concurrently() {
     }
     // And on an empty database, concurrently from the start.
     let fresh = format!("{}_fresh", env.db_name);
-    env.sql().await.batch_execute(&format!("CREATE DATABASE {fresh}")).await.unwrap();
+    env.sql()
+        .await
+        .batch_execute(&format!("CREATE DATABASE {fresh}"))
+        .await
+        .unwrap();
     let url = format!("{}_fresh", env.database_url);
     let runs: Vec<_> = (0..4)
         .map(|_| {
@@ -384,7 +534,12 @@ async fn a_paused_queue_is_not_taken_from() {
     let ids = enqueue_many(&env, JobKind::Noop, json!({}), 5).await;
     // Two heartbeats and several poll rounds later, nothing has started.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(env.states(&ids).await.values().all(|state| *state == JobState::Queued));
+    assert!(
+        env.states(&ids)
+            .await
+            .values()
+            .all(|state| *state == JobState::Queued)
+    );
     let (code, _, _) = env.lc(&["queues", "resume", "default"]);
     assert_eq!(code, 0);
     env.wait_terminal(&ids, Duration::from_secs(15)).await;
@@ -420,7 +575,10 @@ async fn finished_jobs_hold_their_slot_until_their_result_is_committed() {
     // their commit): a slow database slows claiming instead of piling up finished jobs
     // whose leases then expire and run again.
     let bound = 5 * lc_worker::worker::HELD_PER_SLOT as i64;
-    assert!(most_running <= bound, "{most_running} jobs held by a worker of concurrency 5 (bound {bound})");
+    assert!(
+        most_running <= bound,
+        "{most_running} jobs held by a worker of concurrency 5 (bound {bound})"
+    );
     let reruns: i64 = client
         .query_one("SELECT count(*) FROM jobs WHERE attempt > 1", &[])
         .await

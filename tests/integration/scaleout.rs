@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn compose(args: &[&str]) -> String {
@@ -15,7 +18,11 @@ fn compose(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("docker-compose not found; scripts/test.sh installs it");
-    assert!(output.status.success(), "docker-compose {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "docker-compose {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -24,17 +31,34 @@ fn compose_file_is_valid_and_scales_workers() {
     compose(&["config", "-q"]);
     let services = compose(&["config", "--services"]);
     for service in ["cockroach", "redis", "create-database", "migrate", "worker"] {
-        assert!(services.lines().any(|line| line == service), "missing {service}: {services}");
+        assert!(
+            services.lines().any(|line| line == service),
+            "missing {service}: {services}"
+        );
     }
     let cluster = compose(&["--profile", "cluster", "config", "--services"]);
-    for node in ["cockroach-1", "cockroach-2", "cockroach-3", "cockroach-init"] {
-        assert!(cluster.lines().any(|line| line == node), "cluster profile lacks {node}");
+    for node in [
+        "cockroach-1",
+        "cockroach-2",
+        "cockroach-3",
+        "cockroach-init",
+    ] {
+        assert!(
+            cluster.lines().any(|line| line == node),
+            "cluster profile lacks {node}"
+        );
     }
     // `--scale worker=N` needs a worker without a fixed name or host port.
     let config = compose(&["config"]);
     let worker = config.split("\n  worker:").nth(1).unwrap_or_default();
-    assert!(!worker.contains("container_name"), "a fixed container name prevents scaling");
-    assert!(!worker.contains("ports:"), "a published port prevents scaling");
+    assert!(
+        !worker.contains("container_name"),
+        "a fixed container name prevents scaling"
+    );
+    assert!(
+        !worker.contains("ports:"),
+        "a published port prevents scaling"
+    );
 }
 
 #[test]
@@ -44,6 +68,10 @@ fn docker_machine_stand_in_keeps_the_real_contract() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "stand-in self-test failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "stand-in self-test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }

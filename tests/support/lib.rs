@@ -34,7 +34,10 @@ pub fn bin_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(|deps| deps.parent()).unwrap().to_path_buf()
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn bin(name: &str) -> PathBuf {
@@ -58,7 +61,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -87,7 +93,9 @@ impl TestEnv {
         let admin = admin_url();
         let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
             .await
-            .unwrap_or_else(|err| panic!("cannot reach PostgreSQL at {admin}: {err}; run scripts/services.sh up"));
+            .unwrap_or_else(|err| {
+                panic!("cannot reach PostgreSQL at {admin}: {err}; run scripts/services.sh up")
+            });
         tokio::spawn(connection);
         client
             .batch_execute(&format!("CREATE DATABASE {db_name}"))
@@ -156,7 +164,11 @@ impl TestEnv {
     /// Starts a worker inside the test process.
     pub fn spawn_worker(&self, config: WorkerConfig) -> InProcessWorker {
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(lc_worker::run(self.connect_opts(), config, shutdown.clone()));
+        let handle = tokio::spawn(lc_worker::run(
+            self.connect_opts(),
+            config,
+            shutdown.clone(),
+        ));
         InProcessWorker { shutdown, handle }
     }
 
@@ -166,9 +178,17 @@ impl TestEnv {
     }
 
     /// [`TestEnv::spawn_worker_process`] with extra environment variables.
-    pub fn spawn_worker_process_with_env(&self, args: &[&str], extra: &[(&str, &str)]) -> WorkerProcess {
+    pub fn spawn_worker_process_with_env(
+        &self,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> WorkerProcess {
         let config = self.worker_config();
-        let log = std::env::temp_dir().join(format!("lc-worker-{}-{}.log", self.prefix, Uuid::new_v4().simple()));
+        let log = std::env::temp_dir().join(format!(
+            "lc-worker-{}-{}.log",
+            self.prefix,
+            Uuid::new_v4().simple()
+        ));
         let log_file = std::fs::File::create(&log).unwrap();
         let mut command = Command::new(bin("lc-worker"));
         command
@@ -217,11 +237,20 @@ impl TestEnv {
 
     pub async fn job_count(&self) -> i64 {
         let client = self.sql().await;
-        client.query_one("SELECT count(*) FROM jobs", &[]).await.unwrap().get(0)
+        client
+            .query_one("SELECT count(*) FROM jobs", &[])
+            .await
+            .unwrap()
+            .get(0)
     }
 
     pub async fn states(&self, ids: &[Uuid]) -> HashMap<Uuid, JobState> {
-        self.store.job_states(ids).await.unwrap().into_iter().collect()
+        self.store
+            .job_states(ids)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect()
     }
 
     /// Waits until every job is terminal; returns their states.
@@ -253,7 +282,11 @@ impl TestEnv {
             )
             .await
             .unwrap();
-        assert_eq!(rows.len(), ids.len(), "some jobs are missing from the database");
+        assert_eq!(
+            rows.len(),
+            ids.len(),
+            "some jobs are missing from the database"
+        );
         for row in rows {
             let id: Uuid = row.get(0);
             let state: String = row.get(1);
@@ -263,10 +296,16 @@ impl TestEnv {
             let record: Option<String> = row.get(6);
             let state: JobState = state.parse().unwrap();
             assert!(state.is_terminal(), "job {id} is still {state}");
-            assert_eq!(terminal_events, 1, "job {id} entered a terminal state {terminal_events} times");
+            assert_eq!(
+                terminal_events, 1,
+                "job {id} entered a terminal state {terminal_events} times"
+            );
             assert_eq!(doubled, 0, "job {id} recorded an attempt's effect twice");
             if state == JobState::Succeeded && record.as_deref() == Some("true") {
-                assert_eq!(final_effects, 1, "job {id} succeeded without its final attempt's effect");
+                assert_eq!(
+                    final_effects, 1,
+                    "job {id} succeeded without its final attempt's effect"
+                );
             }
         }
     }
@@ -399,7 +438,16 @@ impl PrivateRedis {
 
     async fn launch(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -425,7 +473,10 @@ impl PrivateRedis {
     pub async fn flushall(&self) {
         let client = redis::Client::open(self.url()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await.unwrap();
+        redis::cmd("FLUSHALL")
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
     }
 }
 
@@ -436,7 +487,12 @@ impl Drop for PrivateRedis {
 }
 
 /// `n` jobs of one kind and payload, enqueued in one batch; returns their ids.
-pub async fn enqueue_many(env: &TestEnv, kind: lc_shared::JobKind, payload: serde_json::Value, n: usize) -> Vec<Uuid> {
+pub async fn enqueue_many(
+    env: &TestEnv,
+    kind: lc_shared::JobKind,
+    payload: serde_json::Value,
+    n: usize,
+) -> Vec<Uuid> {
     let jobs = vec![lc_shared::NewJob::new(kind, payload); n];
     env.producer()
         .enqueue_batch(&jobs)
@@ -452,7 +508,10 @@ async fn wait_for_redis(url: &str) {
     wait_for("redis to answer", Duration::from_secs(10), || async {
         let client = redis::Client::open(url).ok()?;
         let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()
     })
     .await;
 }
@@ -473,7 +532,11 @@ impl PrivateRedisCluster {
         let mut ports = Vec::new();
         // Cluster nodes also listen on port+10000; pick ports whose bus port is free too.
         while ports.len() < 3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
             if port < 55000 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
                 ports.push(port);
             }
@@ -482,9 +545,20 @@ impl PrivateRedisCluster {
         for port in &ports {
             let child = Command::new("redis-server")
                 .args([
-                    "--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                    "--cluster-enabled", "yes", "--cluster-config-file", &format!("nodes-{port}.conf"),
-                    "--dir", &dir.display().to_string(),
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &format!("nodes-{port}.conf"),
+                    "--dir",
+                    &dir.display().to_string(),
                 ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -492,11 +566,19 @@ impl PrivateRedisCluster {
                 .unwrap();
             children.push(child);
         }
-        let cluster = PrivateRedisCluster { ports, dir, children };
+        let cluster = PrivateRedisCluster {
+            ports,
+            dir,
+            children,
+        };
         for port in &cluster.ports {
             wait_for_redis(&format!("redis://127.0.0.1:{port}")).await;
         }
-        let nodes: Vec<String> = cluster.ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
         let status = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&nodes)
@@ -513,7 +595,11 @@ impl PrivateRedisCluster {
                 async move {
                     let client = redis::Client::open(url).ok()?;
                     let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-                    let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await.ok()?;
+                    let info: String = redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query_async(&mut conn)
+                        .await
+                        .ok()?;
                     info.contains("cluster_state:ok").then_some(())
                 }
             })
@@ -524,7 +610,11 @@ impl PrivateRedisCluster {
 
     /// The URL that selects cluster mode: `redis+cluster://host:port,host:port,...`.
     pub fn url(&self) -> String {
-        let nodes: Vec<String> = self.ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
+        let nodes: Vec<String> = self
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
         format!("{}{}", lc_shared::queue::CLUSTER_SCHEME, nodes.join(","))
     }
 
@@ -533,7 +623,10 @@ impl PrivateRedisCluster {
         for port in &self.ports {
             let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
             let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-            redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await.unwrap();
+            redis::cmd("FLUSHALL")
+                .query_async::<()>(&mut conn)
+                .await
+                .unwrap();
         }
     }
 }
