@@ -22,9 +22,7 @@ use lc_shared::NewJob;
 use lc_shared::config::redact_url;
 use lc_shared::job::InvalidJob;
 use lc_shared::queue::{Queue, QueueError};
-use lc_shared::store::{
-    self, CancelOutcome, Enqueued, HintTarget, Store, StoreError, error_chain,
-};
+use lc_shared::store::{self, CancelOutcome, Enqueued, HintTarget, Store, StoreError, error_chain};
 use tracing::warn;
 use uuid::Uuid;
 
@@ -52,7 +50,11 @@ pub struct Producer {
 impl Producer {
     /// Connects to the database (lazily) and to Redis. Redis being down is not an
     /// error: enqueue keeps working and dispatch catches up later.
-    pub async fn connect(database_url: &str, redis_url: &str, redis_prefix: &str) -> Result<Producer> {
+    pub async fn connect(
+        database_url: &str,
+        redis_url: &str,
+        redis_prefix: &str,
+    ) -> Result<Producer> {
         let store = Store::connect(database_url, 8)?;
         let queue = match Queue::connect(redis_url, redis_prefix).await {
             Ok(queue) => Some(queue),
@@ -128,7 +130,11 @@ impl Producer {
     /// whose hint is lost still runs (the sweeper dispatches it).
     pub async fn notify(&self, enqueued: &[Enqueued]) {
         let Some(queue) = &self.queue else { return };
-        let ids: Vec<Uuid> = enqueued.iter().filter(|job| job.created).map(|job| job.id).collect();
+        let ids: Vec<Uuid> = enqueued
+            .iter()
+            .filter(|job| job.created)
+            .map(|job| job.id)
+            .collect();
         if ids.is_empty() {
             return;
         }
@@ -140,7 +146,9 @@ impl Producer {
                     let _ = self.store.mark_undispatched(&ids).await;
                 }
             }
-            Err(err) => warn!(error = %error_chain(&err), "could not mark jobs dispatched; the sweeper dispatches them"),
+            Err(err) => {
+                warn!(error = %error_chain(&err), "could not mark jobs dispatched; the sweeper dispatches them")
+            }
         }
     }
 

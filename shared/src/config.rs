@@ -51,7 +51,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => value * 60.0,
         "h" => value * 3600.0,
         "d" => value * 86_400.0,
-        other => return Err(format!("unknown duration unit {other:?} in {text:?} (use ms, s, m, h or d)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {text:?} (use ms, s, m, h or d)"
+            ));
+        }
     };
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(format!("invalid duration {text:?}"));
@@ -95,6 +99,9 @@ mod tests {
             redact_url("postgres://lc:secret@127.0.0.1:5432/db"),
             "postgres://lc:***@127.0.0.1:5432/db"
         );
-        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 }

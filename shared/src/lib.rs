@@ -7,6 +7,7 @@
 //! - [`queue`]: Redis dispatch hints, queue markers and the inbox stream
 //! - [`migrate`]: schema migrations from `migrations/*.sql`
 //! - [`deployment`]: deployments, machines and containers (spec, names, records)
+//! - [`secrets`]: sealing secrets at rest with `LC_SECRET_KEY`
 //! - [`config`]: connection options shared by every binary
 //! - [`telemetry`]: tracing set-up
 
@@ -15,6 +16,7 @@ pub mod deployment;
 pub mod job;
 pub mod migrate;
 pub mod queue;
+pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod telemetry;

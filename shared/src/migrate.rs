@@ -14,7 +14,14 @@ use crate::store::{Replay, Result, Store, StoreError, retry};
 /// Every migration, in order. Add new files at the end; never edit an applied one.
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_jobs", include_str!("../../migrations/0001_jobs.sql")),
-    ("0002_deployments", include_str!("../../migrations/0002_deployments.sql")),
+    (
+        "0002_deployments",
+        include_str!("../../migrations/0002_deployments.sql"),
+    ),
+    (
+        "0003_machine_state",
+        include_str!("../../migrations/0003_machine_state.sql"),
+    ),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one, and
@@ -58,7 +65,9 @@ pub async fn run(store: &Store) -> Result<MigrationReport> {
     .await?;
     let done: std::collections::HashSet<String> = retry(Replay::Safe, || async {
         let client = store.client().await?;
-        let rows = client.query("SELECT version FROM schema_migrations", &[]).await?;
+        let rows = client
+            .query("SELECT version FROM schema_migrations", &[])
+            .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     })
     .await?;
@@ -102,10 +111,25 @@ async fn apply(store: &Store, statement: &str) -> Result {
         })
         .await;
         match outcome {
+            // `ADD CONSTRAINT` has no IF NOT EXISTS: a concurrent run that added it first
+            // leaves exactly what this statement wanted.
+            Err(StoreError::Db(err))
+                if is_add_constraint(statement) && is_duplicate_object(&err) =>
+            {
+                return Ok(());
+            }
             Err(StoreError::Db(err)) if tries < 5 && is_concurrent_ddl(&err) => tries += 1,
             other => return other,
         }
     }
+}
+
+fn is_add_constraint(statement: &str) -> bool {
+    statement.to_ascii_uppercase().contains("ADD CONSTRAINT")
+}
+
+fn is_duplicate_object(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&SqlState::DUPLICATE_OBJECT)
 }
 
 fn is_concurrent_ddl(err: &tokio_postgres::Error) -> bool {

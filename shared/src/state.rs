@@ -214,7 +214,12 @@ mod tests {
         ] {
             assert!(transition.from().iter().all(|state| !state.is_terminal()));
         }
-        assert!(Transition::Revive.from().iter().all(|state| state.is_terminal()));
+        assert!(
+            Transition::Revive
+                .from()
+                .iter()
+                .all(|state| state.is_terminal())
+        );
     }
 
     #[test]
@@ -222,7 +227,10 @@ mod tests {
         let retry = RunResult::Retryable("boom".into());
         assert_eq!(after_run(&retry, 1, 3), Transition::Retry);
         assert_eq!(after_run(&retry, 3, 3), Transition::Die);
-        assert_eq!(after_run(&RunResult::Fatal("bad".into()), 1, 3), Transition::Die);
+        assert_eq!(
+            after_run(&RunResult::Fatal("bad".into()), 1, 3),
+            Transition::Die
+        );
         assert_eq!(after_run(&RunResult::Succeeded, 3, 3), Transition::Succeed);
         assert_eq!(after_lease_expiry(2, 3), JobState::Queued);
         assert_eq!(after_lease_expiry(3, 3), JobState::Dead);

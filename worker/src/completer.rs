@@ -89,7 +89,11 @@ async fn write(worker: Arc<Worker>, batch: Vec<Finished>, max_tries: Option<u32>
 async fn record(worker: &Worker, completions: &[Completion], max_tries: Option<u32>) {
     let mut tries = 0;
     loop {
-        match worker.store.record_completions(worker.id, completions).await {
+        match worker
+            .store
+            .record_completions(worker.id, completions)
+            .await
+        {
             Ok(applied) => {
                 let applied: HashSet<Uuid> = applied.into_iter().collect();
                 for result in completions {
@@ -109,7 +113,10 @@ async fn record(worker: &Worker, completions: &[Completion], max_tries: Option<u
                 tries += 1;
                 error!(error = %error_chain(&err), jobs = completions.len(), tries, "could not record results; retrying");
                 if max_tries.is_some_and(|max| tries >= max) {
-                    warn!(jobs = completions.len(), "giving up on recording results; the jobs run again after their leases expire");
+                    warn!(
+                        jobs = completions.len(),
+                        "giving up on recording results; the jobs run again after their leases expire"
+                    );
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;

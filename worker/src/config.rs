@@ -14,7 +14,12 @@ pub struct WorkerConfig {
     pub concurrency: usize,
 
     /// Queues to take jobs from, comma separated
-    #[arg(long, env = "LC_QUEUES", value_delimiter = ',', default_value = "default")]
+    #[arg(
+        long,
+        env = "LC_QUEUES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
     pub queues: Vec<String>,
 
     /// How long a claimed job stays held without a heartbeat (keep it well above
@@ -60,7 +65,9 @@ pub struct WorkerConfig {
     #[arg(long, env = "LC_DOCKER_MACHINE", default_value = "docker-machine")]
     pub docker_machine: PathBuf,
 
-    /// Where per-deployment docker-machine stores live (MACHINE_STORAGE_PATH of each)
+    /// Scratch space for docker-machine: each step gets a private store (mode 0700) made
+    /// from the database and deleted after it. Nothing here is needed by any other
+    /// worker; stores that a killed worker left are removed at start.
     #[arg(long, env = "LC_MACHINES_DIR", default_value = ".lc/machines")]
     pub machines_dir: PathBuf,
 
@@ -104,7 +111,9 @@ impl WorkerConfig {
             ));
         }
         if self.lease < Duration::from_secs(1) {
-            return Err("--lease must be at least 1s (CockroachDB allows 500ms of clock offset)".into());
+            return Err(
+                "--lease must be at least 1s (CockroachDB allows 500ms of clock offset)".into(),
+            );
         }
         Ok(())
     }

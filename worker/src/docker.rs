@@ -41,6 +41,8 @@ pub enum DockerError {
         #[source]
         source: BollardError,
     },
+    #[error("TLS with the engine at {url} failed: {reason}")]
+    Tls { url: String, reason: String },
     #[error("engine URL {0:?} is neither unix:// nor tcp://")]
     Scheme(String),
     #[error("engine {url} is tcp:// but no TLS certificates are recorded for it")]
@@ -76,6 +78,7 @@ impl DockerError {
     pub fn is_permanent(&self) -> bool {
         match self {
             DockerError::Scheme(_)
+            | DockerError::Tls { .. }
             | DockerError::NoCerts { .. }
             | DockerError::ImageMissing { .. }
             | DockerError::NotRunning { .. }
@@ -92,6 +95,40 @@ fn status_code(err: &BollardError) -> Option<u16> {
         BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
     }
+}
+
+/// Says why a TLS handshake failed when the cause is the certificates (no retry helps:
+/// the engine's certificate is not signed by the deployment's CA, has expired, or the
+/// engine refused our client certificate); `None` for other failures.
+fn tls_failure(err: &BollardError) -> Option<String> {
+    let mut chain = Vec::new();
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = current {
+        chain.push(cause.to_string());
+        current = cause.source();
+    }
+    let text = chain.join(": ");
+    let lower = text.to_ascii_lowercase();
+    let reason = if lower.contains("expired") || lower.contains("notvalidyet") {
+        "the engine's certificate has expired or is not valid yet"
+    } else if lower.contains("unknownissuer")
+        || lower.contains("unknown issuer")
+        || lower.contains("certificate verify failed")
+        || lower.contains("badsignature")
+    {
+        "the engine's certificate is not signed by the deployment's CA"
+    } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
+        "the engine's certificate is not valid for its address"
+    } else if lower.contains("alert")
+        && (lower.contains("certificate") || lower.contains("unknownca"))
+    {
+        "the engine refused the client certificate (it does not trust the deployment's CA)"
+    } else if lower.contains("invalid peer certificate") {
+        "the engine's certificate was refused"
+    } else {
+        return None;
+    };
+    Some(format!("{reason} ({text})"))
 }
 
 /// A LaunchControl container found on an engine.
@@ -162,7 +199,13 @@ impl<'a> Engine<'a> {
         let started = Instant::now();
         let negotiated = docker.negotiate_version().await;
         metrics.external_call("docker", "version", started.elapsed(), negotiated.is_err());
-        let docker = negotiated.map_err(connect_error)?;
+        let docker = negotiated.map_err(|source| match tls_failure(&source) {
+            Some(reason) => DockerError::Tls {
+                url: url.clone(),
+                reason,
+            },
+            None => connect_error(source),
+        })?;
         Ok(Engine {
             docker,
             url,
@@ -191,7 +234,13 @@ impl<'a> Engine<'a> {
 
     /// Makes sure the image is on the engine, pulling it when allowed. Returns whether
     /// it was pulled.
-    pub async fn ensure_image(&self, image: &str, pull: PullPolicy) -> Result<bool, DockerError> {
+    pub async fn ensure_image(
+        &self,
+        image: &str,
+        pull: PullPolicy,
+        credentials: Option<bollard::auth::DockerCredentials>,
+        progress: &mut Vec<String>,
+    ) -> Result<bool, DockerError> {
         match self
             .call("inspect_image", self.docker.inspect_image(image))
             .await
@@ -213,13 +262,27 @@ impl<'a> Engine<'a> {
             ..Default::default()
         };
         let started = Instant::now();
-        let mut stream = self.docker.create_image(Some(options), None, None);
+        let mut stream = self.docker.create_image(Some(options), None, credentials);
         let mut failure = None;
+        // The engine streams a line per layer and per progress tick: keep the statuses
+        // that say something (one per layer and step), not the ticks.
+        let mut seen = std::collections::HashSet::new();
         while let Some(item) = stream.next().await {
             match item {
                 Ok(info) => {
                     if let Some(detail) = info.error_detail.and_then(|detail| detail.message) {
                         failure = Some(detail);
+                    }
+                    if let Some(status) = info.status
+                        && !matches!(status.as_str(), "Downloading" | "Extracting" | "Waiting")
+                    {
+                        let line = match info.id {
+                            Some(id) => format!("{id}: {status}"),
+                            None => status,
+                        };
+                        if progress.len() < 20 && seen.insert(line.clone()) {
+                            progress.push(line);
+                        }
                     }
                 }
                 Err(err) => {

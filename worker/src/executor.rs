@@ -39,7 +39,10 @@ pub(crate) async fn run_job(
             worker: worker.clone(),
             cancel: cancel.clone(),
         };
-        let result = match AssertUnwindSafe(handlers::run(&context)).catch_unwind().await {
+        let result = match AssertUnwindSafe(handlers::run(&context))
+            .catch_unwind()
+            .await
+        {
             Ok(Ok(())) => RunResult::Succeeded,
             Ok(Err(err)) => err.into_run_result(),
             Err(panic) => {
@@ -83,7 +86,11 @@ pub(crate) async fn run_job(
             result,
             retry_delay_ms: i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
         };
-        if worker.completions.send(Finished { completion, permit }).is_err() {
+        if worker
+            .completions
+            .send(Finished { completion, permit })
+            .is_err()
+        {
             warn!("completer gone; the job returns to the queue when its lease expires");
         }
     }

@@ -22,7 +22,10 @@ const POP_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: CancellationToken) {
     let keys = worker.queue.ready_keys(&queue_name);
-    let batch_limit = worker.config.fetch_batch.clamp(1, worker.config.concurrency);
+    let batch_limit = worker
+        .config
+        .fetch_batch
+        .clamp(1, worker.config.concurrency);
     let mut popper: Option<HintPopper> = None;
     let mut last_db_poll = Instant::now();
     // Warn once per Redis outage, not once per second.
@@ -153,15 +156,16 @@ async fn claim_hinted(
     }
 }
 
-async fn claim_from_database(
-    worker: &Arc<Worker>,
-    queue_name: &str,
-    permits: &mut Vec<Slot>,
-) {
+async fn claim_from_database(worker: &Arc<Worker>, queue_name: &str, permits: &mut Vec<Slot>) {
     let queues = [queue_name.to_owned()];
     match worker
         .store
-        .claim_due(&queues, permits.len() as i64, worker.id, worker.config.lease)
+        .claim_due(
+            &queues,
+            permits.len() as i64,
+            worker.id,
+            worker.config.lease,
+        )
         .await
     {
         Ok(jobs) => {
@@ -170,7 +174,9 @@ async fn claim_from_database(
             }
             start(worker, jobs, permits);
         }
-        Err(err) => warn!(queue = %queue_name, error = %error_chain(&err), "claim from the database failed"),
+        Err(err) => {
+            warn!(queue = %queue_name, error = %error_chain(&err), "claim from the database failed")
+        }
     }
 }
 

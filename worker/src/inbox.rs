@@ -39,9 +39,16 @@ pub(crate) async fn inbox_loop(worker: Arc<Worker>, stop: CancellationToken) {
         }
         if last_reclaim.elapsed() >= RECLAIM_IDLE / 2 {
             last_reclaim = Instant::now();
-            match worker.queue.reclaim_inbox(&consumer, RECLAIM_IDLE, READ_COUNT).await {
+            match worker
+                .queue
+                .reclaim_inbox(&consumer, RECLAIM_IDLE, READ_COUNT)
+                .await
+            {
                 Ok(messages) if !messages.is_empty() => {
-                    warn!(messages = messages.len(), "taking over inbox messages a stopped worker left unacknowledged");
+                    warn!(
+                        messages = messages.len(),
+                        "taking over inbox messages a stopped worker left unacknowledged"
+                    );
                     ingest(&worker, messages).await;
                 }
                 Ok(_) => {}
@@ -106,21 +113,26 @@ pub async fn ingest(worker: &Worker, messages: Vec<InboxMessage>) {
                     warn!(entry = %message.entry_id, reason = %reason, "inbox message refused; kept in the dead-letter stream");
                     handled.push(message.entry_id.clone());
                 }
-                Err(err) => warn!(error = %error_chain(&err), "could not dead-letter an inbox message; it stays pending"),
+                Err(err) => {
+                    warn!(error = %error_chain(&err), "could not dead-letter an inbox message; it stays pending")
+                }
             },
         }
     }
     if !jobs.is_empty() {
         match worker.store.enqueue(&jobs, true).await {
             Ok(enqueued) => {
-                let hints: Vec<HintTarget> = enqueued.into_iter().filter_map(|job| job.hint).collect();
+                let hints: Vec<HintTarget> =
+                    enqueued.into_iter().filter_map(|job| job.hint).collect();
                 if let Err(err) = worker.queue.push_hints(&hints).await {
                     warn!(error = %error_chain(&err), "could not send hints for ingested jobs; the database path finds them");
                 }
                 debug!(jobs = accepted.len(), "ingested inbox messages");
                 handled.extend(accepted);
             }
-            Err(err) => warn!(error = %error_chain(&err), "could not store inbox jobs; they stay pending and are read again"),
+            Err(err) => {
+                warn!(error = %error_chain(&err), "could not store inbox jobs; they stay pending and are read again")
+            }
         }
     }
     if let Err(err) = worker.queue.ack_inbox(&handled).await {

@@ -12,7 +12,10 @@
 //! - [`sweeper`]: expired leases, due delayed jobs, Redis rebuilds
 //! - [`inbox`]: ingests jobs that other languages wrote to the Redis inbox stream
 //! - [`handlers`]: what each job kind does
-//! - [`machine`]: the docker-machine driver (one store per deployment, timeouts, process groups)
+//! - [`machine`]: the docker-machine driver (timeouts, process groups, no crash reports)
+//! - [`machine_store`]: docker-machine stores made per step from the database
+//! - [`tls`]: a deployment's CA and client certificate
+//! - [`process`]: signals to processes and process groups
 //! - [`docker`]: the Docker Engine API client (bollard) for one machine's engine
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint
 
@@ -25,9 +28,12 @@ pub mod handlers;
 pub mod inbox;
 pub mod lease;
 pub mod machine;
+pub mod machine_store;
 pub mod metrics;
+pub mod process;
 pub mod running;
 pub mod sweeper;
+pub mod tls;
 pub mod worker;
 
 pub use config::WorkerConfig;

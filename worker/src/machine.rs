@@ -1,8 +1,12 @@
 //! The docker-machine driver: runs the configured binary (`--docker-machine`, never
-//! through a shell) with arguments as a list, one store per deployment
-//! (`MACHINE_STORAGE_PATH=<machines-dir>/<deployment id>`), a time limit per call, and
-//! each call in its own process group, which is killed whole on timeout or when the
-//! job is cancelled. Output is captured, redacted and truncated into the job's history.
+//! through a shell) with arguments as a list, against a [`ScratchStore`] made for the
+//! step from the database (`MACHINE_STORAGE_PATH`, plus the `--tls-*` global flags that
+//! name the deployment's certificates), a time limit per call, and each call in its own
+//! process group. The group is killed whole on timeout, when the job is cancelled, and
+//! when the call exits (a failed create leaves its driver plugin running for seconds):
+//! the call is over only when its group is empty. Crash reports are switched off
+//! (`MACHINE_BUGSNAG_API_TOKEN=no-report` and the store's `no-error-report` file).
+//! Output is captured, redacted and truncated into the job's history.
 //!
 //! docker-machine sees a cleaned environment: the basics (PATH, HOME, locale, proxies),
 //! its own `MACHINE_*` settings, the worker's `--machine-env` entries, and the values of
@@ -12,7 +16,7 @@
 //!
 //! The CLI contract followed here is docker-machine 0.16's (see DESIGN.md).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -20,15 +24,20 @@ use lc_shared::deployment::{
     Provider, Spec, is_secret_key, redact_values, spec::is_env_var_name, truncate_text,
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
-use uuid::Uuid;
 
 use crate::config::WorkerConfig;
 use crate::handlers::{JobContext, JobError};
+use crate::machine_store::ScratchStore;
+use crate::process::{group_exists, kill_group};
 
 /// Most output kept from one call (the rest is read and dropped).
 const MAX_CAPTURE: usize = 256 * 1024;
 /// Most output written into the job's history per stream and call.
 const MAX_LOGGED: usize = 4 * 1024;
+
+/// docker-machine sends a crash report to bugsnag after a failed create unless this is
+/// `no-report`.
+const CRASH_REPORT_TOKEN: &str = "MACHINE_BUGSNAG_API_TOKEN";
 
 /// Variables passed through from the worker's environment.
 const PASSTHROUGH: &[&str] = &[
@@ -90,12 +99,8 @@ pub enum MachineError {
     MissingCredential(String),
     #[error("invalid --machine-env entry {0:?}: expected NAME=VALUE with NAME like MACHINE_DEBUG")]
     ExtraEnv(String),
-    #[error("cannot create the machine store {path}")]
-    Storage {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot prepare the machine store for docker-machine")]
+    Storage(#[source] std::io::Error),
 }
 
 impl MachineError {
@@ -103,6 +108,15 @@ impl MachineError {
     /// means there is nothing to do.
     pub fn does_not_exist(&self) -> bool {
         matches!(self, MachineError::Failed { stderr, .. } if stderr.contains("does not exist"))
+    }
+
+    /// The store entry is broken (`config.json` missing or not JSON): docker-machine can
+    /// neither use nor remove it, and says so differently from "does not exist".
+    pub fn broken_entry(&self) -> bool {
+        matches!(self, MachineError::Failed { stderr, .. } if
+            stderr.contains("config.json: no such file or directory")
+            || stderr.contains("Error getting migrated host")
+            || stderr.contains("Error loading host"))
     }
 
     /// `Docker machine "NAME" already exists` from create.
@@ -167,39 +181,29 @@ pub struct CallOutput {
     pub stderr: String,
 }
 
-/// docker-machine for one deployment's store.
+/// docker-machine against one scratch store.
 pub struct MachineCli {
     binary: PathBuf,
     storage: PathBuf,
+    /// `--tls-*` flags naming the deployment's certificates, before every subcommand.
+    global: Vec<String>,
     timeout: Duration,
     env: Vec<(String, String)>,
     secrets: Vec<String>,
 }
 
-/// The per-deployment store under the worker's machines directory.
-pub fn storage_path(config: &WorkerConfig, deployment_id: Uuid) -> PathBuf {
-    config.machines_dir.join(deployment_id.to_string())
-}
-
 impl MachineCli {
-    /// Prepares calls for a deployment: its store, its time limit, the environment
-    /// (credentials read from this worker's environment now). A credential variable that
-    /// is not set is an error when `require_credentials`; otherwise it is left out (a
-    /// teardown can still list and remove machines: docker-machine keeps what its
-    /// drivers need in the store).
+    /// Prepares calls for a deployment: its scratch store, its time limit, the
+    /// environment (credentials read from this worker's environment now). A credential
+    /// variable that is not set is an error when `require_credentials`; otherwise it is
+    /// left out (a teardown can still remove machines: docker-machine keeps what its
+    /// drivers need in the store entry).
     pub fn new(
         config: &WorkerConfig,
-        deployment_id: Uuid,
         spec: &Spec,
         require_credentials: bool,
+        store: &ScratchStore,
     ) -> Result<MachineCli, MachineError> {
-        let storage = storage_path(config, deployment_id);
-        std::fs::create_dir_all(&storage).map_err(|source| MachineError::Storage {
-            path: storage.display().to_string(),
-            source,
-        })?;
-        // An absolute store path, whatever the worker's working directory.
-        let storage = std::fs::canonicalize(&storage).unwrap_or(storage);
         let mut env: Vec<(String, String)> = Vec::new();
         let mut secrets = Vec::new();
         for name in PASSTHROUGH {
@@ -208,7 +212,10 @@ impl MachineCli {
             }
         }
         for (name, value) in std::env::vars() {
-            if name.starts_with("MACHINE_") && name != "MACHINE_STORAGE_PATH" {
+            if name.starts_with("MACHINE_")
+                && name != "MACHINE_STORAGE_PATH"
+                && name != CRASH_REPORT_TOKEN
+            {
                 if is_secret_key(&name) {
                     secrets.push(value.clone());
                 }
@@ -219,7 +226,10 @@ impl MachineCli {
             let Some((name, value)) = entry.split_once('=') else {
                 return Err(MachineError::ExtraEnv(entry.clone()));
             };
-            if !is_env_var_name(name) || name == "MACHINE_STORAGE_PATH" {
+            if !is_env_var_name(name)
+                || name == "MACHINE_STORAGE_PATH"
+                || name == CRASH_REPORT_TOKEN
+            {
                 return Err(MachineError::ExtraEnv(entry.clone()));
             }
             if is_secret_key(name) {
@@ -244,17 +254,16 @@ impl MachineCli {
                 }
             }
         }
+        // No crash report ever leaves the machine.
+        env.push((CRASH_REPORT_TOKEN.to_owned(), "no-report".to_owned()));
         Ok(MachineCli {
             binary: config.docker_machine.clone(),
-            storage,
+            storage: store.path().to_path_buf(),
+            global: store.tls_flags(),
             timeout: spec.timeouts.machine.unwrap_or(config.machine_timeout),
             env,
             secrets,
         })
-    }
-
-    pub fn storage(&self) -> &Path {
-        &self.storage
     }
 
     pub fn timeout(&self) -> Duration {
@@ -337,6 +346,7 @@ impl MachineCli {
     ) -> Result<(std::process::ExitStatus, Vec<u8>, Vec<u8>), MachineError> {
         let mut command = tokio::process::Command::new(&self.binary);
         command
+            .args(&self.global)
             .args(args)
             .env_clear()
             .envs(self.env.iter().map(|(name, value)| (name, value)))
@@ -361,14 +371,23 @@ impl MachineCli {
             Cancelled,
         }
         let end = {
-            let work = async {
-                let (_, _, status) = tokio::join!(
+            let reading = async {
+                tokio::join!(
                     read_capped(out_pipe, &mut stdout),
-                    read_capped(err_pipe, &mut stderr),
-                    child.wait()
-                );
+                    read_capped(err_pipe, &mut stderr)
+                )
+            };
+            let waiting = async {
+                let status = child.wait().await;
+                // The call is over when its group is empty: what it started (a driver
+                // plugin lingers for seconds after a failed create) goes with it, and
+                // then the pipes it held close.
+                if let Some(pgid) = group.0 {
+                    empty_group(pgid).await;
+                }
                 status
             };
+            let work = async { tokio::join!(reading, waiting).1 };
             tokio::select! {
                 status = work => End::Exited(status),
                 _ = tokio::time::sleep(self.timeout) => End::TimedOut,
@@ -546,7 +565,7 @@ struct ProcessGroup(Option<u32>);
 impl ProcessGroup {
     fn kill(mut self) {
         if let Some(pgid) = self.0.take() {
-            kill_process_group(pgid);
+            kill_group(pgid);
         }
     }
 
@@ -558,25 +577,19 @@ impl ProcessGroup {
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         if let Some(pgid) = self.0.take() {
-            kill_process_group(pgid);
+            kill_group(pgid);
         }
     }
 }
 
-/// SIGKILL to every process of group `pgid`.
-#[allow(unsafe_code)]
-fn kill_process_group(pgid: u32) {
-    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
-        return;
-    };
-    if pgid <= 1 {
-        return;
-    }
-    // SAFETY: killpg takes two integers and only sends a signal; it reads or writes no
-    // memory of this process. The group is the one our child leads, and the child is not
-    // reaped yet, so its id cannot have been reused.
-    unsafe {
-        libc::killpg(pgid, libc::SIGKILL);
+/// Kills what is left in a finished call's group and waits (bounded) until none is.
+/// The leader was reaped, but its id stays reserved while the group has members, so
+/// the signal cannot reach an unrelated process.
+async fn empty_group(pgid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while group_exists(pgid) && Instant::now() < deadline {
+        kill_group(pgid);
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

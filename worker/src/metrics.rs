@@ -41,7 +41,10 @@ pub struct Metrics {
 
 impl Metrics {
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
-        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut inner)
     }
 
@@ -129,8 +132,16 @@ impl Metrics {
                     "lc_job_duration_seconds_bucket{{kind=\"{kind}\",le=\"+Inf\"}} {}",
                     histogram.count
                 );
-                let _ = writeln!(out, "lc_job_duration_seconds_sum{{kind=\"{kind}\"}} {}", histogram.sum);
-                let _ = writeln!(out, "lc_job_duration_seconds_count{{kind=\"{kind}\"}} {}", histogram.count);
+                let _ = writeln!(
+                    out,
+                    "lc_job_duration_seconds_sum{{kind=\"{kind}\"}} {}",
+                    histogram.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "lc_job_duration_seconds_count{{kind=\"{kind}\"}} {}",
+                    histogram.count
+                );
             }
         });
         out
@@ -152,7 +163,10 @@ async fn render_queue_gauges(worker: &Worker, out: &mut String) {
     if let Ok(ages) = worker.store.oldest_due_ages().await {
         let _ = writeln!(out, "# TYPE lc_queue_oldest_due_seconds gauge");
         for (queue, age) in ages {
-            let _ = writeln!(out, "lc_queue_oldest_due_seconds{{queue=\"{queue}\"}} {age}");
+            let _ = writeln!(
+                out,
+                "lc_queue_oldest_due_seconds{{queue=\"{queue}\"}} {age}"
+            );
         }
     }
     let _ = writeln!(out, "# TYPE lc_worker_running_jobs gauge");
@@ -167,11 +181,14 @@ pub(crate) async fn serve(worker: Arc<Worker>, listener: TcpListener, stop: Canc
             _ = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let Ok((mut socket, _)) = accepted else { continue };
+        let Ok((mut socket, _)) = accepted else {
+            continue;
+        };
         let worker = worker.clone();
         tokio::spawn(async move {
             let mut request = [0u8; 1024];
-            let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut request)).await;
+            let read =
+                tokio::time::timeout(Duration::from_secs(5), socket.read(&mut request)).await;
             let Ok(Ok(read)) = read else { return };
             let head = String::from_utf8_lossy(&request[..read]);
             let (status, body) = if head.starts_with("GET /metrics") {

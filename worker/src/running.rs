@@ -23,7 +23,9 @@ impl RunningJobs {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Entry>> {
         // A panic while holding this lock cannot leave the map half-changed (each
         // operation is one insert or remove), so a poisoned lock is still usable.
-        self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.jobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Registers a claimed job; the returned token stops its handler.

@@ -98,7 +98,9 @@ pub async fn sweep(worker: &Worker) -> SweepReport {
                 Err(err) => warn!(queue = %queue, error = %err, "could not rebuild queue"),
             },
             // Redis being down is reported by the fetchers; here it only delays the check.
-            Err(err) => debug!(queue = %queue, error = %error_chain(&err), "could not check queue marker"),
+            Err(err) => {
+                debug!(queue = %queue, error = %error_chain(&err), "could not check queue marker")
+            }
         }
     }
     report

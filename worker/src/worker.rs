@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use lc_shared::config::ConnectOpts;
 use lc_shared::queue::{Queue, QueueError};
+use lc_shared::secrets::SecretKey;
 use lc_shared::store::{Store, StoreError, WorkerInfo, error_chain};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -46,6 +47,9 @@ pub struct Worker {
     pub config: WorkerConfig,
     pub running: RunningJobs,
     pub metrics: Metrics,
+    /// Seals and opens docker-machine state (`LC_SECRET_KEY`); `None` when not set, and
+    /// then docker-machine jobs fail with an error that says so.
+    pub secret_key: Option<SecretKey>,
     /// Free places among running handlers: `--concurrency` permits.
     pub(crate) permits: Arc<Semaphore>,
     /// Free places among the jobs this worker holds (running, or finished and waiting
@@ -80,6 +84,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     config.validate().map_err(WorkerError::Config)?;
+    let secret_key = SecretKey::from_env().map_err(|err| WorkerError::Config(err.to_string()))?;
+    let stale = crate::machine_store::remove_stale(&config.machines_dir);
+    if stale > 0 {
+        info!(removed = stale, dir = %config.machines_dir.display(), "removed scratch stores left by killed workers");
+    }
     let store = Store::connect(&opts.database_url, opts.db_pool_size)?;
     let queue = Queue::connect(&opts.redis_url, &opts.redis_prefix).await?;
     let id = Uuid::new_v4();
@@ -93,6 +102,7 @@ pub async fn run(
         config,
         running: RunningJobs::default(),
         metrics: Metrics::default(),
+        secret_key,
         tasks: TaskTracker::new(),
         completions,
         paused: RwLock::new(HashSet::new()),
@@ -121,20 +131,31 @@ pub async fn run(
     let drain_completions = CancellationToken::new();
     let mut fetchers = tokio::task::JoinSet::new();
     for queue_name in worker.config.queues.clone() {
-        fetchers.spawn(fetcher::fetch_loop(worker.clone(), queue_name, stop_fetching.clone()));
+        fetchers.spawn(fetcher::fetch_loop(
+            worker.clone(),
+            queue_name,
+            stop_fetching.clone(),
+        ));
     }
     if !worker.config.no_inbox {
         fetchers.spawn(inbox::inbox_loop(worker.clone(), stop_fetching.clone()));
     }
     let mut background = tokio::task::JoinSet::new();
-    background.spawn(lease::heartbeat_loop(worker.clone(), stop_background.clone()));
+    background.spawn(lease::heartbeat_loop(
+        worker.clone(),
+        stop_background.clone(),
+    ));
     background.spawn(sweeper::sweep_loop(worker.clone(), stop_background.clone()));
     if let Some(addr) = worker.config.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(WorkerError::Metrics)?;
         info!(%addr, "serving metrics");
-        background.spawn(crate::metrics::serve(worker.clone(), listener, stop_background.clone()));
+        background.spawn(crate::metrics::serve(
+            worker.clone(),
+            listener,
+            stop_background.clone(),
+        ));
     }
     let completer = tokio::spawn(completer::completer_loop(
         worker.clone(),
@@ -148,10 +169,19 @@ pub async fn run(
     while fetchers.join_next().await.is_some() {}
 
     worker.tasks.close();
-    if tokio::time::timeout(worker.config.grace, worker.tasks.wait()).await.is_err() {
+    if tokio::time::timeout(worker.config.grace, worker.tasks.wait())
+        .await
+        .is_err()
+    {
         let stopped = worker.running.cancel_all();
-        warn!(jobs = stopped, "grace period over: stopping handlers and releasing their jobs");
-        if tokio::time::timeout(Duration::from_secs(10), worker.tasks.wait()).await.is_err() {
+        warn!(
+            jobs = stopped,
+            "grace period over: stopping handlers and releasing their jobs"
+        );
+        if tokio::time::timeout(Duration::from_secs(10), worker.tasks.wait())
+            .await
+            .is_err()
+        {
             warn!("some handlers did not stop within 10s of cancellation");
         }
     }
@@ -168,7 +198,10 @@ pub async fn run(
                     // The sweeper's database path picks them up anyway.
                     warn!(error = %error_chain(&err), "could not send hints for released jobs");
                 }
-                info!(jobs = released.len(), "released unfinished jobs to the queue");
+                info!(
+                    jobs = released.len(),
+                    "released unfinished jobs to the queue"
+                );
             }
             Err(err) => warn!(
                 error = %error_chain(&err),

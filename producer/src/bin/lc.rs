@@ -20,7 +20,10 @@ fn main() {
     reset_sigpipe();
     let cli = Cli::parse();
     telemetry::init(cli.log_format, "warn");
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");

@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 use lc_shared::Priority;
 use lc_shared::config::{ConnectOpts, parse_duration};
 use lc_shared::deployment::{
-    CreateOutcome, DeploymentRow, DeploymentState, Origin, Spec, TeardownRequest, UpdateOutcome,
-    redact_secrets,
+    AckOutcome, CreateOutcome, DeploymentRow, DeploymentState, Origin, Spec, TeardownRequest,
+    UpdateOutcome, redact_secrets,
 };
 use lc_shared::store::{JobFilter, Store};
 use uuid::Uuid;
@@ -33,6 +33,27 @@ pub enum DeployCommand {
     Ls(LsArgs),
     /// A deployment: its machines (engine URL, IP, state), containers, jobs, history
     Show(ShowArgs),
+    /// Acknowledge a `leftovers` deployment after checking the provider: its abandoned
+    /// machines (broken docker-machine entries) were looked for and deleted by hand
+    #[command(
+        after_help = "A teardown that meets a machine whose docker-machine state is broken drops
+that state and marks the machine abandoned: its cloud resource, if one was made,
+may still exist. `lc stuck` lists such deployments. Look for machines with the
+listed names at the provider, delete them there, then:
+  lc deploy ack demo --note 'deleted demo-2 in the DigitalOcean console'"
+    )]
+    Ack(AckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AckArgs {
+    /// Deployment name or id
+    pub name: String,
+    /// What was checked or done, kept in the deployment's history
+    #[arg(long, default_value = "checked the provider")]
+    pub note: String,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -116,7 +137,37 @@ pub async fn run(connect: &ConnectOpts, command: DeployCommand) -> anyhow::Resul
         DeployCommand::Teardown(args) => teardown(connect, args).await,
         DeployCommand::Ls(args) => ls(&store(connect)?, args).await,
         DeployCommand::Show(args) => show(&store(connect)?, args).await,
+        DeployCommand::Ack(args) => ack(&store(connect)?, args).await,
     }
+}
+
+async fn ack(store: &Store, args: AckArgs) -> anyhow::Result<i32> {
+    let id = super::resolve_deployment(store, &args.name).await?;
+    let outcome = store
+        .acknowledge_leftovers(id, &lc_shared::deployment::truncate_text(&args.note, 500))
+        .await?;
+    let (state, abandoned) = match outcome {
+        AckOutcome::Acknowledged { abandoned } => ("torn_down".to_owned(), abandoned),
+        AckOutcome::NotLeftovers(state) => {
+            anyhow::bail!(
+                "deployment {} is {state}, not leftovers: nothing to acknowledge",
+                args.name
+            )
+        }
+        AckOutcome::NotFound => anyhow::bail!("no deployment {}", args.name),
+    };
+    if args.json {
+        output::json(
+            &serde_json::json!({"deployment_id": id, "state": state, "abandoned": abandoned}),
+        )?;
+    } else {
+        println!(
+            "deployment {} is torn down; abandoned machine(s) acknowledged: {}",
+            args.name,
+            abandoned.join(", ")
+        );
+    }
+    Ok(0)
 }
 
 fn read_spec(path: &std::path::Path) -> anyhow::Result<Spec> {

@@ -117,13 +117,21 @@ pub async fn run(connect: &ConnectOpts, command: JobsCommand) -> anyhow::Result<
             CancelOutcome::NotFound => not_found(id),
         },
         JobsCommand::Retry(args) => retry(&store, args).await,
-        JobsCommand::Requeue { id, force, dead_after } => requeue(&store, id, force, dead_after).await,
+        JobsCommand::Requeue {
+            id,
+            force,
+            dead_after,
+        } => requeue(&store, id, force, dead_after).await,
         JobsCommand::Purge(args) => {
             if !args.state.is_terminal() {
-                anyhow::bail!("--state must be succeeded, dead or cancelled (purge never deletes live jobs)");
+                anyhow::bail!(
+                    "--state must be succeeded, dead or cancelled (purge never deletes live jobs)"
+                );
             }
             let older = i64::try_from(args.older_than.as_secs())?;
-            let deleted = store.purge(args.state, older, args.batch.clamp(1, 10_000)).await?;
+            let deleted = store
+                .purge(args.state, older, args.batch.clamp(1, 10_000))
+                .await?;
             println!("purged {deleted} {} jobs", args.state);
             Ok(0)
         }
@@ -167,7 +175,18 @@ async fn ls(store: &Store, args: LsArgs) -> anyhow::Result<i32> {
             ]
         })
         .collect();
-    output::table(&["ID", "KIND", "QUEUE", "STATE", "ATTEMPT", "CHANGED", "LAST ERROR"], &rows);
+    output::table(
+        &[
+            "ID",
+            "KIND",
+            "QUEUE",
+            "STATE",
+            "ATTEMPT",
+            "CHANGED",
+            "LAST ERROR",
+        ],
+        &rows,
+    );
     Ok(0)
 }
 
@@ -188,7 +207,10 @@ async fn show(store: &Store, id: Uuid, json: bool) -> anyhow::Result<i32> {
     println!("attempt    {} of {}", job.attempt, job.max_attempts);
     println!("run at     {}", job.run_at.to_rfc3339());
     if let (Some(owner), Some(expires)) = (job.lease_owner, job.lease_expires_at) {
-        println!("lease      worker {owner}, expires {}", expires.to_rfc3339());
+        println!(
+            "lease      worker {owner}, expires {}",
+            expires.to_rfc3339()
+        );
     }
     if let Some(deployment) = job.deployment_id {
         println!("deployment {deployment}");
@@ -209,7 +231,10 @@ async fn show(store: &Store, id: Uuid, json: bool) -> anyhow::Result<i32> {
                 event.at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
                 event.attempt.to_string(),
                 change,
-                event.worker_id.map(|id| id.to_string()[..8].to_owned()).unwrap_or_else(|| "-".into()),
+                event
+                    .worker_id
+                    .map(|id| id.to_string()[..8].to_owned())
+                    .unwrap_or_else(|| "-".into()),
                 output::short(event.message.as_deref().unwrap_or(""), 100),
             ]
         })
@@ -257,14 +282,19 @@ async fn retry(store: &Store, args: RetryArgs) -> anyhow::Result<i32> {
             if !Transition::Revive.from().contains(&state) {
                 anyhow::bail!("--state must be dead or cancelled");
             }
-            store.job_ids_in_state(state, args.kind.as_deref(), 100_000).await?
+            store
+                .job_ids_in_state(state, args.kind.as_deref(), 100_000)
+                .await?
         }
         (None, None) => anyhow::bail!("name a job id or --state"),
     };
     let mut retried = 0;
     let mut code = 0;
     for id in &ids {
-        match store.operator_transition(*id, Transition::Revive, "retried by operator").await? {
+        match store
+            .operator_transition(*id, Transition::Revive, "retried by operator")
+            .await?
+        {
             OperatorResult::Applied { .. } => retried += 1,
             OperatorResult::NotApplicable(state) => {
                 eprintln!("job {id} is {state}; only dead or cancelled jobs can be retried");
@@ -280,7 +310,12 @@ async fn retry(store: &Store, args: RetryArgs) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-async fn requeue(store: &Store, id: Uuid, force: bool, dead_after: Duration) -> anyhow::Result<i32> {
+async fn requeue(
+    store: &Store,
+    id: Uuid,
+    force: bool,
+    dead_after: Duration,
+) -> anyhow::Result<i32> {
     let Some(job) = store.job(id).await? else {
         return not_found(id);
     };
@@ -289,11 +324,11 @@ async fn requeue(store: &Store, id: Uuid, force: bool, dead_after: Duration) -> 
         return Ok(1);
     }
     if let (false, Some(owner)) = (force, job.lease_owner) {
-        let alive = store
-            .workers(3600)
-            .await?
-            .into_iter()
-            .any(|worker| worker.id == owner && worker.stopped_at.is_none() && worker.heartbeat_age_secs < dead_after.as_secs_f64());
+        let alive = store.workers(3600).await?.into_iter().any(|worker| {
+            worker.id == owner
+                && worker.stopped_at.is_none()
+                && worker.heartbeat_age_secs < dead_after.as_secs_f64()
+        });
         if alive {
             eprintln!(
                 "job {id} is held by worker {owner}, which is still heartbeating; \
@@ -302,7 +337,10 @@ async fn requeue(store: &Store, id: Uuid, force: bool, dead_after: Duration) -> 
             return Ok(1);
         }
     }
-    match store.operator_transition(id, Transition::Requeue, "worker gone").await? {
+    match store
+        .operator_transition(id, Transition::Requeue, "worker gone")
+        .await?
+    {
         OperatorResult::Applied { .. } => {
             println!("requeued {id}; a worker picks it up within a sweep interval");
             Ok(0)

@@ -86,7 +86,12 @@ pub(crate) fn store(connect: &ConnectOpts) -> anyhow::Result<Store> {
 }
 
 pub(crate) async fn producer(connect: &ConnectOpts) -> anyhow::Result<Producer> {
-    Ok(Producer::connect(&connect.database_url, &connect.redis_url, &connect.redis_prefix).await?)
+    Ok(Producer::connect(
+        &connect.database_url,
+        &connect.redis_url,
+        &connect.redis_prefix,
+    )
+    .await?)
 }
 
 /// A deployment named by name or id.
@@ -104,7 +109,9 @@ pub(crate) async fn resolve_deployment(store: &Store, name: &str) -> anyhow::Res
 pub fn describe(err: &anyhow::Error) -> String {
     let text = error_chain(err.as_ref());
     if text.contains("Connection refused") || text.contains("connection unavailable") {
-        format!("{text}\nhint: is the database running? `scripts/services.sh up` starts one; DATABASE_URL says where to look")
+        format!(
+            "{text}\nhint: is the database running? `scripts/services.sh up` starts one; DATABASE_URL says where to look"
+        )
     } else if text.contains("does not exist") && text.contains("relation") {
         format!("{text}\nhint: run `lc migrate` first")
     } else {

@@ -10,7 +10,6 @@ use uuid::Uuid;
 
 use super::{output, store};
 
-
 #[derive(Args, Debug)]
 pub struct StuckArgs {
     /// How long a due job may wait, or a job may run past its expected time, before it
@@ -105,7 +104,9 @@ pub async fn stuck(connect: &ConnectOpts, args: StuckArgs) -> anyhow::Result<i32
         let worker = job.lease_owner.map(|id| id.to_string()).unwrap_or_default();
         let short_worker = worker.get(..8).unwrap_or(&worker).to_owned();
         let gone = job.worker_stopped
-            || job.worker_heartbeat_age_secs.is_none_or(|age| age > dead_after);
+            || job
+                .worker_heartbeat_age_secs
+                .is_none_or(|age| age > dead_after);
         if job.lease_expired {
             findings.push(base(
                 format!("lease expired and no sweeper took it back (worker {short_worker}); is any worker running?"),
@@ -113,9 +114,14 @@ pub async fn stuck(connect: &ConnectOpts, args: StuckArgs) -> anyhow::Result<i32
                 job.running_secs,
             ));
         } else if gone {
-            let age = job.worker_heartbeat_age_secs.map(output::age).unwrap_or_else(|| "never".into());
+            let age = job
+                .worker_heartbeat_age_secs
+                .map(output::age)
+                .unwrap_or_else(|| "never".into());
             findings.push(base(
-                format!("worker {short_worker} is gone (last heartbeat {age} ago); lease still held"),
+                format!(
+                    "worker {short_worker} is gone (last heartbeat {age} ago); lease still held"
+                ),
                 format!("lc jobs requeue {}", job.id),
                 job.running_secs,
             ));
@@ -135,25 +141,40 @@ pub async fn stuck(connect: &ConnectOpts, args: StuckArgs) -> anyhow::Result<i32
             }
         }
     }
-    let waiting = store.waiting_jobs(args.older_than.as_secs() as i64, 1000).await?;
+    let waiting = store
+        .waiting_jobs(args.older_than.as_secs() as i64, 1000)
+        .await?;
     let mut queue_served = std::collections::HashMap::new();
     for job in &waiting {
         if !queue_served.contains_key(&job.queue) {
-            let served = store.queue_has_live_worker(&job.queue, dead_after.ceil() as i64).await?;
+            let served = store
+                .queue_has_live_worker(&job.queue, dead_after.ceil() as i64)
+                .await?;
             queue_served.insert(job.queue.clone(), served);
         }
         let served = queue_served[&job.queue];
         let (reason, fix) = if job.queue_paused {
-            (format!("queue {} is paused", job.queue), format!("lc queues resume {}", job.queue))
+            (
+                format!("queue {} is paused", job.queue),
+                format!("lc queues resume {}", job.queue),
+            )
         } else if !served {
             (
-                format!("due for {} but no live worker serves queue {}", output::age(job.due_secs), job.queue),
+                format!(
+                    "due for {} but no live worker serves queue {}",
+                    output::age(job.due_secs),
+                    job.queue
+                ),
                 format!("lc-worker --queues {}", job.queue),
             )
         } else {
             (
-                format!("due for {} but not started: backlog larger than the workers drain", output::age(job.due_secs)),
-                "add workers (docker compose up --scale worker=N) or raise --concurrency".to_owned(),
+                format!(
+                    "due for {} but not started: backlog larger than the workers drain",
+                    output::age(job.due_secs)
+                ),
+                "add workers (docker compose up --scale worker=N) or raise --concurrency"
+                    .to_owned(),
             )
         };
         findings.push(Finding {
@@ -168,6 +189,41 @@ pub async fn stuck(connect: &ConnectOpts, args: StuckArgs) -> anyhow::Result<i32
             fix,
         });
     }
+    // Deployments that only an operator can finish.
+    for found in store.deployments_needing_attention().await? {
+        let (reason, fix) = if found.state == "leftovers" {
+            (
+                format!(
+                    "teardown could not confirm machine(s) {} removed: they may still exist at the provider (driver {}); look for machines with these names there",
+                    found.abandoned.join(", "),
+                    found.driver.as_deref().unwrap_or("?")
+                ),
+                format!(
+                    "delete them at the provider, then: lc deploy ack {}",
+                    found.name
+                ),
+            )
+        } else {
+            (
+                "its teardown job is dead: nothing finishes it; see lc deploy show".to_owned(),
+                format!(
+                    "lc deploy show {} ; lc deploy teardown {}",
+                    found.name, found.name
+                ),
+            )
+        };
+        findings.push(Finding {
+            job_id: None,
+            kind: "deployment".into(),
+            queue: found.name.clone(),
+            state: found.state.clone(),
+            attempt: 0,
+            worker: None,
+            since_secs: found.since_secs,
+            reason,
+            fix,
+        });
+    }
     // Hints that sit in Redis for queues nobody pops.
     if let Ok(queue) = Queue::connect(&connect.redis_url, &connect.redis_prefix).await {
         for (name, _) in store.known_queues().await? {
@@ -175,7 +231,9 @@ pub async fn stuck(connect: &ConnectOpts, args: StuckArgs) -> anyhow::Result<i32
             if waiting_hints == 0 {
                 continue;
             }
-            let served = store.queue_has_live_worker(&name, dead_after.ceil() as i64).await?;
+            let served = store
+                .queue_has_live_worker(&name, dead_after.ceil() as i64)
+                .await?;
             if !served {
                 findings.push(Finding {
                     job_id: None,
@@ -185,7 +243,9 @@ pub async fn stuck(connect: &ConnectOpts, args: StuckArgs) -> anyhow::Result<i32
                     attempt: 0,
                     worker: None,
                     since_secs: 0.0,
-                    reason: format!("{waiting_hints} hint(s) wait in Redis but no live worker pops queue {name}"),
+                    reason: format!(
+                        "{waiting_hints} hint(s) wait in Redis but no live worker pops queue {name}"
+                    ),
                     fix: format!("lc-worker --queues {name}"),
                 });
             }
@@ -211,7 +271,12 @@ pub async fn stuck(connect: &ConnectOpts, args: StuckArgs) -> anyhow::Result<i32
                 ]
             })
             .collect();
-        output::table(&["JOB", "KIND", "QUEUE", "STATE", "ATTEMPT", "FOR", "WHY", "FIX"], &rows);
+        output::table(
+            &[
+                "JOB", "KIND", "QUEUE", "STATE", "ATTEMPT", "FOR", "WHY", "FIX",
+            ],
+            &rows,
+        );
     }
     Ok(if findings.is_empty() { 0 } else { 3 })
 }
@@ -245,7 +310,16 @@ pub async fn workers(store: &Store, args: WorkersArgs) -> anyhow::Result<i32> {
         })
         .collect();
     output::table(
-        &["WORKER", "STATUS", "HOST", "PID", "STARTED", "HEARTBEAT", "QUEUES", "RUNNING"],
+        &[
+            "WORKER",
+            "STATUS",
+            "HOST",
+            "PID",
+            "STARTED",
+            "HEARTBEAT",
+            "QUEUES",
+            "RUNNING",
+        ],
         &rows,
     );
     Ok(0)
@@ -282,14 +356,24 @@ pub async fn queues(connect: &ConnectOpts, args: QueuesArgs) -> anyhow::Result<i
         }
         None => {}
     }
-    let mut stats: std::collections::BTreeMap<String, QueueStats> = std::collections::BTreeMap::new();
+    let mut stats: std::collections::BTreeMap<String, QueueStats> =
+        std::collections::BTreeMap::new();
     for (queue, paused) in store.known_queues().await? {
-        stats.entry(queue.clone()).or_insert_with(|| QueueStats { queue, ..QueueStats::default() }).paused = paused;
+        stats
+            .entry(queue.clone())
+            .or_insert_with(|| QueueStats {
+                queue,
+                ..QueueStats::default()
+            })
+            .paused = paused;
     }
     for depth in store.job_counts().await? {
         let row = stats
             .entry(depth.queue.clone())
-            .or_insert_with(|| QueueStats { queue: depth.queue.clone(), ..QueueStats::default() });
+            .or_insert_with(|| QueueStats {
+                queue: depth.queue.clone(),
+                ..QueueStats::default()
+            });
         match depth.state.as_str() {
             "queued" => row.queued = depth.count,
             "running" => row.running = depth.count,
@@ -331,13 +415,26 @@ pub async fn queues(connect: &ConnectOpts, args: QueuesArgs) -> anyhow::Result<i
                 row.dead.to_string(),
                 row.cancelled.to_string(),
                 output::opt(&row.hints_in_redis),
-                row.oldest_due_secs.map(output::age).unwrap_or_else(|| "-".into()),
+                row.oldest_due_secs
+                    .map(output::age)
+                    .unwrap_or_else(|| "-".into()),
                 format!("{}/min", row.finished_last_minute),
             ]
         })
         .collect();
     output::table(
-        &["QUEUE", "STATUS", "QUEUED", "RUNNING", "SUCCEEDED", "DEAD", "CANCELLED", "HINTS", "OLDEST DUE", "THROUGHPUT"],
+        &[
+            "QUEUE",
+            "STATUS",
+            "QUEUED",
+            "RUNNING",
+            "SUCCEEDED",
+            "DEAD",
+            "CANCELLED",
+            "HINTS",
+            "OLDEST DUE",
+            "THROUGHPUT",
+        ],
         &rows,
     );
     Ok(0)

@@ -45,7 +45,10 @@ pub fn since(at: DateTime<Utc>) -> String {
 }
 
 pub fn opt<T: ToString>(value: &Option<T>) -> String {
-    value.as_ref().map(ToString::to_string).unwrap_or_else(|| "-".to_owned())
+    value
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "-".to_owned())
 }
 
 /// First line of a text, cut to `max` characters.

@@ -17,8 +17,12 @@
 //!     failed ◀────────────────────────────────────┼──── deploy failed for good
 //!       │                                         │
 //!       └──────────── teardown (any state but torn_down) ──▶ tearing_down ──▶ torn_down
+//!                                                                   │            ▲
+//!                                     a machine could not be removed ▼            │ lc deploy ack
+//!                                                               leftovers ────────┘
 //! ```
 
+mod records;
 pub mod spec;
 mod store;
 
@@ -31,9 +35,10 @@ use uuid::Uuid;
 use crate::job::JobKind;
 use crate::store::{Replay, Store, retry};
 
+pub use records::{AckOutcome, DeploymentAttention, Fence};
 pub use spec::{
-    FileSpec, FlagValue, NetworkMode, NodeOverride, Nodes, Payload, Provider, PullPolicy,
-    RestartPolicy, Spec, SpecError, Timeouts,
+    CaEnv, FileSpec, FlagValue, NetworkMode, NodeOverride, Nodes, Payload, Provider, PullPolicy,
+    RegistryCredentialsEnv, RestartPolicy, Spec, SpecError, Timeouts,
 };
 pub use store::{
     ContainerRow, CreateOutcome, DeployStart, DeploymentEventRow, DeploymentRow, DeploymentSummary,
@@ -119,6 +124,7 @@ string_states! {
         Deployed => "deployed",
         Failed => "failed",
         TearingDown => "tearing_down",
+        Leftovers => "leftovers",
         TornDown => "torn_down",
     }
 }
@@ -141,8 +147,10 @@ impl DeploymentState {
                 Deployed,
                 Failed,
                 TearingDown,
+                Leftovers,
             ],
-            TornDown => &[TearingDown],
+            Leftovers => &[TearingDown],
+            TornDown => &[TearingDown, Leftovers],
         }
     }
 
@@ -156,7 +164,9 @@ impl DeploymentState {
 
 string_states! {
     /// A machine: `pending` until its `provision_machine` job starts, `creating` while
-    /// docker-machine runs, `ready` once its engine endpoint is recorded.
+    /// docker-machine runs, `ready` once its engine endpoint is recorded; `removed` by
+    /// teardown, or `abandoned` when its store entry was broken and docker-machine could
+    /// not remove it (its cloud resource may still exist).
     MachineState {
         Pending => "pending",
         Creating => "creating",
@@ -164,6 +174,7 @@ string_states! {
         Failed => "failed",
         Removing => "removing",
         Removed => "removed",
+        Abandoned => "abandoned",
     }
 }
 

@@ -83,6 +83,9 @@ pub struct Spec {
     /// Attempts of each `provision_machine` and `deploy` job.
     #[serde(default = "default_attempts")]
     pub max_attempts: i64,
+    /// Login for pulling the payload image from a private registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_credentials_env: Option<RegistryCredentialsEnv>,
 }
 
 fn default_attempts() -> i64 {
@@ -145,7 +148,29 @@ pub enum Provider {
         /// credentials; their values are passed to docker-machine as environment only.
         #[serde(default)]
         credentials_env: Vec<String>,
+        /// The CA that existing engines (the `none` driver) trust, as the names of two
+        /// environment variables holding its certificate and key (PEM text, or the path
+        /// of a PEM file). Without it, each deployment gets a CA of its own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_env: Option<CaEnv>,
     },
+}
+
+/// Names of the environment variables that hold an operator's CA.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaEnv {
+    pub cert: String,
+    pub key: String,
+}
+
+/// Names of the environment variables that hold a private registry's login; the
+/// workers read the values when they pull, so they never reach the database.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryCredentialsEnv {
+    pub username: String,
+    pub password: String,
 }
 
 impl Provider {
@@ -388,6 +413,11 @@ const RESERVED_FLAGS: &[&str] = &[
     "h",
     "version",
     "v",
+    "tls-ca-cert",
+    "tls-ca-key",
+    "tls-client-cert",
+    "tls-client-key",
+    "bugsnag-api-token",
 ];
 
 fn is_flag_name(name: &str) -> bool {
@@ -621,12 +651,37 @@ impl Spec {
                 format!("must be between 1 and {}", crate::job::MAX_MAX_ATTEMPTS),
             ));
         }
+        if let Some(login) = &self.registry_credentials_env {
+            for (field, name) in [("username", &login.username), ("password", &login.password)] {
+                if !is_env_var_name(name) {
+                    return Err(invalid(
+                        format!("registry_credentials_env.{field}"),
+                        format!(
+                            "{name:?} is not an environment variable name (^[A-Z_][A-Z0-9_]*$)"
+                        ),
+                    ));
+                }
+            }
+        }
         if let Provider::DockerMachine {
             driver,
             driver_flags,
             credentials_env,
+            ca_env,
         } = &self.provider
         {
+            if let Some(ca) = ca_env {
+                for (field, name) in [("cert", &ca.cert), ("key", &ca.key)] {
+                    if !is_env_var_name(name) {
+                        return Err(invalid(
+                            format!("provider.ca_env.{field}"),
+                            format!(
+                                "{name:?} is not an environment variable name (^[A-Z_][A-Z0-9_]*$)"
+                            ),
+                        ));
+                    }
+                }
+            }
             if !is_flag_name(driver) {
                 return Err(invalid(
                     "provider.driver",
@@ -880,9 +935,13 @@ payload: {image: lc-busybox:latest}
     fn examples_parse() {
         for (name, text) in [
             ("demo.yaml", include_str!("../../../examples/demo.yaml")),
-            ("docker-machine.yaml", include_str!("../../../examples/docker-machine.yaml")),
+            (
+                "docker-machine.yaml",
+                include_str!("../../../examples/docker-machine.yaml"),
+            ),
         ] {
-            let spec = Spec::parse(text, false).unwrap_or_else(|err| panic!("examples/{name}: {err}"));
+            let spec =
+                Spec::parse(text, false).unwrap_or_else(|err| panic!("examples/{name}: {err}"));
             assert!(spec.node_count() >= 1);
         }
     }

@@ -17,6 +17,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{ContainerState, DeploymentState, MachineState, Spec, container_name, machine_name};
+use crate::in_transaction;
 use crate::job::{JobKind, NewJob, Priority};
 use crate::state::JobState;
 use crate::store::{Enqueued, Replay, Result, Store, StoreError, enqueue_in_transaction, retry};
@@ -336,9 +337,9 @@ pub enum WatchOutcome {
 }
 
 /// The deployment row, locked for the rest of the transaction.
-struct Locked {
-    name: String,
-    state: DeploymentState,
+pub(super) struct Locked {
+    pub(super) name: String,
+    pub(super) state: DeploymentState,
     generation: i64,
     deploy_after_provision: bool,
     spec: Spec,
@@ -348,7 +349,7 @@ fn invalid(message: impl Into<String>) -> StoreError {
     StoreError::Invalid(message.into())
 }
 
-async fn lock(tx: &Transaction<'_>, id: Uuid) -> Result<Option<Locked>> {
+pub(super) async fn lock(tx: &Transaction<'_>, id: Uuid) -> Result<Option<Locked>> {
     let Some(row) = tx
         .query_opt(
             "SELECT name, state, generation, deploy_after_provision, spec FROM deployments WHERE id = $1 FOR UPDATE",
@@ -370,7 +371,7 @@ async fn lock(tx: &Transaction<'_>, id: Uuid) -> Result<Option<Locked>> {
     }))
 }
 
-async fn event(
+pub(super) async fn event(
     tx: &Transaction<'_>,
     deployment_id: Uuid,
     subject: &str,
@@ -390,7 +391,7 @@ async fn event(
 
 /// Moves a locked deployment from `from` to `to` (a change the state machine allows),
 /// with its event. Reaching `deployed` clears the last error.
-async fn set_state(
+pub(super) async fn set_state(
     tx: &Transaction<'_>,
     id: Uuid,
     from: DeploymentState,
@@ -432,7 +433,10 @@ async fn set_state(
     .await
 }
 
-async fn machine_in_tx(tx: &Transaction<'_>, machine_id: Uuid) -> Result<Option<MachineRow>> {
+pub(super) async fn machine_in_tx(
+    tx: &Transaction<'_>,
+    machine_id: Uuid,
+) -> Result<Option<MachineRow>> {
     let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE id = $1");
     Ok(tx
         .query_opt(sql.as_str(), &[&machine_id])
@@ -455,7 +459,7 @@ async fn machines_in_tx(tx: &Transaction<'_>, deployment_id: Uuid) -> Result<Vec
 
 /// Moves a machine from one of `from` to `to`, with its event; false when the machine
 /// was in another state (nothing written).
-async fn set_machine_state(
+pub(super) async fn set_machine_state(
     tx: &Transaction<'_>,
     machine: &MachineRow,
     from: &[MachineState],
@@ -753,7 +757,10 @@ impl Store {
                         fresh: state == MachineState::Pending,
                     }
                 }
-                MachineState::Failed | MachineState::Removing | MachineState::Removed => {
+                MachineState::Failed
+                | MachineState::Removing
+                | MachineState::Removed
+                | MachineState::Abandoned => {
                     MachineStart::Stop { state: locked.state, machine: Some(machine), spec: Box::new(locked.spec) }
                 }
             };
@@ -771,6 +778,8 @@ impl Store {
         deployment_id: Uuid,
         machine_id: Uuid,
         endpoint: &Endpoint,
+        entry: Option<&[u8]>,
+        fence: super::Fence,
         origin: &Origin,
     ) -> Result<ReadyOutcome> {
         retry(Replay::Safe, || async {
@@ -786,22 +795,36 @@ impl Store {
                 .await?
                 .ok_or_else(|| invalid(format!("machine {machine_id} vanished")))?;
             if machine.state != MachineState::Ready.as_str() {
-                tx.execute(
-                    "UPDATE machines SET engine_url = $2, ip_address = $3, driver = COALESCE($4, driver),
-                         ca_cert_path = $5, client_cert_path = $6, client_key_path = $7, last_error = NULL
-                     WHERE id = $1 AND state = $8",
-                    &[
-                        &machine_id,
-                        &endpoint.url,
-                        &endpoint.ip_address,
-                        &endpoint.driver,
-                        &endpoint.ca_cert_path,
-                        &endpoint.client_cert_path,
-                        &endpoint.client_key_path,
-                        &machine.state,
-                    ],
-                )
-                .await?;
+                // Fenced: an attempt that lost its job records nothing.
+                let recorded = tx
+                    .execute(
+                        "UPDATE machines SET engine_url = $2, ip_address = $3, driver = COALESCE($4, driver),
+                             ca_cert_path = $5, client_cert_path = $6, client_key_path = $7, last_error = NULL,
+                             store_entry = COALESCE($9, store_entry)
+                         WHERE id = $1 AND state = $8
+                           AND EXISTS (SELECT 1 FROM jobs WHERE id = $10 AND attempt = $11 AND state = $12)",
+                        &[
+                            &machine_id,
+                            &endpoint.url,
+                            &endpoint.ip_address,
+                            &endpoint.driver,
+                            &endpoint.ca_cert_path,
+                            &endpoint.client_cert_path,
+                            &endpoint.client_key_path,
+                            &machine.state,
+                            &entry,
+                            &fence.job_id,
+                            &fence.attempt,
+                            &JobState::Running.as_str(),
+                        ],
+                    )
+                    .await?;
+                if recorded != 1 {
+                    return Err(invalid(format!(
+                        "machine {} was not recorded: attempt {} no longer holds job {}",
+                        machine.name, fence.attempt, fence.job_id
+                    )));
+                }
                 let message = format!("engine {} (ip {})", endpoint.url, endpoint.ip_address.as_deref().unwrap_or("-"));
                 let changed = set_machine_state(
                     &tx,
@@ -1099,17 +1122,22 @@ impl Store {
         .await
     }
 
-    /// Ends a teardown: every container and machine row `removed`, the deployment
-    /// `torn_down`. False when the deployment was not tearing down.
-    pub async fn finish_teardown(&self, deployment_id: Uuid, job_id: Uuid) -> Result<bool> {
-        retry(Replay::Safe, || async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            let Some(locked) = lock(&tx, deployment_id).await? else {
-                return Ok(false);
+    /// Ends a teardown: every container row `removed`, every machine row `removed`
+    /// (but those `abandoned` on the way), and the deployment `torn_down`, or
+    /// `leftovers` when a machine was abandoned (its cloud resource may still exist:
+    /// `lc stuck` lists the deployment until an operator acknowledges it). Returns the
+    /// state reached; `None` when the deployment was not tearing down.
+    pub async fn finish_teardown(
+        &self,
+        deployment_id: Uuid,
+        job_id: Uuid,
+    ) -> Result<Option<DeploymentState>> {
+        in_transaction!(self, tx => {
+            let Some(locked) = lock(tx, deployment_id).await? else {
+                return Ok(None);
             };
             if locked.state != DeploymentState::TearingDown {
-                return Ok(false);
+                return Ok(None);
             }
             let removed = ContainerState::Removed.as_str();
             tx.execute(
@@ -1123,30 +1151,41 @@ impl Store {
                 &[&deployment_id, &removed, &Some(job_id)],
             )
             .await?;
-            for machine in machines_in_tx(&tx, deployment_id).await? {
+            let mut abandoned = Vec::new();
+            for machine in machines_in_tx(tx, deployment_id).await? {
+                if machine.state == MachineState::Abandoned.as_str() {
+                    abandoned.push(machine.name.clone());
+                    continue;
+                }
                 set_machine_state(
-                    &tx,
+                    tx,
                     &machine,
-                    &[
-                        MachineState::Pending,
-                        MachineState::Creating,
-                        MachineState::Ready,
-                        MachineState::Failed,
-                        MachineState::Removing,
-                    ],
+                    &MachineState::Removed.reachable_from(),
                     MachineState::Removed,
                     None,
                     "removed by teardown",
                     Some(job_id),
                 )
                 .await?;
+                tx.execute("UPDATE machines SET store_entry = NULL WHERE id = $1", &[&machine.id])
+                    .await?;
             }
-            set_state(&tx, deployment_id, locked.state, DeploymentState::TornDown, None, "nothing left", Some(job_id))
-                .await?;
-            tx.commit().await?;
-            Ok(true)
+            let to = if abandoned.is_empty() {
+                set_state(tx, deployment_id, locked.state, DeploymentState::TornDown, None, "nothing left", Some(job_id))
+                    .await?;
+                super::records::drop_keys(tx, deployment_id).await?;
+                DeploymentState::TornDown
+            } else {
+                let message = format!(
+                    "teardown done but machine(s) {} could not be confirmed removed: check the provider, then `lc deploy ack`",
+                    abandoned.join(", ")
+                );
+                set_state(tx, deployment_id, locked.state, DeploymentState::Leftovers, None, &message, Some(job_id))
+                    .await?;
+                DeploymentState::Leftovers
+            };
+            Ok(Some(to))
         })
-        .await
     }
 
     /// Cancels the queued jobs of these kinds of a deployment (a running one is left to

@@ -225,7 +225,10 @@ async fn insert_jobs<C: GenericClient>(
     let payloads: Vec<&serde_json::Value> = jobs.iter().map(|job| &job.payload).collect();
     let max_attempts: Vec<i64> = jobs.iter().map(|job| job.max_attempts).collect();
     let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|job| job.run_at).collect();
-    let keys: Vec<Option<&str>> = jobs.iter().map(|job| job.idempotency_key.as_deref()).collect();
+    let keys: Vec<Option<&str>> = jobs
+        .iter()
+        .map(|job| job.idempotency_key.as_deref())
+        .collect();
     let deployments: Vec<Option<Uuid>> = jobs.iter().map(|job| job.deployment_id).collect();
     let dispatched: Vec<bool> = jobs.iter().map(|job| hint_now && job.is_due(now)).collect();
     let queued = JobState::Queued.as_str();
@@ -233,8 +236,18 @@ async fn insert_jobs<C: GenericClient>(
 
     let statement = client.prepare_cached(INSERT_JOBS).await?;
     let params: [&(dyn ToSql + Sync); 12] = [
-        &ids, &kinds, &queues, &priorities, &payloads, &max_attempts, &run_ats, &keys,
-        &deployments, &dispatched, &queued, &label,
+        &ids,
+        &kinds,
+        &queues,
+        &priorities,
+        &payloads,
+        &max_attempts,
+        &run_ats,
+        &keys,
+        &deployments,
+        &dispatched,
+        &queued,
+        &label,
     ];
     let inserted: std::collections::HashSet<Uuid> = client
         .query(&statement, &params)
@@ -270,13 +283,23 @@ async fn insert_jobs<C: GenericClient>(
                     queue: job.queue.clone(),
                     priority: job.priority,
                 });
-                return Ok(Enqueued { id, created: true, hint });
+                return Ok(Enqueued {
+                    id,
+                    created: true,
+                    hint,
+                });
             }
             let key = job.idempotency_key.as_deref().unwrap_or_default();
             let id = existing.get(key).copied().ok_or_else(|| {
-                StoreError::Invalid(format!("job with idempotency key {key:?} vanished during enqueue"))
+                StoreError::Invalid(format!(
+                    "job with idempotency key {key:?} vanished during enqueue"
+                ))
             })?;
-            Ok(Enqueued { id, created: false, hint: None })
+            Ok(Enqueued {
+                id,
+                created: false,
+                hint: None,
+            })
         })
         .collect()
 }
@@ -339,9 +362,8 @@ impl Store {
         worker: Uuid,
         lease: std::time::Duration,
     ) -> Result<Vec<ClaimedJob>> {
-        const SQL: &str = const_format_claim!(
-            "WHERE id = ANY($1) AND state = ANY($2) AND run_at <= now()"
-        );
+        const SQL: &str =
+            const_format_claim!("WHERE id = ANY($1) AND state = ANY($2) AND run_at <= now()");
         let transition = Transition::Claim;
         self.claim(
             SQL,
@@ -427,7 +449,11 @@ SELECT id FROM done";
         let mut errors: Vec<Option<&str>> = Vec::with_capacity(completions.len());
         let mut labels = Vec::with_capacity(completions.len());
         for completion in completions {
-            let transition = after_run(&completion.result, completion.attempt, completion.max_attempts);
+            let transition = after_run(
+                &completion.result,
+                completion.attempt,
+                completion.max_attempts,
+            );
             ids.push(completion.id);
             attempts.push(completion.attempt);
             to_states.push(transition.to().as_str());
@@ -573,7 +599,9 @@ RETURNING id, queue, priority";
         retry(Replay::Safe, || async {
             let client = self.pool.get().await?;
             let statement = client
-                .prepare_cached("UPDATE jobs SET dispatched = false WHERE id = ANY($1) AND state = $2")
+                .prepare_cached(
+                    "UPDATE jobs SET dispatched = false WHERE id = ANY($1) AND state = $2",
+                )
                 .await?;
             client.execute(&statement, &[&ids, &queued]).await?;
             Ok(())
@@ -597,7 +625,9 @@ ORDER BY id LIMIT $4";
         retry(Replay::Safe, || async {
             let client = self.pool.get().await?;
             let statement = client.prepare_cached(SQL).await?;
-            let rows = client.query(&statement, &[&queued, &queue, &after, &limit]).await?;
+            let rows = client
+                .query(&statement, &[&queued, &queue, &after, &limit])
+                .await?;
             Ok(rows.iter().map(hint_target).collect())
         })
         .await
@@ -631,7 +661,10 @@ SELECT id, queue, priority FROM released";
             let client = self.pool.get().await?;
             let statement = client.prepare_cached(SQL).await?;
             let rows = client
-                .query(&statement, &[&ids, &attempts, &running, &queued, &worker, &label])
+                .query(
+                    &statement,
+                    &[&ids, &attempts, &running, &queued, &worker, &label],
+                )
                 .await?;
             Ok(rows.iter().map(hint_target).collect())
         })
@@ -704,8 +737,13 @@ SELECT id, queue, priority FROM released";
                 }
                 // Only some SET clauses use the message ($5); PostgreSQL refuses
                 // parameters a statement does not use.
-                let with_message: [&(dyn ToSql + Sync); 5] = [&id, &state_text, &attempt, &to, &message];
-                let params = if update.contains("$5") { &with_message[..] } else { &with_message[..4] };
+                let with_message: [&(dyn ToSql + Sync); 5] =
+                    [&id, &state_text, &attempt, &to, &message];
+                let params = if update.contains("$5") {
+                    &with_message[..]
+                } else {
+                    &with_message[..4]
+                };
                 // Under serializable a concurrent change aborts us (and we retry); under
                 // read committed the update simply finds nothing: report the new state.
                 if tx.execute(update, params).await? == 0 {
@@ -713,12 +751,20 @@ SELECT id, queue, priority FROM released";
                         .query_one("SELECT state FROM jobs WHERE id = $1", &[&id])
                         .await?
                         .get(0);
-                    return Ok(OperatorResult::NotApplicable(now.parse().map_err(StoreError::Invalid)?));
+                    return Ok(OperatorResult::NotApplicable(
+                        now.parse().map_err(StoreError::Invalid)?,
+                    ));
                 }
                 tx.execute(
                     "INSERT INTO job_events (job_id, from_state, to_state, attempt, message)
                      VALUES ($1, $2, $3, $4, $5)",
-                    &[&id, &state_text, &to, &attempt, &format!("{}: {message}", transition.label())],
+                    &[
+                        &id,
+                        &state_text,
+                        &to,
+                        &attempt,
+                        &format!("{}: {message}", transition.label()),
+                    ],
                 )
                 .await?;
                 tx.commit().await?;
@@ -752,9 +798,13 @@ WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND attempt = $2 AND state = $5)"
         retry(Replay::Unsafe, || async {
             let client = self.pool.get().await?;
             let statement = client
-                .prepare_cached("INSERT INTO job_effects (job_id, attempt, worker_id) VALUES ($1, $2, $3)")
+                .prepare_cached(
+                    "INSERT INTO job_effects (job_id, attempt, worker_id) VALUES ($1, $2, $3)",
+                )
                 .await?;
-            client.execute(&statement, &[&id, &attempt, &worker]).await?;
+            client
+                .execute(&statement, &[&id, &attempt, &worker])
+                .await?;
             Ok(())
         })
         .await
@@ -764,7 +814,11 @@ WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND attempt = $2 AND state = $5)"
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
         retry(Replay::Safe, || async {
             let client = self.pool.get().await?;
-            Ok(client.query_opt(sql.as_str(), &[&id]).await?.as_ref().map(job_row))
+            Ok(client
+                .query_opt(sql.as_str(), &[&id])
+                .await?
+                .as_ref()
+                .map(job_row))
         })
         .await
     }
@@ -844,15 +898,15 @@ WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND attempt = $2 AND state = $5)"
         })
         .await
     }
-
 }
 
 /// What an operator transition found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OperatorResult {
-    Applied { was: JobState },
+    Applied {
+        was: JobState,
+    },
     /// The job is in a state this transition does not start from.
     NotApplicable(JobState),
     NotFound,
 }
-

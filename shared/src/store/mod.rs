@@ -79,6 +79,32 @@ pub enum Replay {
     Unsafe,
 }
 
+/// Runs a block in one transaction through [`retry`] (so the block must be safe to run
+/// again) and commits; the block sees the transaction as `$tx` and returns a
+/// [`Result`]; a `return` leaves the block with that value (and commits what was done).
+///
+/// ```ignore
+/// in_transaction!(store, tx => {
+///     tx.execute("UPDATE ...", &[]).await?;
+///     Ok(())
+/// })
+/// ```
+#[macro_export]
+macro_rules! in_transaction {
+    ($store:expr, $tx:ident => $body:block) => {
+        $crate::store::retry($crate::store::Replay::Safe, || async {
+            let mut client = $store.client().await?;
+            let transaction = client.transaction().await?;
+            let $tx = &transaction;
+            let value: $crate::store::Result<_> = async { $body }.await;
+            let value = value?;
+            transaction.commit().await?;
+            Ok(value)
+        })
+        .await
+    };
+}
+
 /// How long the retry helper keeps trying before it gives the error to its caller.
 const RETRY_ATTEMPTS: u32 = 12;
 

@@ -89,7 +89,9 @@ ORDER BY j.run_at LIMIT $3";
         let queued = JobState::Queued.as_str();
         retry(Replay::Safe, || async {
             let client = self.pool.get().await?;
-            let rows = client.query(SQL, &[&queued, &older_than_secs, &limit]).await?;
+            let rows = client
+                .query(SQL, &[&queued, &older_than_secs, &limit])
+                .await?;
             Ok(rows
                 .iter()
                 .map(|row| WaitingJob {
@@ -168,10 +170,15 @@ ORDER BY j.run_at LIMIT $3";
                 if ids.is_empty() {
                     return Ok(0);
                 }
-                tx.execute("DELETE FROM job_events WHERE job_id = ANY($1)", &[&ids]).await?;
-                tx.execute("DELETE FROM job_effects WHERE job_id = ANY($1)", &[&ids]).await?;
+                tx.execute("DELETE FROM job_events WHERE job_id = ANY($1)", &[&ids])
+                    .await?;
+                tx.execute("DELETE FROM job_effects WHERE job_id = ANY($1)", &[&ids])
+                    .await?;
                 let deleted = tx
-                    .execute("DELETE FROM jobs WHERE id = ANY($1) AND state = $2", &[&ids, &state.as_str()])
+                    .execute(
+                        "DELETE FROM jobs WHERE id = ANY($1) AND state = $2",
+                        &[&ids, &state.as_str()],
+                    )
                     .await?;
                 tx.commit().await?;
                 Ok(deleted)

@@ -44,7 +44,14 @@ impl Store {
                 .execute(
                     "INSERT INTO workers (id, host, pid, queues, concurrency, version)
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-                    &[&info.id, &info.host, &info.pid, &queues, &info.concurrency, &info.version],
+                    &[
+                        &info.id,
+                        &info.host,
+                        &info.pid,
+                        &queues,
+                        &info.concurrency,
+                        &info.version,
+                    ],
                 )
                 .await?;
             Ok(())

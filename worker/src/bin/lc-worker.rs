@@ -51,7 +51,9 @@ async fn wait_for_signal(shutdown: CancellationToken) {
         if round == 0 {
             shutdown.cancel();
         } else {
-            tracing::warn!("second signal: exiting now; unfinished jobs return when their leases expire");
+            tracing::warn!(
+                "second signal: exiting now; unfinished jobs return when their leases expire"
+            );
             std::process::exit(130);
         }
     }

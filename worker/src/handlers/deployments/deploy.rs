@@ -17,14 +17,16 @@ use std::time::Duration;
 use lc_shared::deployment::{
     ContainerState, DeployPayload, DeployStart, DeploymentState, LABEL_DEPLOYMENT,
     LABEL_DEPLOYMENT_NAME, LABEL_GENERATION, LABEL_JOB, LABEL_MACHINE, LABEL_NODE, MachineRow,
-    Spec, container_name,
+    Provider, Spec, container_name,
 };
 use lc_shared::store::error_chain;
 use uuid::Uuid;
 
-use super::{docker_error, is_final, store_error};
+use super::session::certificate_files;
+use super::{docker_error, is_final, store_error, with_certificates};
 use crate::docker::{ContainerPlan, Engine};
 use crate::handlers::{JobContext, JobError};
+use crate::machine_store::ScratchStore;
 
 /// Stop grace of a container when the spec does not say.
 const DEFAULT_STOP: Duration = Duration::from_secs(10);
@@ -109,6 +111,10 @@ async fn deploy_all(
     spec: &Spec,
     machines: &[MachineRow],
 ) -> Result<bool, JobError> {
+    let certs = match spec.provider {
+        Provider::DockerMachine { .. } => certificate_files(ctx, payload.deployment_id).await?,
+        Provider::Local {} => None,
+    };
     for machine in machines {
         if ctx.cancel.is_cancelled() {
             return Err(JobError::Cancelled);
@@ -130,7 +136,7 @@ async fn deploy_all(
             }
             None => return Ok(false),
         }
-        deploy_machine(ctx, payload, name, spec, machine).await?;
+        deploy_machine(ctx, payload, name, spec, machine, certs.as_ref()).await?;
     }
     Ok(true)
 }
@@ -141,6 +147,7 @@ async fn deploy_machine(
     deployment_name: &str,
     spec: &Spec,
     machine: &MachineRow,
+    certs: Option<&ScratchStore>,
 ) -> Result<(), JobError> {
     let store = &ctx.worker.store;
     let generation = payload.generation;
@@ -151,15 +158,27 @@ async fn deploy_machine(
             machine.name
         ))
     })?;
+    let endpoint = with_certificates(endpoint, certs);
     let on_machine = |what: &str| format!("{what} on machine {}", machine.name);
     let engine = Engine::connect(&endpoint, &ctx.worker.metrics)
         .await
         .map_err(|err| docker_error(on_machine("cannot reach the engine"), err))?;
     let node = spec.node_payload(machine.node_index);
+    let credentials = registry_credentials(spec, &node.image)?;
+    let mut progress = Vec::new();
     let pulled = engine
-        .ensure_image(&node.image, node.pull)
-        .await
-        .map_err(|err| docker_error(on_machine("image check failed"), err))?;
+        .ensure_image(&node.image, node.pull, credentials, &mut progress)
+        .await;
+    if !progress.is_empty() {
+        ctx.log(&format!(
+            "pull of {} on {}:\n{}",
+            node.image,
+            machine.name,
+            progress.join("\n")
+        ))
+        .await;
+    }
+    let pulled = pulled.map_err(|err| docker_error(on_machine("image check failed"), err))?;
     if pulled {
         ctx.log(&format!("pulled {} on {}", node.image, machine.name))
             .await;
@@ -281,6 +300,36 @@ async fn deploy_machine(
         None,
     )
     .await
+}
+
+/// The registry login the spec names, read from this worker's environment now (the
+/// values go to the engine only, never to logs or the database).
+fn registry_credentials(
+    spec: &Spec,
+    image: &str,
+) -> Result<Option<bollard::auth::DockerCredentials>, JobError> {
+    let Some(login) = &spec.registry_credentials_env else {
+        return Ok(None);
+    };
+    let read = |name: &str| {
+        std::env::var(name).ok().filter(|value| !value.is_empty()).ok_or_else(|| {
+            JobError::fatal(format!(
+                "registry credential variable {name} is not set in this worker's environment (the spec's registry_credentials_env names it)"
+            ))
+        })
+    };
+    // The registry is the image reference's first part when it looks like a host.
+    let registry = image
+        .split_once('/')
+        .map(|(first, _)| first)
+        .filter(|first| first.contains('.') || first.contains(':') || *first == "localhost")
+        .map(str::to_owned);
+    Ok(Some(bollard::auth::DockerCredentials {
+        username: Some(read(&login.username)?),
+        password: Some(read(&login.password)?),
+        serveraddress: registry,
+        ..Default::default()
+    }))
 }
 
 async fn record(

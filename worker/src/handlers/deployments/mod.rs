@@ -14,6 +14,7 @@
 
 mod deploy;
 mod provision;
+mod session;
 mod teardown;
 
 use std::time::Duration;
@@ -30,6 +31,7 @@ pub use teardown::teardown;
 use super::{JobContext, JobError};
 use crate::config::WorkerConfig;
 use crate::docker::{DEFAULT_LOCAL_ENGINE, DockerError};
+use crate::machine_store::ScratchStore;
 
 /// Where the jobs a handler enqueues go: its own queue and priority.
 fn origin(ctx: &JobContext) -> Origin {
@@ -103,6 +105,20 @@ fn local_endpoint(config: &WorkerConfig) -> Endpoint {
         ca_cert_path: cert("ca.pem"),
         client_cert_path: cert("cert.pem"),
         client_key_path: cert("key.pem"),
+    }
+}
+
+/// A `tcp://` endpoint of a docker-machine machine with the deployment's certificates
+/// (written for this step) as its TLS files.
+fn with_certificates(endpoint: Endpoint, certs: Option<&ScratchStore>) -> Endpoint {
+    match certs {
+        Some(certs) if endpoint.url.starts_with("tcp://") => Endpoint {
+            ca_cert_path: Some(certs.ca_cert().display().to_string()),
+            client_cert_path: Some(certs.client_cert().display().to_string()),
+            client_key_path: Some(certs.client_key().display().to_string()),
+            ..endpoint
+        },
+        _ => endpoint,
     }
 }
 

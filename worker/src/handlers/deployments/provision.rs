@@ -22,11 +22,12 @@
 use std::time::{Duration, Instant};
 
 use lc_shared::deployment::{
-    Endpoint, FanOut, MachineRow, MachineStart, Provider, ProvisionMachinePayload,
+    DeploymentState, Endpoint, FanOut, MachineRow, MachineStart, Provider, ProvisionMachinePayload,
     ProvisionPayload, ReadyOutcome, Spec, WatchOutcome,
 };
 use lc_shared::store::error_chain;
 
+use super::session::{Loaded, MachineSession, ensure_tls, fence};
 use super::{dispatch, docker_error, is_final, local_endpoint, origin, pause, store_error};
 use crate::docker::Engine;
 use crate::handlers::{JobContext, JobError};
@@ -44,6 +45,7 @@ pub async fn provision(ctx: &JobContext) -> Result<(), JobError> {
     let id = payload.deployment_id;
     let interval = watch_interval(ctx);
     let Some(watch) = payload.watch else {
+        make_certificates(ctx, id).await?;
         let fan_out = store
             .fan_out_provision(id, &origin(ctx), interval)
             .await
@@ -89,6 +91,28 @@ pub async fn provision(ctx: &JobContext) -> Result<(), JobError> {
     Ok(())
 }
 
+/// A docker-machine deployment's CA and client certificate exist before any machine is
+/// created, so that every create uses them and none makes its own.
+async fn make_certificates(ctx: &JobContext, id: uuid::Uuid) -> Result<(), JobError> {
+    let Some(row) = ctx
+        .worker
+        .store
+        .deployment(id)
+        .await
+        .map_err(|err| store_error("read the deployment", err))?
+    else {
+        return Ok(());
+    };
+    let spec = Spec::from_json(&row.spec)
+        .map_err(|err| JobError::fatal_from("the stored spec is invalid", err))?;
+    if row.state != DeploymentState::Provisioning.as_str()
+        || !matches!(spec.provider, Provider::DockerMachine { .. })
+    {
+        return Ok(());
+    }
+    ensure_tls(ctx, id, &row.name, &spec).await.map(|_| ())
+}
+
 pub async fn provision_machine(ctx: &JobContext) -> Result<(), JobError> {
     let payload: ProvisionMachinePayload = ctx.payload()?;
     let store = &ctx.worker.store;
@@ -121,13 +145,8 @@ pub async fn provision_machine(ctx: &JobContext) -> Result<(), JobError> {
             }
             Ok(())
         }
-        MachineStart::Create {
-            machine,
-            spec,
-            fresh,
-            ..
-        } => {
-            match create_and_record(ctx, &machine, &spec, fresh).await {
+        MachineStart::Create { machine, spec, .. } => {
+            match create_and_record(ctx, &machine, &spec).await {
                 Ok(()) => Ok(()),
                 Err(JobError::Cancelled) => Err(JobError::Cancelled),
                 Err(err) => {
@@ -168,8 +187,8 @@ async fn create_and_record(
     ctx: &JobContext,
     machine: &MachineRow,
     spec: &Spec,
-    fresh: bool,
 ) -> Result<(), JobError> {
+    let mut entry = None;
     let endpoint = match &spec.provider {
         Provider::Local {} => {
             let endpoint = local_endpoint(&ctx.worker.config);
@@ -186,9 +205,17 @@ async fn create_and_record(
             endpoint
         }
         Provider::DockerMachine { driver, .. } => {
-            let cli = MachineCli::new(&ctx.worker.config, machine.deployment_id, spec, true)
-                .map_err(|err| err.into_job_error("cannot run docker-machine"))?;
-            create_with_docker_machine(ctx, &cli, machine, spec, driver, fresh).await?
+            let session = MachineSession::open(
+                ctx,
+                machine.deployment_id,
+                &deployment_name(machine),
+                spec,
+                true,
+            )
+            .await?;
+            let endpoint = create_with_docker_machine(ctx, &session, machine, spec, driver).await?;
+            entry = session.sealed_entry(machine)?;
+            endpoint
         }
     };
     if ctx.cancel.is_cancelled() {
@@ -197,7 +224,14 @@ async fn create_and_record(
     let outcome = ctx
         .worker
         .store
-        .machine_ready(machine.deployment_id, machine.id, &endpoint, &origin(ctx))
+        .machine_ready(
+            machine.deployment_id,
+            machine.id,
+            &endpoint,
+            entry.as_deref(),
+            fence(ctx),
+            &origin(ctx),
+        )
         .await
         .map_err(|err| store_error("record the machine ready", err))?;
     match outcome {
@@ -225,9 +259,19 @@ async fn create_and_record(
             ))
             .await;
             if let Provider::DockerMachine { .. } = spec.provider {
-                let cli = MachineCli::new(&ctx.worker.config, machine.deployment_id, spec, false)
-                    .map_err(|err| err.into_job_error("cannot run docker-machine"))?;
-                cli.rm(ctx, &machine.name).await.map_err(|err| {
+                // The teardown waits for this job, then removes what the entry says.
+                let session = MachineSession::open(
+                    ctx,
+                    machine.deployment_id,
+                    &deployment_name(machine),
+                    spec,
+                    false,
+                )
+                .await?;
+                session.load(ctx, machine).await?;
+                let removed = session.cli.rm(ctx, &machine.name).await;
+                session.save(ctx, machine).await?;
+                removed.map_err(|err| {
                     err.into_job_error("could not remove the machine made during teardown")
                 })?;
             }
@@ -236,54 +280,92 @@ async fn create_and_record(
     Ok(())
 }
 
+/// The deployment's name, from the machine's (`<deployment>-<n>`).
+fn deployment_name(machine: &MachineRow) -> String {
+    machine
+        .name
+        .rsplit_once('-')
+        .map(|(name, _)| name.to_owned())
+        .unwrap_or_else(|| machine.name.clone())
+}
+
+/// Creates the machine, or adopts what an earlier attempt made. What to do is decided
+/// by what the recorded store entry and docker-machine say, never by assuming that an
+/// earlier attempt's create finished (a real create dies with its worker, of SIGPIPE
+/// at its next line of output): complete and running is adopted; half-made or broken
+/// is removed and created again; nothing recorded is created.
 async fn create_with_docker_machine(
     ctx: &JobContext,
-    cli: &MachineCli,
+    session: &MachineSession,
     machine: &MachineRow,
     spec: &Spec,
     driver: &str,
-    fresh: bool,
 ) -> Result<Endpoint, JobError> {
     let name = &machine.name;
-    let existing = if fresh {
-        None
-    } else {
-        settle(ctx, cli, name).await?
-    };
-    let create = match existing {
-        Some(status) if status == "Running" => {
-            ctx.log(&format!("machine {name} exists and runs: adopting it"))
-                .await;
-            false
+    let cli = &session.cli;
+    let create = match session.load(ctx, machine).await? {
+        Loaded::Nothing => true,
+        Loaded::Unreadable(reason) => {
+            // A machine may exist behind it: making another could leak a billed one.
+            return Err(JobError::fatal(format!(
+                "machine {name}: its recorded docker-machine state cannot be read ({reason}); not creating another one. Tear the deployment down: it reports the machine for a check at the provider"
+            )));
         }
-        Some(status) => {
-            ctx.log(&format!(
-                "machine {name} is half made (status {status}): removing it before creating"
-            ))
-            .await;
-            cli.rm(ctx, name)
-                .await
-                .map_err(|err| err.into_job_error("could not remove a half-made machine"))?;
-            true
-        }
-        None => true,
-    };
-    if create && let Err(err) = cli.create(ctx, name, driver, &spec.driver_args()).await {
-        if err.already_exists() {
-            return Err(JobError::retryable_from(
-                "another attempt created the machine at the same time; the next attempt adopts it",
-                err,
-            ));
-        }
-        if !matches!(err, crate::machine::MachineError::Cancelled { .. }) {
-            // A failed create can leave a half-made machine: remove it now, so the
-            // next attempt (or the rollback) starts clean. Best effort: the next
-            // attempt checks again.
-            if let Ok(Some(_)) = cli.status(ctx, name).await {
-                let _ = cli.rm(ctx, name).await;
+        Loaded::Entry => match settle(ctx, cli, name).await? {
+            Settled::Status(status) if status == "Running" => {
+                ctx.log(&format!("machine {name} exists and runs: adopting it"))
+                    .await;
+                false
             }
+            Settled::Missing => true,
+            Settled::Status(status) => {
+                ctx.log(&format!(
+                    "machine {name} is half made (status {status}): removing it before creating"
+                ))
+                .await;
+                let removed = cli.rm(ctx, name).await;
+                session.save(ctx, machine).await?;
+                match removed {
+                    Err(err) if err.broken_entry() => {
+                        drop_broken_entry(ctx, session, machine, err.to_string()).await?
+                    }
+                    other => {
+                        other.map_err(|err| {
+                            err.into_job_error("could not remove a half-made machine")
+                        })?;
+                    }
+                }
+                true
+            }
+            Settled::Broken(reason) => {
+                drop_broken_entry(ctx, session, machine, reason).await?;
+                true
+            }
+        },
+    };
+    if create {
+        let created = create_synced(ctx, session, machine, driver, spec).await;
+        if let Err(err) = created {
+            if err.already_exists() {
+                return Err(JobError::retryable_from(
+                    "another attempt created the machine at the same time; the next attempt adopts it",
+                    err,
+                ));
+            }
+            if !matches!(err, crate::machine::MachineError::Cancelled { .. }) {
+                // A failed create can leave a half-made machine: remove it now, so the
+                // next attempt (or the rollback) starts clean. Best effort: the next
+                // attempt checks again from the recorded entry.
+                if let Ok(Some(_)) = cli.status(ctx, name).await
+                    && cli.rm(ctx, name).await.is_ok()
+                {
+                    ctx.log(&format!("removed the half-made machine {name}"))
+                        .await;
+                }
+            }
+            session.save(ctx, machine).await?;
+            return Err(err.into_job_error("docker-machine create failed"));
         }
-        return Err(err.into_job_error("docker-machine create failed"));
     }
     let (info, url) = tokio::join!(cli.inspect(ctx, name), cli.url(ctx, name));
     let info = info
@@ -292,33 +374,96 @@ async fn create_with_docker_machine(
             JobError::retryable(format!("machine {name} vanished right after create"))
         })?;
     let url = url.map_err(|err| err.into_job_error("docker-machine url failed"))?;
-    let tls = url.starts_with("tcp://");
+    // Certificates are the deployment's (in the database), not paths in this step's
+    // scratch store: deploy writes them out again wherever it runs.
     Ok(Endpoint {
         url,
         ip_address: info.ip_address,
         driver: Some(info.driver_name),
-        ca_cert_path: info.ca_cert_path.filter(|_| tls),
-        client_cert_path: info.client_cert_path.filter(|_| tls),
-        client_key_path: info.client_key_path.filter(|_| tls),
+        ca_cert_path: None,
+        client_cert_path: None,
+        client_key_path: None,
     })
 }
 
-/// The machine's status once no create is running on it: `None` when it does not
-/// exist. A machine still `Starting` is being created by an earlier attempt whose
-/// worker died (docker-machine runs in its own process group, so it outlives a
-/// SIGKILLed worker): wait for it, up to one call's time limit.
+/// How often a running create's store entry is written back, so that a worker that
+/// dies mid-create leaves what docker-machine saved so far for the next attempt (and
+/// the teardown) to find.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+async fn create_synced(
+    ctx: &JobContext,
+    session: &MachineSession,
+    machine: &MachineRow,
+    driver: &str,
+    spec: &Spec,
+) -> Result<crate::machine::CallOutput, crate::machine::MachineError> {
+    let args = spec.driver_args();
+    let create = session.cli.create(ctx, &machine.name, driver, &args);
+    let sync = async {
+        loop {
+            tokio::time::sleep(SYNC_EVERY).await;
+            if let Err(err) = session.save(ctx, machine).await {
+                tracing::warn!(error = %error_chain(&err), "could not save the machine's state during create");
+            }
+        }
+    };
+    tokio::select! {
+        created = create => created,
+        never = sync => never,
+    }
+}
+
+/// A broken store entry (no or corrupt `config.json`) can be neither used nor removed by
+/// docker-machine: it is dropped, with a loud line naming where a resource may be left.
+async fn drop_broken_entry(
+    ctx: &JobContext,
+    session: &MachineSession,
+    machine: &MachineRow,
+    reason: String,
+) -> Result<(), JobError> {
+    session
+        .store
+        .remove_entry(&machine.name)
+        .map_err(|err| JobError::retryable_from("cannot drop a broken store entry", err))?;
+    session.save(ctx, machine).await?;
+    let text = format!(
+        "machine {}: its docker-machine store entry was broken ({reason}) and was dropped; a cloud resource an earlier create made may still exist: look for a machine named {} at driver {}",
+        machine.name,
+        machine.name,
+        machine.driver.as_deref().unwrap_or("?")
+    );
+    tracing::warn!(machine = %machine.name, "{text}");
+    ctx.log(&text).await;
+    Ok(())
+}
+
+/// What docker-machine says of a machine once no create of it is running.
+pub(super) enum Settled {
+    /// "does not exist"
+    Missing,
+    /// Its status: `Running`, `Error`, `Stopped`, ...
+    Status(String),
+    /// Its entry is broken: the message docker-machine gave.
+    Broken(String),
+}
+
+/// The machine's status once no create is running on it. A machine `Starting` is being
+/// created by a call that is still alive (on this host: an earlier attempt's create
+/// that has not yet written its next line): wait for it, up to one call's time limit.
 pub(super) async fn settle(
     ctx: &JobContext,
     cli: &MachineCli,
     name: &str,
-) -> Result<Option<String>, JobError> {
+) -> Result<Settled, JobError> {
     let started = Instant::now();
     let mut said = false;
     loop {
-        let status = cli
-            .status(ctx, name)
-            .await
-            .map_err(|err| err.into_job_error("docker-machine status failed"))?;
+        let status = match cli.status(ctx, name).await {
+            Ok(status) => status,
+            Err(err) if err.broken_entry() => return Ok(Settled::Broken(err.to_string())),
+            Err(err) => return Err(err.into_job_error("docker-machine status failed")),
+        };
         match status {
             Some(status) if status == "Starting" => {
                 if started.elapsed() > cli.timeout() {
@@ -336,28 +481,36 @@ pub(super) async fn settle(
                 }
                 pause(ctx, Duration::from_millis(500)).await?;
             }
-            other => return Ok(other),
+            Some(status) => return Ok(Settled::Status(status)),
+            None => return Ok(Settled::Missing),
         }
     }
 }
 
 /// Removes a machine an earlier attempt may have made, once the deployment stopped
-/// provisioning. Best effort: the teardown removes whatever the store still lists.
+/// provisioning. Best effort: the teardown removes whatever is recorded.
 async fn remove_leftover(ctx: &JobContext, machine: &MachineRow, spec: &Spec) {
     let Provider::DockerMachine { .. } = spec.provider else {
         return;
     };
-    let cli = match MachineCli::new(&ctx.worker.config, machine.deployment_id, spec, false) {
-        Ok(cli) => cli,
-        Err(err) => {
-            ctx.log(&format!("cannot check for a leftover machine: {err}"))
-                .await;
-            return;
-        }
+    let Ok(session) = MachineSession::open(
+        ctx,
+        machine.deployment_id,
+        &deployment_name(machine),
+        spec,
+        false,
+    )
+    .await
+    else {
+        return;
     };
-    if let Ok(Some(_)) = settle(ctx, &cli, &machine.name).await
-        && cli.rm(ctx, &machine.name).await.is_ok()
+    if !matches!(session.load(ctx, machine).await, Ok(Loaded::Entry)) {
+        return;
+    }
+    if let Ok(Settled::Status(_)) = settle(ctx, &session.cli, &machine.name).await
+        && session.cli.rm(ctx, &machine.name).await.is_ok()
     {
+        let _ = session.save(ctx, machine).await;
         ctx.log(&format!(
             "removed machine {} left by an earlier attempt",
             machine.name

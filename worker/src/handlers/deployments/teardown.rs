@@ -11,11 +11,17 @@
 //!    is bounded; past it the attempt fails and is retried.
 //! 3. Containers carrying the deployment's label are stopped and removed on every
 //!    engine the machines recorded.
-//! 4. docker-machine provider: `rm -y` every machine, then `ls` the deployment's store
-//!    and remove whatever is still there, even machines the database never heard of
-//!    (a create interrupted before its machine was recorded); a machine still being
-//!    created is waited for first. The store must list nothing at the end.
-//! 5. Every row `removed`, the deployment `torn_down`.
+//! 4. docker-machine provider: every machine is removed from its recorded store entry
+//!    (`rm -y`, in a scratch store made from the database, so any worker can do it),
+//!    each recorded `removed` at once. One machine failing does not stop the others:
+//!    each failure is reported and the attempt fails (retryable) after trying them all.
+//!    A broken entry (no or corrupt `config.json`: docker-machine can neither use nor
+//!    remove it) or one that cannot be opened is dropped and the machine `abandoned`,
+//!    with a loud event naming the driver and the machine name to look for at the
+//!    provider.
+//! 5. Every row `removed`, the deployment `torn_down`; or `leftovers` when a machine was
+//!    abandoned (`lc stuck` lists it until `lc deploy ack NAME`). The deployment's keys
+//!    are dropped once nothing is left.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -26,11 +32,14 @@ use lc_shared::deployment::{
     TeardownStart,
 };
 
-use super::provision::settle;
-use super::{docker_error, local_endpoint, pause, store_error};
+use lc_shared::store::error_chain;
+
+use super::provision::{Settled, settle};
+use super::session::{Loaded, MachineSession, certificate_files, fence};
+use super::{docker_error, local_endpoint, pause, store_error, with_certificates};
 use crate::docker::Engine;
 use crate::handlers::{JobContext, JobError};
-use crate::machine::MachineCli;
+use crate::machine_store::ScratchStore;
 
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Containers stopped at once on one engine.
@@ -48,7 +57,10 @@ pub async fn teardown(ctx: &JobContext) -> Result<(), JobError> {
         .begin_teardown(id, &reason, ctx.job.id)
         .await
         .map_err(|err| store_error("start the teardown", err))?;
-    let TeardownStart::Proceed { spec, was, .. } = start else {
+    let TeardownStart::Proceed {
+        spec, was, name, ..
+    } = start
+    else {
         ctx.log(&format!(
             "deployment {id} does not exist: nothing to tear down"
         ))
@@ -65,21 +77,35 @@ pub async fn teardown(ctx: &JobContext) -> Result<(), JobError> {
         .machines(id)
         .await
         .map_err(|err| store_error("read the machines", err))?;
-    remove_containers(ctx, &spec, &machines).await?;
+    let certs = match spec.provider {
+        Provider::DockerMachine { .. } => certificate_files(ctx, id).await?,
+        Provider::Local {} => None,
+    };
+    remove_containers(ctx, &spec, &machines, certs.as_ref()).await?;
+    drop(certs);
     if let Provider::DockerMachine { .. } = spec.provider {
-        remove_machines(ctx, &spec, &machines).await?;
+        remove_machines(ctx, &name, &spec, &machines).await?;
     }
-    if was != DeploymentState::TornDown
-        && store
-            .finish_teardown(id, ctx.job.id)
-            .await
-            .map_err(|err| store_error("record the teardown", err))?
-    {
-        ctx.log(&format!(
-            "torn down: {} machine(s) and their containers removed",
-            machines.len()
-        ))
-        .await;
+    if was == DeploymentState::TornDown {
+        return Ok(());
+    }
+    let finished = store
+        .finish_teardown(id, ctx.job.id)
+        .await
+        .map_err(|err| store_error("record the teardown", err))?;
+    match finished {
+        Some(DeploymentState::Leftovers) => {
+            ctx.log("teardown done, but some machines could not be confirmed removed: the deployment is `leftovers` until an operator checks the provider and runs `lc deploy ack`")
+                .await;
+        }
+        Some(_) => {
+            ctx.log(&format!(
+                "torn down: {} machine(s) and their containers removed",
+                machines.len()
+            ))
+            .await;
+        }
+        None => {}
     }
     Ok(())
 }
@@ -151,11 +177,13 @@ async fn remove_containers(
     ctx: &JobContext,
     spec: &Spec,
     machines: &[MachineRow],
+    certs: Option<&ScratchStore>,
 ) -> Result<(), JobError> {
     let id = deployment_id(ctx)?;
     let mut engines: BTreeMap<String, Endpoint> = machines
         .iter()
         .filter_map(MachineRow::endpoint)
+        .map(|endpoint| with_certificates(endpoint, certs))
         .map(|endpoint| (endpoint.url.clone(), endpoint))
         .collect();
     if let Provider::Local {} = spec.provider {
@@ -202,92 +230,157 @@ async fn remove_containers(
             ))
             .await;
         }
+        // What `lc deploy show` lists follows what was removed, machine by machine.
+        for machine in machines
+            .iter()
+            .filter(|machine| machine.engine_url.as_deref() == Some(endpoint.url.as_str()))
+        {
+            ctx.worker
+                .store
+                .machine_containers_removed(machine.id, ctx.job.id)
+                .await
+                .map_err(|err| store_error("record the removed containers", err))?;
+        }
     }
     Ok(())
 }
 
-/// `rm -y` every machine, then whatever else the deployment's store lists.
+/// Removes every machine that is not gone yet; see step 4 above.
 async fn remove_machines(
     ctx: &JobContext,
+    deployment_name: &str,
     spec: &Spec,
     machines: &[MachineRow],
 ) -> Result<(), JobError> {
     let id = deployment_id(ctx)?;
-    // Credentials that are not set here are left out: rm and ls work from the store.
-    let cli = MachineCli::new(&ctx.worker.config, id, spec, false).map_err(|err| {
-        JobError::retryable_from("cannot run docker-machine to remove the machines", err)
-    })?;
+    // Credentials that are not set here are left out: rm works from the store entry.
+    let session = MachineSession::open(ctx, id, deployment_name, spec, false).await?;
     let store = &ctx.worker.store;
-    let live = [
-        MachineState::Pending,
-        MachineState::Creating,
-        MachineState::Ready,
-        MachineState::Failed,
-        MachineState::Removing,
-    ];
-    let retryable = |what: &'static str| {
-        move |err: crate::machine::MachineError| match err {
-            crate::machine::MachineError::Cancelled { .. } => JobError::Cancelled,
-            err => JobError::retryable_from(what, err),
-        }
-    };
-    for machine in machines
-        .iter()
-        .filter(|machine| machine.state != MachineState::Removed.as_str())
-    {
+    let mut failures = Vec::new();
+    for machine in machines.iter().filter(|machine| {
+        machine.state != MachineState::Removed.as_str()
+            && machine.state != MachineState::Abandoned.as_str()
+    }) {
         store
             .set_machine(
                 machine.id,
-                &live,
+                &MachineState::Removing.reachable_from(),
                 MachineState::Removing,
                 "teardown",
                 Some(ctx.job.id),
             )
             .await
             .map_err(|err| store_error("mark the machine removing", err))?;
-        settle(ctx, &cli, &machine.name).await?;
-        let removed = cli
-            .rm(ctx, &machine.name)
-            .await
-            .map_err(retryable("docker-machine rm failed"))?;
-        if !removed {
-            ctx.log(&format!(
-                "machine {} does not exist: nothing to remove",
-                machine.name
-            ))
-            .await;
+        match remove_machine(ctx, &session, machine).await {
+            Ok(Gone::Removed(message)) => {
+                store
+                    .machine_removed(machine.id, fence(ctx), &message)
+                    .await
+                    .map_err(|err| store_error("record the machine removed", err))?;
+                ctx.log(&format!("machine {}: {message}", machine.name))
+                    .await;
+            }
+            Ok(Gone::Abandoned(message)) => {
+                tracing::warn!(machine = %machine.name, "{message}");
+                ctx.log(&message).await;
+                store
+                    .machine_abandoned(machine.id, fence(ctx), &message)
+                    .await
+                    .map_err(|err| store_error("record the machine abandoned", err))?;
+            }
+            Err(JobError::Cancelled) => return Err(JobError::Cancelled),
+            Err(err) => {
+                let text = error_chain(&err);
+                ctx.log(&format!("machine {} was not removed: {text}", machine.name))
+                    .await;
+                failures.push(format!("{}: {text}", machine.name));
+            }
         }
     }
-    for listed in cli
-        .ls(ctx)
-        .await
-        .map_err(retryable("docker-machine ls failed"))?
-    {
-        ctx.log(&format!(
-            "store still lists {} ({}): removing it",
-            listed.name, listed.state
-        ))
-        .await;
-        settle(ctx, &cli, &listed.name).await?;
-        cli.rm(ctx, &listed.name)
-            .await
-            .map_err(retryable("docker-machine rm failed"))?;
-    }
-    let left = cli
-        .ls(ctx)
-        .await
-        .map_err(retryable("docker-machine ls failed"))?;
-    if !left.is_empty() {
-        let names: Vec<&str> = left.iter().map(|listed| listed.name.as_str()).collect();
+    if !failures.is_empty() {
         return Err(JobError::retryable(format!(
-            "machines still listed after removal: {}",
-            names.join(", ")
+            "{} machine(s) could not be removed (the others were): {}",
+            failures.len(),
+            failures.join("; ")
         )));
     }
-    ctx.log(&format!(
-        "machine store {} lists nothing",
-        cli.storage().display()
-    ))
-    .await;
     Ok(())
+}
+
+/// How a machine left.
+enum Gone {
+    Removed(String),
+    /// Its state was unusable: dropped, its cloud resource may remain (the message says
+    /// where to look).
+    Abandoned(String),
+}
+
+fn abandoned(machine: &MachineRow, why: &str) -> Gone {
+    Gone::Abandoned(format!(
+        "machine {name} ABANDONED: {why}. Its entry was dropped; a cloud resource, if one was created, may still exist: look for a machine named {name} at driver {driver}, delete it there, then run `lc deploy ack`",
+        name = machine.name,
+        driver = machine.driver.as_deref().unwrap_or("?"),
+    ))
+}
+
+async fn remove_machine(
+    ctx: &JobContext,
+    session: &MachineSession,
+    machine: &MachineRow,
+) -> Result<Gone, JobError> {
+    let name = &machine.name;
+    match session.load(ctx, machine).await? {
+        Loaded::Nothing => {
+            return Ok(Gone::Removed(
+                "no docker-machine state was recorded for it: nothing to remove".into(),
+            ));
+        }
+        Loaded::Unreadable(reason) => {
+            return Ok(abandoned(
+                machine,
+                &format!("its recorded docker-machine state cannot be read ({reason})"),
+            ));
+        }
+        Loaded::Entry => {}
+    }
+    match settle(ctx, &session.cli, name).await? {
+        Settled::Missing => {
+            return Ok(Gone::Removed(
+                "docker-machine does not know it: nothing to remove".into(),
+            ));
+        }
+        Settled::Broken(reason) => {
+            session
+                .store
+                .remove_entry(name)
+                .map_err(|err| JobError::retryable_from("cannot drop a broken store entry", err))?;
+            return Ok(abandoned(
+                machine,
+                &format!("its docker-machine store entry is broken ({reason})"),
+            ));
+        }
+        Settled::Status(_) => {}
+    }
+    match session.cli.rm(ctx, name).await {
+        Ok(true) => Ok(Gone::Removed("removed (docker-machine rm)".into())),
+        Ok(false) => Ok(Gone::Removed(
+            "docker-machine does not know it: nothing to remove".into(),
+        )),
+        Err(err) if err.broken_entry() => {
+            session
+                .store
+                .remove_entry(name)
+                .map_err(|err| JobError::retryable_from("cannot drop a broken store entry", err))?;
+            Ok(abandoned(
+                machine,
+                &format!("docker-machine cannot remove its broken store entry ({err})"),
+            ))
+        }
+        Err(crate::machine::MachineError::Cancelled { .. }) => Err(JobError::Cancelled),
+        Err(err) => {
+            // Keep what rm changed (a partly removed machine) for the next attempt.
+            session.save(ctx, machine).await?;
+            Err(JobError::retryable_from("docker-machine rm failed", err))
+        }
+    }
 }
