@@ -55,6 +55,25 @@ json_is() {
   got="$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2" 2>&1)"
   if [[ "$got" == "$3" ]]; then pass; else fail "json $2 in $1 is [$got], wanted [$3]"; fi
 }
+# json_all FILE EXPR WANT [EXPR WANT ...]: like json_is, many checks in one python3
+json_all() {
+  local f="$1" res line
+  shift
+  res="$(python3 -c '
+import json, sys
+j = json.load(open(sys.argv[1]))
+a = sys.argv[2:]
+for e, w in zip(a[::2], a[1::2]):
+    try:
+        g = str(eval(e))
+    except Exception as x:
+        g = "error: %r" % x
+    print("ok" if g == w else "json %s is [%s], wanted [%s]" % (e, g, w))
+' "$f" "$@" 2>&1)"
+  while IFS= read -r line; do
+    if [[ "$line" == ok ]]; then pass; else fail "$line in $f"; fi
+  done <<<"$res"
+}
 # kill -9 a background job without bash's "Killed" notice
 quiet_kill9() {
   exec 3>&2 2>/dev/null
@@ -116,21 +135,22 @@ check "grep -q 'BEGIN CERTIFICATE' '$S/certs/ca.pem'" "ca.pem is PEM text"
 run dm inspect m1
 rc_is 0 "inspect m1"
 printf '%s\n' "$OUT" >"$T/inspect.json"
-json_is "$T/inspect.json" "j['Driver']['URL']" "unix://$NOSOCK"
-json_is "$T/inspect.json" "j['Driver']['IPAddress']" ""
-json_is "$T/inspect.json" "j['Driver']['MachineName']" "m1"
-json_is "$T/inspect.json" "j['Driver']['StorePath']" "$S"
-json_is "$T/inspect.json" "j['DriverName']" "none"
-json_is "$T/inspect.json" "j['Name']" "m1"
-json_is "$T/inspect.json" "j['ConfigVersion']" "3"
-json_is "$T/inspect.json" "j['HostOptions']['AuthOptions']['CaCertPath']" "$S/certs/ca.pem"
-json_is "$T/inspect.json" "j['HostOptions']['AuthOptions']['ClientCertPath']" "$S/certs/cert.pem"
-json_is "$T/inspect.json" "j['HostOptions']['AuthOptions']['ClientKeyPath']" "$S/certs/key.pem"
-json_is "$T/inspect.json" "j['HostOptions']['AuthOptions']['StorePath']" "$S/machines/m1"
-json_is "$T/inspect.json" "sorted(j['Driver'])" "['IPAddress', 'MachineName', 'SSHKeyPath', 'SSHPort', 'SSHUser', 'StorePath', 'SwarmDiscovery', 'SwarmHost', 'SwarmMaster', 'URL']"
-json_is "$T/inspect.json" "sorted(j['HostOptions'])" "['AuthOptions', 'Disk', 'Driver', 'EngineOptions', 'Memory', 'SwarmOptions']"
-json_is "$T/inspect.json" "sorted(j['HostOptions']['AuthOptions'])" "['CaCertPath', 'CaCertRemotePath', 'CaPrivateKeyPath', 'CertDir', 'ClientCertPath', 'ClientKeyPath', 'ServerCertPath', 'ServerCertRemotePath', 'ServerCertSANs', 'ServerKeyPath', 'ServerKeyRemotePath', 'StorePath']"
-json_is "$T/inspect.json" "j == json.load(open('$S/machines/m1/config.json'))" "True"
+json_all "$T/inspect.json" \
+  "j['Driver']['URL']" "unix://$NOSOCK" \
+  "j['Driver']['IPAddress']" "" \
+  "j['Driver']['MachineName']" "m1" \
+  "j['Driver']['StorePath']" "$S" \
+  "j['DriverName']" "none" \
+  "j['Name']" "m1" \
+  "j['ConfigVersion']" "3" \
+  "j['HostOptions']['AuthOptions']['CaCertPath']" "$S/certs/ca.pem" \
+  "j['HostOptions']['AuthOptions']['ClientCertPath']" "$S/certs/cert.pem" \
+  "j['HostOptions']['AuthOptions']['ClientKeyPath']" "$S/certs/key.pem" \
+  "j['HostOptions']['AuthOptions']['StorePath']" "$S/machines/m1" \
+  "sorted(j['Driver'])" "['IPAddress', 'MachineName', 'SSHKeyPath', 'SSHPort', 'SSHUser', 'StorePath', 'SwarmDiscovery', 'SwarmHost', 'SwarmMaster', 'URL']" \
+  "sorted(j['HostOptions'])" "['AuthOptions', 'Disk', 'Driver', 'EngineOptions', 'Memory', 'SwarmOptions']" \
+  "sorted(j['HostOptions']['AuthOptions'])" "['CaCertPath', 'CaCertRemotePath', 'CaPrivateKeyPath', 'CertDir', 'ClientCertPath', 'ClientKeyPath', 'ServerCertPath', 'ServerCertRemotePath', 'ServerCertSANs', 'ServerKeyPath', 'ServerKeyRemotePath', 'StorePath']" \
+  "j == json.load(open('$S/machines/m1/config.json'))" "True"
 check "[[ \"\$(sed -n 2p '$T/inspect.json')\" == '    \"ConfigVersion\": 3,' ]]" "inspect indents by 4"
 run dm inspect --format '{{.Driver.URL}}|{{json .HostOptions.AuthOptions.ServerCertSANs}}' m1
 out_is "unix://$NOSOCK|[]" "inspect --format"
@@ -207,12 +227,13 @@ out_has "Docker is up and running!" "digitalocean progress"
 out_has "env do1" "digitalocean progress"
 run dm inspect do1
 printf '%s\n' "$OUT" >"$T/do1.json"
-json_is "$T/do1.json" "j['DriverName']" "digitalocean"
-json_is "$T/do1.json" "j['Driver']['URL']" "unix:///engine.sock"
-json_is "$T/do1.json" "j['Driver']['IPAddress']" "127.0.0.1"
-json_is "$T/do1.json" "j['Driver']['DropletID'] > 0" "True"
-json_is "$T/do1.json" "j['Driver']['Region']" "fra1"
-json_is "$T/do1.json" "j['Driver']['SSHUser']" "root"
+json_all "$T/do1.json" \
+  "j['DriverName']" "digitalocean" \
+  "j['Driver']['URL']" "unix:///engine.sock" \
+  "j['Driver']['IPAddress']" "127.0.0.1" \
+  "j['Driver']['DropletID'] > 0" "True" \
+  "j['Driver']['Region']" "fra1" \
+  "j['Driver']['SSHUser']" "root"
 run dm url do1
 out_is "unix:///engine.sock" "url do1"
 
@@ -438,6 +459,294 @@ run env MACHINE_STORAGE_PATH="$S2" "$DM" -s "$S" ls -q --filter name=^e1$
 out_is "" "-s wins over MACHINE_STORAGE_PATH"
 run env HOME="$T/home" "$DM" create -d none --url unix:///x h0
 check "[[ -e '$T/home/.docker/machine/machines/h0/config.json' ]]" "default store is ~/.docker/machine"
+
+# ================================================================== records outside the store
+# From here on STANDIN_STATE_DIR holds the records (stores are throwaway temp dirs).
+R="$T/state"
+export STANDIN_STATE_DIR="$R"
+# a store that already has its certificates (key generation is slow; s5 tests it)
+seeded() { mkdir -p "$1/certs" && cp "$T/store/certs/"*.pem "$1/certs/"; }
+S="$T/s3"
+seeded "$S"
+run dm create -d none --url "unix://$NOSOCK" r1
+rc_is 0 "create with STANDIN_STATE_DIR"
+check "[[ -s '$R/calls.log' && ! -e '$S/.standin' ]]" "calls.log goes to \$STANDIN_STATE_DIR, nothing under STORE/.standin"
+run env STANDIN_FAIL_CREATE=1 "$DM" -s "$S" create -d none --url "unix://$NOSOCK" r2
+check "[[ \"\$(cat '$R/fail-count-r2')\" == 1 ]]" "fail counter in \$STANDIN_STATE_DIR"
+run env STANDIN_HALF_CREATE=1 "$DM" -s "$S" create -d none --url "unix://$NOSOCK" r3
+check "[[ \"\$(cat '$R/half-count-r3')\" == 1 ]]" "half counter in \$STANDIN_STATE_DIR"
+env STANDIN_HANG=status "$DM" -s "$S" status r1 >/dev/null 2>&1 &
+hpid=$!
+if wait_for_file "$R/hang-child.pid"; then
+  child="$(cat "$R/hang-child.pid")"
+  ORPHANS+=("$child")
+  check "[[ \"\$(cat '$R/hang.pid')\" == '$hpid' ]] && grep -q \"^$child $hpid status\$\" '$R/hang-children'" "hang records in \$STANDIN_STATE_DIR"
+  kill "$child"
+else
+  fail "STANDIN_HANG with STANDIN_STATE_DIR wrote no hang-child.pid"
+  kill "$hpid"
+fi
+wait "$hpid" 2>/dev/null
+
+# ------------------------------------------------------------------ broken store entries
+mkdir -p "$S/machines/b1"
+BROKEN="open $S/machines/b1/config.json: no such file or directory"
+for c in status inspect url ip env config; do
+  run dm "$c" b1
+  rc_is 1 "$c on a machine dir without config.json"
+  err_is "$BROKEN" "$c on a machine dir without config.json"
+done
+run dm rm -y b1
+rc_is 1 "rm -y on a machine dir without config.json"
+err_is "Error removing host \"b1\": $BROKEN" "rm -y on a machine dir without config.json"
+check "[[ -d '$S/machines/b1' ]]" "rm -y cannot remove a broken entry"
+run dm ls --format '{{.Name}}|{{.DriverName}}|{{.State}}|{{.URL}}|{{.Error}}' --filter name=^nothing-matches$
+out_is "b1|not found|Error||$BROKEN" "ls lists a broken entry whatever the filter"
+run dm create -d none --url "unix://$NOSOCK" b1
+rc_is 1 "create over a broken entry"
+err_is 'Docker machine "b1" already exists' "create over a broken entry"
+mkdir -p "$S/machines/c1" "$S/machines/c2" "$S/machines/c3" "$S/machines/c4" "$S/machines/c5"
+printf 'garbage' >"$S/machines/c1/config.json"
+printf '{"ConfigVersion": 3, "Driver": {' >"$S/machines/c2/config.json"
+printf '[1, 2]' >"$S/machines/c3/config.json"
+printf '{"a" 1}' >"$S/machines/c4/config.json"
+printf '{"ConfigVersion": 4}' >"$S/machines/c5/config.json"
+i=0
+for want in "invalid character 'g' looking for beginning of value" "unexpected end of JSON input" \
+  "json: cannot unmarshal array into Go value of type host.MetadataV0" "invalid character '1' after object key" \
+  "config version is from the future -- you should upgrade your Docker Machine client"; do
+  i=$((i + 1))
+  run dm status "c$i"
+  rc_is 1 "status on corrupt config.json c$i"
+  err_is "Error getting migrated host: $want" "status on corrupt config.json c$i"
+done
+run dm ls --format '{{.Name}}|{{.DriverName}}|{{.State}}|{{.Error}}' --filter name=^none$
+check "grep -qx \"c1|not found|Error|Error getting migrated host: invalid character 'g' looking for beginning of value\" <<<\"\$OUT\"" "ls shows a corrupt entry"
+run dm rm -f b1 c1 c2 c3 c4 c5
+rc_is 0 "rm -f removes broken entries"
+check "[[ ! -e '$S/machines/b1' && ! -e '$S/machines/c1' ]]" "rm -f removed broken entries"
+TRACEBACKS=0
+for c in "status" "env" "rm -y" "ls"; do
+  mkdir -p "$S/machines/z1"; printf '{"ConfigVersion": 3, "Driver": [], "HostOptions": 7}' >"$S/machines/z1/config.json"
+  # shellcheck disable=SC2086
+  "$DM" -s "$S" $c z1 2>&1 | grep -q Traceback && TRACEBACKS=$((TRACEBACKS + 1))
+done
+check "(( TRACEBACKS == 0 ))" "no Python traceback on odd config.json"
+rm -rf "$S/machines/z1"
+
+# ------------------------------------------------------------------ name claims are not atomic
+S="$T/s4"
+seeded "$S"
+dm create -d none --url "unix://$NOSOCK" warm >/dev/null 2>&1
+for i in 1 2 3 4; do
+  (env STANDIN_CLAIM_WINDOW_MS=500 "$DM" -s "$S" create -d none --url "unix://$NOSOCK.$i" twin >/dev/null 2>&1; echo $? >"$T/twin.$i") &
+done
+wait
+check "[[ \"\$(cat '$T'/twin.*)\" == \"\$(printf '0\n0\n0\n0')\" ]]" "four concurrent creates of one name all exit 0"
+
+# ------------------------------------------------------------------ certificates
+S="$T/s5"
+run dm create -d none --url "unix://$NOSOCK" c1
+out_has "Creating CA: $S/certs/ca.pem" "first create makes a CA"
+out_has "Creating client certificate: $S/certs/cert.pem" "first create makes a client certificate"
+check "openssl verify -CAfile '$S/certs/ca.pem' '$S/certs/cert.pem' >/dev/null 2>&1" "cert.pem verifies against ca.pem (real certificates)"
+check "openssl x509 -in '$S/certs/cert.pem' -noout -ext extendedKeyUsage 2>/dev/null | grep -q 'TLS Web Client Authentication'" "cert.pem is a client certificate"
+check "head -n1 '$S/certs/key.pem' | grep -q 'BEGIN RSA PRIVATE KEY' && head -n1 '$S/certs/ca-key.pem' | grep -q 'BEGIN RSA PRIVATE KEY'" "keys are PKCS#1 like docker-machine's"
+# parallel first creates: a slow one overwrites the CA after a fast one signed cert.pem
+S="$T/s6"
+env STANDIN_CERT_DELAY_MS=1500 "$DM" -s "$S" create -d none --url "unix://$NOSOCK" slow >"$T/slow.out" 2>&1 &
+spid=$!
+sleep 0.3
+run dm create -d none --url "unix://$NOSOCK" fast
+wait "$spid"
+check "grep -q 'Creating CA: ' '$T/slow.out'" "the slow first create generated a CA too"
+out_has "Creating CA: $S/certs/ca.pem" "the fast first create generated a CA"
+check "! openssl verify -CAfile '$S/certs/ca.pem' '$S/certs/cert.pem' >/dev/null 2>&1" "after the race cert.pem no longer verifies against ca.pem"
+# --tls-* flags: existing certificates are used, nothing is generated
+S="$T/s7"
+TLS=(--tls-ca-cert "$T/s5/certs/ca.pem" --tls-ca-key "$T/s5/certs/ca-key.pem" --tls-client-cert "$T/s5/certs/cert.pem" --tls-client-key "$T/s5/certs/key.pem")
+run "$DM" -s "$S" "${TLS[@]}" create -d none --url "unix://$NOSOCK" t1
+rc_is 0 "create with --tls-* flags"
+out_lacks "Creating CA" "--tls-* flags: no CA generated"
+out_lacks "Creating client certificate" "--tls-* flags: no client certificate generated"
+check "[[ ! -e '$S/certs/ca.pem' && ! -e '$S/certs/cert.pem' ]]" "--tls-* flags: nothing written to the store's certs"
+json_all "$S/machines/t1/config.json" \
+  "j['HostOptions']['AuthOptions']['CaCertPath']" "$T/s5/certs/ca.pem" \
+  "j['HostOptions']['AuthOptions']['ClientKeyPath']" "$T/s5/certs/key.pem"
+
+# ------------------------------------------------------------------ engines: a fake Docker engine on loopback
+cat >"$T/engine.py" <<'PY'
+import os, socket, ssl, sys, threading
+kind, addr = sys.argv[1], sys.argv[2]
+if kind == "unix":
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(addr)
+else:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    with open(addr + ".tmp", "w") as f:
+        f.write(str(s.getsockname()[1]))
+    os.rename(addr + ".tmp", addr)
+s.listen(16)
+ctx = None
+if len(sys.argv) > 3:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(sys.argv[5])
+def handle(c):
+    try:
+        if ctx:
+            c = ctx.wrap_socket(c, server_side=True)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            d = c.recv(4096)
+            if not d:
+                return
+            data += d
+        body = b'{"Version":"20.10.7","ApiVersion":"1.41"}'
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    except Exception:
+        pass
+    finally:
+        c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()
+PY
+S="$T/s5"
+python3 "$T/engine.py" unix "$T/engine.sock" 2>/dev/null &
+ORPHANS+=("$!")
+check "wait_for_sock() { local _; for _ in \$(seq 50); do [[ -S '$T/engine.sock' ]] && return 0; sleep 0.1; done; return 1; }; wait_for_sock" "fake unix engine up"
+dm create -d none --url "unix://$T/engine.sock" u1 >/dev/null 2>&1
+run dm ls --format '{{.Name}}|{{.State}}|{{.DockerVersion}}|{{.Error}}' --filter name=^u1$
+out_is "u1|Running|v20.10.7|" "ls asks a reachable unix engine for its version"
+
+# ------------------------------------------------------------------ the simulated DigitalOcean account
+: >"$R/plugin-children"
+python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' >"$T/do.port"
+DOPORT="$(cat "$T/do.port")"
+DOENV=(env DIGITALOCEAN_ACCESS_TOKEN=tok STANDIN_ENGINE_URL="tcp://127.0.0.1:$DOPORT")
+run "${DOENV[@]}" "$DM" -s "$S" create -d digitalocean do1
+rc_is 0 "digitalocean create"
+C="$R/cloud"
+check "[[ -s '$C/do1.json' ]]" "the droplet shows in \$STANDIN_STATE_DIR/cloud"
+json_is "$C/do1.json" "j['id'] == json.load(open('$S/machines/do1/config.json'))['Driver']['DropletID']" "True"
+check "cmp -s '$C/do1.server.pem' '$S/machines/do1/server.pem'" "the VM serves the machine's server.pem"
+check "openssl verify -CAfile '$S/certs/ca.pem' '$S/machines/do1/server.pem' >/dev/null 2>&1" "server.pem is signed by the store's CA"
+check "openssl x509 -in '$S/machines/do1/server.pem' -noout -ext subjectAltName 2>/dev/null | grep -q 'IP Address:127.0.0.1'" "server.pem names the droplet's IP"
+check "cmp -s '$S/machines/do1/ca.pem' '$S/certs/ca.pem' && cmp -s '$S/machines/do1/cert.pem' '$S/certs/cert.pem'" "provisioning copies the certs to the machine dir"
+A="j['HostOptions']['AuthOptions']"
+json_all "$S/machines/do1/config.json" \
+  "$A['CertDir']" "$S/certs" "$A['CaCertPath']" "$S/certs/ca.pem" "$A['CaPrivateKeyPath']" "$S/certs/ca-key.pem" \
+  "$A['ClientCertPath']" "$S/certs/cert.pem" "$A['ClientKeyPath']" "$S/certs/key.pem" \
+  "$A['ServerCertPath']" "$S/machines/do1/server.pem" "$A['ServerKeyPath']" "$S/machines/do1/server-key.pem" \
+  "$A['StorePath']" "$S/machines/do1"
+gone_soon() { local _; for _ in $(seq 40); do kill -0 "$1" 2>/dev/null || return 0; [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" == Z ]] && return 0; sleep 0.05; done; return 1; }
+check "[[ \$(wc -l <'$R/plugin-children') == 1 ]] && gone_soon \$(cat '$R/plugin-children')" "a successful create closes its plugin child"
+# the VM's engine: TLS with the server cert, trusting the store's CA for clients
+python3 "$T/engine.py" tcp "$T/do-engine.port" "$C/do1.server.pem" "$C/do1.server-key.pem" "$C/do1.ca.pem" 2>/dev/null &
+ORPHANS+=("$!")
+wait_for_file "$T/do-engine.port"
+EPORT="$(cat "$T/do-engine.port")"
+dm create -d none --url "tcp://127.0.0.1:$EPORT" n1 >/dev/null 2>&1
+run dm env n1
+rc_is 0 "env on a tcp:// engine whose certificate the store's CA signed"
+out_is "$(printf '%s\n' 'export DOCKER_TLS_VERIFY="1"' "export DOCKER_HOST=\"tcp://127.0.0.1:$EPORT\"" "export DOCKER_CERT_PATH=\"$S/machines/n1\"" 'export DOCKER_MACHINE_NAME="n1"' '# Run this command to configure your shell: ' "# eval \$($DM -s $S env n1)")" "env output"
+run dm config n1
+rc_is 0 "config on a verified tcp:// engine"
+out_is "$(printf '%s\n' --tlsverify "--tlscacert=\"$S/machines/n1/ca.pem\"" "--tlscert=\"$S/machines/n1/cert.pem\"" "--tlskey=\"$S/machines/n1/key.pem\"" "-H=tcp://127.0.0.1:$EPORT")" "config output"
+run dm ls --format '{{.Name}}|{{.State}}|{{.DockerVersion}}|{{.Error}}' --filter name=^n1$
+out_is "n1|Running|v20.10.7|" "ls: the TLS engine answers its version"
+# a store whose CA did not sign the engine's certificate
+S="$T/s6"
+dm create -d none --url "tcp://127.0.0.1:$EPORT" n2 >/dev/null 2>&1
+run dm env n2
+rc_is 1 "env on an engine of another CA"
+err_has "There was an error validating certificates for host \"127.0.0.1:$EPORT\": x509: certificate signed by unknown authority" "env on an engine of another CA"
+run dm ls --format '{{.Name}}|{{.State}}|{{.Error}}' --filter name=^n2$
+out_is "n2|Running|Unable to query docker version: Get \"https://127.0.0.1:$EPORT/v1.15/version\": x509: certificate signed by unknown authority" "ls on an engine of another CA"
+S="$T/s5"
+run dm rm -y do1
+rc_is 0 "rm of a digitalocean machine"
+check "[[ ! -e '$C/do1.json' && ! -e '$C/do1.server.pem' ]]" "rm deletes the droplet"
+# a create killed before it saved the droplet's id leaves a droplet that rm cannot find
+"${DOENV[@]}" STANDIN_DROPLET_IP_WAIT_MS=20000 "$DM" -s "$S" create -d digitalocean do2 >"$T/do2.out" 2>&1 &
+kpid=$!
+for _ in $(seq 100); do grep -q "Waiting for IP address" "$T/do2.out" && break; sleep 0.1; done
+run dm status do2
+rc_is 1 "status of a droplet whose id is not saved yet"
+err_is "error getting state for host do2: GET https://api.digitalocean.com/v2/droplets/0: 404 The resource you were accessing could not be found." "status of a droplet whose id is not saved yet"
+run dm ls --format '{{.Name}}|{{.DriverName}}|{{.State}}|{{.URL}}|{{.Error}}' --filter name=^do2$
+out_is "do2|digitalocean|Error||GET https://api.digitalocean.com/v2/droplets/0: 404 The resource you were accessing could not be found." "ls of a droplet whose id is not saved yet"
+quiet_kill9 "$kpid"
+json_is "$S/machines/do2/config.json" "j['Driver']['DropletID']" "0"
+run dm rm -y do2
+rc_is 0 "rm of the killed create's machine"
+out_has "(do2) Digital Ocean droplet doesn't exist, assuming it is already deleted" "rm cannot find the droplet"
+check "[[ -s '$C/do2.json' ]]" "the droplet of a killed create keeps billing"
+rm -f "$C"/do2.*
+# half-made droplets are saved with their id: rm cleans them up
+run env STANDIN_HALF_CREATE=1 "${DOENV[@]}" "$DM" -s "$S" create -d digitalocean do3
+rc_is 1 "half-made droplet"
+check "[[ -s '$C/do3.json' ]]" "a half-made droplet bills"
+run dm rm -y do3
+check "[[ ! -e '$C/do3.json' ]]" "rm deletes a half-made droplet"
+check "[[ -z \"\$(ls '$C')\" ]]" "nothing left billing"
+
+# ------------------------------------------------------------------ SIGPIPE: a create whose parent died
+cat >"$T/pipe.py" <<'PY'
+import subprocess, sys, time
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+while b"Creating machine..." not in p.stdout.readline():
+    pass
+p.stdout.close()
+p.stderr.close()
+start = time.time()
+rc = p.wait()
+print(rc, int((time.time() - start) * 1000))
+PY
+read -r prc pms < <(env STANDIN_CREATE_DELAY_MS=800 python3 "$T/pipe.py" "$DM" -s "$S" create -d none --url "unix://$NOSOCK" sp1)
+check "[[ '$prc' == -13 ]]" "a create whose pipes closed is killed by SIGPIPE (got $prc)"
+check "(( pms >= 600 && pms < 5000 ))" "it dies at its next output line, after the delay (${pms} ms)"
+
+# ------------------------------------------------------------------ the plugin child lingers after a failed create
+: >"$R/plugin-children"
+# alive = exists and is no zombie (an orphan's parent may be slow to reap it)
+alive() { [[ -e "/proc/$1/stat" && "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]]; }
+setsid env STANDIN_PLUGIN_LINGER_MS=1000 STANDIN_FAIL_CREATE=1 "${DOENV[@]}" "$DM" -s "$S" create -d digitalocean pl1 >/dev/null 2>&1 &
+lpid=$!
+wait "$lpid"
+sleep 0.2
+plug="$(head -n1 "$R/plugin-children")"
+ORPHANS+=("$plug")
+check "[[ -n '$plug' ]] && alive '$plug'" "the plugin child outlives a failed create"
+check "[[ \"\$(awk '{print \$5}' /proc/$plug/stat 2>/dev/null)\" == '$lpid' ]]" "the plugin child is in the create's process group"
+check "[[ \"\$(tr '\\0' ' ' </proc/$plug/cmdline)\" == *docker-machine-driver-digitalocean* ]]" "the plugin child is docker-machine-driver-digitalocean"
+sleep 1
+check "gone_soon '$plug'" "the plugin child is gone after STANDIN_PLUGIN_LINGER_MS"
+: >"$R/plugin-children"
+run env STANDIN_PLUGIN_LINGER_MS=5000 "$DM" -s "$S" create -d none "pl2"
+plug="$(head -n1 "$R/plugin-children")"
+ORPHANS+=("$plug")
+check "alive '$plug'" "the none driver's plugin lingers too (after a usage failure)"
+kill "$plug" 2>/dev/null
+
+# ------------------------------------------------------------------ crash reports (never sent, recorded)
+B="$R/bugsnag-would-send.log"
+rm -f "$B"
+run env STANDIN_FAIL_CREATE=1 "$DM" -s "$S" create -d none --url "unix://$NOSOCK" bs1
+check "[[ \$(wc -l <'$B') == 1 ]] && grep -q '\"name\": \"bs1\"' '$B'" "a failed create would send a crash report"
+json_is "$B" "j['argv'][-1]" "bs1"
+run env STANDIN_FAIL_CREATE=1 MACHINE_BUGSNAG_API_TOKEN=no-report "$DM" -s "$S" create -d none --url "unix://$NOSOCK" bs2
+run env STANDIN_FAIL_CREATE=1 "$DM" -s "$S" --bugsnag-api-token no-report create -d none --url "unix://$NOSOCK" bs3
+touch "$S/no-error-report"
+run env STANDIN_FAIL_CREATE=1 "$DM" -s "$S" create -d none --url "unix://$NOSOCK" bs4
+rm -f "$S/no-error-report"
+run dm create -d none --url "unix://$NOSOCK" 'bad_name!'
+rc_is 1 "an invalid name is no crash"
+check "[[ \$(wc -l <'$B') == 1 ]]" "no report with MACHINE_BUGSNAG_API_TOKEN=no-report, --bugsnag-api-token no-report, <store>/no-error-report, or a non-crash error"
+unset STANDIN_STATE_DIR
 
 printf '%d passed, %d failed\n' "$PASS" "$FAILED"
 [[ "$FAILED" -eq 0 ]]
