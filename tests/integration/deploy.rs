@@ -161,10 +161,9 @@ async fn create(env: &TestEnv, spec: &str, extra: &[(&str, &str)]) -> Uuid {
 
 fn config_with(env: &TestEnv, machine_env: &[&str]) -> WorkerConfig {
     let mut config = env.worker_config();
-    config.machine_env = machine_env
-        .iter()
-        .map(|entry| (*entry).to_owned())
-        .collect();
+    config
+        .machine_env
+        .extend(machine_env.iter().map(|entry| (*entry).to_owned()));
     config
 }
 
@@ -192,28 +191,30 @@ async fn wait_state(env: &TestEnv, id: Uuid, state: &str, timeout: Duration) -> 
     .await
 }
 
-fn store_dir(env: &TestEnv, id: Uuid) -> PathBuf {
-    env.worker_config().machines_dir.join(id.to_string())
+/// The stand-in's records of this test (calls, counters, hang pids, its cloud).
+fn store_dir(env: &TestEnv, _id: Uuid) -> PathBuf {
+    env.standin_dir()
 }
 
-/// Machines in the stand-in's store (its `machines/` directory).
-fn stored_machines(store: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(store.join("machines"))
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|entry| entry.path().is_dir())
-                .map(|entry| entry.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+/// Machines whose docker-machine state the deployment holds (a store entry in the
+/// database: what any worker would materialize and docker-machine would know).
+async fn stored_machines(env: &TestEnv, id: Uuid) -> Vec<String> {
+    let client = env.store.client().await.unwrap();
+    client
+        .query(
+            "SELECT name FROM machines WHERE deployment_id = $1 AND store_entry IS NOT NULL ORDER BY node_index",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
 }
 
 /// The stand-in's calls: (subcommand, last argument, env names).
 fn calls(store: &Path) -> Vec<(String, String, Vec<String>, Vec<String>)> {
-    std::fs::read_to_string(store.join(".standin/calls.log"))
+    std::fs::read_to_string(store.join("calls.log"))
         .unwrap_or_default()
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
@@ -235,8 +236,19 @@ fn calls(store: &Path) -> Vec<(String, String, Vec<String>, Vec<String>)> {
                         .collect()
                 })
                 .unwrap_or_default();
+            // The subcommand comes after the global `--tls-*` flags and their values.
+            let mut rest = argv.iter().skip(1);
+            let mut op = String::new();
+            while let Some(arg) = rest.next() {
+                if arg.starts_with("--tls-") && !arg.contains('=') {
+                    rest.next();
+                } else if !arg.starts_with('-') {
+                    op = arg.clone();
+                    break;
+                }
+            }
             (
-                argv.get(1).cloned().unwrap_or_default(),
+                op,
                 argv.last().cloned().unwrap_or_default(),
                 env_names,
                 argv,
@@ -245,11 +257,69 @@ fn calls(store: &Path) -> Vec<(String, String, Vec<String>, Vec<String>)> {
         .collect()
 }
 
+/// A machine's `config.json` as docker-machine left it, opened from the database with
+/// the workers' key (`LC_SECRET_KEY`).
+async fn machine_config(env: &TestEnv, id: Uuid, machine: &str) -> String {
+    let key = lc_shared::secrets::SecretKey::from_env()
+        .unwrap()
+        .expect("LC_SECRET_KEY is set (scripts/services.sh writes it to .lc/env)");
+    let row = env
+        .sql()
+        .await
+        .query_one(
+            "SELECT id, store_entry FROM machines WHERE deployment_id = $1 AND name = $2",
+            &[&id, &machine],
+        )
+        .await
+        .unwrap();
+    let entry =
+        lc_worker::machine_store::MachineEntry::open(&key, row.get(0), &row.get::<_, Vec<u8>>(1))
+            .unwrap();
+    let config = entry
+        .files
+        .get("config.json")
+        .expect("config.json in the entry");
+    String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, config).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Droplets the stand-in's simulated DigitalOcean account holds (what would bill).
+fn cloud_droplets(env: &TestEnv) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(env.standin_dir().join("cloud"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(".json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 fn create_calls(store: &Path, machine: &str) -> usize {
     calls(store)
         .iter()
         .filter(|(op, last, _, _)| op == "create" && last == machine)
         .count()
+}
+
+/// Pids of the stand-in's create calls so far.
+fn create_pids(store: &Path) -> Vec<i32> {
+    std::fs::read_to_string(store.join("calls.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|call| {
+            call["argv"]
+                .as_array()
+                .is_some_and(|argv| argv.iter().any(|arg| arg == "create"))
+        })
+        .filter_map(|call| call["pid"].as_i64().map(|pid| pid as i32))
+        .collect()
 }
 
 /// (machine state, count) and (container state, count) rows of a deployment.
@@ -402,7 +472,7 @@ async fn deploy_five_nodes_provision_in_parallel_and_deploy() {
     assert_eq!(row.generation, 1);
     let store = store_dir(&env, id);
     let expected: Vec<String> = (1..=5).map(|n| format!("{name}-{n}")).collect();
-    assert_eq!(stored_machines(&store), expected);
+    assert_eq!(stored_machines(&env, id).await, expected);
     for machine in &expected {
         assert_eq!(
             create_calls(&store, machine),
@@ -416,9 +486,11 @@ async fn deploy_five_nodes_provision_in_parallel_and_deploy() {
             .iter()
             .all(|m| m.state == "ready" && m.engine_url.as_deref() == Some(docker_host().as_str()))
     );
-    assert!(machines.iter().all(
-        |m| m.ip_address.as_deref() == Some("127.0.0.1") && m.driver.as_deref() == Some("none")
-    ));
+    assert!(
+        machines
+            .iter()
+            .all(|m| m.ip_address.is_none() && m.driver.as_deref() == Some("none"))
+    );
     let running = containers_of(id);
     assert_eq!(running.len(), 5, "containers: {running:?}");
     assert!(running.iter().all(|(_, _, state)| state == "running"));
@@ -440,9 +512,9 @@ async fn deploy_five_nodes_provision_in_parallel_and_deploy() {
 
     teardown_and_check_empty(&env, id, &name).await;
     assert!(
-        stored_machines(&store).is_empty(),
+        stored_machines(&env, id).await.is_empty(),
         "machines left: {:?}",
-        stored_machines(&store)
+        stored_machines(&env, id).await
     );
     // A second teardown is harmless.
     let (code, out, _) = lc_with(&env, &["deploy", "teardown", &id.to_string()], &[], &[]).await;
@@ -463,7 +535,7 @@ async fn deploy_five_nodes_provision_in_parallel_and_deploy() {
         .wait_terminal(&[again.id], Duration::from_secs(30))
         .await;
     assert_eq!(states[&again.id], lc_shared::JobState::Succeeded);
-    assert!(stored_machines(&store).is_empty());
+    assert!(stored_machines(&env, id).await.is_empty());
     assert_eq!(deployment(&env, id).await.state, "torn_down");
     stop_all(workers).await;
 }
@@ -484,7 +556,7 @@ async fn deploy_create_that_fails_twice_is_retried_and_adopted_without_duplicate
     let store = store_dir(&env, id);
     let expected = vec![format!("{name}-1"), format!("{name}-2")];
     assert_eq!(
-        stored_machines(&store),
+        stored_machines(&env, id).await,
         expected,
         "one machine per node in the store"
     );
@@ -512,7 +584,7 @@ async fn deploy_create_that_fails_twice_is_retried_and_adopted_without_duplicate
     assert_eq!(containers.len(), 2);
     assert_eq!(containers_of(id).len(), 2);
     teardown_and_check_empty(&env, id, &name).await;
-    assert!(stored_machines(&store).is_empty());
+    assert!(stored_machines(&env, id).await.is_empty());
     worker.stop().await;
 }
 
@@ -537,9 +609,9 @@ async fn deploy_create_that_fails_for_good_rolls_back_everything() {
     );
     let store = store_dir(&env, id);
     assert!(
-        stored_machines(&store).is_empty(),
+        stored_machines(&env, id).await.is_empty(),
         "machines left: {:?}",
-        stored_machines(&store)
+        stored_machines(&env, id).await
     );
     assert!(containers_of(id).is_empty());
     assert_eq!(
@@ -590,19 +662,28 @@ async fn deploy_worker_killed_during_create_converges_without_duplicates() {
         (started == 2).then_some(())
     })
     .await;
+    let orphans: Vec<i32> = create_pids(&store);
     first.signal(libc::SIGKILL);
     first.wait(Duration::from_secs(10));
-    // docker-machine runs in its own process group: the creates carry on without their
-    // worker. The next worker waits for them and adopts their machines.
+    // Like the real docker-machine, a create whose worker died is killed by SIGPIPE at
+    // its next line of output: it does not outlive its worker.
+    wait_for(
+        "the orphaned creates to die",
+        Duration::from_secs(15),
+        || async { orphans.iter().all(|pid| !alive(*pid)).then_some(()) },
+    )
+    .await;
+    // The next worker decides from what the database recorded of each machine: a
+    // half-made entry is removed and the machine created again, once.
     let second = env.spawn_worker(env.worker_config());
     wait_state(&env, id, "deployed", Duration::from_secs(60)).await;
     let expected = vec![format!("{name}-1"), format!("{name}-2")];
-    assert_eq!(stored_machines(&store), expected);
+    assert_eq!(stored_machines(&env, id).await, expected);
     for machine in &expected {
         assert_eq!(
             create_calls(&store, machine),
-            1,
-            "{machine} adopted, not created again"
+            2,
+            "{machine}: the interrupted create and one more"
         );
     }
     for (job, state, attempt) in job_ids(&env, id, "provision_machine").await {
@@ -612,7 +693,7 @@ async fn deploy_worker_killed_during_create_converges_without_duplicates() {
     let running = containers_of(id);
     assert_eq!(running.len(), 2, "{running:?}");
     teardown_and_check_empty(&env, id, &name).await;
-    assert!(stored_machines(&store).is_empty());
+    assert!(stored_machines(&env, id).await.is_empty());
     second.stop().await;
 }
 
@@ -688,16 +769,16 @@ async fn deploy_teardown_while_provisioning_leaves_nothing() {
     assert!(out.contains("was provisioning"), "{out}");
     wait_state(&env, id, "torn_down", Duration::from_secs(60)).await;
     assert!(
-        stored_machines(&store).is_empty(),
+        stored_machines(&env, id).await.is_empty(),
         "machines left: {:?}",
-        stored_machines(&store)
+        stored_machines(&env, id).await
     );
     // Nothing shows up later either (no create was still running behind the teardown).
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        stored_machines(&store).is_empty(),
+        stored_machines(&env, id).await.is_empty(),
         "machines appeared: {:?}",
-        stored_machines(&store)
+        stored_machines(&env, id).await
     );
     assert!(containers_of(id).is_empty());
     assert!(
@@ -721,12 +802,12 @@ async fn deploy_hanging_docker_machine_is_killed_at_its_timeout() {
     let worker = env.spawn_worker(config);
     let id = create(&env, &machine_spec(&name, 1, 2), &[]).await;
     let store = store_dir(&env, id);
-    let child_file = store.join(".standin/hang-child.pid");
+    let child_file = store.join("hang-child.pid");
     let child = wait_for("the create to hang", Duration::from_secs(30), || async {
         read_pid(&child_file)
     })
     .await;
-    let parent = read_pid(&store.join(".standin/hang.pid")).unwrap();
+    let parent = read_pid(&store.join("hang.pid")).unwrap();
     let hung = Instant::now();
     assert!(alive(child));
     wait_for(
@@ -749,11 +830,11 @@ async fn deploy_hanging_docker_machine_is_killed_at_its_timeout() {
             .contains("did not finish within")
     );
     assert!(
-        stored_machines(&store).is_empty(),
+        stored_machines(&env, id).await.is_empty(),
         "machines left: {:?}",
-        stored_machines(&store)
+        stored_machines(&env, id).await
     );
-    let hangs = std::fs::read_to_string(store.join(".standin/hang-children")).unwrap();
+    let hangs = std::fs::read_to_string(store.join("hang-children")).unwrap();
     for line in hangs.lines() {
         let pid: i32 = line.split_whitespace().next().unwrap().parse().unwrap();
         assert!(!alive(pid), "orphaned sleep {pid} from {line:?}");
@@ -769,7 +850,7 @@ async fn deploy_cancelling_a_hanging_create_kills_it_at_once() {
     let id = create(&env, &machine_spec(&name, 1, 3), &[]).await;
     let store = store_dir(&env, id);
     let child = wait_for("the create to hang", Duration::from_secs(30), || async {
-        read_pid(&store.join(".standin/hang-child.pid"))
+        read_pid(&store.join("hang-child.pid"))
     })
     .await;
     let job = job_ids(&env, id, "provision_machine").await[0].0;
@@ -792,9 +873,9 @@ async fn deploy_cancelling_a_hanging_create_kills_it_at_once() {
     let row = wait_state(&env, id, "torn_down", Duration::from_secs(60)).await;
     assert!(row.last_error.unwrap_or_default().contains("cancelled"));
     assert!(
-        stored_machines(&store).is_empty(),
+        stored_machines(&env, id).await.is_empty(),
         "machines left: {:?}",
-        stored_machines(&store)
+        stored_machines(&env, id).await
     );
     worker.stop().await;
 }
@@ -828,15 +909,15 @@ async fn deploy_watchdog_rolls_back_a_machine_job_lost_to_lease_expiry() {
         "last error: {error}"
     );
     assert!(
-        stored_machines(&store).is_empty(),
+        stored_machines(&env, id).await.is_empty(),
         "machines left: {:?}",
-        stored_machines(&store)
+        stored_machines(&env, id).await
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        stored_machines(&store).is_empty(),
+        stored_machines(&env, id).await.is_empty(),
         "machines appeared: {:?}",
-        stored_machines(&store)
+        stored_machines(&env, id).await
     );
     assert!(containers_of(id).is_empty());
     second.stop().await;
@@ -947,7 +1028,7 @@ async fn deploy_refuses_invalid_specs_and_missing_credentials_and_makes_nothing(
             .count(),
         0
     );
-    assert!(stored_machines(&store).is_empty());
+    assert!(stored_machines(&env, id).await.is_empty());
     let machine_jobs = job_ids(&env, id, "provision_machine").await;
     assert_eq!(machine_jobs[0].1, "dead");
     assert_eq!(machine_jobs[0].2, 1, "a missing credential is not retried");
@@ -988,10 +1069,31 @@ async fn deploy_credentials_never_reach_logs_rows_or_events() {
     .await;
     wait_state(&env, id, "deployed", Duration::from_secs(60)).await;
     let store = store_dir(&env, id);
-    // The token reached docker-machine, as environment only.
-    let config =
-        std::fs::read_to_string(store.join(format!("machines/{name}-1/config.json"))).unwrap();
+    // The token reached docker-machine, as environment only; the driver saved it in the
+    // machine's store entry, which the database holds sealed, never in clear.
+    let config = machine_config(&env, id, &format!("{name}-1")).await;
     assert!(config.contains(&token), "the driver got the token");
+    let sealed = env
+        .sql()
+        .await
+        .query_one(
+            "SELECT store_entry FROM machines WHERE deployment_id = $1 AND node_index = 1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get::<_, Vec<u8>>(0);
+    assert!(
+        !sealed
+            .windows(token.len())
+            .any(|window| window == token.as_bytes()),
+        "the token is stored in clear"
+    );
+    assert_eq!(
+        cloud_droplets(&env).len(),
+        2,
+        "the simulated cloud has both droplets"
+    );
     for (op, _, env_names, argv) in calls(&store) {
         assert!(
             argv.iter().all(|arg| !arg.contains(&token)),
@@ -1014,8 +1116,13 @@ async fn deploy_credentials_never_reach_logs_rows_or_events() {
     )
     .await;
     assert_eq!(code, 0, "{err}");
-    assert!(stored_machines(&store).is_empty());
+    assert!(stored_machines(&env, id).await.is_empty());
     assert!(containers_of(id).is_empty());
+    assert!(
+        cloud_droplets(&env).is_empty(),
+        "droplets left billing: {:?}",
+        cloud_droplets(&env)
+    );
     worker.signal(libc::SIGTERM);
     worker.wait(Duration::from_secs(20));
 

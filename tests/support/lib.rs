@@ -155,10 +155,20 @@ impl TestEnv {
                 }),
             machines_dir: std::env::temp_dir().join(format!("lc-machines-{}", self.prefix)),
             machine_timeout: Duration::from_secs(30),
-            machine_env: Vec::new(),
+            // The stand-in keeps its records (calls, counters, its simulated cloud) here:
+            // the product's docker-machine stores are scratch directories per step.
+            machine_env: vec![format!(
+                "STANDIN_STATE_DIR={}",
+                self.standin_dir().display()
+            )],
             docker_host: std::env::var("DOCKER_HOST").ok(),
             metrics_addr: None,
         }
+    }
+
+    /// Where the docker-machine stand-in of this test keeps its records.
+    pub fn standin_dir(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("lc-standin-{}", self.prefix))
     }
 
     /// Starts a worker inside the test process.
@@ -207,6 +217,11 @@ impl TestEnv {
             .env("LC_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .envs(extra.iter().copied())
+            .arg("--machine-env")
+            .arg(format!(
+                "STANDIN_STATE_DIR={}",
+                self.standin_dir().display()
+            ))
             .args(args)
             .stdout(Stdio::null())
             .stderr(log_file);

@@ -117,9 +117,11 @@ pub async fn run(context: &JobContext) -> Result<(), JobError> {
     match kind {
         JobKind::Noop => testing::noop(context).await,
         JobKind::Sleep => testing::sleep(context).await,
-        JobKind::Provision => deployments::provision(context).await,
-        JobKind::ProvisionMachine => deployments::provision_machine(context).await,
-        JobKind::Deploy => deployments::deploy(context).await,
-        JobKind::Teardown => deployments::teardown(context).await,
+        // Boxed: these futures are large (many awaits on docker-machine and the
+        // database), and a job's task should not carry them on its stack.
+        JobKind::Provision => Box::pin(deployments::provision(context)).await,
+        JobKind::ProvisionMachine => Box::pin(deployments::provision_machine(context)).await,
+        JobKind::Deploy => Box::pin(deployments::deploy(context)).await,
+        JobKind::Teardown => Box::pin(deployments::teardown(context)).await,
     }
 }
