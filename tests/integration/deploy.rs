@@ -598,10 +598,33 @@ async fn deploy_create_that_fails_for_good_rolls_back_everything() {
         &[
             "STANDIN_FAIL_CREATE=always",
             &format!("STANDIN_FAIL_MATCH={name}-2$"),
+            // A failed create's driver plugin would outlive it by a minute.
+            "STANDIN_PLUGIN_LINGER_MS=60000",
         ],
     ));
     let id = create(&env, &machine_spec(&name, 3, 2), &[]).await;
     let row = wait_state(&env, id, "torn_down", Duration::from_secs(60)).await;
+    // Each call's process group was emptied when it ended: no plugin child is left,
+    // though each would have lingered a minute.
+    let plugins =
+        std::fs::read_to_string(env.standin_dir().join("plugin-children")).unwrap_or_default();
+    let plugins: Vec<i32> = plugins
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect();
+    assert!(
+        !plugins.is_empty(),
+        "the failed creates started plugin children"
+    );
+    assert!(
+        plugins.iter().all(|pid| !alive(*pid)),
+        "plugin children outlived their calls: {plugins:?}"
+    );
+    // No crash report would have left the machine.
+    assert!(
+        !env.standin_dir().join("bugsnag-would-send.log").exists(),
+        "a crash report would have been sent"
+    );
     let error = row.last_error.unwrap_or_default();
     assert!(
         error.contains(&format!("machine {name}-2 failed")),
@@ -1283,5 +1306,432 @@ async fn deploy_missing_image_is_a_fatal_clear_error() {
     let (_, out, _) = lc_with(&env, &["deploy", "show", &name], &[], &[]).await;
     assert!(out.contains("could not be pulled"), "{out}");
     teardown_and_check_empty(&env, id, &name).await;
+    worker.stop().await;
+}
+
+/// The `openssl` CLI: does `cert` verify against `ca`?
+fn openssl_verifies(ca: &Path, cert: &Path) -> bool {
+    Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(ca)
+        .arg(cert)
+        .output()
+        .map(|output| output.status.success())
+        .unwrap_or(false)
+}
+
+/// Scratch stores left under a worker's machines directory.
+fn scratch_left(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn deployment_ca(env: &TestEnv, id: Uuid) -> (Option<String>, bool) {
+    let row = env
+        .sql()
+        .await
+        .query_one(
+            "SELECT ca_cert, tls_sealed IS NOT NULL FROM deployments WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// Worker processes as on two hosts: each its own machines directory, nothing shared
+/// but the database and Redis. 8 machines created in parallel by one all get
+/// certificates from the deployment's one CA; the other tears them all down.
+#[tokio::test]
+async fn deploy_machines_belong_to_the_deployment_not_to_a_worker_disk() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "hosts");
+    let _guard = Containers(vec![name.clone()]);
+    let token = format!("dop_v1_{}", Uuid::new_v4().simple());
+    let dir_a = std::env::temp_dir().join(format!("lc-host-a-{}", env.prefix));
+    let dir_b = std::env::temp_dir().join(format!("lc-host-b-{}", env.prefix));
+    let engine = format!("STANDIN_ENGINE_URL={}", docker_host());
+    let host = |dir: &Path| {
+        env.spawn_worker_process_with_env(
+            &["--machine-env", &engine, "--concurrency", "10"],
+            &[
+                ("DIGITALOCEAN_ACCESS_TOKEN", token.as_str()),
+                ("LC_MACHINES_DIR", dir.to_str().unwrap()),
+            ],
+        )
+    };
+    let mut a = host(&dir_a);
+    let spec = machine_spec(&name, 8, 3).replace(
+        &format!("driver: none, driver_flags: {{url: '{}'}}", docker_host()),
+        "driver: digitalocean, driver_flags: {digitalocean-region: fra1}, credentials_env: [DIGITALOCEAN_ACCESS_TOKEN]",
+    );
+    let id = create(
+        &env,
+        &spec,
+        &[("DIGITALOCEAN_ACCESS_TOKEN", token.as_str())],
+    )
+    .await;
+    wait_state(&env, id, "deployed", Duration::from_secs(120)).await;
+    assert_eq!(cloud_droplets(&env).len(), 8, "{:?}", cloud_droplets(&env));
+    // One CA, made before the machines, verifies every machine's server certificate.
+    let (ca, sealed) = deployment_ca(&env, id).await;
+    let ca_file = env.standin_dir().join("deployment-ca.pem");
+    std::fs::write(&ca_file, ca.expect("the deployment's CA is recorded")).unwrap();
+    assert!(sealed, "the CA key is stored sealed");
+    for node in 1..=8 {
+        let server = env
+            .standin_dir()
+            .join(format!("cloud/{name}-{node}.server.pem"));
+        assert!(
+            openssl_verifies(&ca_file, &server),
+            "{name}-{node}'s server certificate does not verify against the deployment's CA"
+        );
+    }
+    assert!(
+        !calls(&store_dir(&env, id))
+            .iter()
+            .any(|(op, _, _, argv)| op == "create" && !argv.iter().any(|arg| arg == "--tls-ca-key")),
+        "a create ran without the deployment's certificates"
+    );
+    a.signal(libc::SIGTERM);
+    a.wait(Duration::from_secs(20));
+    assert!(
+        scratch_left(&dir_a).is_empty(),
+        "host A keeps {:?}",
+        scratch_left(&dir_a)
+    );
+
+    // Host B never saw these machines on its disk, and removes them all.
+    let mut b = host(&dir_b);
+    let (code, _, err) = lc_with(
+        &env,
+        &["deploy", "teardown", &name, "--wait", "--timeout", "90s"],
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "teardown failed: {err}");
+    assert_eq!(deployment(&env, id).await.state, "torn_down");
+    assert!(
+        cloud_droplets(&env).is_empty(),
+        "droplets left billing: {:?}",
+        cloud_droplets(&env)
+    );
+    assert!(stored_machines(&env, id).await.is_empty());
+    assert!(containers_of(id).is_empty());
+    assert!(
+        !deployment_ca(&env, id).await.1,
+        "the keys outlived the machines"
+    );
+    b.signal(libc::SIGTERM);
+    b.wait(Duration::from_secs(20));
+    assert!(
+        scratch_left(&dir_b).is_empty(),
+        "host B keeps {:?}",
+        scratch_left(&dir_b)
+    );
+    assert!(
+        calls(&store_dir(&env, id))
+            .iter()
+            .all(|(_, _, env_names, _)| env_names.contains(&"MACHINE_BUGSNAG_API_TOKEN".to_owned())),
+        "a docker-machine call ran without the crash-report opt-out"
+    );
+}
+
+/// `docker` against the TLS engine of `scripts/services.sh`, with its client certificate.
+fn tls_docker(args: &[&str]) -> std::process::Output {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| panic!("{name} is set by scripts/services.sh"))
+    };
+    Command::new("docker")
+        .args(["--tlsverify", "--tlscacert", &var("LC_TLS_CA_CERT")])
+        .args([
+            "--tlscert",
+            &var("LC_TLS_CLIENT_CERT"),
+            "--tlskey",
+            &var("LC_TLS_CLIENT_KEY"),
+        ])
+        .args(["-H", &var("LC_TLS_DOCKER_HOST")])
+        .args(args)
+        .output()
+        .expect("docker CLI")
+}
+
+fn tls_containers(id: Uuid) -> Vec<String> {
+    let output = tls_docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=lc.deployment={id}"),
+        "--format",
+        "{{.Names}} {{.State}}",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A spec whose machines are the TLS engine (`tcp://`), registered with the none driver.
+fn tls_spec(name: &str, nodes: usize, image: &str, with_ca: bool) -> String {
+    let ca = if with_ca {
+        ", ca_env: {cert: LC_TLS_CA_CERT, key: LC_TLS_CA_KEY}"
+    } else {
+        ""
+    };
+    format!(
+        "name: {name}\nowner: tests\nnodes: {nodes}\n\
+         provider: {{kind: docker-machine, driver: none, driver_flags: {{url: '{}'}}{ca}}}\n\
+         payload:\n  image: {image}\n  command: [sleep, '3600']\n  network_mode: none\n\
+         max_attempts: 3\ntimeouts: {{stop: 1s}}\n",
+        std::env::var("LC_TLS_DOCKER_HOST")
+            .expect("LC_TLS_DOCKER_HOST is set by scripts/services.sh"),
+    )
+}
+
+/// The `tcp://` path for real: machines on a TLS engine whose certificate the
+/// operator's CA signed; the image is pulled from the local registry; a worker on
+/// another "host" rolls an update out; teardown leaves nothing on the engine.
+#[tokio::test]
+async fn deploy_over_tls_pulls_from_the_registry_and_updates_from_another_worker() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "tls");
+    // A tag of this test's own, so the TLS engine has never pulled it.
+    let registry = std::env::var("LC_REGISTRY").expect("LC_REGISTRY is set by scripts/services.sh");
+    let tagged = format!("{registry}/lc-busybox:{}", env.prefix);
+    for args in [
+        vec!["tag", image().as_str(), tagged.as_str()],
+        vec!["push", tagged.as_str()],
+    ] {
+        let output = Command::new("docker").args(&args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let dir_a = std::env::temp_dir().join(format!("lc-host-a-{}", env.prefix));
+    let dir_b = std::env::temp_dir().join(format!("lc-host-b-{}", env.prefix));
+    let mut a =
+        env.spawn_worker_process_with_env(&[], &[("LC_MACHINES_DIR", dir_a.to_str().unwrap())]);
+    let spec = tls_spec(&name, 3, &tagged, true);
+    let id = create(&env, &spec, &[]).await;
+    wait_state(&env, id, "deployed", Duration::from_secs(90)).await;
+    let running = tls_containers(id);
+    assert_eq!(
+        running,
+        (1..=3)
+            .map(|n| format!("lc-{name}-{n}-g1 running"))
+            .collect::<Vec<_>>()
+    );
+    let client = env.sql().await;
+    let pulls: Vec<String> = client
+        .query(
+            "SELECT e.message FROM job_events e JOIN jobs j ON j.id = e.job_id
+             WHERE j.deployment_id = $1 AND e.message LIKE 'pull of %'",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(!pulls.is_empty(), "the image was pulled from the registry");
+    assert!(
+        pulls.iter().all(|pull| pull.lines().count() <= 21),
+        "pull progress is a few lines: {pulls:?}"
+    );
+    a.signal(libc::SIGTERM);
+    a.wait(Duration::from_secs(20));
+
+    // Another host rolls generation 2 out over TLS.
+    let mut b =
+        env.spawn_worker_process_with_env(&[], &[("LC_MACHINES_DIR", dir_b.to_str().unwrap())]);
+    let updated = write_spec(
+        &env,
+        &spec.replace("command: [sleep, '3600']", "command: [sleep, '3601']"),
+    );
+    let (code, _, err) = lc_with(
+        &env,
+        &[
+            "deploy",
+            "update",
+            updated.to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "90s",
+        ],
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "update failed: {err}");
+    assert_eq!(
+        tls_containers(id),
+        (1..=3)
+            .map(|n| format!("lc-{name}-{n}-g2 running"))
+            .collect::<Vec<_>>()
+    );
+    let (code, _, err) = lc_with(
+        &env,
+        &["deploy", "teardown", &name, "--wait", "--timeout", "90s"],
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "teardown failed: {err}");
+    assert!(tls_containers(id).is_empty(), "{:?}", tls_containers(id));
+    b.signal(libc::SIGTERM);
+    b.wait(Duration::from_secs(20));
+    let _ = tls_docker(&["rmi", "-f", &tagged]);
+    let _ = Command::new("docker").args(["rmi", &tagged]).output();
+}
+
+/// An engine whose certificate the deployment's CA did not sign: a fatal error that
+/// names the machine and the reason, no retries.
+#[tokio::test]
+async fn deploy_to_a_tls_engine_of_another_ca_fails_clearly() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "wrongca");
+    let worker = env.spawn_worker(env.worker_config());
+    // No ca_env: the deployment gets a CA of its own, which the engine never heard of.
+    let id = create(&env, &tls_spec(&name, 1, &image(), false), &[]).await;
+    let row = wait_state(&env, id, "failed", Duration::from_secs(60)).await;
+    let error = row.last_error.unwrap_or_default();
+    assert!(error.contains(&format!("machine {name}-1")), "{error}");
+    assert!(
+        error.contains("not signed by the deployment's CA"),
+        "{error}"
+    );
+    let deploys = job_ids(&env, id, "deploy").await;
+    assert_eq!(deploys.len(), 1);
+    assert_eq!(
+        (deploys[0].1.as_str(), deploys[0].2),
+        ("dead", 1),
+        "fatal at once"
+    );
+    let (code, _, err) = lc_with(
+        &env,
+        &["deploy", "teardown", &name, "--wait", "--timeout", "60s"],
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    worker.stop().await;
+}
+
+/// A teardown with one broken machine (its store entry lost `config.json`, as a killed
+/// save leaves it) and one healthy one: the healthy one is removed, the broken one
+/// reported loudly, and the deployment ends `leftovers`, listed by `lc stuck` until an
+/// operator acknowledges it.
+#[tokio::test]
+async fn deploy_teardown_with_a_broken_machine_removes_the_rest_and_waits_for_an_operator() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "broken");
+    let _guard = Containers(vec![name.clone()]);
+    let worker = env.spawn_worker(env.worker_config());
+    let id = create(&env, &machine_spec(&name, 2, 3), &[]).await;
+    wait_state(&env, id, "deployed", Duration::from_secs(60)).await;
+    // Break machine 2's entry: drop its config.json from the sealed record.
+    let key = lc_shared::secrets::SecretKey::from_env()
+        .unwrap()
+        .expect("LC_SECRET_KEY");
+    let client = env.sql().await;
+    let row = client
+        .query_one(
+            "SELECT id, store_entry FROM machines WHERE deployment_id = $1 AND node_index = 2",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let machine_id: Uuid = row.get(0);
+    let mut entry =
+        lc_worker::machine_store::MachineEntry::open(&key, machine_id, &row.get::<_, Vec<u8>>(1))
+            .unwrap();
+    assert!(entry.files.remove("config.json").is_some());
+    client
+        .execute(
+            "UPDATE machines SET store_entry = $2 WHERE id = $1",
+            &[&machine_id, &entry.seal(&key, machine_id)],
+        )
+        .await
+        .unwrap();
+
+    let (code, _, _) = lc_with(&env, &["deploy", "teardown", &name], &[], &[]).await;
+    assert_eq!(code, 0);
+    wait_state(&env, id, "leftovers", Duration::from_secs(60)).await;
+    let machines = env.store.machines(id).await.unwrap();
+    let states: Vec<(&str, &str)> = machines
+        .iter()
+        .map(|m| (m.name.as_str(), m.state.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (format!("{name}-1").as_str(), "removed"),
+            (format!("{name}-2").as_str(), "abandoned")
+        ]
+    );
+    assert!(
+        containers_of(id).is_empty(),
+        "containers left: {:?}",
+        containers_of(id)
+    );
+    let events = env.store.deployment_events(id, 200).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|event| event.message.as_deref().is_some_and(|message| {
+                message.contains(&format!("machine {name}-2 ABANDONED"))
+                    && message.contains("no such file or directory")
+                    && message.contains("driver none")
+            })),
+        "no loud event names the broken machine"
+    );
+    let (_, show, _) = lc_with(&env, &["deploy", "show", &name, "--json"], &[], &[]).await;
+    let shown: Value = serde_json::from_str(&show).unwrap();
+    assert!(
+        shown["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|container| container["state"] != "running"),
+        "lc deploy show lists removed containers as running: {show}"
+    );
+    let (code, stuck, _) = lc_with(&env, &["stuck", "--json"], &[], &[]).await;
+    assert_eq!(code, 3, "lc stuck lists the leftovers");
+    assert!(
+        stuck.contains("leftovers") && stuck.contains(&format!("{name}-2")),
+        "{stuck}"
+    );
+    let (code, out, err) = lc_with(
+        &env,
+        &["deploy", "ack", &name, "--note", "checked"],
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("{name}-2")), "{out}");
+    assert_eq!(deployment(&env, id).await.state, "torn_down");
+    let (_, stuck, _) = lc_with(&env, &["stuck", "--json"], &[], &[]).await;
+    assert!(!stuck.contains(&name), "{stuck}");
+    let (code, _, err) = lc_with(&env, &["deploy", "ack", &name], &[], &[]).await;
+    assert_eq!(code, 1, "nothing left to acknowledge");
+    assert!(err.contains("not leftovers"), "{err}");
     worker.stop().await;
 }
