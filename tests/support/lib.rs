@@ -213,7 +213,12 @@ impl TestEnv {
             .env("LC_BACKOFF_MAX", "1s")
             .env("LC_GRACE", "5s")
             .env("LC_DOCKER_MACHINE", &config.docker_machine)
-            .env("LC_MACHINES_DIR", &config.machines_dir)
+            // Each process its own scratch directory, as on hosts of their own: nothing
+            // a worker needs may live on another worker's disk.
+            .env(
+                "LC_MACHINES_DIR",
+                config.machines_dir.join(format!("process-{}", Uuid::new_v4().simple())),
+            )
             .env("LC_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .envs(extra.iter().copied())
