@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::config::WorkerConfig;
 use crate::handlers::{JobContext, JobError};
 use crate::machine_store::ScratchStore;
-use crate::process::{group_exists, kill_group};
+use crate::process::{group_alive, kill_group};
 
 /// Most output kept from one call (the rest is read and dropped).
 const MAX_CAPTURE: usize = 256 * 1024;
@@ -587,7 +587,7 @@ impl Drop for ProcessGroup {
 /// the signal cannot reach an unrelated process.
 async fn empty_group(pgid: u32) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while group_exists(pgid) && Instant::now() < deadline {
+    while group_alive(pgid) && Instant::now() < deadline {
         kill_group(pgid);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -370,6 +370,10 @@ async fn wait_for(
                 }
                 return Ok(0);
             }
+            (DeploymentState::TornDown, DeploymentState::Leftovers) => Some(
+                "the teardown ended, but some machines could not be confirmed removed and may still exist at the provider: `lc stuck` lists them; delete them there, then `lc deploy ack`"
+                    .to_owned(),
+            ),
             (DeploymentState::TornDown, _) => dead_teardown(store, id).await?,
             (
                 _,

@@ -189,14 +189,19 @@ impl Store {
             let Some(machine) = machine_in_tx(tx, machine_id).await? else {
                 return Ok(false);
             };
-            let error = (to == MachineState::Abandoned).then_some(message);
+            // An abandoned machine keeps the reason as its last error; the event says it once.
+            let (error, note) = if to == MachineState::Abandoned {
+                (Some(message), "teardown")
+            } else {
+                (None, message)
+            };
             set_machine_state(
                 tx,
                 &machine,
                 &to.reachable_from(),
                 to,
                 error,
-                message,
+                note,
                 Some(fence.job_id),
             )
             .await?;
