@@ -217,7 +217,9 @@ impl TestEnv {
             // a worker needs may live on another worker's disk.
             .env(
                 "LC_MACHINES_DIR",
-                config.machines_dir.join(format!("process-{}", Uuid::new_v4().simple())),
+                config
+                    .machines_dir
+                    .join(format!("process-{}", Uuid::new_v4().simple())),
             )
             .env("LC_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
