@@ -59,8 +59,8 @@ step "build: cargo build --release (lc, lc-worker)"
 T0="$(now)"
 (cd "$LC_ROOT" && cargo build --release --quiet --bin lc --bin lc-worker)
 T_BUILD="$(since "$T0")"
-LC="$LC_ROOT/target/release/lc"
-WORKER="$LC_ROOT/target/release/lc-worker"
+LC="${CARGO_TARGET_DIR:-$LC_ROOT/target}/release/lc"
+WORKER="${CARGO_TARGET_DIR:-$LC_ROOT/target}/release/lc-worker"
 
 step "lc migrate"
 "$LC" migrate

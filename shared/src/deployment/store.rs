@@ -613,9 +613,7 @@ impl Store {
         let initial = DeploymentState::Provisioning.as_str();
         // The id is chosen before the first try, so a replay after an ambiguous commit
         // finds its own row instead of reporting the name as taken.
-        retry(Replay::Safe, || async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
+        in_transaction!(self, tx => {
             let inserted = tx
                 .execute(
                     "INSERT INTO deployments (id, name, owner, provider, spec, state, generation, node_count, deploy_after_provision)
@@ -644,13 +642,11 @@ impl Store {
                     node_count,
                     if deploy_after_provision { ", deploy after provisioning" } else { "" }
                 );
-                event(&tx, id, "deployment", None, Some(initial), &message, origin.job_id).await?;
+                event(tx, id, "deployment", None, Some(initial), &message, origin.job_id).await?;
             }
-            let provision = enqueue_one(&tx, provision.clone()).await?;
-            tx.commit().await?;
+            let provision = enqueue_one(tx, provision.clone()).await?;
             Ok(CreateOutcome::Created { id, provision })
         })
-        .await
     }
 
     /// The `provision` job's fan-out: one machine row and one `provision_machine` job
@@ -662,10 +658,8 @@ impl Store {
         origin: &Origin,
         watch_interval: Duration,
     ) -> Result<FanOut> {
-        retry(Replay::Safe, || async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            let Some(locked) = lock(&tx, deployment_id).await? else {
+        in_transaction!(self, tx => {
+            let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(FanOut::NotFound);
             };
             if locked.state != DeploymentState::Provisioning {
@@ -708,11 +702,9 @@ impl Store {
                 );
             }
             jobs.push(watch_job(deployment_id, 1, watch_interval, origin)?);
-            let enqueued = enqueue_in_transaction(&tx, &jobs).await?;
-            tx.commit().await?;
+            let enqueued = enqueue_in_transaction(tx, &jobs).await?;
             Ok(FanOut::Enqueued(enqueued))
         })
-        .await
     }
 
     /// Starts a `provision_machine` attempt: checks the deployment is provisioning and
@@ -723,10 +715,8 @@ impl Store {
         node: i64,
         job_id: Uuid,
     ) -> Result<MachineStart> {
-        retry(Replay::Safe, || async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            let Some(locked) = lock(&tx, deployment_id).await? else {
+        in_transaction!(self, tx => {
+            let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(MachineStart::NotFound);
             };
             let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE deployment_id = $1 AND node_index = $2");
@@ -741,7 +731,7 @@ impl Store {
                 MachineState::Ready => MachineStart::AlreadyReady(machine),
                 state @ (MachineState::Pending | MachineState::Creating) => {
                     set_machine_state(
-                        &tx,
+                        tx,
                         &machine,
                         &[MachineState::Pending, MachineState::Creating],
                         MachineState::Creating,
@@ -764,10 +754,8 @@ impl Store {
                     MachineStart::Stop { state: locked.state, machine: Some(machine), spec: Box::new(locked.spec) }
                 }
             };
-            tx.commit().await?;
             Ok(outcome)
         })
-        .await
     }
 
     /// Records a machine as ready with its engine endpoint and, in the same
@@ -782,16 +770,14 @@ impl Store {
         fence: super::Fence,
         origin: &Origin,
     ) -> Result<ReadyOutcome> {
-        retry(Replay::Safe, || async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            let Some(locked) = lock(&tx, deployment_id).await? else {
+        in_transaction!(self, tx => {
+            let Some(locked) = lock(tx, deployment_id).await? else {
                 return Err(invalid(format!("deployment {deployment_id} vanished")));
             };
             if locked.state != DeploymentState::Provisioning {
                 return Ok(ReadyOutcome::NotProvisioning(locked.state));
             }
-            let machine = machine_in_tx(&tx, machine_id)
+            let machine = machine_in_tx(tx, machine_id)
                 .await?
                 .ok_or_else(|| invalid(format!("machine {machine_id} vanished")))?;
             if machine.state != MachineState::Ready.as_str() {
@@ -827,7 +813,7 @@ impl Store {
                 }
                 let message = format!("engine {} (ip {})", endpoint.url, endpoint.ip_address.as_deref().unwrap_or("-"));
                 let changed = set_machine_state(
-                    &tx,
+                    tx,
                     &machine,
                     &[MachineState::Pending, MachineState::Creating],
                     MachineState::Ready,
@@ -849,7 +835,7 @@ impl Store {
             let (ready, total): (i64, i64) = (counts.get(0), counts.get(1));
             let outcome = if ready == total && total == locked.spec.node_count() {
                 set_state(
-                    &tx,
+                    tx,
                     deployment_id,
                     DeploymentState::Provisioning,
                     DeploymentState::Provisioned,
@@ -860,7 +846,7 @@ impl Store {
                 .await?;
                 let deploy = if locked.deploy_after_provision {
                     let new = deploy_job(deployment_id, locked.generation, locked.spec.max_attempts, origin)?;
-                    Some(enqueue_one(&tx, new).await?)
+                    Some(enqueue_one(tx, new).await?)
                 } else {
                     None
                 };
@@ -868,10 +854,8 @@ impl Store {
             } else {
                 ReadyOutcome::Waiting { ready, total }
             };
-            tx.commit().await?;
             Ok(outcome)
         })
-        .await
     }
 
     /// A machine failed for good: the machine and the deployment become `failed` and a
@@ -884,17 +868,15 @@ impl Store {
         error: &str,
         origin: &Origin,
     ) -> Result<Option<Enqueued>> {
-        retry(Replay::Safe, || async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            let Some(locked) = lock(&tx, deployment_id).await? else {
+        in_transaction!(self, tx => {
+            let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(None);
             };
-            let machine = machine_in_tx(&tx, machine_id)
+            let machine = machine_in_tx(tx, machine_id)
                 .await?
                 .ok_or_else(|| invalid(format!("machine {machine_id} vanished")))?;
             set_machine_state(
-                &tx,
+                tx,
                 &machine,
                 &[MachineState::Pending, MachineState::Creating],
                 MachineState::Failed,
@@ -906,12 +888,12 @@ impl Store {
             let reason = format!("machine {} failed: {error}", machine.name);
             let teardown = match locked.state {
                 DeploymentState::Failed => Some(
-                    ensure_teardown(&tx, deployment_id, &format!("rollback: {reason}"), origin)
+                    ensure_teardown(tx, deployment_id, &format!("rollback: {reason}"), origin)
                         .await?,
                 ),
                 state if DeploymentState::Failed.reachable_from().contains(&state) => {
                     set_state(
-                        &tx,
+                        tx,
                         deployment_id,
                         state,
                         DeploymentState::Failed,
@@ -921,17 +903,15 @@ impl Store {
                     )
                     .await?;
                     Some(
-                        ensure_teardown(&tx, deployment_id, &format!("rollback: {reason}"), origin)
+                        ensure_teardown(tx, deployment_id, &format!("rollback: {reason}"), origin)
                             .await?,
                     )
                 }
                 // Tearing down already, or past provisioning: nothing to roll back here.
                 _ => None,
             };
-            tx.commit().await?;
             Ok(teardown)
         })
-        .await
     }
 
     /// Notes a machine's latest error without changing its state (a retryable failure).
@@ -960,10 +940,8 @@ impl Store {
         interval: Duration,
         origin: &Origin,
     ) -> Result<WatchOutcome> {
-        retry(Replay::Safe, || async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            let Some(locked) = lock(&tx, deployment_id).await? else {
+        in_transaction!(self, tx => {
+            let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(WatchOutcome::NotFound);
             };
             if locked.state != DeploymentState::Provisioning {
@@ -985,7 +963,7 @@ impl Store {
                 )
                 .await?;
             let outcome = if let Some(row) = lost {
-                let machine = machine_in_tx(&tx, row.get(0))
+                let machine = machine_in_tx(tx, row.get(0))
                     .await?
                     .ok_or_else(|| invalid("machine vanished"))?;
                 let job_id: Uuid = row.get(1);
@@ -996,7 +974,7 @@ impl Store {
                     last_error.as_deref().unwrap_or("no error recorded")
                 );
                 set_machine_state(
-                    &tx,
+                    tx,
                     &machine,
                     &[MachineState::Pending, MachineState::Creating],
                     MachineState::Failed,
@@ -1006,17 +984,15 @@ impl Store {
                 )
                 .await?;
                 let reason = format!("machine {} failed: {error}", machine.name);
-                set_state(&tx, deployment_id, locked.state, DeploymentState::Failed, Some(&reason), "failed", origin.job_id)
+                set_state(tx, deployment_id, locked.state, DeploymentState::Failed, Some(&reason), "failed", origin.job_id)
                     .await?;
-                let teardown = ensure_teardown(&tx, deployment_id, &format!("rollback: {reason}"), origin).await?;
+                let teardown = ensure_teardown(tx, deployment_id, &format!("rollback: {reason}"), origin).await?;
                 WatchOutcome::Failed { machine: machine.name, teardown }
             } else {
-                WatchOutcome::Rescheduled(enqueue_one(&tx, watch_job(deployment_id, watch + 1, interval, origin)?).await?)
+                WatchOutcome::Rescheduled(enqueue_one(tx, watch_job(deployment_id, watch + 1, interval, origin)?).await?)
             };
-            tx.commit().await?;
             Ok(outcome)
         })
-        .await
     }
 
     /// Asks for a teardown: the deployment becomes `tearing_down` at once (which stops
@@ -1028,10 +1004,8 @@ impl Store {
         reason: &str,
         origin: &Origin,
     ) -> Result<TeardownRequest> {
-        retry(Replay::Safe, || async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            let Some(locked) = lock(&tx, deployment_id).await? else {
+        in_transaction!(self, tx => {
+            let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(TeardownRequest::NotFound);
             };
             if locked.state == DeploymentState::TornDown {
@@ -1039,7 +1013,7 @@ impl Store {
             }
             if locked.state != DeploymentState::TearingDown {
                 set_state(
-                    &tx,
+                    tx,
                     deployment_id,
                     locked.state,
                     DeploymentState::TearingDown,
@@ -1049,14 +1023,12 @@ impl Store {
                 )
                 .await?;
             }
-            let job = ensure_teardown(&tx, deployment_id, reason, origin).await?;
-            tx.commit().await?;
+            let job = ensure_teardown(tx, deployment_id, reason, origin).await?;
             Ok(TeardownRequest::Requested {
                 job,
                 was: locked.state,
             })
         })
-        .await
     }
 
     /// Starts a teardown attempt: the deployment becomes `tearing_down` (unless it is
@@ -1067,10 +1039,8 @@ impl Store {
         reason: &str,
         job_id: Uuid,
     ) -> Result<TeardownStart> {
-        retry(Replay::Safe, || async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            let Some(locked) = lock(&tx, deployment_id).await? else {
+        in_transaction!(self, tx => {
+            let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(TeardownStart::NotFound);
             };
             if !matches!(
@@ -1078,7 +1048,7 @@ impl Store {
                 DeploymentState::TearingDown | DeploymentState::TornDown
             ) {
                 set_state(
-                    &tx,
+                    tx,
                     deployment_id,
                     locked.state,
                     DeploymentState::TearingDown,
@@ -1088,8 +1058,7 @@ impl Store {
                 )
                 .await?;
             }
-            let machines = machines_in_tx(&tx, deployment_id).await?;
-            tx.commit().await?;
+            let machines = machines_in_tx(tx, deployment_id).await?;
             Ok(TeardownStart::Proceed {
                 name: locked.name,
                 spec: Box::new(locked.spec),
@@ -1097,7 +1066,6 @@ impl Store {
                 was: locked.state,
             })
         })
-        .await
     }
 
     /// Moves a machine to `to` from any of `from`, with its event.
@@ -1109,17 +1077,13 @@ impl Store {
         message: &str,
         job_id: Option<Uuid>,
     ) -> Result<bool> {
-        retry(Replay::Safe, || async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            let Some(machine) = machine_in_tx(&tx, machine_id).await? else {
+        in_transaction!(self, tx => {
+            let Some(machine) = machine_in_tx(tx, machine_id).await? else {
                 return Ok(false);
             };
-            let changed = set_machine_state(&tx, &machine, from, to, None, message, job_id).await?;
-            tx.commit().await?;
+            let changed = set_machine_state(tx, &machine, from, to, None, message, job_id).await?;
             Ok(changed)
         })
-        .await
     }
 
     /// Ends a teardown: every container row `removed`, every machine row `removed`
@@ -1256,10 +1220,8 @@ SELECT id FROM cancelled";
         generation: i64,
         job_id: Uuid,
     ) -> Result<DeployStart> {
-        retry(Replay::Safe, || async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            let Some(locked) = lock(&tx, deployment_id).await? else {
+        in_transaction!(self, tx => {
+            let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(DeployStart::NotFound);
             };
             if locked.generation != generation {
@@ -1275,7 +1237,7 @@ SELECT id FROM cancelled";
             ) {
                 return Ok(DeployStart::Stop(locked.state));
             }
-            let machines = machines_in_tx(&tx, deployment_id).await?;
+            let machines = machines_in_tx(tx, deployment_id).await?;
             if machines
                 .iter()
                 .any(|machine| machine.state != MachineState::Ready.as_str())
@@ -1287,7 +1249,7 @@ SELECT id FROM cancelled";
             }
             if locked.state != DeploymentState::Deploying {
                 set_state(
-                    &tx,
+                    tx,
                     deployment_id,
                     locked.state,
                     DeploymentState::Deploying,
@@ -1297,14 +1259,12 @@ SELECT id FROM cancelled";
                 )
                 .await?;
             }
-            tx.commit().await?;
             Ok(DeployStart::Proceed {
                 name: locked.name,
                 spec: Box::new(locked.spec),
                 machines,
             })
         })
-        .await
     }
 
     /// The deployment's state and spec generation right now.
@@ -1341,10 +1301,8 @@ SELECT id FROM cancelled";
         error: Option<&str>,
         job_id: Uuid,
     ) -> Result<bool> {
-        retry(Replay::Safe, || async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            let Some(locked) = lock(&tx, deployment_id).await? else {
+        in_transaction!(self, tx => {
+            let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(false);
             };
             if locked.state != DeploymentState::Deploying || locked.generation != generation {
@@ -1353,7 +1311,7 @@ SELECT id FROM cancelled";
             match error {
                 None => {
                     set_state(
-                        &tx,
+                        tx,
                         deployment_id,
                         locked.state,
                         DeploymentState::Deployed,
@@ -1365,7 +1323,7 @@ SELECT id FROM cancelled";
                 }
                 Some(error) => {
                     set_state(
-                        &tx,
+                        tx,
                         deployment_id,
                         locked.state,
                         DeploymentState::Failed,
@@ -1376,10 +1334,8 @@ SELECT id FROM cancelled";
                     .await?
                 }
             }
-            tx.commit().await?;
             Ok(true)
         })
-        .await
     }
 
     /// Records a container's state (creating, running, failed, removed) for one machine
@@ -1396,9 +1352,7 @@ SELECT id FROM cancelled";
         job_id: Uuid,
     ) -> Result {
         let name = container_name(&machine.name, generation);
-        retry(Replay::Safe, || async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
+        in_transaction!(self, tx => {
             let inserted = tx
                 .execute(
                     "INSERT INTO containers (deployment_id, machine_id, generation, name, image, state)
@@ -1408,7 +1362,7 @@ SELECT id FROM cancelled";
                 .await?;
             if inserted == 1 {
                 let message = format!("on machine {}, image {image}", machine.name);
-                event(&tx, machine.deployment_id, &format!("container {name}"), None, Some(ContainerState::Creating.as_str()), &message, Some(job_id))
+                event(tx, machine.deployment_id, &format!("container {name}"), None, Some(ContainerState::Creating.as_str()), &message, Some(job_id))
                     .await?;
             }
             let row = tx
@@ -1433,7 +1387,7 @@ SELECT id FROM cancelled";
                     (None, None) => String::new(),
                 };
                 event(
-                    &tx,
+                    tx,
                     machine.deployment_id,
                     &format!("container {name}"),
                     Some(&from),
@@ -1443,10 +1397,8 @@ SELECT id FROM cancelled";
                 )
                 .await?;
             }
-            tx.commit().await?;
             Ok(())
         })
-        .await
     }
 
     /// Marks the containers of older generations on a machine removed (a rolling
@@ -1480,9 +1432,7 @@ SELECT id FROM cancelled";
     /// its `deploy` job, which replaces the containers one machine at a time.
     pub async fn update_deployment(&self, spec: &Spec, origin: &Origin) -> Result<UpdateOutcome> {
         let spec_json = spec.to_json();
-        retry(Replay::Safe, || async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
+        in_transaction!(self, tx => {
             let Some(row) = tx
                 .query_opt(
                     "SELECT id FROM deployments WHERE name = $1 AND state <> $2",
@@ -1493,7 +1443,7 @@ SELECT id FROM cancelled";
                 return Ok(UpdateOutcome::NotFound);
             };
             let id: Uuid = row.get(0);
-            let Some(locked) = lock(&tx, id).await? else {
+            let Some(locked) = lock(tx, id).await? else {
                 return Ok(UpdateOutcome::NotFound);
             };
             let refuse = |reason: &str| -> Result<UpdateOutcome> {
@@ -1511,7 +1461,7 @@ SELECT id FROM cancelled";
             ) {
                 return refuse("only provisioned, deployed or failed deployments can be updated");
             }
-            let machines = machines_in_tx(&tx, id).await?;
+            let machines = machines_in_tx(tx, id).await?;
             if machines.len() as i64 != spec.node_count()
                 || machines.iter().any(|machine| machine.state != MachineState::Ready.as_str())
             {
@@ -1537,7 +1487,7 @@ SELECT id FROM cancelled";
             .await?;
             if locked.state != DeploymentState::Deploying {
                 set_state(
-                    &tx,
+                    tx,
                     id,
                     locked.state,
                     DeploymentState::Deploying,
@@ -1547,11 +1497,9 @@ SELECT id FROM cancelled";
                 )
                 .await?;
             }
-            let deploy = enqueue_one(&tx, deploy_job(id, generation, spec.max_attempts, origin)?).await?;
-            tx.commit().await?;
+            let deploy = enqueue_one(tx, deploy_job(id, generation, spec.max_attempts, origin)?).await?;
             Ok(UpdateOutcome::Updated { id, generation, deploy })
         })
-        .await
     }
 
     pub async fn deployment(&self, id: Uuid) -> Result<Option<DeploymentRow>> {
