@@ -454,6 +454,24 @@ impl HintPopper {
             .arg("RIGHT")
             .arg("COUNT")
             .arg(max.max(1));
-        Ok(self.query(&cmd).await?)
+        // Hints are read as bytes: anyone with access to Redis can push junk, and one
+        // element that is not UTF-8 would fail the decoding of the whole reply, losing
+        // the valid hints popped with it. Junk is skipped one element at a time.
+        let reply: Option<(String, Vec<Vec<u8>>)> = self.query(&cmd).await?;
+        Ok(reply.map(|(key, raw)| {
+            let hints = raw
+                .into_iter()
+                .filter_map(|hint| match String::from_utf8(hint) {
+                    Ok(hint) => Some(hint),
+                    Err(err) => {
+                        let shown = String::from_utf8_lossy(err.as_bytes());
+                        let shown: String = shown.chars().take(80).collect();
+                        tracing::warn!(list = %key, hint = %shown, "skipping a dispatch hint that is not UTF-8");
+                        None
+                    }
+                })
+                .collect();
+            (key, hints)
+        }))
     }
 }

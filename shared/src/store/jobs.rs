@@ -747,15 +747,24 @@ WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND attempt = $2 AND state = $5)"
         .await
     }
 
-    /// Test and drill support: records that a handler's effect happened for an attempt.
-    pub async fn record_effect(&self, id: Uuid, attempt: i64, worker: Uuid) -> Result {
+    /// Test and drill support: records that a handler's effect happened for an attempt,
+    /// only while that attempt is the job's live one (running, same attempt, lease held
+    /// by `worker`), so the drills prove that a stale attempt can record nothing. The
+    /// job's row is locked (`FOR UPDATE`) so that, at read committed too, no transition
+    /// commits between the check and the write. Returns whether it was recorded.
+    pub async fn record_effect(&self, id: Uuid, attempt: i64, worker: Uuid) -> Result<bool> {
+        const SQL: &str = "
+INSERT INTO job_effects (job_id, attempt, worker_id)
+SELECT id, attempt, lease_owner FROM jobs
+WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = $4
+FOR UPDATE";
+        let running = JobState::Running.as_str();
+        // Not replayed after an unknown outcome: a second row would look like the
+        // effect happening twice.
         retry(Replay::Unsafe, || async {
             let client = self.pool.get().await?;
-            let statement = client
-                .prepare_cached("INSERT INTO job_effects (job_id, attempt, worker_id) VALUES ($1, $2, $3)")
-                .await?;
-            client.execute(&statement, &[&id, &attempt, &worker]).await?;
-            Ok(())
+            let statement = client.prepare_cached(SQL).await?;
+            Ok(client.execute(&statement, &[&id, &attempt, &worker, &running]).await? == 1)
         })
         .await
     }
