@@ -316,6 +316,41 @@ impl Queue {
             .unwrap_or_default())
     }
 
+    /// Reads again the messages `consumer` itself read but has not acknowledged (its
+    /// pending entries, XREADGROUP with id 0), oldest first, without blocking.
+    pub async fn read_own_pending(
+        &self,
+        popper: &mut HintPopper,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<InboxMessage>> {
+        let options = StreamReadOptions::default()
+            .group(INBOX_GROUP, consumer)
+            .count(count);
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg(&options).arg("STREAMS").arg(self.inbox_key()).arg("0");
+        let reply: redis::RedisResult<Option<StreamReadReply>> = popper.query(&cmd).await;
+        let reply = match reply {
+            // The group is gone (Redis restarted or was flushed), and with it the
+            // pending entries: nothing left to read again.
+            Err(err) if err.code() == Some("NOGROUP") => return Ok(Vec::new()),
+            other => other?,
+        };
+        Ok(reply
+            .map(|reply| {
+                reply
+                    .keys
+                    .into_iter()
+                    .flat_map(|key| key.ids)
+                    // A pending entry deleted since (acknowledged by a takeover) comes
+                    // back with no fields; there is nothing to ingest.
+                    .filter(|entry| !entry.map.is_empty())
+                    .map(inbox_message)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// Takes over messages another consumer read but never acknowledged (it died)
     /// once they have been idle for `min_idle`.
     pub async fn reclaim_inbox(

@@ -3,11 +3,11 @@
 //! started during an outage, the log lines an outage leaves, hung handlers, and a
 //! PostgreSQL crash in the middle of a run.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lc_shared::store::HintTarget;
 use lc_shared::{JobKind, JobState, NewJob, Priority};
-use lc_tests::{TestEnv, enqueue_many};
+use lc_tests::{PrivatePostgres, PrivateRedis, TestEnv, enqueue_many, shared_redis_url, wait_for};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -136,4 +136,268 @@ async fn a_non_utf8_hint_is_skipped_and_the_hints_popped_with_it_are_kept() {
         JobState::Queued,
         NewJob::new(JobKind::Noop, json!({})),
     );
+}
+
+/// Inbox entries read by a consumer but not acknowledged yet.
+async fn inbox_pending(env: &TestEnv) -> i64 {
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return -1;
+    };
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg(env.queue.inbox_key())
+        .arg(lc_shared::queue::INBOX_GROUP)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or(redis::Value::Nil);
+    match summary {
+        redis::Value::Array(items) => match items.first() {
+            Some(redis::Value::Int(count)) => *count,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+/// Jobs whose idempotency key starts with `prefix`, read on a fresh connection (the
+/// database may just have come back).
+async fn keyed_jobs(env: &TestEnv, prefix: &str) -> Option<Vec<Uuid>> {
+    let (client, connection) = tokio_postgres::connect(&env.database_url, tokio_postgres::NoTls)
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT id FROM jobs WHERE idempotency_key LIKE $1 || '%'",
+            &[&prefix],
+        )
+        .await
+        .ok()?;
+    Some(rows.iter().map(|row| row.get(0)).collect())
+}
+
+#[tokio::test]
+async fn inbox_messages_read_while_the_database_is_down_are_ingested_once_it_is_back() {
+    let pg = PrivatePostgres::start().await;
+    let redis = PrivateRedis::start().await;
+    let env = TestEnv::with_services(&pg.admin_url(), &redis.url()).await;
+    let worker = env.spawn_worker(env.worker_config());
+    env.queue
+        .add_inbox(r#"{"kind":"noop","idempotency_key":"warm-up"}"#)
+        .await
+        .unwrap();
+    wait_for(
+        "the inbox to be ingested",
+        Duration::from_secs(20),
+        || async {
+            keyed_jobs(&env, "warm-up")
+                .await
+                .filter(|ids| ids.len() == 1)
+        },
+    )
+    .await;
+
+    pg.crash();
+    const N: i64 = 20;
+    // In one MULTI/EXEC, so the worker's blocked read gets them all at once.
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for i in 0..N {
+        let body = format!(
+            r#"{{"kind":"sleep","payload":{{"ms":1,"record":true}},"idempotency_key":"outage-{i}"}}"#
+        );
+        pipe.cmd("XADD")
+            .arg(env.queue.inbox_key())
+            .arg("*")
+            .arg("job")
+            .arg(body)
+            .ignore();
+    }
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    pipe.query_async::<()>(&mut conn).await.unwrap();
+    // The worker reads them and fails to store them: they are pending, in Redis only.
+    wait_for(
+        "the worker to read the messages",
+        Duration::from_secs(20),
+        || async { (inbox_pending(&env).await == N).then_some(()) },
+    )
+    .await;
+    // An outage longer than the store's retry window (about 2 s), so the worker's
+    // first try to store them fails for good.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    pg.start_server().await;
+    let back = Instant::now();
+    let ids = wait_for(
+        "the pending messages to be ingested",
+        Duration::from_secs(25),
+        || async {
+            keyed_jobs(&env, "outage-")
+                .await
+                .filter(|ids| ids.len() as i64 == N)
+        },
+    )
+    .await;
+    let took = back.elapsed();
+    eprintln!(
+        "MEASURED: {N} inbox messages pending during the outage were ingested {took:?} after the database answered again"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "pending messages were ingested only {took:?} after the database came back"
+    );
+    // Redis loses everything once they are in the database: nothing is lost.
+    redis.flushall().await;
+    let states = env.wait_terminal(&ids, Duration::from_secs(60)).await;
+    assert!(states.values().all(|state| *state == JobState::Succeeded));
+    env.assert_exactly_once(&ids).await;
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_started_during_a_database_outage_waits_and_then_works() {
+    let pg = PrivatePostgres::start().await;
+    let env = TestEnv::with_services(&pg.admin_url(), &shared_redis_url()).await;
+    pg.crash();
+    let mut worker = env.spawn_worker_process(&[]);
+    wait_for(
+        "the worker to say what it waits for",
+        Duration::from_secs(20),
+        || async {
+            worker
+                .log_text()
+                .contains("waiting for the database")
+                .then_some(())
+        },
+    )
+    .await;
+    // It keeps waiting (retrying with backoff) instead of exiting.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(4) {
+        assert_eq!(
+            worker.child.try_wait().unwrap().map(|status| status.code()),
+            None,
+            "the worker exited during the outage; log:\n{}",
+            worker.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pg.start_server().await;
+    let producer = env.producer();
+    let ids = wait_for("enqueue to work again", Duration::from_secs(20), || async {
+        producer
+            .enqueue_batch(&vec![
+                NewJob::new(JobKind::Noop, json!({"record": true}));
+                5
+            ])
+            .await
+            .ok()
+            .map(|jobs| jobs.into_iter().map(|job| job.id).collect::<Vec<_>>())
+    })
+    .await;
+    let states = env.wait_terminal(&ids, Duration::from_secs(30)).await;
+    assert!(states.values().all(|state| *state == JobState::Succeeded));
+    let log = worker.log_text();
+    assert_eq!(
+        log.matches("waiting for the database").count(),
+        1,
+        "one line per outage, not one per retry; log:\n{log}"
+    );
+    worker.signal(libc::SIGTERM);
+    assert_eq!(worker.wait(Duration::from_secs(15)), Some(0));
+    env.assert_exactly_once(&ids).await;
+}
+
+#[tokio::test]
+async fn a_database_outage_logs_one_warning_per_component_then_one_back_line() {
+    let pg = PrivatePostgres::start().await;
+    let env = TestEnv::with_services(&pg.admin_url(), &shared_redis_url()).await;
+    let worker = env.spawn_worker_process(&[]);
+    let ids = enqueue_many(&env, JobKind::Noop, json!({}), 20).await;
+    env.wait_terminal(&ids, Duration::from_secs(30)).await;
+    let before = worker.log_text().lines().count();
+
+    pg.crash();
+    // Long enough for every component (fetcher, heartbeat, sweeper, completer, inbox)
+    // to fail many times over at the test's intervals (300 ms heartbeat, 200 ms sweep).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    pg.start_server().await;
+    let more = wait_for("enqueue to work again", Duration::from_secs(20), || async {
+        env.producer()
+            .enqueue_batch(&vec![NewJob::new(JobKind::Noop, json!({})); 5])
+            .await
+            .ok()
+            .map(|jobs| jobs.into_iter().map(|job| job.id).collect::<Vec<_>>())
+    })
+    .await;
+    env.wait_terminal(&more, Duration::from_secs(30)).await;
+
+    let outage_lines = |log: &str| -> Vec<serde_json::Value> {
+        log.lines()
+            .skip(before)
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    };
+    let field = |line: &serde_json::Value, name: &str| -> String {
+        line.get(name)
+            .and_then(|value| value.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // Every component that warned says when the database is back.
+    let lines = wait_for(
+        "a back line per warned component",
+        Duration::from_secs(20),
+        || async {
+            let lines = outage_lines(&worker.log_text());
+            let warned: std::collections::BTreeSet<String> = lines
+                .iter()
+                .filter(|line| field(line, "level") == "WARN" || field(line, "level") == "ERROR")
+                .map(|line| field(line, "component"))
+                .collect();
+            let back: std::collections::BTreeSet<String> = lines
+                .iter()
+                .filter(|line| field(line, "message").contains("database is back"))
+                .map(|line| field(line, "component"))
+                .collect();
+            (!warned.is_empty() && warned.is_subset(&back)).then_some(lines)
+        },
+    )
+    .await;
+    let noisy: Vec<String> = lines
+        .iter()
+        .filter(|line| field(line, "level") == "WARN" || field(line, "level") == "ERROR")
+        .map(|line| {
+            format!(
+                "{} {}: {}",
+                field(line, "level"),
+                field(line, "component"),
+                field(line, "message")
+            )
+        })
+        .collect();
+    let mut per_component = std::collections::BTreeMap::<String, usize>::new();
+    for line in &lines {
+        if field(line, "level") == "WARN" || field(line, "level") == "ERROR" {
+            *per_component.entry(field(line, "component")).or_default() += 1;
+        }
+    }
+    eprintln!(
+        "MEASURED: {} warning/error lines during a 6 s outage: {per_component:?}",
+        noisy.len()
+    );
+    assert!(
+        per_component
+            .iter()
+            .all(|(component, count)| !component.is_empty() && *count == 1),
+        "one warning per outage and component, each naming its component; got {}:\n{}",
+        noisy.len(),
+        noisy.join("\n")
+    );
+    let all = worker.log_text();
+    assert!(
+        !all.contains("could not be recycled"),
+        "pool noise in the log"
+    );
+    assert!(!all.contains("Connection error"), "pool noise in the log");
 }

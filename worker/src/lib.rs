@@ -15,6 +15,7 @@
 //! - [`machine`]: the docker-machine driver (one store per deployment, timeouts, process groups)
 //! - [`docker`]: the Docker Engine API client (bollard) for one machine's engine
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint
+//! - [`outage`]: one log line when the database goes away, one when it is back
 
 pub mod completer;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod inbox;
 pub mod lease;
 pub mod machine;
 pub mod metrics;
+pub mod outage;
 pub mod running;
 pub mod sweeper;
 pub mod worker;

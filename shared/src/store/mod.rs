@@ -48,6 +48,26 @@ impl StoreError {
         }
     }
 
+    /// Whether the database could not be reached at all (down, restarting, connection
+    /// cut) as opposed to answering with an error: callers wait for it to come back,
+    /// saying so once per outage rather than once per try.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Pool(_) => true,
+            StoreError::Db(err) => match err.code() {
+                // No SQLSTATE: the connection failed or was closed under the statement.
+                None => true,
+                Some(code) => {
+                    code.code().starts_with("08")
+                        || *code == SqlState::ADMIN_SHUTDOWN
+                        || *code == SqlState::CRASH_SHUTDOWN
+                        || *code == SqlState::CANNOT_CONNECT_NOW
+                }
+            },
+            StoreError::Url(_) | StoreError::Build(_) | StoreError::Invalid(_) => false,
+        }
+    }
+
     /// Whether running the transaction again may succeed, given whether it is safe to
     /// replay after a commit whose outcome is unknown.
     fn is_retryable(&self, replay: Replay) -> bool {
