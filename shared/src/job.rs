@@ -177,6 +177,9 @@ pub fn validate_queue_name(name: &str) -> Result<(), InvalidJob> {
 /// methods; [`NewJob::validate`] runs before anything is written.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewJob {
+    /// The job's id, chosen by the producer so that an insert replayed after a lost
+    /// connection finds the job the first try made; `None` means a fresh random id.
+    pub id: Option<Uuid>,
     pub kind: JobKind,
     pub payload: serde_json::Value,
     pub queue: String,
@@ -193,6 +196,7 @@ pub struct NewJob {
 impl NewJob {
     pub fn new(kind: JobKind, payload: serde_json::Value) -> NewJob {
         NewJob {
+            id: None,
             kind,
             payload,
             queue: DEFAULT_QUEUE.to_owned(),
@@ -202,6 +206,12 @@ impl NewJob {
             idempotency_key: None,
             deployment_id: None,
         }
+    }
+
+    /// Names the job's id; enqueueing the same id again returns that job.
+    pub fn with_id(mut self, id: Uuid) -> Self {
+        self.id = Some(id);
+        self
     }
 
     pub fn with_queue(mut self, queue: impl Into<String>) -> Self {

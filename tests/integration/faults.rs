@@ -401,3 +401,81 @@ async fn a_database_outage_logs_one_warning_per_component_then_one_back_line() {
     );
     assert!(!all.contains("Connection error"), "pool noise in the log");
 }
+
+/// `lc` as a child process against `env`, not waited for.
+fn spawn_lc(env: &TestEnv, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(lc_tests::bin("lc"))
+        .env("DATABASE_URL", &env.database_url)
+        .env("REDIS_URL", &env.redis_url)
+        .env("LC_REDIS_PREFIX", &env.prefix)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn lc_enqueue_waits_out_a_database_restart_and_makes_one_job() {
+    let pg = PrivatePostgres::start().await;
+    let env = TestEnv::with_services(&pg.admin_url(), &shared_redis_url()).await;
+    pg.crash();
+    // Default settings: no flag needed to ride out a restart of a few seconds.
+    let enqueue = spawn_lc(&env, &["enqueue", "noop"]);
+    // Down for longer than the store's own quick retries (about 2 s).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    pg.start_server().await;
+    let output = tokio::task::spawn_blocking(move || enqueue.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "lc enqueue failed during a restart: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id: Uuid = stdout.trim().parse().expect("the job id");
+    assert_eq!(env.job_count().await, 1, "exactly one job");
+    assert!(env.store.job(id).await.unwrap().is_some());
+
+    // A bounded wait: with the database down for good it gives up after --retry-for.
+    pg.crash();
+    let started = Instant::now();
+    let enqueue = spawn_lc(&env, &["enqueue", "noop", "--retry-for", "1s"]);
+    let output = tokio::task::spawn_blocking(move || enqueue.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "gave up after {:?}",
+        started.elapsed()
+    );
+    pg.start_server().await;
+    assert_eq!(env.job_count().await, 1, "the failed enqueue made nothing");
+}
+
+#[tokio::test]
+async fn an_enqueue_replayed_with_the_same_job_id_finds_the_first_job() {
+    let env = TestEnv::new().await;
+    let id = Uuid::new_v4();
+    let job = NewJob::new(JobKind::Noop, json!({})).with_id(id);
+    let first = env.producer().enqueue(job.clone()).await.unwrap();
+    assert_eq!((first.id, first.created), (id, true));
+    let again = env.producer().enqueue(job).await.unwrap();
+    assert_eq!((again.id, again.created), (id, false));
+    assert_eq!(env.job_count().await, 1);
+    // An id and an idempotency key that both exist: still the one job.
+    let keyed = NewJob::new(JobKind::Noop, json!({})).with_idempotency_key("k-1");
+    let made = env.producer().enqueue(keyed.clone()).await.unwrap();
+    let replay = env
+        .producer()
+        .enqueue(keyed.with_id(made.id))
+        .await
+        .unwrap();
+    assert_eq!((replay.id, replay.created), (made.id, false));
+    assert_eq!(env.job_count().await, 2);
+}

@@ -17,7 +17,8 @@ use crate::Producer;
   lc enqueue sleep --payload '{\"ms\": 500}' --priority high
   lc enqueue sleep --payload @job.json --delay 10m --max-attempts 3
   lc enqueue noop --idempotency-key order-42     # a second call returns the same job
-  lc enqueue noop --count 1000                   # one batch, one commit")]
+  lc enqueue noop --count 1000                   # one batch, one commit
+  lc enqueue noop --retry-for 2m                 # wait out a longer database outage")]
 pub struct EnqueueArgs {
     /// Job kind: noop, sleep, provision, provision_machine, deploy, teardown
     pub kind: String,
@@ -53,6 +54,11 @@ pub struct EnqueueArgs {
     /// Enqueue this many identical jobs in one batch (not with --idempotency-key)
     #[arg(long, default_value_t = 1, conflicts_with = "idempotency_key")]
     pub count: usize,
+
+    /// Keep retrying this long while the database is unreachable or restarting (never
+    /// makes a second job: the job id is chosen before the first try); 0 to fail fast
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub retry_for: std::time::Duration,
 
     /// Print the result as JSON
     #[arg(long)]
@@ -94,6 +100,7 @@ pub async fn run(producer: &Producer, args: EnqueueArgs) -> anyhow::Result<i32> 
     job.run_at = run_at;
     job.idempotency_key = args.idempotency_key;
     let jobs = vec![job; args.count];
+    let producer = producer.clone().with_retry_for(args.retry_for);
     let enqueued = producer.enqueue_batch(&jobs).await?;
     if args.json {
         let out: Vec<serde_json::Value> = enqueued
