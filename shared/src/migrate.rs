@@ -15,6 +15,7 @@ use crate::store::{Replay, Result, Store, StoreError, retry};
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_jobs", include_str!("../../migrations/0001_jobs.sql")),
     ("0002_deployments", include_str!("../../migrations/0002_deployments.sql")),
+    ("0003_job_timeouts", include_str!("../../migrations/0003_job_timeouts.sql")),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one, and

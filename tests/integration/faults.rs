@@ -479,3 +479,158 @@ async fn an_enqueue_replayed_with_the_same_job_id_finds_the_first_job() {
     assert_eq!((replay.id, replay.created), (made.id, false));
     assert_eq!(env.job_count().await, 2);
 }
+
+#[tokio::test]
+async fn a_handler_past_its_time_limit_is_stopped_and_fails_as_retryable() {
+    let env = TestEnv::new().await;
+    let worker = env.spawn_worker(env.worker_config());
+    // A limit set by the library, by `lc enqueue --timeout` and by the inbox's envelope.
+    let hung = env
+        .producer()
+        .enqueue(
+            NewJob::new(JobKind::Sleep, json!({"ms": 60_000, "record": true}))
+                .with_timeout(Duration::from_millis(300))
+                .with_max_attempts(2),
+        )
+        .await
+        .unwrap()
+        .id;
+    let (code, out, err) = env.lc(&[
+        "enqueue",
+        "sleep",
+        "--payload",
+        r#"{"ms": 60000}"#,
+        "--timeout",
+        "400ms",
+        "--max-attempts",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let from_cli: Uuid = out.trim().parse().unwrap();
+    env.queue
+        .add_inbox(r#"{"kind":"sleep","payload":{"ms":60000},"timeout":"500ms","max_attempts":1,"idempotency_key":"hung"}"#)
+        .await
+        .unwrap();
+    let from_inbox = wait_for(
+        "the inbox message to be a job",
+        Duration::from_secs(20),
+        || async {
+            keyed_jobs(&env, "hung")
+                .await
+                .and_then(|ids| ids.first().copied())
+        },
+    )
+    .await;
+    let ids = [hung, from_cli, from_inbox];
+    // Long before the 60 s sleeps could end.
+    let states = env.wait_terminal(&ids, Duration::from_secs(20)).await;
+    assert!(
+        states.values().all(|state| *state == JobState::Dead),
+        "{states:?}"
+    );
+    for (id, limit) in ids.iter().zip(["300ms", "400ms", "500ms"]) {
+        let job = env.store.job(*id).await.unwrap().unwrap();
+        assert_eq!(
+            job.last_error.as_deref(),
+            Some(format!("timed out after {limit}").as_str())
+        );
+    }
+    // The first went through both attempts: retryable, not fatal.
+    let events = env.store.events(hung).await.unwrap();
+    let changes: Vec<_> = events
+        .iter()
+        .filter_map(|event| event.to_state.clone())
+        .collect();
+    assert_eq!(changes, ["queued", "running", "queued", "running", "dead"]);
+    env.assert_exactly_once(&ids).await;
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_kind_past_its_time_limit_has_its_child_processes_killed() {
+    let env = TestEnv::new().await;
+    let mut config = env.worker_config();
+    // docker-machine's own limit is far away: the job's limit is what stops it.
+    config.machine_timeout = Duration::from_secs(120);
+    config.machine_env = vec!["STANDIN_HANG=create".to_owned()];
+    config.kind_timeouts = vec![(JobKind::ProvisionMachine, Duration::from_millis(1500))];
+    let worker = env.spawn_worker(config.clone());
+    let name = format!("limit-{}", &env.prefix[1..9]);
+    let spec = format!(
+        "name: {name}\nowner: tests\nnodes: 1\n\
+         provider: {{kind: docker-machine, driver: none, driver_flags: {{url: '{}'}}}}\n\
+         payload:\n  image: {}\n  command: [sleep, '3600']\n  network_mode: none\n  pull: never\n\
+         max_attempts: 1\n",
+        std::env::var("DOCKER_HOST").expect("DOCKER_HOST names the test engine"),
+        std::env::var("LC_IMAGE").unwrap_or_else(|_| "lc-busybox:latest".to_owned()),
+    );
+    let path = std::env::temp_dir().join(format!("lc-spec-{}.yaml", env.prefix));
+    std::fs::write(&path, spec).unwrap();
+    let (code, out, err) = env.lc(&["deploy", "create", path.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let deployment: Uuid = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let standin = config
+        .machines_dir
+        .join(deployment.to_string())
+        .join(".standin");
+    let read_pid = |file: &str| -> Option<i32> {
+        std::fs::read_to_string(standin.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let alive = |pid: i32| -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| {
+                !stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false)
+    };
+    let child = wait_for("the create to hang", Duration::from_secs(30), || async {
+        read_pid("hang-child.pid")
+    })
+    .await;
+    let parent = read_pid("hang.pid").unwrap();
+    let hung = Instant::now();
+    wait_for(
+        "the hung call's processes to be killed",
+        Duration::from_secs(15),
+        || async { (!alive(child) && !alive(parent)).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "MEASURED: hung create killed {:?} after it hung (job limit 1.5 s)",
+        hung.elapsed()
+    );
+    let job: Uuid = wait_for(
+        "the provision_machine job to fail",
+        Duration::from_secs(30),
+        || async {
+            let rows = env
+                .sql()
+                .await
+                .query(
+                    "SELECT id FROM jobs WHERE deployment_id = $1 AND kind = 'provision_machine'
+                   AND last_error LIKE 'timed out after%'",
+                    &[&deployment],
+                )
+                .await
+                .ok()?;
+            rows.first().map(|row| row.get(0))
+        },
+    )
+    .await;
+    let row = env.store.job(job).await.unwrap().unwrap();
+    assert_eq!(row.last_error.as_deref(), Some("timed out after 1.5s"));
+    let (code, _, err) = env.lc(&["deploy", "teardown", &name]);
+    assert_eq!(code, 0, "{err}");
+    worker.stop().await;
+}

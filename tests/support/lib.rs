@@ -165,6 +165,7 @@ impl TestEnv {
             machine_env: Vec::new(),
             docker_host: std::env::var("DOCKER_HOST").ok(),
             metrics_addr: None,
+            kind_timeouts: Vec::new(),
         }
     }
 

@@ -16,6 +16,7 @@ use crate::Producer;
   lc enqueue noop
   lc enqueue sleep --payload '{\"ms\": 500}' --priority high
   lc enqueue sleep --payload @job.json --delay 10m --max-attempts 3
+  lc enqueue sleep --payload '{\"ms\": 5000}' --timeout 2s   # stopped and retried after 2s
   lc enqueue noop --idempotency-key order-42     # a second call returns the same job
   lc enqueue noop --count 1000                   # one batch, one commit
   lc enqueue noop --retry-for 2m                 # wait out a longer database outage")]
@@ -46,6 +47,11 @@ pub struct EnqueueArgs {
     /// Attempts before the job is dead
     #[arg(long, default_value_t = lc_shared::job::DEFAULT_MAX_ATTEMPTS)]
     pub max_attempts: i64,
+
+    /// Time limit of each attempt (default: the kind's, e.g. noop 1m, deploy 30m); an
+    /// attempt past it is stopped and fails as retryable
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
 
     /// Enqueueing the same key again returns the existing job instead of a new one
     #[arg(long)]
@@ -99,6 +105,7 @@ pub async fn run(producer: &Producer, args: EnqueueArgs) -> anyhow::Result<i32> 
         .with_max_attempts(args.max_attempts);
     job.run_at = run_at;
     job.idempotency_key = args.idempotency_key;
+    job.timeout = args.timeout;
     let jobs = vec![job; args.count];
     let producer = producer.clone().with_retry_for(args.retry_for);
     let enqueued = producer.enqueue_batch(&jobs).await?;

@@ -44,6 +44,8 @@ pub struct ClaimedJob {
     pub attempt: i64,
     pub max_attempts: i64,
     pub deployment_id: Option<Uuid>,
+    /// The job's own time limit per attempt, if its producer set one.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// A finished run, as the worker's completer hands it to the store.
@@ -143,12 +145,12 @@ macro_rules! const_format_claim {
         started_at = now(), updated_at = now() ",
             $where,
             "
-    RETURNING id, kind, queue, priority, payload, attempt, max_attempts, deployment_id
+    RETURNING id, kind, queue, priority, payload, attempt, max_attempts, deployment_id, timeout_ms
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
     SELECT id, 'queued', $3, attempt, $4, $6 FROM claimed
 )
-SELECT id, kind, queue, priority, payload, attempt, max_attempts, deployment_id FROM claimed"
+SELECT id, kind, queue, priority, payload, attempt, max_attempts, deployment_id, timeout_ms FROM claimed"
         )
     };
 }
@@ -191,14 +193,14 @@ fn hint_target(row: &Row) -> HintTarget {
 const INSERT_JOBS: &str = "
 WITH input AS (
     SELECT * FROM UNNEST($1::UUID[], $2::TEXT[], $3::TEXT[], $4::INT8[], $5::JSONB[], $6::INT8[],
-                         $7::TIMESTAMPTZ[], $8::TEXT[], $9::UUID[], $10::BOOL[])
+                         $7::TIMESTAMPTZ[], $8::TEXT[], $9::UUID[], $10::BOOL[], $13::INT8[])
         AS t(id, kind, queue, priority, payload, max_attempts, run_at, idempotency_key,
-             deployment_id, dispatched)
+             deployment_id, dispatched, timeout_ms)
 ), inserted AS (
     INSERT INTO jobs (id, kind, queue, priority, state, payload, max_attempts, run_at,
-                      idempotency_key, deployment_id, dispatched)
+                      idempotency_key, deployment_id, dispatched, timeout_ms)
     SELECT id, kind, queue, priority, $11, payload, max_attempts, COALESCE(run_at, now()),
-           idempotency_key, deployment_id, dispatched
+           idempotency_key, deployment_id, dispatched, timeout_ms
     FROM input
     -- No conflict target: a taken id (a replayed insert, or an id the producer reused)
     -- and a taken idempotency key both leave the existing job alone.
@@ -240,13 +242,17 @@ async fn insert_jobs<C: GenericClient>(
     let keys: Vec<Option<&str>> = jobs.iter().map(|job| job.idempotency_key.as_deref()).collect();
     let deployments: Vec<Option<Uuid>> = jobs.iter().map(|job| job.deployment_id).collect();
     let dispatched: Vec<bool> = jobs.iter().map(|job| hint_now && job.is_due(now)).collect();
+    let timeouts: Vec<Option<i64>> = jobs
+        .iter()
+        .map(|job| job.timeout.map(super::millis))
+        .collect();
     let queued = JobState::Queued.as_str();
     let label = Transition::Enqueue.label();
 
     let statement = client.prepare_cached(INSERT_JOBS).await?;
-    let params: [&(dyn ToSql + Sync); 12] = [
+    let params: [&(dyn ToSql + Sync); 13] = [
         &ids, &kinds, &queues, &priorities, &payloads, &max_attempts, &run_ats, &keys,
-        &deployments, &dispatched, &queued, &label,
+        &deployments, &dispatched, &queued, &label, &timeouts,
     ];
     let inserted: std::collections::HashSet<Uuid> = client
         .query(&statement, &params)
@@ -328,6 +334,9 @@ fn claimed_job(row: &Row) -> ClaimedJob {
         attempt: row.get(5),
         max_attempts: row.get(6),
         deployment_id: row.get(7),
+        timeout: row
+            .get::<_, Option<i64>>(8)
+            .map(|ms| std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
     }
 }
 
