@@ -27,7 +27,9 @@ pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 pub enum InvalidJob {
     #[error("unknown job kind {0:?} (known kinds: {known})", known = JobKind::names().join(", "))]
     UnknownKind(String),
-    #[error("invalid queue name {0:?}: use 1 to 64 characters from a-z, 0-9, '-' and '_', starting with a letter or digit")]
+    #[error(
+        "invalid queue name {0:?}: use 1 to 64 characters from a-z, 0-9, '-' and '_', starting with a letter or digit"
+    )]
     QueueName(String),
     #[error("invalid priority {0:?} (expected high, normal or low)")]
     Priority(String),
@@ -189,7 +191,8 @@ pub fn validate_queue_name(name: &str) -> Result<(), InvalidJob> {
     let first_ok = chars
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if first_ok && rest_ok && name.len() <= 64 {
         Ok(())
     } else {
@@ -363,7 +366,8 @@ impl NewJob {
             job.max_attempts = max_attempts;
         }
         if let Some(timeout) = wire.timeout {
-            job.timeout = Some(crate::config::parse_duration(&timeout).map_err(InvalidJob::Timeout)?);
+            job.timeout =
+                Some(crate::config::parse_duration(&timeout).map_err(InvalidJob::Timeout)?);
         }
         job.idempotency_key = Some(
             wire.idempotency_key
@@ -434,7 +438,10 @@ mod tests {
             Err(InvalidJob::MaxAttempts(0))
         ));
         let big = NewJob::new(JobKind::Noop, json!({ "x": "a".repeat(MAX_PAYLOAD_BYTES) }));
-        assert!(matches!(big.validate(), Err(InvalidJob::PayloadTooLarge { .. })));
+        assert!(matches!(
+            big.validate(),
+            Err(InvalidJob::PayloadTooLarge { .. })
+        ));
         assert!(matches!(
             NewJob::new(JobKind::Noop, json!([1])).validate(),
             Err(InvalidJob::PayloadNotObject)
@@ -443,8 +450,14 @@ mod tests {
             NewJob::new(JobKind::Sleep, json!({"ms": "soon"})).validate(),
             Err(InvalidJob::Payload { .. })
         ));
-        assert!(matches!("frobnicate".parse::<JobKind>(), Err(InvalidJob::UnknownKind(_))));
-        assert!(matches!("urgent".parse::<Priority>(), Err(InvalidJob::Priority(_))));
+        assert!(matches!(
+            "frobnicate".parse::<JobKind>(),
+            Err(InvalidJob::UnknownKind(_))
+        ));
+        assert!(matches!(
+            "urgent".parse::<Priority>(),
+            Err(InvalidJob::Priority(_))
+        ));
     }
 
     #[test]
@@ -458,7 +471,10 @@ mod tests {
         assert_eq!(job.queue, "emails");
         assert_eq!(job.priority, Priority::High);
         assert_eq!(job.idempotency_key.as_deref(), Some("inbox:1-0"));
-        assert!(matches!(NewJob::from_wire("{not json", "1-0"), Err(InvalidJob::Json(_))));
+        assert!(matches!(
+            NewJob::from_wire("{not json", "1-0"),
+            Err(InvalidJob::Json(_))
+        ));
         assert!(matches!(
             NewJob::from_wire(r#"{"kind":"nope"}"#, "1-0"),
             Err(InvalidJob::UnknownKind(_))

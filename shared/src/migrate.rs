@@ -14,8 +14,14 @@ use crate::store::{Replay, Result, Store, StoreError, retry};
 /// Every migration, in order. Add new files at the end; never edit an applied one.
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_jobs", include_str!("../../migrations/0001_jobs.sql")),
-    ("0002_deployments", include_str!("../../migrations/0002_deployments.sql")),
-    ("0003_job_timeouts", include_str!("../../migrations/0003_job_timeouts.sql")),
+    (
+        "0002_deployments",
+        include_str!("../../migrations/0002_deployments.sql"),
+    ),
+    (
+        "0003_job_timeouts",
+        include_str!("../../migrations/0003_job_timeouts.sql"),
+    ),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one, and
@@ -59,7 +65,9 @@ pub async fn run(store: &Store) -> Result<MigrationReport> {
     .await?;
     let done: std::collections::HashSet<String> = retry(Replay::Safe, || async {
         let client = store.client().await?;
-        let rows = client.query("SELECT version FROM schema_migrations", &[]).await?;
+        let rows = client
+            .query("SELECT version FROM schema_migrations", &[])
+            .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     })
     .await?;

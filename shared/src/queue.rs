@@ -14,11 +14,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, Value};
 use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
+use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, Value};
 
 use crate::job::Priority;
 use crate::store::HintTarget;
@@ -223,10 +225,16 @@ impl Queue {
                 let config = redis::AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(2)))
                     .set_response_timeout(None);
-                PopperConn::Single(client.get_multiplexed_async_connection_with_config(&config).await?)
+                PopperConn::Single(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                )
             }
             // Blocking calls wait at most a few seconds; the timeout only has to be longer.
-            Opener::Cluster(nodes) => PopperConn::Cluster(cluster_connection(nodes, Duration::from_secs(60)).await?),
+            Opener::Cluster(nodes) => {
+                PopperConn::Cluster(cluster_connection(nodes, Duration::from_secs(60)).await?)
+            }
         };
         Ok(HintPopper { conn })
     }
@@ -294,7 +302,10 @@ impl Queue {
             .count(count)
             .block(block.as_millis() as usize);
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg(&options).arg("STREAMS").arg(self.inbox_key()).arg(">");
+        cmd.arg(&options)
+            .arg("STREAMS")
+            .arg(self.inbox_key())
+            .arg(">");
         let reply: redis::RedisResult<Option<StreamReadReply>> = popper.query(&cmd).await;
         let reply = match reply {
             Err(err) if err.code() == Some("NOGROUP") => {
@@ -328,7 +339,10 @@ impl Queue {
             .group(INBOX_GROUP, consumer)
             .count(count);
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg(&options).arg("STREAMS").arg(self.inbox_key()).arg("0");
+        cmd.arg(&options)
+            .arg("STREAMS")
+            .arg(self.inbox_key())
+            .arg("0");
         let reply: redis::RedisResult<Option<StreamReadReply>> = popper.query(&cmd).await;
         let reply = match reply {
             // The group is gone (Redis restarted or was flushed), and with it the
@@ -395,9 +409,10 @@ impl Queue {
 
     /// Keeps a refused message with its reason where operators can list it.
     pub async fn dead_letter(&self, message: &InboxMessage, reason: &str) -> Result {
-        let body = message.body.clone().unwrap_or_else(|| {
-            serde_json::to_string(&message.fields).unwrap_or_default()
-        });
+        let body = message
+            .body
+            .clone()
+            .unwrap_or_else(|| serde_json::to_string(&message.fields).unwrap_or_default());
         let mut conn = self.conn.clone();
         conn.xadd_maxlen::<_, _, _, _, ()>(
             self.dead_letter_key(),
@@ -436,7 +451,12 @@ fn inbox_message(entry: StreamId) -> InboxMessage {
     let fields: Vec<(String, String)> = entry
         .map
         .keys()
-        .map(|field| (field.clone(), entry.get::<String>(field).unwrap_or_default()))
+        .map(|field| {
+            (
+                field.clone(),
+                entry.get::<String>(field).unwrap_or_default(),
+            )
+        })
         .collect();
     InboxMessage {
         body: entry.get("job"),
@@ -445,7 +465,10 @@ fn inbox_message(entry: StreamId) -> InboxMessage {
     }
 }
 
-async fn cluster_connection(nodes: &[String], response_timeout: Duration) -> Result<ClusterConnection> {
+async fn cluster_connection(
+    nodes: &[String],
+    response_timeout: Duration,
+) -> Result<ClusterConnection> {
     let client = ClusterClient::builder(nodes.to_vec())
         .connection_timeout(Duration::from_secs(2))
         .response_timeout(response_timeout)

@@ -15,7 +15,8 @@ pub enum LogFormat {
 
 /// Installs the global subscriber; logs go to stderr so stdout stays for output.
 pub fn init(format: LogFormat, default_level: &str) {
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let mut filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     // The pool warns once per dropped connection ("Connection could not be recycled",
     // "Connection error"): hundreds of lines in one database outage, which the
     // component that needed the database already reports once. Kept unless RUST_LOG
@@ -31,6 +32,10 @@ pub fn init(format: LogFormat, default_level: &str) {
     // A second init (tests) is harmless: keep the first subscriber.
     let _ = match format {
         LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
 }

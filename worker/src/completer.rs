@@ -89,7 +89,11 @@ async fn write(worker: Arc<Worker>, batch: Vec<Finished>, max_tries: Option<u32>
 async fn record(worker: &Worker, completions: &[Completion], max_tries: Option<u32>) {
     let mut tries = 0;
     loop {
-        match worker.store.record_completions(worker.id, completions).await {
+        match worker
+            .store
+            .record_completions(worker.id, completions)
+            .await
+        {
             Ok(applied) => {
                 worker.outages.completer.ok();
                 let applied: HashSet<Uuid> = applied.into_iter().collect();
@@ -110,7 +114,10 @@ async fn record(worker: &Worker, completions: &[Completion], max_tries: Option<u
                 tries += 1;
                 worker.outages.completer.failed(&err, "recording results");
                 if max_tries.is_some_and(|max| tries >= max) {
-                    warn!(jobs = completions.len(), "giving up on recording results; the jobs run again after their leases expire");
+                    warn!(
+                        jobs = completions.len(),
+                        "giving up on recording results; the jobs run again after their leases expire"
+                    );
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;

@@ -16,7 +16,12 @@ pub struct WorkerConfig {
     pub concurrency: usize,
 
     /// Queues to take jobs from, comma separated
-    #[arg(long, env = "LC_QUEUES", value_delimiter = ',', default_value = "default")]
+    #[arg(
+        long,
+        env = "LC_QUEUES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
     pub queues: Vec<String>,
 
     /// How long a claimed job stays held without a heartbeat (keep it well above
@@ -99,7 +104,10 @@ fn parse_kind_timeout(text: &str) -> Result<(JobKind, Duration), String> {
     let (kind, duration) = text
         .split_once('=')
         .ok_or_else(|| format!("expected KIND=DURATION, got {text:?}"))?;
-    let kind: JobKind = kind.trim().parse().map_err(|err: lc_shared::job::InvalidJob| err.to_string())?;
+    let kind: JobKind = kind
+        .trim()
+        .parse()
+        .map_err(|err: lc_shared::job::InvalidJob| err.to_string())?;
     let duration = parse_duration(duration)?;
     if duration.is_zero() {
         return Err(format!("the time limit of {kind} must be more than 0"));
@@ -141,7 +149,9 @@ impl WorkerConfig {
             ));
         }
         if self.lease < Duration::from_secs(1) {
-            return Err("--lease must be at least 1s (CockroachDB allows 500ms of clock offset)".into());
+            return Err(
+                "--lease must be at least 1s (CockroachDB allows 500ms of clock offset)".into(),
+            );
         }
         Ok(())
     }

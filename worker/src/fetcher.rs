@@ -22,7 +22,10 @@ const POP_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: CancellationToken) {
     let keys = worker.queue.ready_keys(&queue_name);
-    let batch_limit = worker.config.fetch_batch.clamp(1, worker.config.concurrency);
+    let batch_limit = worker
+        .config
+        .fetch_batch
+        .clamp(1, worker.config.concurrency);
     let mut popper: Option<HintPopper> = None;
     let mut last_db_poll = Instant::now();
     // Warn once per Redis outage, not once per second.
@@ -148,7 +151,10 @@ async fn claim_hinted(
             start(worker, jobs, permits);
         }
         Err(err) => {
-            worker.outages.fetcher.failed(&err, "claiming jobs (popped hints go back)");
+            worker
+                .outages
+                .fetcher
+                .failed(&err, "claiming jobs (popped hints go back)");
             if let Err(err) = worker.queue.return_hints(key, &hints).await {
                 warn!(error = %error_chain(&err), "could not return hints; the database path will find their jobs");
             }
@@ -156,15 +162,16 @@ async fn claim_hinted(
     }
 }
 
-async fn claim_from_database(
-    worker: &Arc<Worker>,
-    queue_name: &str,
-    permits: &mut Vec<Slot>,
-) {
+async fn claim_from_database(worker: &Arc<Worker>, queue_name: &str, permits: &mut Vec<Slot>) {
     let queues = [queue_name.to_owned()];
     match worker
         .store
-        .claim_due(&queues, permits.len() as i64, worker.id, worker.config.lease)
+        .claim_due(
+            &queues,
+            permits.len() as i64,
+            worker.id,
+            worker.config.lease,
+        )
         .await
     {
         Ok(jobs) => {

@@ -49,9 +49,16 @@ pub(crate) async fn inbox_loop(worker: Arc<Worker>, stop: CancellationToken) {
         }
         if last_reclaim.elapsed() >= RECLAIM_IDLE / 2 {
             last_reclaim = Instant::now();
-            match worker.queue.reclaim_inbox(&consumer, RECLAIM_IDLE, READ_COUNT).await {
+            match worker
+                .queue
+                .reclaim_inbox(&consumer, RECLAIM_IDLE, READ_COUNT)
+                .await
+            {
                 Ok(messages) if !messages.is_empty() => {
-                    warn!(messages = messages.len(), "taking over inbox messages a stopped worker left unacknowledged");
+                    warn!(
+                        messages = messages.len(),
+                        "taking over inbox messages a stopped worker left unacknowledged"
+                    );
                     // Taken over, they are this worker's pending entries now.
                     if !ingest(&worker, messages).await {
                         own_pending = true;
@@ -73,7 +80,10 @@ pub(crate) async fn inbox_loop(worker: Arc<Worker>, stop: CancellationToken) {
             },
         };
         let read = if own_pending {
-            worker.queue.read_own_pending(conn, &consumer, READ_COUNT).await
+            worker
+                .queue
+                .read_own_pending(conn, &consumer, READ_COUNT)
+                .await
         } else {
             worker
                 .queue
@@ -134,14 +144,17 @@ pub async fn ingest(worker: &Worker, messages: Vec<InboxMessage>) -> bool {
                     warn!(entry = %message.entry_id, reason = %reason, "inbox message refused; kept in the dead-letter stream");
                     handled.push(message.entry_id.clone());
                 }
-                Err(err) => warn!(error = %error_chain(&err), "could not dead-letter an inbox message; it stays pending"),
+                Err(err) => {
+                    warn!(error = %error_chain(&err), "could not dead-letter an inbox message; it stays pending")
+                }
             },
         }
     }
     if !jobs.is_empty() {
         match worker.store.enqueue(&jobs, true).await {
             Ok(enqueued) => {
-                let hints: Vec<HintTarget> = enqueued.into_iter().filter_map(|job| job.hint).collect();
+                let hints: Vec<HintTarget> =
+                    enqueued.into_iter().filter_map(|job| job.hint).collect();
                 if let Err(err) = worker.queue.push_hints(&hints).await {
                     warn!(error = %error_chain(&err), "could not send hints for ingested jobs; the database path finds them");
                 }
@@ -151,10 +164,10 @@ pub async fn ingest(worker: &Worker, messages: Vec<InboxMessage>) -> bool {
             }
             Err(err) => {
                 stored = false;
-                worker
-                    .outages
-                    .inbox
-                    .failed(&err, "ingesting inbox messages (they stay pending and are read again)");
+                worker.outages.inbox.failed(
+                    &err,
+                    "ingesting inbox messages (they stay pending and are read again)",
+                );
             }
         }
     }

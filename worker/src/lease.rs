@@ -52,10 +52,16 @@ pub async fn beat(worker: &Worker) {
         }
     }
     if let Err(err) = worker.store.worker_heartbeat(worker.id).await {
-        worker.outages.heartbeat.failed(&err, "recording the worker's heartbeat");
+        worker
+            .outages
+            .heartbeat
+            .failed(&err, "recording the worker's heartbeat");
     }
     match worker.store.paused_queues().await {
         Ok(paused) => worker.set_paused(paused.into_iter().collect()),
-        Err(err) => worker.outages.heartbeat.failed(&err, "reading paused queues"),
+        Err(err) => worker
+            .outages
+            .heartbeat
+            .failed(&err, "reading paused queues"),
     }
 }

@@ -78,7 +78,10 @@ pub async fn sweep(worker: &Worker) -> SweepReport {
             let ids: Vec<Uuid> = targets.iter().map(|target| target.id).collect();
             if let Err(err) = worker.store.mark_undispatched(&ids).await {
                 // Idle workers claim them from the database meanwhile.
-                worker.outages.sweeper.failed(&err, "marking jobs for the next sweep");
+                worker
+                    .outages
+                    .sweeper
+                    .failed(&err, "marking jobs for the next sweep");
             }
             break;
         }
@@ -98,13 +101,17 @@ pub async fn sweep(worker: &Worker) -> SweepReport {
                     report.hints_sent += hints;
                     report.queues_rebuilt.push(queue.clone());
                 }
-                Err(RebuildError::Store(err)) => worker.outages.sweeper.failed(&err, "rebuilding a queue"),
+                Err(RebuildError::Store(err)) => {
+                    worker.outages.sweeper.failed(&err, "rebuilding a queue")
+                }
                 Err(RebuildError::Queue(err)) => {
                     warn!(queue = %queue, error = %error_chain(&err), "could not rebuild queue");
                 }
             },
             // Redis being down is reported by the fetchers; here it only delays the check.
-            Err(err) => debug!(queue = %queue, error = %error_chain(&err), "could not check queue marker"),
+            Err(err) => {
+                debug!(queue = %queue, error = %error_chain(&err), "could not check queue marker")
+            }
         }
     }
     report

@@ -127,20 +127,31 @@ pub async fn run(
     let drain_completions = CancellationToken::new();
     let mut fetchers = tokio::task::JoinSet::new();
     for queue_name in worker.config.queues.clone() {
-        fetchers.spawn(fetcher::fetch_loop(worker.clone(), queue_name, stop_fetching.clone()));
+        fetchers.spawn(fetcher::fetch_loop(
+            worker.clone(),
+            queue_name,
+            stop_fetching.clone(),
+        ));
     }
     if !worker.config.no_inbox {
         fetchers.spawn(inbox::inbox_loop(worker.clone(), stop_fetching.clone()));
     }
     let mut background = tokio::task::JoinSet::new();
-    background.spawn(lease::heartbeat_loop(worker.clone(), stop_background.clone()));
+    background.spawn(lease::heartbeat_loop(
+        worker.clone(),
+        stop_background.clone(),
+    ));
     background.spawn(sweeper::sweep_loop(worker.clone(), stop_background.clone()));
     if let Some(addr) = worker.config.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(WorkerError::Metrics)?;
         info!(%addr, "serving metrics");
-        background.spawn(crate::metrics::serve(worker.clone(), listener, stop_background.clone()));
+        background.spawn(crate::metrics::serve(
+            worker.clone(),
+            listener,
+            stop_background.clone(),
+        ));
     }
     let completer = tokio::spawn(completer::completer_loop(
         worker.clone(),
@@ -154,10 +165,19 @@ pub async fn run(
     while fetchers.join_next().await.is_some() {}
 
     worker.tasks.close();
-    if tokio::time::timeout(worker.config.grace, worker.tasks.wait()).await.is_err() {
+    if tokio::time::timeout(worker.config.grace, worker.tasks.wait())
+        .await
+        .is_err()
+    {
         let stopped = worker.running.cancel_all();
-        warn!(jobs = stopped, "grace period over: stopping handlers and releasing their jobs");
-        if tokio::time::timeout(Duration::from_secs(10), worker.tasks.wait()).await.is_err() {
+        warn!(
+            jobs = stopped,
+            "grace period over: stopping handlers and releasing their jobs"
+        );
+        if tokio::time::timeout(Duration::from_secs(10), worker.tasks.wait())
+            .await
+            .is_err()
+        {
             warn!("some handlers did not stop within 10s of cancellation");
         }
     }
@@ -174,7 +194,10 @@ pub async fn run(
                     // The sweeper's database path picks them up anyway.
                     warn!(error = %error_chain(&err), "could not send hints for released jobs");
                 }
-                info!(jobs = released.len(), "released unfinished jobs to the queue");
+                info!(
+                    jobs = released.len(),
+                    "released unfinished jobs to the queue"
+                );
             }
             Err(err) => warn!(
                 error = %error_chain(&err),

@@ -84,12 +84,19 @@ fn read_payload(text: &str) -> anyhow::Result<serde_json::Value> {
             lc_shared::job::MAX_PAYLOAD_BYTES
         );
     }
-    serde_json::from_str(&raw).map_err(|err| anyhow::anyhow!("invalid job: payload is not valid JSON: {err}"))
+    serde_json::from_str(&raw)
+        .map_err(|err| anyhow::anyhow!("invalid job: payload is not valid JSON: {err}"))
 }
 
 pub async fn run(producer: &Producer, args: EnqueueArgs) -> anyhow::Result<i32> {
-    let kind: JobKind = args.kind.parse().map_err(|err| anyhow::anyhow!("invalid job: {err}"))?;
-    let priority: Priority = args.priority.parse().map_err(|err| anyhow::anyhow!("invalid job: {err}"))?;
+    let kind: JobKind = args
+        .kind
+        .parse()
+        .map_err(|err| anyhow::anyhow!("invalid job: {err}"))?;
+    let priority: Priority = args
+        .priority
+        .parse()
+        .map_err(|err| anyhow::anyhow!("invalid job: {err}"))?;
     let payload = read_payload(&args.payload)?;
     if args.count == 0 || args.count > 100_000 {
         anyhow::bail!("--count must be between 1 and 100000");

@@ -215,7 +215,9 @@ SELECT id FROM inserted";
 /// Ids for jobs about to be inserted: the producer's, or fresh ones. Chosen once per
 /// enqueue, before any try, so that every try inserts the same ids.
 fn job_ids(jobs: &[NewJob]) -> Vec<Uuid> {
-    jobs.iter().map(|job| job.id.unwrap_or_else(Uuid::new_v4)).collect()
+    jobs.iter()
+        .map(|job| job.id.unwrap_or_else(Uuid::new_v4))
+        .collect()
 }
 
 /// Inserts jobs (with `ids`) and their first events in one statement, inside
@@ -239,7 +241,10 @@ async fn insert_jobs<C: GenericClient>(
     let payloads: Vec<&serde_json::Value> = jobs.iter().map(|job| &job.payload).collect();
     let max_attempts: Vec<i64> = jobs.iter().map(|job| job.max_attempts).collect();
     let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|job| job.run_at).collect();
-    let keys: Vec<Option<&str>> = jobs.iter().map(|job| job.idempotency_key.as_deref()).collect();
+    let keys: Vec<Option<&str>> = jobs
+        .iter()
+        .map(|job| job.idempotency_key.as_deref())
+        .collect();
     let deployments: Vec<Option<Uuid>> = jobs.iter().map(|job| job.deployment_id).collect();
     let dispatched: Vec<bool> = jobs.iter().map(|job| hint_now && job.is_due(now)).collect();
     let timeouts: Vec<Option<i64>> = jobs
@@ -251,8 +256,19 @@ async fn insert_jobs<C: GenericClient>(
 
     let statement = client.prepare_cached(INSERT_JOBS).await?;
     let params: [&(dyn ToSql + Sync); 13] = [
-        &ids, &kinds, &queues, &priorities, &payloads, &max_attempts, &run_ats, &keys,
-        &deployments, &dispatched, &queued, &label, &timeouts,
+        &ids,
+        &kinds,
+        &queues,
+        &priorities,
+        &payloads,
+        &max_attempts,
+        &run_ats,
+        &keys,
+        &deployments,
+        &dispatched,
+        &queued,
+        &label,
+        &timeouts,
     ];
     let inserted: std::collections::HashSet<Uuid> = client
         .query(&statement, &params)
@@ -263,7 +279,11 @@ async fn insert_jobs<C: GenericClient>(
 
     // Jobs not inserted: their id exists already (an earlier try of this enqueue
     // committed, or the producer reused an id), or their idempotency key does.
-    let missing: Vec<Uuid> = ids.iter().filter(|id| !inserted.contains(*id)).copied().collect();
+    let missing: Vec<Uuid> = ids
+        .iter()
+        .filter(|id| !inserted.contains(*id))
+        .copied()
+        .collect();
     let mut by_id = std::collections::HashSet::new();
     if !missing.is_empty() {
         let statement = client
@@ -299,16 +319,30 @@ async fn insert_jobs<C: GenericClient>(
                     queue: job.queue.clone(),
                     priority: job.priority,
                 });
-                return Ok(Enqueued { id, created: true, hint });
+                return Ok(Enqueued {
+                    id,
+                    created: true,
+                    hint,
+                });
             }
             if by_id.contains(&id) {
-                return Ok(Enqueued { id, created: false, hint: None });
+                return Ok(Enqueued {
+                    id,
+                    created: false,
+                    hint: None,
+                });
             }
             let key = job.idempotency_key.as_deref().unwrap_or_default();
             let id = existing.get(key).copied().ok_or_else(|| {
-                StoreError::Invalid(format!("job with idempotency key {key:?} vanished during enqueue"))
+                StoreError::Invalid(format!(
+                    "job with idempotency key {key:?} vanished during enqueue"
+                ))
             })?;
-            Ok(Enqueued { id, created: false, hint: None })
+            Ok(Enqueued {
+                id,
+                created: false,
+                hint: None,
+            })
         })
         .collect()
 }
@@ -343,7 +377,8 @@ fn claimed_job(row: &Row) -> ClaimedJob {
 impl Store {
     /// Validated jobs in, one statement, one commit.
     pub async fn enqueue(&self, jobs: &[NewJob], hint_now: bool) -> Result<Vec<Enqueued>> {
-        self.enqueue_within(jobs, hint_now, std::time::Duration::ZERO).await
+        self.enqueue_within(jobs, hint_now, std::time::Duration::ZERO)
+            .await
     }
 
     /// [`Store::enqueue`] that keeps retrying a database that is down, restarting or
@@ -385,9 +420,8 @@ impl Store {
         worker: Uuid,
         lease: std::time::Duration,
     ) -> Result<Vec<ClaimedJob>> {
-        const SQL: &str = const_format_claim!(
-            "WHERE id = ANY($1) AND state = ANY($2) AND run_at <= now()"
-        );
+        const SQL: &str =
+            const_format_claim!("WHERE id = ANY($1) AND state = ANY($2) AND run_at <= now()");
         let transition = Transition::Claim;
         self.claim(
             SQL,
@@ -473,7 +507,11 @@ SELECT id FROM done";
         let mut errors: Vec<Option<&str>> = Vec::with_capacity(completions.len());
         let mut labels = Vec::with_capacity(completions.len());
         for completion in completions {
-            let transition = after_run(&completion.result, completion.attempt, completion.max_attempts);
+            let transition = after_run(
+                &completion.result,
+                completion.attempt,
+                completion.max_attempts,
+            );
             ids.push(completion.id);
             attempts.push(completion.attempt);
             to_states.push(transition.to().as_str());
@@ -619,7 +657,9 @@ RETURNING id, queue, priority";
         retry(Replay::Safe, || async {
             let client = self.pool.get().await?;
             let statement = client
-                .prepare_cached("UPDATE jobs SET dispatched = false WHERE id = ANY($1) AND state = $2")
+                .prepare_cached(
+                    "UPDATE jobs SET dispatched = false WHERE id = ANY($1) AND state = $2",
+                )
                 .await?;
             client.execute(&statement, &[&ids, &queued]).await?;
             Ok(())
@@ -643,7 +683,9 @@ ORDER BY id LIMIT $4";
         retry(Replay::Safe, || async {
             let client = self.pool.get().await?;
             let statement = client.prepare_cached(SQL).await?;
-            let rows = client.query(&statement, &[&queued, &queue, &after, &limit]).await?;
+            let rows = client
+                .query(&statement, &[&queued, &queue, &after, &limit])
+                .await?;
             Ok(rows.iter().map(hint_target).collect())
         })
         .await
@@ -677,7 +719,10 @@ SELECT id, queue, priority FROM released";
             let client = self.pool.get().await?;
             let statement = client.prepare_cached(SQL).await?;
             let rows = client
-                .query(&statement, &[&ids, &attempts, &running, &queued, &worker, &label])
+                .query(
+                    &statement,
+                    &[&ids, &attempts, &running, &queued, &worker, &label],
+                )
                 .await?;
             Ok(rows.iter().map(hint_target).collect())
         })
@@ -750,8 +795,13 @@ SELECT id, queue, priority FROM released";
                 }
                 // Only some SET clauses use the message ($5); PostgreSQL refuses
                 // parameters a statement does not use.
-                let with_message: [&(dyn ToSql + Sync); 5] = [&id, &state_text, &attempt, &to, &message];
-                let params = if update.contains("$5") { &with_message[..] } else { &with_message[..4] };
+                let with_message: [&(dyn ToSql + Sync); 5] =
+                    [&id, &state_text, &attempt, &to, &message];
+                let params = if update.contains("$5") {
+                    &with_message[..]
+                } else {
+                    &with_message[..4]
+                };
                 // Under serializable a concurrent change aborts us (and we retry); under
                 // read committed the update simply finds nothing: report the new state.
                 if tx.execute(update, params).await? == 0 {
@@ -759,12 +809,20 @@ SELECT id, queue, priority FROM released";
                         .query_one("SELECT state FROM jobs WHERE id = $1", &[&id])
                         .await?
                         .get(0);
-                    return Ok(OperatorResult::NotApplicable(now.parse().map_err(StoreError::Invalid)?));
+                    return Ok(OperatorResult::NotApplicable(
+                        now.parse().map_err(StoreError::Invalid)?,
+                    ));
                 }
                 tx.execute(
                     "INSERT INTO job_events (job_id, from_state, to_state, attempt, message)
                      VALUES ($1, $2, $3, $4, $5)",
-                    &[&id, &state_text, &to, &attempt, &format!("{}: {message}", transition.label())],
+                    &[
+                        &id,
+                        &state_text,
+                        &to,
+                        &attempt,
+                        &format!("{}: {message}", transition.label()),
+                    ],
                 )
                 .await?;
                 tx.commit().await?;
@@ -810,7 +868,10 @@ FOR UPDATE";
         retry(Replay::Unsafe, || async {
             let client = self.pool.get().await?;
             let statement = client.prepare_cached(SQL).await?;
-            Ok(client.execute(&statement, &[&id, &attempt, &worker, &running]).await? == 1)
+            Ok(client
+                .execute(&statement, &[&id, &attempt, &worker, &running])
+                .await?
+                == 1)
         })
         .await
     }
@@ -819,7 +880,11 @@ FOR UPDATE";
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
         retry(Replay::Safe, || async {
             let client = self.pool.get().await?;
-            Ok(client.query_opt(sql.as_str(), &[&id]).await?.as_ref().map(job_row))
+            Ok(client
+                .query_opt(sql.as_str(), &[&id])
+                .await?
+                .as_ref()
+                .map(job_row))
         })
         .await
     }
@@ -899,15 +964,15 @@ FOR UPDATE";
         })
         .await
     }
-
 }
 
 /// What an operator transition found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OperatorResult {
-    Applied { was: JobState },
+    Applied {
+        was: JobState,
+    },
     /// The job is in a state this transition does not start from.
     NotApplicable(JobState),
     NotFound,
 }
-

@@ -7,7 +7,12 @@ use lc_shared::job::SleepPayload;
 use super::{JobContext, JobError};
 
 pub async fn noop(context: &JobContext) -> Result<(), JobError> {
-    let payload: SleepPayload = if context.job.payload.as_object().is_some_and(|o| o.is_empty()) {
+    let payload: SleepPayload = if context
+        .job
+        .payload
+        .as_object()
+        .is_some_and(|o| o.is_empty())
+    {
         SleepPayload::default()
     } else {
         context.payload()?
