@@ -217,8 +217,9 @@ pub async fn run(
 
 /// First backoff between tries of a worker that starts while the database is down.
 const START_BACKOFF_MIN: Duration = Duration::from_millis(200);
-/// Longest backoff between those tries.
-const START_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Longest backoff between those tries: short, so work starts soon after the database
+/// is back (the tries are logged once per outage, so they cost no log lines).
+const START_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Registers the worker, waiting for a database that is down or restarting: a worker
 /// started during an outage says what it waits for (once), retries with backoff and
