@@ -23,6 +23,8 @@ use lc_shared::config::redact_url;
 use lc_shared::job::InvalidJob;
 use lc_shared::queue::{Queue, QueueError};
 use lc_shared::store::{self, CancelOutcome, Enqueued, HintTarget, Store, StoreError, error_chain};
+use std::time::Duration;
+
 use tracing::warn;
 use uuid::Uuid;
 
@@ -45,7 +47,13 @@ pub struct Producer {
     /// `None` when Redis was unreachable at connect time: jobs are still accepted and
     /// the workers' sweeper dispatches them.
     queue: Option<Queue>,
+    /// How long an enqueue keeps retrying a database that is down or restarting.
+    retry_for: Duration,
 }
+
+/// How long an enqueue waits out a database outage unless told otherwise: longer than
+/// a restart or a failover takes.
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(30);
 
 impl Producer {
     /// Connects to the database (lazily) and to Redis. Redis being down is not an
@@ -64,11 +72,28 @@ impl Producer {
                 None
             }
         };
-        Ok(Producer { store, queue })
+        Ok(Producer {
+            store,
+            queue,
+            retry_for: DEFAULT_RETRY_FOR,
+        })
     }
 
     pub fn from_parts(store: Store, queue: Option<Queue>) -> Producer {
-        Producer { store, queue }
+        Producer {
+            store,
+            queue,
+            retry_for: DEFAULT_RETRY_FOR,
+        }
+    }
+
+    /// Sets how long an enqueue keeps retrying when the database is unreachable,
+    /// restarting ("the database system is starting up") or answers 40003; zero keeps
+    /// only the store's few quick retries. Retrying never makes a second job: job ids
+    /// are chosen before the first try, and a replay finds the job the first made.
+    pub fn with_retry_for(mut self, retry_for: Duration) -> Producer {
+        self.retry_for = retry_for;
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -94,7 +119,10 @@ impl Producer {
         for job in jobs {
             job.validate()?;
         }
-        let enqueued = self.store.enqueue(jobs, self.queue.is_some()).await?;
+        let enqueued = self
+            .store
+            .enqueue_within(jobs, self.queue.is_some(), self.retry_for)
+            .await?;
         let hints: Vec<HintTarget> = enqueued.iter().filter_map(|job| job.hint.clone()).collect();
         self.send_hints(&hints).await;
         Ok(enqueued)

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,8 @@ pub const DEFAULT_MAX_ATTEMPTS: i64 = 5;
 pub const MAX_MAX_ATTEMPTS: i64 = 100;
 /// The queue used when none is named.
 pub const DEFAULT_QUEUE: &str = "default";
+/// Longest time limit a job may ask for.
+pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Why an input was refused. Nothing is written when one of these is returned.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -42,6 +45,8 @@ pub enum InvalidJob {
     IdempotencyKey,
     #[error("invalid JSON: {0}")]
     Json(String),
+    #[error("timeout must be more than 0 and at most 24h, got {0}")]
+    Timeout(String),
 }
 
 /// What a job does. Unknown kinds are refused at the door, so a worker never meets one
@@ -83,6 +88,25 @@ impl JobKind {
             JobKind::Deploy => "deploy",
             JobKind::Teardown => "teardown",
         }
+    }
+
+    /// How long a handler of this kind may run before it is stopped and the attempt
+    /// fails as retryable, unless the job or the worker (`--kind-timeout`) says
+    /// otherwise. Generous: a limit is there to end hung attempts, not slow ones.
+    pub fn default_timeout(self) -> Duration {
+        const MINUTE: u64 = 60;
+        Duration::from_secs(match self {
+            JobKind::Noop => MINUTE,
+            // Above the longest sleep a payload may ask for (MAX_SLEEP_MS, one hour).
+            JobKind::Sleep => 65 * MINUTE,
+            // Each docker-machine call has its own limit (--machine-timeout, 10m); a
+            // machine takes a create plus a few short calls, maybe after a removal.
+            JobKind::Provision | JobKind::ProvisionMachine => 45 * MINUTE,
+            // Pulls and container starts on every machine of a deployment.
+            JobKind::Deploy => 30 * MINUTE,
+            // Container stops plus one docker-machine rm per machine.
+            JobKind::Teardown => 30 * MINUTE,
+        })
     }
 
     pub fn names() -> Vec<&'static str> {
@@ -180,6 +204,9 @@ pub fn validate_queue_name(name: &str) -> Result<(), InvalidJob> {
 /// methods; [`NewJob::validate`] runs before anything is written.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewJob {
+    /// The job's id, chosen by the producer so that an insert replayed after a lost
+    /// connection finds the job the first try made; `None` means a fresh random id.
+    pub id: Option<Uuid>,
     pub kind: JobKind,
     pub payload: serde_json::Value,
     pub queue: String,
@@ -191,11 +218,14 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     /// The deployment this job works on, if any (for `lc jobs ls --deployment`).
     pub deployment_id: Option<Uuid>,
+    /// Time limit of one attempt; `None` means the kind's default.
+    pub timeout: Option<Duration>,
 }
 
 impl NewJob {
     pub fn new(kind: JobKind, payload: serde_json::Value) -> NewJob {
         NewJob {
+            id: None,
             kind,
             payload,
             queue: DEFAULT_QUEUE.to_owned(),
@@ -204,7 +234,20 @@ impl NewJob {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             idempotency_key: None,
             deployment_id: None,
+            timeout: None,
         }
+    }
+
+    /// Limits each attempt to `timeout` instead of the kind's default.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Names the job's id; enqueueing the same id again returns that job.
+    pub fn with_id(mut self, id: Uuid) -> Self {
+        self.id = Some(id);
+        self
     }
 
     pub fn with_queue(mut self, queue: impl Into<String>) -> Self {
@@ -248,6 +291,11 @@ impl NewJob {
         {
             return Err(InvalidJob::IdempotencyKey);
         }
+        if let Some(timeout) = self.timeout
+            && (timeout.is_zero() || timeout > MAX_JOB_TIMEOUT)
+        {
+            return Err(InvalidJob::Timeout(format!("{timeout:?}")));
+        }
         let size = serde_json::to_vec(&self.payload)
             .map_err(|err| InvalidJob::Json(err.to_string()))?
             .len();
@@ -285,6 +333,9 @@ pub struct WireJob {
     pub max_attempts: Option<i64>,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Time limit of each attempt, as a duration ("90s", "5m", "500ms").
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 /// Room for the envelope around a payload in a wire message.
@@ -313,6 +364,10 @@ impl NewJob {
         job.run_at = wire.run_at;
         if let Some(max_attempts) = wire.max_attempts {
             job.max_attempts = max_attempts;
+        }
+        if let Some(timeout) = wire.timeout {
+            job.timeout =
+                Some(crate::config::parse_duration(&timeout).map_err(InvalidJob::Timeout)?);
         }
         job.idempotency_key = Some(
             wire.idempotency_key
@@ -427,6 +482,29 @@ mod tests {
         assert!(matches!(
             NewJob::from_wire(r#"{"kind":"noop","colour":"red"}"#, "1-0"),
             Err(InvalidJob::Json(_))
+        ));
+    }
+
+    #[test]
+    fn every_kind_has_a_time_limit_and_jobs_may_set_their_own() {
+        for kind in JobKind::ALL {
+            assert!(!kind.default_timeout().is_zero(), "{kind}");
+        }
+        assert!(JobKind::Sleep.default_timeout() > Duration::from_millis(MAX_SLEEP_MS));
+        let job = NewJob::from_wire(r#"{"kind":"noop","timeout":"90s"}"#, "1-0").expect("valid");
+        assert_eq!(job.timeout, Some(Duration::from_secs(90)));
+        assert!(matches!(
+            NewJob::from_wire(r#"{"kind":"noop","timeout":"soon"}"#, "1-0"),
+            Err(InvalidJob::Timeout(_))
+        ));
+        let noop = NewJob::new(JobKind::Noop, json!({}));
+        assert!(matches!(
+            noop.clone().with_timeout(Duration::ZERO).validate(),
+            Err(InvalidJob::Timeout(_))
+        ));
+        assert!(matches!(
+            noop.with_timeout(MAX_JOB_TIMEOUT * 2).validate(),
+            Err(InvalidJob::Timeout(_))
         ));
     }
 

@@ -22,6 +22,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_machine_state",
         include_str!("../../migrations/0003_machine_state.sql"),
     ),
+    (
+        "0004_job_timeouts",
+        include_str!("../../migrations/0004_job_timeouts.sql"),
+    ),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one, and

@@ -327,6 +327,44 @@ impl Queue {
             .unwrap_or_default())
     }
 
+    /// Reads again the messages `consumer` itself read but has not acknowledged (its
+    /// pending entries, XREADGROUP with id 0), oldest first, without blocking.
+    pub async fn read_own_pending(
+        &self,
+        popper: &mut HintPopper,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<InboxMessage>> {
+        let options = StreamReadOptions::default()
+            .group(INBOX_GROUP, consumer)
+            .count(count);
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg(&options)
+            .arg("STREAMS")
+            .arg(self.inbox_key())
+            .arg("0");
+        let reply: redis::RedisResult<Option<StreamReadReply>> = popper.query(&cmd).await;
+        let reply = match reply {
+            // The group is gone (Redis restarted or was flushed), and with it the
+            // pending entries: nothing left to read again.
+            Err(err) if err.code() == Some("NOGROUP") => return Ok(Vec::new()),
+            other => other?,
+        };
+        Ok(reply
+            .map(|reply| {
+                reply
+                    .keys
+                    .into_iter()
+                    .flat_map(|key| key.ids)
+                    // A pending entry deleted since (acknowledged by a takeover) comes
+                    // back with no fields; there is nothing to ingest.
+                    .filter(|entry| !entry.map.is_empty())
+                    .map(inbox_message)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// Takes over messages another consumer read but never acknowledged (it died)
     /// once they have been idle for `min_idle`.
     pub async fn reclaim_inbox(
@@ -474,6 +512,24 @@ impl HintPopper {
             .arg("RIGHT")
             .arg("COUNT")
             .arg(max.max(1));
-        Ok(self.query(&cmd).await?)
+        // Hints are read as bytes: anyone with access to Redis can push junk, and one
+        // element that is not UTF-8 would fail the decoding of the whole reply, losing
+        // the valid hints popped with it. Junk is skipped one element at a time.
+        let reply: Option<(String, Vec<Vec<u8>>)> = self.query(&cmd).await?;
+        Ok(reply.map(|(key, raw)| {
+            let hints = raw
+                .into_iter()
+                .filter_map(|hint| match String::from_utf8(hint) {
+                    Ok(hint) => Some(hint),
+                    Err(err) => {
+                        let shown = String::from_utf8_lossy(err.as_bytes());
+                        let shown: String = shown.chars().take(80).collect();
+                        tracing::warn!(list = %key, hint = %shown, "skipping a dispatch hint that is not UTF-8");
+                        None
+                    }
+                })
+                .collect();
+            (key, hints)
+        }))
     }
 }

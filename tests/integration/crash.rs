@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use lc_shared::{JobKind, JobState, NewJob};
-use lc_tests::{PrivateRedis, TestEnv, enqueue_many, wait_for};
+use lc_tests::{PrivatePostgres, PrivateRedis, TestEnv, enqueue_many, wait_for};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -331,4 +331,113 @@ async fn workers_at_read_committed_lose_and_duplicate_nothing() {
         handle.await.unwrap().unwrap();
     }
     env.assert_exactly_once(&ids).await;
+}
+
+/// Inbox messages written in one MULTI/EXEC (so a worker's blocked read takes them all
+/// at once), each with idempotency key `{prefix}{i}`.
+async fn add_inbox_batch(env: &TestEnv, prefix: &str, n: usize) {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for i in 0..n {
+        let body = format!(
+            r#"{{"kind":"sleep","payload":{{"ms":5,"record":true}},"idempotency_key":"{prefix}{i}"}}"#
+        );
+        pipe.cmd("XADD")
+            .arg(env.queue.inbox_key())
+            .arg("*")
+            .arg("job")
+            .arg(body)
+            .ignore();
+    }
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    pipe.query_async::<()>(&mut conn).await.unwrap();
+}
+
+/// Inbox entries read by some worker and not acknowledged yet.
+async fn inbox_pending(env: &TestEnv) -> i64 {
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return -1;
+    };
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg(env.queue.inbox_key())
+        .arg(lc_shared::queue::INBOX_GROUP)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or(redis::Value::Nil);
+    match summary {
+        redis::Value::Array(items) => match items.first() {
+            Some(redis::Value::Int(count)) => *count,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+#[tokio::test]
+async fn postgres_crashing_twice_mid_run_loses_and_duplicates_nothing() {
+    // A private PostgreSQL (serializable, like the shared one) and a private Redis, so
+    // crashing the one and flushing the other disturbs no other test.
+    let pg = PrivatePostgres::start().await;
+    let redis = PrivateRedis::start().await;
+    let env = TestEnv::with_services(&pg.admin_url(), &redis.url()).await;
+    let workers = [
+        env.spawn_worker(env.worker_config()),
+        env.spawn_worker(env.worker_config()),
+    ];
+    let ids = enqueue_many(&env, JobKind::Sleep, json!({"ms": 5, "record": true}), 1000).await;
+    const INBOX_PER_OUTAGE: usize = 50;
+    for round in 1..=2 {
+        wait_for(
+            "a share of the jobs to finish",
+            Duration::from_secs(60),
+            || async {
+                (count_in_state(&env, &ids, JobState::Succeeded).await >= 333 * round).then_some(())
+            },
+        )
+        .await;
+        pg.crash();
+        // Accepted while the database is down: XADD succeeds, a worker reads them and
+        // cannot store them, so for now they exist only in Redis.
+        add_inbox_batch(&env, &format!("outage-{round}-"), INBOX_PER_OUTAGE).await;
+        wait_for(
+            "a worker to read the inbox messages",
+            Duration::from_secs(20),
+            || async { (inbox_pending(&env).await == INBOX_PER_OUTAGE as i64).then_some(()) },
+        )
+        .await;
+        // Down for longer than a lease (2 s) and the store's retry window.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        pg.start_server().await;
+        // Redis without persistence loses everything shortly after the database is
+        // back (a restart, a failover, an operator's FLUSHALL).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        redis.flushall().await;
+    }
+    let inbox_ids: Vec<Uuid> = wait_for(
+        "every inbox message written during the outages to be a job",
+        Duration::from_secs(60),
+        || async {
+            let rows = env
+                .sql()
+                .await
+                .query(
+                    "SELECT id FROM jobs WHERE idempotency_key LIKE 'outage-%'",
+                    &[],
+                )
+                .await
+                .ok()?;
+            (rows.len() == 2 * INBOX_PER_OUTAGE)
+                .then(|| rows.iter().map(|row| row.get(0)).collect())
+        },
+    )
+    .await;
+    let all: Vec<Uuid> = ids.iter().chain(&inbox_ids).copied().collect();
+    let states = env.wait_terminal(&all, Duration::from_secs(120)).await;
+    assert!(states.values().all(|state| *state == JobState::Succeeded));
+    env.assert_exactly_once(&all).await;
+    for worker in workers {
+        worker.stop().await;
+    }
 }

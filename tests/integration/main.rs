@@ -7,6 +7,7 @@
 mod cluster;
 mod crash;
 mod deploy;
+mod faults;
 mod operator;
 mod queue;
 mod scaleout;

@@ -86,11 +86,17 @@ impl TestEnv {
 
     /// A test env whose Redis is `redis_url` (a private instance, usually).
     pub async fn with_redis(redis_url: &str) -> TestEnv {
+        TestEnv::with_services(&admin_url(), redis_url).await
+    }
+
+    /// A test env on the PostgreSQL server of `admin` (a URL ending in /DATABASE, for
+    /// example a [`PrivatePostgres`]) and the Redis at `redis_url`.
+    pub async fn with_services(admin: &str, redis_url: &str) -> TestEnv {
         // Worker logs land in the test's captured output, shown when a test fails.
         lc_shared::telemetry::init(lc_shared::telemetry::LogFormat::Pretty, "warn");
         let tag = Uuid::new_v4().simple().to_string()[..12].to_owned();
         let db_name = format!("lc_test_{tag}");
-        let admin = admin_url();
+        let admin = admin.to_owned();
         let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
             .await
             .unwrap_or_else(|err| {
@@ -107,6 +113,7 @@ impl TestEnv {
         };
         let store = Store::connect(&database_url, 16).unwrap();
         lc_shared::migrate::run(&store).await.unwrap();
+        install_effect_witness(&database_url).await;
         let prefix = format!("t{tag}");
         let queue = Queue::connect(redis_url, &prefix)
             .await
@@ -163,6 +170,7 @@ impl TestEnv {
             )],
             docker_host: std::env::var("DOCKER_HOST").ok(),
             metrics_addr: None,
+            kind_timeouts: Vec::new(),
         }
     }
 
@@ -309,6 +317,16 @@ impl TestEnv {
             ids.len(),
             "some jobs are missing from the database"
         );
+        let stale_effects: HashMap<Uuid, i64> = client
+            .query(
+                "SELECT job_id, count(*) FROM effect_witness WHERE job_id = ANY($1) GROUP BY job_id",
+                &[&ids],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
         for row in rows {
             let id: Uuid = row.get(0);
             let state: String = row.get(1);
@@ -323,6 +341,11 @@ impl TestEnv {
                 "job {id} entered a terminal state {terminal_events} times"
             );
             assert_eq!(doubled, 0, "job {id} recorded an attempt's effect twice");
+            let stale = stale_effects.get(&id).copied().unwrap_or_default();
+            assert_eq!(
+                stale, 0,
+                "job {id} has {stale} effects written by an attempt that was not its live one"
+            );
             if state == JobState::Succeeded && record.as_deref() == Some("true") {
                 assert_eq!(
                     final_effects, 1,
@@ -334,7 +357,11 @@ impl TestEnv {
 
     /// Terminates every connection to this test's database except the caller's.
     pub async fn terminate_db_connections(&self) -> i64 {
-        let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+        let admin = match self.database_url.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/postgres"),
+            None => admin_url(),
+        };
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
             .await
             .unwrap();
         tokio::spawn(connection);
@@ -348,6 +375,37 @@ impl TestEnv {
             .unwrap();
         rows.len() as i64
     }
+}
+
+/// Test-only witness (PostgreSQL; the product itself uses no triggers): every row
+/// written to `job_effects` is checked, under a lock on its job's row held until the
+/// write commits, against the job's live attempt (running, same attempt, same lease
+/// owner). A write from any other attempt is noted in `effect_witness`, which
+/// [`TestEnv::assert_exactly_once`] requires to be empty.
+async fn install_effect_witness(database_url: &str) {
+    let client = deadpool_like::connect(database_url).await;
+    client
+        .batch_execute(
+            "CREATE TABLE effect_witness (
+                 job_id UUID NOT NULL, attempt BIGINT NOT NULL, worker_id UUID,
+                 job_state TEXT, job_attempt BIGINT, lease_owner UUID,
+                 at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp());
+             CREATE FUNCTION effect_witness_check() RETURNS trigger LANGUAGE plpgsql AS $$
+             DECLARE live RECORD;
+             BEGIN
+                 SELECT state, attempt, lease_owner INTO live FROM jobs WHERE id = NEW.job_id FOR SHARE;
+                 IF live.state IS DISTINCT FROM 'running' OR live.attempt IS DISTINCT FROM NEW.attempt
+                    OR live.lease_owner IS DISTINCT FROM NEW.worker_id THEN
+                     INSERT INTO effect_witness (job_id, attempt, worker_id, job_state, job_attempt, lease_owner)
+                     VALUES (NEW.job_id, NEW.attempt, NEW.worker_id, live.state, live.attempt, live.lease_owner);
+                 END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER effect_witness AFTER INSERT ON job_effects
+                 FOR EACH ROW EXECUTE FUNCTION effect_witness_check();",
+        )
+        .await
+        .unwrap();
 }
 
 /// A plain tokio-postgres connection for assertions.
@@ -661,4 +719,162 @@ impl Drop for PrivateRedisCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A PostgreSQL server of the test's own (own data directory and port, serializable by
+/// default like the shared one), so that crashing and restarting it disturbs no other
+/// test. Runs as the `postgres` user when the tests run as root (PostgreSQL refuses
+/// root).
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl PrivatePostgres {
+    pub async fn start() -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries not found; run scripts/services.sh up")
+            .filter_map(|entry| entry.ok().map(|entry| entry.path().join("bin")))
+            .filter(|dir| dir.join("initdb").exists())
+            .max()
+            .expect("no initdb under /usr/lib/postgresql");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("lc-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pg = PrivatePostgres { port, dir, bin };
+        if is_root() {
+            assert!(
+                Command::new("chown")
+                    .args(["postgres:postgres", &pg.dir.display().to_string()])
+                    .status()
+                    .unwrap()
+                    .success(),
+                "chown of the private PostgreSQL directory failed"
+            );
+        }
+        let data = pg.data().display().to_string();
+        let initdb = pg.bin.join("initdb").display().to_string();
+        let output = pg
+            .as_postgres(&[
+                &initdb,
+                "-D",
+                &data,
+                "-U",
+                "lc",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // The shared server's settings that matter to the drills: serializable by
+        // default (so the retry helper is exercised) and row-level predicate locks.
+        let conf = format!(
+            "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
+             default_transaction_isolation = 'serializable'\nmax_connections = 200\n\
+             max_pred_locks_per_transaction = 1024\nmax_pred_locks_per_relation = 8192\n\
+             max_pred_locks_per_page = 64\nfsync = off\n",
+            pg.dir.display()
+        );
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(pg.data().join("postgresql.conf"))
+            .unwrap();
+        std::io::Write::write_all(&mut file, conf.as_bytes()).unwrap();
+        pg.start_server().await;
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn as_postgres(&self, argv: &[&str]) -> Command {
+        let mut command = if is_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).args(argv);
+            command
+        } else {
+            let mut command = Command::new(argv[0]);
+            command.args(&argv[1..]);
+            command
+        };
+        command.current_dir("/").stdin(Stdio::null());
+        command
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> bool {
+        let pg_ctl = self.bin.join("pg_ctl").display().to_string();
+        let data = self.data().display().to_string();
+        let log = self.dir.join("postgres.log").display().to_string();
+        let mut argv = vec![pg_ctl.as_str(), "-D", data.as_str(), "-l", log.as_str()];
+        argv.extend_from_slice(args);
+        self.as_postgres(&argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|status| status.success())
+            .unwrap_or(false)
+    }
+
+    /// The admin URL ([`TestEnv::with_services`] makes each test's database beside it).
+    pub fn admin_url(&self) -> String {
+        format!("postgres://lc@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server (again) and waits until it answers queries.
+    pub async fn start_server(&self) {
+        assert!(
+            self.pg_ctl(&["-w", "-t", "60", "start"]),
+            "pg_ctl start failed"
+        );
+        let url = self.admin_url();
+        wait_for("postgres to answer", Duration::from_secs(30), || async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .ok()?;
+            tokio::spawn(connection);
+            client.simple_query("SELECT 1").await.ok()
+        })
+        .await;
+    }
+
+    /// A crash: `pg_ctl stop -m immediate` (no shutdown checkpoint; recovery replays
+    /// the WAL at the next start).
+    pub fn crash(&self) {
+        assert!(
+            self.pg_ctl(&["-w", "-m", "immediate", "stop"]),
+            "pg_ctl stop -m immediate failed"
+        );
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.pg_ctl(&["-w", "-m", "immediate", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("Uid:"))
+                .map(|line| line.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
 }

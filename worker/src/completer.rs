@@ -11,11 +11,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lc_shared::store::{Completion, error_chain};
+use lc_shared::store::Completion;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::warn;
 use uuid::Uuid;
 
 use crate::worker::Worker;
@@ -95,6 +95,7 @@ async fn record(worker: &Worker, completions: &[Completion], max_tries: Option<u
             .await
         {
             Ok(applied) => {
+                worker.outages.completer.ok();
                 let applied: HashSet<Uuid> = applied.into_iter().collect();
                 for result in completions {
                     worker.running.remove(result.id, result.attempt);
@@ -111,7 +112,7 @@ async fn record(worker: &Worker, completions: &[Completion], max_tries: Option<u
             }
             Err(err) => {
                 tries += 1;
-                error!(error = %error_chain(&err), jobs = completions.len(), tries, "could not record results; retrying");
+                worker.outages.completer.failed(&err, "recording results");
                 if max_tries.is_some_and(|max| tries >= max) {
                     warn!(
                         jobs = completions.len(),

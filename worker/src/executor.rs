@@ -1,11 +1,12 @@
-//! Runs one claimed job: the handler under its cancellation token, panics caught, and
-//! the result handed to the completer. A handler stopped by its token records
-//! nothing: whoever stopped it (cancel, lost lease, shutdown) owns the job's next
-//! transition.
+//! Runs one claimed job: the handler under its cancellation token and its time limit,
+//! panics caught, and the result handed to the completer. A handler stopped by its
+//! token records nothing: whoever stopped it (cancel, lost lease, shutdown) owns the
+//! job's next transition. A handler past its time limit is stopped the same way (its
+//! child processes killed) and the attempt fails as retryable.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use lc_shared::state::{RunResult, after_run, retry_delay};
@@ -17,6 +18,9 @@ use crate::completer::Finished;
 use crate::fetcher::Slot;
 use crate::handlers::{self, JobContext};
 use crate::worker::Worker;
+
+/// How long a handler stopped at its time limit may take to wind down.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 pub(crate) async fn run_job(
     worker: Arc<Worker>,
@@ -34,18 +38,37 @@ pub(crate) async fn run_job(
     async move {
         let started = Instant::now();
         worker.metrics.job_started(&job.kind);
+        // The handler's own token: cancelled with the job's, or alone at its time limit.
+        let handler_cancel = cancel.child_token();
         let context = JobContext {
             job: job.clone(),
             worker: worker.clone(),
-            cancel: cancel.clone(),
+            cancel: handler_cancel.clone(),
         };
-        let result = match AssertUnwindSafe(handlers::run(&context))
-            .catch_unwind()
-            .await
-        {
-            Ok(Ok(())) => RunResult::Succeeded,
-            Ok(Err(err)) => err.into_run_result(),
-            Err(panic) => {
+        let limit = worker.config.timeout_for(&job);
+        let handler = AssertUnwindSafe(handlers::run(&context)).catch_unwind();
+        tokio::pin!(handler);
+        let outcome = tokio::select! {
+            outcome = &mut handler => Some(outcome),
+            _ = tokio::time::sleep(limit) => None,
+        };
+        let outcome = match outcome {
+            Some(outcome) => Some(outcome),
+            None => {
+                warn!(timeout = ?limit, "handler ran past its time limit; stopping it");
+                handler_cancel.cancel();
+                // Handlers stop their calls and kill their child processes on cancel;
+                // one that does not within the grace is dropped, which kills what it
+                // spawned (kill on drop).
+                let _ = tokio::time::timeout(STOP_GRACE, &mut handler).await;
+                None
+            }
+        };
+        let result = match outcome {
+            None => RunResult::Retryable(format!("timed out after {limit:?}")),
+            Some(Ok(Ok(()))) => RunResult::Succeeded,
+            Some(Ok(Err(err))) => err.into_run_result(),
+            Some(Err(panic)) => {
                 let what = panic
                     .downcast_ref::<&str>()
                     .map(|text| (*text).to_owned())

@@ -146,9 +146,15 @@ async fn claim_hinted(
         .claim_by_ids(&ids, worker.id, worker.config.lease)
         .await
     {
-        Ok(jobs) => start(worker, jobs, permits),
+        Ok(jobs) => {
+            worker.outages.fetcher.ok();
+            start(worker, jobs, permits);
+        }
         Err(err) => {
-            warn!(error = %error_chain(&err), hints = hints.len(), "claim failed; returning hints");
+            worker
+                .outages
+                .fetcher
+                .failed(&err, "claiming jobs (popped hints go back)");
             if let Err(err) = worker.queue.return_hints(key, &hints).await {
                 warn!(error = %error_chain(&err), "could not return hints; the database path will find their jobs");
             }
@@ -169,14 +175,13 @@ async fn claim_from_database(worker: &Arc<Worker>, queue_name: &str, permits: &m
         .await
     {
         Ok(jobs) => {
+            worker.outages.fetcher.ok();
             if !jobs.is_empty() {
                 debug!(queue = %queue_name, jobs = jobs.len(), "claimed from the database");
             }
             start(worker, jobs, permits);
         }
-        Err(err) => {
-            warn!(queue = %queue_name, error = %error_chain(&err), "claim from the database failed")
-        }
+        Err(err) => worker.outages.fetcher.failed(&err, "claiming jobs"),
     }
 }
 

@@ -2,8 +2,11 @@
 //! writing a JSON message. Each message becomes a job (idempotently: the stream entry
 //! id is the default idempotency key) and a hint, and is acknowledged only after the
 //! job committed. An invalid message is moved to the dead-letter stream with its
-//! reason, never dropped. Messages a crashed worker read but never acknowledged are
-//! taken over after a while.
+//! reason, never dropped. Messages this worker read but could not store (the database
+//! was down) are read again from its own pending list until they are stored, so they
+//! are ingested as soon as the database answers: while they wait they exist only in
+//! Redis, which may run without persistence. Messages a crashed worker read but never
+//! acknowledged are taken over after a while.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,12 +23,19 @@ use crate::worker::Worker;
 const READ_COUNT: usize = 200;
 /// How long an unacknowledged message waits before another worker takes it over.
 const RECLAIM_IDLE: Duration = Duration::from_secs(30);
+/// Pause between tries to store this worker's pending messages while the database is
+/// down; each try itself spends a couple of seconds in the retry helper, so the wait
+/// after the database is back stays under a few seconds.
+const PENDING_RETRY: Duration = Duration::from_millis(250);
 
 pub(crate) async fn inbox_loop(worker: Arc<Worker>, stop: CancellationToken) {
     let consumer = worker.id.to_string();
     let mut popper: Option<HintPopper> = None;
     let mut last_reclaim = Instant::now();
     let mut group_ready = false;
+    // Set when messages this worker read are still pending (not stored): they are read
+    // again with XREADGROUP id 0, which `>` never returns.
+    let mut own_pending = false;
     while !stop.is_cancelled() {
         if !group_ready {
             match worker.queue.ensure_inbox_group().await {
@@ -49,7 +59,10 @@ pub(crate) async fn inbox_loop(worker: Arc<Worker>, stop: CancellationToken) {
                         messages = messages.len(),
                         "taking over inbox messages a stopped worker left unacknowledged"
                     );
-                    ingest(&worker, messages).await;
+                    // Taken over, they are this worker's pending entries now.
+                    if !ingest(&worker, messages).await {
+                        own_pending = true;
+                    }
                 }
                 Ok(_) => {}
                 Err(err) => warn!(error = %error_chain(&err), "could not reclaim inbox messages"),
@@ -66,12 +79,28 @@ pub(crate) async fn inbox_loop(worker: Arc<Worker>, stop: CancellationToken) {
                 }
             },
         };
-        match worker
-            .queue
-            .read_inbox(conn, &consumer, READ_COUNT, Duration::from_secs(1))
-            .await
-        {
-            Ok(messages) => ingest(&worker, messages).await,
+        let read = if own_pending {
+            worker
+                .queue
+                .read_own_pending(conn, &consumer, READ_COUNT)
+                .await
+        } else {
+            worker
+                .queue
+                .read_inbox(conn, &consumer, READ_COUNT, Duration::from_secs(1))
+                .await
+        };
+        match read {
+            Ok(messages) if own_pending && messages.is_empty() => own_pending = false,
+            Ok(messages) => {
+                if !ingest(&worker, messages).await {
+                    own_pending = true;
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::sleep(PENDING_RETRY) => {}
+                    }
+                }
+            }
             Err(err) => {
                 warn!(error = %error_chain(&err), "inbox read failed; reconnecting");
                 popper = None;
@@ -90,11 +119,13 @@ async fn pause(stop: &CancellationToken) {
 }
 
 /// Turns messages into jobs. Nothing is acknowledged unless its job committed or it
-/// was dead-lettered; on a database error the batch stays pending and is read again.
-pub async fn ingest(worker: &Worker, messages: Vec<InboxMessage>) {
+/// was dead-lettered; on a database error the batch stays pending, to be read again,
+/// and this returns false.
+pub async fn ingest(worker: &Worker, messages: Vec<InboxMessage>) -> bool {
     if messages.is_empty() {
-        return;
+        return true;
     }
+    let mut stored = true;
     let mut jobs = Vec::new();
     let mut handled = Vec::new();
     let mut accepted = Vec::new();
@@ -128,14 +159,20 @@ pub async fn ingest(worker: &Worker, messages: Vec<InboxMessage>) {
                     warn!(error = %error_chain(&err), "could not send hints for ingested jobs; the database path finds them");
                 }
                 debug!(jobs = accepted.len(), "ingested inbox messages");
+                worker.outages.inbox.ok();
                 handled.extend(accepted);
             }
             Err(err) => {
-                warn!(error = %error_chain(&err), "could not store inbox jobs; they stay pending and are read again")
+                stored = false;
+                worker.outages.inbox.failed(
+                    &err,
+                    "ingesting inbox messages (they stay pending and are read again)",
+                );
             }
         }
     }
     if let Err(err) = worker.queue.ack_inbox(&handled).await {
         warn!(error = %error_chain(&err), "could not acknowledge inbox messages; ingesting them again makes no second job");
     }
+    stored
 }

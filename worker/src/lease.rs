@@ -6,7 +6,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use lc_shared::store::error_chain;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -34,6 +33,7 @@ pub async fn beat(worker: &Worker) {
         .await
     {
         Ok(still_held) => {
+            worker.outages.heartbeat.ok();
             let still_held: HashSet<Uuid> = still_held.into_iter().collect();
             for (id, attempt) in held {
                 if !still_held.contains(&id) && worker.running.cancel(id, attempt) {
@@ -45,13 +45,23 @@ pub async fn beat(worker: &Worker) {
                 }
             }
         }
-        Err(err) => warn!(error = %error_chain(&err), "could not extend leases"),
+        Err(err) => {
+            // Nothing else to try this beat: the next one comes soon enough.
+            worker.outages.heartbeat.failed(&err, "extending leases");
+            return;
+        }
     }
     if let Err(err) = worker.store.worker_heartbeat(worker.id).await {
-        warn!(error = %error_chain(&err), "could not record worker heartbeat");
+        worker
+            .outages
+            .heartbeat
+            .failed(&err, "recording the worker's heartbeat");
     }
     match worker.store.paused_queues().await {
         Ok(paused) => worker.set_paused(paused.into_iter().collect()),
-        Err(err) => warn!(error = %error_chain(&err), "could not read paused queues"),
+        Err(err) => worker
+            .outages
+            .heartbeat
+            .failed(&err, "reading paused queues"),
     }
 }

@@ -18,6 +18,7 @@
 //! - [`process`]: signals to processes and process groups
 //! - [`docker`]: the Docker Engine API client (bollard) for one machine's engine
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint
+//! - [`outage`]: one log line when the database goes away, one when it is back
 
 pub mod completer;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod lease;
 pub mod machine;
 pub mod machine_store;
 pub mod metrics;
+pub mod outage;
 pub mod process;
 pub mod running;
 pub mod sweeper;

@@ -8,7 +8,8 @@
 
 use std::sync::Arc;
 
-use lc_shared::store::error_chain;
+use lc_shared::queue::QueueError;
+use lc_shared::store::{StoreError, error_chain};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
@@ -48,6 +49,7 @@ pub async fn sweep(worker: &Worker) -> SweepReport {
     loop {
         match worker.store.expire_leases(SWEEP_BATCH).await {
             Ok(expired) => {
+                worker.outages.sweeper.ok();
                 for (id, state) in &expired {
                     warn!(job.id = %id, to = %state, "lease expired; job taken back");
                 }
@@ -58,7 +60,7 @@ pub async fn sweep(worker: &Worker) -> SweepReport {
                 }
             }
             Err(err) => {
-                warn!(error = %error_chain(&err), "could not expire leases");
+                worker.outages.sweeper.failed(&err, "expiring leases");
                 break;
             }
         }
@@ -67,7 +69,7 @@ pub async fn sweep(worker: &Worker) -> SweepReport {
         let targets = match worker.store.take_undispatched(SWEEP_BATCH).await {
             Ok(targets) => targets,
             Err(err) => {
-                warn!(error = %error_chain(&err), "could not read undispatched jobs");
+                worker.outages.sweeper.failed(&err, "dispatching due jobs");
                 break;
             }
         };
@@ -75,7 +77,11 @@ pub async fn sweep(worker: &Worker) -> SweepReport {
             warn!(error = %error_chain(&err), "could not send hints; retrying next sweep");
             let ids: Vec<Uuid> = targets.iter().map(|target| target.id).collect();
             if let Err(err) = worker.store.mark_undispatched(&ids).await {
-                warn!(error = %error_chain(&err), "could not unmark jobs; idle workers claim them from the database");
+                // Idle workers claim them from the database meanwhile.
+                worker
+                    .outages
+                    .sweeper
+                    .failed(&err, "marking jobs for the next sweep");
             }
             break;
         }
@@ -95,7 +101,12 @@ pub async fn sweep(worker: &Worker) -> SweepReport {
                     report.hints_sent += hints;
                     report.queues_rebuilt.push(queue.clone());
                 }
-                Err(err) => warn!(queue = %queue, error = %err, "could not rebuild queue"),
+                Err(RebuildError::Store(err)) => {
+                    worker.outages.sweeper.failed(&err, "rebuilding a queue")
+                }
+                Err(RebuildError::Queue(err)) => {
+                    warn!(queue = %queue, error = %error_chain(&err), "could not rebuild queue");
+                }
             },
             // Redis being down is reported by the fetchers; here it only delays the check.
             Err(err) => {
@@ -106,9 +117,15 @@ pub async fn sweep(worker: &Worker) -> SweepReport {
     report
 }
 
+/// Why a rebuild stopped: the database (an outage, logged once) or Redis.
+enum RebuildError {
+    Store(StoreError),
+    Queue(QueueError),
+}
+
 /// Sends a hint for every due queued job of `queue`, then sets the marker. Hints that
 /// already exist get a duplicate, which claims nothing.
-async fn rebuild(worker: &Worker, queue: &str) -> Result<usize, String> {
+async fn rebuild(worker: &Worker, queue: &str) -> Result<usize, RebuildError> {
     let mut after = Uuid::nil();
     let mut sent = 0;
     loop {
@@ -116,20 +133,20 @@ async fn rebuild(worker: &Worker, queue: &str) -> Result<usize, String> {
             .store
             .due_queued_page(queue, after, SWEEP_BATCH)
             .await
-            .map_err(|err| error_chain(&err))?;
+            .map_err(RebuildError::Store)?;
         let Some(last) = page.last() else { break };
         after = last.id;
         worker
             .queue
             .push_hints(&page)
             .await
-            .map_err(|err| error_chain(&err))?;
+            .map_err(RebuildError::Queue)?;
         sent += page.len();
     }
     worker
         .queue
         .set_marker(queue)
         .await
-        .map_err(|err| error_chain(&err))?;
+        .map_err(RebuildError::Queue)?;
     Ok(sent)
 }

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::config::WorkerConfig;
 use crate::metrics::Metrics;
+use crate::outage::Outages;
 use crate::running::RunningJobs;
 use crate::{completer, fetcher, inbox, lease, sweeper};
 
@@ -50,6 +51,8 @@ pub struct Worker {
     /// Seals and opens docker-machine state (`LC_SECRET_KEY`); `None` when not set, and
     /// then docker-machine jobs fail with an error that says so.
     pub secret_key: Option<SecretKey>,
+    /// Database outages per component, so each is logged once, not once per retry.
+    pub outages: Outages,
     /// Free places among running handlers: `--concurrency` permits.
     pub(crate) permits: Arc<Semaphore>,
     /// Free places among the jobs this worker holds (running, or finished and waiting
@@ -103,6 +106,7 @@ pub async fn run(
         running: RunningJobs::default(),
         metrics: Metrics::default(),
         secret_key,
+        outages: Outages::default(),
         tasks: TaskTracker::new(),
         completions,
         paused: RwLock::new(HashSet::new()),
@@ -115,8 +119,10 @@ pub async fn run(
         concurrency: worker.config.concurrency as i64,
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    worker.store.register_worker(&info).await?;
-    worker.set_paused(worker.store.paused_queues().await?.into_iter().collect());
+    if !wait_for_database(&worker, &info, &shutdown).await? {
+        info!(worker.id = %id, "stopped before the database answered");
+        return Ok(());
+    }
     info!(
         worker.id = %id,
         queues = %worker.config.queues.join(","),
@@ -217,6 +223,45 @@ pub async fn run(
     }
     info!(worker.id = %id, "worker stopped");
     Ok(())
+}
+
+/// First backoff between tries of a worker that starts while the database is down.
+const START_BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// Longest backoff between those tries: short, so work starts soon after the database
+/// is back (the tries are logged once per outage, so they cost no log lines).
+const START_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Registers the worker, waiting for a database that is down or restarting: a worker
+/// started during an outage says what it waits for (once), retries with backoff and
+/// starts work when the database answers. It gives up only on a signal (returns false)
+/// or on an error the database answered with (a missing schema, bad credentials),
+/// which waiting cannot fix.
+async fn wait_for_database(
+    worker: &Worker,
+    info: &WorkerInfo,
+    shutdown: &CancellationToken,
+) -> Result<bool, WorkerError> {
+    let mut backoff = START_BACKOFF_MIN;
+    loop {
+        let registered = async {
+            worker.store.register_worker(info).await?;
+            worker.store.paused_queues().await
+        };
+        match registered.await {
+            Ok(paused) => {
+                worker.outages.start.ok();
+                worker.set_paused(paused.into_iter().collect());
+                return Ok(true);
+            }
+            Err(err) if err.is_unavailable() => worker.outages.start.failed(&err, "starting work"),
+            Err(err) => return Err(err.into()),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(START_BACKOFF_MAX);
+    }
 }
 
 fn hostname() -> String {

@@ -16,8 +16,10 @@ use crate::Producer;
   lc enqueue noop
   lc enqueue sleep --payload '{\"ms\": 500}' --priority high
   lc enqueue sleep --payload @job.json --delay 10m --max-attempts 3
+  lc enqueue sleep --payload '{\"ms\": 5000}' --timeout 2s   # stopped and retried after 2s
   lc enqueue noop --idempotency-key order-42     # a second call returns the same job
-  lc enqueue noop --count 1000                   # one batch, one commit")]
+  lc enqueue noop --count 1000                   # one batch, one commit
+  lc enqueue noop --retry-for 2m                 # wait out a longer database outage")]
 pub struct EnqueueArgs {
     /// Job kind: noop, sleep, provision, provision_machine, deploy, teardown
     pub kind: String,
@@ -46,6 +48,11 @@ pub struct EnqueueArgs {
     #[arg(long, default_value_t = lc_shared::job::DEFAULT_MAX_ATTEMPTS)]
     pub max_attempts: i64,
 
+    /// Time limit of each attempt (default: the kind's, e.g. noop 1m, deploy 30m); an
+    /// attempt past it is stopped and fails as retryable
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+
     /// Enqueueing the same key again returns the existing job instead of a new one
     #[arg(long)]
     pub idempotency_key: Option<String>,
@@ -53,6 +60,11 @@ pub struct EnqueueArgs {
     /// Enqueue this many identical jobs in one batch (not with --idempotency-key)
     #[arg(long, default_value_t = 1, conflicts_with = "idempotency_key")]
     pub count: usize,
+
+    /// Keep retrying this long while the database is unreachable or restarting (never
+    /// makes a second job: the job id is chosen before the first try); 0 to fail fast
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub retry_for: std::time::Duration,
 
     /// Print the result as JSON
     #[arg(long)]
@@ -100,7 +112,9 @@ pub async fn run(producer: &Producer, args: EnqueueArgs) -> anyhow::Result<i32> 
         .with_max_attempts(args.max_attempts);
     job.run_at = run_at;
     job.idempotency_key = args.idempotency_key;
+    job.timeout = args.timeout;
     let jobs = vec![job; args.count];
+    let producer = producer.clone().with_retry_for(args.retry_for);
     let enqueued = producer.enqueue_batch(&jobs).await?;
     if args.json {
         let out: Vec<serde_json::Value> = enqueued

@@ -9,7 +9,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::{Replay, Result, Store, StoreError, millis, retry};
+use super::{Replay, Result, Store, StoreError, millis, retry, retry_within};
 use crate::job::{NewJob, Priority};
 use crate::state::{JobState, RunResult, Transition, after_run};
 
@@ -44,6 +44,8 @@ pub struct ClaimedJob {
     pub attempt: i64,
     pub max_attempts: i64,
     pub deployment_id: Option<Uuid>,
+    /// The job's own time limit per attempt, if its producer set one.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// A finished run, as the worker's completer hands it to the store.
@@ -143,12 +145,12 @@ macro_rules! const_format_claim {
         started_at = now(), updated_at = now() ",
             $where,
             "
-    RETURNING id, kind, queue, priority, payload, attempt, max_attempts, deployment_id
+    RETURNING id, kind, queue, priority, payload, attempt, max_attempts, deployment_id, timeout_ms
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
     SELECT id, 'queued', $3, attempt, $4, $6 FROM claimed
 )
-SELECT id, kind, queue, priority, payload, attempt, max_attempts, deployment_id FROM claimed"
+SELECT id, kind, queue, priority, payload, attempt, max_attempts, deployment_id, timeout_ms FROM claimed"
         )
     };
 }
@@ -191,16 +193,18 @@ fn hint_target(row: &Row) -> HintTarget {
 const INSERT_JOBS: &str = "
 WITH input AS (
     SELECT * FROM UNNEST($1::UUID[], $2::TEXT[], $3::TEXT[], $4::INT8[], $5::JSONB[], $6::INT8[],
-                         $7::TIMESTAMPTZ[], $8::TEXT[], $9::UUID[], $10::BOOL[])
+                         $7::TIMESTAMPTZ[], $8::TEXT[], $9::UUID[], $10::BOOL[], $13::INT8[])
         AS t(id, kind, queue, priority, payload, max_attempts, run_at, idempotency_key,
-             deployment_id, dispatched)
+             deployment_id, dispatched, timeout_ms)
 ), inserted AS (
     INSERT INTO jobs (id, kind, queue, priority, state, payload, max_attempts, run_at,
-                      idempotency_key, deployment_id, dispatched)
+                      idempotency_key, deployment_id, dispatched, timeout_ms)
     SELECT id, kind, queue, priority, $11, payload, max_attempts, COALESCE(run_at, now()),
-           idempotency_key, deployment_id, dispatched
+           idempotency_key, deployment_id, dispatched, timeout_ms
     FROM input
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    -- No conflict target: a taken id (a replayed insert, or an id the producer reused)
+    -- and a taken idempotency key both leave the existing job alone.
+    ON CONFLICT DO NOTHING
     RETURNING id
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, message)
@@ -208,17 +212,29 @@ WITH input AS (
 )
 SELECT id FROM inserted";
 
-/// Inserts jobs and their first events in one statement, inside `client`'s transaction
-/// when it is one. Jobs must be validated already. With `hint_now`, due jobs are marked
-/// dispatched and returned with a hint target for the caller to send; otherwise the
-/// sweeper sends their hints.
+/// Ids for jobs about to be inserted: the producer's, or fresh ones. Chosen once per
+/// enqueue, before any try, so that every try inserts the same ids.
+fn job_ids(jobs: &[NewJob]) -> Vec<Uuid> {
+    jobs.iter()
+        .map(|job| job.id.unwrap_or_else(Uuid::new_v4))
+        .collect()
+}
+
+/// Inserts jobs (with `ids`) and their first events in one statement, inside
+/// `client`'s transaction when it is one. Jobs must be validated already. With
+/// `hint_now`, due jobs are marked dispatched and returned with a hint target for the
+/// caller to send; otherwise the sweeper sends their hints. `replayed` says an earlier
+/// try of the same enqueue may have committed: a job found under its id is then that
+/// try's, and counts as created by this call.
 async fn insert_jobs<C: GenericClient>(
     client: &C,
     jobs: &[NewJob],
+    ids: &[Uuid],
     hint_now: bool,
+    replayed: bool,
 ) -> Result<Vec<Enqueued>> {
     let now = Utc::now();
-    let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::new_v4()).collect();
+    let ids: Vec<Uuid> = ids.to_vec();
     let kinds: Vec<&str> = jobs.iter().map(|job| job.kind.as_str()).collect();
     let queues: Vec<&str> = jobs.iter().map(|job| job.queue.as_str()).collect();
     let priorities: Vec<i64> = jobs.iter().map(|job| job.priority.as_db()).collect();
@@ -231,11 +247,15 @@ async fn insert_jobs<C: GenericClient>(
         .collect();
     let deployments: Vec<Option<Uuid>> = jobs.iter().map(|job| job.deployment_id).collect();
     let dispatched: Vec<bool> = jobs.iter().map(|job| hint_now && job.is_due(now)).collect();
+    let timeouts: Vec<Option<i64>> = jobs
+        .iter()
+        .map(|job| job.timeout.map(super::millis))
+        .collect();
     let queued = JobState::Queued.as_str();
     let label = Transition::Enqueue.label();
 
     let statement = client.prepare_cached(INSERT_JOBS).await?;
-    let params: [&(dyn ToSql + Sync); 12] = [
+    let params: [&(dyn ToSql + Sync); 13] = [
         &ids,
         &kinds,
         &queues,
@@ -248,6 +268,7 @@ async fn insert_jobs<C: GenericClient>(
         &dispatched,
         &queued,
         &label,
+        &timeouts,
     ];
     let inserted: std::collections::HashSet<Uuid> = client
         .query(&statement, &params)
@@ -256,11 +277,26 @@ async fn insert_jobs<C: GenericClient>(
         .map(|row| row.get(0))
         .collect();
 
-    // Jobs whose idempotency key already existed: look up the job that holds it.
+    // Jobs not inserted: their id exists already (an earlier try of this enqueue
+    // committed, or the producer reused an id), or their idempotency key does.
+    let missing: Vec<Uuid> = ids
+        .iter()
+        .filter(|id| !inserted.contains(*id))
+        .copied()
+        .collect();
+    let mut by_id = std::collections::HashSet::new();
+    if !missing.is_empty() {
+        let statement = client
+            .prepare_cached("SELECT id FROM jobs WHERE id = ANY($1)")
+            .await?;
+        for row in client.query(&statement, &[&missing]).await? {
+            by_id.insert(row.get::<_, Uuid>(0));
+        }
+    }
     let existing_keys: Vec<&str> = jobs
         .iter()
         .zip(&ids)
-        .filter(|(_, id)| !inserted.contains(*id))
+        .filter(|(_, id)| !inserted.contains(*id) && !by_id.contains(*id))
         .filter_map(|(job, _)| job.idempotency_key.as_deref())
         .collect();
     let mut existing = std::collections::HashMap::new();
@@ -277,7 +313,7 @@ async fn insert_jobs<C: GenericClient>(
         .zip(ids)
         .zip(dispatched)
         .map(|((job, id), dispatched)| {
-            if inserted.contains(&id) {
+            if inserted.contains(&id) || (replayed && by_id.contains(&id)) {
                 let hint = dispatched.then(|| HintTarget {
                     id,
                     queue: job.queue.clone(),
@@ -287,6 +323,13 @@ async fn insert_jobs<C: GenericClient>(
                     id,
                     created: true,
                     hint,
+                });
+            }
+            if by_id.contains(&id) {
+                return Ok(Enqueued {
+                    id,
+                    created: false,
+                    hint: None,
                 });
             }
             let key = job.idempotency_key.as_deref().unwrap_or_default();
@@ -312,7 +355,7 @@ pub async fn enqueue_in_transaction(
     transaction: &Transaction<'_>,
     jobs: &[NewJob],
 ) -> Result<Vec<Enqueued>> {
-    insert_jobs(transaction, jobs, false).await
+    insert_jobs(transaction, jobs, &job_ids(jobs), false, false).await
 }
 
 fn claimed_job(row: &Row) -> ClaimedJob {
@@ -325,21 +368,36 @@ fn claimed_job(row: &Row) -> ClaimedJob {
         attempt: row.get(5),
         max_attempts: row.get(6),
         deployment_id: row.get(7),
+        timeout: row
+            .get::<_, Option<i64>>(8)
+            .map(|ms| std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
     }
 }
 
 impl Store {
-    /// Validated jobs in, one statement, one commit. Replaying after an ambiguous
-    /// commit is safe only when every job has an idempotency key.
+    /// Validated jobs in, one statement, one commit.
     pub async fn enqueue(&self, jobs: &[NewJob], hint_now: bool) -> Result<Vec<Enqueued>> {
-        let replay = if jobs.iter().all(|job| job.idempotency_key.is_some()) {
-            Replay::Safe
-        } else {
-            Replay::Unsafe
-        };
-        retry(replay, || async move {
+        self.enqueue_within(jobs, hint_now, std::time::Duration::ZERO)
+            .await
+    }
+
+    /// [`Store::enqueue`] that keeps retrying a database that is down, restarting or
+    /// cut off (and CockroachDB's 40003) for up to `budget`. Replaying is safe: the ids
+    /// are chosen once, before the first try, so a try whose commit went through but
+    /// whose answer was lost is found by the next one instead of making a second job.
+    pub async fn enqueue_within(
+        &self,
+        jobs: &[NewJob],
+        hint_now: bool,
+        budget: std::time::Duration,
+    ) -> Result<Vec<Enqueued>> {
+        let ids = job_ids(jobs);
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let (ids, tries) = (&ids, &tries);
+        retry_within(Replay::Safe, budget, || async move {
+            let replayed = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0;
             let client = self.pool.get().await?;
-            insert_jobs(&client, jobs, hint_now).await
+            insert_jobs(&client, jobs, ids, hint_now, replayed).await
         })
         .await
     }
@@ -793,19 +851,27 @@ WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND attempt = $2 AND state = $5)"
         .await
     }
 
-    /// Test and drill support: records that a handler's effect happened for an attempt.
-    pub async fn record_effect(&self, id: Uuid, attempt: i64, worker: Uuid) -> Result {
+    /// Test and drill support: records that a handler's effect happened for an attempt,
+    /// only while that attempt is the job's live one (running, same attempt, lease held
+    /// by `worker`), so the drills prove that a stale attempt can record nothing. The
+    /// job's row is locked (`FOR UPDATE`) so that, at read committed too, no transition
+    /// commits between the check and the write. Returns whether it was recorded.
+    pub async fn record_effect(&self, id: Uuid, attempt: i64, worker: Uuid) -> Result<bool> {
+        const SQL: &str = "
+INSERT INTO job_effects (job_id, attempt, worker_id)
+SELECT id, attempt, lease_owner FROM jobs
+WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = $4
+FOR UPDATE";
+        let running = JobState::Running.as_str();
+        // Not replayed after an unknown outcome: a second row would look like the
+        // effect happening twice.
         retry(Replay::Unsafe, || async {
             let client = self.pool.get().await?;
-            let statement = client
-                .prepare_cached(
-                    "INSERT INTO job_effects (job_id, attempt, worker_id) VALUES ($1, $2, $3)",
-                )
-                .await?;
-            client
-                .execute(&statement, &[&id, &attempt, &worker])
-                .await?;
-            Ok(())
+            let statement = client.prepare_cached(SQL).await?;
+            Ok(client
+                .execute(&statement, &[&id, &attempt, &worker, &running])
+                .await?
+                == 1)
         })
         .await
     }

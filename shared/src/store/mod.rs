@@ -48,6 +48,26 @@ impl StoreError {
         }
     }
 
+    /// Whether the database could not be reached at all (down, restarting, connection
+    /// cut) as opposed to answering with an error: callers wait for it to come back,
+    /// saying so once per outage rather than once per try.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Pool(_) => true,
+            StoreError::Db(err) => match err.code() {
+                // No SQLSTATE: the connection failed or was closed under the statement.
+                None => true,
+                Some(code) => {
+                    code.code().starts_with("08")
+                        || *code == SqlState::ADMIN_SHUTDOWN
+                        || *code == SqlState::CRASH_SHUTDOWN
+                        || *code == SqlState::CANNOT_CONNECT_NOW
+                }
+            },
+            StoreError::Url(_) | StoreError::Build(_) | StoreError::Invalid(_) => false,
+        }
+    }
+
     /// Whether running the transaction again may succeed, given whether it is safe to
     /// replay after a commit whose outcome is unknown.
     fn is_retryable(&self, replay: Replay) -> bool {
@@ -112,16 +132,31 @@ const RETRY_ATTEMPTS: u32 = 12;
 /// 40P01) with backoff, and connection losses and CockroachDB's 40003 only where
 /// `replay` says the transaction is safe to run again. Every transaction of the
 /// project goes through here.
-pub async fn retry<T, F, Fut>(replay: Replay, mut op: F) -> Result<T>
+pub async fn retry<T, F, Fut>(replay: Replay, op: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
+    retry_within(replay, Duration::ZERO, op).await
+}
+
+/// [`retry`] that, beyond its usual tries, keeps retrying for up to `budget` in all:
+/// for callers that would rather wait out a database restart (a few seconds) than
+/// fail, like `lc enqueue`. Retries back off to at most a second.
+pub async fn retry_within<T, F, Fut>(replay: Replay, budget: Duration, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let started = std::time::Instant::now();
     let mut attempt = 0;
     loop {
         match op().await {
             Ok(value) => return Ok(value),
-            Err(err) if attempt < RETRY_ATTEMPTS && err.is_retryable(replay) => {
+            Err(err)
+                if (attempt < RETRY_ATTEMPTS || started.elapsed() < budget)
+                    && err.is_retryable(replay) =>
+            {
                 attempt += 1;
                 // Conflicts are short-lived: the first retry comes within a millisecond,
                 // later ones back off to at most a second (12 tries span about 2 s).

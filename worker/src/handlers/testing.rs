@@ -45,12 +45,17 @@ async fn finish(context: &JobContext, payload: &SleepPayload) -> Result<(), JobE
         });
     }
     if payload.record {
-        context
+        let recorded = context
             .worker
             .store
             .record_effect(context.job.id, context.job.attempt, context.worker.id)
             .await
             .map_err(|err| JobError::retryable_from("could not record the effect", err))?;
+        if !recorded {
+            // The attempt lost the job (lease taken over, cancelled): whoever holds it
+            // now owns its outcome, and this result will be refused anyway.
+            return Err(JobError::Cancelled);
+        }
     }
     Ok(())
 }
