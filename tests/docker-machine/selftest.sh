@@ -561,9 +561,13 @@ check "openssl x509 -in '$S/certs/cert.pem' -noout -ext extendedKeyUsage 2>/dev/
 check "head -n1 '$S/certs/key.pem' | grep -q 'BEGIN RSA PRIVATE KEY' && head -n1 '$S/certs/ca-key.pem' | grep -q 'BEGIN RSA PRIVATE KEY'" "keys are PKCS#1 like docker-machine's"
 # parallel first creates: a slow one overwrites the CA after a fast one signed cert.pem
 S="$T/s6"
-env STANDIN_CERT_DELAY_MS=1500 "$DM" -s "$S" create -d none --url "unix://$NOSOCK" slow >"$T/slow.out" 2>&1 &
+env STANDIN_CERT_DELAY_MS=4000 "$DM" -s "$S" create -d none --url "unix://$NOSOCK" slow >"$T/slow.out" 2>&1 &
 spid=$!
-sleep 0.3
+# wait until the slow one is generating (a fixed sleep loses the race on a busy machine)
+for _ in $(seq 1 200); do
+  grep -q 'Creating CA: ' "$T/slow.out" 2>/dev/null && break
+  sleep 0.05
+done
 run dm create -d none --url "unix://$NOSOCK" fast
 wait "$spid"
 check "grep -q 'Creating CA: ' '$T/slow.out'" "the slow first create generated a CA too"

@@ -557,7 +557,7 @@ async fn a_kind_past_its_time_limit_has_its_child_processes_killed() {
     let mut config = env.worker_config();
     // docker-machine's own limit is far away: the job's limit is what stops it.
     config.machine_timeout = Duration::from_secs(120);
-    config.machine_env = vec!["STANDIN_HANG=create".to_owned()];
+    config.machine_env.push("STANDIN_HANG=create".to_owned());
     config.kind_timeouts = vec![(JobKind::ProvisionMachine, Duration::from_millis(1500))];
     let worker = env.spawn_worker(config.clone());
     let name = format!("limit-{}", &env.prefix[1..9]);
@@ -578,10 +578,8 @@ async fn a_kind_past_its_time_limit_has_its_child_processes_killed() {
         .unwrap()
         .parse()
         .unwrap();
-    let standin = config
-        .machines_dir
-        .join(deployment.to_string())
-        .join(".standin");
+    // The stand-in's records (its stores are scratch directories per call).
+    let standin = env.standin_dir();
     let read_pid = |file: &str| -> Option<i32> {
         std::fs::read_to_string(standin.join(file))
             .ok()?
