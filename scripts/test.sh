@@ -24,8 +24,8 @@ command -v cargo >/dev/null 2>&1 || lc_die "cargo not found"
 cd "$LC_ROOT"
 # The integration tests run `lc` and `lc-worker` as processes; cargo builds a package's
 # binaries only for that package's own tests, so build them all first.
-lc_log "running: cargo build --workspace --bins"
-cargo build --workspace --bins
+lc_log "running: cargo build --workspace --bins --examples"
+cargo build --workspace --bins --examples
 if cargo nextest --version >/dev/null 2>&1; then
   lc_log "running: cargo nextest run --workspace --no-fail-fast $*"
   exec cargo nextest run --workspace --no-fail-fast "$@"

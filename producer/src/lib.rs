@@ -21,6 +21,7 @@ pub mod cli;
 use lc_shared::NewJob;
 use lc_shared::config::redact_url;
 use lc_shared::job::InvalidJob;
+use lc_shared::kind::Kinds;
 use lc_shared::queue::{Queue, QueueError};
 use lc_shared::store::{self, CancelOutcome, Enqueued, HintTarget, Store, StoreError, error_chain};
 use std::time::Duration;
@@ -49,6 +50,8 @@ pub struct Producer {
     queue: Option<Queue>,
     /// How long an enqueue keeps retrying a database that is down or restarting.
     retry_for: Duration,
+    /// The kinds this producer accepts (the built-in ones unless told otherwise).
+    kinds: Kinds,
 }
 
 /// How long an enqueue waits out a database outage unless told otherwise: longer than
@@ -76,6 +79,7 @@ impl Producer {
             store,
             queue,
             retry_for: DEFAULT_RETRY_FOR,
+            kinds: lc_shared::builtin::kinds(),
         })
     }
 
@@ -84,6 +88,7 @@ impl Producer {
             store,
             queue,
             retry_for: DEFAULT_RETRY_FOR,
+            kinds: lc_shared::builtin::kinds(),
         }
     }
 
@@ -94,6 +99,18 @@ impl Producer {
     pub fn with_retry_for(mut self, retry_for: Duration) -> Producer {
         self.retry_for = retry_for;
         self
+    }
+
+    /// Accepts these kinds instead of the built-in ones, e.g.
+    /// `lc_shared::builtin::kinds().with::<MyKind>()?`.
+    pub fn with_kinds(mut self, kinds: Kinds) -> Producer {
+        self.kinds = kinds;
+        self
+    }
+
+    /// The kinds this producer accepts.
+    pub fn kinds(&self) -> &Kinds {
+        &self.kinds
     }
 
     pub fn store(&self) -> &Store {
@@ -117,7 +134,7 @@ impl Producer {
     /// first and nothing is written if any is invalid.
     pub async fn enqueue_batch(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
         for job in jobs {
-            job.validate()?;
+            self.kinds.validate(job)?;
         }
         let enqueued = self
             .store
@@ -139,17 +156,18 @@ impl Producer {
     /// let tx = client.transaction().await?;
     /// tx.execute("UPDATE jobs SET last_error = NULL WHERE false", &[]).await?; // your own writes
     /// let jobs = [NewJob::new(JobKind::Noop, serde_json::json!({}))];
-    /// let enqueued = lc_producer::Producer::enqueue_in_transaction(&tx, &jobs).await?;
+    /// let enqueued = producer.enqueue_in_transaction(&tx, &jobs).await?;
     /// tx.commit().await?;
     /// producer.notify(&enqueued).await;
     /// # Ok(()) }
     /// ```
     pub async fn enqueue_in_transaction(
+        &self,
         transaction: &deadpool_postgres::Transaction<'_>,
         jobs: &[NewJob],
     ) -> Result<Vec<Enqueued>> {
         for job in jobs {
-            job.validate()?;
+            self.kinds.validate(job)?;
         }
         Ok(store::enqueue_in_transaction(transaction, jobs).await?)
     }

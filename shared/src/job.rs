@@ -25,8 +25,8 @@ pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// Why an input was refused. Nothing is written when one of these is returned.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InvalidJob {
-    #[error("unknown job kind {0:?} (known kinds: {known})", known = JobKind::names().join(", "))]
-    UnknownKind(String),
+    #[error("unknown job kind {kind:?} (known kinds: {known})")]
+    UnknownKind { kind: String, known: String },
     #[error(
         "invalid queue name {0:?}: use 1 to 64 characters from a-z, 0-9, '-' and '_', starting with a letter or digit"
     )]
@@ -49,84 +49,52 @@ pub enum InvalidJob {
     Timeout(String),
 }
 
-/// What a job does. Unknown kinds are refused at the door, so a worker never meets one
-/// it cannot run (a newer producer talking to an older worker is the exception, and
-/// that job dies with a clear error).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    /// Does nothing; for tests and benchmarks.
-    Noop,
-    /// Sleeps `ms` milliseconds, optionally failing its first attempts; for tests.
-    Sleep,
-    /// Creates every machine of a deployment (fans out `provision_machine` jobs).
-    Provision,
-    /// Creates one machine of a deployment.
-    ProvisionMachine,
-    /// Runs the payload container on every machine of a deployment.
-    Deploy,
-    /// Removes a deployment's containers and machines.
-    Teardown,
-}
+/// What a job does: a kind's name. Kinds are registered (see [`crate::kind`]): a
+/// producer refuses a kind its registry does not hold, so a worker never meets one it
+/// cannot run (a newer producer talking to an older worker is the exception, and that
+/// job dies with a clear error). The built-in kinds have constants here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct JobKind(&'static str);
 
+#[allow(non_upper_case_globals)]
 impl JobKind {
-    pub const ALL: [JobKind; 6] = [
-        JobKind::Noop,
-        JobKind::Sleep,
-        JobKind::Provision,
-        JobKind::ProvisionMachine,
-        JobKind::Deploy,
-        JobKind::Teardown,
-    ];
+    /// Does nothing; for tests and benchmarks.
+    pub const Noop: JobKind = JobKind("noop");
+    /// Sleeps `ms` milliseconds, optionally failing its first attempts; for tests.
+    pub const Sleep: JobKind = JobKind("sleep");
+    /// Creates every machine of a deployment (fans out `provision_machine` jobs).
+    pub const Provision: JobKind = JobKind("provision");
+    /// Creates one machine of a deployment.
+    pub const ProvisionMachine: JobKind = JobKind("provision_machine");
+    /// Runs the payload container on every machine of a deployment.
+    pub const Deploy: JobKind = JobKind("deploy");
+    /// Removes a deployment's containers and machines.
+    pub const Teardown: JobKind = JobKind("teardown");
+
+    /// A kind's name: 1 to 64 characters from a-z, 0-9 and '_', starting with a letter
+    /// (checked when the kind is registered).
+    pub const fn named(name: &'static str) -> JobKind {
+        JobKind(name)
+    }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Noop => "noop",
-            JobKind::Sleep => "sleep",
-            JobKind::Provision => "provision",
-            JobKind::ProvisionMachine => "provision_machine",
-            JobKind::Deploy => "deploy",
-            JobKind::Teardown => "teardown",
-        }
+        self.0
     }
 
-    /// How long a handler of this kind may run before it is stopped and the attempt
-    /// fails as retryable, unless the job or the worker (`--kind-timeout`) says
-    /// otherwise. Generous: a limit is there to end hung attempts, not slow ones.
-    pub fn default_timeout(self) -> Duration {
-        const MINUTE: u64 = 60;
-        Duration::from_secs(match self {
-            JobKind::Noop => MINUTE,
-            // Above the longest sleep a payload may ask for (MAX_SLEEP_MS, one hour).
-            JobKind::Sleep => 65 * MINUTE,
-            // Each docker-machine call has its own limit (--machine-timeout, 10m); a
-            // machine takes a create plus a few short calls, maybe after a removal.
-            JobKind::Provision | JobKind::ProvisionMachine => 45 * MINUTE,
-            // Pulls and container starts on every machine of a deployment.
-            JobKind::Deploy => 30 * MINUTE,
-            // Container stops plus one docker-machine rm per machine.
-            JobKind::Teardown => 30 * MINUTE,
-        })
-    }
-
-    pub fn names() -> Vec<&'static str> {
-        JobKind::ALL.iter().map(|kind| kind.as_str()).collect()
+    /// Whether the name is usable: it goes into rows, logs, metrics labels and CLI
+    /// arguments.
+    pub fn is_valid_name(name: &str) -> bool {
+        let mut chars = name.chars();
+        chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && name.len() <= 64
     }
 }
 
 impl fmt::Display for JobKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for JobKind {
-    type Err = InvalidJob;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        JobKind::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == s)
-            .ok_or_else(|| InvalidJob::UnknownKind(s.to_owned()))
+        f.write_str(self.0)
     }
 }
 
@@ -280,8 +248,10 @@ impl NewJob {
         self
     }
 
-    /// Refuses anything a worker could not run or that would hurt the system.
-    pub fn validate(&self) -> Result<(), InvalidJob> {
+    /// Checks the envelope: queue, attempts, key, time limit, payload size and shape.
+    /// The payload itself is the kind's to check: [`crate::kind::Kinds::validate`] does
+    /// both, and is what every way in calls.
+    pub fn validate_envelope(&self) -> Result<(), InvalidJob> {
         validate_queue_name(&self.queue)?;
         if !(1..=MAX_MAX_ATTEMPTS).contains(&self.max_attempts) {
             return Err(InvalidJob::MaxAttempts(self.max_attempts));
@@ -305,7 +275,7 @@ impl NewJob {
         if !self.payload.is_object() {
             return Err(InvalidJob::PayloadNotObject);
         }
-        validate_payload(self.kind, &self.payload)
+        Ok(())
     }
 
     /// Whether a hint can go out right away (otherwise the sweeper sends it when due).
@@ -345,14 +315,18 @@ impl NewJob {
     /// Parses and validates an inbox message. `fallback_key` (the stream entry id)
     /// becomes the idempotency key when the message has none, so ingesting the same
     /// entry twice makes one job.
-    pub fn from_wire(body: &str, fallback_key: &str) -> Result<NewJob, InvalidJob> {
+    pub fn from_wire(
+        body: &str,
+        fallback_key: &str,
+        kinds: &crate::kind::Kinds,
+    ) -> Result<NewJob, InvalidJob> {
         if body.len() > MAX_PAYLOAD_BYTES + WIRE_OVERHEAD_BYTES {
             return Err(InvalidJob::PayloadTooLarge { size: body.len() });
         }
         let wire: WireJob =
             serde_json::from_str(body).map_err(|err| InvalidJob::Json(err.to_string()))?;
         let mut job = NewJob::new(
-            wire.kind.parse()?,
+            kinds.parse(&wire.kind)?,
             wire.payload.unwrap_or_else(|| serde_json::json!({})),
         );
         if let Some(queue) = wire.queue {
@@ -373,86 +347,54 @@ impl NewJob {
             wire.idempotency_key
                 .unwrap_or_else(|| format!("inbox:{fallback_key}")),
         );
-        job.validate()?;
+        kinds.validate(&job)?;
         Ok(job)
-    }
-}
-
-/// Payload of a `sleep` job (and of `noop`, which ignores `ms`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SleepPayload {
-    /// How long to sleep.
-    #[serde(default)]
-    pub ms: u64,
-    /// Fail (retryably) while the attempt number is at most this.
-    #[serde(default)]
-    pub fail_times: i64,
-    /// Fail fatally instead.
-    #[serde(default)]
-    pub fatal: bool,
-    /// Write a row to `job_effects` when done, so tests can count effects per attempt.
-    #[serde(default)]
-    pub record: bool,
-}
-
-/// Longest `sleep` accepted: tests and drills, not a way to park workers.
-pub const MAX_SLEEP_MS: u64 = 3_600_000;
-
-fn validate_payload(kind: JobKind, payload: &serde_json::Value) -> Result<(), InvalidJob> {
-    let invalid = |reason: String| InvalidJob::Payload { kind, reason };
-    match kind {
-        JobKind::Noop | JobKind::Sleep => {
-            let sleep: SleepPayload =
-                serde_json::from_value(payload.clone()).map_err(|err| invalid(err.to_string()))?;
-            if sleep.ms > MAX_SLEEP_MS {
-                return Err(invalid(format!("ms must be at most {MAX_SLEEP_MS}")));
-            }
-            Ok(())
-        }
-        JobKind::Provision | JobKind::ProvisionMachine | JobKind::Deploy | JobKind::Teardown => {
-            crate::deployment::validate_job_payload(kind, payload).map_err(invalid)
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::builtin::{self, MAX_SLEEP_MS};
     use serde_json::json;
 
     #[test]
     fn refuses_bad_input() {
+        let kinds = builtin::kinds();
         let ok = NewJob::new(JobKind::Noop, json!({}));
-        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(kinds.validate(&ok), Ok(()));
         assert!(matches!(
-            ok.clone().with_queue("Bad Queue").validate(),
+            kinds.validate(&ok.clone().with_queue("Bad Queue")),
             Err(InvalidJob::QueueName(_))
         ));
         assert!(matches!(
-            ok.clone().with_queue("").validate(),
+            kinds.validate(&ok.clone().with_queue("")),
             Err(InvalidJob::QueueName(_))
         ));
         assert!(matches!(
-            ok.clone().with_max_attempts(0).validate(),
+            kinds.validate(&ok.clone().with_max_attempts(0)),
             Err(InvalidJob::MaxAttempts(0))
         ));
         let big = NewJob::new(JobKind::Noop, json!({ "x": "a".repeat(MAX_PAYLOAD_BYTES) }));
         assert!(matches!(
-            big.validate(),
+            kinds.validate(&big),
             Err(InvalidJob::PayloadTooLarge { .. })
         ));
         assert!(matches!(
-            NewJob::new(JobKind::Noop, json!([1])).validate(),
+            kinds.validate(&NewJob::new(JobKind::Noop, json!([1]))),
             Err(InvalidJob::PayloadNotObject)
         ));
         assert!(matches!(
-            NewJob::new(JobKind::Sleep, json!({"ms": "soon"})).validate(),
+            kinds.validate(&NewJob::new(JobKind::Sleep, json!({"ms": "soon"}))),
             Err(InvalidJob::Payload { .. })
         ));
         assert!(matches!(
-            "frobnicate".parse::<JobKind>(),
-            Err(InvalidJob::UnknownKind(_))
+            kinds.parse("frobnicate"),
+            Err(InvalidJob::UnknownKind { .. })
+        ));
+        assert!(matches!(
+            kinds.validate(&NewJob::new(JobKind::named("frobnicate"), json!({}))),
+            Err(InvalidJob::UnknownKind { .. })
         ));
         assert!(matches!(
             "urgent".parse::<Priority>(),
@@ -462,9 +404,11 @@ mod tests {
 
     #[test]
     fn parses_wire_messages() {
+        let kinds = builtin::kinds();
         let job = NewJob::from_wire(
             r#"{"kind":"sleep","payload":{"ms":5},"queue":"emails","priority":"high","max_attempts":3}"#,
             "1-0",
+            &kinds,
         )
         .expect("valid message");
         assert_eq!(job.kind, JobKind::Sleep);
@@ -472,38 +416,45 @@ mod tests {
         assert_eq!(job.priority, Priority::High);
         assert_eq!(job.idempotency_key.as_deref(), Some("inbox:1-0"));
         assert!(matches!(
-            NewJob::from_wire("{not json", "1-0"),
+            NewJob::from_wire("{not json", "1-0", &kinds),
             Err(InvalidJob::Json(_))
         ));
         assert!(matches!(
-            NewJob::from_wire(r#"{"kind":"nope"}"#, "1-0"),
-            Err(InvalidJob::UnknownKind(_))
+            NewJob::from_wire(r#"{"kind":"nope"}"#, "1-0", &kinds),
+            Err(InvalidJob::UnknownKind { .. })
         ));
         assert!(matches!(
-            NewJob::from_wire(r#"{"kind":"noop","colour":"red"}"#, "1-0"),
+            NewJob::from_wire(r#"{"kind":"noop","colour":"red"}"#, "1-0", &kinds),
             Err(InvalidJob::Json(_))
         ));
     }
 
     #[test]
     fn every_kind_has_a_time_limit_and_jobs_may_set_their_own() {
-        for kind in JobKind::ALL {
-            assert!(!kind.default_timeout().is_zero(), "{kind}");
+        let kinds = builtin::kinds();
+        for name in kinds.names() {
+            assert!(
+                !kinds.get(name).expect("registered").timeout.is_zero(),
+                "{name}"
+            );
         }
-        assert!(JobKind::Sleep.default_timeout() > Duration::from_millis(MAX_SLEEP_MS));
-        let job = NewJob::from_wire(r#"{"kind":"noop","timeout":"90s"}"#, "1-0").expect("valid");
+        assert!(
+            kinds.get("sleep").expect("registered").timeout > Duration::from_millis(MAX_SLEEP_MS)
+        );
+        let job =
+            NewJob::from_wire(r#"{"kind":"noop","timeout":"90s"}"#, "1-0", &kinds).expect("valid");
         assert_eq!(job.timeout, Some(Duration::from_secs(90)));
         assert!(matches!(
-            NewJob::from_wire(r#"{"kind":"noop","timeout":"soon"}"#, "1-0"),
+            NewJob::from_wire(r#"{"kind":"noop","timeout":"soon"}"#, "1-0", &kinds),
             Err(InvalidJob::Timeout(_))
         ));
         let noop = NewJob::new(JobKind::Noop, json!({}));
         assert!(matches!(
-            noop.clone().with_timeout(Duration::ZERO).validate(),
+            kinds.validate(&noop.clone().with_timeout(Duration::ZERO)),
             Err(InvalidJob::Timeout(_))
         ));
         assert!(matches!(
-            noop.with_timeout(MAX_JOB_TIMEOUT * 2).validate(),
+            kinds.validate(&noop.with_timeout(MAX_JOB_TIMEOUT * 2)),
             Err(InvalidJob::Timeout(_))
         ));
     }

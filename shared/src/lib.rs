@@ -1,7 +1,9 @@
 //! LaunchControl's shared core: everything both the producer (`lc`) and the worker
 //! (`lc-worker`) need to agree on.
 //!
-//! - [`job`]: the job model (kinds, priorities, new jobs) and input validation
+//! - [`job`]: the job model (kind names, priorities, new jobs) and envelope validation
+//! - [`kind`]: job kinds as units ([`kind::JobType`]) and their registry ([`kind::Kinds`])
+//! - [`builtin`]: the built-in kinds (`noop`, `sleep`, the deployment kinds)
 //! - [`state`]: the job state machine, the one place that says which transitions exist
 //! - [`store`]: the database (CockroachDB / PostgreSQL): pool, retry helper, job SQL
 //! - [`queue`]: Redis dispatch hints, queue markers and the inbox stream
@@ -11,9 +13,11 @@
 //! - [`config`]: connection options shared by every binary
 //! - [`telemetry`]: tracing set-up
 
+pub mod builtin;
 pub mod config;
 pub mod deployment;
 pub mod job;
+pub mod kind;
 pub mod migrate;
 pub mod queue;
 pub mod secrets;

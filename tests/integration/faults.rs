@@ -558,7 +558,10 @@ async fn a_kind_past_its_time_limit_has_its_child_processes_killed() {
     // docker-machine's own limit is far away: the job's limit is what stops it.
     config.machine_timeout = Duration::from_secs(120);
     config.machine_env.push("STANDIN_HANG=create".to_owned());
-    config.kind_timeouts = vec![(JobKind::ProvisionMachine, Duration::from_millis(1500))];
+    config.kind_timeouts = vec![(
+        JobKind::ProvisionMachine.to_string(),
+        Duration::from_millis(1500),
+    )];
     let worker = env.spawn_worker(config.clone());
     let name = format!("limit-{}", &env.prefix[1..9]);
     let spec = format!(

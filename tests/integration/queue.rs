@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use lc_producer::Producer;
 use lc_shared::store::CancelOutcome;
 use lc_shared::{JobKind, JobState, NewJob, Priority};
 use lc_tests::{TestEnv, enqueue_many, wait_for};
@@ -116,12 +115,20 @@ async fn transactional_enqueue_commits_or_vanishes_with_the_caller() {
 
     let mut client = env.store.client().await.unwrap();
     let tx = client.transaction().await.unwrap();
-    let rolled_back = Producer::enqueue_in_transaction(&tx, &jobs).await.unwrap();
+    let rolled_back = env
+        .producer()
+        .enqueue_in_transaction(&tx, &jobs)
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
     assert!(env.store.job(rolled_back[0].id).await.unwrap().is_none());
 
     let tx = client.transaction().await.unwrap();
-    let committed = Producer::enqueue_in_transaction(&tx, &jobs).await.unwrap();
+    let committed = env
+        .producer()
+        .enqueue_in_transaction(&tx, &jobs)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     // No notify: the sweeper dispatches jobs enqueued in a caller's transaction.
     let states = env
@@ -130,7 +137,11 @@ async fn transactional_enqueue_commits_or_vanishes_with_the_caller() {
     assert_eq!(states[&committed[0].id], JobState::Succeeded);
 
     let tx = client.transaction().await.unwrap();
-    let notified = Producer::enqueue_in_transaction(&tx, &jobs).await.unwrap();
+    let notified = env
+        .producer()
+        .enqueue_in_transaction(&tx, &jobs)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     env.producer().notify(&notified).await;
     env.wait_terminal(&[notified[0].id], Duration::from_secs(10))
@@ -586,4 +597,44 @@ async fn finished_jobs_hold_their_slot_until_their_result_is_committed() {
         .get(0);
     assert_eq!(reruns, 0, "jobs ran twice without any crash");
     env.assert_exactly_once(&ids).await;
+}
+
+/// `examples/custom_kind.rs`: a kind defined in its own crate, registered beside the
+/// built-in ones, runs one job end to end through `lc-worker`'s machinery, and a bad
+/// payload of it is refused at enqueue.
+#[tokio::test]
+async fn a_custom_kind_from_its_own_crate_runs_end_to_end() {
+    let env = TestEnv::new().await;
+    let example = lc_tests::bin("examples/custom_kind");
+    let output = tokio::process::Command::new(example)
+        .env("DATABASE_URL", &env.database_url)
+        .env("REDIS_URL", &env.redis_url)
+        .env("LC_REDIS_PREFIX", &env.prefix)
+        .env("LC_LOG_FORMAT", "json")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the example failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("succeeded"), "{stdout}");
+    assert!(
+        stdout.contains("a bad payload is refused: invalid job: invalid payload for greet"),
+        "{stdout}"
+    );
+    let client = env.sql().await;
+    let row = client
+        .query_one(
+            "SELECT j.state, count(e.*) FILTER (WHERE e.message = 'hello, world')
+             FROM jobs j LEFT JOIN job_events e ON e.job_id = j.id
+             WHERE j.kind = 'greet' GROUP BY j.state",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "succeeded");
+    assert_eq!(row.get::<_, i64>(1), 1, "the handler ran once");
 }

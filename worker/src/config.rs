@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use lc_shared::JobKind;
 use lc_shared::config::parse_duration;
-use lc_shared::store::ClaimedJob;
 
 #[derive(Args, Clone, Debug)]
 pub struct WorkerConfig {
@@ -99,17 +97,16 @@ pub struct WorkerConfig {
     /// teardown 30m)
     #[arg(long = "kind-timeout", env = "LC_KIND_TIMEOUTS", value_name = "KIND=DURATION",
           value_delimiter = ',', value_parser = parse_kind_timeout)]
-    pub kind_timeouts: Vec<(JobKind, Duration)>,
+    pub kind_timeouts: Vec<(String, Duration)>,
 }
 
-fn parse_kind_timeout(text: &str) -> Result<(JobKind, Duration), String> {
+/// KIND=DURATION; whether the kind exists is checked against the worker's registry at
+/// start.
+fn parse_kind_timeout(text: &str) -> Result<(String, Duration), String> {
     let (kind, duration) = text
         .split_once('=')
         .ok_or_else(|| format!("expected KIND=DURATION, got {text:?}"))?;
-    let kind: JobKind = kind
-        .trim()
-        .parse()
-        .map_err(|err: lc_shared::job::InvalidJob| err.to_string())?;
+    let kind = kind.trim().to_owned();
     let duration = parse_duration(duration)?;
     if duration.is_zero() {
         return Err(format!("the time limit of {kind} must be more than 0"));
@@ -118,21 +115,6 @@ fn parse_kind_timeout(text: &str) -> Result<(JobKind, Duration), String> {
 }
 
 impl WorkerConfig {
-    /// How long one attempt of `job` may run: its own limit, else this worker's
-    /// `--kind-timeout` for its kind, else the kind's default.
-    pub fn timeout_for(&self, job: &ClaimedJob) -> Duration {
-        let kind: JobKind = job.kind.parse().unwrap_or(JobKind::Noop);
-        job.timeout
-            .or_else(|| {
-                self.kind_timeouts
-                    .iter()
-                    .rev()
-                    .find(|(limited, _)| *limited == kind)
-                    .map(|(_, limit)| *limit)
-            })
-            .unwrap_or_else(|| kind.default_timeout())
-    }
-
     /// Checks settings that clap cannot, with messages that say what to change.
     pub fn validate(&self) -> Result<(), String> {
         if self.concurrency == 0 {

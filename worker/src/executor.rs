@@ -16,7 +16,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::completer::Finished;
 use crate::fetcher::Slot;
-use crate::handlers::{self, JobContext};
+use crate::handlers::JobContext;
 use crate::worker::Worker;
 
 /// How long a handler stopped at its time limit may take to wind down.
@@ -45,8 +45,8 @@ pub(crate) async fn run_job(
             worker: worker.clone(),
             cancel: handler_cancel.clone(),
         };
-        let limit = worker.config.timeout_for(&job);
-        let handler = AssertUnwindSafe(handlers::run(&context)).catch_unwind();
+        let limit = worker.timeout_for(&job);
+        let handler = AssertUnwindSafe(worker.registry.run(&context)).catch_unwind();
         tokio::pin!(handler);
         let outcome = tokio::select! {
             outcome = &mut handler => Some(outcome),

@@ -131,7 +131,8 @@ pub async fn ingest(worker: &Worker, messages: Vec<InboxMessage>) -> bool {
     let mut accepted = Vec::new();
     for message in &messages {
         let parsed = match &message.body {
-            Some(body) => NewJob::from_wire(body, &message.entry_id).map_err(|err| err.to_string()),
+            Some(body) => NewJob::from_wire(body, &message.entry_id, worker.registry.kinds())
+                .map_err(|err| err.to_string()),
             None => Err("message has no \"job\" field".to_owned()),
         };
         match parsed {

@@ -39,4 +39,5 @@ pub mod tls;
 pub mod worker;
 
 pub use config::WorkerConfig;
-pub use worker::{Worker, WorkerError, run};
+pub use handlers::{Handler, JobContext, JobError, Registry};
+pub use worker::{Worker, WorkerError, run, run_with};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use lc_shared::config::ConnectOpts;
 use lc_shared::queue::{Queue, QueueError};
 use lc_shared::secrets::SecretKey;
-use lc_shared::store::{Store, StoreError, WorkerInfo, error_chain};
+use lc_shared::store::{ClaimedJob, Store, StoreError, WorkerInfo, error_chain};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::config::WorkerConfig;
+use crate::handlers::Registry;
 use crate::metrics::Metrics;
 use crate::outage::Outages;
 use crate::running::RunningJobs;
@@ -53,6 +54,8 @@ pub struct Worker {
     pub secret_key: Option<SecretKey>,
     /// Database outages per component, so each is logged once, not once per retry.
     pub outages: Outages,
+    /// The kinds this worker runs and their handlers.
+    pub registry: Registry,
     /// Free places among running handlers: `--concurrency` permits.
     pub(crate) permits: Arc<Semaphore>,
     /// Free places among the jobs this worker holds (running, or finished and waiting
@@ -66,6 +69,22 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// How long one attempt of `job` may run: its own limit, else this worker's
+    /// `--kind-timeout` for its kind, else the kind's own.
+    pub fn timeout_for(&self, job: &ClaimedJob) -> Duration {
+        job.timeout
+            .or_else(|| {
+                self.config
+                    .kind_timeouts
+                    .iter()
+                    .rev()
+                    .find(|(kind, _)| *kind == job.kind)
+                    .map(|(_, limit)| *limit)
+            })
+            .or_else(|| self.registry.timeout(&job.kind))
+            .unwrap_or(Duration::from_secs(3600))
+    }
+
     pub fn is_paused(&self, queue: &str) -> bool {
         self.paused
             .read()
@@ -80,13 +99,33 @@ impl Worker {
     }
 }
 
-/// Runs a worker until `shutdown` is cancelled, then shuts down gracefully.
+/// Runs a worker of the built-in kinds until `shutdown` is cancelled, then shuts down
+/// gracefully.
 pub async fn run(
     opts: ConnectOpts,
     config: WorkerConfig,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
+    let registry = Registry::builtin().map_err(|err| WorkerError::Config(err.to_string()))?;
+    run_with(opts, config, registry, shutdown).await
+}
+
+/// [`run`] with the kinds of `registry` (the built-in ones plus a library user's own).
+pub async fn run_with(
+    opts: ConnectOpts,
+    config: WorkerConfig,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
     config.validate().map_err(WorkerError::Config)?;
+    for (kind, _) in &config.kind_timeouts {
+        if registry.kinds().get(kind).is_none() {
+            return Err(WorkerError::Config(format!(
+                "--kind-timeout names unknown kind {kind:?} (this worker runs: {})",
+                registry.kinds().names().join(", ")
+            )));
+        }
+    }
     let secret_key = SecretKey::from_env().map_err(|err| WorkerError::Config(err.to_string()))?;
     let stale = crate::machine_store::remove_stale(&config.machines_dir);
     if stale > 0 {
@@ -107,6 +146,7 @@ pub async fn run(
         metrics: Metrics::default(),
         secret_key,
         outages: Outages::default(),
+        registry,
         tasks: TaskTracker::new(),
         completions,
         paused: RwLock::new(HashSet::new()),

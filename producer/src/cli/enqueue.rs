@@ -89,9 +89,9 @@ fn read_payload(text: &str) -> anyhow::Result<serde_json::Value> {
 }
 
 pub async fn run(producer: &Producer, args: EnqueueArgs) -> anyhow::Result<i32> {
-    let kind: JobKind = args
-        .kind
-        .parse()
+    let kind: JobKind = producer
+        .kinds()
+        .parse(&args.kind)
         .map_err(|err| anyhow::anyhow!("invalid job: {err}"))?;
     let priority: Priority = args
         .priority

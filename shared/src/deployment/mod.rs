@@ -22,6 +22,7 @@
 //!                                                               leftovers ────────┘
 //! ```
 
+pub mod kinds;
 mod records;
 pub mod spec;
 mod store;
@@ -32,7 +33,6 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::job::JobKind;
 use crate::store::{Replay, Store, retry};
 
 pub use records::{AckOutcome, DeploymentAttention, Fence};
@@ -227,46 +227,6 @@ pub struct TeardownPayload {
 /// Most nodes one deployment may have.
 pub const MAX_NODES: i64 = 100;
 
-/// Checks the payload of a deployment job. Payloads hold ids only: the spec lives in
-/// the `deployments` row, and credentials live nowhere but in the workers' environment.
-pub fn validate_job_payload(kind: JobKind, payload: &serde_json::Value) -> Result<(), String> {
-    fn parse<T: serde::de::DeserializeOwned>(payload: &serde_json::Value) -> Result<T, String> {
-        serde_json::from_value(payload.clone()).map_err(|err| err.to_string())
-    }
-    match kind {
-        JobKind::Provision => {
-            let payload: ProvisionPayload = parse(payload)?;
-            if payload.watch.is_some_and(|watch| watch < 1) {
-                return Err("watch must be at least 1".into());
-            }
-        }
-        JobKind::ProvisionMachine => {
-            let payload: ProvisionMachinePayload = parse(payload)?;
-            if !(1..=MAX_NODES).contains(&payload.node) {
-                return Err(format!("node must be between 1 and {MAX_NODES}"));
-            }
-        }
-        JobKind::Deploy => {
-            let payload: DeployPayload = parse(payload)?;
-            if payload.generation < 1 {
-                return Err("generation must be at least 1".into());
-            }
-        }
-        JobKind::Teardown => {
-            let payload: TeardownPayload = parse(payload)?;
-            if payload
-                .reason
-                .as_ref()
-                .is_some_and(|reason| reason.len() > 1000)
-            {
-                return Err("reason must be at most 1000 characters".into());
-            }
-        }
-        JobKind::Noop | JobKind::Sleep => {}
-    }
-    Ok(())
-}
-
 /// Key names whose values are secrets: shown as `***` by `lc jobs show`.
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase().replace('-', "_");
@@ -370,44 +330,6 @@ mod tests {
         assert!(validate_name("web;rm -rf /").is_err());
         assert_eq!(machine_name("demo", 3), "demo-3");
         assert_eq!(container_name("demo-3", 2), "lc-demo-3-g2");
-    }
-
-    #[test]
-    fn job_payloads() {
-        let id = Uuid::new_v4();
-        assert!(validate_job_payload(JobKind::Provision, &json!({"deployment_id": id})).is_ok());
-        assert!(
-            validate_job_payload(
-                JobKind::Provision,
-                &json!({"deployment_id": id, "watch": 2})
-            )
-            .is_ok()
-        );
-        assert!(validate_job_payload(JobKind::Provision, &json!({})).is_err());
-        assert!(
-            validate_job_payload(
-                JobKind::ProvisionMachine,
-                &json!({"deployment_id": id, "node": 1})
-            )
-            .is_ok()
-        );
-        assert!(
-            validate_job_payload(
-                JobKind::ProvisionMachine,
-                &json!({"deployment_id": id, "node": 0})
-            )
-            .is_err()
-        );
-        assert!(
-            validate_job_payload(
-                JobKind::Deploy,
-                &json!({"deployment_id": id, "generation": 1, "x": 1})
-            )
-            .is_err()
-        );
-        assert!(
-            validate_job_payload(JobKind::Teardown, &json!({"deployment_id": "nope"})).is_err()
-        );
     }
 
     #[test]

@@ -510,7 +510,9 @@ fn job(
         .with_queue(origin.queue.clone())
         .with_priority(origin.priority)
         .with_idempotency_key(key);
-    job.validate().map_err(|err| invalid(err.to_string()))?;
+    crate::builtin::kinds()
+        .validate(&job)
+        .map_err(|err| invalid(err.to_string()))?;
     Ok(job)
 }
 

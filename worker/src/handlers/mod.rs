@@ -1,5 +1,7 @@
-//! What each job kind does. A handler gets a [`JobContext`] and returns `Ok(())` or a
-//! [`JobError`] that says whether trying again can help.
+//! What each job kind does. A kind is a [`JobType`] (shared with producers) that also
+//! implements [`Handler`]: given a [`JobContext`] and its payload, it returns `Ok(())` or
+//! a [`JobError`] that says whether trying again can help. A [`Registry`] holds the
+//! handlers a worker runs; the built-in kinds are registered like any other.
 
 mod deployments;
 mod testing;
@@ -7,7 +9,14 @@ mod testing;
 use std::error::Error as StdError;
 use std::sync::Arc;
 
-use lc_shared::JobKind;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use lc_shared::builtin;
+use lc_shared::deployment::kinds as deployment_kinds;
+use lc_shared::kind::{JobType, KindError, KindInfo, Kinds};
 use lc_shared::state::RunResult;
 use lc_shared::store::{ClaimedJob, error_chain};
 use tokio_util::sync::CancellationToken;
@@ -107,21 +116,77 @@ impl JobContext {
     }
 }
 
-/// Runs the handler of the job's kind.
-pub async fn run(context: &JobContext) -> Result<(), JobError> {
-    let kind: JobKind = context
-        .job
-        .kind
-        .parse()
-        .map_err(|err| JobError::fatal_from("this worker cannot run the job", err))?;
-    match kind {
-        JobKind::Noop => testing::noop(context).await,
-        JobKind::Sleep => testing::sleep(context).await,
-        // Boxed: these futures are large (many awaits on docker-machine and the
-        // database), and a job's task should not carry them on its stack.
-        JobKind::Provision => Box::pin(deployments::provision(context)).await,
-        JobKind::ProvisionMachine => Box::pin(deployments::provision_machine(context)).await,
-        JobKind::Deploy => Box::pin(deployments::deploy(context)).await,
-        JobKind::Teardown => Box::pin(deployments::teardown(context)).await,
+/// What a worker does with jobs of a kind.
+pub trait Handler: JobType {
+    /// Runs one attempt. The payload was checked at enqueue; a payload that does not
+    /// parse any more (an older producer) fails the job as fatal before this is called.
+    fn run(
+        context: &JobContext,
+        payload: Self::Payload,
+    ) -> impl Future<Output = Result<(), JobError>> + Send;
+}
+
+type RunFn = for<'a> fn(&'a JobContext) -> BoxFuture<'a, Result<(), JobError>>;
+
+/// Parses the payload and runs `H`. Boxed: some handlers' futures are large (many awaits
+/// on docker-machine and the database), and a job's task should not carry them inline.
+fn run_erased<H: Handler>(context: &JobContext) -> BoxFuture<'_, Result<(), JobError>> {
+    Box::pin(async move {
+        let payload = context.payload::<H::Payload>()?;
+        H::run(context, payload).await
+    })
+}
+
+/// The kinds a worker runs: each kind's [`KindInfo`] (for the inbox, time limits) and
+/// its handler. Cheap to clone (shared).
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: Kinds,
+    handlers: Arc<BTreeMap<&'static str, RunFn>>,
+}
+
+impl Registry {
+    /// The built-in kinds: `noop`, `sleep` and the deployment kinds.
+    pub fn builtin() -> Result<Registry, KindError> {
+        Registry::default()
+            .with::<builtin::Noop>()?
+            .with::<builtin::Sleep>()?
+            .with::<deployment_kinds::Provision>()?
+            .with::<deployment_kinds::ProvisionMachine>()?
+            .with::<deployment_kinds::Deploy>()?
+            .with::<deployment_kinds::Teardown>()
+    }
+
+    /// This registry plus `H`.
+    pub fn with<H: Handler>(self) -> Result<Registry, KindError> {
+        let kinds = self.kinds.with_info(KindInfo::of::<H>())?;
+        let mut handlers = (*self.handlers).clone();
+        handlers.insert(H::KIND.as_str(), run_erased::<H> as RunFn);
+        Ok(Registry {
+            kinds,
+            handlers: Arc::new(handlers),
+        })
+    }
+
+    /// The kinds, as producers and the inbox ingester check them.
+    pub fn kinds(&self) -> &Kinds {
+        &self.kinds
+    }
+
+    /// The built-in time limit of a kind.
+    pub fn timeout(&self, kind: &str) -> Option<Duration> {
+        self.kinds.get(kind).map(|info| info.timeout)
+    }
+
+    /// Runs the handler of the job's kind.
+    pub async fn run(&self, context: &JobContext) -> Result<(), JobError> {
+        let Some(run) = self.handlers.get(context.job.kind.as_str()) else {
+            return Err(JobError::fatal(format!(
+                "this worker cannot run jobs of kind {:?} (it runs: {})",
+                context.job.kind,
+                self.kinds.names().join(", ")
+            )));
+        };
+        run(context).await
     }
 }

@@ -2,33 +2,26 @@
 
 use std::time::Duration;
 
-use lc_shared::job::SleepPayload;
+use lc_shared::builtin::{Noop, Sleep, SleepPayload};
 
-use super::{JobContext, JobError};
+use super::{Handler, JobContext, JobError};
 
-pub async fn noop(context: &JobContext) -> Result<(), JobError> {
-    let payload: SleepPayload = if context
-        .job
-        .payload
-        .as_object()
-        .is_some_and(|o| o.is_empty())
-    {
-        SleepPayload::default()
-    } else {
-        context.payload()?
-    };
-    finish(context, &payload).await
+impl Handler for Noop {
+    async fn run(context: &JobContext, payload: SleepPayload) -> Result<(), JobError> {
+        finish(context, &payload).await
+    }
 }
 
-pub async fn sleep(context: &JobContext) -> Result<(), JobError> {
-    let payload: SleepPayload = context.payload()?;
-    if payload.ms > 0 {
-        tokio::select! {
-            _ = context.cancel.cancelled() => return Err(JobError::Cancelled),
-            _ = tokio::time::sleep(Duration::from_millis(payload.ms)) => {}
+impl Handler for Sleep {
+    async fn run(context: &JobContext, payload: SleepPayload) -> Result<(), JobError> {
+        if payload.ms > 0 {
+            tokio::select! {
+                _ = context.cancel.cancelled() => return Err(JobError::Cancelled),
+                _ = tokio::time::sleep(Duration::from_millis(payload.ms)) => {}
+            }
         }
+        finish(context, &payload).await
     }
-    finish(context, &payload).await
 }
 
 /// Fails the first `fail_times` attempts as asked, and records the effect when asked.

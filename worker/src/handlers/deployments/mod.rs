@@ -24,9 +24,37 @@ use lc_shared::store::{Enqueued, StoreError, error_chain};
 use tracing::warn;
 use uuid::Uuid;
 
-pub use deploy::deploy;
-pub use provision::{provision, provision_machine};
-pub use teardown::teardown;
+use lc_shared::deployment::kinds::{Deploy, Provision, ProvisionMachine, Teardown};
+use lc_shared::deployment::{
+    DeployPayload, ProvisionMachinePayload, ProvisionPayload, TeardownPayload,
+};
+
+use super::Handler;
+
+// The handlers read their payload again from the context: it holds ids only.
+impl Handler for Provision {
+    async fn run(ctx: &JobContext, _payload: ProvisionPayload) -> Result<(), JobError> {
+        provision::provision(ctx).await
+    }
+}
+
+impl Handler for ProvisionMachine {
+    async fn run(ctx: &JobContext, _payload: ProvisionMachinePayload) -> Result<(), JobError> {
+        provision::provision_machine(ctx).await
+    }
+}
+
+impl Handler for Deploy {
+    async fn run(ctx: &JobContext, _payload: DeployPayload) -> Result<(), JobError> {
+        deploy::deploy(ctx).await
+    }
+}
+
+impl Handler for Teardown {
+    async fn run(ctx: &JobContext, _payload: TeardownPayload) -> Result<(), JobError> {
+        teardown::teardown(ctx).await
+    }
+}
 
 use super::{JobContext, JobError};
 use crate::config::WorkerConfig;
