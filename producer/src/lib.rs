@@ -20,6 +20,7 @@ pub mod cli;
 
 use lc_shared::NewJob;
 use lc_shared::config::redact_url;
+use lc_shared::dispatch::Dispatch;
 use lc_shared::job::InvalidJob;
 use lc_shared::kind::Kinds;
 use lc_shared::queue::{Queue, QueueError};
@@ -52,6 +53,8 @@ pub struct Producer {
     retry_for: Duration,
     /// The kinds this producer accepts (the built-in ones unless told otherwise).
     kinds: Kinds,
+    /// Sends hints after commits.
+    dispatch: Dispatch,
 }
 
 /// How long an enqueue waits out a database outage unless told otherwise: longer than
@@ -75,16 +78,12 @@ impl Producer {
                 None
             }
         };
-        Ok(Producer {
-            store,
-            queue,
-            retry_for: DEFAULT_RETRY_FOR,
-            kinds: lc_shared::builtin::kinds(),
-        })
+        Ok(Producer::from_parts(store, queue))
     }
 
     pub fn from_parts(store: Store, queue: Option<Queue>) -> Producer {
         Producer {
+            dispatch: Dispatch::new(store.clone(), queue.clone()),
             store,
             queue,
             retry_for: DEFAULT_RETRY_FOR,
@@ -141,7 +140,7 @@ impl Producer {
             .enqueue_within(jobs, self.queue.is_some(), self.retry_for)
             .await?;
         let hints: Vec<HintTarget> = enqueued.iter().filter_map(|job| job.hint.clone()).collect();
-        self.send_hints(&hints).await;
+        self.dispatch.send(&hints).await;
         Ok(enqueued)
     }
 
@@ -175,43 +174,7 @@ impl Producer {
     /// Sends hints for jobs enqueued in a committed transaction. Best effort: a job
     /// whose hint is lost still runs (the sweeper dispatches it).
     pub async fn notify(&self, enqueued: &[Enqueued]) {
-        let Some(queue) = &self.queue else { return };
-        let ids: Vec<Uuid> = enqueued
-            .iter()
-            .filter(|job| job.created)
-            .map(|job| job.id)
-            .collect();
-        if ids.is_empty() {
-            return;
-        }
-        match self.store.take_by_ids(&ids).await {
-            Ok(targets) => {
-                if let Err(err) = queue.push_hints(&targets).await {
-                    warn!(error = %error_chain(&err), "could not send hints; the sweeper dispatches these jobs");
-                    let ids: Vec<Uuid> = targets.iter().map(|target| target.id).collect();
-                    let _ = self.store.mark_undispatched(&ids).await;
-                }
-            }
-            Err(err) => {
-                warn!(error = %error_chain(&err), "could not mark jobs dispatched; the sweeper dispatches them")
-            }
-        }
-    }
-
-    async fn send_hints(&self, hints: &[HintTarget]) {
-        let Some(queue) = &self.queue else { return };
-        if hints.is_empty() {
-            return;
-        }
-        if let Err(err) = queue.push_hints(hints).await {
-            warn!(error = %error_chain(&err), jobs = hints.len(),
-                  "redis unavailable; jobs are stored and the sweeper dispatches them");
-            let ids: Vec<Uuid> = hints.iter().map(|hint| hint.id).collect();
-            if let Err(err) = self.store.mark_undispatched(&ids).await {
-                // Still safe: idle workers claim due jobs straight from the database.
-                warn!(error = %error_chain(&err), "could not mark jobs for the sweeper");
-            }
-        }
+        self.dispatch.committed(enqueued).await;
     }
 
     /// Cancels a queued or running job (a running one stops at its worker's next

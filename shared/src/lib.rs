@@ -7,6 +7,7 @@
 //! - [`state`]: the job state machine, the one place that says which transitions exist
 //! - [`store`]: the database (CockroachDB / PostgreSQL): pool, retry helper, job SQL
 //! - [`queue`]: Redis dispatch hints, queue markers and the inbox stream
+//! - [`dispatch`]: sending hints after a commit, with one failure policy
 //! - [`migrate`]: schema migrations from `migrations/*.sql`
 //! - [`deployment`]: deployments, machines and containers (spec, names, records)
 //! - [`secrets`]: sealing secrets at rest with `LC_SECRET_KEY`
@@ -16,6 +17,7 @@
 pub mod builtin;
 pub mod config;
 pub mod deployment;
+pub mod dispatch;
 pub mod job;
 pub mod kind;
 pub mod migrate;

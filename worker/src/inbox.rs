@@ -156,9 +156,7 @@ pub async fn ingest(worker: &Worker, messages: Vec<InboxMessage>) -> bool {
             Ok(enqueued) => {
                 let hints: Vec<HintTarget> =
                     enqueued.into_iter().filter_map(|job| job.hint).collect();
-                if let Err(err) = worker.queue.push_hints(&hints).await {
-                    warn!(error = %error_chain(&err), "could not send hints for ingested jobs; the database path finds them");
-                }
+                worker.dispatch.send(&hints).await;
                 debug!(jobs = accepted.len(), "ingested inbox messages");
                 worker.outages.inbox.ok();
                 handled.extend(accepted);

@@ -73,16 +73,8 @@ pub async fn sweep(worker: &Worker) -> SweepReport {
                 break;
             }
         };
-        if let Err(err) = worker.queue.push_hints(&targets).await {
-            warn!(error = %error_chain(&err), "could not send hints; retrying next sweep");
-            let ids: Vec<Uuid> = targets.iter().map(|target| target.id).collect();
-            if let Err(err) = worker.store.mark_undispatched(&ids).await {
-                // Idle workers claim them from the database meanwhile.
-                worker
-                    .outages
-                    .sweeper
-                    .failed(&err, "marking jobs for the next sweep");
-            }
+        if !worker.dispatch.send(&targets).await {
+            // Handed back: the next sweep tries again.
             break;
         }
         report.hints_sent += targets.len();

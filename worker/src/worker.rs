@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use lc_shared::config::ConnectOpts;
+use lc_shared::dispatch::Dispatch;
 use lc_shared::queue::{Queue, QueueError};
 use lc_shared::secrets::SecretKey;
 use lc_shared::store::{ClaimedJob, Store, StoreError, WorkerInfo, error_chain};
@@ -56,6 +57,8 @@ pub struct Worker {
     pub outages: Outages,
     /// The kinds this worker runs and their handlers.
     pub registry: Registry,
+    /// Sends hints for jobs this worker enqueued or released.
+    pub dispatch: Dispatch,
     /// Free places among running handlers: `--concurrency` permits.
     pub(crate) permits: Arc<Semaphore>,
     /// Free places among the jobs this worker holds (running, or finished and waiting
@@ -133,6 +136,7 @@ pub async fn run_with(
     }
     let store = Store::connect(&opts.database_url, opts.db_pool_size)?;
     let queue = Queue::connect(&opts.redis_url, &opts.redis_prefix).await?;
+    let dispatch = Dispatch::new(store.clone(), Some(queue.clone()));
     let id = Uuid::new_v4();
     let (completions, completion_rx) = mpsc::unbounded_channel();
     let worker = Arc::new(Worker {
@@ -147,6 +151,7 @@ pub async fn run_with(
         secret_key,
         outages: Outages::default(),
         registry,
+        dispatch,
         tasks: TaskTracker::new(),
         completions,
         paused: RwLock::new(HashSet::new()),
@@ -240,10 +245,7 @@ pub async fn run_with(
     if !left.is_empty() {
         match worker.store.release(worker.id, &left).await {
             Ok(released) => {
-                if let Err(err) = worker.queue.push_hints(&released).await {
-                    // The sweeper's database path picks them up anyway.
-                    warn!(error = %error_chain(&err), "could not send hints for released jobs");
-                }
+                worker.dispatch.send(&released).await;
                 info!(
                     jobs = released.len(),
                     "released unfinished jobs to the queue"

@@ -20,9 +20,7 @@ mod teardown;
 use std::time::Duration;
 
 use lc_shared::deployment::{Endpoint, Origin};
-use lc_shared::store::{Enqueued, StoreError, error_chain};
-use tracing::warn;
-use uuid::Uuid;
+use lc_shared::store::{Enqueued, StoreError};
 
 use lc_shared::deployment::kinds::{Deploy, Provision, ProvisionMachine, Teardown};
 use lc_shared::deployment::{
@@ -87,32 +85,10 @@ fn is_final(ctx: &JobContext, err: &JobError) -> bool {
     }
 }
 
-/// Sends hints for jobs enqueued in a committed transaction. Best effort: the sweeper
-/// dispatches whatever is left.
+/// Sends hints for jobs enqueued in a committed transaction (best effort: the sweeper
+/// dispatches whatever is left).
 async fn dispatch(ctx: &JobContext, enqueued: &[Enqueued]) {
-    let ids: Vec<Uuid> = enqueued
-        .iter()
-        .filter(|job| job.created)
-        .map(|job| job.id)
-        .collect();
-    if ids.is_empty() {
-        return;
-    }
-    let store = &ctx.worker.store;
-    match store.take_by_ids(&ids).await {
-        Ok(targets) => {
-            if let Err(err) = ctx.worker.queue.push_hints(&targets).await {
-                warn!(error = %error_chain(&err), "could not send hints; the sweeper dispatches these jobs");
-                let ids: Vec<Uuid> = targets.iter().map(|target| target.id).collect();
-                if let Err(err) = store.mark_undispatched(&ids).await {
-                    warn!(error = %error_chain(&err), "could not hand the jobs to the sweeper; idle workers claim them from the database");
-                }
-            }
-        }
-        Err(err) => {
-            warn!(error = %error_chain(&err), "could not mark jobs dispatched; the sweeper dispatches them")
-        }
-    }
+    ctx.worker.dispatch.committed(enqueued).await;
 }
 
 /// The `local` provider's "machine": this worker's own Docker engine.

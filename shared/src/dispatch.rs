@@ -1,0 +1,89 @@
+//! Sending dispatch hints after a commit: the one owner of that step, with one failure
+//! policy. A hint is only a fast path (the database is the truth): a hint that cannot be
+//! sent is handed to the sweeper (its job is marked undispatched, and idle workers claim
+//! due jobs from the database meanwhile), and the failure is logged once per Redis
+//! outage, not once per job.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::queue::Queue;
+use crate::store::{Enqueued, HintTarget, Store, error_chain};
+
+/// Sends hints for committed jobs. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Dispatch {
+    store: Store,
+    /// `None` when Redis was unreachable at start: every job goes to the sweeper.
+    queue: Option<Queue>,
+    /// Whether the last send failed, so an outage is reported once.
+    failing: Arc<AtomicBool>,
+}
+
+impl Dispatch {
+    pub fn new(store: Store, queue: Option<Queue>) -> Dispatch {
+        Dispatch {
+            store,
+            queue,
+            failing: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Dispatches jobs enqueued in a transaction that has committed (those it made;
+    /// jobs found by idempotency key were dispatched when they were made).
+    pub async fn committed(&self, enqueued: &[Enqueued]) {
+        if self.queue.is_none() {
+            return;
+        }
+        let ids: Vec<Uuid> = enqueued
+            .iter()
+            .filter(|job| job.created)
+            .map(|job| job.id)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        match self.store.take_by_ids(&ids).await {
+            Ok(targets) => {
+                self.send(&targets).await;
+            }
+            // Not marked dispatched: the sweeper sends them.
+            Err(err) => self.failed(&err, "marking jobs dispatched"),
+        }
+    }
+
+    /// Sends hints for jobs already marked dispatched; true when they went out. On
+    /// failure the jobs are handed back to the sweeper.
+    pub async fn send(&self, targets: &[HintTarget]) -> bool {
+        if targets.is_empty() {
+            return true;
+        }
+        let sent = match &self.queue {
+            Some(queue) => queue.push_hints(targets).await.map_err(|err| {
+                self.failed(&err, "sending hints");
+            }),
+            None => Err(()),
+        };
+        if sent.is_ok() {
+            if self.failing.swap(false, Ordering::Relaxed) {
+                info!("hints go out again");
+            }
+            return true;
+        }
+        let ids: Vec<Uuid> = targets.iter().map(|target| target.id).collect();
+        if let Err(err) = self.store.mark_undispatched(&ids).await {
+            // Still safe: idle workers claim due jobs straight from the database.
+            self.failed(&err, "handing jobs to the sweeper");
+        }
+        false
+    }
+
+    fn failed(&self, err: &(dyn std::error::Error + 'static), what: &str) {
+        if !self.failing.swap(true, Ordering::Relaxed) {
+            warn!(error = %error_chain(err), "{what} failed; the sweeper dispatches these jobs (logged once until hints go out again)");
+        }
+    }
+}
