@@ -148,7 +148,7 @@ mod tests {
         assert_eq!(
             format!(
                 "{:?}",
-                SecretKey::parse(&SecretKey::generate_base64()).unwrap()
+                SecretKey::parse(&SecretKey::generate_base64()).expect("a generated key parses")
             ),
             "SecretKey(***)"
         );
