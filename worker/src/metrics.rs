@@ -12,11 +12,14 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use lc_shared::state::Transition;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::prometheus_text;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, prometheus_text,
+};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -73,12 +76,10 @@ pub struct Metrics {
     external_calls: Family<CallLabels, Counter>,
     external_call_errors: Family<CallLabels, Counter>,
     external_call_milliseconds: Family<CallLabels, Counter>,
-    queue_jobs: Family<DepthLabels, Gauge>,
-    queue_oldest_due: Family<QueueLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    running_jobs: Gauge,
-    /// Held while the scrape-time gauges are replaced and the registry encoded, so two
-    /// scrapes do not mix their queue rows. Never held across an `.await`.
-    scrape: Mutex<()>,
+    /// The scrape-time readings the registry's collector encodes. Locked while one
+    /// scrape stores its readings and encodes, so two scrapes do not mix their rows;
+    /// never held across an `.await`.
+    readings: Arc<Mutex<Readings>>,
 }
 
 impl Default for Metrics {
@@ -94,9 +95,7 @@ impl Default for Metrics {
         let external_calls = Family::<CallLabels, Counter>::default();
         let external_call_errors = Family::<CallLabels, Counter>::default();
         let external_call_milliseconds = Family::<CallLabels, Counter>::default();
-        let queue_jobs = Family::<DepthLabels, Gauge>::default();
-        let queue_oldest_due = Family::default();
-        let running_jobs = Gauge::default();
+        let readings = Arc::new(Mutex::new(Readings::default()));
         registry.register(
             "lc_jobs_started",
             "Jobs this worker started",
@@ -147,21 +146,7 @@ impl Default for Metrics {
             "Time spent in calls to docker-machine and the Docker API",
             external_call_milliseconds.clone(),
         );
-        registry.register(
-            "lc_queue_jobs",
-            "Jobs per queue and state (from the database at scrape time)",
-            queue_jobs.clone(),
-        );
-        registry.register(
-            "lc_queue_oldest_due_seconds",
-            "Age of the oldest due queued job per queue (from the database at scrape time)",
-            queue_oldest_due.clone(),
-        );
-        registry.register(
-            "lc_worker_running_jobs",
-            "Jobs running on this worker now",
-            running_jobs.clone(),
-        );
+        registry.register_collector(Box::new(ScrapeGauges(readings.clone())));
         Metrics {
             registry,
             started,
@@ -174,10 +159,7 @@ impl Default for Metrics {
             external_calls,
             external_call_errors,
             external_call_milliseconds,
-            queue_jobs,
-            queue_oldest_due,
-            running_jobs,
-            scrape: Mutex::new(()),
+            readings,
         }
     }
 }
@@ -227,31 +209,16 @@ impl Metrics {
 
     /// The Prometheus text of what this process counted, with the scrape-time readings.
     fn render(&self, readings: Readings) -> String {
-        let _scrape = self
-            .scrape
+        let mut stored = self
+            .readings
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // A reading that failed leaves its family empty (as before: no rows rather than
-        // stale ones).
-        self.queue_jobs.clear();
-        for depth in readings.depths.into_iter().flatten() {
-            self.queue_jobs
-                .get_or_create(&DepthLabels {
-                    queue: depth.queue,
-                    state: depth.state,
-                })
-                .set(depth.count);
-        }
-        self.queue_oldest_due.clear();
-        for (queue, age) in readings.ages.into_iter().flatten() {
-            self.queue_oldest_due
-                .get_or_create(&QueueLabels { queue })
-                .set(age);
-        }
-        self.running_jobs.set(readings.running as i64);
+        *stored = readings;
+        // The collector locks `readings` itself: release it while encoding.
+        drop(stored);
         let mut out = String::new();
         if let Err(err) = prometheus_text::encode(&mut out, &self.registry) {
-            // Writing into a String cannot fail; the encoder's own errors are bugs.
+            // Writing into a String cannot fail; an encoder error would be a bug.
             warn!(error = %err, "could not encode the metrics");
         }
         out
@@ -264,11 +231,65 @@ fn kind_labels(kind: &str) -> KindLabels {
     }
 }
 
-/// What only the database (and the slot table) knows, read before the registry is locked.
+/// What only the database (and the slot table) knows, read before anything is locked.
+/// A reading that failed is `None`: its metric is left out of that scrape.
+#[derive(Debug, Default)]
 struct Readings {
     depths: Option<Vec<lc_shared::store::QueueDepth>>,
     ages: Option<Vec<(String, f64)>>,
     running: usize,
+}
+
+/// Encodes the scrape-time gauges: `lc_queue_jobs`, `lc_queue_oldest_due_seconds` (each
+/// with its `# TYPE` line even when no queue has rows, as long as the database answered)
+/// and `lc_worker_running_jobs`.
+#[derive(Debug)]
+struct ScrapeGauges(Arc<Mutex<Readings>>);
+
+impl Collector for ScrapeGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let readings = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(depths) = &readings.depths {
+            let mut family = encoder.encode_descriptor(
+                "lc_queue_jobs",
+                "Jobs per queue and state (from the database at scrape time)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for depth in depths {
+                let labels = DepthLabels {
+                    queue: depth.queue.clone(),
+                    state: depth.state.clone(),
+                };
+                ConstGauge::new(depth.count).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        if let Some(ages) = &readings.ages {
+            let mut family = encoder.encode_descriptor(
+                "lc_queue_oldest_due_seconds",
+                "Age of the oldest due queued job per queue (from the database at scrape time)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (queue, age) in ages {
+                let labels = QueueLabels {
+                    queue: queue.clone(),
+                };
+                ConstGauge::new(*age).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let running = encoder.encode_descriptor(
+            "lc_worker_running_jobs",
+            "Jobs running on this worker now",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(readings.running as i64).encode(running)?;
+        Ok(())
+    }
 }
 
 async fn metrics(State(worker): State<Arc<Worker>>) -> impl IntoResponse {
@@ -356,6 +377,17 @@ mod tests {
             );
         }
         assert!(!text.contains("_total_total"), "{text}");
+        let quiet = metrics.render(Readings {
+            depths: Some(Vec::new()),
+            ages: Some(Vec::new()),
+            running: 0,
+        });
+        assert!(
+            quiet.contains("# TYPE lc_queue_oldest_due_seconds gauge"),
+            "{quiet}"
+        );
+        let unreadable = metrics.render(Readings::default());
+        assert!(!unreadable.contains("lc_queue_jobs"), "{unreadable}");
         assert!(!text.contains("# EOF"), "{text}");
     }
 }
