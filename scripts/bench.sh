@@ -7,13 +7,33 @@
 #   scripts/bench.sh                          the whole bench (a few minutes on 2 cores)
 #   scripts/bench.sh --only drain             one section (single,bulk,drain,latency,fanout,recovery)
 #   scripts/bench.sh --jobs 5000              smaller runs; `lc-bench --help` lists every option
+#   scripts/bench.sh --help                   lc-bench's options (builds it; starts nothing)
 #   BENCH_KEEP_DB=1 scripts/bench.sh          keep the bench database for inspection
+#
+# lc-bench is the workspace crate bench/ (not published). Binaries go to
+# $CARGO_TARGET_DIR/release when that is set, else target/release.
 #
 # Exit code: lc-bench's (0 when every job the bench enqueued was verified `succeeded`).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
+  PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || lc_die "cargo not found"
+BIN_DIR="${CARGO_TARGET_DIR:-$LC_ROOT/target}/release"
+
+# --help / --version: only lc-bench itself is needed (no services, no database).
+for arg in "$@"; do
+  case "$arg" in
+    -h | --help | -V | --version)
+      (cd "$LC_ROOT" && cargo build --release --package lc-bench --bin lc-bench >&2)
+      exec "$BIN_DIR/lc-bench" "$@"
+      ;;
+  esac
+done
 
 ensure_pkg python3 python3 # the docker-machine stand-in (fan-out) is a Python script
 
@@ -27,11 +47,6 @@ if [[ -z "$PSQL" ]]; then
   PSQL="$(find /usr/lib/postgresql -path '*/bin/psql' 2>/dev/null | sort -V | tail -n1)"
 fi
 [[ -x "$PSQL" ]] || lc_die "psql not found"
-
-if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
-  PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
-fi
-command -v cargo >/dev/null 2>&1 || lc_die "cargo not found"
 
 cd "$LC_ROOT"
 lc_log "building release binaries (lc, lc-worker, lc-bench)"
@@ -99,8 +114,8 @@ psql_admin -c "CREATE DATABASE $BENCH_DB"
 exec {out}> >(tee "$WORK/output.txt")
 TEE_PID=$!
 DATABASE_URL="$BENCH_DATABASE_URL" REDIS_URL="$REDIS_URL" LC_REDIS_PREFIX="$BENCH_PREFIX" \
-  LC_BIN_DIR="$LC_ROOT/target/release" \
-  "$LC_ROOT/target/release/lc-bench" --work-dir "$WORK" "$@" >&"$out" &
+  LC_BIN_DIR="$BIN_DIR" \
+  "$BIN_DIR/lc-bench" --work-dir "$WORK" "$@" >&"$out" &
 BENCH_PID=$!
 rc=0
 wait "$BENCH_PID" || rc=$?

@@ -35,32 +35,18 @@ pub struct ConnectOpts {
     pub db_pool_size: usize,
 }
 
-/// Parses `500ms`, `2s`, `5m`, `1h` (a bare number means milliseconds).
+/// Parses a duration the way `humantime` reads it: `500ms`, `30s`, `5m`, `1h`, `1d`,
+/// `1h 30m`. A bare number means milliseconds, as it always has here.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?} (examples: 500ms, 2s, 5m, 1h)"))?;
-    let seconds = match unit.trim() {
-        "" | "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86_400.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?} in {text:?} (use ms, s, m, h or d)"
-            ));
-        }
-    };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("invalid duration {text:?}"));
+    if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return text
+            .parse()
+            .map(Duration::from_millis)
+            .map_err(|err| format!("invalid duration {text:?}: {err}"));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    humantime::parse_duration(text)
+        .map_err(|err| format!("invalid duration {text:?}: {err} (examples: 500ms, 30s, 5m, 1h)"))
 }
 
 /// A URL with its password replaced, for logs and error messages.
@@ -86,11 +72,20 @@ mod tests {
     fn parses_durations() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1s 500ms"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration(" 30s "), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("100"), Ok(Duration::from_millis(100)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
+        let err = parse_duration("soon").expect_err("not a duration");
+        assert!(err.starts_with("invalid duration \"soon\""), "{err}");
+        assert!(err.contains("examples: 500ms"), "{err}");
+        let err = parse_duration("5 parsecs").expect_err("not a unit");
+        assert!(err.contains("parsecs"), "{err}");
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-5s").is_err());
     }
 
     #[test]

@@ -1,17 +1,30 @@
-//! Prometheus metrics: counters and a duration histogram kept in memory, served as
-//! text on `--metrics-addr` (`GET /metrics`). Queue depth and oldest-job age are read
-//! from the database at scrape time, so every worker reports the same truth.
+//! Prometheus metrics: counters and a duration histogram kept by `prometheus-client`,
+//! served on `--metrics-addr` (`GET /metrics`, text format 0.0.4) by axum. Queue depth and
+//! oldest-job age are read from the database at scrape time, so every worker reports the
+//! same truth.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
 use lc_shared::state::Transition;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, prometheus_text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::worker::Worker;
 
@@ -20,189 +33,361 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0,
 ];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// The content type of the Prometheus text format that `prometheus_text` writes.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
 }
 
-#[derive(Default)]
-struct Inner {
-    /// (metric, label set) → value
-    counters: BTreeMap<(&'static str, String), u64>,
-    durations: BTreeMap<String, Histogram>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    system: String,
+    operation: String,
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DepthLabels {
+    queue: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: String,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Every metric of a worker process. Counters are registered without their `_total`
+/// suffix: the encoder appends it, so the exported names are `lc_..._total`.
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    registry: Registry,
+    started: Family<KindLabels, Counter>,
+    succeeded: Family<KindLabels, Counter>,
+    retried: Family<KindLabels, Counter>,
+    dead: Family<KindLabels, Counter>,
+    durations: Family<KindLabels, Histogram, fn() -> Histogram>,
+    completions_refused: Counter,
+    lease_recoveries: Counter,
+    external_calls: Family<CallLabels, Counter>,
+    external_call_errors: Family<CallLabels, Counter>,
+    external_call_milliseconds: Family<CallLabels, Counter>,
+    /// The scrape-time readings the registry's collector encodes. Locked while one
+    /// scrape stores its readings and encodes, so two scrapes do not mix their rows;
+    /// never held across an `.await`.
+    readings: Arc<Mutex<Readings>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let started = Family::<KindLabels, Counter>::default();
+        let succeeded = Family::<KindLabels, Counter>::default();
+        let retried = Family::<KindLabels, Counter>::default();
+        let dead = Family::<KindLabels, Counter>::default();
+        let durations = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let completions_refused = Counter::default();
+        let lease_recoveries = Counter::default();
+        let external_calls = Family::<CallLabels, Counter>::default();
+        let external_call_errors = Family::<CallLabels, Counter>::default();
+        let external_call_milliseconds = Family::<CallLabels, Counter>::default();
+        let readings = Arc::new(Mutex::new(Readings::default()));
+        registry.register(
+            "lc_jobs_started",
+            "Jobs this worker started",
+            started.clone(),
+        );
+        registry.register(
+            "lc_jobs_succeeded",
+            "Jobs this worker finished as succeeded",
+            succeeded.clone(),
+        );
+        registry.register(
+            "lc_jobs_retried",
+            "Jobs this worker finished with a retry",
+            retried.clone(),
+        );
+        registry.register(
+            "lc_jobs_dead",
+            "Jobs this worker finished as dead",
+            dead.clone(),
+        );
+        registry.register(
+            "lc_job_duration_seconds",
+            "How long jobs ran on this worker",
+            durations.clone(),
+        );
+        registry.register(
+            "lc_completions_refused",
+            "Completions the database refused (the lease was lost)",
+            completions_refused.clone(),
+        );
+        registry.register(
+            "lc_lease_recoveries",
+            "Expired leases this worker's sweeper recovered",
+            lease_recoveries.clone(),
+        );
+        registry.register(
+            "lc_external_calls",
+            "Calls to docker-machine and the Docker API",
+            external_calls.clone(),
+        );
+        registry.register(
+            "lc_external_call_errors",
+            "Calls to docker-machine and the Docker API that failed",
+            external_call_errors.clone(),
+        );
+        registry.register(
+            "lc_external_call_milliseconds",
+            "Time spent in calls to docker-machine and the Docker API",
+            external_call_milliseconds.clone(),
+        );
+        registry.register_collector(Box::new(ScrapeGauges(readings.clone())));
+        Metrics {
+            registry,
+            started,
+            succeeded,
+            retried,
+            dead,
+            durations,
+            completions_refused,
+            lease_recoveries,
+            external_calls,
+            external_call_errors,
+            external_call_milliseconds,
+            readings,
+        }
+    }
 }
 
 impl Metrics {
-    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
-        let mut inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut inner)
-    }
-
-    fn add(&self, metric: &'static str, labels: String, by: u64) {
-        self.with(|inner| *inner.counters.entry((metric, labels)).or_default() += by);
-    }
-
     pub fn job_started(&self, kind: &str) {
-        self.add("lc_jobs_started_total", format!("kind=\"{kind}\""), 1);
+        self.started.get_or_create(&kind_labels(kind)).inc();
     }
 
     pub fn job_finished(&self, kind: &str, transition: Transition, took: Duration) {
-        let metric = match transition {
-            Transition::Succeed => "lc_jobs_succeeded_total",
-            Transition::Retry => "lc_jobs_retried_total",
-            _ => "lc_jobs_dead_total",
+        let labels = kind_labels(kind);
+        let counter = match transition {
+            Transition::Succeed => &self.succeeded,
+            Transition::Retry => &self.retried,
+            _ => &self.dead,
         };
-        self.add(metric, format!("kind=\"{kind}\""), 1);
-        let seconds = took.as_secs_f64();
-        self.with(|inner| {
-            let histogram = inner.durations.entry(kind.to_owned()).or_default();
-            for (bucket, bound) in BUCKETS.iter().enumerate() {
-                if seconds <= *bound {
-                    histogram.counts[bucket] += 1;
-                }
-            }
-            histogram.count += 1;
-            histogram.sum += seconds;
-        });
+        counter.get_or_create(&labels).inc();
+        self.durations
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
     }
 
     pub fn completion_refused(&self) {
-        self.add("lc_completions_refused_total", String::new(), 1);
+        self.completions_refused.inc();
     }
 
     pub fn leases_recovered(&self, count: usize) {
         if count > 0 {
-            self.add("lc_lease_recoveries_total", String::new(), count as u64);
+            self.lease_recoveries.inc_by(count as u64);
         }
     }
 
     /// A call to docker-machine or the Docker API: how long, and whether it failed.
     pub fn external_call(&self, system: &str, operation: &str, took: Duration, failed: bool) {
-        let labels = format!("system=\"{system}\",operation=\"{operation}\"");
-        self.add("lc_external_calls_total", labels.clone(), 1);
+        let labels = CallLabels {
+            system: system.to_owned(),
+            operation: operation.to_owned(),
+        };
+        self.external_calls.get_or_create(&labels).inc();
         if failed {
-            self.add("lc_external_call_errors_total", labels.clone(), 1);
+            self.external_call_errors.get_or_create(&labels).inc();
         }
-        self.add(
-            "lc_external_call_milliseconds_total",
-            labels,
-            took.as_millis() as u64,
-        );
+        self.external_call_milliseconds
+            .get_or_create(&labels)
+            .inc_by(took.as_millis() as u64);
     }
 
-    /// The Prometheus text of what this process counted.
-    pub fn render(&self) -> String {
+    /// The Prometheus text of what this process counted, with the scrape-time readings.
+    fn render(&self, readings: Readings) -> String {
+        let mut stored = self
+            .readings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *stored = readings;
+        // The collector locks `readings` itself: release it while encoding.
+        drop(stored);
         let mut out = String::new();
-        self.with(|inner| {
-            let mut last = "";
-            for ((metric, labels), value) in &inner.counters {
-                if *metric != last {
-                    let _ = writeln!(out, "# TYPE {metric} counter");
-                    last = metric;
-                }
-                if labels.is_empty() {
-                    let _ = writeln!(out, "{metric} {value}");
-                } else {
-                    let _ = writeln!(out, "{metric}{{{labels}}} {value}");
-                }
-            }
-            if !inner.durations.is_empty() {
-                let _ = writeln!(out, "# TYPE lc_job_duration_seconds histogram");
-            }
-            for (kind, histogram) in &inner.durations {
-                for (bucket, bound) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "lc_job_duration_seconds_bucket{{kind=\"{kind}\",le=\"{bound}\"}} {}",
-                        histogram.counts[bucket]
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "lc_job_duration_seconds_bucket{{kind=\"{kind}\",le=\"+Inf\"}} {}",
-                    histogram.count
-                );
-                let _ = writeln!(
-                    out,
-                    "lc_job_duration_seconds_sum{{kind=\"{kind}\"}} {}",
-                    histogram.sum
-                );
-                let _ = writeln!(
-                    out,
-                    "lc_job_duration_seconds_count{{kind=\"{kind}\"}} {}",
-                    histogram.count
-                );
-            }
-        });
+        if let Err(err) = prometheus_text::encode(&mut out, &self.registry) {
+            // Writing into a String cannot fail; an encoder error would be a bug.
+            warn!(error = %err, "could not encode the metrics");
+        }
         out
     }
 }
 
-/// Adds what only the database knows: depth per queue and state, oldest due job age.
-async fn render_queue_gauges(worker: &Worker, out: &mut String) {
-    if let Ok(depths) = worker.store.job_counts().await {
-        let _ = writeln!(out, "# TYPE lc_queue_jobs gauge");
-        for depth in depths {
-            let _ = writeln!(
-                out,
-                "lc_queue_jobs{{queue=\"{}\",state=\"{}\"}} {}",
-                depth.queue, depth.state, depth.count
-            );
-        }
+fn kind_labels(kind: &str) -> KindLabels {
+    KindLabels {
+        kind: kind.to_owned(),
     }
-    if let Ok(ages) = worker.store.oldest_due_ages().await {
-        let _ = writeln!(out, "# TYPE lc_queue_oldest_due_seconds gauge");
-        for (queue, age) in ages {
-            let _ = writeln!(
-                out,
-                "lc_queue_oldest_due_seconds{{queue=\"{queue}\"}} {age}"
-            );
-        }
-    }
-    let _ = writeln!(out, "# TYPE lc_worker_running_jobs gauge");
-    let _ = writeln!(out, "lc_worker_running_jobs {}", worker.running.len());
 }
 
-/// Serves `GET /metrics` until `stop`. A deliberately tiny HTTP/1.0 responder: one
-/// request per connection, no keep-alive; Prometheus needs nothing more.
+/// What only the database (and the slot table) knows, read before anything is locked.
+/// A reading that failed is `None`: its metric is left out of that scrape.
+#[derive(Debug, Default)]
+struct Readings {
+    depths: Option<Vec<lc_shared::store::QueueDepth>>,
+    ages: Option<Vec<(String, f64)>>,
+    running: usize,
+}
+
+/// Encodes the scrape-time gauges: `lc_queue_jobs`, `lc_queue_oldest_due_seconds` (each
+/// with its `# TYPE` line even when no queue has rows, as long as the database answered)
+/// and `lc_worker_running_jobs`.
+#[derive(Debug)]
+struct ScrapeGauges(Arc<Mutex<Readings>>);
+
+impl Collector for ScrapeGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let readings = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(depths) = &readings.depths {
+            let mut family = encoder.encode_descriptor(
+                "lc_queue_jobs",
+                "Jobs per queue and state (from the database at scrape time)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for depth in depths {
+                let labels = DepthLabels {
+                    queue: depth.queue.clone(),
+                    state: depth.state.clone(),
+                };
+                ConstGauge::new(depth.count).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        if let Some(ages) = &readings.ages {
+            let mut family = encoder.encode_descriptor(
+                "lc_queue_oldest_due_seconds",
+                "Age of the oldest due queued job per queue (from the database at scrape time)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (queue, age) in ages {
+                let labels = QueueLabels {
+                    queue: queue.clone(),
+                };
+                ConstGauge::new(*age).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let running = encoder.encode_descriptor(
+            "lc_worker_running_jobs",
+            "Jobs running on this worker now",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(readings.running as i64).encode(running)?;
+        Ok(())
+    }
+}
+
+async fn metrics(State(worker): State<Arc<Worker>>) -> impl IntoResponse {
+    let readings = Readings {
+        depths: worker.store.job_counts().await.ok(),
+        ages: worker.store.oldest_due_ages().await.ok(),
+        running: worker.running.len(),
+    };
+    (
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        worker.metrics.render(readings),
+    )
+}
+
+async fn not_found() -> impl IntoResponse {
+    (StatusCode::NOT_FOUND, "try GET /metrics\n")
+}
+
+/// Serves `GET /metrics` until `stop`.
 pub(crate) async fn serve(worker: Arc<Worker>, listener: TcpListener, stop: CancellationToken) {
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let Ok((mut socket, _)) = accepted else {
-            continue;
-        };
-        let worker = worker.clone();
-        tokio::spawn(async move {
-            let mut request = [0u8; 1024];
-            let read =
-                tokio::time::timeout(Duration::from_secs(5), socket.read(&mut request)).await;
-            let Ok(Ok(read)) = read else { return };
-            let head = String::from_utf8_lossy(&request[..read]);
-            let (status, body) = if head.starts_with("GET /metrics") {
-                let mut body = worker.metrics.render();
-                render_queue_gauges(&worker, &mut body).await;
-                ("200 OK", body)
-            } else {
-                ("404 Not Found", "try GET /metrics\n".to_owned())
-            };
-            let response = format!(
-                "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(worker);
+    if let Err(err) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+    {
+        warn!(error = %err, "the metrics server stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Metrics, Readings};
+    use lc_shared::state::Transition;
+    use lc_shared::store::QueueDepth;
+    use std::time::Duration;
+
+    #[test]
+    fn exports_the_documented_names() {
+        let metrics = Metrics::default();
+        metrics.job_started("noop");
+        metrics.job_finished("noop", Transition::Succeed, Duration::from_millis(2));
+        metrics.job_finished("sleep", Transition::Retry, Duration::from_secs(2));
+        metrics.job_finished("sleep", Transition::Die, Duration::from_secs(2));
+        metrics.completion_refused();
+        metrics.leases_recovered(3);
+        metrics.external_call("docker", "inspect_image", Duration::from_millis(7), true);
+        let text = metrics.render(Readings {
+            depths: Some(vec![QueueDepth {
+                queue: "default".to_owned(),
+                state: "succeeded".to_owned(),
+                count: 5,
+            }]),
+            ages: Some(vec![("default".to_owned(), 1.5)]),
+            running: 2,
         });
+        for line in [
+            "# TYPE lc_jobs_started_total counter",
+            "lc_jobs_started_total{kind=\"noop\"} 1",
+            "lc_jobs_succeeded_total{kind=\"noop\"} 1",
+            "lc_jobs_retried_total{kind=\"sleep\"} 1",
+            "lc_jobs_dead_total{kind=\"sleep\"} 1",
+            "# TYPE lc_job_duration_seconds histogram",
+            "lc_job_duration_seconds_bucket{kind=\"noop\",le=\"0.005\"} 1",
+            "lc_job_duration_seconds_bucket{kind=\"noop\",le=\"+Inf\"} 1",
+            "lc_job_duration_seconds_count{kind=\"noop\"} 1",
+            "lc_job_duration_seconds_sum{kind=\"sleep\"} 4",
+            "lc_completions_refused_total 1",
+            "lc_lease_recoveries_total 3",
+            "lc_external_calls_total{system=\"docker\",operation=\"inspect_image\"} 1",
+            "lc_external_call_errors_total{system=\"docker\",operation=\"inspect_image\"} 1",
+            "lc_external_call_milliseconds_total{system=\"docker\",operation=\"inspect_image\"} 7",
+            "# TYPE lc_queue_jobs gauge",
+            "lc_queue_jobs{queue=\"default\",state=\"succeeded\"} 5",
+            "# TYPE lc_queue_oldest_due_seconds gauge",
+            "lc_queue_oldest_due_seconds{queue=\"default\"} 1.5",
+            "# TYPE lc_worker_running_jobs gauge",
+            "lc_worker_running_jobs 2",
+        ] {
+            assert!(
+                text.lines().any(|have| have.starts_with(line)),
+                "metrics lack {line:?}:\n{text}"
+            );
+        }
+        assert!(!text.contains("_total_total"), "{text}");
+        let quiet = metrics.render(Readings {
+            depths: Some(Vec::new()),
+            ages: Some(Vec::new()),
+            running: 0,
+        });
+        assert!(
+            quiet.contains("# TYPE lc_queue_oldest_due_seconds gauge"),
+            "{quiet}"
+        );
+        let unreadable = metrics.render(Readings::default());
+        assert!(!unreadable.contains("lc_queue_jobs"), "{unreadable}");
+        assert!(!text.contains("# EOF"), "{text}");
     }
 }

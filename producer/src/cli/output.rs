@@ -1,27 +1,32 @@
 //! Printing for `lc`: aligned tables for people, JSON for scripts.
 
-use chrono::{DateTime, Utc};
+use std::time::Duration;
 
-/// Prints rows under headers, each column as wide as its widest cell.
+use chrono::{DateTime, Utc};
+use comfy_table::{ContentArrangement, Table, presets};
+
+/// Prints rows under headers, each column as wide as its widest cell, two spaces apart,
+/// no borders (the layout the README shows).
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
+    for line in layout(headers, rows) {
+        println!("{line}");
     }
-    let line = |cells: Vec<&str>| {
-        let text: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        println!("{}", text.join("  ").trim_end());
-    };
-    line(headers.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
+}
+
+fn layout(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(headers.to_vec())
+        .add_rows(rows.iter().cloned());
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
     }
+    table
+        .lines()
+        .map(|line| line.trim_end().to_owned())
+        .collect()
 }
 
 pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
@@ -29,15 +34,15 @@ pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// "3s", "4m10s", "2h5m", "3d" — how long ago or how long.
+/// "3s", "4m 10s", "2h 5m", "3days 5h": how long ago or how long, to two units.
 pub fn age(seconds: f64) -> String {
     let seconds = seconds.max(0.0) as u64;
-    match seconds {
-        0..60 => format!("{seconds}s"),
-        60..3600 => format!("{}m{}s", seconds / 60, seconds % 60),
-        3600..86400 => format!("{}h{}m", seconds / 3600, seconds % 3600 / 60),
-        _ => format!("{}d{}h", seconds / 86400, seconds % 86400 / 3600),
-    }
+    let kept = match seconds {
+        0..3600 => seconds,
+        3600..86400 => seconds - seconds % 60,
+        _ => seconds - seconds % 3600,
+    };
+    humantime::format_duration(Duration::from_secs(kept)).to_string()
 }
 
 pub fn since(at: DateTime<Utc>) -> String {
@@ -68,5 +73,42 @@ pub fn change(from: &Option<String>, to: &Option<String>, other: &str) -> String
         (Some(from), Some(to)) => format!("{from} → {to}"),
         (None, Some(to)) => format!("→ {to}"),
         _ => other.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{age, layout};
+
+    #[test]
+    fn tables_are_plain_columns_two_spaces_apart() {
+        let rows = vec![
+            vec![
+                "default".to_owned(),
+                "3".to_owned(),
+                "queued → running".to_owned(),
+            ],
+            vec!["emails-long".to_owned(), "12".to_owned(), String::new()],
+        ];
+        assert_eq!(
+            layout(&["QUEUE", "N", "CHANGE"], &rows),
+            [
+                "QUEUE        N   CHANGE",
+                "default      3   queued → running",
+                "emails-long  12",
+            ]
+        );
+        assert_eq!(layout(&["ID", "STATE"], &[]), ["ID  STATE"]);
+    }
+
+    #[test]
+    fn ages_keep_two_units() {
+        assert_eq!(age(0.0), "0s");
+        assert_eq!(age(41.7), "41s");
+        assert_eq!(age(720.0), "12m");
+        assert_eq!(age(250.0), "4m 10s");
+        assert_eq!(age(7_530.0), "2h 5m");
+        assert_eq!(age(3.0 * 86_400.0 + 5.0 * 3600.0 + 59.0), "3days 5h");
+        assert_eq!(age(-5.0), "0s");
     }
 }

@@ -609,7 +609,7 @@ impl Spec {
         let spec: Spec = if json {
             serde_json::from_str(text).map_err(|err| SpecError::Parse(err.to_string()))?
         } else {
-            serde_yaml::from_str(text).map_err(|err| SpecError::Parse(err.to_string()))?
+            yaml_serde::from_str(text).map_err(|err| SpecError::Parse(err.to_string()))?
         };
         spec.validate()?;
         Ok(spec)

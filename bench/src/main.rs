@@ -6,7 +6,7 @@
 //! `succeeded`. `scripts/bench.sh` gives it a fresh database and Redis key prefix.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -1825,130 +1825,43 @@ fn cpu_split(before: &CpuSample, after: &CpuSample, clk_tck: f64) -> Value {
 
 // ---------------------------------------------------------------------------- redis
 
-/// A reply of the Redis protocol (RESP2).
-enum Resp {
-    Text(String),
-    Error(String),
-    Int(i64),
-    Nil,
-    Array(Vec<Resp>),
-}
-
-impl Resp {
-    fn text(&self) -> String {
-        match self {
-            Resp::Text(text) | Resp::Error(text) => text.clone(),
-            Resp::Int(value) => value.to_string(),
-            Resp::Nil => String::new(),
-            Resp::Array(items) => items.iter().map(Resp::text).collect::<Vec<_>>().join(" "),
-        }
-    }
-}
-
-fn read_resp(reader: &mut impl BufRead) -> Result<Resp> {
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let line = line.trim_end_matches(['\r', '\n']);
-    let (kind, rest) = line.split_at(line.len().min(1));
-    Ok(match kind {
-        "+" => Resp::Text(rest.to_owned()),
-        "-" => Resp::Error(rest.to_owned()),
-        ":" => Resp::Int(rest.parse()?),
-        "$" => {
-            let len: i64 = rest.parse()?;
-            if len < 0 {
-                Resp::Nil
-            } else {
-                let mut data = vec![0u8; len as usize + 2];
-                reader.read_exact(&mut data)?;
-                data.truncate(len as usize);
-                Resp::Text(String::from_utf8_lossy(&data).into_owned())
-            }
-        }
-        "*" => {
-            let len: i64 = rest.parse()?;
-            if len < 0 {
-                Resp::Nil
-            } else {
-                let mut items = Vec::with_capacity(len as usize);
-                for _ in 0..len {
-                    items.push(read_resp(reader)?);
-                }
-                Resp::Array(items)
-            }
-        }
-        other => bail!("unexpected redis reply type {other:?}"),
-    })
-}
-
-/// Runs commands on a fresh connection (admin reads only: INFO, CONFIG GET).
-fn redis_commands(url: &str, commands: &[&[&str]]) -> Result<Vec<Resp>> {
-    let rest = url
-        .strip_prefix("redis://")
-        .ok_or_else(|| anyhow!("only redis:// URLs are supported here"))?;
-    let (auth, hostport) = match rest.rsplit_once('@') {
-        Some((auth, hostport)) => (Some(auth), hostport),
-        None => (None, rest),
-    };
-    let hostport = hostport.split('/').next().unwrap_or(hostport);
-    let hostport = if hostport.contains(':') {
-        hostport.to_owned()
-    } else {
-        format!("{hostport}:6379")
-    };
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&hostport)?
-        .next()
-        .ok_or_else(|| anyhow!("cannot resolve {hostport}"))?;
-    let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    let mut send = |args: &[&str]| -> Result<Resp> {
-        let mut out = format!("*{}\r\n", args.len());
-        for arg in args {
-            out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        writer.write_all(out.as_bytes())?;
-        read_resp(&mut reader)
-    };
-    if let Some(auth) = auth {
-        let reply = match auth.split_once(':') {
-            Some((user, password)) if !user.is_empty() => send(&["AUTH", user, password])?,
-            Some((_, password)) => send(&["AUTH", password])?,
-            None => send(&["AUTH", auth])?,
-        };
-        if let Resp::Error(err) = reply {
-            bail!("redis AUTH: {err}");
-        }
-    }
-    commands.iter().map(|command| send(command)).collect()
+/// A fresh connection for the bench's admin reads (INFO, CONFIG GET), apart from the
+/// connections under test.
+async fn redis_admin(url: &str) -> Result<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(url).context("invalid redis URL")?;
+    let connection = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .context("redis did not answer within 5 s")??;
+    Ok(connection)
 }
 
 /// INFO (all sections) as key → value, plus `cmdstat_*` calls and usec.
 async fn redis_info(url: &str) -> Result<BTreeMap<String, String>> {
-    let url = url.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let replies = redis_commands(&url, &[&["INFO", "all"]])?;
-        let text = replies.first().map(Resp::text).unwrap_or_default();
-        let mut out = BTreeMap::new();
-        for line in text.lines() {
-            if let Some((key, value)) = line.split_once(':') {
-                if let Some(command) = key.strip_prefix("cmdstat_") {
-                    for part in value.split(',') {
-                        if let Some((field, number)) = part.split_once('=')
-                            && (field == "calls" || field == "usec")
-                        {
-                            out.insert(format!("cmd.{command}.{field}"), number.to_owned());
-                        }
+    let mut connection = redis_admin(url).await?;
+    let text: String = redis::cmd("INFO")
+        .arg("all")
+        .query_async(&mut connection)
+        .await?;
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        if let Some((key, value)) = line.split_once(':') {
+            if let Some(command) = key.strip_prefix("cmdstat_") {
+                for part in value.split(',') {
+                    if let Some((field, number)) = part.split_once('=')
+                        && (field == "calls" || field == "usec")
+                    {
+                        out.insert(format!("cmd.{command}.{field}"), number.to_owned());
                     }
-                } else {
-                    out.insert(key.to_owned(), value.trim().to_owned());
                 }
+            } else {
+                out.insert(key.to_owned(), value.trim().to_owned());
             }
         }
-        Ok(out)
-    })
-    .await?
+    }
+    Ok(out)
 }
 
 fn redis_delta(
@@ -2028,27 +1941,34 @@ async fn settings(bench: &Bench) -> Result<Value> {
         let row = client.query_one(&format!("SHOW {name}"), &[]).await?;
         pg.insert(name.to_owned(), json!(row.get::<_, String>(0)));
     }
-    let url = bench.args.connect.redis_url.clone();
-    let redis = tokio::task::spawn_blocking(move || -> Result<Value> {
-        let replies = redis_commands(
-            &url,
-            &[&["CONFIG", "GET", "appendonly"], &["CONFIG", "GET", "appendfsync"], &["CONFIG", "GET", "save"], &["INFO", "server"]],
-        )?;
-        let config = |index: usize| match replies.get(index) {
-            Some(Resp::Array(items)) => items.get(1).map(Resp::text).unwrap_or_default(),
-            Some(other) => other.text(),
-            None => String::new(),
-        };
-        let version = replies
-            .get(3)
-            .map(Resp::text)
-            .unwrap_or_default()
-            .lines()
-            .find_map(|line| line.strip_prefix("redis_version:").map(|v| v.trim().to_owned()))
-            .unwrap_or_default();
-        Ok(json!({"redis_version": version, "appendonly": config(0), "appendfsync": config(1), "save": config(2)}))
-    })
-    .await??;
+    let mut connection = redis_admin(&bench.args.connect.redis_url).await?;
+    let mut config = async |name: &str| -> String {
+        // A server that refuses CONFIG (a managed Redis) shows the refusal instead.
+        let reply: redis::RedisResult<HashMap<String, String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query_async(&mut connection)
+            .await;
+        match reply {
+            Ok(mut values) => values.remove(name).unwrap_or_default(),
+            Err(err) => err.to_string(),
+        }
+    };
+    let appendonly = config("appendonly").await;
+    let appendfsync = config("appendfsync").await;
+    let save = config("save").await;
+    let server: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut connection)
+        .await?;
+    let version = server
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("redis_version:")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let redis = json!({"redis_version": version, "appendonly": appendonly, "appendfsync": appendfsync, "save": save});
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
