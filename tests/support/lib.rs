@@ -180,13 +180,34 @@ impl TestEnv {
     }
 
     /// Starts a worker inside the test process.
+    ///
+    /// It runs on a runtime of its own, on threads with the stacks `lc-worker` gives
+    /// its own (a deployment handler polled on the test's thread, in a debug build,
+    /// overflows the default 2 MiB).
     pub fn spawn_worker(&self, config: WorkerConfig) -> InProcessWorker {
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(lc_worker::run(
-            self.connect_opts(),
-            config,
-            shutdown.clone(),
-        ));
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let opts = self.connect_opts();
+        let token = shutdown.clone();
+        std::thread::Builder::new()
+            .name("in-process-worker".into())
+            .stack_size(lc_worker::THREAD_STACK_BYTES)
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_stack_size(lc_worker::THREAD_STACK_BYTES)
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for the worker");
+                let result = runtime.block_on(lc_worker::run(opts, config, token));
+                let _ = done.send(result);
+            })
+            .expect("a thread for the worker");
+        let handle = tokio::spawn(async move {
+            finished
+                .await
+                .unwrap_or_else(|_| panic!("the in-process worker's thread died"))
+        });
         InProcessWorker { shutdown, handle }
     }
 

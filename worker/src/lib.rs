@@ -39,5 +39,10 @@ pub mod tls;
 pub mod worker;
 
 pub use config::WorkerConfig;
+
+/// Stack of the runtime's threads: handlers nest many awaits (docker-machine, Docker,
+/// the database), and unoptimized builds poll them in large frames; 2 MiB, the
+/// default, is not enough there. Memory is reserved, not used, until touched.
+pub const THREAD_STACK_BYTES: usize = 16 * 1024 * 1024;
 pub use handlers::{Handler, JobContext, JobError, Registry};
 pub use worker::{Worker, WorkerError, run, run_with};

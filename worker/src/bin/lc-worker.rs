@@ -23,13 +23,18 @@ struct Cli {
     log_format: LogFormat,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_format, "info");
-    let shutdown = CancellationToken::new();
-    tokio::spawn(wait_for_signal(shutdown.clone()));
-    lc_worker::run(cli.connect, cli.worker, shutdown).await?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(lc_worker::THREAD_STACK_BYTES)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        lc_worker::run(cli.connect, cli.worker, shutdown).await
+    })?;
     Ok(())
 }
 
