@@ -17,6 +17,9 @@
 //! ```
 
 pub mod cli;
+pub mod deployments;
+
+pub use deployments::{DeploymentOptions, DeploymentView};
 
 use lc_shared::NewJob;
 use lc_shared::config::redact_url;
@@ -34,6 +37,8 @@ use uuid::Uuid;
 pub enum ProducerError {
     #[error("invalid job: {0}")]
     Invalid(#[from] InvalidJob),
+    #[error(transparent)]
+    Spec(lc_shared::deployment::SpecError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

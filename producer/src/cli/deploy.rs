@@ -5,16 +5,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use lc_shared::Priority;
 use lc_shared::config::{ConnectOpts, parse_duration};
 use lc_shared::deployment::{
-    AckOutcome, CreateOutcome, DeploymentRow, DeploymentState, Origin, Spec, TeardownRequest,
+    AckOutcome, CreateOutcome, DeploymentRow, DeploymentState, Spec, TeardownRequest,
     UpdateOutcome, redact_secrets,
 };
 use lc_shared::store::{JobFilter, Store};
 use uuid::Uuid;
 
 use super::{output, producer, store};
+use crate::{DeploymentOptions, DeploymentView, Producer};
 
 #[derive(Subcommand, Debug)]
 pub enum DeployCommand {
@@ -143,8 +143,9 @@ pub async fn run(connect: &ConnectOpts, command: DeployCommand) -> anyhow::Resul
 
 async fn ack(store: &Store, args: AckArgs) -> anyhow::Result<i32> {
     let id = super::resolve_deployment(store, &args.name).await?;
-    let outcome = store
-        .acknowledge_leftovers(id, &lc_shared::deployment::truncate_text(&args.note, 500))
+    let producer = Producer::from_parts(store.clone(), None);
+    let outcome = producer
+        .acknowledge_leftovers(&id.to_string(), &args.note)
         .await?;
     let (state, abandoned) = match outcome {
         AckOutcome::Acknowledged { abandoned } => ("torn_down".to_owned(), abandoned),
@@ -199,11 +200,11 @@ async fn create(connect: &ConnectOpts, args: CreateArgs) -> anyhow::Result<i32> 
         }
     }
     let producer = producer(connect).await?;
-    let origin = Origin::new(None, args.queue.clone(), Priority::Normal);
-    let outcome = producer
-        .store()
-        .create_deployment(&spec, !args.no_deploy, &origin)
-        .await?;
+    let options = DeploymentOptions {
+        queue: args.queue.clone(),
+        deploy: !args.no_deploy,
+    };
+    let outcome = producer.create_deployment(&spec, &options).await?;
     let (id, provision) = match outcome {
         CreateOutcome::Created { id, provision } => (id, provision),
         CreateOutcome::NameTaken { id, state } => anyhow::bail!(
@@ -211,7 +212,6 @@ async fn create(connect: &ConnectOpts, args: CreateArgs) -> anyhow::Result<i32> 
             spec.name
         ),
     };
-    producer.notify(std::slice::from_ref(&provision)).await;
     if args.json && !args.wait {
         output::json(
             &serde_json::json!({ "id": id, "name": spec.name, "provision_job": provision.id }),
@@ -244,14 +244,16 @@ async fn update(connect: &ConnectOpts, args: UpdateArgs) -> anyhow::Result<i32> 
     let spec = read_spec(&args.spec)?;
     check_queue(&args.queue)?;
     let producer = producer(connect).await?;
-    let origin = Origin::new(None, args.queue.clone(), Priority::Normal);
-    match producer.store().update_deployment(&spec, &origin).await? {
+    let options = DeploymentOptions {
+        queue: args.queue.clone(),
+        ..Default::default()
+    };
+    match producer.update_deployment(&spec, &options).await? {
         UpdateOutcome::Updated {
             id,
             generation,
             deploy,
         } => {
-            producer.notify(std::slice::from_ref(&deploy)).await;
             if args.json && !args.wait {
                 output::json(
                     &serde_json::json!({ "id": id, "generation": generation, "deploy_job": deploy.id }),
@@ -286,13 +288,15 @@ async fn teardown(connect: &ConnectOpts, args: TeardownArgs) -> anyhow::Result<i
     let producer = producer(connect).await?;
     let store = producer.store();
     let id = super::resolve_deployment(store, &args.name).await?;
-    let origin = Origin::new(None, args.queue.clone(), Priority::Normal);
-    match store
-        .request_teardown(id, "teardown requested by operator", &origin)
+    let options = DeploymentOptions {
+        queue: args.queue.clone(),
+        ..Default::default()
+    };
+    match producer
+        .teardown_deployment(&id.to_string(), "teardown requested by operator", &options)
         .await?
     {
         TeardownRequest::Requested { job, was } => {
-            producer.notify(std::slice::from_ref(&job)).await;
             if args.json && !args.wait {
                 output::json(&serde_json::json!({ "id": id, "teardown_job": job.id, "was": was }))?;
             } else if !args.json {
@@ -511,27 +515,21 @@ fn warnings(deployment: &DeploymentRow, jobs: &[lc_shared::store::JobRow]) -> Ve
 
 async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<i32> {
     let id = super::resolve_deployment(store, &args.name).await?;
-    let Some(mut deployment) = store.deployment(id).await? else {
+    let producer = Producer::from_parts(store.clone(), None);
+    let Some(view) = producer.deployment(&id.to_string(), args.events).await? else {
         eprintln!("no deployment {}", args.name);
         return Ok(1);
     };
-    redact_secrets(&mut deployment.spec);
-    let machines = store.machines(id).await?;
-    let containers = store.containers(id).await?;
-    let jobs = store
-        .list_jobs(&JobFilter {
-            deployment_id: Some(id),
-            limit: 200,
-            ..Default::default()
-        })
-        .await?;
-    let events = store
-        .deployment_events(id, args.events.clamp(1, 10_000))
-        .await?;
+    let DeploymentView {
+        deployment,
+        machines,
+        containers,
+        jobs,
+        events,
+    } = view;
     let warnings = warnings(&deployment, &jobs);
     if args.json {
-        let mut jobs_json = serde_json::to_value(&jobs)?;
-        redact_secrets(&mut jobs_json);
+        let jobs_json = serde_json::to_value(&jobs)?;
         output::json(&serde_json::json!({
             "deployment": deployment,
             "machines": machines,
