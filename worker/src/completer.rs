@@ -18,13 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 use uuid::Uuid;
 
+use crate::slots::Finished;
 use crate::worker::Worker;
-
-/// A finished run and the slot it still holds.
-pub(crate) struct Finished {
-    pub completion: Completion,
-    pub permit: Option<OwnedSemaphorePermit>,
-}
 
 /// Most results in one statement. Small enough that PostgreSQL's serializable
 /// predicate locks stay on rows (a huge statement escalates to a whole-table lock and

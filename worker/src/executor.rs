@@ -14,9 +14,9 @@ use lc_shared::store::{ClaimedJob, Completion};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::completer::Finished;
-use crate::fetcher::Slot;
-use crate::handlers::JobContext;
+use crate::config::WorkerConfig;
+use crate::handlers::{JobContext, Registry};
+use crate::slots::{Finished, Slot};
 use crate::worker::Worker;
 
 /// How long a handler stopped at its time limit may take to wind down.
@@ -24,6 +24,7 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 
 pub(crate) async fn run_job(
     worker: Arc<Worker>,
+    registry: Registry,
     job: ClaimedJob,
     cancel: CancellationToken,
     slot: Option<Slot>,
@@ -45,8 +46,8 @@ pub(crate) async fn run_job(
             worker: worker.clone(),
             cancel: handler_cancel.clone(),
         };
-        let limit = worker.timeout_for(&job);
-        let handler = AssertUnwindSafe(worker.registry.run(&context)).catch_unwind();
+        let limit = timeout_for(&worker.config, &registry, &job);
+        let handler = AssertUnwindSafe(registry.run(&context)).catch_unwind();
         tokio::pin!(handler);
         let outcome = tokio::select! {
             outcome = &mut handler => Some(outcome),
@@ -119,4 +120,20 @@ pub(crate) async fn run_job(
     }
     .instrument(span)
     .await
+}
+
+/// How long one attempt of `job` may run: its own limit, else this worker's
+/// `--kind-timeout` for its kind, else the kind's own.
+fn timeout_for(config: &WorkerConfig, registry: &Registry, job: &ClaimedJob) -> Duration {
+    job.timeout
+        .or_else(|| {
+            config
+                .kind_timeouts
+                .iter()
+                .rev()
+                .find(|(kind, _)| *kind == job.kind)
+                .map(|(_, limit)| *limit)
+        })
+        .or_else(|| registry.timeout(&job.kind))
+        .unwrap_or(Duration::from_secs(3600))
 }

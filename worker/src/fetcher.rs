@@ -9,18 +9,24 @@ use std::time::{Duration, Instant};
 
 use lc_shared::queue::HintPopper;
 use lc_shared::store::{ClaimedJob, error_chain};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::executor;
+use crate::handlers::Registry;
+use crate::slots::Slot;
 use crate::worker::Worker;
 
 /// How long one blocking pop waits before the loop looks around (shutdown, DB poll).
 const POP_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: CancellationToken) {
+pub(crate) async fn fetch_loop(
+    worker: Arc<Worker>,
+    registry: Registry,
+    queue_name: String,
+    stop: CancellationToken,
+) {
     let keys = worker.queue.ready_keys(&queue_name);
     let batch_limit = worker
         .config
@@ -35,14 +41,14 @@ pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: Ca
             // Stop wins over a free slot, so an idle worker stops at once.
             biased;
             _ = stop.cancelled() => break,
-            slot = Slot::acquire(&worker) => match slot {
+            slot = Slot::acquire(&worker.permits, &worker.held) => match slot {
                 Some(slot) => slot,
                 None => break,
             },
         };
         let mut permits = vec![first];
         while permits.len() < batch_limit {
-            match Slot::try_acquire(&worker) {
+            match Slot::try_acquire(&worker.permits, &worker.held) {
                 Some(slot) => permits.push(slot),
                 None => break,
             }
@@ -54,7 +60,7 @@ pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: Ca
         }
         if last_db_poll.elapsed() >= worker.config.db_poll_interval {
             last_db_poll = Instant::now();
-            claim_from_database(&worker, &queue_name, &mut permits).await;
+            claim_from_database(&worker, &registry, &queue_name, &mut permits).await;
             if permits.is_empty() {
                 continue;
             }
@@ -68,7 +74,7 @@ pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: Ca
                         warn!(queue = %queue_name, error = %error_chain(&err), "redis unavailable; claiming from the database until it is back");
                         redis_down = true;
                     }
-                    claim_from_database(&worker, &queue_name, &mut permits).await;
+                    claim_from_database(&worker, &registry, &queue_name, &mut permits).await;
                     drop(permits);
                     pause(&stop, Duration::from_secs(1)).await;
                     continue;
@@ -89,13 +95,13 @@ pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: Ca
                     }
                     break;
                 }
-                claim_hinted(&worker, &key, hints, &mut permits).await;
+                claim_hinted(&worker, &registry, &key, hints, &mut permits).await;
             }
             Ok(None) if stop.is_cancelled() => break,
             Ok(None) => {
                 // Nothing in Redis: a good moment to look for jobs without hints.
                 last_db_poll = Instant::now();
-                claim_from_database(&worker, &queue_name, &mut permits).await;
+                claim_from_database(&worker, &registry, &queue_name, &mut permits).await;
             }
             Err(err) => {
                 if !redis_down {
@@ -103,7 +109,7 @@ pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: Ca
                     redis_down = true;
                 }
                 popper = None;
-                claim_from_database(&worker, &queue_name, &mut permits).await;
+                claim_from_database(&worker, &registry, &queue_name, &mut permits).await;
                 drop(permits);
                 pause(&stop, Duration::from_secs(1)).await;
             }
@@ -123,6 +129,7 @@ async fn pause(stop: &CancellationToken, duration: Duration) {
 /// database still knows every job); if the claim itself fails, the hints go back.
 async fn claim_hinted(
     worker: &Arc<Worker>,
+    registry: &Registry,
     key: &str,
     hints: Vec<String>,
     permits: &mut Vec<Slot>,
@@ -148,7 +155,7 @@ async fn claim_hinted(
     {
         Ok(jobs) => {
             worker.outages.fetcher.ok();
-            start(worker, jobs, permits);
+            start(worker, registry, jobs, permits);
         }
         Err(err) => {
             worker
@@ -162,7 +169,12 @@ async fn claim_hinted(
     }
 }
 
-async fn claim_from_database(worker: &Arc<Worker>, queue_name: &str, permits: &mut Vec<Slot>) {
+async fn claim_from_database(
+    worker: &Arc<Worker>,
+    registry: &Registry,
+    queue_name: &str,
+    permits: &mut Vec<Slot>,
+) {
     let queues = [queue_name.to_owned()];
     match worker
         .store
@@ -179,44 +191,30 @@ async fn claim_from_database(worker: &Arc<Worker>, queue_name: &str, permits: &m
             if !jobs.is_empty() {
                 debug!(queue = %queue_name, jobs = jobs.len(), "claimed from the database");
             }
-            start(worker, jobs, permits);
+            start(worker, registry, jobs, permits);
         }
         Err(err) => worker.outages.fetcher.failed(&err, "claiming jobs"),
     }
 }
 
-/// What a claimed job holds: a place among the running handlers (`--concurrency`),
-/// freed when its handler ends, and a place among the jobs held by this worker, freed
-/// only when its result is committed. The second bound keeps finished-but-unrecorded
-/// jobs few, so a slow database slows claiming instead of letting their leases pile up.
-pub(crate) struct Slot {
-    pub run: OwnedSemaphorePermit,
-    pub held: OwnedSemaphorePermit,
-}
-
-impl Slot {
-    async fn acquire(worker: &Worker) -> Option<Slot> {
-        let run = worker.permits.clone().acquire_owned().await.ok()?;
-        let held = worker.held.clone().acquire_owned().await.ok()?;
-        Some(Slot { run, held })
-    }
-
-    fn try_acquire(worker: &Worker) -> Option<Slot> {
-        let run = worker.permits.clone().try_acquire_owned().ok()?;
-        let held = worker.held.clone().try_acquire_owned().ok()?;
-        Some(Slot { run, held })
-    }
-}
-
 /// Starts claimed jobs, each holding one of the slots.
-fn start(worker: &Arc<Worker>, jobs: Vec<ClaimedJob>, permits: &mut Vec<Slot>) {
+fn start(
+    worker: &Arc<Worker>,
+    registry: &Registry,
+    jobs: Vec<ClaimedJob>,
+    permits: &mut Vec<Slot>,
+) {
     for job in jobs {
         // Claims never exceed the permits asked for; should one ever, the job still
         // runs (a stranded claim would hold its lease by heartbeat forever).
         let permit = permits.pop();
         let cancel = worker.running.insert(job.id, job.attempt);
-        worker
-            .tasks
-            .spawn(executor::run_job(worker.clone(), job, cancel, permit));
+        worker.tasks.spawn(executor::run_job(
+            worker.clone(),
+            registry.clone(),
+            job,
+            cancel,
+            permit,
+        ));
     }
 }

@@ -17,6 +17,8 @@ use lc_shared::store::{HintTarget, error_chain};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use lc_shared::kind::Kinds;
+
 use crate::worker::Worker;
 
 /// Messages read per call.
@@ -28,7 +30,7 @@ const RECLAIM_IDLE: Duration = Duration::from_secs(30);
 /// after the database is back stays under a few seconds.
 const PENDING_RETRY: Duration = Duration::from_millis(250);
 
-pub(crate) async fn inbox_loop(worker: Arc<Worker>, stop: CancellationToken) {
+pub(crate) async fn inbox_loop(worker: Arc<Worker>, kinds: Kinds, stop: CancellationToken) {
     let consumer = worker.id.to_string();
     let mut popper: Option<HintPopper> = None;
     let mut last_reclaim = Instant::now();
@@ -60,7 +62,7 @@ pub(crate) async fn inbox_loop(worker: Arc<Worker>, stop: CancellationToken) {
                         "taking over inbox messages a stopped worker left unacknowledged"
                     );
                     // Taken over, they are this worker's pending entries now.
-                    if !ingest(&worker, messages).await {
+                    if !ingest(&worker, &kinds, messages).await {
                         own_pending = true;
                     }
                 }
@@ -93,7 +95,7 @@ pub(crate) async fn inbox_loop(worker: Arc<Worker>, stop: CancellationToken) {
         match read {
             Ok(messages) if own_pending && messages.is_empty() => own_pending = false,
             Ok(messages) => {
-                if !ingest(&worker, messages).await {
+                if !ingest(&worker, &kinds, messages).await {
                     own_pending = true;
                     tokio::select! {
                         _ = stop.cancelled() => {}
@@ -121,7 +123,7 @@ async fn pause(stop: &CancellationToken) {
 /// Turns messages into jobs. Nothing is acknowledged unless its job committed or it
 /// was dead-lettered; on a database error the batch stays pending, to be read again,
 /// and this returns false.
-pub async fn ingest(worker: &Worker, messages: Vec<InboxMessage>) -> bool {
+pub async fn ingest(worker: &Worker, kinds: &Kinds, messages: Vec<InboxMessage>) -> bool {
     if messages.is_empty() {
         return true;
     }
@@ -131,8 +133,9 @@ pub async fn ingest(worker: &Worker, messages: Vec<InboxMessage>) -> bool {
     let mut accepted = Vec::new();
     for message in &messages {
         let parsed = match &message.body {
-            Some(body) => NewJob::from_wire(body, &message.entry_id, worker.registry.kinds())
-                .map_err(|err| err.to_string()),
+            Some(body) => {
+                NewJob::from_wire(body, &message.entry_id, kinds).map_err(|err| err.to_string())
+            }
             None => Err("message has no \"job\" field".to_owned()),
         };
         match parsed {

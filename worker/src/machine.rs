@@ -16,6 +16,7 @@
 //!
 //! The CLI contract followed here is docker-machine 0.16's (see DESIGN.md).
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -26,8 +27,8 @@ use lc_shared::deployment::{
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::config::WorkerConfig;
-use crate::handlers::{JobContext, JobError};
 use crate::machine_store::ScratchStore;
+use crate::metrics::Metrics;
 use crate::process::{group_alive, kill_group};
 
 /// Most output kept from one call (the rest is read and dropped).
@@ -143,14 +144,16 @@ impl MachineError {
             _ => false,
         }
     }
+}
 
-    pub fn into_job_error(self, what: &str) -> JobError {
-        match self {
-            MachineError::Cancelled { .. } => JobError::Cancelled,
-            err if err.is_permanent() => JobError::fatal_from(what.to_owned(), err),
-            err => JobError::retryable_from(what.to_owned(), err),
-        }
-    }
+/// What a docker-machine call needs from whoever makes it (a job, later a health
+/// check): what stops it, where its timing is counted, and where its output is written.
+pub trait CallContext: Sync {
+    /// Resolves when the call must stop (its process group is then killed).
+    fn cancelled(&self) -> impl Future<Output = ()> + Send;
+    fn metrics(&self) -> &Metrics;
+    /// Keeps a line of the call's (redacted) output.
+    fn log(&self, line: &str) -> impl Future<Output = ()> + Send;
 }
 
 /// What `inspect` says about a machine.
@@ -279,7 +282,7 @@ impl MachineCli {
     /// stderr. Every call is timed into the metrics and written to the job's history.
     pub async fn run(
         &self,
-        ctx: &JobContext,
+        ctx: &impl CallContext,
         op: &str,
         target: &str,
         args: &[String],
@@ -288,8 +291,7 @@ impl MachineCli {
         let result = self.run_inner(ctx, op, target, args).await;
         let took = started.elapsed();
         let failed = !matches!(result, Ok((ref status, _, _)) if status.success());
-        ctx.worker
-            .metrics
+        ctx.metrics()
             .external_call("docker-machine", op, took, failed);
         let shown_args = self.redact(&args.join(" "));
         match result {
@@ -339,7 +341,7 @@ impl MachineCli {
 
     async fn run_inner(
         &self,
-        ctx: &JobContext,
+        ctx: &impl CallContext,
         op: &str,
         target: &str,
         args: &[String],
@@ -391,7 +393,7 @@ impl MachineCli {
             tokio::select! {
                 status = work => End::Exited(status),
                 _ = tokio::time::sleep(self.timeout) => End::TimedOut,
-                _ = ctx.cancel.cancelled() => End::Cancelled,
+                _ = ctx.cancelled() => End::Cancelled,
             }
         };
         match end {
@@ -437,7 +439,7 @@ impl MachineCli {
     /// `create --driver DRIVER [flags] NAME`.
     pub async fn create(
         &self,
-        ctx: &JobContext,
+        ctx: &impl CallContext,
         name: &str,
         driver: &str,
         flags: &[String],
@@ -455,7 +457,7 @@ impl MachineCli {
     /// `status NAME`: `None` when the machine does not exist.
     pub async fn status(
         &self,
-        ctx: &JobContext,
+        ctx: &impl CallContext,
         name: &str,
     ) -> Result<Option<String>, MachineError> {
         match self
@@ -471,7 +473,7 @@ impl MachineCli {
     /// `inspect NAME`, parsed: `None` when the machine does not exist.
     pub async fn inspect(
         &self,
-        ctx: &JobContext,
+        ctx: &impl CallContext,
         name: &str,
     ) -> Result<Option<MachineInfo>, MachineError> {
         let output = match self
@@ -497,7 +499,7 @@ impl MachineCli {
     }
 
     /// `url NAME`: the engine's URL.
-    pub async fn url(&self, ctx: &JobContext, name: &str) -> Result<String, MachineError> {
+    pub async fn url(&self, ctx: &impl CallContext, name: &str) -> Result<String, MachineError> {
         let output = self
             .run(ctx, "url", name, &["url".to_owned(), name.to_owned()])
             .await?;
@@ -514,7 +516,7 @@ impl MachineCli {
     }
 
     /// `rm -y NAME`: true when removed, false when it did not exist (which counts as done).
-    pub async fn rm(&self, ctx: &JobContext, name: &str) -> Result<bool, MachineError> {
+    pub async fn rm(&self, ctx: &impl CallContext, name: &str) -> Result<bool, MachineError> {
         match self
             .run(
                 ctx,
@@ -531,7 +533,7 @@ impl MachineCli {
     }
 
     /// `ls` of the deployment's store.
-    pub async fn ls(&self, ctx: &JobContext) -> Result<Vec<Listed>, MachineError> {
+    pub async fn ls(&self, ctx: &impl CallContext) -> Result<Vec<Listed>, MachineError> {
         let args = [
             "ls".to_owned(),
             "--format".to_owned(),

@@ -6,11 +6,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use lc_shared::state::Transition;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -22,11 +17,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tracing::warn;
-
-use crate::worker::Worker;
 
 /// Upper bounds (seconds) of the job duration histogram.
 const BUCKETS: [f64; 12] = [
@@ -34,7 +24,7 @@ const BUCKETS: [f64; 12] = [
 ];
 
 /// The content type of the Prometheus text format that `prometheus_text` writes.
-const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
@@ -208,7 +198,7 @@ impl Metrics {
     }
 
     /// The Prometheus text of what this process counted, with the scrape-time readings.
-    fn render(&self, readings: Readings) -> String {
+    pub(crate) fn render(&self, readings: Readings) -> String {
         let mut stored = self
             .readings
             .lock()
@@ -219,7 +209,7 @@ impl Metrics {
         let mut out = String::new();
         if let Err(err) = prometheus_text::encode(&mut out, &self.registry) {
             // Writing into a String cannot fail; an encoder error would be a bug.
-            warn!(error = %err, "could not encode the metrics");
+            tracing::warn!(error = %err, "could not encode the metrics");
         }
         out
     }
@@ -234,10 +224,10 @@ fn kind_labels(kind: &str) -> KindLabels {
 /// What only the database (and the slot table) knows, read before anything is locked.
 /// A reading that failed is `None`: its metric is left out of that scrape.
 #[derive(Debug, Default)]
-struct Readings {
-    depths: Option<Vec<lc_shared::store::QueueDepth>>,
-    ages: Option<Vec<(String, f64)>>,
-    running: usize,
+pub(crate) struct Readings {
+    pub depths: Option<Vec<lc_shared::store::QueueDepth>>,
+    pub ages: Option<Vec<(String, f64)>>,
+    pub running: usize,
 }
 
 /// Encodes the scrape-time gauges: `lc_queue_jobs`, `lc_queue_oldest_due_seconds` (each
@@ -289,36 +279,6 @@ impl Collector for ScrapeGauges {
         )?;
         ConstGauge::new(readings.running as i64).encode(running)?;
         Ok(())
-    }
-}
-
-async fn metrics(State(worker): State<Arc<Worker>>) -> impl IntoResponse {
-    let readings = Readings {
-        depths: worker.store.job_counts().await.ok(),
-        ages: worker.store.oldest_due_ages().await.ok(),
-        running: worker.running.len(),
-    };
-    (
-        [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        worker.metrics.render(readings),
-    )
-}
-
-async fn not_found() -> impl IntoResponse {
-    (StatusCode::NOT_FOUND, "try GET /metrics\n")
-}
-
-/// Serves `GET /metrics` until `stop`.
-pub(crate) async fn serve(worker: Arc<Worker>, listener: TcpListener, stop: CancellationToken) {
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .with_state(worker);
-    if let Err(err) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-    {
-        warn!(error = %err, "the metrics server stopped");
     }
 }
 

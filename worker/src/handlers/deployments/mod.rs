@@ -57,7 +57,9 @@ impl Handler for Teardown {
 use super::{JobContext, JobError};
 use crate::config::WorkerConfig;
 use crate::docker::{DEFAULT_LOCAL_ENGINE, DockerError};
+use crate::machine::{CallContext, MachineError};
 use crate::machine_store::ScratchStore;
+use crate::metrics::Metrics;
 
 /// Where the jobs a handler enqueues go: its own queue and priority.
 fn origin(ctx: &JobContext) -> Origin {
@@ -109,6 +111,38 @@ fn local_endpoint(config: &WorkerConfig) -> Endpoint {
         ca_cert_path: cert("ca.pem"),
         client_cert_path: cert("cert.pem"),
         client_key_path: cert("key.pem"),
+    }
+}
+
+/// docker-machine calls made by a job: stopped when the job is cancelled, timed into
+/// the worker's metrics, their output written to the job's history.
+impl CallContext for JobContext {
+    fn cancelled(&self) -> impl std::future::Future<Output = ()> + Send {
+        self.cancel.cancelled()
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.worker.metrics
+    }
+
+    fn log(&self, line: &str) -> impl std::future::Future<Output = ()> + Send {
+        JobContext::log(self, line)
+    }
+}
+
+/// How a failed docker-machine call fails the job: cancelled stays cancelled, usage and
+/// configuration errors are fatal, the rest may pass on a retry.
+trait IntoJobError {
+    fn into_job_error(self, what: &str) -> JobError;
+}
+
+impl IntoJobError for MachineError {
+    fn into_job_error(self, what: &str) -> JobError {
+        match self {
+            MachineError::Cancelled { .. } => JobError::Cancelled,
+            err if err.is_permanent() => JobError::fatal_from(what.to_owned(), err),
+            err => JobError::retryable_from(what.to_owned(), err),
+        }
     }
 }
 

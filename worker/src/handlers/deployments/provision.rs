@@ -27,6 +27,7 @@ use lc_shared::deployment::{
 };
 use lc_shared::store::error_chain;
 
+use super::IntoJobError;
 use super::session::{Loaded, MachineSession, ensure_tls, fence};
 use super::{dispatch, docker_error, is_final, local_endpoint, origin, pause, store_error};
 use crate::docker::Engine;

@@ -7,6 +7,7 @@ use lc_shared::deployment::{Fence, MachineRow, Provider, Spec};
 use lc_shared::secrets::{SecretError, SecretKey};
 use uuid::Uuid;
 
+use super::IntoJobError;
 use super::store_error;
 use crate::handlers::{JobContext, JobError};
 use crate::machine::MachineCli;

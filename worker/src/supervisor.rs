@@ -1,0 +1,244 @@
+//! One worker process: connects, registers, starts its tasks (a fetcher per queue, the
+//! completer, heartbeat, sweeper, inbox ingester, metrics server), and on shutdown stops
+//! fetching, lets running jobs finish within the grace period, then hands back what is
+//! left so another worker starts it at once. Nothing imports this module: it is the top.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use lc_shared::config::ConnectOpts;
+use lc_shared::dispatch::Dispatch;
+use lc_shared::queue::Queue;
+use lc_shared::secrets::SecretKey;
+use lc_shared::store::{Store, WorkerInfo, error_chain};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::config::WorkerConfig;
+use crate::handlers::Registry;
+use crate::metrics::Metrics;
+use crate::outage::Outages;
+use crate::running::RunningJobs;
+use crate::worker::{HELD_PER_SLOT, Worker, WorkerError};
+use crate::{completer, fetcher, inbox, lease, sweeper};
+
+/// Runs a worker of the built-in kinds until `shutdown` is cancelled, then shuts down
+/// gracefully.
+pub async fn run(
+    opts: ConnectOpts,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let registry = Registry::builtin().map_err(|err| WorkerError::Config(err.to_string()))?;
+    run_with(opts, config, registry, shutdown).await
+}
+
+/// [`run`] with the kinds of `registry` (the built-in ones plus a library user's own).
+pub async fn run_with(
+    opts: ConnectOpts,
+    config: WorkerConfig,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    config.validate().map_err(WorkerError::Config)?;
+    for (kind, _) in &config.kind_timeouts {
+        if registry.kinds().get(kind).is_none() {
+            return Err(WorkerError::Config(format!(
+                "--kind-timeout names unknown kind {kind:?} (this worker runs: {})",
+                registry.kinds().names().join(", ")
+            )));
+        }
+    }
+    let secret_key = SecretKey::from_env().map_err(|err| WorkerError::Config(err.to_string()))?;
+    let stale = crate::machine_store::remove_stale(&config.machines_dir);
+    if stale > 0 {
+        info!(removed = stale, dir = %config.machines_dir.display(), "removed scratch stores left by killed workers");
+    }
+    let store = Store::connect(&opts.database_url, opts.db_pool_size)?;
+    let queue = Queue::connect(&opts.redis_url, &opts.redis_prefix).await?;
+    let dispatch = Dispatch::new(store.clone(), Some(queue.clone()));
+    let id = Uuid::new_v4();
+    let (completions, completion_rx) = mpsc::unbounded_channel();
+    let worker = Arc::new(Worker {
+        id,
+        store,
+        queue,
+        permits: Arc::new(Semaphore::new(config.concurrency)),
+        held: Arc::new(Semaphore::new(config.concurrency * HELD_PER_SLOT)),
+        config,
+        running: RunningJobs::default(),
+        metrics: Metrics::default(),
+        secret_key,
+        outages: Outages::default(),
+        dispatch,
+        tasks: TaskTracker::new(),
+        completions,
+        paused: RwLock::new(HashSet::new()),
+    });
+    let info = WorkerInfo {
+        id,
+        host: hostname(),
+        pid: i64::from(std::process::id()),
+        queues: worker.config.queues.clone(),
+        concurrency: worker.config.concurrency as i64,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    if !wait_for_database(&worker, &info, &shutdown).await? {
+        info!(worker.id = %id, "stopped before the database answered");
+        return Ok(());
+    }
+    info!(
+        worker.id = %id,
+        queues = %worker.config.queues.join(","),
+        concurrency = worker.config.concurrency,
+        "worker started"
+    );
+
+    // Fetchers and the inbox stop first; heartbeat and sweeper keep going until the
+    // running jobs are finished or released; the completer drains last.
+    let stop_fetching = CancellationToken::new();
+    let stop_background = CancellationToken::new();
+    let drain_completions = CancellationToken::new();
+    let mut fetchers = tokio::task::JoinSet::new();
+    for queue_name in worker.config.queues.clone() {
+        fetchers.spawn(fetcher::fetch_loop(
+            worker.clone(),
+            registry.clone(),
+            queue_name,
+            stop_fetching.clone(),
+        ));
+    }
+    if !worker.config.no_inbox {
+        fetchers.spawn(inbox::inbox_loop(
+            worker.clone(),
+            registry.kinds().clone(),
+            stop_fetching.clone(),
+        ));
+    }
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(lease::heartbeat_loop(
+        worker.clone(),
+        stop_background.clone(),
+    ));
+    background.spawn(sweeper::sweep_loop(worker.clone(), stop_background.clone()));
+    if let Some(addr) = worker.config.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(WorkerError::Metrics)?;
+        info!(%addr, "serving metrics");
+        background.spawn(crate::metrics_server::serve(
+            worker.clone(),
+            listener,
+            stop_background.clone(),
+        ));
+    }
+    let completer = tokio::spawn(completer::completer_loop(
+        worker.clone(),
+        completion_rx,
+        drain_completions.clone(),
+    ));
+
+    shutdown.cancelled().await;
+    info!(running = worker.running.len(), grace = ?worker.config.grace, "shutting down: no new jobs");
+    stop_fetching.cancel();
+    while fetchers.join_next().await.is_some() {}
+
+    worker.tasks.close();
+    if tokio::time::timeout(worker.config.grace, worker.tasks.wait())
+        .await
+        .is_err()
+    {
+        let stopped = worker.running.cancel_all();
+        warn!(
+            jobs = stopped,
+            "grace period over: stopping handlers and releasing their jobs"
+        );
+        if tokio::time::timeout(Duration::from_secs(10), worker.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("some handlers did not stop within 10s of cancellation");
+        }
+    }
+    drain_completions.cancel();
+    if let Err(err) = completer.await {
+        warn!(error = %err, "completer task failed");
+    }
+
+    let left = worker.running.snapshot();
+    if !left.is_empty() {
+        match worker.store.release(worker.id, &left).await {
+            Ok(released) => {
+                worker.dispatch.send(&released).await;
+                info!(
+                    jobs = released.len(),
+                    "released unfinished jobs to the queue"
+                );
+            }
+            Err(err) => warn!(
+                error = %error_chain(&err),
+                jobs = left.len(),
+                "could not release jobs; they return when their leases expire"
+            ),
+        }
+    }
+    stop_background.cancel();
+    while background.join_next().await.is_some() {}
+    if let Err(err) = worker.store.worker_stopped(worker.id).await {
+        warn!(error = %error_chain(&err), "could not mark worker stopped");
+    }
+    info!(worker.id = %id, "worker stopped");
+    Ok(())
+}
+
+/// First backoff between tries of a worker that starts while the database is down.
+const START_BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// Longest backoff between those tries: short, so work starts soon after the database
+/// is back (the tries are logged once per outage, so they cost no log lines).
+const START_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Registers the worker, waiting for a database that is down or restarting: a worker
+/// started during an outage says what it waits for (once), retries with backoff and
+/// starts work when the database answers. It gives up only on a signal (returns false)
+/// or on an error the database answered with (a missing schema, bad credentials),
+/// which waiting cannot fix.
+async fn wait_for_database(
+    worker: &Worker,
+    info: &WorkerInfo,
+    shutdown: &CancellationToken,
+) -> Result<bool, WorkerError> {
+    let mut backoff = START_BACKOFF_MIN;
+    loop {
+        let registered = async {
+            worker.store.register_worker(info).await?;
+            worker.store.paused_queues().await
+        };
+        match registered.await {
+            Ok(paused) => {
+                worker.outages.start.ok();
+                worker.set_paused(paused.into_iter().collect());
+                return Ok(true);
+            }
+            Err(err) if err.is_unavailable() => worker.outages.start.failed(&err, "starting work"),
+            Err(err) => return Err(err.into()),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(START_BACKOFF_MAX);
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
