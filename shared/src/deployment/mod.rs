@@ -33,7 +33,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::store::{Replay, Store, retry};
+use crate::store::Store;
 
 pub use records::{AckOutcome, DeploymentAttention, Fence};
 pub use spec::{
@@ -296,17 +296,12 @@ pub fn truncate_text(text: &str, max: usize) -> String {
 impl Store {
     /// The id of the deployment with this name: the live one, else the newest.
     pub async fn deployment_id(&self, name: &str) -> crate::store::Result<Option<uuid::Uuid>> {
-        retry(Replay::Safe, || async {
-            let client = self.client().await?;
-            let row = client
-                .query_opt(
-                    "SELECT id FROM deployments WHERE name = $1
-                     ORDER BY (state <> 'torn_down') DESC, created_at DESC LIMIT 1",
-                    &[&name],
-                )
-                .await?;
-            Ok(row.map(|row| row.get(0)))
-        })
+        self.query_row(
+            "SELECT id FROM deployments WHERE name = $1
+             ORDER BY (state <> $2) DESC, created_at DESC LIMIT 1",
+            &[&name, &DeploymentState::TornDown.as_str()],
+            |row| row.get(0),
+        )
         .await
     }
 }
@@ -346,6 +341,38 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_end_of_a_teardown_is_torn_down_or_leftovers_until_acknowledged() {
+        use DeploymentState::*;
+        assert_eq!(Leftovers.reachable_from(), &[TearingDown]);
+        assert_eq!(TornDown.reachable_from(), &[TearingDown, Leftovers]);
+        // A leftovers deployment can be torn down again (an operator fixed the cause).
+        assert!(TearingDown.reachable_from().contains(&Leftovers));
+        // Nothing comes back from torn_down; only deploying may be reached again and again.
+        for state in DeploymentState::ALL {
+            assert!(
+                !state.reachable_from().contains(&TornDown),
+                "{state} from torn_down"
+            );
+        }
+        assert!(Deploying.reachable_from().contains(&Deployed));
+        assert!(!Provisioned.reachable_from().contains(&Deployed));
+    }
+
+    #[test]
+    fn machines_leave_by_removal_or_abandonment_from_any_live_state() {
+        use MachineState::*;
+        for to in [Removed, Abandoned] {
+            let from = to.reachable_from();
+            for live in [Pending, Creating, Ready, Failed, Removing] {
+                assert!(from.contains(&live), "{to} from {live}");
+            }
+            assert!(!from.contains(&Removed) && !from.contains(&Abandoned));
+        }
+        assert_eq!(Ready.reachable_from(), vec![Pending, Creating]);
+        assert!(Pending.reachable_from().is_empty());
     }
 
     #[test]

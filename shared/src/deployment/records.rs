@@ -15,7 +15,7 @@ use super::store::{event, lock, machine_in_tx, set_machine_state, set_state};
 use super::{ContainerState, DeploymentState, MachineState};
 use crate::in_transaction;
 use crate::state::JobState;
-use crate::store::{Replay, Result, Store, retry};
+use crate::store::{Result, Store};
 
 /// The job attempt on whose behalf a write is made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,36 +96,30 @@ impl Store {
 
     /// The deployment's CA certificate and sealed secrets, when it has them.
     pub async fn deployment_tls(&self, deployment_id: Uuid) -> Result<Option<(String, Vec<u8>)>> {
-        retry(Replay::Safe, || async {
-            let client = self.client().await?;
-            let row = client
-                .query_opt(
-                    "SELECT ca_cert, tls_sealed FROM deployments WHERE id = $1",
-                    &[&deployment_id],
-                )
-                .await?;
-            Ok(row.and_then(|row| {
-                let ca: Option<String> = row.get(0);
-                let sealed: Option<Vec<u8>> = row.get(1);
-                ca.zip(sealed)
-            }))
-        })
-        .await
+        let row = self
+            .query_row(
+                "SELECT ca_cert, tls_sealed FROM deployments WHERE id = $1",
+                &[&deployment_id],
+                |row| {
+                    let ca: Option<String> = row.get(0);
+                    let sealed: Option<Vec<u8>> = row.get(1);
+                    ca.zip(sealed)
+                },
+            )
+            .await?;
+        Ok(row.flatten())
     }
 
     /// A machine's sealed store entry, if one was recorded.
     pub async fn machine_entry(&self, machine_id: Uuid) -> Result<Option<Vec<u8>>> {
-        retry(Replay::Safe, || async {
-            let client = self.client().await?;
-            let row = client
-                .query_opt(
-                    "SELECT store_entry FROM machines WHERE id = $1",
-                    &[&machine_id],
-                )
-                .await?;
-            Ok(row.and_then(|row| row.get(0)))
-        })
-        .await
+        let row = self
+            .query_row(
+                "SELECT store_entry FROM machines WHERE id = $1",
+                &[&machine_id],
+                |row| row.get::<_, Option<Vec<u8>>>(0),
+            )
+            .await?;
+        Ok(row.flatten())
     }
 
     /// Writes what a docker-machine call left in a machine's store entry (`None`: the
@@ -268,29 +262,25 @@ impl Store {
     /// Deployments an operator must look at: `leftovers`, and `tearing_down` ones whose
     /// teardown job is dead (nothing will finish them by itself).
     pub async fn deployments_needing_attention(&self) -> Result<Vec<DeploymentAttention>> {
-        retry(Replay::Safe, || async {
-            let client = self.client().await?;
-            let rows = client
-                .query(
-                    "SELECT d.id, d.name, d.state, EXTRACT(EPOCH FROM now() - d.updated_at)::FLOAT8,
+        let found = self
+            .query_rows(
+                "SELECT d.id, d.name, d.state, EXTRACT(EPOCH FROM now() - d.updated_at)::FLOAT8,
                          ARRAY(SELECT m.name FROM machines m WHERE m.deployment_id = d.id AND m.state = $3 ORDER BY m.node_index),
                          (SELECT m.driver FROM machines m WHERE m.deployment_id = d.id LIMIT 1),
-                         NOT EXISTS (SELECT 1 FROM jobs j WHERE j.deployment_id = d.id AND j.kind = 'teardown' AND j.state IN ($4, $5))
+                         NOT EXISTS (SELECT 1 FROM jobs j WHERE j.deployment_id = d.id AND j.kind = $6 AND j.state IN ($4, $5))
                      FROM deployments d
                      WHERE d.state = $1 OR d.state = $2
                      ORDER BY d.updated_at",
-                    &[
+                &[
                         &DeploymentState::Leftovers.as_str(),
                         &DeploymentState::TearingDown.as_str(),
                         &MachineState::Abandoned.as_str(),
                         &JobState::Queued.as_str(),
                         &JobState::Running.as_str(),
-                    ],
-                )
-                .await?;
-            Ok(rows
-                .iter()
-                .map(|row| {
+                        &crate::job::JobKind::Teardown.as_str(),
+                ],
+                |row| {
+
                     let state: String = row.get(2);
                     let no_live_teardown: bool = row.get(6);
                     DeploymentAttention {
@@ -302,11 +292,15 @@ impl Store {
                         abandoned: row.get(4),
                         driver: row.get(5),
                     }
-                })
-                .filter(|found| found.state == DeploymentState::Leftovers.as_str() || found.teardown_dead)
-                .collect())
-        })
-        .await
+                },
+            )
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter(|found| {
+                found.state == DeploymentState::Leftovers.as_str() || found.teardown_dead
+            })
+            .collect())
     }
 }
 
@@ -333,7 +327,7 @@ async fn containers_removed(
 }
 
 /// Drops the deployment's sealed keys: nothing is left that they could reach.
-pub(super) async fn drop_keys(tx: &Transaction<'_>, deployment_id: Uuid) -> Result {
+pub(crate) async fn drop_keys(tx: &Transaction<'_>, deployment_id: Uuid) -> Result {
     tx.execute(
         "UPDATE deployments SET tls_sealed = NULL WHERE id = $1",
         &[&deployment_id],

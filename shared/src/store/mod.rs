@@ -125,6 +125,50 @@ macro_rules! in_transaction {
     };
 }
 
+impl Store {
+    /// Runs one query (no transaction: a single statement) through [`retry`] and maps
+    /// its rows: the read every "list" method shares.
+    pub async fn query_rows<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        map: impl Fn(&tokio_postgres::Row) -> T,
+    ) -> Result<Vec<T>> {
+        retry(Replay::Safe, || async {
+            let client = self.client().await?;
+            Ok(client.query(sql, params).await?.iter().map(&map).collect())
+        })
+        .await
+    }
+
+    /// Runs one statement through [`retry`]; returns the rows it changed.
+    pub async fn execute_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64> {
+        retry(Replay::Safe, || async {
+            let client = self.client().await?;
+            Ok(client.execute(sql, params).await?)
+        })
+        .await
+    }
+
+    /// [`Store::query_rows`] for at most one row.
+    pub async fn query_row<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        map: impl Fn(&tokio_postgres::Row) -> T,
+    ) -> Result<Option<T>> {
+        retry(Replay::Safe, || async {
+            let client = self.client().await?;
+            Ok(client.query_opt(sql, params).await?.as_ref().map(&map))
+        })
+        .await
+    }
+}
+
 /// How long the retry helper keeps trying before it gives the error to its caller.
 const RETRY_ATTEMPTS: u32 = 12;
 
