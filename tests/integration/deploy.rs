@@ -330,7 +330,7 @@ async fn row_states(env: &TestEnv, id: Uuid) -> (Vec<String>, Vec<(String, i64, 
         .await
         .unwrap()
         .into_iter()
-        .map(|m| m.state)
+        .map(|m| m.state.to_string())
         .collect();
     let containers = env
         .store
@@ -338,7 +338,7 @@ async fn row_states(env: &TestEnv, id: Uuid) -> (Vec<String>, Vec<(String, i64, 
         .await
         .unwrap()
         .into_iter()
-        .map(|c| (c.name, c.generation, c.state))
+        .map(|c| (c.name, c.generation, c.state.to_string()))
         .collect();
     (machines, containers)
 }

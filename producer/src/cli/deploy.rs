@@ -352,10 +352,7 @@ async fn wait_for(
             .deployment(id)
             .await?
             .context("the deployment vanished")?;
-        let state: DeploymentState = deployment
-            .state
-            .parse()
-            .map_err(|err: String| anyhow::anyhow!(err))?;
+        let state = deployment.state;
         let failed = match (target, state) {
             (target, state) if target == state => {
                 if json {
@@ -453,7 +450,7 @@ async fn ls(store: &Store, args: LsArgs) -> anyhow::Result<i32> {
             let d = &summary.deployment;
             vec![
                 d.name.clone(),
-                d.state.clone(),
+                d.state.to_string(),
                 d.provider.clone(),
                 format!("{}/{}", summary.machines_ready, d.node_count),
                 summary.containers_running.to_string(),
@@ -485,8 +482,8 @@ async fn ls(store: &Store, args: LsArgs) -> anyhow::Result<i32> {
 fn warnings(deployment: &DeploymentRow, jobs: &[lc_shared::store::JobRow]) -> Vec<String> {
     let mut warnings = Vec::new();
     let live = !matches!(
-        deployment.state.as_str(),
-        "deployed" | "torn_down" | "provisioned"
+        deployment.state,
+        DeploymentState::Deployed | DeploymentState::TornDown | DeploymentState::Provisioned
     );
     if live {
         for job in jobs.iter().filter(|job| job.state == "dead") {
@@ -500,7 +497,7 @@ fn warnings(deployment: &DeploymentRow, jobs: &[lc_shared::store::JobRow]) -> Ve
             ));
         }
     }
-    if deployment.state == "failed"
+    if deployment.state == DeploymentState::Failed
         && !jobs
             .iter()
             .any(|job| job.kind == "teardown" && (job.state == "queued" || job.state == "running"))
@@ -565,7 +562,7 @@ async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<i32> {
         .map(|machine| {
             vec![
                 machine.name.clone(),
-                machine.state.clone(),
+                machine.state.to_string(),
                 output::opt(&machine.engine_url),
                 output::opt(&machine.ip_address),
                 output::opt(&machine.driver),
@@ -585,7 +582,7 @@ async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<i32> {
                 container.name.clone(),
                 container.machine_name.clone(),
                 container.generation.to_string(),
-                container.state.clone(),
+                container.state.to_string(),
                 container
                     .docker_id
                     .as_deref()

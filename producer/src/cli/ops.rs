@@ -8,6 +8,8 @@ use lc_shared::queue::Queue;
 use lc_shared::store::Store;
 use uuid::Uuid;
 
+use lc_shared::deployment::DeploymentState;
+
 use super::{output, store};
 
 #[derive(Args, Debug)]
@@ -191,7 +193,7 @@ pub async fn stuck(connect: &ConnectOpts, args: StuckArgs) -> anyhow::Result<i32
     }
     // Deployments that only an operator can finish.
     for found in store.deployments_needing_attention().await? {
-        let (reason, fix) = if found.state == "leftovers" {
+        let (reason, fix) = if found.state == DeploymentState::Leftovers {
             (
                 format!(
                     "teardown could not confirm machine(s) {} removed: they may still exist at the provider (driver {}); look for machines with these names there",
@@ -216,7 +218,7 @@ pub async fn stuck(connect: &ConnectOpts, args: StuckArgs) -> anyhow::Result<i32
             job_id: None,
             kind: "deployment".into(),
             queue: found.name.clone(),
-            state: found.state.clone(),
+            state: found.state.to_string(),
             attempt: 0,
             worker: None,
             since_secs: found.since_secs,

@@ -41,7 +41,7 @@ pub enum AckOutcome {
 pub struct DeploymentAttention {
     pub id: Uuid,
     pub name: String,
-    pub state: String,
+    pub state: DeploymentState,
     pub since_secs: f64,
     /// `leftovers`: the machines that may still exist, and their driver.
     pub abandoned: Vec<String>,
@@ -281,12 +281,12 @@ impl Store {
                 ],
                 |row| {
 
-                    let state: String = row.get(2);
+                    let state: DeploymentState = row.get(2);
                     let no_live_teardown: bool = row.get(6);
                     DeploymentAttention {
                         id: row.get(0),
                         name: row.get(1),
-                        teardown_dead: state == DeploymentState::TearingDown.as_str() && no_live_teardown,
+                        teardown_dead: state == DeploymentState::TearingDown && no_live_teardown,
                         state,
                         since_secs: row.get(3),
                         abandoned: row.get(4),
@@ -297,9 +297,7 @@ impl Store {
             .await?;
         Ok(found
             .into_iter()
-            .filter(|found| {
-                found.state == DeploymentState::Leftovers.as_str() || found.teardown_dead
-            })
+            .filter(|found| found.state == DeploymentState::Leftovers || found.teardown_dead)
             .collect())
     }
 }

@@ -97,7 +97,7 @@ impl Store {
             }
             let machines = machines_in_tx(tx, id).await?;
             if machines.len() as i64 != spec.node_count()
-                || machines.iter().any(|machine| machine.state != MachineState::Ready.as_str())
+                || machines.iter().any(|machine| machine.state != MachineState::Ready)
             {
                 return refuse("not every machine is ready");
             }

@@ -32,7 +32,7 @@ impl Store {
             let machines = machines_in_tx(tx, deployment_id).await?;
             if machines
                 .iter()
-                .any(|machine| machine.state != MachineState::Ready.as_str())
+                .any(|machine| machine.state != MachineState::Ready)
             {
                 return Err(invalid(format!(
                     "deployment {} is {} but not all its machines are ready",

@@ -42,7 +42,7 @@ pub struct DeploymentRow {
     pub owner: String,
     pub provider: String,
     pub spec: serde_json::Value,
-    pub state: String,
+    pub state: DeploymentState,
     pub generation: i64,
     pub node_count: i64,
     pub deploy_after_provision: bool,
@@ -87,7 +87,7 @@ pub struct MachineRow {
     pub deployment_id: Uuid,
     pub node_index: i64,
     pub name: String,
-    pub state: String,
+    pub state: MachineState,
     pub driver: Option<String>,
     pub engine_url: Option<String>,
     pub ip_address: Option<String>,
@@ -158,7 +158,7 @@ pub struct ContainerRow {
     pub name: String,
     pub docker_id: Option<String>,
     pub image: String,
-    pub state: String,
+    pub state: ContainerState,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -476,18 +476,17 @@ pub(super) async fn set_machine_state(
     message: &str,
     job_id: Option<Uuid>,
 ) -> Result<bool> {
-    let from: Vec<&str> = from.iter().map(|state| state.as_str()).collect();
-    if !from.contains(&machine.state.as_str()) {
+    if !from.contains(&machine.state) {
         return Ok(false);
     }
     let changed = tx
         .execute(
             "UPDATE machines SET state = $2, last_error = COALESCE($4, last_error), updated_at = now()
              WHERE id = $1 AND state = $3",
-            &[&machine.id, &to.as_str(), &machine.state, &error],
+            &[&machine.id, &to, &machine.state, &error],
         )
         .await?;
-    if changed == 1 && machine.state != to.as_str() {
+    if changed == 1 && machine.state != to {
         let message = match error {
             Some(error) => format!("{message}: {error}"),
             None => message.to_owned(),
@@ -496,7 +495,7 @@ pub(super) async fn set_machine_state(
             tx,
             machine.deployment_id,
             &format!("machine {}", machine.name),
-            Some(&machine.state),
+            Some(machine.state.as_str()),
             Some(to.as_str()),
             &message,
             job_id,

@@ -83,7 +83,7 @@ impl Store {
             let Some(machine) = machine else {
                 return Ok(MachineStart::NotFound);
             };
-            let outcome = match machine.state.parse::<MachineState>().map_err(StoreError::Invalid)? {
+            let outcome = match machine.state {
                 MachineState::Ready => MachineStart::AlreadyReady(machine),
                 state @ (MachineState::Pending | MachineState::Creating) => {
                     set_machine_state(
@@ -136,7 +136,7 @@ impl Store {
             let machine = machine_in_tx(tx, machine_id)
                 .await?
                 .ok_or_else(|| invalid(format!("machine {machine_id} vanished")))?;
-            if machine.state != MachineState::Ready.as_str() {
+            if machine.state != MachineState::Ready {
                 // Fenced: an attempt that lost its job records nothing.
                 let recorded = tx
                     .execute(

@@ -127,7 +127,7 @@ impl Store {
             .await?;
             let mut abandoned = Vec::new();
             for machine in machines_in_tx(tx, deployment_id).await? {
-                if machine.state == MachineState::Abandoned.as_str() {
+                if machine.state == MachineState::Abandoned {
                     abandoned.push(machine.name.clone());
                     continue;
                 }

@@ -106,7 +106,7 @@ async fn make_certificates(ctx: &JobContext, id: uuid::Uuid) -> Result<(), JobEr
     };
     let spec = Spec::from_json(&row.spec)
         .map_err(|err| JobError::fatal_from("the stored spec is invalid", err))?;
-    if row.state != DeploymentState::Provisioning.as_str()
+    if row.state != DeploymentState::Provisioning
         || !matches!(spec.provider, Provider::DockerMachine { .. })
     {
         return Ok(());

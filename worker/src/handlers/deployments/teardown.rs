@@ -258,8 +258,7 @@ async fn remove_machines(
     let store = &ctx.worker.store;
     let mut failures = Vec::new();
     for machine in machines.iter().filter(|machine| {
-        machine.state != MachineState::Removed.as_str()
-            && machine.state != MachineState::Abandoned.as_str()
+        machine.state != MachineState::Removed && machine.state != MachineState::Abandoned
     }) {
         store
             .set_machine(
