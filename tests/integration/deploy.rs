@@ -1735,3 +1735,50 @@ async fn deploy_teardown_with_a_broken_machine_removes_the_rest_and_waits_for_an
     assert!(err.contains("not leftovers"), "{err}");
     worker.stop().await;
 }
+
+/// Machine state is stored sealed with `LC_SECRET_KEY`: a worker without the key fails
+/// a docker-machine deployment at once with an error that says what to set, and makes
+/// nothing.
+#[tokio::test]
+async fn deploy_without_the_secret_key_fails_clearly_and_makes_nothing() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "nokey");
+    let _guard = Containers(vec![name.clone()]);
+    let mut worker = env.spawn_worker_process_with_env(&[], &[]);
+    // The worker above has the key; replace it by one without.
+    worker.signal(libc::SIGKILL);
+    worker.wait(Duration::from_secs(10));
+    let mut command = std::process::Command::new(lc_tests::bin("lc-worker"));
+    command
+        .env_remove("LC_SECRET_KEY")
+        .env("DATABASE_URL", &env.database_url)
+        .env("REDIS_URL", &env.redis_url)
+        .env("LC_REDIS_PREFIX", &env.prefix)
+        .env("LC_DOCKER_MACHINE", env.worker_config().docker_machine)
+        .arg("--machine-env")
+        .arg(format!("STANDIN_STATE_DIR={}", env.standin_dir().display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut keyless = command.spawn().unwrap();
+    let id = create(&env, &machine_spec(&name, 1, 3), &[]).await;
+    // Failed at the fan-out, rolled back (there was nothing to remove).
+    let row = wait_state(&env, id, "torn_down", Duration::from_secs(60)).await;
+    let error = row.last_error.unwrap_or_default();
+    assert!(error.contains("LC_SECRET_KEY is not set"), "{error}");
+    let events = env.store.deployment_events(id, 50).await.unwrap();
+    let path: Vec<String> = events
+        .iter()
+        .filter(|event| event.subject == "deployment")
+        .filter_map(|event| event.to_state.clone())
+        .collect();
+    assert_eq!(
+        path,
+        ["provisioning", "failed", "tearing_down", "torn_down"]
+    );
+    assert!(
+        create_calls(&store_dir(&env, id), &format!("{name}-1")) == 0,
+        "docker-machine ran without a key to keep its state"
+    );
+    let _ = keyless.kill();
+    let _ = keyless.wait();
+}

@@ -345,4 +345,27 @@ impl Store {
             Ok(outcome)
         })
     }
+
+    /// The fan-out itself failed for good (no key to seal the certificates with, an
+    /// unusable operator CA): the deployment becomes `failed` and a rollback teardown is
+    /// enqueued, so it does not wait in `provisioning` for machines nobody will make.
+    pub async fn provisioning_failed(
+        &self,
+        deployment_id: Uuid,
+        error: &str,
+        origin: &Origin,
+    ) -> Result<Option<Enqueued>> {
+        in_transaction!(self, tx => {
+            let Some(locked) = lock(tx, deployment_id).await? else {
+                return Ok(None);
+            };
+            if locked.state != DeploymentState::Provisioning {
+                return Ok(None);
+            }
+            set_state(tx, deployment_id, locked.state, DeploymentState::Failed, Some(error), "provisioning failed", origin.job_id)
+                .await?;
+            let reason = format!("rollback: provisioning failed: {error}");
+            Ok(Some(ensure_teardown(tx, deployment_id, &reason, origin).await?))
+        })
+    }
 }

@@ -46,7 +46,19 @@ pub async fn provision(ctx: &JobContext) -> Result<(), JobError> {
     let id = payload.deployment_id;
     let interval = watch_interval(ctx);
     let Some(watch) = payload.watch else {
-        make_certificates(ctx, id).await?;
+        if let Err(err) = make_certificates(ctx, id).await {
+            if is_final(ctx, &err) {
+                let text = error_chain(&err);
+                match store.provisioning_failed(id, &text, &origin(ctx)).await {
+                    Ok(Some(teardown)) => dispatch(ctx, &[teardown]).await,
+                    Ok(None) => {}
+                    Err(store_err) => {
+                        tracing::warn!(error = %error_chain(&store_err), "could not record the failed provisioning")
+                    }
+                }
+            }
+            return Err(err);
+        }
         let fan_out = store
             .fan_out_provision(id, &origin(ctx), interval)
             .await

@@ -77,9 +77,16 @@ pub async fn teardown(ctx: &JobContext) -> Result<(), JobError> {
         .machines(id)
         .await
         .map_err(|err| store_error("read the machines", err))?;
+    // Certificates are needed only to reach `tcp://` engines.
+    let tls_engines = machines.iter().any(|machine| {
+        machine
+            .engine_url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("tcp://"))
+    });
     let certs = match spec.provider {
-        Provider::DockerMachine { .. } => certificate_files(ctx, id).await?,
-        Provider::Local {} => None,
+        Provider::DockerMachine { .. } if tls_engines => certificate_files(ctx, id).await?,
+        _ => None,
     };
     remove_containers(ctx, &spec, &machines, certs.as_ref()).await?;
     drop(certs);
@@ -253,13 +260,20 @@ async fn remove_machines(
     machines: &[MachineRow],
 ) -> Result<(), JobError> {
     let id = deployment_id(ctx)?;
+    let live: Vec<&MachineRow> = machines
+        .iter()
+        .filter(|machine| {
+            machine.state != MachineState::Removed && machine.state != MachineState::Abandoned
+        })
+        .collect();
+    if live.is_empty() {
+        return Ok(());
+    }
     // Credentials that are not set here are left out: rm works from the store entry.
     let session = MachineSession::open(ctx, id, deployment_name, spec, false).await?;
     let store = &ctx.worker.store;
     let mut failures = Vec::new();
-    for machine in machines.iter().filter(|machine| {
-        machine.state != MachineState::Removed && machine.state != MachineState::Abandoned
-    }) {
+    for machine in live {
         store
             .set_machine(
                 machine.id,
