@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::deployment::kinds::{Deploy, Provision, ProvisionMachine, Teardown};
 use crate::job::JobKind;
-use crate::kind::{JobType, Kinds};
+use crate::kind::{JobType, KindError, Kinds};
 
 /// Longest `sleep` accepted: tests and drills, not a way to park workers.
 pub const MAX_SLEEP_MS: u64 = 3_600_000;
@@ -69,16 +69,19 @@ pub fn kinds() -> Kinds {
 }
 
 static BUILTIN: std::sync::LazyLock<Kinds> = std::sync::LazyLock::new(|| {
-    let kinds = Kinds::empty()
-        .with::<Noop>()
-        .and_then(|kinds| kinds.with::<Sleep>())
-        .and_then(|kinds| kinds.with::<Provision>())
-        .and_then(|kinds| kinds.with::<ProvisionMachine>())
-        .and_then(|kinds| kinds.with::<Deploy>())
-        .and_then(|kinds| kinds.with::<Teardown>());
     // The built-in kinds have valid, distinct names and defaults (a unit test checks).
-    kinds.unwrap_or_default()
+    register().unwrap_or_default()
 });
+
+fn register() -> Result<Kinds, KindError> {
+    Kinds::empty()
+        .with::<Noop>()?
+        .with::<Sleep>()?
+        .with::<Provision>()?
+        .with::<ProvisionMachine>()?
+        .with::<Deploy>()?
+        .with::<Teardown>()
+}
 
 #[cfg(test)]
 mod tests {
@@ -86,14 +89,7 @@ mod tests {
 
     #[test]
     fn the_builtin_kinds_register() {
-        let kinds = Kinds::empty()
-            .with::<Noop>()
-            .and_then(|kinds| kinds.with::<Sleep>())
-            .and_then(|kinds| kinds.with::<Provision>())
-            .and_then(|kinds| kinds.with::<ProvisionMachine>())
-            .and_then(|kinds| kinds.with::<Deploy>())
-            .and_then(|kinds| kinds.with::<Teardown>())
-            .expect("built-in kinds register");
+        let kinds = register().expect("built-in kinds register");
         assert_eq!(kinds.names().len(), 6);
         assert_eq!(super::kinds().names(), kinds.names());
     }

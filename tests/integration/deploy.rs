@@ -159,6 +159,26 @@ async fn create(env: &TestEnv, spec: &str, extra: &[(&str, &str)]) -> Uuid {
     value["id"].as_str().unwrap().parse().unwrap()
 }
 
+/// `lc deploy update SPEC --wait`: (exit code, stderr).
+async fn update_and_wait(env: &TestEnv, spec: &str) -> (i32, String) {
+    let path = write_spec(env, spec);
+    let (code, _, err) = lc_with(
+        env,
+        &[
+            "deploy",
+            "update",
+            path.to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "90s",
+        ],
+        &[],
+        &[],
+    )
+    .await;
+    (code, err)
+}
+
 fn config_with(env: &TestEnv, machine_env: &[&str]) -> WorkerConfig {
     let mut config = env.worker_config();
     config
@@ -1206,22 +1226,9 @@ async fn deploy_update_replaces_containers_one_machine_at_a_time() {
     let spec = local_spec(&name, 3);
     let id = create(&env, &spec, &[]).await;
     wait_state(&env, id, "deployed", Duration::from_secs(60)).await;
-    let path = write_spec(
+    let (code, err) = update_and_wait(
         &env,
         &spec.replace("command: [sleep, '3600']", "command: [sleep, '7200']"),
-    );
-    let (code, _, err) = lc_with(
-        &env,
-        &[
-            "deploy",
-            "update",
-            path.to_str().unwrap(),
-            "--wait",
-            "--timeout",
-            "60s",
-        ],
-        &[],
-        &[],
     )
     .await;
     assert_eq!(code, 0, "{err}");
@@ -1560,22 +1567,9 @@ async fn deploy_over_tls_pulls_from_the_registry_and_updates_from_another_worker
     // Another host rolls generation 2 out over TLS.
     let mut b =
         env.spawn_worker_process_with_env(&[], &[("LC_MACHINES_DIR", dir_b.to_str().unwrap())]);
-    let updated = write_spec(
+    let (code, err) = update_and_wait(
         &env,
         &spec.replace("command: [sleep, '3600']", "command: [sleep, '3601']"),
-    );
-    let (code, _, err) = lc_with(
-        &env,
-        &[
-            "deploy",
-            "update",
-            updated.to_str().unwrap(),
-            "--wait",
-            "--timeout",
-            "90s",
-        ],
-        &[],
-        &[],
     )
     .await;
     assert_eq!(code, 0, "update failed: {err}");
