@@ -22,7 +22,9 @@ use lc_shared::NewJob;
 use lc_shared::config::redact_url;
 use lc_shared::job::InvalidJob;
 use lc_shared::queue::{Queue, QueueError};
-use lc_shared::store::{self, CancelOutcome, Enqueued, HintTarget, Store, StoreError, error_chain};
+use lc_shared::store::{
+    self, CancelOutcome, Enqueued, HintTarget, IsolationSetting, Store, StoreError, error_chain,
+};
 use std::time::Duration;
 
 use tracing::warn;
@@ -72,11 +74,7 @@ impl Producer {
                 None
             }
         };
-        Ok(Producer {
-            store,
-            queue,
-            retry_for: DEFAULT_RETRY_FOR,
-        })
+        Ok(Producer::from_parts(store, queue))
     }
 
     pub fn from_parts(store: Store, queue: Option<Queue>) -> Producer {
@@ -85,6 +83,12 @@ impl Producer {
             queue,
             retry_for: DEFAULT_RETRY_FOR,
         }
+    }
+
+    /// Sets `--isolation` (see [`IsolationSetting`]).
+    pub fn with_isolation(mut self, isolation: IsolationSetting) -> Producer {
+        self.store = self.store.clone().with_isolation(isolation);
+        self
     }
 
     /// Sets how long an enqueue keeps retrying when the database is unreachable,
@@ -124,7 +128,7 @@ impl Producer {
             .enqueue_within(jobs, self.queue.is_some(), self.retry_for)
             .await?;
         let hints: Vec<HintTarget> = enqueued.iter().filter_map(|job| job.hint.clone()).collect();
-        self.send_hints(&hints).await;
+        send_hints(&self.store, self.queue.as_ref(), &hints).await;
         Ok(enqueued)
     }
 
@@ -180,25 +184,26 @@ impl Producer {
         }
     }
 
-    async fn send_hints(&self, hints: &[HintTarget]) {
-        let Some(queue) = &self.queue else { return };
-        if hints.is_empty() {
-            return;
-        }
-        if let Err(err) = queue.push_hints(hints).await {
-            warn!(error = %error_chain(&err), jobs = hints.len(),
-                  "redis unavailable; jobs are stored and the sweeper dispatches them");
-            let ids: Vec<Uuid> = hints.iter().map(|hint| hint.id).collect();
-            if let Err(err) = self.store.mark_undispatched(&ids).await {
-                // Still safe: idle workers claim due jobs straight from the database.
-                warn!(error = %error_chain(&err), "could not mark jobs for the sweeper");
-            }
-        }
-    }
-
     /// Cancels a queued or running job (a running one stops at its worker's next
     /// heartbeat, its child processes killed).
     pub async fn cancel(&self, id: Uuid) -> Result<CancelOutcome> {
         Ok(self.store.cancel(id, "cancelled on request").await?)
+    }
+}
+
+/// Sends the hints of jobs just enqueued; when Redis fails, marks them for the sweeper.
+pub(crate) async fn send_hints(store: &Store, queue: Option<&Queue>, hints: &[HintTarget]) {
+    let Some(queue) = queue else { return };
+    if hints.is_empty() {
+        return;
+    }
+    if let Err(err) = queue.push_hints(hints).await {
+        warn!(error = %error_chain(&err), jobs = hints.len(),
+              "redis unavailable; jobs are stored and the sweeper dispatches them");
+        let ids: Vec<Uuid> = hints.iter().map(|hint| hint.id).collect();
+        if let Err(err) = store.mark_undispatched(&ids).await {
+            // Still safe: idle workers claim due jobs straight from the database.
+            warn!(error = %error_chain(&err), "could not mark jobs for the sweeper");
+        }
     }
 }

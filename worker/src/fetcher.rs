@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lc_shared::queue::HintPopper;
-use lc_shared::store::{ClaimedJob, error_chain};
+use lc_shared::store::{ClaimedJob, ScanBound, error_chain};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -27,6 +27,8 @@ pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: Ca
         .fetch_batch
         .clamp(1, worker.config.concurrency);
     let mut popper: Option<HintPopper> = None;
+    // The lower bound of this queue's database polls (an unbounded one every 30).
+    let mut due_scan = ScanBound::new(30);
     let mut last_db_poll = Instant::now();
     // Warn once per Redis outage, not once per second.
     let mut redis_down = false;
@@ -54,7 +56,7 @@ pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: Ca
         }
         if last_db_poll.elapsed() >= worker.config.db_poll_interval {
             last_db_poll = Instant::now();
-            claim_from_database(&worker, &queue_name, &mut permits).await;
+            claim_from_database(&worker, &queue_name, &mut permits, &mut due_scan).await;
             if permits.is_empty() {
                 continue;
             }
@@ -68,7 +70,7 @@ pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: Ca
                         warn!(queue = %queue_name, error = %error_chain(&err), "redis unavailable; claiming from the database until it is back");
                         redis_down = true;
                     }
-                    claim_from_database(&worker, &queue_name, &mut permits).await;
+                    claim_from_database(&worker, &queue_name, &mut permits, &mut due_scan).await;
                     drop(permits);
                     pause(&stop, Duration::from_secs(1)).await;
                     continue;
@@ -95,7 +97,7 @@ pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: Ca
             Ok(None) => {
                 // Nothing in Redis: a good moment to look for jobs without hints.
                 last_db_poll = Instant::now();
-                claim_from_database(&worker, &queue_name, &mut permits).await;
+                claim_from_database(&worker, &queue_name, &mut permits, &mut due_scan).await;
             }
             Err(err) => {
                 if !redis_down {
@@ -103,7 +105,7 @@ pub(crate) async fn fetch_loop(worker: Arc<Worker>, queue_name: String, stop: Ca
                     redis_down = true;
                 }
                 popper = None;
-                claim_from_database(&worker, &queue_name, &mut permits).await;
+                claim_from_database(&worker, &queue_name, &mut permits, &mut due_scan).await;
                 drop(permits);
                 pause(&stop, Duration::from_secs(1)).await;
             }
@@ -162,15 +164,20 @@ async fn claim_hinted(
     }
 }
 
-async fn claim_from_database(worker: &Arc<Worker>, queue_name: &str, permits: &mut Vec<Slot>) {
-    let queues = [queue_name.to_owned()];
+async fn claim_from_database(
+    worker: &Arc<Worker>,
+    queue_name: &str,
+    permits: &mut Vec<Slot>,
+    due_scan: &mut ScanBound,
+) {
     match worker
         .store
         .claim_due(
-            &queues,
+            queue_name,
             permits.len() as i64,
             worker.id,
             worker.config.lease,
+            due_scan,
         )
         .await
     {

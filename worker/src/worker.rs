@@ -10,7 +10,7 @@ use std::time::Duration;
 use lc_shared::config::ConnectOpts;
 use lc_shared::queue::{Queue, QueueError};
 use lc_shared::secrets::SecretKey;
-use lc_shared::store::{Store, StoreError, WorkerInfo, error_chain};
+use lc_shared::store::{ScanBound, Store, StoreError, WorkerInfo, error_chain};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -63,6 +63,10 @@ pub struct Worker {
     pub(crate) completions: mpsc::UnboundedSender<crate::completer::Finished>,
     /// Queues an operator paused, refreshed at each heartbeat.
     paused: RwLock<HashSet<String>>,
+    /// Lower bounds of the sweeper's scans of `jobs_running_lease` and
+    /// `jobs_undispatched` (see [`ScanBound`]).
+    pub(crate) lease_scan: std::sync::Mutex<ScanBound>,
+    pub(crate) undispatched_scan: std::sync::Mutex<ScanBound>,
 }
 
 impl Worker {
@@ -92,7 +96,7 @@ pub async fn run(
     if stale > 0 {
         info!(removed = stale, dir = %config.machines_dir.display(), "removed scratch stores left by killed workers");
     }
-    let store = Store::connect(&opts.database_url, opts.db_pool_size)?;
+    let store = opts.store(opts.db_pool_size)?;
     let queue = Queue::connect(&opts.redis_url, &opts.redis_prefix).await?;
     let id = Uuid::new_v4();
     let (completions, completion_rx) = mpsc::unbounded_channel();
@@ -110,6 +114,8 @@ pub async fn run(
         tasks: TaskTracker::new(),
         completions,
         paused: RwLock::new(HashSet::new()),
+        lease_scan: std::sync::Mutex::new(ScanBound::new(crate::sweeper::FULL_SCAN_EVERY)),
+        undispatched_scan: std::sync::Mutex::new(ScanBound::new(crate::sweeper::FULL_SCAN_EVERY)),
     });
     let info = WorkerInfo {
         id,
@@ -122,6 +128,15 @@ pub async fn run(
     if !wait_for_database(&worker, &info, &shutdown).await? {
         info!(worker.id = %id, "stopped before the database answered");
         return Ok(());
+    }
+    match worker.store.is_cockroachdb().await {
+        Ok(true) => {
+            for warning in worker.config.cockroachdb_warnings() {
+                warn!("{warning}");
+            }
+        }
+        Ok(false) => {}
+        Err(err) => warn!(error = %error_chain(&err), "could not read the database's version"),
     }
     info!(
         worker.id = %id,

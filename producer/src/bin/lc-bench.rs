@@ -241,7 +241,7 @@ impl Bench {
     /// A producer with its own pool of `pool` connections (`Producer::connect` keeps 8),
     /// opened before the clock starts.
     async fn producer(&self, pool: usize) -> Result<Producer> {
-        let store = Store::connect(&self.args.connect.database_url, pool)?;
+        let store = self.args.connect.store(pool)?;
         let mut clients = Vec::with_capacity(pool);
         for _ in 0..pool {
             clients.push(store.client().await?);
@@ -350,6 +350,7 @@ impl Bench {
             )
             .env("REDIS_URL", &self.args.connect.redis_url)
             .env("LC_REDIS_PREFIX", &self.args.connect.redis_prefix)
+            .env("LC_ISOLATION", self.args.connect.isolation.as_arg())
             .env("LC_LOG_FORMAT", "json")
             .env("RUST_LOG", &self.args.worker_log)
             .env("LC_MACHINES_DIR", self.work_dir.join("machines"))
@@ -1590,6 +1591,18 @@ fn best_run(runs: &[Value]) -> Result<Value> {
 
 /// Database-wide counters of the bench database and the cluster's WAL counters.
 async fn pg_stats(client: &deadpool_postgres::Object) -> Result<BTreeMap<String, i64>> {
+    let dialect = lc_shared::dialect::Dialect::detect(&***client).await?;
+    if dialect == lc_shared::dialect::Dialect::CockroachDb {
+        // No pg_stat_* views there: the node's transaction counters only.
+        let row = client
+            .query_one(dialect.transaction_counters(), &[])
+            .await?;
+        let mut out = BTreeMap::new();
+        out.insert("xact_commit".to_owned(), row.get::<_, i64>(0));
+        out.insert("xact_rollback".to_owned(), row.get::<_, i64>(1));
+        return Ok(out);
+    }
+    // PostgreSQL only from here on (see lc_shared::dialect).
     // Make this backend's own pending counters visible (flushed when it goes idle).
     client
         .simple_query("SELECT pg_stat_force_next_flush()")

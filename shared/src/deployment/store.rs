@@ -20,7 +20,9 @@ use super::{ContainerState, DeploymentState, MachineState, Spec, container_name,
 use crate::in_transaction;
 use crate::job::{JobKind, NewJob, Priority};
 use crate::state::JobState;
-use crate::store::{Enqueued, Replay, Result, Store, StoreError, enqueue_in_transaction, retry};
+use crate::store::{
+    Enqueued, Isolation, Replay, Result, Store, StoreError, enqueue_in_transaction, retry,
+};
 
 /// Attempts of a `teardown` job: each waits for running provision and deploy jobs,
 /// so a few more than other jobs.
@@ -613,7 +615,7 @@ impl Store {
         let initial = DeploymentState::Provisioning.as_str();
         // The id is chosen before the first try, so a replay after an ambiguous commit
         // finds its own row instead of reporting the name as taken.
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let inserted = tx
                 .execute(
                     "INSERT INTO deployments (id, name, owner, provider, spec, state, generation, node_count, deploy_after_provision)
@@ -658,7 +660,7 @@ impl Store {
         origin: &Origin,
         watch_interval: Duration,
     ) -> Result<FanOut> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(FanOut::NotFound);
             };
@@ -715,7 +717,7 @@ impl Store {
         node: i64,
         job_id: Uuid,
     ) -> Result<MachineStart> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(MachineStart::NotFound);
             };
@@ -770,7 +772,7 @@ impl Store {
         fence: super::Fence,
         origin: &Origin,
     ) -> Result<ReadyOutcome> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Err(invalid(format!("deployment {deployment_id} vanished")));
             };
@@ -868,7 +870,7 @@ impl Store {
         error: &str,
         origin: &Origin,
     ) -> Result<Option<Enqueued>> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(None);
             };
@@ -940,7 +942,7 @@ impl Store {
         interval: Duration,
         origin: &Origin,
     ) -> Result<WatchOutcome> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(WatchOutcome::NotFound);
             };
@@ -1004,7 +1006,7 @@ impl Store {
         reason: &str,
         origin: &Origin,
     ) -> Result<TeardownRequest> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(TeardownRequest::NotFound);
             };
@@ -1039,7 +1041,7 @@ impl Store {
         reason: &str,
         job_id: Uuid,
     ) -> Result<TeardownStart> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(TeardownStart::NotFound);
             };
@@ -1077,7 +1079,7 @@ impl Store {
         message: &str,
         job_id: Option<Uuid>,
     ) -> Result<bool> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(machine) = machine_in_tx(tx, machine_id).await? else {
                 return Ok(false);
             };
@@ -1096,7 +1098,7 @@ impl Store {
         deployment_id: Uuid,
         job_id: Uuid,
     ) -> Result<Option<DeploymentState>> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(None);
             };
@@ -1220,7 +1222,7 @@ SELECT id FROM cancelled";
         generation: i64,
         job_id: Uuid,
     ) -> Result<DeployStart> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(DeployStart::NotFound);
             };
@@ -1301,7 +1303,7 @@ SELECT id FROM cancelled";
         error: Option<&str>,
         job_id: Uuid,
     ) -> Result<bool> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(false);
             };
@@ -1352,7 +1354,7 @@ SELECT id FROM cancelled";
         job_id: Uuid,
     ) -> Result {
         let name = container_name(&machine.name, generation);
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let inserted = tx
                 .execute(
                     "INSERT INTO containers (deployment_id, machine_id, generation, name, image, state)
@@ -1432,7 +1434,7 @@ SELECT id FROM cancelled";
     /// its `deploy` job, which replaces the containers one machine at a time.
     pub async fn update_deployment(&self, spec: &Spec, origin: &Origin) -> Result<UpdateOutcome> {
         let spec_json = spec.to_json();
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(row) = tx
                 .query_opt(
                     "SELECT id FROM deployments WHERE name = $1 AND state <> $2",
