@@ -109,6 +109,7 @@ impl JobContext {
 
 /// Runs the handler of the job's kind.
 pub async fn run(context: &JobContext) -> Result<(), JobError> {
+    crate::metrics::handler_started(context.job.id);
     let kind: JobKind = context
         .job
         .kind
