@@ -399,6 +399,18 @@ pub async fn enqueue_in_transaction(
     insert_jobs(transaction, jobs, &job_ids(jobs), false).await
 }
 
+/// The expected state of each row of a batch, one per id, bound as a column of the
+/// statement's input (`UNNEST(ids, states)`) rather than as one constant: with a
+/// constant (`state = 'running'`), PostgreSQL's planner may read the batch through the
+/// state's partial index (`jobs_running_lease`, `jobs_queued_due`) and so read every
+/// running or queued job. At serializable, those reads are predicate locks on every
+/// page of that index, and every other worker's claims and completions conflict with
+/// them: the main cause of serialization failures with several workers. Per row, the
+/// rows are found by primary key only.
+fn by_id<'a>(ids: &[Uuid], state: &'a str) -> Vec<&'a str> {
+    vec![state; ids.len()]
+}
+
 fn claimed_job(row: &Row) -> ClaimedJob {
     ClaimedJob {
         id: row.get(0),
@@ -491,18 +503,24 @@ impl Store {
         worker: Uuid,
         lease: std::time::Duration,
     ) -> Result<Vec<ClaimedJob>> {
-        const SQL: &str =
-            const_format_claim!("WHERE id = ANY($1) AND state = ANY($2) AND run_at <= now()");
+        // Each id with its expected state, as rows of the input: see [`by_id`].
+        const SQL: &str = const_format_claim!(
+            "WHERE (id, state) IN (SELECT id, state FROM UNNEST($1::UUID[], $7::TEXT[]) AS h(id, state))
+               AND run_at <= now()"
+        );
         let transition = Transition::Claim;
+        let from = transition.from_strs();
+        let states = by_id(ids, from[0]);
         self.claim(
             SQL,
             &[
                 &ids,
-                &transition.from_strs(),
+                &from,
                 &transition.to().as_str(),
                 &worker,
                 &millis(lease),
                 &transition.label(),
+                &states,
             ],
         )
         .await
@@ -568,8 +586,9 @@ impl Store {
     ) -> Result<Vec<Uuid>> {
         const SQL: &str = "
 WITH input AS (
-    SELECT * FROM UNNEST($1::UUID[], $2::INT8[], $3::TEXT[], $4::INT8[], $5::TEXT[], $6::TEXT[])
-        AS t(id, attempt, to_state, delay_ms, error, label)
+    SELECT * FROM UNNEST($1::UUID[], $2::INT8[], $3::TEXT[], $4::INT8[], $5::TEXT[], $6::TEXT[],
+                         $10::TEXT[])
+        AS t(id, attempt, to_state, delay_ms, error, label, from_state)
 ), done AS (
     UPDATE jobs j SET
         state = i.to_state,
@@ -582,7 +601,7 @@ WITH input AS (
         finished_at = CASE WHEN i.to_state = $7 THEN NULL ELSE now() END,
         updated_at = now()
     FROM input i
-    WHERE j.id = i.id AND j.attempt = i.attempt AND j.state = $8 AND j.lease_owner = $9
+    WHERE j.id = i.id AND j.attempt = i.attempt AND j.state = i.from_state AND j.lease_owner = $9
     RETURNING j.id, j.attempt, i.to_state, i.error, i.label
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
@@ -613,8 +632,18 @@ SELECT id FROM done";
         }
         let queued = JobState::Queued.as_str();
         let running = JobState::Running.as_str();
-        let params: [&(dyn ToSql + Sync); 9] = [
-            &ids, &attempts, &to_states, &delays, &errors, &labels, &queued, &running, &worker,
+        let from_states = by_id(&ids, running);
+        let params: [&(dyn ToSql + Sync); 10] = [
+            &ids,
+            &attempts,
+            &to_states,
+            &delays,
+            &errors,
+            &labels,
+            &queued,
+            &running,
+            &worker,
+            &from_states,
         ];
         let rows = self
             .statement(Isolation::ReadCommitted, Replay::Safe, SQL, &params)
@@ -633,15 +662,15 @@ SELECT id FROM done";
     ) -> Result<Vec<Uuid>> {
         const SQL: &str = "
 UPDATE jobs j SET lease_expires_at = now() + $3::INT8 * INTERVAL '1 millisecond'
-FROM UNNEST($1::UUID[], $2::INT8[]) AS h(id, attempt)
-WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = $4 AND j.lease_owner = $5
+FROM UNNEST($1::UUID[], $2::INT8[], $4::TEXT[]) AS h(id, attempt, state)
+WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = h.state AND j.lease_owner = $5
 RETURNING j.id";
         if held.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<Uuid> = held.iter().map(|(id, _)| *id).collect();
         let attempts: Vec<i64> = held.iter().map(|(_, attempt)| *attempt).collect();
-        let running = JobState::Running.as_str();
+        let running = by_id(&ids, JobState::Running.as_str());
         let lease_ms = millis(lease);
         let rows = self
             .statement(
@@ -813,8 +842,8 @@ ORDER BY id LIMIT $4";
 WITH released AS (
     UPDATE jobs j SET state = $4, run_at = now(), dispatched = true, lease_owner = NULL,
         lease_expires_at = NULL, max_attempts = j.max_attempts + 1, updated_at = now()
-    FROM UNNEST($1::UUID[], $2::INT8[]) AS h(id, attempt)
-    WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = $3 AND j.lease_owner = $5
+    FROM UNNEST($1::UUID[], $2::INT8[], $7::TEXT[]) AS h(id, attempt, state)
+    WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = h.state AND j.lease_owner = $5
     RETURNING j.id, j.attempt, j.queue, j.priority
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
@@ -835,7 +864,15 @@ SELECT id, queue, priority FROM released";
                 Isolation::ReadCommitted,
                 Replay::Safe,
                 SQL,
-                &[&ids, &attempts, &running, &queued, &worker, &label],
+                &[
+                    &ids,
+                    &attempts,
+                    &running,
+                    &queued,
+                    &worker,
+                    &label,
+                    &by_id(&ids, running),
+                ],
             )
             .await?;
         Ok(rows.iter().map(hint_target).collect())
