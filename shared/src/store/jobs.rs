@@ -465,10 +465,16 @@ impl Store {
         may_have_committed: bool,
     ) -> Result<Vec<Enqueued>> {
         let columns = JobColumns::new(jobs, ids, hint_now);
-        let begin = self.level(Isolation::ReadCommitted).begin();
+        let level = self.level(Isolation::ReadCommitted);
+        let begin = level.begin();
         let tries = std::sync::atomic::AtomicU32::new(0);
         let (columns, tries) = (&columns, &tries);
         retry_within(Replay::Safe, budget, || async move {
+            // One at a time under serializable: see [`Store::statement`].
+            let _turn = match level {
+                Isolation::Serializable => Some(self.serial.lock().await),
+                Isolation::ReadCommitted => None,
+            };
             let replayed =
                 may_have_committed || tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0;
             let client = self.pool.get().await?;
