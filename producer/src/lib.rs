@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod deployments;
+pub mod group;
 
 pub use deployments::{DeploymentOptions, DeploymentView};
 
@@ -27,7 +28,10 @@ use lc_shared::dispatch::Dispatch;
 use lc_shared::job::InvalidJob;
 use lc_shared::kind::Kinds;
 use lc_shared::queue::{Queue, QueueError};
-use lc_shared::store::{self, CancelOutcome, Enqueued, HintTarget, Store, StoreError, error_chain};
+use lc_shared::store::{
+    self, CancelOutcome, Enqueued, HintTarget, IsolationSetting, Store, StoreError, error_chain,
+};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tracing::warn;
@@ -48,6 +52,8 @@ pub enum ProducerError {
 pub type Result<T = ()> = std::result::Result<T, ProducerError>;
 
 /// Enqueues jobs: the database row first (durable), then a hint to Redis (fast).
+/// Concurrent [`Producer::enqueue`] calls on one producer (and its clones) share
+/// commits: see [`group`].
 #[derive(Clone)]
 pub struct Producer {
     store: Store,
@@ -60,6 +66,8 @@ pub struct Producer {
     kinds: Kinds,
     /// Sends hints after commits.
     dispatch: Dispatch,
+    /// Started at the first single enqueue (it needs a Tokio runtime), shared by clones.
+    group: Arc<OnceLock<group::GroupCommit>>,
 }
 
 /// How long an enqueue waits out a database outage unless told otherwise: longer than
@@ -93,7 +101,16 @@ impl Producer {
             queue,
             retry_for: DEFAULT_RETRY_FOR,
             kinds: lc_shared::builtin::kinds(),
+            group: Arc::default(),
         }
+    }
+
+    /// Sets `--isolation` (see [`IsolationSetting`]).
+    pub fn with_isolation(mut self, isolation: IsolationSetting) -> Producer {
+        self.store = self.store.clone().with_isolation(isolation);
+        self.dispatch = Dispatch::new(self.store.clone(), self.queue.clone());
+        self.group = Arc::default();
+        self
     }
 
     /// Sets how long an enqueue keeps retrying when the database is unreachable,
@@ -102,6 +119,7 @@ impl Producer {
     /// are chosen before the first try, and a replay finds the job the first made.
     pub fn with_retry_for(mut self, retry_for: Duration) -> Producer {
         self.retry_for = retry_for;
+        self.group = Arc::default();
         self
     }
 
@@ -126,12 +144,20 @@ impl Producer {
     }
 
     /// Enqueues one job. With an idempotency key that already names a job, that job
-    /// is returned (`created: false`) and nothing new is made.
+    /// is returned (`created: false`) and nothing new is made. Calls made at the same
+    /// time share one statement and one commit (group commit, see [`group`]); each gets
+    /// its own answer and its own error, and a call made alone goes out at once.
     pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
-        let mut enqueued = self.enqueue_batch(std::slice::from_ref(&job)).await?;
-        enqueued
-            .pop()
-            .ok_or_else(|| StoreError::Invalid("enqueue returned no job".into()).into())
+        self.kinds.validate(&job)?;
+        let group = self.group.get_or_init(|| {
+            group::GroupCommit::start(
+                self.store.clone(),
+                self.queue.is_some(),
+                self.dispatch.clone(),
+                self.retry_for,
+            )
+        });
+        Ok(group.enqueue(job).await?)
     }
 
     /// Enqueues many jobs in one statement and one commit; every job is validated

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::store::{IsolationSetting, Store};
+
 /// Where LaunchControl keeps its state.
 #[derive(Args, Clone, Debug)]
 pub struct ConnectOpts {
@@ -33,6 +35,20 @@ pub struct ConnectOpts {
     /// Database connections per process
     #[arg(long, env = "LC_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
+
+    /// Transaction isolation: `read-committed` runs each single conditional statement
+    /// (claim, heartbeat, complete, retry, expire, cancel) at read committed and
+    /// whatever reads then decides at serializable or under row locks; `serializable`
+    /// runs everything serializable, for databases without read committed
+    #[arg(long, env = "LC_ISOLATION", value_enum, default_value_t = IsolationSetting::ReadCommitted)]
+    pub isolation: IsolationSetting,
+}
+
+impl ConnectOpts {
+    /// The store these options name (connections are opened lazily).
+    pub fn store(&self, pool_size: usize) -> crate::store::Result<Store> {
+        Ok(Store::connect(&self.database_url, pool_size)?.with_isolation(self.isolation))
+    }
 }
 
 /// Parses a duration the way `humantime` reads it: `500ms`, `30s`, `5m`, `1h`, `1d`,

@@ -12,11 +12,14 @@
 //! - [`deployment`]: deployments, machines and containers (spec, names, records)
 //! - [`secrets`]: sealing secrets at rest with `LC_SECRET_KEY`
 //! - [`config`]: connection options shared by every binary
+//! - [`dialect`]: the statements of tests and the benchmark that only PostgreSQL knows,
+//!   with their CockroachDB equivalents
 //! - [`telemetry`]: tracing set-up
 
 pub mod builtin;
 pub mod config;
 pub mod deployment;
+pub mod dialect;
 pub mod dispatch;
 pub mod job;
 pub mod kind;

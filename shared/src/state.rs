@@ -53,6 +53,18 @@ impl JobState {
     }
 }
 
+/// `state IN ('succeeded', 'dead', 'cancelled')`, spelled from [`JobState`]: for the
+/// statements that must repeat the partial `jobs_finished` index's predicate literally
+/// (a bound parameter would not let the planner use the index).
+pub fn terminal_states_sql() -> String {
+    let states: Vec<String> = JobState::ALL
+        .into_iter()
+        .filter(|state| state.is_terminal())
+        .map(|state| format!("'{}'", state.as_str()))
+        .collect();
+    format!("state IN ({})", states.join(", "))
+}
+
 impl fmt::Display for JobState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

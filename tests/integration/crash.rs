@@ -9,6 +9,41 @@ use lc_tests::{PrivatePostgres, PrivateRedis, TestEnv, enqueue_many, wait_for};
 use serde_json::json;
 use uuid::Uuid;
 
+use lc_shared::store::IsolationSetting;
+
+/// Each drill runs twice: at the default `--isolation read-committed` and at
+/// `--isolation serializable` (every transaction serializable).
+macro_rules! in_both_isolations {
+    ($($drill:ident),* $(,)?) => {
+        $(
+            mod $drill {
+                use lc_shared::store::IsolationSetting;
+
+                #[tokio::test]
+                async fn read_committed() {
+                    super::$drill(IsolationSetting::ReadCommitted).await
+                }
+
+                #[tokio::test]
+                async fn serializable() {
+                    super::$drill(IsolationSetting::Serializable).await
+                }
+            }
+        )*
+    };
+}
+
+in_both_isolations!(
+    a_killed_worker_s_jobs_are_rerun_elsewhere_after_the_lease_expires,
+    a_stopped_worker_cannot_complete_jobs_taken_over_after_its_lease_expired,
+    redis_flushed_mid_run_loses_nothing,
+    redis_restarted_empty_mid_run_loses_nothing,
+    database_connections_terminated_mid_run_lose_nothing,
+    jobs_enqueued_while_redis_is_down_still_run,
+    duplicate_hints_and_a_connection_cut_lose_and_duplicate_nothing,
+    postgres_crashing_twice_mid_run_loses_and_duplicates_nothing,
+);
+
 async fn count_in_state(env: &TestEnv, ids: &[Uuid], state: JobState) -> usize {
     env.states(ids)
         .await
@@ -17,9 +52,10 @@ async fn count_in_state(env: &TestEnv, ids: &[Uuid], state: JobState) -> usize {
         .count()
 }
 
-#[tokio::test]
-async fn a_killed_worker_s_jobs_are_rerun_elsewhere_after_the_lease_expires() {
-    let env = TestEnv::new().await;
+async fn a_killed_worker_s_jobs_are_rerun_elsewhere_after_the_lease_expires(
+    isolation: IsolationSetting,
+) {
+    let env = TestEnv::new().await.with_isolation(isolation);
     let mut doomed = env.spawn_worker_process(&["--concurrency", "100"]);
     let ids = enqueue_many(
         &env,
@@ -57,9 +93,10 @@ async fn a_killed_worker_s_jobs_are_rerun_elsewhere_after_the_lease_expires() {
     survivor.stop().await;
 }
 
-#[tokio::test]
-async fn a_stopped_worker_cannot_complete_jobs_taken_over_after_its_lease_expired() {
-    let env = TestEnv::new().await;
+async fn a_stopped_worker_cannot_complete_jobs_taken_over_after_its_lease_expired(
+    isolation: IsolationSetting,
+) {
+    let env = TestEnv::new().await.with_isolation(isolation);
     let mut frozen = env.spawn_worker_process(&["--concurrency", "5"]);
     let ids = enqueue_many(&env, JobKind::Sleep, json!({"ms": 1000, "record": true}), 5).await;
     wait_for(
@@ -138,17 +175,19 @@ where
     }
 }
 
-#[tokio::test]
-async fn redis_flushed_mid_run_loses_nothing() {
+async fn redis_flushed_mid_run_loses_nothing(isolation: IsolationSetting) {
     let redis = PrivateRedis::start().await;
-    let env = TestEnv::with_redis(&redis.url()).await;
+    let env = TestEnv::with_redis(&redis.url())
+        .await
+        .with_isolation(isolation);
     disrupted_run(&env, || redis.flushall()).await;
 }
 
-#[tokio::test]
-async fn redis_restarted_empty_mid_run_loses_nothing() {
+async fn redis_restarted_empty_mid_run_loses_nothing(isolation: IsolationSetting) {
     let mut redis = PrivateRedis::start().await;
-    let env = TestEnv::with_redis(&redis.url()).await;
+    let env = TestEnv::with_redis(&redis.url())
+        .await
+        .with_isolation(isolation);
     disrupted_run(&env, || redis.restart()).await;
     // The sweeper noticed the missing marker and rebuilt the queue. (The test's own
     // connection reconnects on first use after the restart, hence the wait.)
@@ -166,9 +205,8 @@ async fn redis_restarted_empty_mid_run_loses_nothing() {
     .await;
 }
 
-#[tokio::test]
-async fn database_connections_terminated_mid_run_lose_nothing() {
-    let env = TestEnv::new().await;
+async fn database_connections_terminated_mid_run_lose_nothing(isolation: IsolationSetting) {
+    let env = TestEnv::new().await.with_isolation(isolation);
     disrupted_run(&env, || async {
         for _ in 0..3 {
             env.terminate_db_connections().await;
@@ -178,10 +216,11 @@ async fn database_connections_terminated_mid_run_lose_nothing() {
     .await;
 }
 
-#[tokio::test]
-async fn jobs_enqueued_while_redis_is_down_still_run() {
+async fn jobs_enqueued_while_redis_is_down_still_run(isolation: IsolationSetting) {
     let mut redis = PrivateRedis::start().await;
-    let env = TestEnv::with_redis(&redis.url()).await;
+    let env = TestEnv::with_redis(&redis.url())
+        .await
+        .with_isolation(isolation);
     let worker = env.spawn_worker(env.worker_config());
     redis.stop();
     // Enqueue succeeds: the job is durable; its hint cannot be sent.
@@ -293,16 +332,13 @@ async fn sigterm_stops_a_worker_process_cleanly() {
     let _ = NewJob::new(JobKind::Noop, json!({}));
 }
 
-#[tokio::test]
-async fn workers_at_read_committed_lose_and_duplicate_nothing() {
-    // The PostgreSQL option documented in the README: every hot-path statement is a
-    // single conditional update, which read committed re-checks on the latest row.
-    let env = TestEnv::new().await;
-    let mut opts = env.connect_opts();
-    opts.database_url = format!(
-        "{}?options=-c%20default_transaction_isolation%3Dread%5C%20committed",
-        env.database_url
-    );
+async fn duplicate_hints_and_a_connection_cut_lose_and_duplicate_nothing(
+    isolation: IsolationSetting,
+) {
+    // Every hint sent twice, and every connection cut along the way: a duplicate hint
+    // loses its claim race harmlessly at either isolation.
+    let env = TestEnv::new().await.with_isolation(isolation);
+    let opts = env.connect_opts();
     let start = |config| {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let handle = tokio::spawn(lc_worker::run(opts.clone(), config, shutdown.clone()));
@@ -375,13 +411,14 @@ async fn inbox_pending(env: &TestEnv) -> i64 {
     }
 }
 
-#[tokio::test]
-async fn postgres_crashing_twice_mid_run_loses_and_duplicates_nothing() {
+async fn postgres_crashing_twice_mid_run_loses_and_duplicates_nothing(isolation: IsolationSetting) {
     // A private PostgreSQL (serializable, like the shared one) and a private Redis, so
     // crashing the one and flushing the other disturbs no other test.
     let pg = PrivatePostgres::start().await;
     let redis = PrivateRedis::start().await;
-    let env = TestEnv::with_services(&pg.admin_url(), &redis.url()).await;
+    let env = TestEnv::with_services(&pg.admin_url(), &redis.url())
+        .await
+        .with_isolation(isolation);
     let workers = [
         env.spawn_worker(env.worker_config()),
         env.spawn_worker(env.worker_config()),

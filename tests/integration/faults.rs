@@ -11,6 +11,36 @@ use lc_tests::{PrivatePostgres, PrivateRedis, TestEnv, enqueue_many, shared_redi
 use serde_json::json;
 use uuid::Uuid;
 
+use lc_shared::store::IsolationSetting;
+
+/// Each drill runs twice: at the default `--isolation read-committed` and at
+/// `--isolation serializable` (every transaction serializable).
+macro_rules! in_both_isolations {
+    ($($drill:ident),* $(,)?) => {
+        $(
+            mod $drill {
+                use lc_shared::store::IsolationSetting;
+
+                #[tokio::test]
+                async fn read_committed() {
+                    super::$drill(IsolationSetting::ReadCommitted).await
+                }
+
+                #[tokio::test]
+                async fn serializable() {
+                    super::$drill(IsolationSetting::Serializable).await
+                }
+            }
+        )*
+    };
+}
+
+in_both_isolations!(
+    effects_of_an_attempt_that_is_not_live_are_not_recorded,
+    lc_enqueue_waits_out_a_database_restart_and_makes_one_job,
+    inbox_messages_read_while_the_database_is_down_are_ingested_once_it_is_back,
+);
+
 /// Claims one job for `worker`, by hand, as a fetcher would.
 async fn claim_one(env: &TestEnv, id: Uuid, worker: Uuid) -> i64 {
     let claimed = env
@@ -22,9 +52,8 @@ async fn claim_one(env: &TestEnv, id: Uuid, worker: Uuid) -> i64 {
     claimed[0].attempt
 }
 
-#[tokio::test]
-async fn effects_of_an_attempt_that_is_not_live_are_not_recorded() {
-    let env = TestEnv::new().await;
+async fn effects_of_an_attempt_that_is_not_live_are_not_recorded(isolation: IsolationSetting) {
+    let env = TestEnv::new().await.with_isolation(isolation);
     let first = Uuid::new_v4();
     let second = Uuid::new_v4();
     let ids = enqueue_many(&env, JobKind::Sleep, json!({"record": true}), 3).await;
@@ -48,7 +77,10 @@ async fn effects_of_an_attempt_that_is_not_live_are_not_recorded() {
         )
         .await
         .unwrap();
-    env.store.expire_leases(100).await.unwrap();
+    env.store
+        .expire_leases(100, &mut lc_shared::store::ScanBound::new(1))
+        .await
+        .unwrap();
     let live = claim_one(&env, ids[1], second).await;
     assert_eq!(live, stale + 1);
     assert!(!env.store.record_effect(ids[1], stale, first).await.unwrap());
@@ -176,11 +208,14 @@ async fn keyed_jobs(env: &TestEnv, prefix: &str) -> Option<Vec<Uuid>> {
     Some(rows.iter().map(|row| row.get(0)).collect())
 }
 
-#[tokio::test]
-async fn inbox_messages_read_while_the_database_is_down_are_ingested_once_it_is_back() {
+async fn inbox_messages_read_while_the_database_is_down_are_ingested_once_it_is_back(
+    isolation: IsolationSetting,
+) {
     let pg = PrivatePostgres::start().await;
     let redis = PrivateRedis::start().await;
-    let env = TestEnv::with_services(&pg.admin_url(), &redis.url()).await;
+    let env = TestEnv::with_services(&pg.admin_url(), &redis.url())
+        .await
+        .with_isolation(isolation);
     let worker = env.spawn_worker(env.worker_config());
     env.queue
         .add_inbox(r#"{"kind":"noop","idempotency_key":"warm-up"}"#)
@@ -413,6 +448,7 @@ fn spawn_lc(env: &TestEnv, args: &[&str]) -> std::process::Child {
         .env("DATABASE_URL", &env.database_url)
         .env("REDIS_URL", &env.redis_url)
         .env("LC_REDIS_PREFIX", &env.prefix)
+        .env("LC_ISOLATION", env.isolation_arg())
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -420,10 +456,11 @@ fn spawn_lc(env: &TestEnv, args: &[&str]) -> std::process::Child {
         .unwrap()
 }
 
-#[tokio::test]
-async fn lc_enqueue_waits_out_a_database_restart_and_makes_one_job() {
+async fn lc_enqueue_waits_out_a_database_restart_and_makes_one_job(isolation: IsolationSetting) {
     let pg = PrivatePostgres::start().await;
-    let env = TestEnv::with_services(&pg.admin_url(), &shared_redis_url()).await;
+    let env = TestEnv::with_services(&pg.admin_url(), &shared_redis_url())
+        .await
+        .with_isolation(isolation);
     pg.crash();
     // Default settings: no flag needed to ride out a restart of a few seconds.
     let enqueue = spawn_lc(&env, &["enqueue", "noop"]);

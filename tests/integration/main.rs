@@ -8,6 +8,7 @@ mod cluster;
 mod crash;
 mod deploy;
 mod faults;
+mod group_commit;
 mod operator;
 mod queue;
 mod scaleout;

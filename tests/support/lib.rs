@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use lc_shared::JobState;
 use lc_shared::config::ConnectOpts;
 use lc_shared::queue::Queue;
-use lc_shared::store::Store;
+use lc_shared::store::{IsolationSetting, Store};
 use lc_worker::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -77,6 +77,8 @@ pub struct TestEnv {
     pub prefix: String,
     pub store: Store,
     pub queue: Queue,
+    /// The `--isolation` of this env's store, workers and `lc` runs.
+    pub isolation: IsolationSetting,
 }
 
 impl TestEnv {
@@ -125,7 +127,21 @@ impl TestEnv {
             prefix,
             store,
             queue,
+            isolation: IsolationSetting::default(),
         }
+    }
+
+    /// This env with its store, in-process and child workers and `lc` runs at
+    /// `--isolation isolation`: the crash drills run under both settings.
+    pub fn with_isolation(mut self, isolation: IsolationSetting) -> TestEnv {
+        self.store = self.store.clone().with_isolation(isolation);
+        self.isolation = isolation;
+        self
+    }
+
+    /// `--isolation` as its command-line value.
+    pub fn isolation_arg(&self) -> &'static str {
+        self.isolation.as_arg()
     }
 
     pub fn connect_opts(&self) -> ConnectOpts {
@@ -134,6 +150,7 @@ impl TestEnv {
             redis_url: self.redis_url.clone(),
             redis_prefix: self.prefix.clone(),
             db_pool_size: 8,
+            isolation: self.isolation,
         }
     }
 
@@ -234,6 +251,7 @@ impl TestEnv {
             .env("DATABASE_URL", &self.database_url)
             .env("REDIS_URL", &self.redis_url)
             .env("LC_REDIS_PREFIX", &self.prefix)
+            .env("LC_ISOLATION", self.isolation_arg())
             .env("LC_LEASE", "2s")
             .env("LC_HEARTBEAT", "300ms")
             .env("LC_SWEEP_INTERVAL", "200ms")
@@ -271,6 +289,7 @@ impl TestEnv {
             .env("DATABASE_URL", &self.database_url)
             .env("REDIS_URL", &self.redis_url)
             .env("LC_REDIS_PREFIX", &self.prefix)
+            .env("LC_ISOLATION", self.isolation_arg())
             .args(args)
             .output()
             .unwrap();
@@ -386,12 +405,9 @@ impl TestEnv {
             .await
             .unwrap();
         tokio::spawn(connection);
+        let dialect = lc_shared::dialect::Dialect::detect(&client).await.unwrap();
         let rows = client
-            .query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                 WHERE datname = $1 AND pid <> pg_backend_pid()",
-                &[&self.db_name],
-            )
+            .query(dialect.terminate_other_sessions(), &[&self.db_name])
             .await
             .unwrap();
         rows.len() as i64

@@ -115,6 +115,27 @@ fn parse_kind_timeout(text: &str) -> Result<(String, Duration), String> {
 }
 
 impl WorkerConfig {
+    /// What to change for CockroachDB, whose nodes' clocks may be 500 ms apart: a lease
+    /// of at least 5 s, and a heartbeat of at most a third of it, so that a lease is
+    /// extended twice before clock offset could let another worker take it over.
+    /// PostgreSQL (one clock) keeps short leases for drills.
+    pub fn cockroachdb_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.lease < Duration::from_secs(5) {
+            warnings.push(format!(
+                "--lease {:?} is short for CockroachDB (500 ms maximum clock offset between nodes): use 5s or more",
+                self.lease
+            ));
+        }
+        if self.heartbeat * 3 > self.lease {
+            warnings.push(format!(
+                "--heartbeat {:?} is above a third of --lease {:?}: on CockroachDB a late heartbeat plus clock offset can lose the lease",
+                self.heartbeat, self.lease
+            ));
+        }
+        warnings
+    }
+
     /// Checks settings that clap cannot, with messages that say what to change.
     pub fn validate(&self) -> Result<(), String> {
         if self.concurrency == 0 {
@@ -138,5 +159,34 @@ impl WorkerConfig {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WorkerConfig;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: WorkerConfig,
+    }
+
+    fn config(args: &[&str]) -> WorkerConfig {
+        Cli::parse_from(std::iter::once("lc-worker").chain(args.iter().copied())).config
+    }
+
+    #[test]
+    fn cockroachdb_wants_long_leases_and_frequent_heartbeats() {
+        assert!(config(&[]).cockroachdb_warnings().is_empty());
+        let short = config(&["--lease", "2s", "--heartbeat", "300ms"]);
+        let warnings = short.cockroachdb_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("--lease"));
+        let slow = config(&["--lease", "6s", "--heartbeat", "3s"]);
+        let warnings = slow.cockroachdb_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("--heartbeat"));
     }
 }

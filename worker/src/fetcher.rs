@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lc_shared::queue::HintPopper;
-use lc_shared::store::{ClaimedJob, error_chain};
+use lc_shared::store::{ClaimedJob, ScanBound, error_chain};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
@@ -33,6 +33,8 @@ pub(crate) async fn fetch_loop(
         .fetch_batch
         .clamp(1, worker.config.concurrency);
     let mut popper: Option<HintPopper> = None;
+    // The lower bound of this queue's database polls (an unbounded one every 30).
+    let mut due_scan = ScanBound::new(30);
     let mut last_db_poll = Instant::now();
     // Warn once per Redis outage, not once per second.
     let mut redis_down = false;
@@ -60,7 +62,7 @@ pub(crate) async fn fetch_loop(
         }
         if last_db_poll.elapsed() >= worker.config.db_poll_interval {
             last_db_poll = Instant::now();
-            claim_from_database(&worker, &registry, &queue_name, &mut permits).await;
+            claim_from_database(&worker, &registry, &queue_name, &mut permits, &mut due_scan).await;
             if permits.is_empty() {
                 continue;
             }
@@ -74,7 +76,14 @@ pub(crate) async fn fetch_loop(
                         warn!(queue = %queue_name, error = %error_chain(&err), "redis unavailable; claiming from the database until it is back");
                         redis_down = true;
                     }
-                    claim_from_database(&worker, &registry, &queue_name, &mut permits).await;
+                    claim_from_database(
+                        &worker,
+                        &registry,
+                        &queue_name,
+                        &mut permits,
+                        &mut due_scan,
+                    )
+                    .await;
                     drop(permits);
                     pause(&stop, Duration::from_secs(1)).await;
                     continue;
@@ -101,7 +110,8 @@ pub(crate) async fn fetch_loop(
             Ok(None) => {
                 // Nothing in Redis: a good moment to look for jobs without hints.
                 last_db_poll = Instant::now();
-                claim_from_database(&worker, &registry, &queue_name, &mut permits).await;
+                claim_from_database(&worker, &registry, &queue_name, &mut permits, &mut due_scan)
+                    .await;
             }
             Err(err) => {
                 if !redis_down {
@@ -109,7 +119,8 @@ pub(crate) async fn fetch_loop(
                     redis_down = true;
                 }
                 popper = None;
-                claim_from_database(&worker, &registry, &queue_name, &mut permits).await;
+                claim_from_database(&worker, &registry, &queue_name, &mut permits, &mut due_scan)
+                    .await;
                 drop(permits);
                 pause(&stop, Duration::from_secs(1)).await;
             }
@@ -174,15 +185,16 @@ async fn claim_from_database(
     registry: &Registry,
     queue_name: &str,
     permits: &mut Vec<Slot>,
+    due_scan: &mut ScanBound,
 ) {
-    let queues = [queue_name.to_owned()];
     match worker
         .store
         .claim_due(
-            &queues,
+            queue_name,
             permits.len() as i64,
             worker.id,
             worker.config.lease,
+            due_scan,
         )
         .await
     {

@@ -11,7 +11,7 @@ use lc_shared::config::ConnectOpts;
 use lc_shared::dispatch::Dispatch;
 use lc_shared::queue::Queue;
 use lc_shared::secrets::SecretKey;
-use lc_shared::store::{Store, WorkerInfo, error_chain};
+use lc_shared::store::{ScanBound, WorkerInfo, error_chain};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -58,7 +58,7 @@ pub async fn run_with(
     if stale > 0 {
         info!(removed = stale, dir = %config.machines_dir.display(), "removed scratch stores left by killed workers");
     }
-    let store = Store::connect(&opts.database_url, opts.db_pool_size)?;
+    let store = opts.store(opts.db_pool_size)?;
     let queue = Queue::connect(&opts.redis_url, &opts.redis_prefix).await?;
     let dispatch = Dispatch::new(store.clone(), Some(queue.clone()));
     let id = Uuid::new_v4();
@@ -78,6 +78,8 @@ pub async fn run_with(
         tasks: TaskTracker::new(),
         completions,
         paused: RwLock::new(HashSet::new()),
+        lease_scan: std::sync::Mutex::new(ScanBound::new(sweeper::FULL_SCAN_EVERY)),
+        undispatched_scan: std::sync::Mutex::new(ScanBound::new(sweeper::FULL_SCAN_EVERY)),
     });
     let info = WorkerInfo {
         id,
@@ -90,6 +92,15 @@ pub async fn run_with(
     if !wait_for_database(&worker, &info, &shutdown).await? {
         info!(worker.id = %id, "stopped before the database answered");
         return Ok(());
+    }
+    match worker.store.is_cockroachdb().await {
+        Ok(true) => {
+            for warning in worker.config.cockroachdb_warnings() {
+                warn!("{warning}");
+            }
+        }
+        Ok(false) => {}
+        Err(err) => warn!(error = %error_chain(&err), "could not read the database's version"),
     }
     info!(
         worker.id = %id,

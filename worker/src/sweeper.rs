@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use lc_shared::queue::QueueError;
-use lc_shared::store::{StoreError, error_chain};
+use lc_shared::store::{ScanBound, StoreError, error_chain};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
@@ -43,11 +43,32 @@ pub(crate) async fn sweep_loop(worker: Arc<Worker>, stop: CancellationToken) {
     }
 }
 
+/// Every this many sweeps, the scans for expired leases and undispatched jobs start at
+/// the oldest end of their index instead of their lower bound (see [`ScanBound`]).
+pub(crate) const FULL_SCAN_EVERY: u32 = 60;
+
+fn scan_bound(cell: &std::sync::Mutex<ScanBound>) -> ScanBound {
+    match cell.lock() {
+        Ok(bound) => *bound,
+        Err(poisoned) => *poisoned.into_inner(),
+    }
+}
+
+fn set_scan_bound(cell: &std::sync::Mutex<ScanBound>, bound: ScanBound) {
+    match cell.lock() {
+        Ok(mut slot) => *slot = bound,
+        Err(poisoned) => *poisoned.into_inner() = bound,
+    }
+}
+
 /// One sweep; public so tests can drive it without waiting.
 pub async fn sweep(worker: &Worker) -> SweepReport {
     let mut report = SweepReport::default();
     loop {
-        match worker.store.expire_leases(SWEEP_BATCH).await {
+        let mut bound = scan_bound(&worker.lease_scan);
+        let expired = worker.store.expire_leases(SWEEP_BATCH, &mut bound).await;
+        set_scan_bound(&worker.lease_scan, bound);
+        match expired {
             Ok(expired) => {
                 worker.outages.sweeper.ok();
                 for (id, state) in &expired {
@@ -66,7 +87,13 @@ pub async fn sweep(worker: &Worker) -> SweepReport {
         }
     }
     loop {
-        let targets = match worker.store.take_undispatched(SWEEP_BATCH).await {
+        let mut bound = scan_bound(&worker.undispatched_scan);
+        let taken = worker
+            .store
+            .take_undispatched(SWEEP_BATCH, &mut bound)
+            .await;
+        set_scan_bound(&worker.undispatched_scan, bound);
+        let targets = match taken {
             Ok(targets) => targets,
             Err(err) => {
                 worker.outages.sweeper.failed(&err, "dispatching due jobs");

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use lc_shared::dispatch::Dispatch;
 use lc_shared::queue::{Queue, QueueError};
 use lc_shared::secrets::SecretKey;
-use lc_shared::store::{Store, StoreError};
+use lc_shared::store::{ScanBound, Store, StoreError};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -60,6 +60,10 @@ pub struct Worker {
     pub(crate) completions: mpsc::UnboundedSender<crate::slots::Finished>,
     /// Queues an operator paused, refreshed at each heartbeat.
     pub(crate) paused: RwLock<HashSet<String>>,
+    /// Lower bounds of the sweeper's scans of `jobs_running_lease` and
+    /// `jobs_undispatched` (see [`ScanBound`]).
+    pub(crate) lease_scan: std::sync::Mutex<ScanBound>,
+    pub(crate) undispatched_scan: std::sync::Mutex<ScanBound>,
 }
 
 impl Worker {

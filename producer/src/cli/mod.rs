@@ -82,7 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 pub(crate) fn store(connect: &ConnectOpts) -> anyhow::Result<Store> {
-    Ok(Store::connect(&connect.database_url, 4)?)
+    Ok(connect.store(4)?)
 }
 
 pub(crate) async fn producer(connect: &ConnectOpts) -> anyhow::Result<Producer> {
@@ -91,7 +91,8 @@ pub(crate) async fn producer(connect: &ConnectOpts) -> anyhow::Result<Producer> 
         &connect.redis_url,
         &connect.redis_prefix,
     )
-    .await?)
+    .await?
+    .with_isolation(connect.isolation))
 }
 
 /// A deployment named by name or id.

@@ -15,7 +15,7 @@ use super::store::{event, lock, machine_in_tx, set_machine_state, set_state};
 use super::{ContainerState, DeploymentState, MachineState};
 use crate::in_transaction;
 use crate::state::JobState;
-use crate::store::{Result, Store};
+use crate::store::{Isolation, Result, Store};
 
 /// The job attempt on whose behalf a write is made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +70,7 @@ impl Store {
         ca_cert: &str,
         sealed: &[u8],
     ) -> Result<bool> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let changed = tx
                 .execute(
                     "UPDATE deployments SET ca_cert = $2, tls_sealed = $3, updated_at = now()
@@ -130,7 +130,7 @@ impl Store {
         fence: Fence,
         entry: Option<&[u8]>,
     ) -> Result<bool> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             if !holds(tx, fence).await? {
                 return Ok(false);
             }
@@ -176,7 +176,7 @@ impl Store {
         to: MachineState,
         message: &str,
     ) -> Result<bool> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             if !holds(tx, fence).await? {
                 return Ok(false);
             }
@@ -211,7 +211,7 @@ impl Store {
 
     /// Marks a machine's containers removed (teardown removed them from its engine).
     pub async fn machine_containers_removed(&self, machine_id: Uuid, job_id: Uuid) -> Result {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(machine) = machine_in_tx(tx, machine_id).await? else {
                 return Ok(());
             };
@@ -226,7 +226,7 @@ impl Store {
         deployment_id: Uuid,
         note: &str,
     ) -> Result<AckOutcome> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(AckOutcome::NotFound);
             };

@@ -9,7 +9,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::{Replay, Result, Store, StoreError, millis, retry, retry_within};
+use super::{Isolation, Replay, Result, ScanBound, Store, StoreError, millis, retry, retry_within};
 use crate::job::{NewJob, Priority};
 use crate::state::{JobState, RunResult, Transition, after_run};
 
@@ -135,7 +135,8 @@ pub struct StuckJob {
 }
 
 /// The claim statement around a `WHERE` clause: $1.. are bound by the callers in the
-/// order (ids or queues, from states, to state, worker, lease ms, label[, limit]).
+/// order (ids or queue, from states, to state, worker, lease ms, label[, limit, lower
+/// bound]). The claim's one source state (`queued`) is the first of the from states.
 macro_rules! const_format_claim {
     ($where:literal) => {
         concat!(
@@ -148,7 +149,7 @@ macro_rules! const_format_claim {
     RETURNING id, kind, queue, priority, payload, attempt, max_attempts, deployment_id, timeout_ms
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
-    SELECT id, 'queued', $3, attempt, $4, $6 FROM claimed
+    SELECT id, ($2::TEXT[])[1], $3, attempt, $4, $6 FROM claimed
 )
 SELECT id, kind, queue, priority, payload, attempt, max_attempts, deployment_id, timeout_ms FROM claimed"
         )
@@ -190,16 +191,18 @@ fn hint_target(row: &Row) -> HintTarget {
     }
 }
 
+/// Payloads travel as `TEXT[]`, each element cast to JSONB in the statement: CockroachDB
+/// cannot take a `JSONB[]` parameter (arrays of JSONB are not a column type there).
 const INSERT_JOBS: &str = "
 WITH input AS (
-    SELECT * FROM UNNEST($1::UUID[], $2::TEXT[], $3::TEXT[], $4::INT8[], $5::JSONB[], $6::INT8[],
+    SELECT * FROM UNNEST($1::UUID[], $2::TEXT[], $3::TEXT[], $4::INT8[], $5::TEXT[], $6::INT8[],
                          $7::TIMESTAMPTZ[], $8::TEXT[], $9::UUID[], $10::BOOL[], $13::INT8[])
         AS t(id, kind, queue, priority, payload, max_attempts, run_at, idempotency_key,
              deployment_id, dispatched, timeout_ms)
 ), inserted AS (
     INSERT INTO jobs (id, kind, queue, priority, state, payload, max_attempts, run_at,
                       idempotency_key, deployment_id, dispatched, timeout_ms)
-    SELECT id, kind, queue, priority, $11, payload, max_attempts, COALESCE(run_at, now()),
+    SELECT id, kind, queue, priority, $11, payload::JSONB, max_attempts, COALESCE(run_at, now()),
            idempotency_key, deployment_id, dispatched, timeout_ms
     FROM input
     -- No conflict target: a taken id (a replayed insert, or an id the producer reused)
@@ -214,68 +217,105 @@ SELECT id FROM inserted";
 
 /// Ids for jobs about to be inserted: the producer's, or fresh ones. Chosen once per
 /// enqueue, before any try, so that every try inserts the same ids.
-fn job_ids(jobs: &[NewJob]) -> Vec<Uuid> {
+pub fn job_ids(jobs: &[NewJob]) -> Vec<Uuid> {
     jobs.iter()
         .map(|job| job.id.unwrap_or_else(Uuid::new_v4))
         .collect()
 }
 
+/// The parameters of [`INSERT_JOBS`], one array per column.
+struct JobColumns<'a> {
+    ids: Vec<Uuid>,
+    kinds: Vec<&'a str>,
+    queues: Vec<&'a str>,
+    priorities: Vec<i64>,
+    payloads: Vec<String>,
+    max_attempts: Vec<i64>,
+    run_ats: Vec<Option<DateTime<Utc>>>,
+    keys: Vec<Option<&'a str>>,
+    deployments: Vec<Option<Uuid>>,
+    dispatched: Vec<bool>,
+    timeouts: Vec<Option<i64>>,
+    queued: &'static str,
+    label: &'static str,
+}
+
+impl<'a> JobColumns<'a> {
+    /// With `hint_now`, due jobs are marked dispatched (the caller sends their hints).
+    fn new(jobs: &'a [NewJob], ids: &[Uuid], hint_now: bool) -> JobColumns<'a> {
+        let now = Utc::now();
+        JobColumns {
+            ids: ids.to_vec(),
+            kinds: jobs.iter().map(|job| job.kind.as_str()).collect(),
+            queues: jobs.iter().map(|job| job.queue.as_str()).collect(),
+            priorities: jobs.iter().map(|job| job.priority.as_db()).collect(),
+            payloads: jobs.iter().map(|job| job.payload.to_string()).collect(),
+            max_attempts: jobs.iter().map(|job| job.max_attempts).collect(),
+            run_ats: jobs.iter().map(|job| job.run_at).collect(),
+            keys: jobs
+                .iter()
+                .map(|job| job.idempotency_key.as_deref())
+                .collect(),
+            deployments: jobs.iter().map(|job| job.deployment_id).collect(),
+            dispatched: jobs.iter().map(|job| hint_now && job.is_due(now)).collect(),
+            timeouts: jobs
+                .iter()
+                .map(|job| job.timeout.map(super::millis))
+                .collect(),
+            queued: JobState::Queued.as_str(),
+            label: Transition::Enqueue.label(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 13] {
+        [
+            &self.ids,
+            &self.kinds,
+            &self.queues,
+            &self.priorities,
+            &self.payloads,
+            &self.max_attempts,
+            &self.run_ats,
+            &self.keys,
+            &self.deployments,
+            &self.dispatched,
+            &self.queued,
+            &self.label,
+            &self.timeouts,
+        ]
+    }
+}
+
 /// Inserts jobs (with `ids`) and their first events in one statement, inside
-/// `client`'s transaction when it is one. Jobs must be validated already. With
-/// `hint_now`, due jobs are marked dispatched and returned with a hint target for the
-/// caller to send; otherwise the sweeper sends their hints. `replayed` says an earlier
-/// try of the same enqueue may have committed: a job found under its id is then that
-/// try's, and counts as created by this call.
+/// `client`'s transaction when it is one, then answers per job. Jobs must be validated
+/// already. With `hint_now`, due jobs are marked dispatched and returned with a hint
+/// target for the caller to send; otherwise the sweeper sends their hints.
 async fn insert_jobs<C: GenericClient>(
     client: &C,
     jobs: &[NewJob],
     ids: &[Uuid],
     hint_now: bool,
+) -> Result<Vec<Enqueued>> {
+    let columns = JobColumns::new(jobs, ids, hint_now);
+    let statement = client.prepare_cached(INSERT_JOBS).await?;
+    let rows = client.query(&statement, &columns.params()).await?;
+    answers(client, jobs, &columns, &rows, false).await
+}
+
+/// Each job's answer, given the ids that [`INSERT_JOBS`] returned (`rows`). `replayed`
+/// says an earlier try of the same enqueue may have committed: a job found under its
+/// id is then that try's, and counts as created by this call. The reads here decide
+/// nothing that is written: at read committed they see what committed before them,
+/// which is the job that took the id or the key.
+async fn answers<C: GenericClient>(
+    client: &C,
+    jobs: &[NewJob],
+    columns: &JobColumns<'_>,
+    rows: &[Row],
     replayed: bool,
 ) -> Result<Vec<Enqueued>> {
-    let now = Utc::now();
-    let ids: Vec<Uuid> = ids.to_vec();
-    let kinds: Vec<&str> = jobs.iter().map(|job| job.kind.as_str()).collect();
-    let queues: Vec<&str> = jobs.iter().map(|job| job.queue.as_str()).collect();
-    let priorities: Vec<i64> = jobs.iter().map(|job| job.priority.as_db()).collect();
-    let payloads: Vec<&serde_json::Value> = jobs.iter().map(|job| &job.payload).collect();
-    let max_attempts: Vec<i64> = jobs.iter().map(|job| job.max_attempts).collect();
-    let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|job| job.run_at).collect();
-    let keys: Vec<Option<&str>> = jobs
-        .iter()
-        .map(|job| job.idempotency_key.as_deref())
-        .collect();
-    let deployments: Vec<Option<Uuid>> = jobs.iter().map(|job| job.deployment_id).collect();
-    let dispatched: Vec<bool> = jobs.iter().map(|job| hint_now && job.is_due(now)).collect();
-    let timeouts: Vec<Option<i64>> = jobs
-        .iter()
-        .map(|job| job.timeout.map(super::millis))
-        .collect();
-    let queued = JobState::Queued.as_str();
-    let label = Transition::Enqueue.label();
-
-    let statement = client.prepare_cached(INSERT_JOBS).await?;
-    let params: [&(dyn ToSql + Sync); 13] = [
-        &ids,
-        &kinds,
-        &queues,
-        &priorities,
-        &payloads,
-        &max_attempts,
-        &run_ats,
-        &keys,
-        &deployments,
-        &dispatched,
-        &queued,
-        &label,
-        &timeouts,
-    ];
-    let inserted: std::collections::HashSet<Uuid> = client
-        .query(&statement, &params)
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let inserted: std::collections::HashSet<Uuid> = rows.iter().map(|row| row.get(0)).collect();
+    let ids = &columns.ids;
 
     // Jobs not inserted: their id exists already (an earlier try of this enqueue
     // committed, or the producer reused an id), or their idempotency key does.
@@ -295,7 +335,7 @@ async fn insert_jobs<C: GenericClient>(
     }
     let existing_keys: Vec<&str> = jobs
         .iter()
-        .zip(&ids)
+        .zip(ids)
         .filter(|(_, id)| !inserted.contains(*id) && !by_id.contains(*id))
         .filter_map(|(job, _)| job.idempotency_key.as_deref())
         .collect();
@@ -310,8 +350,8 @@ async fn insert_jobs<C: GenericClient>(
     }
 
     jobs.iter()
-        .zip(ids)
-        .zip(dispatched)
+        .zip(ids.iter().copied())
+        .zip(columns.dispatched.iter().copied())
         .map(|((job, id), dispatched)| {
             if inserted.contains(&id) || (replayed && by_id.contains(&id)) {
                 let hint = dispatched.then(|| HintTarget {
@@ -350,12 +390,25 @@ async fn insert_jobs<C: GenericClient>(
 /// Enqueues inside the caller's own transaction: the jobs exist if and only if the
 /// caller commits. No hint is sent; the sweeper dispatches them after the commit
 /// (call [`crate::queue::Queue::push_hints`] with the returned targets after
-/// committing to skip that wait).
+/// committing to skip that wait). The caller's transaction keeps its own isolation
+/// level: the insert is correct at any (see [`Store::enqueue_within`]).
 pub async fn enqueue_in_transaction(
     transaction: &Transaction<'_>,
     jobs: &[NewJob],
 ) -> Result<Vec<Enqueued>> {
-    insert_jobs(transaction, jobs, &job_ids(jobs), false, false).await
+    insert_jobs(transaction, jobs, &job_ids(jobs), false).await
+}
+
+/// The expected state of each row of a batch, one per id, bound as a column of the
+/// statement's input (`UNNEST(ids, states)`) rather than as one constant: with a
+/// constant (`state = 'running'`), PostgreSQL's planner may read the batch through the
+/// state's partial index (`jobs_running_lease`, `jobs_queued_due`) and so read every
+/// running or queued job. At serializable, those reads are predicate locks on every
+/// page of that index, and every other worker's claims and completions conflict with
+/// them: the main cause of serialization failures with several workers. Per row, the
+/// rows are found by primary key only.
+fn by_id<'a>(ids: &[Uuid], state: &'a str) -> Vec<&'a str> {
+    vec![state; ids.len()]
 }
 
 fn claimed_job(row: &Row) -> ClaimedJob {
@@ -385,31 +438,67 @@ impl Store {
     /// cut off (and CockroachDB's 40003) for up to `budget`. Replaying is safe: the ids
     /// are chosen once, before the first try, so a try whose commit went through but
     /// whose answer was lost is found by the next one instead of making a second job.
+    ///
+    /// Read committed: the insert is one statement whose `ON CONFLICT DO NOTHING`
+    /// decides against the newest committed row of the id or key (it waits for a
+    /// concurrent insert of the same key to commit or roll back); the reads that follow
+    /// only report which job holds a taken id or key.
     pub async fn enqueue_within(
         &self,
         jobs: &[NewJob],
         hint_now: bool,
         budget: std::time::Duration,
     ) -> Result<Vec<Enqueued>> {
-        let ids = job_ids(jobs);
+        self.enqueue_with_ids(jobs, &job_ids(jobs), hint_now, budget, false)
+            .await
+    }
+
+    /// [`Store::enqueue_within`] with the ids chosen by the caller (see [`job_ids`]);
+    /// `may_have_committed` says an earlier try with these ids may have committed (its
+    /// outcome is unknown), so a job found under its id counts as created by this call.
+    pub async fn enqueue_with_ids(
+        &self,
+        jobs: &[NewJob],
+        ids: &[Uuid],
+        hint_now: bool,
+        budget: std::time::Duration,
+        may_have_committed: bool,
+    ) -> Result<Vec<Enqueued>> {
+        let columns = JobColumns::new(jobs, ids, hint_now);
+        let level = self.level(Isolation::ReadCommitted);
+        let begin = level.begin();
         let tries = std::sync::atomic::AtomicU32::new(0);
-        let (ids, tries) = (&ids, &tries);
+        let (columns, tries) = (&columns, &tries);
         retry_within(Replay::Safe, budget, || async move {
-            let replayed = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0;
+            // One at a time under serializable: see [`Store::statement`].
+            let _turn = match level {
+                Isolation::Serializable => Some(self.serial.lock().await),
+                Isolation::ReadCommitted => None,
+            };
+            let replayed =
+                may_have_committed || tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0;
             let client = self.pool.get().await?;
-            insert_jobs(&client, jobs, ids, hint_now, replayed).await
+            let statement = client.prepare_cached(INSERT_JOBS).await?;
+            let params = columns.params();
+            // One round trip: see [`Store::statement`].
+            let (begun, rows, committed) = tokio::join!(
+                client.batch_execute(begin),
+                client.query(&statement, &params),
+                client.batch_execute("COMMIT"),
+            );
+            begun?;
+            let rows = rows?;
+            committed?;
+            answers(&client, jobs, columns, &rows, replayed).await
         })
         .await
     }
 
     async fn claim(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<ClaimedJob>> {
-        retry(Replay::Safe, || async move {
-            let client = self.pool.get().await?;
-            let statement = client.prepare_cached(sql).await?;
-            let rows = client.query(&statement, params).await?;
-            Ok(rows.iter().map(claimed_job).collect())
-        })
-        .await
+        let rows = self
+            .statement(Isolation::ReadCommitted, Replay::Safe, sql, params)
+            .await?;
+        Ok(rows.iter().map(claimed_job).collect())
     }
 
     /// Claims the jobs named by hints, those still queued and due. A stale or
@@ -420,53 +509,77 @@ impl Store {
         worker: Uuid,
         lease: std::time::Duration,
     ) -> Result<Vec<ClaimedJob>> {
-        const SQL: &str =
-            const_format_claim!("WHERE id = ANY($1) AND state = ANY($2) AND run_at <= now()");
+        // Each id with its expected state, as rows of the input: see [`by_id`].
+        const SQL: &str = const_format_claim!(
+            "WHERE (id, state) IN (SELECT id, state FROM UNNEST($1::UUID[], $7::TEXT[]) AS h(id, state))
+               AND run_at <= now()"
+        );
         let transition = Transition::Claim;
+        let from = transition.from_strs();
+        let states = by_id(ids, from[0]);
         self.claim(
             SQL,
             &[
                 &ids,
-                &transition.from_strs(),
+                &from,
                 &transition.to().as_str(),
                 &worker,
                 &millis(lease),
                 &transition.label(),
+                &states,
             ],
         )
         .await
     }
 
-    /// Claims up to `limit` due jobs straight from the database, highest priority and
-    /// oldest first: the path that needs no hint (lost hints, Redis down).
+    /// Claims up to `limit` due jobs of one queue straight from the database, highest
+    /// priority and oldest first: the path that needs no hint (lost hints, Redis down).
+    ///
+    /// One queue per statement: with `FOR UPDATE SKIP LOCKED` and `LIMIT`, CockroachDB
+    /// locks every row its locking read returns before the sort and limit above it when
+    /// several queues are merged; over one queue the index `jobs_queued_due (queue,
+    /// priority, run_at)` yields the rows already in order, so the limit sits under the
+    /// lock. `SKIP LOCKED` keeps concurrent pollers off each other's rows; the update
+    /// re-checks `state`, so a row claimed meanwhile by a hint is not claimed twice.
+    /// `run_at >= bound` keeps the scan off the deleted-row markers of jobs claimed
+    /// before (see [`ScanBound`]). Read committed: one conditional statement.
     pub async fn claim_due(
         &self,
-        queues: &[String],
+        queue: &str,
         limit: i64,
         worker: Uuid,
         lease: std::time::Duration,
+        bound: &mut ScanBound,
     ) -> Result<Vec<ClaimedJob>> {
         const SQL: &str = const_format_claim!(
             "WHERE id IN (SELECT id FROM jobs
-                          WHERE state = ANY($2) AND run_at <= now() AND queue = ANY($1)
-                            AND queue NOT IN (SELECT queue FROM queue_settings WHERE paused)
+                          WHERE state = ANY($2) AND queue = $1 AND run_at <= now()
+                            AND ($8::TIMESTAMPTZ IS NULL OR run_at >= $8)
+                            AND NOT EXISTS (SELECT 1 FROM queue_settings
+                                            WHERE queue_settings.queue = $1 AND paused)
                           ORDER BY priority, run_at LIMIT $7 FOR UPDATE SKIP LOCKED)
                AND state = ANY($2)"
         );
         let transition = Transition::Claim;
-        self.claim(
-            SQL,
-            &[
-                &queues,
-                &transition.from_strs(),
-                &transition.to().as_str(),
-                &worker,
-                &millis(lease),
-                &transition.label(),
-                &limit,
-            ],
-        )
-        .await
+        let from = bound.next();
+        let now = self.database_now().await?;
+        let claimed = self
+            .claim(
+                SQL,
+                &[
+                    &queue,
+                    &transition.from_strs(),
+                    &transition.to().as_str(),
+                    &worker,
+                    &millis(lease),
+                    &transition.label(),
+                    &limit,
+                    &from,
+                ],
+            )
+            .await?;
+        bound.done(now, claimed.len(), limit);
+        Ok(claimed)
     }
 
     /// Records finished runs in one statement. Each row applies only while the job is
@@ -479,8 +592,9 @@ impl Store {
     ) -> Result<Vec<Uuid>> {
         const SQL: &str = "
 WITH input AS (
-    SELECT * FROM UNNEST($1::UUID[], $2::INT8[], $3::TEXT[], $4::INT8[], $5::TEXT[], $6::TEXT[])
-        AS t(id, attempt, to_state, delay_ms, error, label)
+    SELECT * FROM UNNEST($1::UUID[], $2::INT8[], $3::TEXT[], $4::INT8[], $5::TEXT[], $6::TEXT[],
+                         $10::TEXT[])
+        AS t(id, attempt, to_state, delay_ms, error, label, from_state)
 ), done AS (
     UPDATE jobs j SET
         state = i.to_state,
@@ -493,7 +607,7 @@ WITH input AS (
         finished_at = CASE WHEN i.to_state = $7 THEN NULL ELSE now() END,
         updated_at = now()
     FROM input i
-    WHERE j.id = i.id AND j.attempt = i.attempt AND j.state = $8 AND j.lease_owner = $9
+    WHERE j.id = i.id AND j.attempt = i.attempt AND j.state = i.from_state AND j.lease_owner = $9
     RETURNING j.id, j.attempt, i.to_state, i.error, i.label
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
@@ -524,16 +638,23 @@ SELECT id FROM done";
         }
         let queued = JobState::Queued.as_str();
         let running = JobState::Running.as_str();
-        let params: [&(dyn ToSql + Sync); 9] = [
-            &ids, &attempts, &to_states, &delays, &errors, &labels, &queued, &running, &worker,
+        let from_states = by_id(&ids, running);
+        let params: [&(dyn ToSql + Sync); 10] = [
+            &ids,
+            &attempts,
+            &to_states,
+            &delays,
+            &errors,
+            &labels,
+            &queued,
+            &running,
+            &worker,
+            &from_states,
         ];
-        retry(Replay::Safe, || async {
-            let client = self.pool.get().await?;
-            let statement = client.prepare_cached(SQL).await?;
-            let rows = client.query(&statement, &params).await?;
-            Ok(rows.iter().map(|row| row.get(0)).collect())
-        })
-        .await
+        let rows = self
+            .statement(Isolation::ReadCommitted, Replay::Safe, SQL, &params)
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     /// Extends the leases of the jobs this worker runs, in one statement; returns the
@@ -547,32 +668,41 @@ SELECT id FROM done";
     ) -> Result<Vec<Uuid>> {
         const SQL: &str = "
 UPDATE jobs j SET lease_expires_at = now() + $3::INT8 * INTERVAL '1 millisecond'
-FROM UNNEST($1::UUID[], $2::INT8[]) AS h(id, attempt)
-WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = $4 AND j.lease_owner = $5
+FROM UNNEST($1::UUID[], $2::INT8[], $4::TEXT[]) AS h(id, attempt, state)
+WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = h.state AND j.lease_owner = $5
 RETURNING j.id";
         if held.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<Uuid> = held.iter().map(|(id, _)| *id).collect();
         let attempts: Vec<i64> = held.iter().map(|(_, attempt)| *attempt).collect();
-        let running = JobState::Running.as_str();
+        let running = by_id(&ids, JobState::Running.as_str());
         let lease_ms = millis(lease);
-        retry(Replay::Safe, || async {
-            let client = self.pool.get().await?;
-            let statement = client.prepare_cached(SQL).await?;
-            let rows = client
-                .query(&statement, &[&ids, &attempts, &lease_ms, &running, &worker])
-                .await?;
-            Ok(rows.iter().map(|row| row.get(0)).collect())
-        })
-        .await
+        let rows = self
+            .statement(
+                Isolation::ReadCommitted,
+                Replay::Safe,
+                SQL,
+                &[&ids, &attempts, &lease_ms, &running, &worker],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     /// Takes back up to `limit` running jobs whose lease expired (database time): back
     /// to `queued`, or `dead` when their attempts are used up (the rule of
     /// [`crate::state::after_lease_expiry`]). Safe when several sweepers run it.
-    pub async fn expire_leases(&self, limit: i64) -> Result<Vec<(Uuid, JobState)>> {
-        const SQL: &str = "
+    /// `lease_expires_at >= bound` keeps the scan of `jobs_running_lease` off the
+    /// deleted-row markers of leases ended before (see [`ScanBound`]). Read committed:
+    /// one conditional statement; the update re-checks state and expiry on the newest
+    /// version of each row, so a lease extended meanwhile is left alone.
+    pub async fn expire_leases(
+        &self,
+        limit: i64,
+        bound: &mut ScanBound,
+    ) -> Result<Vec<(Uuid, JobState)>> {
+        const SQL: &str = concat!(
+            "
 WITH expired AS (
     UPDATE jobs SET
         state = CASE WHEN attempt >= max_attempts THEN $3 ELSE $2 END,
@@ -583,54 +713,75 @@ WITH expired AS (
         lease_owner = NULL,
         lease_expires_at = NULL,
         updated_at = now()
-    WHERE id IN (SELECT id FROM jobs WHERE state = $1 AND lease_expires_at < now() LIMIT $4)
-      AND state = $1 AND lease_expires_at < now()
+    WHERE id IN (SELECT id FROM jobs WHERE state = $1 AND ",
+            lease_expired!(),
+            "
+                   AND ($6::TIMESTAMPTZ IS NULL OR lease_expires_at >= $6) LIMIT $4)
+      AND state = $1 AND ",
+            lease_expired!(),
+            "
     RETURNING id, state, attempt, last_error
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, message)
     SELECT id, $1, state, attempt, $5 || ': ' || last_error FROM expired
 )
-SELECT id, state FROM expired";
+SELECT id, state FROM expired"
+        );
         debug_assert_eq!(Transition::ExpireLease.from(), &[JobState::Running]);
         let running = JobState::Running.as_str();
         let queued = Transition::ExpireLease.to().as_str();
         let dead = JobState::Dead.as_str();
         let label = Transition::ExpireLease.label();
-        retry(Replay::Safe, || async {
-            let client = self.pool.get().await?;
-            let statement = client.prepare_cached(SQL).await?;
-            let rows = client
-                .query(&statement, &[&running, &queued, &dead, &limit, &label])
-                .await?;
-            Ok(rows
-                .iter()
-                .map(|row| {
-                    let state: String = row.get(1);
-                    (row.get(0), state.parse().unwrap_or(JobState::Queued))
-                })
-                .collect())
-        })
-        .await
+        let from = bound.next();
+        let now = self.database_now().await?;
+        let rows = self
+            .statement(
+                Isolation::ReadCommitted,
+                Replay::Safe,
+                SQL,
+                &[&running, &queued, &dead, &limit, &label, &from],
+            )
+            .await?;
+        bound.done(now, rows.len(), limit);
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let state: String = row.get(1);
+                (row.get(0), state.parse().unwrap_or(JobState::Queued))
+            })
+            .collect())
     }
 
     /// Marks up to `limit` due, queued jobs that have no hint yet (delayed jobs, retries,
     /// swept or transactionally enqueued jobs) as dispatched and returns where their
-    /// hints go. Oldest first.
-    pub async fn take_undispatched(&self, limit: i64) -> Result<Vec<HintTarget>> {
+    /// hints go. Oldest first. `run_at >= bound` keeps the scan of `jobs_undispatched`
+    /// off the deleted-row markers of jobs dispatched before (see [`ScanBound`]). Read
+    /// committed: one conditional statement.
+    pub async fn take_undispatched(
+        &self,
+        limit: i64,
+        bound: &mut ScanBound,
+    ) -> Result<Vec<HintTarget>> {
         const SQL: &str = "
 UPDATE jobs SET dispatched = true
 WHERE id IN (SELECT id FROM jobs WHERE state = $1 AND NOT dispatched AND run_at <= now()
+               AND ($3::TIMESTAMPTZ IS NULL OR run_at >= $3)
              ORDER BY run_at LIMIT $2)
   AND state = $1 AND NOT dispatched
 RETURNING id, queue, priority";
         let queued = JobState::Queued.as_str();
-        retry(Replay::Safe, || async {
-            let client = self.pool.get().await?;
-            let statement = client.prepare_cached(SQL).await?;
-            let rows = client.query(&statement, &[&queued, &limit]).await?;
-            Ok(rows.iter().map(hint_target).collect())
-        })
-        .await
+        let from = bound.next();
+        let now = self.database_now().await?;
+        let rows = self
+            .statement(
+                Isolation::ReadCommitted,
+                Replay::Safe,
+                SQL,
+                &[&queued, &limit, &from],
+            )
+            .await?;
+        bound.done(now, rows.len(), limit);
+        Ok(rows.iter().map(hint_target).collect())
     }
 
     /// Marks the named queued jobs as dispatched and returns where their hints go:
@@ -641,30 +792,29 @@ UPDATE jobs SET dispatched = true
 WHERE id = ANY($1) AND state = $2 AND NOT dispatched AND run_at <= now()
 RETURNING id, queue, priority";
         let queued = JobState::Queued.as_str();
-        retry(Replay::Safe, || async {
-            let client = self.pool.get().await?;
-            let statement = client.prepare_cached(SQL).await?;
-            let rows = client.query(&statement, &[&ids, &queued]).await?;
-            Ok(rows.iter().map(hint_target).collect())
-        })
-        .await
+        let rows = self
+            .statement(
+                Isolation::ReadCommitted,
+                Replay::Safe,
+                SQL,
+                &[&ids, &queued],
+            )
+            .await?;
+        Ok(rows.iter().map(hint_target).collect())
     }
 
     /// Undoes [`Store::take_undispatched`] for hints that could not be sent, so the
     /// next sweep tries again.
     pub async fn mark_undispatched(&self, ids: &[Uuid]) -> Result {
         let queued = JobState::Queued.as_str();
-        retry(Replay::Safe, || async {
-            let client = self.pool.get().await?;
-            let statement = client
-                .prepare_cached(
-                    "UPDATE jobs SET dispatched = false WHERE id = ANY($1) AND state = $2",
-                )
-                .await?;
-            client.execute(&statement, &[&ids, &queued]).await?;
-            Ok(())
-        })
-        .await
+        self.statement(
+            Isolation::ReadCommitted,
+            Replay::Safe,
+            "UPDATE jobs SET dispatched = false WHERE id = ANY($1) AND state = $2",
+            &[&ids, &queued],
+        )
+        .await?;
+        Ok(())
     }
 
     /// Due queued jobs of one queue, by id after `after`: what a rebuild of an emptied
@@ -680,15 +830,15 @@ SELECT id, queue, priority FROM jobs
 WHERE state = $1 AND queue = $2 AND run_at <= now() AND id > $3
 ORDER BY id LIMIT $4";
         let queued = JobState::Queued.as_str();
-        retry(Replay::Safe, || async {
-            let client = self.pool.get().await?;
-            let statement = client.prepare_cached(SQL).await?;
-            let rows = client
-                .query(&statement, &[&queued, &queue, &after, &limit])
-                .await?;
-            Ok(rows.iter().map(hint_target).collect())
-        })
-        .await
+        let rows = self
+            .statement(
+                Isolation::ReadCommitted,
+                Replay::Safe,
+                SQL,
+                &[&queued, &queue, &after, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(hint_target).collect())
     }
 
     /// Hands back jobs this worker could not finish before shutting down: queued again
@@ -698,8 +848,8 @@ ORDER BY id LIMIT $4";
 WITH released AS (
     UPDATE jobs j SET state = $4, run_at = now(), dispatched = true, lease_owner = NULL,
         lease_expires_at = NULL, max_attempts = j.max_attempts + 1, updated_at = now()
-    FROM UNNEST($1::UUID[], $2::INT8[]) AS h(id, attempt)
-    WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = $3 AND j.lease_owner = $5
+    FROM UNNEST($1::UUID[], $2::INT8[], $7::TEXT[]) AS h(id, attempt, state)
+    WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = h.state AND j.lease_owner = $5
     RETURNING j.id, j.attempt, j.queue, j.priority
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
@@ -715,18 +865,23 @@ SELECT id, queue, priority FROM released";
         let running = JobState::Running.as_str();
         let queued = transition.to().as_str();
         let label = transition.label();
-        retry(Replay::Safe, || async {
-            let client = self.pool.get().await?;
-            let statement = client.prepare_cached(SQL).await?;
-            let rows = client
-                .query(
-                    &statement,
-                    &[&ids, &attempts, &running, &queued, &worker, &label],
-                )
-                .await?;
-            Ok(rows.iter().map(hint_target).collect())
-        })
-        .await
+        let rows = self
+            .statement(
+                Isolation::ReadCommitted,
+                Replay::Safe,
+                SQL,
+                &[
+                    &ids,
+                    &attempts,
+                    &running,
+                    &queued,
+                    &worker,
+                    &label,
+                    &by_id(&ids, running),
+                ],
+            )
+            .await?;
+        Ok(rows.iter().map(hint_target).collect())
     }
 
     /// Cancels a queued or running job. A running job's worker notices at its next
@@ -742,8 +897,10 @@ SELECT id, queue, priority FROM released";
     }
 
     /// Applies an operator's transition (cancel, revive, requeue) to one job, in one
-    /// serializable transaction: read its state, check the state machine allows it,
-    /// update under the same state and attempt, append the event.
+    /// transaction: read its state and lock the row (`FOR UPDATE`), check the state
+    /// machine allows it, update under the same state and attempt, append the event.
+    /// Read committed: the decision is made on a locked row, which no other
+    /// transaction can change until this one ends.
     pub async fn operator_transition(
         &self,
         id: Uuid,
@@ -780,9 +937,12 @@ SELECT id, queue, priority FROM released";
             let update = update.as_str();
             async move {
                 let mut client = self.pool.get().await?;
-                let tx = client.transaction().await?;
+                let tx = self.begin(&mut client, Isolation::ReadCommitted).await?;
                 let Some(row) = tx
-                    .query_opt("SELECT state, attempt FROM jobs WHERE id = $1", &[&id])
+                    .query_opt(
+                        "SELECT state, attempt FROM jobs WHERE id = $1 FOR UPDATE",
+                        &[&id],
+                    )
                     .await?
                 else {
                     return Ok(OperatorResult::NotFound);
@@ -802,8 +962,8 @@ SELECT id, queue, priority FROM released";
                 } else {
                     &with_message[..4]
                 };
-                // Under serializable a concurrent change aborts us (and we retry); under
-                // read committed the update simply finds nothing: report the new state.
+                // The row is locked, so the update applies; should it not, report the
+                // state it has now.
                 if tx.execute(update, params).await? == 0 {
                     let now: String = tx
                         .query_one("SELECT state FROM jobs WHERE id = $1", &[&id])
@@ -840,15 +1000,17 @@ INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, messag
 SELECT $1, NULL, NULL, $2, $3, $4
 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND attempt = $2 AND state = $5)";
         let running = JobState::Running.as_str();
-        retry(Replay::Safe, || async {
-            let client = self.pool.get().await?;
-            let statement = client.prepare_cached(SQL).await?;
-            client
-                .execute(&statement, &[&id, &attempt, &worker, &message, &running])
-                .await?;
-            Ok(())
-        })
-        .await
+        // Read committed: one statement; its `EXISTS` sees the row as committed when
+        // the statement starts, so a line lands in the attempt that was live then,
+        // exactly as if it had been serialized just before a concurrent transition.
+        self.statement(
+            Isolation::ReadCommitted,
+            Replay::Safe,
+            SQL,
+            &[&id, &attempt, &worker, &message, &running],
+        )
+        .await?;
+        Ok(())
     }
 
     /// Test and drill support: records that a handler's effect happened for an attempt,
@@ -861,19 +1023,22 @@ WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND attempt = $2 AND state = $5)"
 INSERT INTO job_effects (job_id, attempt, worker_id)
 SELECT id, attempt, lease_owner FROM jobs
 WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = $4
-FOR UPDATE";
+FOR UPDATE
+RETURNING job_id";
         let running = JobState::Running.as_str();
         // Not replayed after an unknown outcome: a second row would look like the
         // effect happening twice.
-        retry(Replay::Unsafe, || async {
-            let client = self.pool.get().await?;
-            let statement = client.prepare_cached(SQL).await?;
-            Ok(client
-                .execute(&statement, &[&id, &attempt, &worker, &running])
-                .await?
-                == 1)
-        })
-        .await
+        // Read committed: the locking read re-checks its condition on the newest
+        // version of the job's row and holds it until the insert commits.
+        let rows = self
+            .statement(
+                Isolation::ReadCommitted,
+                Replay::Unsafe,
+                SQL,
+                &[&id, &attempt, &worker, &running],
+            )
+            .await?;
+        Ok(rows.len() == 1)
     }
 
     pub async fn job(&self, id: Uuid) -> Result<Option<JobRow>> {

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Replay, Result, Store, retry};
+use super::{Isolation, Replay, Result, Store, retry};
 use crate::state::JobState;
 
 /// A running job `lc stuck` looks at.
@@ -42,15 +42,19 @@ pub struct WaitingJob {
 impl Store {
     /// Every running job with what is known about its lease and worker.
     pub async fn running_jobs(&self, limit: i64) -> Result<Vec<RunningJob>> {
-        const SQL: &str = "
+        const SQL: &str = concat!(
+            "
 SELECT j.id, j.kind, j.queue, j.attempt, j.max_attempts, j.payload, j.lease_owner,
-       j.lease_expires_at < now(), j.lease_expires_at, j.started_at,
+       ",
+            lease_expired!(),
+            ", j.lease_expires_at, j.started_at,
        EXTRACT(EPOCH FROM (now() - COALESCE(j.started_at, j.updated_at)))::FLOAT8,
        EXTRACT(EPOCH FROM (now() - w.last_heartbeat_at))::FLOAT8,
        w.stopped_at IS NOT NULL, j.last_error
 FROM jobs j LEFT JOIN workers w ON w.id = j.lease_owner
 WHERE j.state = $1
-ORDER BY j.started_at LIMIT $2";
+ORDER BY j.started_at LIMIT $2"
+        );
         let running = JobState::Running.as_str();
         retry(Replay::Safe, || async {
             let client = self.pool.get().await?;
@@ -153,16 +157,21 @@ ORDER BY j.run_at LIMIT $3";
     /// small ones). Returns how many jobs were deleted.
     pub async fn purge(&self, state: JobState, older_than_secs: i64, batch: i64) -> Result<u64> {
         // The literal state list lets the planner use the partial `jobs_finished` index.
-        const PICK: &str = "SELECT id FROM jobs WHERE state = $1
-                            AND state IN ('succeeded', 'dead', 'cancelled')
-                            AND updated_at < now() - $2::INT8 * INTERVAL '1 second' LIMIT $3";
+        // Read committed: the picked rows are locked (`FOR UPDATE`, their condition
+        // re-checked on the newest version), so no revive can slip in between reading
+        // them and deleting their history.
+        let pick = format!(
+            "SELECT id FROM jobs WHERE state = $1 AND {}
+               AND updated_at < now() - $2::INT8 * INTERVAL '1 second' LIMIT $3 FOR UPDATE",
+            crate::state::terminal_states_sql()
+        );
         let mut total = 0;
         loop {
             let deleted = retry(Replay::Safe, || async {
                 let mut client = self.pool.get().await?;
-                let tx = client.transaction().await?;
+                let tx = self.begin(&mut client, Isolation::ReadCommitted).await?;
                 let ids: Vec<Uuid> = tx
-                    .query(PICK, &[&state.as_str(), &older_than_secs, &batch])
+                    .query(pick.as_str(), &[&state.as_str(), &older_than_secs, &batch])
                     .await?
                     .iter()
                     .map(|row| row.get(0))
@@ -195,14 +204,13 @@ ORDER BY j.run_at LIMIT $3";
     pub async fn finished_last_minute(&self) -> Result<Vec<(String, i64)>> {
         retry(Replay::Safe, || async {
             let client = self.pool.get().await?;
-            let rows = client
-                .query(
-                    "SELECT queue, count(*) FROM jobs
-                     WHERE state IN ('succeeded', 'dead', 'cancelled') AND finished_at > now() - INTERVAL '1 minute'
-                     GROUP BY queue",
-                    &[],
-                )
-                .await?;
+            let sql = format!(
+                "SELECT queue, count(*) FROM jobs
+                 WHERE {} AND finished_at > now() - INTERVAL '1 minute'
+                 GROUP BY queue",
+                crate::state::terminal_states_sql()
+            );
+            let rows = client.query(sql.as_str(), &[]).await?;
             Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
         })
         .await
@@ -215,12 +223,12 @@ ORDER BY j.run_at LIMIT $3";
             let rows = client
                 .query(
                     "SELECT q, bool_or(paused) FROM (
-                         SELECT DISTINCT queue AS q, false AS paused FROM jobs WHERE state IN ('queued', 'running')
+                         SELECT DISTINCT queue AS q, false AS paused FROM jobs WHERE state IN ($1, $2)
                          UNION ALL SELECT queue, paused FROM queue_settings
                          UNION ALL SELECT unnest(string_to_array(queues, ',')), false FROM workers
                              WHERE stopped_at IS NULL AND last_heartbeat_at > now() - INTERVAL '1 minute'
                      ) AS all_queues GROUP BY q ORDER BY q",
-                    &[],
+                    &[&JobState::Queued.as_str(), &JobState::Running.as_str()],
                 )
                 .await?;
             Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())

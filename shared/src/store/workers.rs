@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Replay, Result, Store, retry};
+use super::{Isolation, Replay, Result, Store, retry};
 
 /// What a worker says about itself when it registers.
 #[derive(Clone, Debug)]
@@ -38,51 +38,45 @@ pub struct WorkerRow {
 impl Store {
     pub async fn register_worker(&self, info: &WorkerInfo) -> Result {
         let queues = info.queues.join(",");
-        retry(Replay::Safe, || async {
-            let client = self.pool.get().await?;
-            client
-                .execute(
-                    "INSERT INTO workers (id, host, pid, queues, concurrency, version)
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-                    &[
-                        &info.id,
-                        &info.host,
-                        &info.pid,
-                        &queues,
-                        &info.concurrency,
-                        &info.version,
-                    ],
-                )
-                .await?;
-            Ok(())
-        })
-        .await
+        // Read committed: each statement of this file writes one row of its own worker.
+        self.statement(
+            Isolation::ReadCommitted,
+            Replay::Safe,
+            "INSERT INTO workers (id, host, pid, queues, concurrency, version)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+            &[
+                &info.id,
+                &info.host,
+                &info.pid,
+                &queues,
+                &info.concurrency,
+                &info.version,
+            ],
+        )
+        .await?;
+        Ok(())
     }
 
     pub async fn worker_heartbeat(&self, id: Uuid) -> Result {
-        retry(Replay::Safe, || async {
-            let client = self.pool.get().await?;
-            let statement = client
-                .prepare_cached("UPDATE workers SET last_heartbeat_at = now() WHERE id = $1")
-                .await?;
-            client.execute(&statement, &[&id]).await?;
-            Ok(())
-        })
-        .await
+        self.statement(
+            Isolation::ReadCommitted,
+            Replay::Safe,
+            "UPDATE workers SET last_heartbeat_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+        Ok(())
     }
 
     pub async fn worker_stopped(&self, id: Uuid) -> Result {
-        retry(Replay::Safe, || async {
-            let client = self.pool.get().await?;
-            client
-                .execute(
-                    "UPDATE workers SET stopped_at = now(), last_heartbeat_at = now() WHERE id = $1",
-                    &[&id],
-                )
-                .await?;
-            Ok(())
-        })
-        .await
+        self.statement(
+            Isolation::ReadCommitted,
+            Replay::Safe,
+            "UPDATE workers SET stopped_at = now(), last_heartbeat_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+        Ok(())
     }
 
     /// Workers seen within `recent_secs`, or still marked running, newest first.
@@ -91,14 +85,19 @@ impl Store {
 SELECT w.id, w.host, w.pid, w.queues, w.concurrency, w.version, w.started_at,
        w.last_heartbeat_at, w.stopped_at,
        EXTRACT(EPOCH FROM (now() - w.last_heartbeat_at))::FLOAT8,
-       (SELECT count(*) FROM jobs j WHERE j.state = 'running' AND j.lease_owner = w.id)
+       (SELECT count(*) FROM jobs j WHERE j.state = $2 AND j.lease_owner = w.id)
 FROM workers w
 WHERE w.last_heartbeat_at > now() - $1::INT8 * INTERVAL '1 second'
    OR (w.stopped_at IS NULL AND w.last_heartbeat_at > now() - INTERVAL '1 day')
 ORDER BY w.started_at DESC";
         retry(Replay::Safe, || async {
             let client = self.pool.get().await?;
-            let rows = client.query(SQL, &[&recent_secs]).await?;
+            let rows = client
+                .query(
+                    SQL,
+                    &[&recent_secs, &crate::state::JobState::Running.as_str()],
+                )
+                .await?;
             Ok(rows
                 .iter()
                 .map(|row| WorkerRow {

@@ -180,6 +180,7 @@ impl Registry {
 
     /// Runs the handler of the job's kind.
     pub async fn run(&self, context: &JobContext) -> Result<(), JobError> {
+        crate::metrics::handler_started(context.job.id);
         let Some(run) = self.handlers.get(context.job.kind.as_str()) else {
             return Err(JobError::fatal(format!(
                 "this worker cannot run jobs of kind {:?} (it runs: {})",

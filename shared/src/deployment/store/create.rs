@@ -26,7 +26,7 @@ impl Store {
         let initial = DeploymentState::Provisioning.as_str();
         // The id is chosen before the first try, so a replay after an ambiguous commit
         // finds its own row instead of reporting the name as taken.
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let inserted = tx
                 .execute(
                     "INSERT INTO deployments (id, name, owner, provider, spec, state, generation, node_count, deploy_after_provision)
@@ -66,7 +66,7 @@ impl Store {
     /// its `deploy` job, which replaces the containers one machine at a time.
     pub async fn update_deployment(&self, spec: &Spec, origin: &Origin) -> Result<UpdateOutcome> {
         let spec_json = spec.to_json();
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(row) = tx
                 .query_opt(
                     "SELECT id FROM deployments WHERE name = $1 AND state <> $2",

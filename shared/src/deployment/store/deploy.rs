@@ -12,7 +12,7 @@ impl Store {
         generation: i64,
         job_id: Uuid,
     ) -> Result<DeployStart> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(DeployStart::NotFound);
             };
@@ -84,7 +84,7 @@ impl Store {
         error: Option<&str>,
         job_id: Uuid,
     ) -> Result<bool> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(false);
             };
@@ -135,7 +135,7 @@ impl Store {
         job_id: Uuid,
     ) -> Result {
         let name = container_name(&machine.name, generation);
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let inserted = tx
                 .execute(
                     "INSERT INTO containers (deployment_id, machine_id, generation, name, image, state)

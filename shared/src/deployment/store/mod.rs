@@ -28,7 +28,7 @@ use super::{ContainerState, DeploymentState, MachineState, Spec, container_name,
 use crate::in_transaction;
 use crate::job::{JobKind, NewJob, Priority};
 use crate::state::JobState;
-use crate::store::{Enqueued, Result, Store, StoreError, enqueue_in_transaction};
+use crate::store::{Enqueued, Isolation, Result, Store, StoreError, enqueue_in_transaction};
 
 /// Attempts of a `teardown` job: each waits for running provision and deploy jobs,
 /// so a few more than other jobs.

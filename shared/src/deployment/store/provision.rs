@@ -14,7 +14,7 @@ impl Store {
         origin: &Origin,
         watch_interval: Duration,
     ) -> Result<FanOut> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(FanOut::NotFound);
             };
@@ -71,7 +71,7 @@ impl Store {
         node: i64,
         job_id: Uuid,
     ) -> Result<MachineStart> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(MachineStart::NotFound);
             };
@@ -126,7 +126,7 @@ impl Store {
         fence: crate::deployment::Fence,
         origin: &Origin,
     ) -> Result<ReadyOutcome> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Err(invalid(format!("deployment {deployment_id} vanished")));
             };
@@ -224,7 +224,7 @@ impl Store {
         error: &str,
         origin: &Origin,
     ) -> Result<Option<Enqueued>> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(None);
             };
@@ -291,7 +291,7 @@ impl Store {
         interval: Duration,
         origin: &Origin,
     ) -> Result<WatchOutcome> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(WatchOutcome::NotFound);
             };
@@ -355,7 +355,7 @@ impl Store {
         error: &str,
         origin: &Origin,
     ) -> Result<Option<Enqueued>> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(None);
             };

@@ -14,7 +14,7 @@ impl Store {
         reason: &str,
         origin: &Origin,
     ) -> Result<TeardownRequest> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(TeardownRequest::NotFound);
             };
@@ -49,7 +49,7 @@ impl Store {
         reason: &str,
         job_id: Uuid,
     ) -> Result<TeardownStart> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(TeardownStart::NotFound);
             };
@@ -87,7 +87,7 @@ impl Store {
         message: &str,
         job_id: Option<Uuid>,
     ) -> Result<bool> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(machine) = machine_in_tx(tx, machine_id).await? else {
                 return Ok(false);
             };
@@ -106,7 +106,7 @@ impl Store {
         deployment_id: Uuid,
         job_id: Uuid,
     ) -> Result<Option<DeploymentState>> {
-        in_transaction!(self, tx => {
+        in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(None);
             };
