@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, ValueEnum};
 use lc_producer::Producer;
 use lc_shared::config::{ConnectOpts, parse_duration};
-use lc_shared::queue::Queue;
+use lc_shared::queue::Hints;
 use lc_shared::store::Store;
 use lc_shared::{JobKind, NewJob, migrate};
 use serde_json::{Value, json};
@@ -183,7 +183,7 @@ fn round(value: f64, places: i32) -> f64 {
 struct Bench {
     args: Args,
     store: Store,
-    queue: Queue,
+    queue: Hints,
     bin_dir: PathBuf,
     work_dir: PathBuf,
     repo_dir: PathBuf,
@@ -247,7 +247,7 @@ impl Bench {
             clients.push(store.client().await?);
         }
         drop(clients);
-        let queue = Queue::connect(
+        let queue = Hints::connect(
             &self.args.connect.redis_url,
             &self.args.connect.redis_prefix,
         )
@@ -2142,7 +2142,7 @@ async fn run(args: Args) -> Result<bool> {
             "[bench] logging every statement of this database's new sessions (profiling run)"
         );
     }
-    let queue = Queue::connect(&args.connect.redis_url, &args.connect.redis_prefix).await?;
+    let queue = Hints::connect(&args.connect.redis_url, &args.connect.redis_prefix).await?;
     queue.ping().await.context("redis does not answer")?;
     let clk_tck = command_line("getconf", &["CLK_TCK"], &repo_dir)
         .await

@@ -27,7 +27,7 @@ use lc_shared::config::redact_url;
 use lc_shared::dispatch::Dispatch;
 use lc_shared::job::InvalidJob;
 use lc_shared::kind::Kinds;
-use lc_shared::queue::{Queue, QueueError};
+use lc_shared::queue::{Hints, QueueError};
 use lc_shared::store::{
     self, CancelOutcome, Enqueued, HintTarget, IsolationSetting, Store, StoreError, error_chain,
 };
@@ -59,7 +59,7 @@ pub struct Producer {
     store: Store,
     /// `None` when Redis was unreachable at connect time: jobs are still accepted and
     /// the workers' sweeper dispatches them.
-    queue: Option<Queue>,
+    queue: Option<Hints>,
     /// How long an enqueue keeps retrying a database that is down or restarting.
     retry_for: Duration,
     /// The kinds this producer accepts (the built-in ones unless told otherwise).
@@ -83,7 +83,7 @@ impl Producer {
         redis_prefix: &str,
     ) -> Result<Producer> {
         let store = Store::connect(database_url, 8)?;
-        let queue = match Queue::connect(redis_url, redis_prefix).await {
+        let queue = match Hints::connect(redis_url, redis_prefix).await {
             Ok(queue) => Some(queue),
             Err(err) => {
                 warn!(redis = %redact_url(redis_url), error = %error_chain(&err),
@@ -94,7 +94,7 @@ impl Producer {
         Ok(Producer::from_parts(store, queue))
     }
 
-    pub fn from_parts(store: Store, queue: Option<Queue>) -> Producer {
+    pub fn from_parts(store: Store, queue: Option<Hints>) -> Producer {
         Producer {
             dispatch: Dispatch::new(store.clone(), queue.clone()),
             store,
@@ -139,7 +139,7 @@ impl Producer {
         &self.store
     }
 
-    pub fn queue(&self) -> Option<&Queue> {
+    pub fn queue(&self) -> Option<&Hints> {
         self.queue.as_ref()
     }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::queue::Queue;
+use crate::queue::Hints;
 use crate::store::{Enqueued, HintTarget, Store, error_chain};
 
 /// Sends hints for committed jobs. Cheap to clone (shared).
@@ -18,13 +18,13 @@ use crate::store::{Enqueued, HintTarget, Store, error_chain};
 pub struct Dispatch {
     store: Store,
     /// `None` when Redis was unreachable at start: every job goes to the sweeper.
-    queue: Option<Queue>,
+    queue: Option<Hints>,
     /// Whether the last send failed, so an outage is reported once.
     failing: Arc<AtomicBool>,
 }
 
 impl Dispatch {
-    pub fn new(store: Store, queue: Option<Queue>) -> Dispatch {
+    pub fn new(store: Store, queue: Option<Hints>) -> Dispatch {
         Dispatch {
             store,
             queue,

@@ -105,22 +105,24 @@ enum Opener {
     Cluster(Vec<String>),
 }
 
-/// Redis access with this deployment's key prefix. Cheap to clone; a single-server
-/// connection reconnects by itself after Redis restarts.
+/// The Redis client: dispatch hints, queue markers and the inbox stream, with this
+/// installation's key prefix. (Named for what it carries: "queue" is a named job
+/// queue.) Cheap to clone; a single-server connection reconnects by itself after
+/// Redis restarts.
 #[derive(Clone)]
-pub struct Queue {
+pub struct Hints {
     opener: Opener,
     conn: Conn,
     prefix: String,
 }
 
-impl Queue {
+impl Hints {
     /// Connects lazily: a Redis that is down now is not an error (the database path
     /// keeps jobs moving); commands fail until it is back, then work again.
     ///
     /// `redis+cluster://host:port,host:port` connects to a Redis Cluster through those
     /// seed nodes instead (eagerly: the cluster must answer at start).
-    pub async fn connect(url: &str, prefix: &str) -> Result<Queue> {
+    pub async fn connect(url: &str, prefix: &str) -> Result<Hints> {
         if let Some(nodes) = url.strip_prefix(CLUSTER_SCHEME) {
             let nodes: Vec<String> = nodes
                 .split(',')
@@ -128,7 +130,7 @@ impl Queue {
                 .map(|node| format!("redis://{node}"))
                 .collect();
             let conn = cluster_connection(&nodes, Duration::from_secs(5)).await?;
-            return Ok(Queue {
+            return Ok(Hints {
                 opener: Opener::Cluster(nodes),
                 conn: Conn::Cluster(conn),
                 prefix: prefix.to_owned(),
@@ -140,7 +142,7 @@ impl Queue {
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(2);
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        Ok(Queue {
+        Ok(Hints {
             opener: Opener::Single(client),
             conn: Conn::Single(conn),
             prefix: prefix.to_owned(),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use lc_shared::JobState;
 use lc_shared::config::ConnectOpts;
-use lc_shared::queue::Queue;
+use lc_shared::queue::Hints;
 use lc_shared::store::{IsolationSetting, Store};
 use lc_worker::WorkerConfig;
 use tokio_util::sync::CancellationToken;
@@ -76,7 +76,7 @@ pub struct TestEnv {
     pub redis_url: String,
     pub prefix: String,
     pub store: Store,
-    pub queue: Queue,
+    pub queue: Hints,
     /// The `--isolation` of this env's store, workers and `lc` runs.
     pub isolation: IsolationSetting,
 }
@@ -117,7 +117,7 @@ impl TestEnv {
         lc_shared::migrate::run(&store).await.unwrap();
         install_effect_witness(&database_url).await;
         let prefix = format!("t{tag}");
-        let queue = Queue::connect(redis_url, &prefix)
+        let queue = Hints::connect(redis_url, &prefix)
             .await
             .unwrap_or_else(|err| panic!("cannot reach Redis at {redis_url}: {err}"));
         TestEnv {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lc_shared::config::ConnectOpts;
 use lc_shared::dispatch::Dispatch;
-use lc_shared::queue::Queue;
+use lc_shared::queue::Hints;
 use lc_shared::secrets::SecretKey;
 use lc_shared::store::{ScanBound, WorkerInfo, error_chain};
 use tokio::sync::{Semaphore, mpsc};
@@ -59,7 +59,7 @@ pub async fn run_with(
         info!(removed = stale, dir = %config.machines_dir.display(), "removed scratch stores left by killed workers");
     }
     let store = opts.store(opts.db_pool_size)?;
-    let queue = Queue::connect(&opts.redis_url, &opts.redis_prefix).await?;
+    let queue = Hints::connect(&opts.redis_url, &opts.redis_prefix).await?;
     let dispatch = Dispatch::new(store.clone(), Some(queue.clone()));
     let id = Uuid::new_v4();
     let (completions, completion_rx) = mpsc::unbounded_channel();

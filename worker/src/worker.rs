@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
 use lc_shared::dispatch::Dispatch;
-use lc_shared::queue::{Queue, QueueError};
+use lc_shared::queue::{Hints, QueueError};
 use lc_shared::secrets::SecretKey;
 use lc_shared::store::{ScanBound, Store, StoreError};
 use tokio::sync::{Semaphore, mpsc};
@@ -39,7 +39,7 @@ pub const HELD_PER_SLOT: usize = 8;
 pub struct Worker {
     pub id: Uuid,
     pub store: Store,
-    pub queue: Queue,
+    pub queue: Hints,
     pub config: WorkerConfig,
     pub running: RunningJobs,
     pub metrics: Metrics,

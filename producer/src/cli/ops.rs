@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use lc_shared::config::{ConnectOpts, parse_duration};
-use lc_shared::queue::Queue;
+use lc_shared::queue::Hints;
 use lc_shared::store::Store;
 use uuid::Uuid;
 
@@ -227,7 +227,7 @@ pub async fn stuck(connect: &ConnectOpts, args: StuckArgs) -> anyhow::Result<i32
         });
     }
     // Hints that sit in Redis for queues nobody pops.
-    if let Ok(queue) = Queue::connect(&connect.redis_url, &connect.redis_prefix).await {
+    if let Ok(queue) = Hints::connect(&connect.redis_url, &connect.redis_prefix).await {
         for (name, _) in store.known_queues().await? {
             let waiting_hints = queue.ready_len(&name).await.unwrap_or(0);
             if waiting_hints == 0 {
@@ -395,7 +395,7 @@ pub async fn queues(connect: &ConnectOpts, args: QueuesArgs) -> anyhow::Result<i
             row.finished_last_minute = count;
         }
     }
-    if let Ok(redis) = Queue::connect(&connect.redis_url, &connect.redis_prefix).await {
+    if let Ok(redis) = Hints::connect(&connect.redis_url, &connect.redis_prefix).await {
         for row in stats.values_mut() {
             row.hints_in_redis = redis.ready_len(&row.queue).await.ok();
         }
@@ -443,7 +443,7 @@ pub async fn queues(connect: &ConnectOpts, args: QueuesArgs) -> anyhow::Result<i
 }
 
 pub async fn dead_letters(connect: &ConnectOpts, args: DeadLettersArgs) -> anyhow::Result<i32> {
-    let queue = Queue::connect(&connect.redis_url, &connect.redis_prefix).await?;
+    let queue = Hints::connect(&connect.redis_url, &connect.redis_prefix).await?;
     let letters = queue.dead_letters(args.limit).await?;
     if args.json {
         output::json(&letters)?;

@@ -389,7 +389,7 @@ async fn answers<C: GenericClient>(
 
 /// Enqueues inside the caller's own transaction: the jobs exist if and only if the
 /// caller commits. No hint is sent; the sweeper dispatches them after the commit
-/// (call [`crate::queue::Queue::push_hints`] with the returned targets after
+/// (call [`crate::queue::Hints::push_hints`] with the returned targets after
 /// committing to skip that wait). The caller's transaction keeps its own isolation
 /// level: the insert is correct at any (see [`Store::enqueue_within`]).
 pub async fn enqueue_in_transaction(
