@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use lc_producer::Producer;
-use lc_shared::JobKind;
 use lc_shared::config::ConnectOpts;
 use lc_shared::kind::JobType;
+use lc_shared::{JobKind, JobState};
 use lc_worker::{Handler, JobContext, JobError, Registry, WorkerConfig};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -94,14 +94,15 @@ async fn main() -> anyhow::Result<()> {
     println!("enqueued greet job {}", job.id);
     let started = Instant::now();
     let state = loop {
-        let row = producer.store().job(job.id).await?;
-        let state = row.map(|row| row.state).unwrap_or_default();
-        if ["succeeded", "dead", "cancelled"].contains(&state.as_str()) {
+        let state = producer.store().job(job.id).await?.map(|row| row.state);
+        if let Some(state) = state
+            && state.is_terminal()
+        {
             break state;
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(30),
-            "job {} is still {state} after 30s",
+            "job {} is not done after 30s",
             job.id
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -118,6 +119,6 @@ async fn main() -> anyhow::Result<()> {
 
     shutdown.cancel();
     worker.await??;
-    anyhow::ensure!(state == "succeeded", "the greet job ended {state}");
+    anyhow::ensure!(state == JobState::Succeeded, "the greet job ended {state}");
     Ok(())
 }

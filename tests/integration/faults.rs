@@ -579,10 +579,7 @@ async fn a_handler_past_its_time_limit_is_stopped_and_fails_as_retryable() {
     }
     // The first went through both attempts: retryable, not fatal.
     let events = env.store.events(hung).await.unwrap();
-    let changes: Vec<_> = events
-        .iter()
-        .filter_map(|event| event.to_state.clone())
-        .collect();
+    let changes: Vec<_> = events.iter().filter_map(|event| event.to_state).collect();
     assert_eq!(changes, ["queued", "running", "queued", "running", "dead"]);
     env.assert_exactly_once(&ids).await;
     worker.stop().await;

@@ -19,10 +19,7 @@ async fn jobs_run_once_and_record_their_history() {
     assert!(states.values().all(|state| *state == JobState::Succeeded));
     env.assert_exactly_once(&ids).await;
     let events = env.store.events(ids[0]).await.unwrap();
-    let changes: Vec<_> = events
-        .iter()
-        .filter_map(|event| event.to_state.clone())
-        .collect();
+    let changes: Vec<_> = events.iter().filter_map(|event| event.to_state).collect();
     assert_eq!(changes, ["queued", "running", "succeeded"]);
     worker.stop().await;
 }
@@ -190,7 +187,7 @@ async fn retries_back_off_then_die_and_fatal_errors_die_at_once() {
     let events = env.store.events(flaky).await.unwrap();
     let claims: Vec<_> = events
         .iter()
-        .filter(|e| e.to_state.as_deref() == Some("running"))
+        .filter(|e| e.to_state == Some(lc_shared::JobState::Running))
         .map(|e| e.at)
         .collect();
     let retries: Vec<_> = events

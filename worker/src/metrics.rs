@@ -252,7 +252,7 @@ impl Collector for ScrapeGauges {
             for depth in depths {
                 let labels = DepthLabels {
                     queue: depth.queue.clone(),
-                    state: depth.state.clone(),
+                    state: depth.state.to_string(),
                 };
                 ConstGauge::new(depth.count).encode(family.encode_family(&labels)?)?;
             }
@@ -327,7 +327,7 @@ mod tests {
         let text = metrics.render(Readings {
             depths: Some(vec![QueueDepth {
                 queue: "default".to_owned(),
-                state: "succeeded".to_owned(),
+                state: lc_shared::JobState::Succeeded,
                 count: 5,
             }]),
             ages: Some(vec![("default".to_owned(), 1.5)]),

@@ -617,7 +617,7 @@ async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<i32> {
             vec![
                 job.id.to_string(),
                 job.kind.clone(),
-                job.state.clone(),
+                job.state.to_string(),
                 format!("{}/{}", job.attempt, job.max_attempts),
                 output::since(job.updated_at),
                 output::short(job.last_error.as_deref().unwrap_or(""), 60),

@@ -168,7 +168,7 @@ async fn ls(store: &Store, args: LsArgs) -> anyhow::Result<i32> {
                 job.id.to_string(),
                 job.kind.clone(),
                 job.queue.clone(),
-                job.state.clone(),
+                job.state.to_string(),
                 format!("{}/{}", job.attempt, job.max_attempts),
                 output::since(job.updated_at),
                 output::short(job.last_error.as_deref().unwrap_or(""), 60),

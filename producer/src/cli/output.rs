@@ -68,7 +68,7 @@ pub fn short(text: &str, max: usize) -> String {
 
 /// A history row's change: "queued → running", "→ queued", or `other` for rows that
 /// record no transition (log lines).
-pub fn change(from: &Option<String>, to: &Option<String>, other: &str) -> String {
+pub fn change<S: std::fmt::Display>(from: &Option<S>, to: &Option<S>, other: &str) -> String {
     match (from, to) {
         (Some(from), Some(to)) => format!("{from} → {to}"),
         (None, Some(to)) => format!("→ {to}"),

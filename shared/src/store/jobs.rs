@@ -74,7 +74,7 @@ pub struct JobRow {
     pub kind: String,
     pub queue: String,
     pub priority: String,
-    pub state: String,
+    pub state: JobState,
     pub payload: serde_json::Value,
     pub attempt: i64,
     pub max_attempts: i64,
@@ -94,8 +94,8 @@ pub struct JobRow {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct EventRow {
     pub at: DateTime<Utc>,
-    pub from_state: Option<String>,
-    pub to_state: Option<String>,
+    pub from_state: Option<JobState>,
+    pub to_state: Option<JobState>,
     pub attempt: i64,
     pub worker_id: Option<Uuid>,
     pub message: Option<String>,
@@ -116,7 +116,7 @@ pub struct JobFilter {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct QueueDepth {
     pub queue: String,
-    pub state: String,
+    pub state: JobState,
     pub count: i64,
 }
 
@@ -126,7 +126,7 @@ pub struct StuckJob {
     pub id: Uuid,
     pub kind: String,
     pub queue: String,
-    pub state: String,
+    pub state: JobState,
     pub attempt: i64,
     pub lease_owner: Option<Uuid>,
     pub since: DateTime<Utc>,

@@ -157,10 +157,10 @@ impl Store {
             let from: String = row.get(0);
             tx.execute(
                 "UPDATE containers SET state = $3, docker_id = COALESCE($4, docker_id), image = $5,
-                     last_error = CASE WHEN $3 = 'running' THEN NULL ELSE COALESCE($6, last_error) END,
+                     last_error = CASE WHEN $3 = $8 THEN NULL ELSE COALESCE($6, last_error) END,
                      updated_at = now()
                  WHERE machine_id = $1 AND generation = $2 AND state = $7",
-                &[&machine.id, &generation, &to.as_str(), &docker_id, &image, &error, &from],
+                &[&machine.id, &generation, &to, &docker_id, &image, &error, &from, &ContainerState::Running],
             )
             .await?;
             if from != to.as_str() {

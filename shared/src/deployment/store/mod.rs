@@ -416,10 +416,10 @@ pub(super) async fn set_state(
     let changed = tx
         .execute(
             "UPDATE deployments SET state = $3,
-                 last_error = CASE WHEN $3 = 'deployed' THEN NULL ELSE COALESCE($4, last_error) END,
+                 last_error = CASE WHEN $3 = $5 THEN NULL ELSE COALESCE($4, last_error) END,
                  updated_at = now()
              WHERE id = $1 AND state = $2",
-            &[&id, &from.as_str(), &to.as_str(), &error],
+            &[&id, &from, &to, &error, &DeploymentState::Deployed],
         )
         .await?;
     if changed != 1 {
