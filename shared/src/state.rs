@@ -72,45 +72,53 @@ impl serde::Serialize for JobState {
     }
 }
 
-/// Compares with a state's text (`job.state == "dead"`).
-impl PartialEq<&str> for JobState {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
+/// Makes a state enum (with `as_str` and `FromStr<Err = String>`) read from and bound
+/// into SQL as its text, and comparable with its text (`row.state == "dead"`), so rows
+/// carry typed states and no statement spells a state out. The tables' CHECKs hold
+/// only known states.
+#[macro_export]
+macro_rules! state_as_sql_text {
+    ($name:ty) => {
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl<'a> tokio_postgres::types::FromSql<'a> for $name {
+            fn from_sql(
+                ty: &tokio_postgres::types::Type,
+                raw: &'a [u8],
+            ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+                let text = <&str as tokio_postgres::types::FromSql>::from_sql(ty, raw)?;
+                text.parse::<$name>().map_err(|err: String| err.into())
+            }
+
+            fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+                <&str as tokio_postgres::types::FromSql>::accepts(ty)
+            }
+        }
+
+        impl tokio_postgres::types::ToSql for $name {
+            fn to_sql(
+                &self,
+                ty: &tokio_postgres::types::Type,
+                out: &mut tokio_postgres::types::private::BytesMut,
+            ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
+            {
+                self.as_str().to_sql(ty, out)
+            }
+
+            fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+                <&str as tokio_postgres::types::ToSql>::accepts(ty)
+            }
+
+            tokio_postgres::types::to_sql_checked!();
+        }
+    };
 }
 
-// Read from and bound into SQL as its text, so rows carry typed states and no
-// statement spells a state out. The table's CHECK holds only known states.
-impl<'a> tokio_postgres::types::FromSql<'a> for JobState {
-    fn from_sql(
-        ty: &tokio_postgres::types::Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        let text = <&str as tokio_postgres::types::FromSql>::from_sql(ty, raw)?;
-        text.parse::<JobState>()
-            .map_err(|err| err.to_string().into())
-    }
-
-    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
-        <&str as tokio_postgres::types::FromSql>::accepts(ty)
-    }
-}
-
-impl tokio_postgres::types::ToSql for JobState {
-    fn to_sql(
-        &self,
-        ty: &tokio_postgres::types::Type,
-        out: &mut tokio_postgres::types::private::BytesMut,
-    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        self.as_str().to_sql(ty, out)
-    }
-
-    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
-        <&str as tokio_postgres::types::ToSql>::accepts(ty)
-    }
-
-    tokio_postgres::types::to_sql_checked!();
-}
+crate::state_as_sql_text!(JobState);
 
 impl fmt::Display for JobState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

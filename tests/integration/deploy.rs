@@ -159,6 +159,18 @@ async fn create(env: &TestEnv, spec: &str, extra: &[(&str, &str)]) -> Uuid {
     value["id"].as_str().unwrap().parse().unwrap()
 }
 
+/// The states a deployment went through, in order.
+async fn deployment_path(env: &TestEnv, id: Uuid) -> Vec<String> {
+    env.store
+        .deployment_events(id, 200)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|event| event.subject == "deployment")
+        .filter_map(|event| event.to_state)
+        .collect()
+}
+
 /// `lc deploy update SPEC --wait`: (exit code, stderr).
 async fn update_and_wait(env: &TestEnv, spec: &str) -> (i32, String) {
     let path = write_spec(env, spec);
@@ -675,12 +687,7 @@ async fn deploy_create_that_fails_for_good_rolls_back_everything() {
     let teardowns = job_ids(&env, id, "teardown").await;
     assert_eq!(teardowns.len(), 1, "one rollback teardown: {teardowns:?}");
     assert_eq!(teardowns[0].1, "succeeded");
-    let events = env.store.deployment_events(id, 200).await.unwrap();
-    let path: Vec<String> = events
-        .iter()
-        .filter(|event| event.subject == "deployment")
-        .filter_map(|event| event.to_state.clone())
-        .collect();
+    let path = deployment_path(&env, id).await;
     assert_eq!(
         path,
         ["provisioning", "failed", "tearing_down", "torn_down"]
@@ -1759,12 +1766,7 @@ async fn deploy_without_the_secret_key_fails_clearly_and_makes_nothing() {
     let row = wait_state(&env, id, "torn_down", Duration::from_secs(60)).await;
     let error = row.last_error.unwrap_or_default();
     assert!(error.contains("LC_SECRET_KEY is not set"), "{error}");
-    let events = env.store.deployment_events(id, 50).await.unwrap();
-    let path: Vec<String> = events
-        .iter()
-        .filter(|event| event.subject == "deployment")
-        .filter_map(|event| event.to_state.clone())
-        .collect();
+    let path = deployment_path(&env, id).await;
     assert_eq!(
         path,
         ["provisioning", "failed", "tearing_down", "torn_down"]

@@ -113,44 +113,7 @@ macro_rules! string_states {
             }
         }
 
-        /// Compares with a state's text (`row.state == "deployed"`).
-        impl PartialEq<&str> for $name {
-            fn eq(&self, other: &&str) -> bool {
-                self.as_str() == *other
-            }
-        }
-
-        // Read from and bound into SQL as their text, so rows carry typed states and
-        // no statement spells a state out. The tables' CHECKs hold only known states.
-        impl<'a> tokio_postgres::types::FromSql<'a> for $name {
-            fn from_sql(
-                ty: &tokio_postgres::types::Type,
-                raw: &'a [u8],
-            ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-                let text = <&str as tokio_postgres::types::FromSql>::from_sql(ty, raw)?;
-                text.parse().map_err(|err: String| err.into())
-            }
-
-            fn accepts(ty: &tokio_postgres::types::Type) -> bool {
-                <&str as tokio_postgres::types::FromSql>::accepts(ty)
-            }
-        }
-
-        impl tokio_postgres::types::ToSql for $name {
-            fn to_sql(
-                &self,
-                ty: &tokio_postgres::types::Type,
-                out: &mut tokio_postgres::types::private::BytesMut,
-            ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-                self.as_str().to_sql(ty, out)
-            }
-
-            fn accepts(ty: &tokio_postgres::types::Type) -> bool {
-                <&str as tokio_postgres::types::ToSql>::accepts(ty)
-            }
-
-            tokio_postgres::types::to_sql_checked!();
-        }
+        $crate::state_as_sql_text!($name);
     };
 }
 
