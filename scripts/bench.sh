@@ -7,6 +7,10 @@
 #   scripts/bench.sh                          the whole bench (a few minutes on 2 cores)
 #   scripts/bench.sh --only drain             one section (single,bulk,drain,latency,fanout,recovery)
 #   scripts/bench.sh --jobs 5000              smaller runs; `lc-bench --help` lists every option
+#   scripts/bench.sh --compare bullmq         the same workloads on BullMQ in the same run, with
+#                                             ratios (installs the pinned BullMQ of
+#                                             bench/bullmq/package-lock.json under $LC_HOME/peers)
+#   scripts/bench.sh --isolation serializable --only drain --drain-workers 1,2,4
 #   scripts/bench.sh --help                   lc-bench's options (builds it; starts nothing)
 #   BENCH_KEEP_DB=1 scripts/bench.sh          keep the bench database for inspection
 #
@@ -36,6 +40,31 @@ for arg in "$@"; do
 done
 
 ensure_pkg python3 python3 # the docker-machine stand-in (fan-out) is a Python script
+
+# --compare bullmq: install the pinned BullMQ (bench/bullmq/package-lock.json) into the
+# project's data directory, once; `npm ci` again only when the lock file changed.
+compare=""
+previous=""
+for arg in "$@"; do
+  case "$arg" in
+    --compare=*) compare="${arg#--compare=}" ;;
+    *) [[ "$previous" == --compare ]] && compare="$arg" ;;
+  esac
+  previous="$arg"
+done
+if [[ "$compare" == bullmq ]]; then
+  ensure_pkg node nodejs
+  ensure_pkg npm npm
+  BULLMQ_DIR="$LC_HOME/peers/bullmq"
+  mkdir -p "$BULLMQ_DIR"
+  if ! cmp -s "$LC_ROOT/bench/bullmq/package-lock.json" "$BULLMQ_DIR/package-lock.json" ||
+    [[ ! -f "$BULLMQ_DIR/node_modules/bullmq/package.json" ]]; then
+    lc_log "installing BullMQ (pinned by bench/bullmq/package-lock.json) into $BULLMQ_DIR"
+    cp "$LC_ROOT/bench/bullmq/package.json" "$LC_ROOT/bench/bullmq/package-lock.json" "$BULLMQ_DIR/"
+    (cd "$BULLMQ_DIR" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  fi
+  export LC_BULLMQ_DIR="$BULLMQ_DIR"
+fi
 
 "$LC_ROOT/scripts/services.sh" up >&2
 # shellcheck disable=SC1091
