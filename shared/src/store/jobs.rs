@@ -466,6 +466,7 @@ impl Store {
     ) -> Result<Vec<Enqueued>> {
         let columns = JobColumns::new(jobs, ids, hint_now);
         let level = self.level(Isolation::ReadCommitted);
+        let implicit = self.is_session_level(level);
         let begin = level.begin();
         let tries = std::sync::atomic::AtomicU32::new(0);
         let (columns, tries) = (&columns, &tries);
@@ -481,14 +482,19 @@ impl Store {
             let statement = client.prepare_cached(INSERT_JOBS).await?;
             let params = columns.params();
             // One round trip: see [`Store::statement`].
-            let (begun, rows, committed) = tokio::join!(
-                client.batch_execute(begin),
-                client.query(&statement, &params),
-                client.batch_execute("COMMIT"),
-            );
-            begun?;
-            let rows = rows?;
-            committed?;
+            let rows = if implicit {
+                client.query(&statement, &params).await?
+            } else {
+                let (begun, rows, committed) = tokio::join!(
+                    client.batch_execute(begin),
+                    client.query(&statement, &params),
+                    client.batch_execute("COMMIT"),
+                );
+                begun?;
+                let rows = rows?;
+                committed?;
+                rows
+            };
             answers(&client, jobs, columns, &rows, replayed).await
         })
         .await

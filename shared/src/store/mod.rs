@@ -262,6 +262,48 @@ impl Store {
 /// How long the retry helper keeps trying before it gives the error to its caller.
 const RETRY_ATTEMPTS: u32 = 12;
 
+/// The pool of a store. Its sessions start at the level single statements run at
+/// (`-c default_transaction_isolation=...` in the startup packet, after any `options`
+/// of the URL; PostgreSQL and CockroachDB both take it): read committed, or
+/// serializable under `--isolation serializable`. A lone statement is then an implicit
+/// transaction at the right level, and every transaction that needs another level
+/// names it (`BEGIN ISOLATION LEVEL ...`, [`Store::begin`], `in_transaction!`).
+/// Implicit transactions of callers holding a connection ([`Store::client`]) start at
+/// that level too.
+fn build_pool(
+    mut config: tokio_postgres::Config,
+    pool_size: usize,
+    isolation: IsolationSetting,
+) -> Result<Pool> {
+    let level = match isolation {
+        IsolationSetting::ReadCommitted => r"read\ committed",
+        IsolationSetting::Serializable => "serializable",
+    };
+    let options = match config.get_options() {
+        Some(given) if !given.trim().is_empty() => {
+            format!("{given} -c default_transaction_isolation={level}")
+        }
+        _ => format!("-c default_transaction_isolation={level}"),
+    };
+    config.options(&options);
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            // Fast recycling checks `is_closed`, which is enough to drop connections
+            // that the server terminated.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(pool_size.max(1))
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|err| StoreError::Build(err.to_string()))
+}
+
 /// Runs `op` until it succeeds, retrying serialization failures (SQLSTATE 40001 and
 /// 40P01) with backoff, and connection losses and CockroachDB's 40003 only where
 /// `replay` says the transaction is safe to run again. Every transaction of the
@@ -330,6 +372,8 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// What the pool was built from, for [`Store::with_isolation`].
+    config: std::sync::Arc<(tokio_postgres::Config, usize)>,
     isolation: IsolationSetting,
     /// Under `--isolation serializable`, this process's single-statement transitions
     /// run one at a time (see [`Store::statement`]).
@@ -340,32 +384,26 @@ impl Store {
     /// Connects lazily: the pool opens connections when they are first needed.
     pub fn connect(database_url: &str, pool_size: usize) -> Result<Store> {
         let config = tokio_postgres::Config::from_str(database_url).map_err(StoreError::Url)?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                // Fast recycling checks `is_closed`, which is enough to drop connections
-                // that the server terminated.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(pool_size.max(1))
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|err| StoreError::Build(err.to_string()))?;
+        let isolation = IsolationSetting::default();
         Ok(Store {
-            pool,
-            isolation: IsolationSetting::default(),
+            pool: build_pool(config.clone(), pool_size, isolation)?,
+            config: std::sync::Arc::new((config, pool_size)),
+            isolation,
             serial: std::sync::Arc::default(),
         })
     }
 
-    /// The same store under another `--isolation` setting.
+    /// The same store under another `--isolation` setting (a new pool: its sessions
+    /// start at the setting's level, see [`build_pool`]).
     pub fn with_isolation(mut self, isolation: IsolationSetting) -> Store {
-        self.isolation = isolation;
+        if isolation != self.isolation {
+            let (config, pool_size) = &*self.config;
+            // The only refusal of deadpool's builder is a timeout without a runtime,
+            // and build_pool names the runtime.
+            self.pool = build_pool(config.clone(), *pool_size, isolation)
+                .expect("a pool with a runtime builds");
+            self.isolation = isolation;
+        }
         self
     }
 
@@ -396,13 +434,15 @@ impl Store {
     }
 
     /// Runs one statement as its own transaction at [`Store::level`] of `wanted`,
-    /// through [`retry`], and returns its rows. `BEGIN ISOLATION LEVEL ...`, the
-    /// statement and `COMMIT` are sent together (tokio-postgres pipelines requests that
-    /// are polled together), so this costs one round trip, like an implicit
-    /// transaction. All three are queued on the connection at the first poll, so a
-    /// caller that gives up on this future never leaves a transaction open on a pooled
-    /// connection; when the statement fails, PostgreSQL answers the `COMMIT` with a
-    /// rollback.
+    /// through [`retry`], and returns its rows. At the sessions' own level (every
+    /// single-statement transition) it is an implicit transaction: one message, one
+    /// answer. At another level `BEGIN ISOLATION LEVEL ...`, the statement and `COMMIT`
+    /// are sent together (tokio-postgres pipelines requests that are polled together):
+    /// still one round trip, but three answers for the server to send (measured, the
+    /// server's sends were half its CPU time on a one-producer enqueue). All three are
+    /// queued on the connection at the first poll, so a caller that gives up on this
+    /// future never leaves a transaction open on a pooled connection; when the
+    /// statement fails, PostgreSQL answers the `COMMIT` with a rollback.
     ///
     /// Under `--isolation serializable`, one process runs these one at a time. Its
     /// claims, completions and heartbeats touch different jobs, but each reads the
@@ -421,6 +461,7 @@ impl Store {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>> {
         let level = self.level(wanted);
+        let implicit = self.is_session_level(level);
         let begin = level.begin();
         retry(replay, || async move {
             let _turn = match level {
@@ -429,6 +470,9 @@ impl Store {
             };
             let client = self.pool.get().await?;
             let statement = client.prepare_cached(sql).await?;
+            if implicit {
+                return Ok(client.query(&statement, params).await?);
+            }
             let (begun, rows, committed) = tokio::join!(
                 client.batch_execute(begin),
                 client.query(&statement, params),
@@ -440,6 +484,12 @@ impl Store {
             Ok(rows)
         })
         .await
+    }
+
+    /// Whether a lone statement runs at `level` as an implicit transaction: the pool's
+    /// sessions start at the level of single statements (see [`build_pool`]).
+    pub(crate) fn is_session_level(&self, level: Isolation) -> bool {
+        level == self.level(Isolation::ReadCommitted)
     }
 
     pub fn pool(&self) -> &Pool {
