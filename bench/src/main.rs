@@ -1113,7 +1113,9 @@ impl Bench {
             .query(
                 "SELECT EXTRACT(EPOCH FROM started_at - created_at)::FLOAT8 * 1000,
                         EXTRACT(EPOCH FROM finished_at - created_at)::FLOAT8 * 1000,
-                        state, attempt
+                        state, attempt, id,
+                        EXTRACT(EPOCH FROM created_at)::FLOAT8 * 1000000,
+                        EXTRACT(EPOCH FROM started_at)::FLOAT8 * 1000000
                  FROM jobs WHERE id = ANY($1)",
                 &[&ids],
             )
@@ -1122,7 +1124,10 @@ impl Bench {
         let mut to_finish = Vec::with_capacity(rows.len());
         let mut not_succeeded = 0;
         let mut retried = 0;
+        // Each job's insert and claim statement starts (database clock, same host).
+        let mut stamps: HashMap<Uuid, (f64, f64)> = HashMap::with_capacity(rows.len());
         for row in &rows {
+            stamps.insert(row.get(4), (row.get(5), row.get(6)));
             let state: String = row.get(2);
             let attempt: i64 = row.get(3);
             if state != "succeeded" {
@@ -1159,6 +1164,7 @@ impl Bench {
             to_handler.len(),
             ids.len()
         );
+        let tail = tail_breakdown(&called_at, &stamps, &handler_starts);
         let handler = percentiles(&mut to_handler);
         let p99 = handler["p99"].as_f64().unwrap_or(f64::INFINITY);
         let max = handler["max"].as_f64().unwrap_or(f64::INFINITY);
@@ -1234,6 +1240,7 @@ impl Bench {
             "workers": 2,
             "concurrency_per_worker": self.args.worker_concurrency,
             "enqueue_call_to_handler_start_ms": handler,
+            "where_the_time_goes_ms": tail,
             "enqueue_to_start_ms": start,
             "enqueue_to_finish_ms": finish,
             "enqueue_call_ms": percentiles(&mut call_ms),
@@ -1833,6 +1840,52 @@ fn fanout_spec(name: &str, machines: usize) -> Value {
 }
 
 // ---------------------------------------------------------------------------- stats
+
+/// Where enqueue call->handler start goes, for all jobs (medians) and for the slowest
+/// 1% (means): call -> insert statement start (`created_at`), insert -> claim statement
+/// start (`started_at`), claim -> handler's first line.
+fn tail_breakdown(
+    called_at: &HashMap<Uuid, u128>,
+    stamps: &HashMap<Uuid, (f64, f64)>,
+    handler_starts: &HashMap<Uuid, u128>,
+) -> Value {
+    let mut legs: Vec<(f64, [f64; 3])> = called_at
+        .iter()
+        .filter_map(|(id, called)| {
+            let (created, started) = stamps.get(id)?;
+            let handler = *handler_starts.get(id)? as f64;
+            let called = *called as f64;
+            Some((
+                (handler - called) / 1000.0,
+                [
+                    (created - called) / 1000.0,
+                    (started - created) / 1000.0,
+                    (handler - started) / 1000.0,
+                ],
+            ))
+        })
+        .collect();
+    if legs.is_empty() {
+        return Value::Null;
+    }
+    legs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let slowest = &legs[legs.len() - legs.len().div_ceil(100)..];
+    let leg = |rows: &[(f64, [f64; 3])], index: usize, median: bool| {
+        let mut values: Vec<f64> = rows.iter().map(|row| row.1[index]).collect();
+        if median {
+            values.sort_by(f64::total_cmp);
+            round(values[values.len() / 2], 2)
+        } else {
+            round(values.iter().sum::<f64>() / values.len() as f64, 2)
+        }
+    };
+    json!({
+        "legs": ["call->insert", "insert->claim", "claim->handler"],
+        "all_jobs_median": [leg(&legs, 0, true), leg(&legs, 1, true), leg(&legs, 2, true)],
+        "slowest_1pct_mean": [leg(slowest, 0, false), leg(slowest, 1, false), leg(slowest, 2, false)],
+        "slowest_1pct_jobs": slowest.len(),
+    })
+}
 
 fn percentiles(values: &mut [f64]) -> Value {
     if values.is_empty() {
@@ -2629,6 +2682,13 @@ fn print_table(bench: &Bench, out: &serde_json::Map<String, Value>) {
             "  postgres: {} commits/job, {} rollbacks",
             latency["postgres"]["commits_per_job"], latency["postgres"]["rollbacks"]
         );
+        let legs = &latency["where_the_time_goes_ms"];
+        if !legs.is_null() {
+            println!(
+                "  call->insert / insert->claim / claim->handler: median {} ms, slowest 1% mean {} ms",
+                legs["all_jobs_median"], legs["slowest_1pct_mean"]
+            );
+        }
     }
     if let Some(fanout) = out.get("fanout").filter(|value| value.get("cpu").is_some()) {
         println!();
