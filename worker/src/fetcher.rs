@@ -1,6 +1,7 @@
 //! One fetch loop per queue: wait for a free slot, pop up to that many hints (highest
 //! priority first, blocking without polling), claim those jobs in one statement, and
-//! start them. When Redis has nothing (or is down), and every `--db-poll-interval`
+//! start them. A claim runs beside the loop, so the next hints are popped while it is
+//! on its way ([`CLAIMS_IN_FLIGHT`] at most). When Redis has nothing (or is down), and every `--db-poll-interval`
 //! even when busy, it claims due jobs straight from the database, which is how jobs
 //! whose hints were lost still run.
 
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use lc_shared::queue::HintPopper;
 use lc_shared::store::{ClaimedJob, ScanBound, error_chain};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
@@ -20,6 +22,12 @@ use crate::worker::Worker;
 
 /// How long one blocking pop waits before the loop looks around (shutdown, DB poll).
 const POP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Claims of popped hints in flight at once, per queue. With one, a hint that arrives
+/// while a claim is on its way waits for it (a round trip and a commit) before it is
+/// even popped; with two, it is claimed right away. More would split batches further
+/// for no gain on latency.
+const CLAIMS_IN_FLIGHT: u32 = 2;
 
 pub(crate) async fn fetch_loop(
     worker: Arc<Worker>,
@@ -33,12 +41,23 @@ pub(crate) async fn fetch_loop(
         .fetch_batch
         .clamp(1, worker.config.concurrency);
     let mut popper: Option<HintPopper> = None;
+    let claims = Arc::new(Semaphore::new(CLAIMS_IN_FLIGHT as usize));
     // The lower bound of this queue's database polls (an unbounded one every 30).
     let mut due_scan = ScanBound::new(30);
     let mut last_db_poll = Instant::now();
     // Warn once per Redis outage, not once per second.
     let mut redis_down = false;
     loop {
+        // A place for the claim of what this round pops, before its slots: slots wait
+        // for it rather than idle in a pop.
+        let claim = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            claim = claims.clone().acquire_owned() => match claim {
+                Ok(claim) => claim,
+                Err(_) => break,
+            },
+        };
         let first = tokio::select! {
             // Stop wins over a free slot, so an idle worker stops at once.
             biased;
@@ -104,7 +123,11 @@ pub(crate) async fn fetch_loop(
                     }
                     break;
                 }
-                claim_hinted(&worker, &registry, &key, hints, &mut permits).await;
+                let (worker, registry) = (worker.clone(), registry.clone());
+                tokio::spawn(async move {
+                    claim_hinted(&worker, &registry, &key, hints, &mut permits).await;
+                    drop(claim);
+                });
             }
             Ok(None) if stop.is_cancelled() => break,
             Ok(None) => {
@@ -126,6 +149,9 @@ pub(crate) async fn fetch_loop(
             }
         }
     }
+    // Claims still on their way start their jobs before the loop is done, so that
+    // shutdown finds every claimed job among the running ones.
+    let _ = claims.acquire_many(CLAIMS_IN_FLIGHT).await;
     debug!(queue = %queue_name, "fetcher stopped");
 }
 
