@@ -45,8 +45,12 @@ pub(crate) struct GroupCommit {
     requests: mpsc::UnboundedSender<Request>,
     /// Flushes in flight, inline ones included: at most [`MAX_IN_FLIGHT`] at once.
     slots: Arc<Semaphore>,
-    /// Calls handed to the gathering task and not yet answered.
+    /// Calls handed to the gathering task and not yet taken into a statement.
     waiting: Arc<AtomicUsize>,
+    /// Jobs in the last statement that went out: above one, callers are concurrent,
+    /// and a call that finds nothing in flight is most likely the first of the next
+    /// round, so it gathers with the rest instead of going out alone ahead of them.
+    last_batch: Arc<AtomicUsize>,
     target: Target,
 }
 
@@ -77,16 +81,19 @@ impl GroupCommit {
         };
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let waiting = Arc::new(AtomicUsize::new(0));
+        let last_batch = Arc::new(AtomicUsize::new(0));
         tokio::spawn(gather(
             target.clone(),
             receiver,
             slots.clone(),
             waiting.clone(),
+            last_batch.clone(),
         ));
         GroupCommit {
             requests,
             slots,
             waiting,
+            last_batch,
             target,
         }
     }
@@ -106,10 +113,13 @@ impl GroupCommit {
             .map_err(|_| StoreError::Invalid("the producer's enqueue task stopped".into()))?
     }
 
-    /// A slot, when no flush is in flight and no call waits: then this call goes out
-    /// alone at once (two calls that race here both go out alone, which is harmless).
+    /// A slot, when no flush is in flight, no call waits and the last statement was a
+    /// lone call's: then this call goes out alone at once (two calls that race here
+    /// both go out alone, which is harmless).
     fn idle_slot(&self) -> Option<OwnedSemaphorePermit> {
-        if self.waiting.load(Ordering::SeqCst) > 0 || self.slots.available_permits() < MAX_IN_FLIGHT
+        if self.waiting.load(Ordering::SeqCst) > 0
+            || self.last_batch.load(Ordering::Relaxed) > 1
+            || self.slots.available_permits() < MAX_IN_FLIGHT
         {
             return None;
         }
@@ -148,6 +158,7 @@ async fn gather(
     mut requests: mpsc::UnboundedReceiver<Request>,
     slots: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
+    last_batch: Arc<AtomicUsize>,
 ) {
     while let Some(first) = requests.recv().await {
         // Wait for a slot before gathering, so the batch takes in every call that
@@ -167,6 +178,7 @@ async fn gather(
             }
         }
         waiting.fetch_sub(batch.len(), Ordering::SeqCst);
+        last_batch.store(batch.len(), Ordering::Relaxed);
         let target = target.clone();
         tokio::spawn(async move {
             flush(&target, batch).await;
