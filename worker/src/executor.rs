@@ -103,6 +103,7 @@ pub(crate) async fn run_job(
             worker.config.backoff_base,
             worker.config.backoff_max,
         );
+        worker.running.finishing(job.id, job.attempt);
         let completion = Completion {
             id: job.id,
             attempt: job.attempt,
