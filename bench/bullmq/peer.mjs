@@ -4,7 +4,7 @@
 //   node peer.mjs enqueue --jobs 20000 --producers 32
 //   node peer.mjs bulk    --jobs 20000 --batch 1000 --concurrency 1,2,4
 //   node peer.mjs drain   --jobs 20000 --workers 2 --concurrency 50
-//   node peer.mjs latency --rate 500 --seconds 10 --workers 2 --concurrency 50
+//   node peer.mjs latency --rate 500 --seconds 10 --warmup-seconds 1 --workers 2 --concurrency 50
 //
 // Every command also takes --redis URL (default redis://127.0.0.1:6379), --prefix P (the
 // Redis key prefix; default "bullmq") and --bullmq-dir D (where package.json of the
@@ -235,6 +235,8 @@ async function drain() {
 async function latency() {
   const rate = number('rate', 500);
   const seconds = number('seconds', 10);
+  // Warm-up jobs first, at the same rate: run and checked, not measured (as lc-bench).
+  const warmup = Math.round(rate * number('warmup-seconds', 0));
   const count = number('workers', 2);
   const concurrency = number('concurrency', 50);
   const total = Math.round(rate * seconds);
@@ -249,7 +251,7 @@ async function latency() {
   const adds = [];
   const calls = [];
   let lateTicks = 0;
-  for (let index = 0; index < total; ) {
+  for (let index = 0; index < warmup + total; ) {
     const now = performance.now();
     const due = started + (index * 1000) / rate;
     if (now < due) {
@@ -259,18 +261,23 @@ async function latency() {
     if (now - due > 2) lateTicks++;
     const calledAt = monotonicMicros();
     const call = performance.now();
-    adds.push(queue.add('noop', { calledAt }).then(() => calls.push(performance.now() - call)));
+    const measured = index >= warmup;
+    adds.push(
+      queue
+        .add('noop', measured ? { calledAt } : { warmup: true })
+        .then(() => measured && calls.push(performance.now() - call)),
+    );
     index++;
   }
   const scheduleSeconds = (performance.now() - started) / 1000;
   await Promise.all(adds);
   const waitUntil = Date.now() + 60000;
-  while ((await queue.getCompletedCount()) < total) {
+  while ((await queue.getCompletedCount()) < warmup + total) {
     if (Date.now() > waitUntil) throw new Error('latency: jobs left after 60 s');
     await sleep(50);
   }
   const results = await stopWorkers(workers);
-  const verified = await verifyCompleted(queue, total);
+  const verified = await verifyCompleted(queue, warmup + total);
   const toStart = results.flatMap((result) => result.toStartMs);
   if (toStart.length !== total) throw new Error(`latency: ${toStart.length} handler starts for ${total} jobs`);
   await queue.obliterate({ force: true });
@@ -279,7 +286,8 @@ async function latency() {
     workload: 'latency',
     rate_per_s: rate,
     jobs: total,
-    achieved_rate_per_s: round(total / scheduleSeconds, 1),
+    warmup_jobs_not_measured: warmup,
+    achieved_rate_per_s: round((warmup + total) / scheduleSeconds, 1),
     ticks_late_over_2ms: lateTicks,
     workers: count,
     concurrency_per_worker: concurrency,

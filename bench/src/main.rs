@@ -103,9 +103,14 @@ struct Args {
     )]
     latency_rates: Vec<u64>,
 
-    /// How long the latency producer runs
+    /// How long the latency producer runs (measured)
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     latency_duration: Duration,
+
+    /// How long the latency producer runs at the same rate before that, unmeasured (new
+    /// connections, first statements; the peer gets the same)
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    latency_warmup: Duration,
 
     /// Machines of the fan-out deployment
     #[arg(long, default_value_t = 10)]
@@ -1055,7 +1060,11 @@ impl Bench {
         let mut tasks = JoinSet::new();
         let started = Instant::now();
         let mut late_ticks = 0usize;
-        for _ in 0..total {
+        // Warm-up jobs first, at the same rate: run and verified, not measured (the
+        // peer does the same).
+        let warmup = (rate as f64 * self.args.latency_warmup.as_secs_f64()).round() as usize;
+        for index in 0..warmup + total {
+            let measured = index >= warmup;
             let tick = interval.tick().await;
             if tick.elapsed() > Duration::from_millis(2) {
                 late_ticks += 1;
@@ -1066,7 +1075,12 @@ impl Bench {
                 let wall = unix_micros();
                 let call = Instant::now();
                 let result = producer.enqueue(job).await;
-                (result, call.elapsed().as_secs_f64() * 1000.0, wall)
+                (
+                    result,
+                    call.elapsed().as_secs_f64() * 1000.0,
+                    wall,
+                    measured,
+                )
             });
         }
         let schedule_s = started.elapsed().as_secs_f64();
@@ -1074,9 +1088,11 @@ impl Bench {
         let mut call_ms = Vec::with_capacity(total);
         let mut errors = 0usize;
         let mut called_at = HashMap::with_capacity(total);
+        let mut warmed = 0u64;
         while let Some(joined) = tasks.join_next().await {
-            let (result, ms, wall) = joined?;
+            let (result, ms, wall, measured) = joined?;
             match result {
+                Ok(_) if !measured => warmed += 1,
                 Ok(enqueued) => {
                     ids.push(enqueued.id);
                     call_ms.push(ms);
@@ -1092,7 +1108,7 @@ impl Bench {
         }
         let produce_s = started.elapsed().as_secs_f64();
         drop(producer);
-        self.count_enqueued(&queue, ids.len() as u64);
+        self.count_enqueued(&queue, ids.len() as u64 + warmed);
         let wait = self.wait_finished(&queues, Duration::from_secs(60)).await;
         let pids: Vec<u32> = procs.iter().map(|proc| proc.pid).collect();
         let cpu = cpu_split(&cpu_before, &cpu_sample(&pids), self.clk_tck);
@@ -1169,10 +1185,12 @@ impl Bench {
         let p99 = handler["p99"].as_f64().unwrap_or(f64::INFINITY);
         let max = handler["max"].as_f64().unwrap_or(f64::INFINITY);
         let seconds = self.args.latency_duration.as_secs_f64();
+        let warmup_seconds = self.args.latency_warmup.as_secs_f64();
         let concurrency = self.args.worker_concurrency;
         let peer = self
             .on_peer(&format!("latency at {rate}/s"), async |peer| {
-                peer.latency(rate, seconds, concurrency).await
+                peer.latency(rate, seconds, warmup_seconds, concurrency)
+                    .await
             })
             .await;
         let peer_handler = peer
@@ -1232,8 +1250,9 @@ impl Bench {
         Ok(json!({
             "rate_per_s": rate,
             "duration_s": self.args.latency_duration.as_secs_f64(),
+            "warmup_jobs_not_measured": warmed,
             "jobs": ids.len(),
-            "achieved_rate_per_s": round(ids.len() as f64 / schedule_s, 1),
+            "achieved_rate_per_s": round((ids.len() as f64 + warmed as f64) / schedule_s, 1),
             "schedule_s": round(schedule_s, 3),
             "produce_s": round(produce_s, 3),
             "ticks_late_over_2ms": late_ticks,

@@ -149,13 +149,22 @@ impl Peer {
         self.run("drain", &args, budget(jobs * 2)).await
     }
 
-    /// A producer at `rate` jobs/s for `seconds` while two worker processes run.
-    pub async fn latency(&self, rate: u64, seconds: f64, concurrency: usize) -> Result<Value> {
+    /// A producer at `rate` jobs/s for `warmup_seconds` (not measured), then `seconds`,
+    /// while two worker processes run.
+    pub async fn latency(
+        &self,
+        rate: u64,
+        seconds: f64,
+        warmup_seconds: f64,
+        concurrency: usize,
+    ) -> Result<Value> {
         let args = [
             "--rate".into(),
             rate.to_string(),
             "--seconds".into(),
             seconds.to_string(),
+            "--warmup-seconds".into(),
+            warmup_seconds.to_string(),
             "--workers".into(),
             "2".into(),
             "--concurrency".into(),
@@ -164,7 +173,7 @@ impl Peer {
         self.run(
             "latency",
             &args,
-            Duration::from_secs_f64(seconds) + Duration::from_secs(120),
+            Duration::from_secs_f64(seconds + warmup_seconds) + Duration::from_secs(120),
         )
         .await
     }
