@@ -200,6 +200,12 @@ struct Compared {
 }
 
 impl Compared {
+    /// lc's `rate` beside the peer's `jobs_per_s`.
+    fn rate(rate: f64, peer: &Value) -> Self {
+        let peer_rate = peer["jobs_per_s"].as_f64().unwrap_or(0.0);
+        Compared::new(rate, peer_rate, format!("{} jobs/s", thousands(peer_rate)))
+    }
+
     fn new(lc: f64, peer: f64, text: String) -> Self {
         Compared {
             text,
@@ -628,10 +634,7 @@ impl Bench {
                     peer.enqueue(total, concurrency).await
                 })
                 .await;
-            let compared = peer.as_ref().map(|peer| {
-                let peer_rate = peer["jobs_per_s"].as_f64().unwrap_or(0.0);
-                Compared::new(rate, peer_rate, format!("{} jobs/s", thousands(peer_rate)))
-            });
+            let compared = peer.as_ref().map(|peer| Compared::rate(rate, peer));
             // Issue 10 against the peer: one producer at least half its rate, many at least
             // its rate. Alone, issue 5's floor for many producers.
             let (target, met) = match (&compared, concurrency) {
@@ -963,10 +966,7 @@ impl Bench {
                     peer.drain(jobs, workers, concurrency).await
                 })
                 .await;
-            let compared = peer.as_ref().map(|peer| {
-                let peer_rate = peer["jobs_per_s"].as_f64().unwrap_or(0.0);
-                Compared::new(rate, peer_rate, format!("{} jobs/s", thousands(peer_rate)))
-            });
+            let compared = peer.as_ref().map(|peer| Compared::rate(rate, peer));
             // Issue 10 against the peer: 1.0x with one worker, 1.2x with two; alone,
             // issue 5's floor.
             let (target, met) = match (&compared, workers) {
