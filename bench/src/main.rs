@@ -1,9 +1,12 @@
-//! `lc-bench`: measures LaunchControl on this machine against the targets of issue 5 —
-//! enqueue (one at a time and in batches), drain with one and two worker processes,
-//! enqueue→start/finish latency at a steady rate, a 10-machine provision fan-out, and
-//! recovery after a worker is SIGKILLed — then prints a table and one `BENCH_JSON`
-//! line. Every figure comes from this run, and every job it enqueues is checked to end
-//! `succeeded`. `scripts/bench.sh` gives it a fresh database and Redis key prefix.
+//! `lc-bench`: measures LaunchControl on this machine: enqueue (one at a time from 1 and
+//! 32 producers, and in batches), drains with a list of worker-process counts,
+//! enqueue→handler-start latency at a list of steady rates, a 10-machine provision
+//! fan-out, and recovery after a worker is SIGKILLed. It prints a table and one
+//! `BENCH_JSON` line. With `--compare bullmq` the same workloads run on BullMQ in the
+//! same run (see `peer`), each lc figure beside the peer's with the ratio and issue 10's
+//! relative targets; alone, issue 5's absolute targets. Every figure comes from this run,
+//! and every job it enqueues is checked to end `succeeded`. `scripts/bench.sh` gives it
+//! a fresh database and Redis key prefix.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -53,8 +56,8 @@ enum Section {
     Recovery,
 }
 
-/// Benchmarks LaunchControl against the targets of issue 5 (run it through
-/// scripts/bench.sh, which provides a fresh database and Redis prefix).
+/// Benchmarks LaunchControl, alone or beside BullMQ (`--compare bullmq`); run it through
+/// scripts/bench.sh, which provides a fresh database and Redis prefix.
 #[derive(Parser, Debug)]
 #[command(name = "lc-bench", version, about, long_about = None)]
 struct Args {
