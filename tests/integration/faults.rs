@@ -634,11 +634,11 @@ async fn a_kind_past_its_time_limit_has_its_child_processes_killed() {
             })
             .unwrap_or(false)
     };
-    let child = wait_for("the create to hang", Duration::from_secs(30), || async {
-        read_pid("hang-child.pid")
+    // The stand-in writes its child's pid file, then its own: wait for both.
+    let (child, parent) = wait_for("the create to hang", Duration::from_secs(30), || async {
+        Some((read_pid("hang-child.pid")?, read_pid("hang.pid")?))
     })
     .await;
-    let parent = read_pid("hang.pid").unwrap();
     let hung = Instant::now();
     wait_for(
         "the hung call's processes to be killed",

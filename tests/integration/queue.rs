@@ -635,3 +635,85 @@ async fn a_custom_kind_from_its_own_crate_runs_end_to_end() {
     assert_eq!(row.get::<_, String>(0), "succeeded");
     assert_eq!(row.get::<_, i64>(1), 1, "the handler ran once");
 }
+
+/// Another session holds the lower of two running jobs while `lock_both` takes both
+/// (listed higher first); then the other session asks for the higher one. Statements
+/// that lock in id order wait on the lower row holding nothing, so the other session
+/// gets the higher row at once; in list order they would hold it and deadlock, which
+/// PostgreSQL breaks only after `deadlock_timeout` (1 s): a worker's completions
+/// stalled that long when its heartbeat met them so.
+async fn assert_locks_in_id_order<F, Fut>(lock_both: F)
+where
+    F: FnOnce(TestEnv, Uuid, [(Uuid, i64); 2]) -> Fut,
+    Fut: std::future::Future<Output = usize> + Send + 'static,
+{
+    let env = TestEnv::new().await;
+    let worker = Uuid::new_v4();
+    let mut ids = enqueue_many(&env, JobKind::Noop, json!({}), 2).await;
+    ids.sort();
+    let (low, high) = (ids[0], ids[1]);
+    let claimed = env
+        .store
+        .claim_by_ids(&ids, worker, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let attempt = |id: Uuid| claimed.iter().find(|job| job.id == id).unwrap().attempt;
+    let held = [(high, attempt(high)), (low, attempt(low))];
+
+    let other = env.sql().await;
+    other.batch_execute("BEGIN").await.unwrap();
+    other
+        .execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&low])
+        .await
+        .unwrap();
+    let both = tokio::spawn(lock_both(env, worker, held));
+    // Long enough for the statement to reach the lower row and wait there.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = std::time::Instant::now();
+    other
+        .execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&high])
+        .await
+        .unwrap();
+    let waited = asked.elapsed();
+    other.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(both.await.unwrap(), 2, "both jobs were changed");
+    assert!(
+        waited < Duration::from_millis(500),
+        "the other session waited {waited:?} for the higher row: a deadlock, broken by deadlock_timeout"
+    );
+}
+
+#[tokio::test]
+async fn heartbeats_lock_rows_in_id_order_and_never_deadlock() {
+    assert_locks_in_id_order(|env, worker, held| async move {
+        env.store
+            .extend_leases(worker, &held, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .len()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn completions_lock_rows_in_id_order_and_never_deadlock() {
+    assert_locks_in_id_order(|env, worker, held| async move {
+        let completions: Vec<lc_shared::store::Completion> = held
+            .iter()
+            .map(|(id, attempt)| lc_shared::store::Completion {
+                id: *id,
+                attempt: *attempt,
+                max_attempts: 3,
+                result: lc_shared::state::RunResult::Succeeded,
+                retry_delay_ms: 0,
+            })
+            .collect();
+        env.store
+            .record_completions(worker, &completions)
+            .await
+            .unwrap()
+            .len()
+    })
+    .await;
+}

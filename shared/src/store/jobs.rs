@@ -596,11 +596,20 @@ impl Store {
         worker: Uuid,
         completions: &[Completion],
     ) -> Result<Vec<Uuid>> {
+        // Rows are locked in id order first (`locked`), as the heartbeat locks them:
+        // two statements that lock the same rows in different orders deadlock, and
+        // PostgreSQL breaks a deadlock only after `deadlock_timeout` (1 s).
         const SQL: &str = "
 WITH input AS (
     SELECT * FROM UNNEST($1::UUID[], $2::INT8[], $3::TEXT[], $4::INT8[], $5::TEXT[], $6::TEXT[],
                          $10::TEXT[])
         AS t(id, attempt, to_state, delay_ms, error, label, from_state)
+), locked AS MATERIALIZED (
+    SELECT j.id FROM jobs j JOIN input i
+        ON j.id = i.id AND j.attempt = i.attempt AND j.state = i.from_state
+    WHERE j.lease_owner = $9
+    ORDER BY j.id
+    FOR UPDATE OF j
 ), done AS (
     UPDATE jobs j SET
         state = i.to_state,
@@ -612,7 +621,7 @@ WITH input AS (
         last_error = COALESCE(i.error, j.last_error),
         finished_at = CASE WHEN i.to_state = $7 THEN NULL ELSE now() END,
         updated_at = now()
-    FROM input i
+    FROM input i JOIN locked l ON l.id = i.id
     WHERE j.id = i.id AND j.attempt = i.attempt AND j.state = i.from_state AND j.lease_owner = $9
     RETURNING j.id, j.attempt, i.to_state, i.error, i.label
 ), events AS (
@@ -672,10 +681,19 @@ SELECT id FROM done";
         held: &[(Uuid, i64)],
         lease: std::time::Duration,
     ) -> Result<Vec<Uuid>> {
+        // Rows are locked in id order first, as completions lock them: see
+        // [`Store::record_completions`].
         const SQL: &str = "
+WITH locked AS MATERIALIZED (
+    SELECT j.id FROM jobs j
+    JOIN UNNEST($1::UUID[], $2::INT8[], $4::TEXT[]) AS h(id, attempt, state)
+        ON j.id = h.id AND j.attempt = h.attempt AND j.state = h.state
+    WHERE j.lease_owner = $5
+    ORDER BY j.id
+    FOR UPDATE OF j
+)
 UPDATE jobs j SET lease_expires_at = now() + $3::INT8 * INTERVAL '1 millisecond'
-FROM UNNEST($1::UUID[], $2::INT8[], $4::TEXT[]) AS h(id, attempt, state)
-WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = h.state AND j.lease_owner = $5
+FROM locked WHERE j.id = locked.id
 RETURNING j.id";
         if held.is_empty() {
             return Ok(Vec::new());
