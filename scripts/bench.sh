@@ -135,6 +135,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# A quiet server: test databases left by earlier runs keep autovacuum busy.
+lc_drop_test_databases "$PG_ADMIN_URL"
 lc_log "database $BENCH_DB, Redis prefix $BENCH_PREFIX, logs in $WORK"
 psql_admin -c "CREATE DATABASE $BENCH_DB"
 

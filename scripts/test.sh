@@ -16,20 +16,9 @@ ensure_pkg redis-cli redis-tools # builds the private Redis Cluster of the clust
 
 export LC_DOCKER_MACHINE_STANDIN="$LC_ROOT/tests/docker-machine/docker-machine"
 
-# Each test makes its own database (lc_test_*) and leaves it for a look after a failure;
-# the next run drops them, or they pile up (about 9 MB each, 100+ per run, and
-# autovacuum visiting every one of them). One still in use (another run) is left alone.
-PSQL="$(command -v psql || find /usr/lib/postgresql -path '*/bin/psql' 2>/dev/null | sort -V | tail -n1)"
-if [[ -x "$PSQL" ]]; then
-  mapfile -t old_dbs < <("$PSQL" -X -A -t "$PG_ADMIN_URL" \
-    -c "SELECT datname FROM pg_database WHERE datname ~ '^lc_test_[0-9a-f]+(_[a-z]+)?$'" 2>/dev/null || true)
-  dropped=0
-  for db in "${old_dbs[@]}"; do
-    [[ "$db" =~ ^lc_test_[0-9a-f]+(_[a-z]+)?$ ]] || continue
-    "$PSQL" -X -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 && dropped=$((dropped + 1))
-  done
-  ((dropped == 0)) || lc_log "dropped $dropped test databases of earlier runs"
-fi
+# Each test makes its own database and leaves it for a look after a failure; the next
+# run drops them (see lc_drop_test_databases).
+lc_drop_test_databases "$PG_ADMIN_URL"
 
 if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
   PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
