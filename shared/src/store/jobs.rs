@@ -596,21 +596,25 @@ impl Store {
         worker: Uuid,
         completions: &[Completion],
     ) -> Result<Vec<Uuid>> {
-        // Rows are locked in id order first (`locked`), as the heartbeat locks them:
-        // two statements that lock the same rows in different orders deadlock, and
-        // PostgreSQL breaks a deadlock only after `deadlock_timeout` (1 s).
-        const SQL: &str = "
+        // At read committed a worker's completions and heartbeats run at the same time
+        // over the same rows, so both lock them in id order first (`locked`): two
+        // statements that lock rows in different orders deadlock, and PostgreSQL breaks
+        // a deadlock only after `deadlock_timeout` (1 s). Under `--isolation
+        // serializable` a process runs these statements one at a time (see
+        // [`Store::statement`]), so there is no order to keep, and the locking read
+        // would only add work and predicate locks (measured: two workers fell below
+        // one).
+        macro_rules! completion_sql {
+            ($locked:literal, $join:literal) => {
+                concat!(
+                    "
 WITH input AS (
     SELECT * FROM UNNEST($1::UUID[], $2::INT8[], $3::TEXT[], $4::INT8[], $5::TEXT[], $6::TEXT[],
                          $10::TEXT[])
         AS t(id, attempt, to_state, delay_ms, error, label, from_state)
-), locked AS MATERIALIZED (
-    SELECT j.id FROM jobs j JOIN input i
-        ON j.id = i.id AND j.attempt = i.attempt AND j.state = i.from_state
-    WHERE j.lease_owner = $9
-    ORDER BY j.id
-    FOR UPDATE OF j
-), done AS (
+)",
+                    $locked,
+                    ", done AS (
     UPDATE jobs j SET
         state = i.to_state,
         run_at = CASE WHEN i.to_state = $7 THEN now() + i.delay_ms * INTERVAL '1 millisecond'
@@ -621,14 +625,34 @@ WITH input AS (
         last_error = COALESCE(i.error, j.last_error),
         finished_at = CASE WHEN i.to_state = $7 THEN NULL ELSE now() END,
         updated_at = now()
-    FROM input i JOIN locked l ON l.id = i.id
+    FROM input i",
+                    $join,
+                    "
     WHERE j.id = i.id AND j.attempt = i.attempt AND j.state = i.from_state AND j.lease_owner = $9
     RETURNING j.id, j.attempt, i.to_state, i.error, i.label
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
     SELECT id, $8, to_state, attempt, $9, COALESCE(label || ': ' || error, label) FROM done
 )
-SELECT id FROM done";
+SELECT id FROM done"
+                )
+            };
+        }
+        const IN_ID_ORDER: &str = completion_sql!(
+            ", locked AS MATERIALIZED (
+    SELECT j.id FROM jobs j JOIN input i
+        ON j.id = i.id AND j.attempt = i.attempt AND j.state = i.from_state
+    WHERE j.lease_owner = $9
+    ORDER BY j.id
+    FOR UPDATE OF j
+)",
+            " JOIN locked l ON l.id = i.id"
+        );
+        const ONE_AT_A_TIME: &str = completion_sql!("", "");
+        let sql = match self.level(Isolation::ReadCommitted) {
+            Isolation::ReadCommitted => IN_ID_ORDER,
+            Isolation::Serializable => ONE_AT_A_TIME,
+        };
         let mut ids = Vec::with_capacity(completions.len());
         let mut attempts = Vec::with_capacity(completions.len());
         let mut to_states = Vec::with_capacity(completions.len());
@@ -667,7 +691,7 @@ SELECT id FROM done";
             &from_states,
         ];
         let rows = self
-            .statement(Isolation::ReadCommitted, Replay::Safe, SQL, &params)
+            .statement(Isolation::ReadCommitted, Replay::Safe, sql, &params)
             .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
@@ -681,9 +705,10 @@ SELECT id FROM done";
         held: &[(Uuid, i64)],
         lease: std::time::Duration,
     ) -> Result<Vec<Uuid>> {
-        // Rows are locked in id order first, as completions lock them: see
+        // At read committed, rows are locked in id order first, as completions lock
+        // them; under serializable one statement at a time: see
         // [`Store::record_completions`].
-        const SQL: &str = "
+        const IN_ID_ORDER: &str = "
 WITH locked AS MATERIALIZED (
     SELECT j.id FROM jobs j
     JOIN UNNEST($1::UUID[], $2::INT8[], $4::TEXT[]) AS h(id, attempt, state)
@@ -695,6 +720,15 @@ WITH locked AS MATERIALIZED (
 UPDATE jobs j SET lease_expires_at = now() + $3::INT8 * INTERVAL '1 millisecond'
 FROM locked WHERE j.id = locked.id
 RETURNING j.id";
+        const ONE_AT_A_TIME: &str = "
+UPDATE jobs j SET lease_expires_at = now() + $3::INT8 * INTERVAL '1 millisecond'
+FROM UNNEST($1::UUID[], $2::INT8[], $4::TEXT[]) AS h(id, attempt, state)
+WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = h.state AND j.lease_owner = $5
+RETURNING j.id";
+        let sql = match self.level(Isolation::ReadCommitted) {
+            Isolation::ReadCommitted => IN_ID_ORDER,
+            Isolation::Serializable => ONE_AT_A_TIME,
+        };
         if held.is_empty() {
             return Ok(Vec::new());
         }
@@ -706,7 +740,7 @@ RETURNING j.id";
             .statement(
                 Isolation::ReadCommitted,
                 Replay::Safe,
-                SQL,
+                sql,
                 &[&ids, &attempts, &lease_ms, &running, &worker],
             )
             .await?;
