@@ -649,9 +649,19 @@ where
 {
     let env = TestEnv::new().await;
     let worker = Uuid::new_v4();
-    let mut ids = enqueue_many(&env, JobKind::Noop, json!({}), 2).await;
+    let mut ids = [Uuid::new_v4(), Uuid::new_v4()];
     ids.sort();
     let (low, high) = (ids[0], ids[1]);
+    // The higher id first, in the table as in the list: a statement that locks in the
+    // order it finds rows (by index in list order, or by a scan of the table) takes
+    // the higher row first.
+    let producer = env.producer();
+    for id in [high, low] {
+        producer
+            .enqueue(NewJob::new(JobKind::Noop, json!({})).with_id(id))
+            .await
+            .unwrap();
+    }
     let claimed = env
         .store
         .claim_by_ids(&ids, worker, Duration::from_secs(30))
@@ -667,9 +677,22 @@ where
         .execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&low])
         .await
         .unwrap();
+    let db_name = env.db_name.clone();
     let both = tokio::spawn(lock_both(env, worker, held));
-    // Long enough for the statement to reach the lower row and wait there.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dialect = lc_shared::dialect::Dialect::detect(&other).await.unwrap();
+    wait_for(
+        "the statement to wait for the lower row",
+        Duration::from_secs(10),
+        || async {
+            let waiting: i64 = other
+                .query_one(dialect.sessions_waiting_on_locks(), &[&db_name])
+                .await
+                .unwrap()
+                .get(0);
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
     let asked = std::time::Instant::now();
     other
         .execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&high])
