@@ -11,29 +11,7 @@ use uuid::Uuid;
 
 use lc_shared::store::IsolationSetting;
 
-/// Each drill runs twice: at the default `--isolation read-committed` and at
-/// `--isolation serializable` (every transaction serializable).
-macro_rules! in_both_isolations {
-    ($($drill:ident),* $(,)?) => {
-        $(
-            mod $drill {
-                use lc_shared::store::IsolationSetting;
-
-                #[tokio::test]
-                async fn read_committed() {
-                    super::$drill(IsolationSetting::ReadCommitted).await
-                }
-
-                #[tokio::test]
-                async fn serializable() {
-                    super::$drill(IsolationSetting::Serializable).await
-                }
-            }
-        )*
-    };
-}
-
-in_both_isolations!(
+lc_tests::in_both_isolations!(
     a_killed_worker_s_jobs_are_rerun_elsewhere_after_the_lease_expires,
     a_stopped_worker_cannot_complete_jobs_taken_over_after_its_lease_expired,
     redis_flushed_mid_run_loses_nothing,

@@ -13,29 +13,7 @@ use uuid::Uuid;
 
 use lc_shared::store::IsolationSetting;
 
-/// Each drill runs twice: at the default `--isolation read-committed` and at
-/// `--isolation serializable` (every transaction serializable).
-macro_rules! in_both_isolations {
-    ($($drill:ident),* $(,)?) => {
-        $(
-            mod $drill {
-                use lc_shared::store::IsolationSetting;
-
-                #[tokio::test]
-                async fn read_committed() {
-                    super::$drill(IsolationSetting::ReadCommitted).await
-                }
-
-                #[tokio::test]
-                async fn serializable() {
-                    super::$drill(IsolationSetting::Serializable).await
-                }
-            }
-        )*
-    };
-}
-
-in_both_isolations!(
+lc_tests::in_both_isolations!(
     effects_of_an_attempt_that_is_not_live_are_not_recorded,
     lc_enqueue_waits_out_a_database_restart_and_makes_one_job,
     inbox_messages_read_while_the_database_is_down_are_ingested_once_it_is_back,

@@ -915,3 +915,27 @@ fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Each drill runs twice: at the default `--isolation read-committed` and at
+/// `--isolation serializable` (every transaction serializable). A drill is an `async
+/// fn(IsolationSetting)` of the calling module.
+#[macro_export]
+macro_rules! in_both_isolations {
+    ($($drill:ident),* $(,)?) => {
+        $(
+            mod $drill {
+                use lc_shared::store::IsolationSetting;
+
+                #[tokio::test]
+                async fn read_committed() {
+                    super::$drill(IsolationSetting::ReadCommitted).await
+                }
+
+                #[tokio::test]
+                async fn serializable() {
+                    super::$drill(IsolationSetting::Serializable).await
+                }
+            }
+        )*
+    };
+}
