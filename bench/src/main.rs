@@ -2290,7 +2290,7 @@ async fn command_line(program: &str, args: &[&str], dir: &Path) -> Option<String
 
 async fn settings(bench: &Bench) -> Result<Value> {
     // The server's settings as the workers see them (not the bench's observer session).
-    let store = Store::connect(&bench.args.connect.database_url, 1)?;
+    let store = bench.args.connect.store(1)?;
     let client = store.client().await?;
     let mut pg = serde_json::Map::new();
     for name in [
