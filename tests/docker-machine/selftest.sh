@@ -18,7 +18,7 @@ trap cleanup EXIT
 # keep the caller's environment from steering the stand-in
 unset MACHINE_STORAGE_PATH MACHINE_DRIVER DOCKER_HOST STANDIN_ENGINE_URL DIGITALOCEAN_ACCESS_TOKEN \
   STANDIN_CREATE_DELAY_MS STANDIN_FAIL_CREATE STANDIN_FAIL_MATCH STANDIN_HALF_CREATE STANDIN_HANG \
-  STANDIN_STATE_DIR STANDIN_CLAIM_WINDOW_MS STANDIN_CERT_DELAY_MS STANDIN_DROPLET_IP_WAIT_MS \
+  STANDIN_STATE_DIR STANDIN_CLAIM_WINDOW_MS STANDIN_CLAIM_BARRIER STANDIN_CERT_DELAY_MS STANDIN_DROPLET_IP_WAIT_MS \
   STANDIN_CRASH_WAIT_MS MACHINE_BUGSNAG_API_TOKEN MACHINE_TLS_CA_CERT MACHINE_TLS_CA_KEY \
   MACHINE_TLS_CLIENT_CERT MACHINE_TLS_CLIENT_KEY
 # failed creates leave their plugin child behind for this long (the real one: 10 s)
@@ -546,10 +546,25 @@ S="$T/s4"
 seeded "$S"
 dm create -d none --url "unix://$NOSOCK" warm >/dev/null 2>&1
 for i in 1 2 3 4; do
-  (env STANDIN_CLAIM_WINDOW_MS=500 "$DM" -s "$S" create -d none --url "unix://$NOSOCK.$i" twin >/dev/null 2>&1; echo $? >"$T/twin.$i") &
+  (env STANDIN_CLAIM_BARRIER="$T/twin-barrier:4" "$DM" -s "$S" create -d none --url "unix://$NOSOCK.$i" twin >/dev/null 2>&1; echo $? >"$T/twin.$i") &
 done
 wait
 check "[[ \"\$(cat '$T'/twin.*)\" == \"\$(printf '0\n0\n0\n0')\" ]]" "four concurrent creates of one name all exit 0"
+# released together, their saves race (remove then rename): a loser gets the real error text
+S="$T/s4b"
+seeded "$S"
+for i in 1 2 3 4; do
+  (env STANDIN_CLAIM_BARRIER="$T/race-barrier:4:together" "$DM" -s "$S" create -d none --url "unix://$NOSOCK.$i" race >"$T/race-out.$i" 2>&1; echo $? >"$T/race.$i") &
+done
+wait
+check "! grep -q 'already exists' '$T'/race-out.*" "creates released together all passed the name check"
+check "grep -qx 0 '$T'/race.*" "a create released together succeeds"
+SAVE_ERRORS="^(Error saving host to store before attempting creation|Error creating machine: Error saving host to store after attempting creation|Error attempting to save store): remove $S/machines/race/config.json: no such file or directory\$"
+LOSERS_OK=1
+for i in 1 2 3 4; do
+  if [[ "$(cat "$T/race.$i")" != 0 ]] && ! grep -Eq "$SAVE_ERRORS" "$T/race-out.$i"; then LOSERS_OK=0; fi
+done
+check "(( LOSERS_OK == 1 ))" "a create that loses the save race prints docker-machine's error, not a traceback"
 
 # ------------------------------------------------------------------ certificates
 S="$T/s5"
