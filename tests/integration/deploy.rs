@@ -453,53 +453,35 @@ async fn stop_all(workers: Vec<InProcessWorker>) {
     }
 }
 
+/// The five machines of a deployment are created at the same time. Each create waits
+/// at the stand-in's barrier (`STANDIN_CLAIM_BARRIER`, after its name check) until all
+/// five have started: machines made one after another, or fewer at once, never get
+/// past it (the first create gives up after 60 s, and a retried create shows as a
+/// second create call below). No clock decides: the test does not depend on how busy
+/// the machine is.
 #[tokio::test]
 async fn deploy_five_nodes_provision_in_parallel_and_deploy() {
-    const CREATE_MS: u64 = 2000;
     let env = TestEnv::new().await;
     let name = unique(&env, "par");
-    let _guard = Containers(vec![name.clone(), unique(&env, "one")]);
-    let delay = format!("STANDIN_CREATE_DELAY_MS={CREATE_MS}");
+    let _guard = Containers(vec![name.clone()]);
+    let barrier = format!(
+        "STANDIN_CLAIM_BARRIER={}:5:together",
+        env.standin_dir().join("five-at-once").display()
+    );
     let workers = vec![
-        env.spawn_worker(config_with(&env, &[&delay])),
-        env.spawn_worker(config_with(&env, &[&delay])),
+        env.spawn_worker(config_with(&env, &[&barrier])),
+        env.spawn_worker(config_with(&env, &[&barrier])),
     ];
-    // The baseline: one machine alone, through the same path.
-    let single = unique(&env, "one");
-    let single_id = create(&env, &machine_spec(&single, 1, 3), &[]).await;
-    wait_state(&env, single_id, "deployed", Duration::from_secs(60)).await;
-    let one_machine = provisioning_span(&env, single_id).await;
-    teardown_and_check_empty(&env, single_id, &single).await;
-
     let started = Instant::now();
     let id = create(&env, &machine_spec(&name, 5, 3), &[]).await;
-    let provisioned = wait_for(
-        "deployment to leave provisioning",
-        Duration::from_secs(30),
-        || async {
-            (deployment(&env, id).await.state != "provisioning").then(|| started.elapsed())
-        },
-    )
-    .await;
     let row = wait_state(&env, id, "deployed", Duration::from_secs(60)).await;
     let deployed = started.elapsed();
     let span = provisioning_span(&env, id).await;
     println!(
-        "5 machines provisioned in {} ms (first create started → all ready; {} ms from `lc deploy create`); \
-         1 machine alone: {} ms; the stand-in's create sleeps {CREATE_MS} ms, so 5 in a row would take over {} ms; \
-         deployed {} ms after `lc deploy create`",
+        "5 machines provisioned in {} ms (first create started → all ready); deployed {} ms \
+         after `lc deploy create`",
         span.as_millis(),
-        provisioned.as_millis(),
-        one_machine.as_millis(),
-        5 * CREATE_MS,
         deployed.as_millis()
-    );
-    // "One create": the stand-in's fixed create time, or what one machine alone took
-    // through the whole path (process start-up, inspect, url, the join) on this host now.
-    let one_create = one_machine.max(Duration::from_millis(CREATE_MS));
-    assert!(
-        span < one_create * 5 / 2,
-        "provisioning 5 machines took {span:?}, not close to one create ({one_create:?})"
     );
     assert_eq!(row.generation, 1);
     let store = store_dir(&env, id);
@@ -871,7 +853,9 @@ async fn deploy_hanging_docker_machine_is_killed_at_its_timeout() {
         "hung docker-machine create killed {} ms after it hung (timeout 1500 ms)",
         took.as_millis()
     );
-    assert!(took < Duration::from_millis(3500), "killed after {took:?}");
+    // Without the timeout it would hang for an hour; the margin above 1.5 s is for a
+    // busy machine (CI shares 2 cores with the whole suite).
+    assert!(took < Duration::from_secs(8), "killed after {took:?}");
     // Both attempts time out; the rollback removes the half-made machine.
     let row = wait_state(&env, id, "torn_down", Duration::from_secs(60)).await;
     assert!(
@@ -909,7 +893,7 @@ async fn deploy_cancelling_a_hanging_create_kills_it_at_once() {
     let cancelled = Instant::now();
     wait_for(
         "the hung call to be killed",
-        Duration::from_secs(5),
+        Duration::from_secs(20),
         || async { (!alive(child)).then_some(()) },
     )
     .await;
@@ -918,7 +902,9 @@ async fn deploy_cancelling_a_hanging_create_kills_it_at_once() {
         "cancel killed the hung create in {} ms (machine timeout 30 s)",
         took.as_millis()
     );
-    assert!(took < Duration::from_secs(2), "took {took:?}");
+    // Well before the 30 s machine timeout, so the cancel killed it; the margin is for
+    // a busy machine.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
     // The watchdog sees the cancelled job and rolls the deployment back.
     let row = wait_state(&env, id, "torn_down", Duration::from_secs(60)).await;
     assert!(row.last_error.unwrap_or_default().contains("cancelled"));
