@@ -615,6 +615,8 @@ impl Bench {
             while let Some(joined) = tasks.join_next().await {
                 latencies.extend(joined??);
             }
+            // Timed until the last hint is in Redis too, as the peer's enqueue is.
+            producer.flush_hints().await;
             let elapsed = started.elapsed().as_secs_f64();
             let cpu = cpu_split(&cpu_before, &cpu_sample(&[]), self.clk_tck);
             drop(producer);

@@ -6,10 +6,11 @@
 //! calls that arrive while a flush is in flight go to the gathering task, which sends
 //! them out as soon as a flush slot is free, together with every call that arrived
 //! meanwhile: at most one commit's wait, up to [`MAX_JOBS`] in one statement. Each
-//! caller gets its own answer once its commit is in and its hint is out (a caller
-//! that exits at once, `lc enqueue`, must not take the hint with it). When the
-//! database refuses a shared statement, its halves are tried again apart, down to the
-//! job that causes it, so an error reaches only the caller whose job causes it.
+//! caller gets its own answer once its commit is in; its hint goes to Redis from a
+//! background task meanwhile ([`HintsInFlight`]), so the Redis round trip is paid by
+//! neither the caller nor the next statement. When the database refuses a shared
+//! statement, its halves are tried again apart, down to the job that causes it, so an
+//! error reaches only the caller whose job causes it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use lc_shared::NewJob;
 use lc_shared::dispatch::Dispatch;
 use lc_shared::store::{Enqueued, HintTarget, Store, StoreError};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 /// Most jobs in one shared statement.
@@ -66,6 +67,68 @@ struct Target {
     hints: bool,
     dispatch: Dispatch,
     retry_for: Duration,
+    hints_in_flight: HintsInFlight,
+}
+
+impl Target {
+    /// Sends hints for committed jobs from a task of their own: callers are answered at
+    /// the commit. A hint lost with a process that exits first only delays its job until
+    /// a worker's database poll; [`crate::Producer::flush_hints`] waits for them.
+    fn send_hints_in_background(&self, hints: Vec<HintTarget>) {
+        if hints.is_empty() {
+            return;
+        }
+        let on_its_way = self.hints_in_flight.start();
+        let dispatch = self.dispatch.clone();
+        tokio::spawn(async move {
+            dispatch.send(&hints).await;
+            drop(on_its_way);
+        });
+    }
+}
+
+/// Hints sent after their callers were answered and not yet in Redis. One count per
+/// producer, shared by its clones and by the producers made from it
+/// (`with_retry_for`, `with_isolation`), which start group commits of their own.
+#[derive(Clone, Default)]
+pub(crate) struct HintsInFlight(Arc<HintsCount>);
+
+#[derive(Default)]
+struct HintsCount {
+    sends: AtomicUsize,
+    none_left: Notify,
+}
+
+/// One background send; counted until dropped.
+struct HintsOnTheirWay(HintsInFlight);
+
+impl HintsInFlight {
+    fn start(&self) -> HintsOnTheirWay {
+        self.0.sends.fetch_add(1, Ordering::SeqCst);
+        HintsOnTheirWay(self.clone())
+    }
+
+    /// Returns once no send counted when it was called, or started since, is left.
+    pub(crate) async fn wait(&self) {
+        loop {
+            let none_left = self.0.none_left.notified();
+            tokio::pin!(none_left);
+            // Registered before the count is read, so a send ending in between wakes it.
+            none_left.as_mut().enable();
+            if self.0.sends.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            none_left.await;
+        }
+    }
+}
+
+impl Drop for HintsOnTheirWay {
+    fn drop(&mut self) {
+        if self.0.0.sends.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.0.none_left.notify_waiters();
+        }
+    }
 }
 
 impl GroupCommit {
@@ -75,6 +138,7 @@ impl GroupCommit {
         hints: bool,
         dispatch: Dispatch,
         retry_for: Duration,
+        hints_in_flight: HintsInFlight,
     ) -> GroupCommit {
         let (requests, receiver) = mpsc::unbounded_channel();
         let target = Target {
@@ -82,6 +146,7 @@ impl GroupCommit {
             hints,
             dispatch,
             retry_for,
+            hints_in_flight,
         };
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let waiting = Arc::new(AtomicUsize::new(0));
@@ -137,7 +202,7 @@ impl GroupCommit {
         slot: OwnedSemaphorePermit,
     ) -> Result<Enqueued, StoreError> {
         let jobs = [job];
-        let ids = lc_shared::store::job_ids(&jobs);
+        let ids = self.target.store.job_ids(&jobs);
         let answer = self
             .target
             .store
@@ -148,11 +213,8 @@ impl GroupCommit {
         let enqueued = enqueued
             .pop()
             .ok_or_else(|| StoreError::Invalid("the insert returned no job".into()))?;
-        // Sent before the answer: a caller that exits right after (`lc enqueue`) must
-        // not take the hint of a job marked dispatched with it.
-        if let Some(hint) = enqueued.hint.clone() {
-            self.target.dispatch.send(&[hint]).await;
-        }
+        self.target
+            .send_hints_in_background(enqueued.hint.clone().into_iter().collect());
         Ok(enqueued)
     }
 }
@@ -193,8 +255,8 @@ async fn gather(
         let target = target.clone();
         tokio::spawn(async move {
             flush(&target, batch).await;
-            // Held until the hints are out, not only the commit: measured, a slot freed
-            // earlier makes more, smaller statements (more commits) and fewer jobs/s.
+            // Held until every caller of the batch is answered (their hints go out in
+            // the background): the next batch gathers meanwhile.
             drop(slot);
         });
     }
@@ -207,12 +269,12 @@ async fn flush(target: &Target, batch: Vec<Request>) {
         .unzip();
     // Ids chosen once, so that a later try of part of the group finds a job an
     // earlier try made.
-    let ids = lc_shared::store::job_ids(&jobs);
+    let ids = target.store.job_ids(&jobs);
     let deadline = Instant::now() + target.retry_for;
     insert(target, &jobs, &ids, replies, false, deadline).await;
 }
 
-/// Inserts `jobs` in one statement, sends their hints and answers each caller. When the
+/// Inserts `jobs` in one statement, starts their hints and answers each caller. When the
 /// database refuses the statement, each half is tried on its own, down to the one job
 /// that causes the refusal, so that only its caller gets the error (a few more
 /// statements, not one per job).
@@ -232,10 +294,9 @@ fn insert<'a>(
             .await;
         match answer {
             Ok(enqueued) => {
-                // Hints before answers, as for a lone call.
-                let hints: Vec<HintTarget> =
-                    enqueued.iter().filter_map(|job| job.hint.clone()).collect();
-                target.dispatch.send(&hints).await;
+                target.send_hints_in_background(
+                    enqueued.iter().filter_map(|job| job.hint.clone()).collect(),
+                );
                 for (reply, answer) in replies.into_iter().zip(enqueued) {
                     let _ = reply.send(Ok(answer));
                 }

@@ -13,6 +13,7 @@
 //!     .with_idempotency_key("order-42");
 //! let enqueued = producer.enqueue(job).await?;
 //! println!("job {}", enqueued.id);
+//! producer.flush_hints().await; // before exiting: the hint follows the answer
 //! # Ok(()) }
 //! ```
 
@@ -68,6 +69,8 @@ pub struct Producer {
     dispatch: Dispatch,
     /// Started at the first single enqueue (it needs a Tokio runtime), shared by clones.
     group: Arc<OnceLock<group::GroupCommit>>,
+    /// Hints of single enqueues still on their way to Redis; see [`Producer::flush_hints`].
+    hints_in_flight: group::HintsInFlight,
 }
 
 /// How long an enqueue waits out a database outage unless told otherwise: longer than
@@ -102,6 +105,7 @@ impl Producer {
             retry_for: DEFAULT_RETRY_FOR,
             kinds: lc_shared::builtin::kinds(),
             group: Arc::default(),
+            hints_in_flight: group::HintsInFlight::default(),
         }
     }
 
@@ -146,7 +150,9 @@ impl Producer {
     /// Enqueues one job. With an idempotency key that already names a job, that job
     /// is returned (`created: false`) and nothing new is made. Calls made at the same
     /// time share one statement and one commit (group commit, see [`group`]); each gets
-    /// its own answer and its own error, and a call made alone goes out at once.
+    /// its own answer and its own error, and a call made alone goes out at once. The
+    /// answer comes at the commit and the job's hint goes to Redis just after: call
+    /// [`Producer::flush_hints`] before the process exits.
     pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
         self.kinds.validate(&job)?;
         let group = self.group.get_or_init(|| {
@@ -155,9 +161,22 @@ impl Producer {
                 self.queue.is_some(),
                 self.dispatch.clone(),
                 self.retry_for,
+                self.hints_in_flight.clone(),
             )
         });
         Ok(group.enqueue(job).await?)
+    }
+
+    /// Waits until the hints of every [`Producer::enqueue`] answered so far are in
+    /// Redis (or handed to the sweeper). An answer means the job is committed; its hint
+    /// follows a moment later from a background task, so a process that exits right
+    /// after enqueuing should call this first. Without it nothing is lost: a job whose
+    /// hint went down with the process waits for a worker's database poll (within a
+    /// second when a worker is idle, `--db-poll-interval` when all are busy) instead of
+    /// starting at once. Batches
+    /// ([`Producer::enqueue_batch`]) send their hints before they answer.
+    pub async fn flush_hints(&self) {
+        self.hints_in_flight.wait().await;
     }
 
     /// Enqueues many jobs in one statement and one commit; every job is validated

@@ -2,8 +2,10 @@
 //! commits, and each caller still gets its own answer and its own error.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use lc_producer::ProducerError;
+use lc_shared::store::IsolationSetting;
 use lc_shared::{JobKind, NewJob};
 use lc_tests::TestEnv;
 use serde_json::json;
@@ -149,4 +151,74 @@ async fn a_lone_enqueue_and_transactional_enqueues_keep_their_meaning() {
     tx.rollback().await.unwrap();
     assert!(env.store.job(enqueued[0].id).await.unwrap().is_none());
     assert_eq!(env.job_count().await, 1);
+}
+
+/// Single enqueues answer at the commit and send their hints from a background task;
+/// `flush_hints` returns once every one is in Redis, including the hints of a producer
+/// made from this one (`with_retry_for` starts a group commit of its own).
+#[tokio::test]
+async fn flush_hints_returns_once_every_hint_is_in_redis() {
+    let env = TestEnv::new().await;
+    let producer = env.producer();
+    let flushed_job = || NewJob::new(JobKind::Noop, json!({})).with_queue("flushed");
+
+    producer.enqueue(flushed_job()).await.unwrap();
+    producer.flush_hints().await;
+    assert_eq!(env.queue.ready_len("flushed").await.unwrap(), 1);
+
+    let made_from_it = producer.clone().with_retry_for(Duration::from_secs(5));
+    let mut calls = JoinSet::new();
+    for index in 0..200 {
+        let producer = if index % 2 == 0 {
+            producer.clone()
+        } else {
+            made_from_it.clone()
+        };
+        calls.spawn(async move { producer.enqueue(flushed_job()).await.unwrap() });
+    }
+    while let Some(call) = calls.join_next().await {
+        assert!(call.unwrap().created);
+    }
+    producer.flush_hints().await;
+    assert_eq!(env.queue.ready_len("flushed").await.unwrap(), 201);
+}
+
+/// On PostgreSQL at read committed, new job ids are UUIDv7 (time first: inserts land
+/// on the primary key's newest page), single and batch alike; under `--isolation
+/// serializable` they stay random (see `Store::id_order`). An id the caller chose is
+/// kept under both.
+#[tokio::test]
+async fn new_job_ids_are_time_ordered_on_postgresql() {
+    for isolation in [
+        IsolationSetting::ReadCommitted,
+        IsolationSetting::Serializable,
+    ] {
+        let env = TestEnv::new().await.with_isolation(isolation);
+        let producer = env.producer();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(producer.enqueue(job(Ask::Plain)).await.unwrap().id);
+        }
+        let batch = producer
+            .enqueue_batch(&[job(Ask::Plain), job(Ask::Plain)])
+            .await
+            .unwrap();
+        ids.extend(batch.iter().map(|enqueued| enqueued.id));
+        let chosen = Uuid::new_v4();
+        let kept = producer.enqueue(job(Ask::ChosenId(chosen))).await.unwrap();
+        assert_eq!(kept.id, chosen, "{isolation:?}");
+
+        let version = match isolation {
+            IsolationSetting::ReadCommitted => uuid::Version::SortRand,
+            IsolationSetting::Serializable => uuid::Version::Random,
+        };
+        for id in &ids {
+            assert_eq!(id.get_version(), Some(version), "{isolation:?}: {id}");
+        }
+        if isolation == IsolationSetting::ReadCommitted {
+            let mut sorted = ids.clone();
+            sorted.sort();
+            assert_eq!(sorted, ids, "made one after another, in order");
+        }
+    }
 }

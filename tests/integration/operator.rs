@@ -100,6 +100,7 @@ async fn queued_jobs_nobody_serves_are_stuck_with_the_reason() {
         .await
         .unwrap()
         .id;
+    producer.flush_hints().await;
     let (code, out, _) = env.lc(&["stuck", "--json", "--older-than", "0s"]);
     assert_eq!(code, 3);
     let findings = parse(&out);

@@ -48,6 +48,8 @@ async fn higher_priority_runs_first() {
                 .id,
         );
     }
+    // Every hint in Redis before the worker starts, so the order is the queue's.
+    producer.flush_hints().await;
     let mut config = env.worker_config();
     config.concurrency = 1;
     let worker = env.spawn_worker(config);

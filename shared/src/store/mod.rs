@@ -18,16 +18,21 @@ mod workers;
 
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
+use uuid::Uuid;
+
+use crate::NewJob;
+use crate::dialect::Dialect;
 
 pub use jobs::{
     CancelOutcome, ClaimedJob, Completion, Enqueued, EventRow, HintTarget, JobFilter, JobRow,
-    OperatorResult, QueueDepth, StuckJob, enqueue_in_transaction, job_ids,
+    OperatorResult, QueueDepth, StuckJob, enqueue_in_transaction,
 };
 pub use ops::{RunningJob, WaitingJob};
 pub use workers::{WorkerInfo, WorkerRow};
@@ -270,10 +275,14 @@ const RETRY_ATTEMPTS: u32 = 12;
 /// names it (`BEGIN ISOLATION LEVEL ...`, [`Store::begin`], `in_transaction!`).
 /// Implicit transactions of callers holding a connection ([`Store::client`]) start at
 /// that level too.
+///
+/// The pool's first connection learns which database answers (`SELECT version()`) and
+/// records it in `dialect`, shared by every pool of one store.
 fn build_pool(
     mut config: tokio_postgres::Config,
     pool_size: usize,
     isolation: IsolationSetting,
+    dialect: Arc<OnceLock<Dialect>>,
 ) -> Result<Pool> {
     let level = match isolation {
         IsolationSetting::ReadCommitted => r"read\ committed",
@@ -295,7 +304,20 @@ fn build_pool(
             recycling_method: RecyclingMethod::Fast,
         },
     );
+    let learn_dialect = deadpool_postgres::Hook::async_fn(move |client, _| {
+        let dialect = dialect.clone();
+        Box::pin(async move {
+            if dialect.get().is_none() {
+                let found = Dialect::detect(&**client)
+                    .await
+                    .map_err(deadpool_postgres::HookError::Backend)?;
+                let _ = dialect.set(found);
+            }
+            Ok(())
+        })
+    });
     Pool::builder(manager)
+        .post_create(learn_dialect)
         .max_size(pool_size.max(1))
         .wait_timeout(Some(Duration::from_secs(10)))
         .create_timeout(Some(Duration::from_secs(5)))
@@ -378,6 +400,18 @@ pub struct Store {
     /// Under `--isolation serializable`, this process's single-statement transitions
     /// run one at a time (see [`Store::statement`]).
     serial: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Which database answers, once the first connection has asked (see [`build_pool`]).
+    dialect: Arc<OnceLock<Dialect>>,
+}
+
+/// How new job ids are made (see [`Store::job_ids`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdOrder {
+    /// UUIDv7: the time first, so new rows go to the right-hand end of the primary key
+    /// instead of a random page of it.
+    TimeOrdered,
+    /// UUIDv4.
+    Random,
 }
 
 impl Store {
@@ -385,11 +419,13 @@ impl Store {
     pub fn connect(database_url: &str, pool_size: usize) -> Result<Store> {
         let config = tokio_postgres::Config::from_str(database_url).map_err(StoreError::Url)?;
         let isolation = IsolationSetting::default();
+        let dialect = Arc::new(OnceLock::new());
         Ok(Store {
-            pool: build_pool(config.clone(), pool_size, isolation)?,
+            pool: build_pool(config.clone(), pool_size, isolation, dialect.clone())?,
             config: std::sync::Arc::new((config, pool_size)),
             isolation,
             serial: std::sync::Arc::default(),
+            dialect,
         })
     }
 
@@ -400,7 +436,7 @@ impl Store {
             let (config, pool_size) = &*self.config;
             // The only refusal of deadpool's builder is a timeout without a runtime,
             // and build_pool names the runtime.
-            self.pool = build_pool(config.clone(), *pool_size, isolation)
+            self.pool = build_pool(config.clone(), *pool_size, isolation, self.dialect.clone())
                 .expect("a pool with a runtime builds");
             self.isolation = isolation;
         }
@@ -512,15 +548,51 @@ impl Store {
         .await
     }
 
-    /// Whether the database is CockroachDB (`SELECT version()` names it), for the
-    /// settings that must differ there (leases, see the worker's configuration).
-    pub async fn is_cockroachdb(&self) -> Result<bool> {
+    /// Which database answers: learned by the pool's first connection, asked for here
+    /// when no connection was made yet.
+    pub async fn dialect(&self) -> Result<Dialect> {
+        if let Some(dialect) = self.dialect.get() {
+            return Ok(*dialect);
+        }
         retry(Replay::Safe, || async {
             let client = self.pool.get().await?;
-            let version: String = client.query_one("SELECT version()", &[]).await?.get(0);
-            Ok(version.contains("CockroachDB"))
+            let found = match self.dialect.get() {
+                Some(dialect) => *dialect,
+                None => Dialect::detect(&**client).await?,
+            };
+            Ok(*self.dialect.get_or_init(|| found))
         })
         .await
+    }
+
+    /// Whether the database is CockroachDB, for the settings that must differ there
+    /// (leases, see the worker's configuration).
+    pub async fn is_cockroachdb(&self) -> Result<bool> {
+        Ok(self.dialect().await? == Dialect::CockroachDb)
+    }
+
+    /// How this store makes new job ids. Time-ordered on PostgreSQL at read committed:
+    /// every insert then lands on the primary key's right-hand page, which stays in
+    /// memory, instead of dirtying a random page of an index that outgrows the cache.
+    /// Random elsewhere:
+    /// - on CockroachDB, time-ordered keys send every insert to the one range that
+    ///   holds the newest keys (a hot spot); random keys spread them;
+    /// - under `--isolation serializable`, time-ordered ids put two workers' jobs on
+    ///   the same primary-key pages, and predicate locks cover pages: measured, 24
+    ///   rollbacks per 1,000 jobs with two workers against 4-7 with random ids;
+    /// - before the first connection, while the database is not known yet.
+    pub fn id_order(&self) -> IdOrder {
+        match (self.dialect.get(), self.isolation) {
+            (Some(Dialect::PostgreSql), IsolationSetting::ReadCommitted) => IdOrder::TimeOrdered,
+            _ => IdOrder::Random,
+        }
+    }
+
+    /// Ids for jobs about to be inserted: the producer's, or new ones in
+    /// [`Store::id_order`]. Chosen once per enqueue, before any try, so that every try
+    /// inserts the same ids.
+    pub fn job_ids(&self, jobs: &[NewJob]) -> Vec<Uuid> {
+        jobs::job_ids(jobs, self.id_order())
     }
 
     /// Checks that the database answers; used at start-up for a clear first error.
