@@ -540,6 +540,25 @@ for c in "status" "env" "rm -y" "ls"; do
 done
 check "(( TRACEBACKS == 0 ))" "no Python traceback on odd config.json"
 rm -rf "$S/machines/z1"
+# a current config.json whose Driver does not load (checked against the real 0.16.2)
+mkdir -p "$S/machines/d1" "$S/machines/d2"
+printf '{"ConfigVersion": 3, "DriverName": "none", "HostOptions": {"AuthOptions": {}}}' >"$S/machines/d1/config.json"
+printf '{"ConfigVersion": 3, "DriverName": "none", "Driver": [], "HostOptions": {"AuthOptions": {}}}' >"$S/machines/d2/config.json"
+for c in status url ip inspect env; do
+  run dm $c d1
+  rc_is 1 "$c on a config.json without Driver"
+  err_is "unexpected end of JSON input" "$c on a config.json without Driver"
+done
+run dm status d2
+err_is "json: cannot unmarshal array into Go value of type none.Driver" "status on a Driver of the wrong type"
+run dm ls --format '{{.Name}}|{{.DriverName}}|{{.State}}|{{.URL}}|{{.Error}}'
+rc_is 2 "ls panics closing a driver that did not load"
+out_has "d1|not found|Error||unexpected end of JSON input" "ls lists the entry before it panics"
+err_has "panic: runtime error: invalid memory address or nil pointer dereference" "ls panics closing a driver that did not load"
+run dm rm -y d1
+rc_is 1 "rm -y on a config.json without Driver"
+err_is 'Error removing host "d1": unexpected end of JSON input' "rm -y on a config.json without Driver"
+rm -rf "$S/machines/d1" "$S/machines/d2"
 
 # ------------------------------------------------------------------ name claims are not atomic
 S="$T/s4"
@@ -572,6 +591,12 @@ run dm create -d none --url "unix://$NOSOCK" c1
 out_has "Creating CA: $S/certs/ca.pem" "first create makes a CA"
 out_has "Creating client certificate: $S/certs/cert.pem" "first create makes a client certificate"
 check "openssl verify -CAfile '$S/certs/ca.pem' '$S/certs/cert.pem' >/dev/null 2>&1" "cert.pem verifies against ca.pem (real certificates)"
+check "[[ \"\$(stat -c %a '$S' '$S/machines' '$S/machines/c1' '$S/certs' | sort -u)\" == 700 ]]" "the store, machines/, machines/NAME and certs/ are 0700"
+# rm without -y asks; a closed stdin is no answer: nothing removed, exit 0
+"$DM" -s "$S" rm c1 <&- >/dev/null 2>"$T/closed-stdin.err"
+RC=$?
+rc_is 0 "rm with stdin closed"
+check "[[ -e '$S/machines/c1/config.json' && ! -s '$T/closed-stdin.err' ]]" "rm with stdin closed removes nothing and prints no error"
 check "openssl x509 -in '$S/certs/cert.pem' -noout -ext extendedKeyUsage 2>/dev/null | grep -q 'TLS Web Client Authentication'" "cert.pem is a client certificate"
 check "head -n1 '$S/certs/key.pem' | grep -q 'BEGIN RSA PRIVATE KEY' && head -n1 '$S/certs/ca-key.pem' | grep -q 'BEGIN RSA PRIVATE KEY'" "keys are PKCS#1 like docker-machine's"
 # parallel first creates: a slow one overwrites the CA after a fast one signed cert.pem
