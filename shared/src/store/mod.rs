@@ -578,8 +578,8 @@ impl Store {
     /// - on CockroachDB, time-ordered keys send every insert to the one range that
     ///   holds the newest keys (a hot spot); random keys spread them;
     /// - under `--isolation serializable`, time-ordered ids put two workers' jobs on
-    ///   the same primary-key pages, and predicate locks cover pages: measured, 24
-    ///   rollbacks per 1,000 jobs with two workers against 4-7 with random ids;
+    ///   the same primary-key pages, and predicate locks cover pages: measured, 25-27
+    ///   rollbacks per 1,000 jobs with two workers against 4.5-8 with random ids;
     /// - before the first connection, while the database is not known yet.
     pub fn id_order(&self) -> IdOrder {
         match (self.dialect.get(), self.isolation) {
