@@ -7,7 +7,7 @@
 //! them out as soon as a flush slot is free, together with every call that arrived
 //! meanwhile: at most one commit's wait, up to [`MAX_JOBS`] in one statement. Each
 //! caller gets its own answer once its commit is in; its hint goes to Redis from a
-//! background task meanwhile ([`HintsInFlight`]), so the Redis round trip is paid by
+//! background task meanwhile (`HintsInFlight`), so the Redis round trip is paid by
 //! neither the caller nor the next statement. When the database refuses a shared
 //! statement, its halves are tried again apart, down to the job that causes it, so an
 //! error reaches only the caller whose job causes it.

@@ -169,7 +169,8 @@ pub fn validate_queue_name(name: &str) -> Result<(), InvalidJob> {
 }
 
 /// A job as a producer asks for it. Build one with [`NewJob::new`] and the `with_*`
-/// methods; [`NewJob::validate`] runs before anything is written.
+/// methods; [`crate::kind::Kinds::validate`] (the envelope, then the kind's payload
+/// check) runs before anything is written.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewJob {
     /// The job's id, chosen by the producer so that an insert replayed after a lost

@@ -1,7 +1,7 @@
 //! One fetch loop per queue: wait for a free slot, pop up to that many hints (highest
 //! priority first, blocking without polling), claim those jobs in one statement, and
 //! start them. A claim runs beside the loop, so the next hints are popped while it is
-//! on its way ([`CLAIMS_IN_FLIGHT`] at most). When Redis has nothing (or is down), and
+//! on its way (`CLAIMS_IN_FLIGHT` at most). When Redis has nothing (or is down), and
 //! every `--db-poll-interval` even when busy, it claims due jobs straight from the
 //! database, which is how jobs whose hints were lost still run.
 

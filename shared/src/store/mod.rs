@@ -430,7 +430,7 @@ impl Store {
     }
 
     /// The same store under another `--isolation` setting (a new pool: its sessions
-    /// start at the setting's level, see [`build_pool`]).
+    /// start at the setting's level, see `build_pool`).
     pub fn with_isolation(mut self, isolation: IsolationSetting) -> Store {
         if isolation != self.isolation {
             let (config, pool_size) = &*self.config;
@@ -448,7 +448,7 @@ impl Store {
     }
 
     /// The level a transaction that asks for `wanted` runs at: the one place that
-    /// decides, for [`Store::statement`], [`Store::begin`] and `in_transaction!`.
+    /// decides, for `Store::statement`, [`Store::begin`] and `in_transaction!`.
     pub fn level(&self, wanted: Isolation) -> Isolation {
         match self.isolation {
             IsolationSetting::ReadCommitted => wanted,
