@@ -742,3 +742,88 @@ async fn completions_lock_rows_in_id_order_and_never_deadlock() {
     })
     .await;
 }
+
+/// The statements a job passes through by id (claim, heartbeat, completion) are
+/// planned once per connection and then run from PostgreSQL's generic plan, whatever
+/// the batch size. Planned again on every run, as they were while the planner could
+/// see the length of their id arrays, they took 40% of PostgreSQL's time at 500 jobs/s
+/// (see `shared/src/store/jobs.rs`, "Plans").
+#[tokio::test]
+async fn by_id_statements_run_from_one_generic_plan() {
+    let env = TestEnv::new().await;
+    // One connection, so that every run below lands on the session asked afterwards.
+    let store = lc_shared::store::Store::connect(&env.database_url, 1).unwrap();
+    let worker = Uuid::new_v4();
+    // A table of a size in service, with its statistics: on a table of a few pages a
+    // generic plan is the cheaper one whatever the statement says.
+    let filler = vec![NewJob::new(JobKind::Noop, json!({})).with_queue("filler"); 1000];
+    for _ in 0..20 {
+        env.producer().enqueue_batch(&filler).await.unwrap();
+    }
+    env.sql().await.batch_execute("ANALYZE jobs").await.unwrap();
+    let ids = enqueue_many(&env, JobKind::Noop, json!({}), 24).await;
+    let lease = Duration::from_secs(30);
+    let mut claimed = Vec::new();
+    // Batches of 1, 2 and 3, as hints arrive: 12 runs.
+    let mut rest = &ids[..];
+    for size in [1, 2, 3].into_iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (batch, after) = rest.split_at(size.min(rest.len()));
+        claimed.extend(store.claim_by_ids(batch, worker, lease).await.unwrap());
+        rest = after;
+    }
+    assert_eq!(claimed.len(), 24, "every job claimed once");
+    let held: Vec<(Uuid, i64)> = claimed.iter().map(|job| (job.id, job.attempt)).collect();
+    for size in [1, 2, 3, 1, 2, 3, 1, 2] {
+        let extended = store
+            .extend_leases(worker, &held[..size], lease)
+            .await
+            .unwrap();
+        assert_eq!(extended.len(), size);
+    }
+    for chunk in claimed.chunks(3) {
+        let completions: Vec<lc_shared::store::Completion> = chunk
+            .iter()
+            .map(|job| lc_shared::store::Completion {
+                id: job.id,
+                attempt: job.attempt,
+                max_attempts: job.max_attempts,
+                result: lc_shared::state::RunResult::Succeeded,
+                retry_delay_ms: 0,
+            })
+            .collect();
+        let applied = store
+            .record_completions(worker, &completions)
+            .await
+            .unwrap();
+        assert_eq!(applied.len(), chunk.len());
+    }
+
+    let client = store.client().await.unwrap();
+    let plans: Vec<(String, i64, i64)> = client
+        .query(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    for (what, marker) in [
+        ("claim by ids", "WITH claimed AS"),
+        ("heartbeat", "lease_expires_at = now() + $3"),
+        ("completion", "done AS"),
+    ] {
+        let (_, generic, custom) = plans
+            .iter()
+            .find(|(statement, _, _)| statement.contains(marker))
+            .unwrap_or_else(|| panic!("{what}: not among the prepared statements: {plans:?}"));
+        assert!(
+            *generic > 0 && *custom <= 5,
+            "{what}: {generic} runs from the generic plan, {custom} planned again: {plans:?}"
+        );
+    }
+}

@@ -2,6 +2,19 @@
 //! statement (state, and attempt where a worker is involved) that also appends its
 //! event rows, so a change and its history commit together or not at all. Source and
 //! target states come from [`crate::state::Transition`].
+//!
+//! # Plans: `UNNEST((SELECT $1::UUID[]), ...)`
+//!
+//! The statements a job passes through by id (claim, heartbeat, completion, release)
+//! take their rows as arrays. Given an array parameter's value, PostgreSQL's planner
+//! counts its elements; its generic plan (made once per connection) assumes ten. A
+//! plan for one to three ids then always looks cheaper than the generic one, so each
+//! run was planned again: 0.2–0.5 ms a statement against 0.06 ms to run it, 40% of
+//! PostgreSQL's time at 500 jobs/s in a profile. The first array goes in through a
+//! scalar subquery, whose value the planner does not look into: every plan assumes
+//! ten rows, the generic one wins after five runs, and its nested loop over the
+//! primary key is the right plan for any batch. (A multi-array `UNNEST` is as long as
+//! its longest array; one hidden array is enough.)
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
@@ -547,7 +560,7 @@ impl Store {
     ) -> Result<Vec<ClaimedJob>> {
         // Each id with its expected state, as rows of the input: see [`by_id`].
         const SQL: &str = const_format_claim!(
-            "WHERE (id, state) IN (SELECT id, state FROM UNNEST($1::UUID[], $7::TEXT[]) AS h(id, state))
+            "WHERE (id, state) IN (SELECT id, state FROM UNNEST((SELECT $1::UUID[]), $7::TEXT[]) AS h(id, state))
                AND run_at <= now()"
         );
         let transition = Transition::Claim;
@@ -639,7 +652,7 @@ impl Store {
                 concat!(
                     "
 WITH input AS (
-    SELECT * FROM UNNEST($1::UUID[], $2::INT8[], $3::TEXT[], $4::INT8[], $5::TEXT[], $6::TEXT[],
+    SELECT * FROM UNNEST((SELECT $1::UUID[]), $2::INT8[], $3::TEXT[], $4::INT8[], $5::TEXT[], $6::TEXT[],
                          $10::TEXT[])
         AS t(id, attempt, to_state, delay_ms, error, label, from_state)
 )",
@@ -741,7 +754,7 @@ SELECT id FROM done"
         const IN_ID_ORDER: &str = "
 WITH locked AS MATERIALIZED (
     SELECT j.id FROM jobs j
-    JOIN UNNEST($1::UUID[], $2::INT8[], $4::TEXT[]) AS h(id, attempt, state)
+    JOIN UNNEST((SELECT $1::UUID[]), $2::INT8[], $4::TEXT[]) AS h(id, attempt, state)
         ON j.id = h.id AND j.attempt = h.attempt AND j.state = h.state
     WHERE j.lease_owner = $5
     ORDER BY j.id
@@ -752,7 +765,7 @@ FROM locked WHERE j.id = locked.id
 RETURNING j.id";
         const ONE_AT_A_TIME: &str = "
 UPDATE jobs j SET lease_expires_at = now() + $3::INT8 * INTERVAL '1 millisecond'
-FROM UNNEST($1::UUID[], $2::INT8[], $4::TEXT[]) AS h(id, attempt, state)
+FROM UNNEST((SELECT $1::UUID[]), $2::INT8[], $4::TEXT[]) AS h(id, attempt, state)
 WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = h.state AND j.lease_owner = $5
 RETURNING j.id";
         let sql = match self.level(Isolation::ReadCommitted) {
@@ -936,7 +949,7 @@ ORDER BY id LIMIT $4";
 WITH released AS (
     UPDATE jobs j SET state = $4, run_at = now(), dispatched = true, lease_owner = NULL,
         lease_expires_at = NULL, max_attempts = j.max_attempts + 1, updated_at = now()
-    FROM UNNEST($1::UUID[], $2::INT8[], $7::TEXT[]) AS h(id, attempt, state)
+    FROM UNNEST((SELECT $1::UUID[]), $2::INT8[], $7::TEXT[]) AS h(id, attempt, state)
     WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = h.state AND j.lease_owner = $5
     RETURNING j.id, j.attempt, j.queue, j.priority
 ), events AS (
