@@ -9,8 +9,8 @@
 //! take their rows as arrays. Given an array parameter's value, PostgreSQL's planner
 //! counts its elements; its generic plan (made once per connection) assumes ten. A
 //! plan for one to three ids then always looks cheaper than the generic one, so each
-//! run was planned again: 0.2–0.5 ms a statement against 0.06 ms to run it, 40% of
-//! PostgreSQL's time at 500 jobs/s in a profile. The first array goes in through a
+//! run was planned again: 0.2–0.5 ms a statement against 0.06 ms to run it, a third
+//! of PostgreSQL's time at 500 jobs/s in a profile. The first array goes in through a
 //! scalar subquery, whose value the planner does not look into: every plan assumes
 //! ten rows, the generic one wins after five runs, and its nested loop over the
 //! primary key is the right plan for any batch. (A multi-array `UNNEST` is as long as
