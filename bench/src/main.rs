@@ -1038,7 +1038,7 @@ impl Bench {
     }
 
     /// Writes out what earlier sections left in memory before a latency run. The bulk
-    /// and drain sections dirty 100–150 MB of PostgreSQL's files; the kernel writes that
+    /// and drain sections leave up to 150 MB of PostgreSQL's files dirty; the kernel writes that
     /// back seconds later in bursts, and a WAL flush that waits behind a burst stalls
     /// commits for 100–270 ms (measured: each gap in handler starts fell on a drop of
     /// `Dirty` in /proc/meminfo). That is the earlier sections' cost, not this one's.

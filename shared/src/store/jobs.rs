@@ -12,9 +12,9 @@
 //! run was planned again: 0.2–0.5 ms a statement against 0.06 ms to run it, a third
 //! of PostgreSQL's time at 500 jobs/s in a profile. The first array goes in through a
 //! scalar subquery, whose value the planner does not look into: every plan assumes
-//! ten rows, the generic one wins after five runs, and its nested loop over the
-//! primary key is the right plan for any batch. (A multi-array `UNNEST` is as long as
-//! its longest array; one hidden array is enough.)
+//! at least ten rows (a multi-array `UNNEST` is estimated as long as its longest
+//! array, so one hidden array is enough), the generic one wins after five runs, and
+//! its nested loop over the primary key is the right plan for any batch.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
