@@ -1038,17 +1038,17 @@ impl Bench {
     }
 
     /// Writes out what earlier sections left in memory before a latency run. The bulk
-    /// and drain sections leave up to 150 MB of PostgreSQL's files dirty; the kernel writes that
-    /// back seconds later in bursts, and a WAL flush that waits behind a burst stalls
-    /// commits for 100–270 ms (measured: each gap in handler starts fell on a drop of
-    /// `Dirty` in /proc/meminfo). That is the earlier sections' cost, not this one's.
-    /// A failure here only leaves the run as it was.
+    /// and drain sections leave up to 150 MB of PostgreSQL's files dirty; the kernel
+    /// writes that back seconds later in bursts, and a WAL flush that waits behind a
+    /// burst stalls commits for 100–270 ms (measured: each gap in handler starts fell
+    /// on a drop of `Dirty` in /proc/meminfo). That is the earlier sections' cost, not
+    /// this one's. A failure here only leaves the run as it was.
     async fn flush_dirty_pages(&self) {
-        if let Ok(client) = self.store.client().await {
-            // PostgreSQL only (CockroachDB has no CHECKPOINT; its store flushes itself).
-            if !self.store.is_cockroachdb().await.unwrap_or(true) {
-                let _ = client.batch_execute("CHECKPOINT").await;
-            }
+        if let Ok(dialect) = self.store.dialect().await
+            && let Some(checkpoint) = dialect.checkpoint()
+            && let Ok(client) = self.store.client().await
+        {
+            let _ = client.batch_execute(checkpoint).await;
         }
         let _ = tokio::process::Command::new("sync").status().await;
     }

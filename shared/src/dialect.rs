@@ -64,6 +64,15 @@ impl Dialect {
         }
     }
 
+    /// Writes every dirty page out now (the benchmark, before a latency run). None on
+    /// CockroachDB: it has no checkpoint a client can ask for.
+    pub fn checkpoint(self) -> Option<&'static str> {
+        match self {
+            Dialect::PostgreSql => Some("CHECKPOINT"),
+            Dialect::CockroachDb => None,
+        }
+    }
+
     /// Committed and rolled-back transactions so far, as one row `(commits,
     /// rollbacks)`: of the current database on PostgreSQL, of the node on CockroachDB
     /// (which counts per node, not per database).
