@@ -2,8 +2,9 @@
 //!
 //! A kind is a type: [`JobType`] says what producers and workers agree on (its name,
 //! payload type and check, defaults), [`Handler`] says what a worker does with a job of
-//! it. Register it next to the built-in kinds and hand the registry to the worker and
-//! its kinds to the producer:
+//! it. Register it next to the queue core's kinds and hand the registry to the worker
+//! and its kinds to the producer; wait for the job through the read API. Nothing here
+//! touches the store, and nothing of the deployment domain is needed:
 //!
 //! ```text
 //! cargo run -p lc-tests --example custom_kind      # with DATABASE_URL, REDIS_URL set
@@ -13,7 +14,9 @@
 //! waits until it succeeded, shows that a bad payload is refused at enqueue, and stops.
 //! Flags and environment variables are `lc-worker`'s (`--help`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use anyhow::Context;
 
 use clap::Parser;
 use lc_producer::Producer;
@@ -68,7 +71,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let registry = Registry::builtin()?.with::<Greet>()?;
+    let registry = Registry::core()?.with::<Greet>()?;
     let producer = Producer::connect(
         &cli.connect.database_url,
         &cli.connect.redis_url,
@@ -76,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?
     .with_kinds(registry.kinds().clone());
-    lc_shared::migrate::run(producer.store()).await?;
+    producer.migrate().await?;
 
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(lc_worker::run_with(
@@ -92,21 +95,12 @@ async fn main() -> anyhow::Result<()> {
         })?)
         .await?;
     println!("enqueued greet job {}", job.id);
-    let started = Instant::now();
-    let state = loop {
-        let state = producer.store().job(job.id).await?.map(|row| row.state);
-        if let Some(state) = state
-            && state.is_terminal()
-        {
-            break state;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "job {} is not done after 30s",
-            job.id
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let waited = producer
+        .inspector()
+        .wait(&[job.id], Duration::from_secs(30))
+        .await?;
+    anyhow::ensure!(waited.all_ended, "job {} is not done after 30s", job.id);
+    let state = waited.states[0].1.context("the job vanished")?;
     println!("greet job {} {state}", job.id);
 
     let refused = producer

@@ -363,7 +363,7 @@ impl Bench {
         )
         .await?;
         queue.ping().await.context("redis does not answer")?;
-        Ok(Producer::from_parts(store, Some(queue)))
+        Ok(Producer::from_parts(store, Some(queue))?)
     }
 
     async fn prepare_queue(&self, queue: &str) -> Result<()> {
@@ -1814,7 +1814,7 @@ impl Bench {
                         min(started_at) FILTER (WHERE kind = 'provision_machine'),
                         max(started_at) FILTER (WHERE kind = 'provision_machine'),
                         max(finished_at) FILTER (WHERE kind = 'provision_machine')
-                 FROM jobs WHERE deployment_id = $1",
+                 FROM jobs WHERE group_id = $1",
                 &[&deployment],
             )
             .await?;

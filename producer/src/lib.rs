@@ -1,5 +1,6 @@
-//! The producer side of LaunchControl: a library that upstream Rust services link to
-//! enqueue jobs, and the `lc` command built on it.
+//! The producer side of LaunchControl's queue core: a library that upstream Rust
+//! services link to enqueue jobs ([`Producer`]), and the one read API over jobs, queues
+//! and workers ([`Inspector`]) that the `lc` command (and every other reader) uses.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), lc_producer::ProducerError> {
@@ -17,11 +18,10 @@
 //! # Ok(()) }
 //! ```
 
-pub mod cli;
-pub mod deployments;
 pub mod group;
+pub mod inspect;
 
-pub use deployments::{DeploymentOptions, DeploymentView};
+pub use inspect::Inspector;
 
 use lc_shared::NewJob;
 use lc_shared::config::redact_url;
@@ -43,7 +43,7 @@ pub enum ProducerError {
     #[error("invalid job: {0}")]
     Invalid(#[from] InvalidJob),
     #[error(transparent)]
-    Spec(lc_shared::deployment::SpecError),
+    Kind(#[from] lc_shared::kind::KindError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -63,7 +63,7 @@ pub struct Producer {
     queue: Option<Hints>,
     /// How long an enqueue keeps retrying a database that is down or restarting.
     retry_for: Duration,
-    /// The kinds this producer accepts (the built-in ones unless told otherwise).
+    /// The kinds this producer accepts (the core's unless told otherwise).
     kinds: Kinds,
     /// Sends hints after commits.
     dispatch: Dispatch,
@@ -94,19 +94,21 @@ impl Producer {
                 None
             }
         };
-        Ok(Producer::from_parts(store, queue))
+        Producer::from_parts(store, queue)
     }
 
-    pub fn from_parts(store: Store, queue: Option<Hints>) -> Producer {
-        Producer {
+    /// A producer on a store and (when Redis answered) its hints, accepting the core's
+    /// kinds until [`Producer::with_kinds`] says otherwise.
+    pub fn from_parts(store: Store, queue: Option<Hints>) -> Result<Producer> {
+        Ok(Producer {
             dispatch: Dispatch::new(store.clone(), queue.clone()),
             store,
             queue,
             retry_for: DEFAULT_RETRY_FOR,
-            kinds: lc_shared::builtin::kinds(),
+            kinds: lc_shared::builtin::kinds()?,
             group: Arc::default(),
             hints_in_flight: group::HintsInFlight::default(),
-        }
+        })
     }
 
     /// Sets `--isolation` (see [`IsolationSetting`]).
@@ -127,8 +129,8 @@ impl Producer {
         self
     }
 
-    /// Accepts these kinds instead of the built-in ones, e.g.
-    /// `lc_shared::builtin::kinds().with::<MyKind>()?`.
+    /// Accepts these kinds instead of the core's, e.g.
+    /// `lc_deployment::kinds::kinds()?.with::<MyKind>()?`.
     pub fn with_kinds(mut self, kinds: Kinds) -> Producer {
         self.kinds = kinds;
         self
@@ -145,6 +147,16 @@ impl Producer {
 
     pub fn queue(&self) -> Option<&Hints> {
         self.queue.as_ref()
+    }
+
+    /// Creates or updates the database schema (safe to run from several places at once).
+    pub async fn migrate(&self) -> Result<lc_shared::migrate::MigrationReport> {
+        Ok(lc_shared::migrate::run(&self.store).await?)
+    }
+
+    /// The read API over this producer's database and Redis.
+    pub fn inspector(&self) -> Inspector {
+        Inspector::new(self.store.clone(), self.queue.clone())
     }
 
     /// Enqueues one job. With an idempotency key that already names a job, that job

@@ -1,12 +1,11 @@
 //! The kinds every LaunchControl process knows: `noop` and `sleep` (drills, tests and
-//! benchmarks) and the deployment kinds. Each is a [`JobType`] like a library user's
-//! own; [`kinds`] is the registry they form.
+//! benchmarks). Each is a [`JobType`] like a library user's own; [`Core`] is their list
+//! and [`kinds`] the registry it forms. Domains add their own lists after it.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::deployment::kinds::{Deploy, Provision, ProvisionMachine, Teardown};
 use crate::job::JobKind;
 use crate::kind::{JobType, KindError, Kinds};
 
@@ -63,24 +62,13 @@ impl JobType for Sleep {
     }
 }
 
-/// The built-in kinds (made once; a clone shares them).
-pub fn kinds() -> Kinds {
-    BUILTIN.clone()
-}
+/// The kinds of the queue core, in one list.
+pub type Core = (Noop, Sleep);
 
-static BUILTIN: std::sync::LazyLock<Kinds> = std::sync::LazyLock::new(|| {
-    // The built-in kinds have valid, distinct names and defaults (a unit test checks).
-    register().unwrap_or_default()
-});
-
-fn register() -> Result<Kinds, KindError> {
-    Kinds::empty()
-        .with::<Noop>()?
-        .with::<Sleep>()?
-        .with::<Provision>()?
-        .with::<ProvisionMachine>()?
-        .with::<Deploy>()?
-        .with::<Teardown>()
+/// The core's kinds as a registry. Fails only if a kind's name or defaults are invalid,
+/// which a unit test rules out; the error names the kind.
+pub fn kinds() -> Result<Kinds, KindError> {
+    Kinds::empty().with_list::<Core>()
 }
 
 #[cfg(test)]
@@ -88,9 +76,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_builtin_kinds_register() {
-        let kinds = register().expect("built-in kinds register");
-        assert_eq!(kinds.names().len(), 6);
-        assert_eq!(super::kinds().names(), kinds.names());
+    fn the_core_kinds_register() {
+        let kinds = kinds().expect("core kinds register");
+        assert_eq!(kinds.names(), vec!["noop", "sleep"]);
     }
 }

@@ -52,7 +52,8 @@ pub enum InvalidJob {
 /// What a job does: a kind's name. Kinds are registered (see [`crate::kind`]): a
 /// producer refuses a kind its registry does not hold, so a worker never meets one it
 /// cannot run (a newer producer talking to an older worker is the exception, and that
-/// job dies with a clear error). The built-in kinds have constants here.
+/// job dies with a clear error). A kind's constant is its [`crate::kind::JobType::KIND`];
+/// the two that every process knows (drills, tests, benchmarks) have constants here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct JobKind(&'static str);
@@ -63,14 +64,6 @@ impl JobKind {
     pub const Noop: JobKind = JobKind("noop");
     /// Sleeps `ms` milliseconds, optionally failing its first attempts; for tests.
     pub const Sleep: JobKind = JobKind("sleep");
-    /// Creates every machine of a deployment (fans out `provision_machine` jobs).
-    pub const Provision: JobKind = JobKind("provision");
-    /// Creates one machine of a deployment.
-    pub const ProvisionMachine: JobKind = JobKind("provision_machine");
-    /// Runs the payload container on every machine of a deployment.
-    pub const Deploy: JobKind = JobKind("deploy");
-    /// Removes a deployment's containers and machines.
-    pub const Teardown: JobKind = JobKind("teardown");
 
     /// A kind's name: 1 to 64 characters from a-z, 0-9 and '_', starting with a letter
     /// (checked when the kind is registered).
@@ -185,8 +178,10 @@ pub struct NewJob {
     pub max_attempts: i64,
     /// The same key always names the same job: enqueueing it again returns the first.
     pub idempotency_key: Option<String>,
-    /// The deployment this job works on, if any (for `lc jobs ls --deployment`).
-    pub deployment_id: Option<Uuid>,
+    /// The group of jobs this one belongs to, if any: jobs that work on one thing (a
+    /// domain's entity, such as a deployment) share its id, so they can be listed
+    /// together. The queue gives it no other meaning.
+    pub group_id: Option<Uuid>,
     /// Time limit of one attempt; `None` means the kind's default.
     pub timeout: Option<Duration>,
 }
@@ -202,7 +197,7 @@ impl NewJob {
             run_at: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             idempotency_key: None,
-            deployment_id: None,
+            group_id: None,
             timeout: None,
         }
     }
@@ -244,8 +239,9 @@ impl NewJob {
         self
     }
 
-    pub fn with_deployment(mut self, deployment_id: Uuid) -> Self {
-        self.deployment_id = Some(deployment_id);
+    /// Puts the job in a group (see [`NewJob::group_id`]).
+    pub fn with_group(mut self, group_id: Uuid) -> Self {
+        self.group_id = Some(group_id);
         self
     }
 
@@ -361,7 +357,7 @@ mod tests {
 
     #[test]
     fn refuses_bad_input() {
-        let kinds = builtin::kinds();
+        let kinds = builtin::kinds().expect("core kinds");
         let ok = NewJob::new(JobKind::Noop, json!({}));
         assert_eq!(kinds.validate(&ok), Ok(()));
         assert!(matches!(
@@ -405,7 +401,7 @@ mod tests {
 
     #[test]
     fn parses_wire_messages() {
-        let kinds = builtin::kinds();
+        let kinds = builtin::kinds().expect("core kinds");
         let job = NewJob::from_wire(
             r#"{"kind":"sleep","payload":{"ms":5},"queue":"emails","priority":"high","max_attempts":3}"#,
             "1-0",
@@ -432,7 +428,7 @@ mod tests {
 
     #[test]
     fn every_kind_has_a_time_limit_and_jobs_may_set_their_own() {
-        let kinds = builtin::kinds();
+        let kinds = builtin::kinds().expect("core kinds");
         for name in kinds.names() {
             assert!(
                 !kinds.get(name).expect("registered").timeout.is_zero(),

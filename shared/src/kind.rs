@@ -4,8 +4,9 @@
 //! producer refuses a job whose kind it does not hold, the inbox ingester does the same,
 //! and the worker adds a handler per kind (`lc_worker::handlers::Registry`).
 //!
-//! The built-in kinds are registered like any other (`crate::builtin::kinds`). A
-//! library user adds one in a few lines:
+//! Kinds that belong together are listed once, as a tuple type ([`KindList`]), and that
+//! one list registers them on both sides: [`Kinds::with_list`] here, the worker's
+//! handler registry from the same tuple. A library user adds a kind in a few lines:
 //!
 //! ```
 //! use lc_shared::kind::{JobType, Kinds};
@@ -23,7 +24,7 @@
 //!     }
 //! }
 //!
-//! let kinds = lc_shared::builtin::kinds().with::<ResizeImage>().unwrap();
+//! let kinds = lc_shared::builtin::kinds().unwrap().with::<ResizeImage>().unwrap();
 //! assert!(kinds.get("resize_image").is_some());
 //! ```
 
@@ -146,6 +147,11 @@ impl Kinds {
         self.with_info(KindInfo::of::<T>())
     }
 
+    /// These kinds plus every kind of a list, e.g. `Kinds::empty().with_list::<(A, B)>()`.
+    pub fn with_list<L: KindList>(self) -> Result<Kinds, KindError> {
+        L::register(self)
+    }
+
     /// These kinds plus one given by its info (how the worker's handler registry adds
     /// the kinds it runs).
     pub fn with_info(self, info: KindInfo) -> Result<Kinds, KindError> {
@@ -214,6 +220,31 @@ impl Kinds {
     }
 }
 
+/// Kinds registered together, written once as a tuple of [`JobType`]s: `(Noop, Sleep)`.
+/// The same tuple registers the kinds' handlers on a worker, so producers and workers
+/// cannot disagree on what the list holds.
+pub trait KindList {
+    /// `kinds` plus every kind of the list, in order.
+    fn register(kinds: Kinds) -> Result<Kinds, KindError>;
+}
+
+macro_rules! kind_lists {
+    ($(($($t:ident)+))+) => {$(
+        impl<$($t: JobType),+> KindList for ($($t,)+) {
+            fn register(kinds: Kinds) -> Result<Kinds, KindError> {
+                $(let kinds = kinds.with::<$t>()?;)+
+                Ok(kinds)
+            }
+        }
+    )+};
+}
+
+kind_lists! {
+    (A) (A B) (A B C) (A B C E) (A B C E F) (A B C E F G) (A B C E F G H)
+    (A B C E F G H I) (A B C E F G H I J) (A B C E F G H I J K)
+    (A B C E F G H I J K L) (A B C E F G H I J K L M)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +259,24 @@ mod tests {
     impl JobType for BadName {
         const KIND: JobKind = JobKind::named("Bad Name");
         type Payload = serde_json::Value;
+    }
+
+    struct Even;
+    impl JobType for Even {
+        const KIND: JobKind = JobKind::named("even");
+        type Payload = serde_json::Value;
+    }
+
+    #[test]
+    fn a_list_registers_each_of_its_kinds() {
+        let kinds = Kinds::empty()
+            .with_list::<(Odd, Even)>()
+            .expect("registers");
+        assert_eq!(kinds.names(), vec!["even", "odd"]);
+        assert_eq!(
+            Kinds::empty().with_list::<(Odd, Odd)>().expect_err("twice"),
+            KindError::Twice("odd".into())
+        );
     }
 
     #[test]

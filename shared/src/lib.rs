@@ -1,15 +1,15 @@
-//! LaunchControl's shared core: everything both the producer (`lc`) and the worker
-//! (`lc-worker`) need to agree on.
+//! LaunchControl's queue core: everything producers and workers agree on, and nothing
+//! of any domain. Deployments (the `lc-deployment` crate) are built on this crate's
+//! public API only, as a library user's own job kinds would be.
 //!
 //! - [`job`]: the job model (kind names, priorities, new jobs) and envelope validation
 //! - [`kind`]: job kinds as units ([`kind::JobType`]) and their registry ([`kind::Kinds`])
-//! - [`builtin`]: the built-in kinds (`noop`, `sleep`, the deployment kinds)
+//! - [`builtin`]: the kinds every process knows (`noop`, `sleep`)
 //! - [`state`]: the job state machine, the one place that says which transitions exist
 //! - [`store`]: the database (CockroachDB / PostgreSQL): pool, retry helper, job SQL
 //! - [`queue`]: Redis dispatch hints, queue markers and the inbox stream
 //! - [`dispatch`]: sending hints after a commit, with one failure policy
 //! - [`migrate`]: schema migrations from `migrations/*.sql`
-//! - [`deployment`]: deployments, machines and containers (spec, names, records)
 //! - [`secrets`]: sealing secrets at rest with `LC_SECRET_KEY`
 //! - [`config`]: connection options shared by every binary
 //! - [`dialect`]: the statements of tests and the benchmark that only PostgreSQL knows,
@@ -18,7 +18,6 @@
 
 pub mod builtin;
 pub mod config;
-pub mod deployment;
 pub mod dialect;
 pub mod dispatch;
 pub mod job;

@@ -26,6 +26,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_job_timeouts",
         include_str!("../../migrations/0004_job_timeouts.sql"),
     ),
+    (
+        "0005_job_groups",
+        include_str!("../../migrations/0005_job_groups.sql"),
+    ),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one, and
@@ -122,6 +126,14 @@ async fn apply(store: &Store, statement: &str) -> Result {
             {
                 return Ok(());
             }
+            // `RENAME COLUMN` has no IF EXISTS: a concurrent run that renamed it first
+            // leaves exactly what this statement wanted.
+            Err(StoreError::Db(err))
+                if is_rename_column(statement)
+                    && err.code() == Some(&SqlState::UNDEFINED_COLUMN) =>
+            {
+                return Ok(());
+            }
             Err(StoreError::Db(err)) if tries < 5 && is_concurrent_ddl(&err) => tries += 1,
             other => return other,
         }
@@ -130,6 +142,10 @@ async fn apply(store: &Store, statement: &str) -> Result {
 
 fn is_add_constraint(statement: &str) -> bool {
     statement.to_ascii_uppercase().contains("ADD CONSTRAINT")
+}
+
+fn is_rename_column(statement: &str) -> bool {
+    statement.to_ascii_uppercase().contains("RENAME COLUMN")
 }
 
 fn is_duplicate_object(err: &tokio_postgres::Error) -> bool {

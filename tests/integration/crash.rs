@@ -316,13 +316,10 @@ async fn duplicate_hints_and_a_connection_cut_lose_and_duplicate_nothing(
     // Every hint sent twice, and every connection cut along the way: a duplicate hint
     // loses its claim race harmlessly at either isolation.
     let env = TestEnv::new().await.with_isolation(isolation);
-    let opts = env.connect_opts();
-    let start = |config| {
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let handle = tokio::spawn(lc_worker::run(opts.clone(), config, shutdown.clone()));
-        (shutdown, handle)
-    };
-    let workers = [start(env.worker_config()), start(env.worker_config())];
+    let workers = [
+        env.spawn_worker(env.worker_config()),
+        env.spawn_worker(env.worker_config()),
+    ];
     let ids = enqueue_many(&env, JobKind::Sleep, json!({"ms": 2, "record": true}), 1000).await;
     // Duplicate hints and a connection cut along the way.
     env.queue
@@ -340,9 +337,8 @@ async fn duplicate_hints_and_a_connection_cut_lose_and_duplicate_nothing(
     env.terminate_db_connections().await;
     let states = env.wait_terminal(&ids, Duration::from_secs(60)).await;
     assert!(states.values().all(|state| *state == JobState::Succeeded));
-    for (shutdown, handle) in workers {
-        shutdown.cancel();
-        handle.await.unwrap().unwrap();
+    for worker in workers {
+        worker.stop().await;
     }
     env.assert_exactly_once(&ids).await;
 }

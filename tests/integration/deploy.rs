@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lc_shared::deployment::DeploymentRow;
+use lc_deployment::DeploymentRow;
+use lc_tests::TestWorkerConfig;
 use lc_tests::{InProcessWorker, TestEnv, bin, wait_for};
-use lc_worker::WorkerConfig;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -161,7 +161,7 @@ async fn create(env: &TestEnv, spec: &str, extra: &[(&str, &str)]) -> Uuid {
 
 /// The states a deployment went through, in order.
 async fn deployment_path(env: &TestEnv, id: Uuid) -> Vec<String> {
-    env.store
+    env.deployment_store()
         .deployment_events(id, 200)
         .await
         .unwrap()
@@ -191,16 +191,17 @@ async fn update_and_wait(env: &TestEnv, spec: &str) -> (i32, String) {
     (code, err)
 }
 
-fn config_with(env: &TestEnv, machine_env: &[&str]) -> WorkerConfig {
+fn config_with(env: &TestEnv, machine_env: &[&str]) -> TestWorkerConfig {
     let mut config = env.worker_config();
     config
+        .machines
         .machine_env
         .extend(machine_env.iter().map(|entry| (*entry).to_owned()));
     config
 }
 
 async fn deployment(env: &TestEnv, id: Uuid) -> DeploymentRow {
-    env.store
+    env.deployment_store()
         .deployment(id)
         .await
         .unwrap()
@@ -304,9 +305,12 @@ async fn machine_config(env: &TestEnv, id: Uuid, machine: &str) -> String {
         )
         .await
         .unwrap();
-    let entry =
-        lc_worker::machine_store::MachineEntry::open(&key, row.get(0), &row.get::<_, Vec<u8>>(1))
-            .unwrap();
+    let entry = lc_deployment_worker::machine_store::MachineEntry::open(
+        &key,
+        row.get(0),
+        &row.get::<_, Vec<u8>>(1),
+    )
+    .unwrap();
     let config = entry
         .files
         .get("config.json")
@@ -357,7 +361,7 @@ fn create_pids(store: &Path) -> Vec<i32> {
 /// (machine state, count) and (container state, count) rows of a deployment.
 async fn row_states(env: &TestEnv, id: Uuid) -> (Vec<String>, Vec<(String, i64, String)>) {
     let machines = env
-        .store
+        .deployment_store()
         .machines(id)
         .await
         .unwrap()
@@ -365,7 +369,7 @@ async fn row_states(env: &TestEnv, id: Uuid) -> (Vec<String>, Vec<(String, i64, 
         .map(|m| m.state.to_string())
         .collect();
     let containers = env
-        .store
+        .deployment_store()
         .containers(id)
         .await
         .unwrap()
@@ -394,7 +398,7 @@ async fn job_ids(env: &TestEnv, id: Uuid, kind: &str) -> Vec<(Uuid, String, i64)
     let client = env.sql().await;
     client
         .query(
-            "SELECT id, state, attempt FROM jobs WHERE deployment_id = $1 AND kind = $2 ORDER BY created_at",
+            "SELECT id, state, attempt FROM jobs WHERE group_id = $1 AND kind = $2 ORDER BY created_at",
             &[&id, &kind],
         )
         .await
@@ -406,7 +410,11 @@ async fn job_ids(env: &TestEnv, id: Uuid, kind: &str) -> Vec<(Uuid, String, i64)
 
 /// Provisioning proper: from the first machine's create starting to the join.
 async fn provisioning_span(env: &TestEnv, id: Uuid) -> Duration {
-    let events = env.store.deployment_events(id, 1000).await.unwrap();
+    let events = env
+        .deployment_store()
+        .deployment_events(id, 1000)
+        .await
+        .unwrap();
     let first_create = events
         .iter()
         .find(|event| event.to_state.as_deref() == Some("creating"))
@@ -494,7 +502,7 @@ async fn deploy_five_nodes_provision_in_parallel_and_deploy() {
             "{machine} created more than once"
         );
     }
-    let machines = env.store.machines(id).await.unwrap();
+    let machines = env.deployment_store().machines(id).await.unwrap();
     assert!(
         machines
             .iter()
@@ -537,11 +545,14 @@ async fn deploy_five_nodes_provision_in_parallel_and_deploy() {
     let again = env
         .producer()
         .enqueue(
-            lc_shared::NewJob::new(
-                lc_shared::JobKind::Teardown,
-                serde_json::json!({ "deployment_id": id }),
+            <lc_deployment::kinds::Teardown as lc_shared::kind::JobType>::job(
+                &lc_deployment::TeardownPayload {
+                    deployment_id: id,
+                    reason: None,
+                },
             )
-            .with_deployment(id),
+            .unwrap()
+            .with_group(id),
         )
         .await
         .unwrap();
@@ -830,7 +841,7 @@ async fn deploy_hanging_docker_machine_is_killed_at_its_timeout() {
     let env = TestEnv::new().await;
     let name = unique(&env, "hang");
     let mut config = config_with(&env, &["STANDIN_HANG=create"]);
-    config.machine_timeout = Duration::from_millis(1500);
+    config.machines.machine_timeout = Duration::from_millis(1500);
     let worker = env.spawn_worker(config);
     let id = create(&env, &machine_spec(&name, 1, 2), &[]).await;
     let store = store_dir(&env, id);
@@ -1038,7 +1049,7 @@ async fn deploy_refuses_invalid_specs_and_missing_credentials_and_makes_nothing(
         assert_eq!(count, 0, "{table} has rows after refused specs");
     }
     assert!(
-        !env.worker_config().machines_dir.exists(),
+        !env.worker_config().machines.machines_dir.exists(),
         "docker-machine ran"
     );
 
@@ -1253,7 +1264,11 @@ async fn deploy_update_replaces_containers_one_machine_at_a_time() {
         3
     );
     // Rolling: machine n's new container runs before machine n+1's old one goes.
-    let events = env.store.deployment_events(id, 500).await.unwrap();
+    let events = env
+        .deployment_store()
+        .deployment_events(id, 500)
+        .await
+        .unwrap();
     let position = |subject: String, to: &str| {
         events
             .iter()
@@ -1541,7 +1556,7 @@ async fn deploy_over_tls_pulls_from_the_registry_and_updates_from_another_worker
     let pulls: Vec<String> = client
         .query(
             "SELECT e.message FROM job_events e JOIN jobs j ON j.id = e.job_id
-             WHERE j.deployment_id = $1 AND e.message LIKE 'pull of %'",
+             WHERE j.group_id = $1 AND e.message LIKE 'pull of %'",
             &[&id],
         )
         .await
@@ -1646,9 +1661,12 @@ async fn deploy_teardown_with_a_broken_machine_removes_the_rest_and_waits_for_an
         .await
         .unwrap();
     let machine_id: Uuid = row.get(0);
-    let mut entry =
-        lc_worker::machine_store::MachineEntry::open(&key, machine_id, &row.get::<_, Vec<u8>>(1))
-            .unwrap();
+    let mut entry = lc_deployment_worker::machine_store::MachineEntry::open(
+        &key,
+        machine_id,
+        &row.get::<_, Vec<u8>>(1),
+    )
+    .unwrap();
     assert!(entry.files.remove("config.json").is_some());
     client
         .execute(
@@ -1661,7 +1679,7 @@ async fn deploy_teardown_with_a_broken_machine_removes_the_rest_and_waits_for_an
     let (code, _, _) = lc_with(&env, &["deploy", "teardown", &name], &[], &[]).await;
     assert_eq!(code, 0);
     wait_state(&env, id, "leftovers", Duration::from_secs(60)).await;
-    let machines = env.store.machines(id).await.unwrap();
+    let machines = env.deployment_store().machines(id).await.unwrap();
     let states: Vec<(&str, &str)> = machines
         .iter()
         .map(|m| (m.name.as_str(), m.state.as_str()))
@@ -1678,7 +1696,11 @@ async fn deploy_teardown_with_a_broken_machine_removes_the_rest_and_waits_for_an
         "containers left: {:?}",
         containers_of(id)
     );
-    let events = env.store.deployment_events(id, 200).await.unwrap();
+    let events = env
+        .deployment_store()
+        .deployment_events(id, 200)
+        .await
+        .unwrap();
     assert!(
         events
             .iter()
@@ -1741,7 +1763,10 @@ async fn deploy_without_the_secret_key_fails_clearly_and_makes_nothing() {
         .env("DATABASE_URL", &env.database_url)
         .env("REDIS_URL", &env.redis_url)
         .env("LC_REDIS_PREFIX", &env.prefix)
-        .env("LC_DOCKER_MACHINE", env.worker_config().docker_machine)
+        .env(
+            "LC_DOCKER_MACHINE",
+            env.worker_config().machines.docker_machine,
+        )
         .arg("--machine-env")
         .arg(format!("STANDIN_STATE_DIR={}", env.standin_dir().display()))
         .stdout(Stdio::null())

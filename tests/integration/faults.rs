@@ -568,10 +568,13 @@ async fn a_kind_past_its_time_limit_has_its_child_processes_killed() {
     let env = TestEnv::new().await;
     let mut config = env.worker_config();
     // docker-machine's own limit is far away: the job's limit is what stops it.
-    config.machine_timeout = Duration::from_secs(120);
-    config.machine_env.push("STANDIN_HANG=create".to_owned());
+    config.machines.machine_timeout = Duration::from_secs(120);
+    config
+        .machines
+        .machine_env
+        .push("STANDIN_HANG=create".to_owned());
     config.kind_timeouts = vec![(
-        JobKind::ProvisionMachine.to_string(),
+        <lc_deployment::kinds::ProvisionMachine as lc_shared::kind::JobType>::KIND.to_string(),
         Duration::from_millis(1500),
     )];
     let worker = env.spawn_worker(config.clone());
@@ -636,7 +639,7 @@ async fn a_kind_past_its_time_limit_has_its_child_processes_killed() {
                 .sql()
                 .await
                 .query(
-                    "SELECT id FROM jobs WHERE deployment_id = $1 AND kind = 'provision_machine'
+                    "SELECT id FROM jobs WHERE group_id = $1 AND kind = 'provision_machine'
                    AND last_error LIKE 'timed out after%'",
                     &[&deployment],
                 )

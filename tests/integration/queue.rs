@@ -584,7 +584,7 @@ async fn finished_jobs_hold_their_slot_until_their_result_is_committed() {
     // Never more held than the worker's bound (running, plus finished jobs waiting for
     // their commit): a slow database slows claiming instead of piling up finished jobs
     // whose leases then expire and run again.
-    let bound = 5 * lc_worker::worker::HELD_PER_SLOT as i64;
+    let bound = 5 * lc_worker::HELD_PER_SLOT as i64;
     assert!(
         most_running <= bound,
         "{most_running} jobs held by a worker of concurrency 5 (bound {bound})"

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lc_deployment_worker::{DeploymentWorker, MachineConfig};
 use lc_shared::JobState;
 use lc_shared::config::ConnectOpts;
 use lc_shared::queue::Hints;
@@ -154,12 +155,32 @@ impl TestEnv {
         }
     }
 
+    /// A producer of every built-in kind.
     pub fn producer(&self) -> lc_producer::Producer {
         lc_producer::Producer::from_parts(self.store.clone(), Some(self.queue.clone()))
+            .expect("core kinds register")
+            .with_kinds(lc_deployment::kinds::kinds().expect("built-in kinds register"))
+    }
+
+    /// The deployment tables of this env's database.
+    pub fn deployment_store(&self) -> lc_deployment::DeploymentStore {
+        lc_deployment::DeploymentStore::new(self.store.clone())
+    }
+
+    /// The deployments API on [`TestEnv::producer`].
+    pub fn deployments(&self) -> lc_deployment::Deployments {
+        lc_deployment::Deployments::new(self.producer())
     }
 
     /// Worker settings shrunk so that crash drills take seconds.
-    pub fn worker_config(&self) -> WorkerConfig {
+    pub fn worker_config(&self) -> TestWorkerConfig {
+        TestWorkerConfig {
+            worker: self.queue_worker_config(),
+            machines: self.machine_config(),
+        }
+    }
+
+    fn queue_worker_config(&self) -> WorkerConfig {
         WorkerConfig {
             concurrency: 20,
             queues: vec!["default".to_owned()],
@@ -172,6 +193,14 @@ impl TestEnv {
             grace: Duration::from_secs(5),
             fetch_batch: 100,
             no_inbox: false,
+            metrics_addr: None,
+            kind_timeouts: Vec::new(),
+        }
+    }
+
+    /// The deployment handlers' settings: the stand-in, short call limits.
+    fn machine_config(&self) -> MachineConfig {
+        MachineConfig {
             docker_machine: std::env::var("LC_DOCKER_MACHINE_STANDIN")
                 .map(PathBuf::from)
                 .unwrap_or_else(|_| {
@@ -186,8 +215,6 @@ impl TestEnv {
                 self.standin_dir().display()
             )],
             docker_host: std::env::var("DOCKER_HOST").ok(),
-            metrics_addr: None,
-            kind_timeouts: Vec::new(),
         }
     }
 
@@ -201,11 +228,15 @@ impl TestEnv {
     /// It runs on a runtime of its own, on threads with the stacks `lc-worker` gives
     /// its own (a deployment handler polled on the test's thread, in a debug build,
     /// overflows the default 2 MiB).
-    pub fn spawn_worker(&self, config: WorkerConfig) -> InProcessWorker {
+    pub fn spawn_worker(&self, config: TestWorkerConfig) -> InProcessWorker {
         let shutdown = CancellationToken::new();
         let (done, finished) = tokio::sync::oneshot::channel();
         let opts = self.connect_opts();
         let token = shutdown.clone();
+        let TestWorkerConfig { worker, machines } = config;
+        let state = DeploymentWorker::new(self.store.clone(), machines)
+            .expect("LC_SECRET_KEY, when set, is a valid key");
+        let registry = lc_deployment_worker::registry(state).expect("built-in kinds register");
         std::thread::Builder::new()
             .name("in-process-worker".into())
             .stack_size(lc_worker::THREAD_STACK_BYTES)
@@ -216,7 +247,7 @@ impl TestEnv {
                     .enable_all()
                     .build()
                     .expect("a runtime for the worker");
-                let result = runtime.block_on(lc_worker::run(opts, config, token));
+                let result = runtime.block_on(lc_worker::run_with(opts, worker, registry, token));
                 let _ = done.send(result);
             })
             .expect("a thread for the worker");
@@ -259,12 +290,13 @@ impl TestEnv {
             .env("LC_BACKOFF_BASE", "100ms")
             .env("LC_BACKOFF_MAX", "1s")
             .env("LC_GRACE", "5s")
-            .env("LC_DOCKER_MACHINE", &config.docker_machine)
+            .env("LC_DOCKER_MACHINE", &config.machines.docker_machine)
             // Each process its own scratch directory, as on hosts of their own: nothing
             // a worker needs may live on another worker's disk.
             .env(
                 "LC_MACHINES_DIR",
                 config
+                    .machines
                     .machines_dir
                     .join(format!("process-{}", Uuid::new_v4().simple())),
             )
@@ -938,4 +970,25 @@ macro_rules! in_both_isolations {
             }
         )*
     };
+}
+
+/// A worker's settings in a test: the queue core's and the deployment handlers'.
+/// Dereferences to the queue core's [`WorkerConfig`].
+#[derive(Clone, Debug)]
+pub struct TestWorkerConfig {
+    pub worker: WorkerConfig,
+    pub machines: MachineConfig,
+}
+
+impl std::ops::Deref for TestWorkerConfig {
+    type Target = WorkerConfig;
+    fn deref(&self) -> &WorkerConfig {
+        &self.worker
+    }
+}
+
+impl std::ops::DerefMut for TestWorkerConfig {
+    fn deref_mut(&mut self) -> &mut WorkerConfig {
+        &mut self.worker
+    }
 }

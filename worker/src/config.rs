@@ -1,7 +1,6 @@
 //! Worker settings: flags with environment variables and defaults that suit
 //! production; tests shrink the timings so crash drills finish in seconds.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -61,40 +60,13 @@ pub struct WorkerConfig {
     #[arg(long, env = "LC_NO_INBOX")]
     pub no_inbox: bool,
 
-    /// The docker-machine binary to run for the docker-machine provider
-    #[arg(long, env = "LC_DOCKER_MACHINE", default_value = "docker-machine")]
-    pub docker_machine: PathBuf,
-
-    /// Scratch space for docker-machine: each step gets a private store (mode 0700) made
-    /// from the database and deleted after it. Nothing here is needed by any other
-    /// worker; stores that a killed worker left are removed at start.
-    #[arg(long, env = "LC_MACHINES_DIR", default_value = ".lc/machines")]
-    pub machines_dir: PathBuf,
-
-    /// Time limit of one docker-machine call (create, rm, inspect, ...)
-    #[arg(long, env = "LC_MACHINE_TIMEOUT", value_parser = parse_duration, default_value = "10m")]
-    pub machine_timeout: Duration,
-
-    /// Extra environment for docker-machine calls, NAME=VALUE (repeatable): driver
-    /// settings that are not credentials. docker-machine runs with a cleaned
-    /// environment: PATH, HOME, locale, proxies, MACHINE_* settings, these, and the
-    /// credential variables that the deployment's spec names.
-    #[arg(long = "machine-env", value_name = "NAME=VALUE")]
-    pub machine_env: Vec<String>,
-
-    /// The Docker engine of the `local` provider (default: DOCKER_HOST, else the
-    /// standard socket)
-    #[arg(long, env = "DOCKER_HOST")]
-    pub docker_host: Option<String>,
-
     /// Serve Prometheus metrics on this address (for example 127.0.0.1:9187)
     #[arg(long, env = "LC_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
     /// Time limit of one attempt of a kind, KIND=DURATION (repeatable, or comma
     /// separated), for jobs that do not set their own; replaces the kind's built-in
-    /// default (noop 1m, sleep 65m, provision and provision_machine 45m, deploy and
-    /// teardown 30m)
+    /// default (`lc-worker --help` of a binary lists its kinds' defaults)
     #[arg(long = "kind-timeout", env = "LC_KIND_TIMEOUTS", value_name = "KIND=DURATION",
           value_delimiter = ',', value_parser = parse_kind_timeout)]
     pub kind_timeouts: Vec<(String, Duration)>,

@@ -34,18 +34,19 @@ pub(crate) async fn run_job(
         job.id = %job.id,
         job.kind = %job.kind,
         job.attempt = job.attempt,
-        deployment = job.deployment_id.map(|id| id.to_string()).unwrap_or_default(),
+        job.group = job.group_id.map(|id| id.to_string()).unwrap_or_default(),
     );
     async move {
         let started = Instant::now();
         worker.metrics.job_started(&job.kind);
         // The handler's own token: cancelled with the job's, or alone at its time limit.
         let handler_cancel = cancel.child_token();
-        let context = JobContext {
-            job: job.clone(),
-            worker: worker.clone(),
-            cancel: handler_cancel.clone(),
-        };
+        let context = JobContext::new(
+            job.clone(),
+            worker.clone(),
+            registry.clone(),
+            handler_cancel.clone(),
+        );
         let limit = timeout_for(&worker.config, &registry, &job);
         let handler = AssertUnwindSafe(registry.run(&context)).catch_unwind();
         tokio::pin!(handler);

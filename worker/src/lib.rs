@@ -1,51 +1,45 @@
-//! The LaunchControl worker: takes jobs from Redis hints (or straight from the
-//! database when hints are missing), runs them under a lease, and records every
-//! outcome in the database.
+//! The LaunchControl worker runtime: takes jobs from Redis hints (or straight from
+//! the database when hints are missing), runs them under a lease, and records every
+//! outcome in the database. It knows no domain: a binary puts a worker together from a
+//! [`Registry`] of kinds (the deployment domain's `lc-worker` does, with
+//! `lc-deployment-worker`), and a library user adds kinds the same way.
 //!
-//! From the top down (a test checks that no module uses one that uses it back):
+//! The public surface is what a library user needs: [`run_with`], [`WorkerConfig`],
+//! [`Handler`], [`JobContext`], [`JobError`], [`Registry`], [`Metrics`]. From the top
+//! down (a test checks that no module uses one that uses it back):
 //!
-//! - [`supervisor`]: start-up, the tasks of one process, graceful shutdown ([`run`])
-//! - [`fetcher`]: pops hints per queue and claims jobs
-//! - [`executor`]: runs one claimed job's handler under its time limit
-//! - [`completer`]: records finished runs in batches
-//! - [`lease`]: heartbeats that extend this process's leases
-//! - [`sweeper`]: expired leases, due delayed jobs, Redis rebuilds
-//! - [`inbox`]: ingests jobs that other languages wrote to the Redis inbox stream
-//! - [`metrics_server`]: `GET /metrics`
-//! - [`handlers`]: what each job kind does: the [`Handler`] trait, the [`Registry`]
-//!   of kinds a worker runs, and the built-in handlers
-//! - [`machine`]: the docker-machine driver (timeouts, process groups, no crash reports)
-//! - [`machine_store`]: docker-machine stores made per step from the database
-//! - [`tls`]: a deployment's CA and client certificate
-//! - [`process`]: signals to processes and process groups
-//! - [`docker`]: the Docker Engine API client (bollard) for one machine's engine
-//! - [`worker`]: the state the tasks share (database, Redis, config, slots, metrics)
-//! - [`running`]: the jobs this process holds right now
-//! - [`slots`]: the places a job holds, and a finished run
+//! - `supervisor`: start-up, the tasks of one process, graceful shutdown ([`run_with`])
+//! - `fetcher`: pops hints per queue and claims jobs
+//! - `executor`: runs one claimed job's handler under its time limit
+//! - `completer`: records finished runs in batches
+//! - `lease`: heartbeats that extend this process's leases
+//! - `sweeper`: expired leases, due delayed jobs, Redis rebuilds
+//! - `inbox`: ingests jobs that other languages wrote to the Redis inbox stream
+//! - `metrics_server`: `GET /metrics`
+//! - [`handlers`]: the [`Handler`] trait, the [`Registry`] of kinds a worker runs, a
+//!   handler's [`JobContext`], and the core's handlers (`noop`, `sleep`)
+//! - `worker`: the state the tasks share (database, Redis, config, slots, metrics)
+//! - `running`: the jobs this process holds right now
+//! - `slots`: the places a job holds, and a finished run
 //! - [`metrics`]: Prometheus counters and their text format
-//! - [`outage`]: one log line when the database goes away, one when it is back
+//! - `outage`: one log line when the database goes away, one when it is back
 //! - [`config`]: flags and their defaults
 
-pub mod completer;
+mod completer;
 pub mod config;
-pub mod docker;
-pub mod executor;
-pub mod fetcher;
+mod executor;
+mod fetcher;
 pub mod handlers;
-pub mod inbox;
-pub mod lease;
-pub mod machine;
-pub mod machine_store;
+mod inbox;
+mod lease;
 pub mod metrics;
-pub mod metrics_server;
-pub mod outage;
-pub mod process;
-pub mod running;
-pub mod slots;
-pub mod supervisor;
-pub mod sweeper;
-pub mod tls;
-pub mod worker;
+mod metrics_server;
+mod outage;
+mod running;
+mod slots;
+mod supervisor;
+mod sweeper;
+mod worker;
 
 pub use config::WorkerConfig;
 
@@ -53,9 +47,10 @@ pub use config::WorkerConfig;
 /// the database), and unoptimized builds poll them in large frames; 2 MiB, the
 /// default, is not enough there. Memory is reserved, not used, until touched.
 pub const THREAD_STACK_BYTES: usize = 16 * 1024 * 1024;
-pub use handlers::{Handler, JobContext, JobError, Registry};
-pub use supervisor::{run, run_with};
-pub use worker::{Worker, WorkerError};
+pub use handlers::{Handler, HandlerList, JobContext, JobError, Registry};
+pub use metrics::Metrics;
+pub use supervisor::run_with;
+pub use worker::{HELD_PER_SLOT, WorkerError};
 
 #[cfg(test)]
 mod layering {

@@ -282,31 +282,6 @@ impl Collector for ScrapeGauges {
     }
 }
 
-/// Appends `<job id> <unix time in microseconds>` to the file named by
-/// `LC_HANDLER_START_LOG`, when set, as a handler starts: the benchmark measures
-/// enqueue→start from the producer's clock to this line (same host, same clock).
-pub fn handler_started(id: uuid::Uuid) {
-    use std::io::Write;
-    static LOG: std::sync::OnceLock<Option<Mutex<std::fs::File>>> = std::sync::OnceLock::new();
-    let log = LOG.get_or_init(|| {
-        let path = std::env::var_os("LC_HANDLER_START_LOG")?;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .ok()
-            .map(Mutex::new)
-    });
-    let Some(log) = log else { return };
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|since| since.as_micros())
-        .unwrap_or(0);
-    if let Ok(mut file) = log.lock() {
-        let _ = writeln!(file, "{id} {micros}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::{Metrics, Readings};

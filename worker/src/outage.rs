@@ -54,10 +54,6 @@ impl Outage {
             info!(component = self.component, down_for = ?since.elapsed(), "database is back");
         }
     }
-
-    pub fn is_down(&self) -> bool {
-        self.down_since().is_some()
-    }
 }
 
 /// One [`Outage`] per component of a worker process.

@@ -10,7 +10,6 @@ use std::time::Duration;
 use lc_shared::config::ConnectOpts;
 use lc_shared::dispatch::Dispatch;
 use lc_shared::queue::Hints;
-use lc_shared::secrets::SecretKey;
 use lc_shared::store::{ScanBound, WorkerInfo, error_chain};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -26,18 +25,8 @@ use crate::running::RunningJobs;
 use crate::worker::{HELD_PER_SLOT, Worker, WorkerError};
 use crate::{completer, fetcher, inbox, lease, sweeper};
 
-/// Runs a worker of the built-in kinds until `shutdown` is cancelled, then shuts down
-/// gracefully.
-pub async fn run(
-    opts: ConnectOpts,
-    config: WorkerConfig,
-    shutdown: CancellationToken,
-) -> Result<(), WorkerError> {
-    let registry = Registry::builtin().map_err(|err| WorkerError::Config(err.to_string()))?;
-    run_with(opts, config, registry, shutdown).await
-}
-
-/// [`run`] with the kinds of `registry` (the built-in ones plus a library user's own).
+/// Runs a worker of the kinds of `registry` until `shutdown` is cancelled, then shuts
+/// down gracefully.
 pub async fn run_with(
     opts: ConnectOpts,
     config: WorkerConfig,
@@ -53,11 +42,6 @@ pub async fn run_with(
             )));
         }
     }
-    let secret_key = SecretKey::from_env().map_err(|err| WorkerError::Config(err.to_string()))?;
-    let stale = crate::machine_store::remove_stale(&config.machines_dir);
-    if stale > 0 {
-        info!(removed = stale, dir = %config.machines_dir.display(), "removed scratch stores left by killed workers");
-    }
     let store = opts.store(opts.db_pool_size)?;
     let queue = Hints::connect(&opts.redis_url, &opts.redis_prefix).await?;
     let dispatch = Dispatch::new(store.clone(), Some(queue.clone()));
@@ -72,7 +56,6 @@ pub async fn run_with(
         config,
         running: RunningJobs::default(),
         metrics: Metrics::default(),
-        secret_key,
         outages: Outages::default(),
         dispatch,
         tasks: TaskTracker::new(),

@@ -7,7 +7,6 @@ use std::sync::{Arc, RwLock};
 
 use lc_shared::dispatch::Dispatch;
 use lc_shared::queue::{Hints, QueueError};
-use lc_shared::secrets::SecretKey;
 use lc_shared::store::{ScanBound, Store, StoreError};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
@@ -43,9 +42,6 @@ pub struct Worker {
     pub config: WorkerConfig,
     pub running: RunningJobs,
     pub metrics: Metrics,
-    /// Seals and opens docker-machine state (`LC_SECRET_KEY`); `None` when not set, and
-    /// then docker-machine jobs fail with an error that says so.
-    pub secret_key: Option<SecretKey>,
     /// Database outages per component, so each is logged once, not once per retry.
     pub outages: Outages,
     /// Sends hints for jobs this worker enqueued or released.

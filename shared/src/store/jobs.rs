@@ -56,7 +56,7 @@ pub struct ClaimedJob {
     /// The fencing token: only this attempt may record the job's outcome.
     pub attempt: i64,
     pub max_attempts: i64,
-    pub deployment_id: Option<Uuid>,
+    pub group_id: Option<Uuid>,
     /// The job's own time limit per attempt, if its producer set one.
     pub timeout: Option<std::time::Duration>,
 }
@@ -96,7 +96,7 @@ pub struct JobRow {
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub idempotency_key: Option<String>,
-    pub deployment_id: Option<Uuid>,
+    pub group_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -120,7 +120,7 @@ pub struct JobFilter {
     pub state: Option<JobState>,
     pub kind: Option<String>,
     pub queue: Option<String>,
-    pub deployment_id: Option<Uuid>,
+    pub group_id: Option<Uuid>,
     pub older_than_secs: Option<i64>,
     pub limit: i64,
 }
@@ -159,18 +159,18 @@ macro_rules! const_format_claim {
         started_at = now(), updated_at = now() ",
             $where,
             "
-    RETURNING id, kind, queue, priority, payload, attempt, max_attempts, deployment_id, timeout_ms
+    RETURNING id, kind, queue, priority, payload, attempt, max_attempts, group_id, timeout_ms
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
     SELECT id, ($2::TEXT[])[1], $3, attempt, $4, $6 FROM claimed
 )
-SELECT id, kind, queue, priority, payload, attempt, max_attempts, deployment_id, timeout_ms FROM claimed"
+SELECT id, kind, queue, priority, payload, attempt, max_attempts, group_id, timeout_ms FROM claimed"
         )
     };
 }
 
 const JOB_COLUMNS: &str = "id, kind, queue, priority, state, payload, attempt, max_attempts, run_at, \
-    lease_owner, lease_expires_at, last_error, idempotency_key, deployment_id, created_at, \
+    lease_owner, lease_expires_at, last_error, idempotency_key, group_id, created_at, \
     updated_at, started_at, finished_at";
 
 fn job_row(row: &Row) -> JobRow {
@@ -188,7 +188,7 @@ fn job_row(row: &Row) -> JobRow {
         lease_expires_at: row.get(10),
         last_error: row.get(11),
         idempotency_key: row.get(12),
-        deployment_id: row.get(13),
+        group_id: row.get(13),
         created_at: row.get(14),
         updated_at: row.get(15),
         started_at: row.get(16),
@@ -216,12 +216,12 @@ WITH input AS (
     SELECT * FROM UNNEST($1::UUID[], $2::TEXT[], $3::TEXT[], $4::INT8[], $5::TEXT[], $6::INT8[],
                          $7::TIMESTAMPTZ[], $8::TEXT[], $9::UUID[], $10::BOOL[], $13::INT8[])
         AS t(id, kind, queue, priority, payload, max_attempts, run_at, idempotency_key,
-             deployment_id, dispatched, timeout_ms)
+             group_id, dispatched, timeout_ms)
 ), inserted AS (
     INSERT INTO jobs (id, kind, queue, priority, state, payload, max_attempts, run_at,
-                      idempotency_key, deployment_id, dispatched, timeout_ms)
+                      idempotency_key, group_id, dispatched, timeout_ms)
     SELECT id, kind, queue, priority, $11, payload::JSONB, max_attempts, COALESCE(run_at, now()),
-           idempotency_key, deployment_id, dispatched, timeout_ms
+           idempotency_key, group_id, dispatched, timeout_ms
     FROM input
     ",
             $on_conflict,
@@ -282,7 +282,7 @@ struct JobColumns<'a> {
     max_attempts: Vec<i64>,
     run_ats: Vec<Option<DateTime<Utc>>>,
     keys: Vec<Option<&'a str>>,
-    deployments: Vec<Option<Uuid>>,
+    groups: Vec<Option<Uuid>>,
     dispatched: Vec<bool>,
     timeouts: Vec<Option<i64>>,
     queued: &'static str,
@@ -305,7 +305,7 @@ impl<'a> JobColumns<'a> {
                 .iter()
                 .map(|job| job.idempotency_key.as_deref())
                 .collect(),
-            deployments: jobs.iter().map(|job| job.deployment_id).collect(),
+            groups: jobs.iter().map(|job| job.group_id).collect(),
             dispatched: jobs.iter().map(|job| hint_now && job.is_due(now)).collect(),
             timeouts: jobs
                 .iter()
@@ -326,7 +326,7 @@ impl<'a> JobColumns<'a> {
             &self.max_attempts,
             &self.run_ats,
             &self.keys,
-            &self.deployments,
+            &self.groups,
             &self.dispatched,
             &self.queued,
             &self.label,
@@ -476,7 +476,7 @@ fn claimed_job(row: &Row) -> ClaimedJob {
         payload: row.get(4),
         attempt: row.get(5),
         max_attempts: row.get(6),
-        deployment_id: row.get(7),
+        group_id: row.get(7),
         timeout: row
             .get::<_, Option<i64>>(8)
             .map(|ms| std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
@@ -1184,7 +1184,7 @@ RETURNING job_id";
              WHERE ($1::TEXT IS NULL OR state = $1)
                AND ($2::TEXT IS NULL OR kind = $2)
                AND ($3::TEXT IS NULL OR queue = $3)
-               AND ($4::UUID IS NULL OR deployment_id = $4)
+               AND ($4::UUID IS NULL OR group_id = $4)
                AND ($5::INT8 IS NULL OR updated_at < now() - $5 * INTERVAL '1 second')
              ORDER BY created_at DESC LIMIT $6"
         );
@@ -1198,7 +1198,7 @@ RETURNING job_id";
                         &state,
                         &filter.kind,
                         &filter.queue,
-                        &filter.deployment_id,
+                        &filter.group_id,
                         &filter.older_than_secs,
                         &filter.limit,
                     ],

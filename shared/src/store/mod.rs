@@ -11,6 +11,7 @@ macro_rules! lease_expired {
     };
 }
 
+mod groups;
 mod jobs;
 mod ops;
 mod queues;

@@ -1,11 +1,13 @@
 //! What each job kind does. A kind is a [`JobType`] (shared with producers) that also
 //! implements [`Handler`]: given a [`JobContext`] and its payload, it returns `Ok(())` or
 //! a [`JobError`] that says whether trying again can help. A [`Registry`] holds the
-//! handlers a worker runs; the built-in kinds are registered like any other.
+//! handlers a worker runs, and the state they share; the core's kinds (`noop`, `sleep`)
+//! are registered like any other.
 
-mod deployments;
+mod context;
 mod testing;
 
+use std::any::{Any, TypeId};
 use std::error::Error as StdError;
 use std::sync::Arc;
 
@@ -15,13 +17,11 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use lc_shared::builtin;
-use lc_shared::deployment::kinds as deployment_kinds;
 use lc_shared::kind::{JobType, KindError, KindInfo, Kinds};
 use lc_shared::state::RunResult;
 use lc_shared::store::{ClaimedJob, error_chain};
-use tokio_util::sync::CancellationToken;
 
-use crate::worker::Worker;
+pub use context::JobContext;
 
 /// A boxed error source, kept so logs and job rows show the whole chain.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -87,37 +87,13 @@ impl JobError {
     }
 }
 
-/// What a handler may use.
-pub struct JobContext {
-    pub job: ClaimedJob,
-    pub worker: Arc<Worker>,
-    /// Cancelled when the job is cancelled, its lease is lost, or the worker stops.
-    pub cancel: CancellationToken,
-}
-
-impl JobContext {
-    /// Adds a line to the job's history (fenced by the attempt). Failing to log never
-    /// fails the job.
-    pub async fn log(&self, message: &str) {
-        if let Err(err) = self
-            .worker
-            .store
-            .append_log(self.job.id, self.job.attempt, self.worker.id, message)
-            .await
-        {
-            tracing::warn!(error = %error_chain(&err), "could not append to the job's history");
-        }
-    }
-
-    /// Parses the payload; a payload that does not parse is a fatal error.
-    pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T, JobError> {
-        serde_json::from_value(self.job.payload.clone())
-            .map_err(|err| JobError::fatal_from(format!("invalid {} payload", self.job.kind), err))
-    }
-}
-
 /// What a worker does with jobs of a kind.
-pub trait Handler: JobType {
+///
+/// `Domain` lets a crate implement this for kinds that another crate defines (Rust
+/// allows `impl Handler<Local> for Foreign`): the deployment domain defines its kinds
+/// where producers see them and implements `Handler<Deployments>` for them in its
+/// worker crate. A kind defined beside its handler just implements `Handler`.
+pub trait Handler<Domain = ()>: JobType {
     /// Runs one attempt. The payload was checked at enqueue; a payload that does not
     /// parse any more (an older producer) fails the job as fatal before this is called.
     fn run(
@@ -130,42 +106,113 @@ type RunFn = for<'a> fn(&'a JobContext) -> BoxFuture<'a, Result<(), JobError>>;
 
 /// Parses the payload and runs `H`. Boxed: some handlers' futures are large (many awaits
 /// on docker-machine and the database), and a job's task should not carry them inline.
-fn run_erased<H: Handler>(context: &JobContext) -> BoxFuture<'_, Result<(), JobError>> {
+fn run_erased<D, H: Handler<D>>(context: &JobContext) -> BoxFuture<'_, Result<(), JobError>> {
     Box::pin(async move {
         let payload = context.payload::<H::Payload>()?;
         H::run(context, payload).await
     })
 }
 
-/// The kinds a worker runs: each kind's [`KindInfo`] (for the inbox, time limits) and
-/// its handler. Cheap to clone (shared).
+/// State that handlers share, one value per type (a domain's store, its settings).
+type States = BTreeMap<TypeId, Arc<dyn Any + Send + Sync>>;
+
+/// Called as each handler starts, before it runs (see [`Registry::on_handler_start`]).
+pub type StartObserver = fn(&ClaimedJob);
+
+/// Handlers registered together: a tuple of kinds that each implement
+/// `Handler<Domain>`, the same tuple as the [`lc_shared::kind::KindList`] its producers
+/// use, so both sides hold one list.
+pub trait HandlerList<Domain = ()> {
+    /// `registry` plus the handler of every kind of the list, in order.
+    fn register(registry: Registry) -> Result<Registry, KindError>;
+}
+
+macro_rules! handler_lists {
+    ($(($($t:ident)+))+) => {$(
+        impl<D: 'static, $($t: Handler<D>),+> HandlerList<D> for ($($t,)+) {
+            fn register(registry: Registry) -> Result<Registry, KindError> {
+                $(let registry = registry.with_in::<D, $t>()?;)+
+                Ok(registry)
+            }
+        }
+    )+};
+}
+
+handler_lists! {
+    (A) (A B) (A B C) (A B C E) (A B C E F) (A B C E F G) (A B C E F G H)
+    (A B C E F G H I) (A B C E F G H I J) (A B C E F G H I J K)
+    (A B C E F G H I J K L) (A B C E F G H I J K L M)
+}
+
+/// The kinds a worker runs: each kind's [`KindInfo`] (for the inbox, time limits), its
+/// handler, and the state handlers share. Cheap to clone (shared).
 #[derive(Clone, Default)]
 pub struct Registry {
     kinds: Kinds,
     handlers: Arc<BTreeMap<&'static str, RunFn>>,
+    states: Arc<States>,
+    on_start: Option<StartObserver>,
 }
 
 impl Registry {
-    /// The built-in kinds: `noop`, `sleep` and the deployment kinds.
-    pub fn builtin() -> Result<Registry, KindError> {
-        Registry::default()
-            .with::<builtin::Noop>()?
-            .with::<builtin::Sleep>()?
-            .with::<deployment_kinds::Provision>()?
-            .with::<deployment_kinds::ProvisionMachine>()?
-            .with::<deployment_kinds::Deploy>()?
-            .with::<deployment_kinds::Teardown>()
+    /// The core's kinds, `noop` and `sleep` ([`lc_shared::builtin::Core`]).
+    pub fn core() -> Result<Registry, KindError> {
+        Registry::default().with_list::<builtin::Core>()
     }
 
     /// This registry plus `H`.
     pub fn with<H: Handler>(self) -> Result<Registry, KindError> {
+        self.with_in::<(), H>()
+    }
+
+    /// This registry plus `H`, a handler of the domain `D` (see [`Handler`]).
+    pub fn with_in<D: 'static, H: Handler<D>>(self) -> Result<Registry, KindError> {
         let kinds = self.kinds.with_info(KindInfo::of::<H>())?;
         let mut handlers = (*self.handlers).clone();
-        handlers.insert(H::KIND.as_str(), run_erased::<H> as RunFn);
+        handlers.insert(H::KIND.as_str(), run_erased::<D, H> as RunFn);
         Ok(Registry {
             kinds,
             handlers: Arc::new(handlers),
+            ..self
         })
+    }
+
+    /// This registry plus the handlers of a list, e.g. `with_list::<(A, B)>()`.
+    pub fn with_list<L: HandlerList>(self) -> Result<Registry, KindError> {
+        L::register(self)
+    }
+
+    /// This registry plus the handlers of a list of the domain `D`.
+    pub fn with_list_in<D, L: HandlerList<D>>(self) -> Result<Registry, KindError> {
+        L::register(self)
+    }
+
+    /// Gives handlers a shared value of type `T` (a domain's store or settings), which
+    /// they read with [`JobContext::state`]. A second value of one type replaces the
+    /// first.
+    pub fn with_state<T: Any + Send + Sync>(self, value: T) -> Registry {
+        let mut states = (*self.states).clone();
+        states.insert(TypeId::of::<T>(), Arc::new(value));
+        Registry {
+            states: Arc::new(states),
+            ..self
+        }
+    }
+
+    /// Calls `observer` as each handler starts (the benchmark times enqueue→start with
+    /// it). It runs on the job's task: keep it short.
+    pub fn on_handler_start(self, observer: StartObserver) -> Registry {
+        Registry {
+            on_start: Some(observer),
+            ..self
+        }
+    }
+
+    /// The shared value of type `T`, if one was given.
+    pub(crate) fn state<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.states
+            .get(&TypeId::of::<T>())
+            .and_then(|value| value.downcast_ref::<T>())
     }
 
     /// The kinds, as producers and the inbox ingester check them.
@@ -179,12 +226,15 @@ impl Registry {
     }
 
     /// Runs the handler of the job's kind.
-    pub async fn run(&self, context: &JobContext) -> Result<(), JobError> {
-        crate::metrics::handler_started(context.job.id);
-        let Some(run) = self.handlers.get(context.job.kind.as_str()) else {
+    pub(crate) async fn run(&self, context: &JobContext) -> Result<(), JobError> {
+        let job = context.job();
+        if let Some(observer) = self.on_start {
+            observer(job);
+        }
+        let Some(run) = self.handlers.get(job.kind.as_str()) else {
             return Err(JobError::fatal(format!(
                 "this worker cannot run jobs of kind {:?} (it runs: {})",
-                context.job.kind,
+                job.kind,
                 self.kinds.names().join(", ")
             )));
         };

@@ -6,17 +6,18 @@ use lc_shared::builtin::{Noop, Sleep, SleepPayload};
 
 use super::{Handler, JobContext, JobError};
 
-impl Handler for Noop {
+// Every domain's lists may hold the core's kinds: their handlers serve any domain.
+impl<D> Handler<D> for Noop {
     async fn run(context: &JobContext, payload: SleepPayload) -> Result<(), JobError> {
         finish(context, &payload).await
     }
 }
 
-impl Handler for Sleep {
+impl<D> Handler<D> for Sleep {
     async fn run(context: &JobContext, payload: SleepPayload) -> Result<(), JobError> {
         if payload.ms > 0 {
             tokio::select! {
-                _ = context.cancel.cancelled() => return Err(JobError::Cancelled),
+                _ = context.cancelled() => return Err(JobError::Cancelled),
                 _ = tokio::time::sleep(Duration::from_millis(payload.ms)) => {}
             }
         }
@@ -26,29 +27,19 @@ impl Handler for Sleep {
 
 /// Fails the first `fail_times` attempts as asked, and records the effect when asked.
 async fn finish(context: &JobContext, payload: &SleepPayload) -> Result<(), JobError> {
-    if context.job.attempt <= payload.fail_times {
-        let message = format!(
-            "induced failure {} of {}",
-            context.job.attempt, payload.fail_times
-        );
+    let attempt = context.job().attempt;
+    if attempt <= payload.fail_times {
+        let message = format!("induced failure {attempt} of {}", payload.fail_times);
         return Err(if payload.fatal {
             JobError::fatal(message)
         } else {
             JobError::retryable(message)
         });
     }
-    if payload.record {
-        let recorded = context
-            .worker
-            .store
-            .record_effect(context.job.id, context.job.attempt, context.worker.id)
-            .await
-            .map_err(|err| JobError::retryable_from("could not record the effect", err))?;
-        if !recorded {
-            // The attempt lost the job (lease taken over, cancelled): whoever holds it
-            // now owns its outcome, and this result will be refused anyway.
-            return Err(JobError::Cancelled);
-        }
+    // An attempt that lost the job (lease taken over, cancelled) records nothing:
+    // whoever holds it now owns its outcome, and this result will be refused anyway.
+    if payload.record && !context.record_effect().await? {
+        return Err(JobError::Cancelled);
     }
     Ok(())
 }

@@ -1,0 +1,146 @@
+//! The deployment job kinds. Their payloads hold ids only: the spec lives in the
+//! `deployments` row, and credentials live nowhere but in the workers' environment.
+
+use std::time::Duration;
+
+use super::{
+    DeployPayload, MAX_NODES, ProvisionMachinePayload, ProvisionPayload, TEARDOWN_ATTEMPTS,
+    TeardownPayload,
+};
+use lc_shared::builtin::{Noop, Sleep};
+use lc_shared::job::JobKind;
+use lc_shared::kind::{JobType, KindError, Kinds};
+
+/// Every kind a LaunchControl process knows, in one list: the core's and the
+/// deployment kinds. Producers register it with [`kinds`], workers register the
+/// handlers of the same tuple. A new built-in kind is one line here.
+pub type Builtin = (Noop, Sleep, Provision, ProvisionMachine, Deploy, Teardown);
+
+/// The built-in kinds as a registry; an error names the kind that did not register.
+pub fn kinds() -> Result<Kinds, KindError> {
+    Kinds::empty().with_list::<Builtin>()
+}
+
+const MINUTE: u64 = 60;
+
+/// Creates every machine of a deployment: fans out one `provision_machine` job per
+/// machine; with `watch`, it is the deployment's provisioning watchdog.
+pub struct Provision;
+
+impl JobType for Provision {
+    const KIND: JobKind = JobKind::named("provision");
+    type Payload = ProvisionPayload;
+    const TIMEOUT: Duration = Duration::from_secs(45 * MINUTE);
+    fn check(payload: &ProvisionPayload) -> Result<(), String> {
+        if payload.watch.is_some_and(|watch| watch < 1) {
+            return Err("watch must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Creates one machine. Each docker-machine call has its own limit (--machine-timeout,
+/// 10m); a machine takes a create plus a few short calls, maybe after a removal.
+pub struct ProvisionMachine;
+
+impl JobType for ProvisionMachine {
+    const KIND: JobKind = JobKind::named("provision_machine");
+    type Payload = ProvisionMachinePayload;
+    const TIMEOUT: Duration = Duration::from_secs(45 * MINUTE);
+    fn check(payload: &ProvisionMachinePayload) -> Result<(), String> {
+        if !(1..=MAX_NODES).contains(&payload.node) {
+            return Err(format!("node must be between 1 and {MAX_NODES}"));
+        }
+        Ok(())
+    }
+}
+
+/// Runs one spec generation's containers: pulls and starts on every machine.
+pub struct Deploy;
+
+impl JobType for Deploy {
+    const KIND: JobKind = JobKind::named("deploy");
+    type Payload = DeployPayload;
+    const TIMEOUT: Duration = Duration::from_secs(30 * MINUTE);
+    fn check(payload: &DeployPayload) -> Result<(), String> {
+        if payload.generation < 1 {
+            return Err("generation must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Removes a deployment's containers and machines: container stops plus one
+/// docker-machine rm per machine. Each attempt may wait for running provision and
+/// deploy jobs, so it has more attempts than other kinds.
+pub struct Teardown;
+
+impl JobType for Teardown {
+    const KIND: JobKind = JobKind::named("teardown");
+    type Payload = TeardownPayload;
+    const TIMEOUT: Duration = Duration::from_secs(30 * MINUTE);
+    const MAX_ATTEMPTS: i64 = TEARDOWN_ATTEMPTS;
+    fn check(payload: &TeardownPayload) -> Result<(), String> {
+        if payload
+            .reason
+            .as_ref()
+            .is_some_and(|reason| reason.len() > 1000)
+        {
+            return Err("reason must be at most 1000 characters".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::*;
+    use lc_shared::job::NewJob;
+
+    #[test]
+    fn the_builtin_kinds_register() {
+        let kinds = kinds().expect("built-in kinds register");
+        assert_eq!(
+            kinds.names(),
+            vec![
+                "deploy",
+                "noop",
+                "provision",
+                "provision_machine",
+                "sleep",
+                "teardown"
+            ]
+        );
+    }
+
+    #[test]
+    fn payloads_are_checked() {
+        let kinds = kinds().expect("built-in kinds register");
+        let check = |kind: JobKind, payload: serde_json::Value| {
+            kinds.validate(&NewJob::new(kind, payload)).is_ok()
+        };
+        let id = Uuid::new_v4();
+        assert!(check(Provision::KIND, json!({"deployment_id": id})));
+        assert!(check(
+            Provision::KIND,
+            json!({"deployment_id": id, "watch": 2})
+        ));
+        assert!(!check(Provision::KIND, json!({})));
+        assert!(check(
+            ProvisionMachine::KIND,
+            json!({"deployment_id": id, "node": 1})
+        ));
+        assert!(!check(
+            ProvisionMachine::KIND,
+            json!({"deployment_id": id, "node": 0})
+        ));
+        assert!(!check(
+            Deploy::KIND,
+            json!({"deployment_id": id, "generation": 1, "x": 1})
+        ));
+        assert!(!check(Teardown::KIND, json!({"deployment_id": "nope"})));
+    }
+}

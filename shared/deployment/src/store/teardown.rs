@@ -1,0 +1,164 @@
+//! Teardown: the request, the start (which stops provisioning and deploying), the
+//! other jobs it cancels or waits for, the machines' changes, and its end (`torn_down`,
+//! or `leftovers`).
+
+use super::*;
+
+impl DeploymentStore {
+    /// Asks for a teardown: the deployment becomes `tearing_down` at once (which stops
+    /// provisioning and deploying from making anything new) and a teardown job is
+    /// enqueued unless one is queued or running already.
+    pub async fn request_teardown(
+        &self,
+        deployment_id: Uuid,
+        reason: &str,
+        origin: &Origin,
+    ) -> Result<TeardownRequest> {
+        in_transaction!(self, Isolation::Serializable, tx => {
+            let Some(locked) = lock(tx, deployment_id).await? else {
+                return Ok(TeardownRequest::NotFound);
+            };
+            if locked.state == DeploymentState::TornDown {
+                return Ok(TeardownRequest::AlreadyTornDown);
+            }
+            if locked.state != DeploymentState::TearingDown {
+                set_state(
+                    tx,
+                    deployment_id,
+                    locked.state,
+                    DeploymentState::TearingDown,
+                    None,
+                    reason,
+                    origin.job_id,
+                )
+                .await?;
+            }
+            let job = ensure_teardown(tx, deployment_id, reason, origin).await?;
+            Ok(TeardownRequest::Requested {
+                job,
+                was: locked.state,
+            })
+        })
+    }
+
+    /// Starts a teardown attempt: the deployment becomes `tearing_down` (unless it is
+    /// already torn down: then the attempt only checks that nothing is left).
+    pub async fn begin_teardown(
+        &self,
+        deployment_id: Uuid,
+        reason: &str,
+        job_id: Uuid,
+    ) -> Result<TeardownStart> {
+        in_transaction!(self, Isolation::Serializable, tx => {
+            let Some(locked) = lock(tx, deployment_id).await? else {
+                return Ok(TeardownStart::NotFound);
+            };
+            if !matches!(
+                locked.state,
+                DeploymentState::TearingDown | DeploymentState::TornDown
+            ) {
+                set_state(
+                    tx,
+                    deployment_id,
+                    locked.state,
+                    DeploymentState::TearingDown,
+                    None,
+                    reason,
+                    Some(job_id),
+                )
+                .await?;
+            }
+            let machines = machines_in_tx(tx, deployment_id).await?;
+            Ok(TeardownStart::Proceed {
+                name: locked.name,
+                spec: Box::new(locked.spec),
+                machines,
+                was: locked.state,
+            })
+        })
+    }
+
+    /// Moves a machine to `to` from any of `from`, with its event.
+    pub async fn set_machine(
+        &self,
+        machine_id: Uuid,
+        from: &[MachineState],
+        to: MachineState,
+        message: &str,
+        job_id: Option<Uuid>,
+    ) -> Result<bool> {
+        in_transaction!(self, Isolation::Serializable, tx => {
+            let Some(machine) = machine_in_tx(tx, machine_id).await? else {
+                return Ok(false);
+            };
+            let changed = set_machine_state(tx, &machine, from, to, None, message, job_id).await?;
+            Ok(changed)
+        })
+    }
+
+    /// Ends a teardown: every container row `removed`, every machine row `removed`
+    /// (but those `abandoned` on the way), and the deployment `torn_down`, or
+    /// `leftovers` when a machine was abandoned (its cloud resource may still exist:
+    /// `lc stuck` lists the deployment until an operator acknowledges it). Returns the
+    /// state reached; `None` when the deployment was not tearing down.
+    pub async fn finish_teardown(
+        &self,
+        deployment_id: Uuid,
+        job_id: Uuid,
+    ) -> Result<Option<DeploymentState>> {
+        in_transaction!(self, Isolation::Serializable, tx => {
+            let Some(locked) = lock(tx, deployment_id).await? else {
+                return Ok(None);
+            };
+            if locked.state != DeploymentState::TearingDown {
+                return Ok(None);
+            }
+            let removed = ContainerState::Removed.as_str();
+            tx.execute(
+                "WITH gone AS (
+                     UPDATE containers SET state = $2, updated_at = now()
+                     WHERE deployment_id = $1 AND state <> $2
+                     RETURNING name, state
+                 )
+                 INSERT INTO deployment_events (deployment_id, subject, to_state, message, job_id, at)
+                 SELECT $1, 'container ' || name, $2, 'removed by teardown', $3, clock_timestamp() FROM gone",
+                &[&deployment_id, &removed, &Some(job_id)],
+            )
+            .await?;
+            let mut abandoned = Vec::new();
+            for machine in machines_in_tx(tx, deployment_id).await? {
+                if machine.state == MachineState::Abandoned {
+                    abandoned.push(machine.name.clone());
+                    continue;
+                }
+                set_machine_state(
+                    tx,
+                    &machine,
+                    &MachineState::Removed.reachable_from(),
+                    MachineState::Removed,
+                    None,
+                    "removed by teardown",
+                    Some(job_id),
+                )
+                .await?;
+                tx.execute("UPDATE machines SET store_entry = NULL WHERE id = $1", &[&machine.id])
+                    .await?;
+            }
+            let to = if abandoned.is_empty() {
+                set_state(tx, deployment_id, locked.state, DeploymentState::TornDown, None, "nothing left", Some(job_id))
+                    .await?;
+                crate::records::drop_keys(tx, deployment_id).await?;
+                DeploymentState::TornDown
+            } else {
+                let message = format!(
+                    "teardown done but machine(s) {} could not be confirmed removed: check the provider, then `lc deploy ack`",
+                    abandoned.join(", ")
+                );
+                set_state(tx, deployment_id, locked.state, DeploymentState::Leftovers, None, &message, Some(job_id))
+                    .await?;
+                DeploymentState::Leftovers
+            };
+            Ok(Some(to))
+        })
+    }
+}

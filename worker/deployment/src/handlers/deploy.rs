@@ -1,0 +1,401 @@
+//! `deploy`: runs the payload container of one spec generation on every machine,
+//! through the Docker Engine API of that machine's engine, one machine at a time (a
+//! rolling replacement when the deployment already runs an older generation).
+//!
+//! Per machine: connect (TLS for `tcp://`), check the image is there (pull it when
+//! allowed; missing and not pullable is fatal), then look for this deployment's
+//! containers on the machine by label. The container of this generation has a
+//! deterministic name (`lc-<machine>-g<generation>`): if an earlier attempt created it,
+//! it is adopted (started if it is not running). Containers of older generations are
+//! stopped and removed first, since with `host` networking the new one may need their
+//! ports. Before each machine the deployment's state and generation are read again, so
+//! a teardown or a newer spec stops this job from going further.
+
+use super::env;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use lc_deployment::{
+    ContainerState, DeployPayload, DeployStart, DeploymentState, LABEL_DEPLOYMENT,
+    LABEL_DEPLOYMENT_NAME, LABEL_GENERATION, LABEL_JOB, LABEL_MACHINE, LABEL_NODE, MachineRow,
+    Provider, Spec, container_name,
+};
+use lc_shared::store::error_chain;
+use uuid::Uuid;
+
+use super::session::certificate_files;
+use super::{docker_error, is_final, store_error, with_certificates};
+use crate::docker::{ContainerPlan, Engine};
+use crate::machine_store::ScratchStore;
+use lc_worker::{JobContext, JobError};
+
+/// Stop grace of a container when the spec does not say.
+const DEFAULT_STOP: Duration = Duration::from_secs(10);
+
+pub async fn deploy(ctx: &JobContext, payload: DeployPayload) -> Result<(), JobError> {
+    let store = &env(ctx)?.store;
+    let start = store
+        .begin_deploy(payload.deployment_id, payload.generation, ctx.job().id)
+        .await
+        .map_err(|err| store_error("start the deploy", err))?;
+    let (name, spec, machines) = match start {
+        DeployStart::NotFound => {
+            return Err(JobError::fatal(format!(
+                "deployment {} does not exist",
+                payload.deployment_id
+            )));
+        }
+        DeployStart::Superseded { current } => {
+            ctx.log(&format!(
+                "generation {} was replaced by {current}; its own deploy runs it",
+                payload.generation
+            ))
+            .await;
+            return Ok(());
+        }
+        DeployStart::Stop(state) => {
+            ctx.log(&format!("deployment is {state}: nothing to deploy"))
+                .await;
+            return Ok(());
+        }
+        DeployStart::Proceed {
+            name,
+            spec,
+            machines,
+        } => (name, spec, machines),
+    };
+    match deploy_all(ctx, &payload, &name, &spec, &machines).await {
+        Ok(true) => {
+            let finished = store
+                .finish_deploy(
+                    payload.deployment_id,
+                    payload.generation,
+                    None,
+                    ctx.job().id,
+                )
+                .await
+                .map_err(|err| store_error("record the deploy", err))?;
+            if finished {
+                ctx.log(&format!(
+                    "generation {} runs on all {} machine(s)",
+                    payload.generation,
+                    machines.len()
+                ))
+                .await;
+            }
+            Ok(())
+        }
+        Ok(false) => Ok(()),
+        Err(JobError::Cancelled) => Err(JobError::Cancelled),
+        Err(err) => {
+            if is_final(ctx, &err) {
+                let text = error_chain(&err);
+                if let Err(store_err) = store
+                    .finish_deploy(
+                        payload.deployment_id,
+                        payload.generation,
+                        Some(&text),
+                        ctx.job().id,
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %error_chain(&store_err), "could not record the failed deploy");
+                }
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Deploys machine after machine; false when the deployment changed under it (teardown,
+/// newer generation) and the job stopped early.
+async fn deploy_all(
+    ctx: &JobContext,
+    payload: &DeployPayload,
+    name: &str,
+    spec: &Spec,
+    machines: &[MachineRow],
+) -> Result<bool, JobError> {
+    let certs = match spec.provider {
+        Provider::DockerMachine { .. } => certificate_files(ctx, payload.deployment_id).await?,
+        Provider::Local {} => None,
+    };
+    for machine in machines {
+        if ctx.cancellation().is_cancelled() {
+            return Err(JobError::Cancelled);
+        }
+        let now = env(ctx)?
+            .store
+            .deployment_state(payload.deployment_id)
+            .await
+            .map_err(|err| store_error("read the deployment", err))?;
+        match now {
+            Some((DeploymentState::Deploying, generation)) if generation == payload.generation => {}
+            Some((state, generation)) => {
+                ctx.log(&format!(
+                    "deployment is now {state} (generation {generation}): stopping"
+                ))
+                .await;
+                return Ok(false);
+            }
+            None => return Ok(false),
+        }
+        deploy_machine(ctx, payload, name, spec, machine, certs.as_ref()).await?;
+    }
+    Ok(true)
+}
+
+async fn deploy_machine(
+    ctx: &JobContext,
+    payload: &DeployPayload,
+    deployment_name: &str,
+    spec: &Spec,
+    machine: &MachineRow,
+    certs: Option<&ScratchStore>,
+) -> Result<(), JobError> {
+    let store = &env(ctx)?.store;
+    let generation = payload.generation;
+    let deployment_id = payload.deployment_id;
+    let endpoint = machine.endpoint().ok_or_else(|| {
+        JobError::fatal(format!(
+            "machine {} has no engine endpoint recorded",
+            machine.name
+        ))
+    })?;
+    let endpoint = with_certificates(endpoint, certs);
+    let on_machine = |what: &str| format!("{what} on machine {}", machine.name);
+    let engine = Engine::connect(&endpoint, ctx.metrics())
+        .await
+        .map_err(|err| docker_error(on_machine("cannot reach the engine"), err))?;
+    let node = spec.node_payload(machine.node_index);
+    let credentials = registry_credentials(spec, &node.image)?;
+    let mut progress = Vec::new();
+    let pulled = engine
+        .ensure_image(&node.image, node.pull, credentials, &mut progress)
+        .await;
+    if !progress.is_empty() {
+        ctx.log(&format!(
+            "pull of {} on {}:\n{}",
+            node.image,
+            machine.name,
+            progress.join("\n")
+        ))
+        .await;
+    }
+    let pulled = pulled.map_err(|err| docker_error(on_machine("image check failed"), err))?;
+    if pulled {
+        ctx.log(&format!("pulled {} on {}", node.image, machine.name))
+            .await;
+    }
+    let name = container_name(&machine.name, generation);
+    let found = engine
+        .containers(deployment_id, Some(&machine.name))
+        .await
+        .map_err(|err| docker_error(on_machine("cannot list containers"), err))?;
+    let (current, older): (Vec<_>, Vec<_>) = found
+        .into_iter()
+        .partition(|container| container.name == name && container.generation == Some(generation));
+    let stop = spec.timeouts.stop.unwrap_or(DEFAULT_STOP);
+    for old in &older {
+        engine
+            .stop_and_remove(&old.id, stop)
+            .await
+            .map_err(|err| docker_error(on_machine("cannot remove an older container"), err))?;
+        ctx.log(&format!(
+            "removed {} (generation {}) from {}",
+            old.name,
+            old.generation.unwrap_or(0),
+            machine.name
+        ))
+        .await;
+    }
+    if !older.is_empty() {
+        store
+            .containers_replaced(machine, generation, ctx.job().id)
+            .await
+            .map_err(|err| store_error("record replaced containers", err))?;
+    }
+    let id = match current.into_iter().next() {
+        Some(existing) if existing.state == "running" => {
+            ctx.log(&format!(
+                "{name} already runs on {} (an earlier attempt started it): adopting it",
+                machine.name
+            ))
+            .await;
+            existing.id
+        }
+        Some(existing) => {
+            ctx.log(&format!(
+                "{name} exists on {} ({}): adopting and starting it",
+                machine.name, existing.state
+            ))
+            .await;
+            if existing.state == "created" {
+                engine
+                    .upload_files(&existing.id, &node.files)
+                    .await
+                    .map_err(|err| docker_error(on_machine("cannot copy files"), err))?;
+            }
+            engine
+                .start(&existing.id)
+                .await
+                .map_err(|err| docker_error(on_machine("cannot start the container"), err))?;
+            existing.id
+        }
+        None => {
+            record(
+                ctx,
+                machine,
+                generation,
+                &node.image,
+                ContainerState::Creating,
+                None,
+                None,
+            )
+            .await?;
+            let plan = plan(
+                ctx.job().id,
+                deployment_id,
+                deployment_name,
+                machine,
+                generation,
+                &name,
+                spec,
+            );
+            let id = engine
+                .create(&plan, deployment_id)
+                .await
+                .map_err(|err| docker_error(on_machine("cannot create the container"), err))?;
+            engine
+                .start(&id)
+                .await
+                .map_err(|err| docker_error(on_machine("cannot start the container"), err))?;
+            ctx.log(&format!(
+                "started {name} on {} ({})",
+                machine.name,
+                &id[..id.len().min(12)]
+            ))
+            .await;
+            id
+        }
+    };
+    if let Err(err) = engine.check_running(&id, &name).await {
+        let job_error = docker_error(on_machine("container check failed"), err);
+        let text = error_chain(&job_error);
+        record(
+            ctx,
+            machine,
+            generation,
+            &node.image,
+            ContainerState::Failed,
+            Some(&id),
+            Some(&text),
+        )
+        .await?;
+        return Err(job_error);
+    }
+    record(
+        ctx,
+        machine,
+        generation,
+        &node.image,
+        ContainerState::Running,
+        Some(&id),
+        None,
+    )
+    .await
+}
+
+/// The registry login the spec names, read from this worker's environment now (the
+/// values go to the engine only, never to logs or the database).
+fn registry_credentials(
+    spec: &Spec,
+    image: &str,
+) -> Result<Option<bollard::auth::DockerCredentials>, JobError> {
+    let Some(login) = &spec.registry_credentials_env else {
+        return Ok(None);
+    };
+    let read = |name: &str| {
+        std::env::var(name).ok().filter(|value| !value.is_empty()).ok_or_else(|| {
+            JobError::fatal(format!(
+                "registry credential variable {name} is not set in this worker's environment (the spec's registry_credentials_env names it)"
+            ))
+        })
+    };
+    // The registry is the image reference's first part when it looks like a host.
+    let registry = image
+        .split_once('/')
+        .map(|(first, _)| first)
+        .filter(|first| first.contains('.') || first.contains(':') || *first == "localhost")
+        .map(str::to_owned);
+    Ok(Some(bollard::auth::DockerCredentials {
+        username: Some(read(&login.username)?),
+        password: Some(read(&login.password)?),
+        serveraddress: registry,
+        ..Default::default()
+    }))
+}
+
+async fn record(
+    ctx: &JobContext,
+    machine: &MachineRow,
+    generation: i64,
+    image: &str,
+    state: ContainerState,
+    docker_id: Option<&str>,
+    error: Option<&str>,
+) -> Result<(), JobError> {
+    env(ctx)?
+        .store
+        .record_container(
+            machine,
+            generation,
+            image,
+            state,
+            docker_id,
+            error,
+            ctx.job().id,
+        )
+        .await
+        .map_err(|err| store_error("record the container", err))
+}
+
+/// The container of one machine and generation: image, command, env (the spec's plus
+/// `LC_DEPLOYMENT`, `LC_MACHINE`, `LC_NODE`, `LC_GENERATION`), labels, networking.
+fn plan(
+    job_id: Uuid,
+    deployment_id: Uuid,
+    deployment_name: &str,
+    machine: &MachineRow,
+    generation: i64,
+    name: &str,
+    spec: &Spec,
+) -> ContainerPlan {
+    let node = spec.node_payload(machine.node_index);
+    let mut env: Vec<String> = node
+        .env
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    env.push(format!("LC_DEPLOYMENT={deployment_name}"));
+    env.push(format!("LC_MACHINE={}", machine.name));
+    env.push(format!("LC_NODE={}", machine.node_index));
+    env.push(format!("LC_GENERATION={generation}"));
+    let mut labels: HashMap<String, String> = node.labels.clone().into_iter().collect();
+    labels.insert(LABEL_DEPLOYMENT.to_owned(), deployment_id.to_string());
+    labels.insert(LABEL_DEPLOYMENT_NAME.to_owned(), deployment_name.to_owned());
+    labels.insert(LABEL_MACHINE.to_owned(), machine.name.clone());
+    labels.insert(LABEL_NODE.to_owned(), machine.node_index.to_string());
+    labels.insert(LABEL_JOB.to_owned(), job_id.to_string());
+    labels.insert(LABEL_GENERATION.to_owned(), generation.to_string());
+    ContainerPlan {
+        name: name.to_owned(),
+        image: node.image.clone(),
+        command: node.command.clone(),
+        env,
+        labels,
+        network_mode: node.network_mode.as_str(),
+        restart_policy: node.restart_policy,
+        files: node.files.clone(),
+    }
+}

@@ -1,0 +1,533 @@
+//! `provision` and `provision_machine`.
+//!
+//! `provision` fans out: in one transaction it writes a machine row per node and
+//! enqueues one `provision_machine` job per machine (key
+//! `provision:<deployment>:<generation>:<n>`), so machines are created in parallel
+//! across workers, plus the deployment's watchdog (a `provision` job with `watch`).
+//!
+//! `provision_machine` creates one machine idempotently: a machine the store already
+//! holds in `Running` state is adopted; a half-made one (a failed or interrupted create)
+//! is removed first; a create still running from an earlier attempt whose worker died
+//! is waited for. It then reads `inspect` and `url`, and records the endpoint in the
+//! transaction that also does the join (the last ready machine makes the deployment
+//! `provisioned` and, when asked, enqueues `deploy`). If teardown started meanwhile,
+//! that transaction refuses and the job removes the machine it made.
+//!
+//! A machine that fails for good (a fatal error, or a retryable one on the last
+//! attempt) fails the deployment and enqueues the rollback teardown, in one
+//! transaction. A job that dies without running that code (its lease expired on its
+//! last attempt, or an operator cancelled it) is caught by the watchdog, which runs
+//! every lease period while the deployment is provisioning.
+
+use super::env;
+use std::time::{Duration, Instant};
+
+use lc_deployment::{
+    DeploymentState, Endpoint, FanOut, MachineRow, MachineStart, Provider, ProvisionMachinePayload,
+    ProvisionPayload, ReadyOutcome, Spec, WatchOutcome,
+};
+use lc_shared::store::error_chain;
+
+use super::IntoJobError;
+use super::session::{Loaded, MachineSession, ensure_tls, fence};
+use super::{dispatch, docker_error, is_final, local_endpoint, origin, pause, store_error};
+use crate::docker::Engine;
+use crate::machine::MachineCli;
+use lc_worker::{JobContext, JobError};
+
+/// How often the watchdog looks: a lease period (a lost job is only visible after its
+/// lease expired), at least a second.
+fn watch_interval(ctx: &JobContext) -> Duration {
+    ctx.lease().max(Duration::from_secs(1))
+}
+
+pub async fn provision(ctx: &JobContext, payload: ProvisionPayload) -> Result<(), JobError> {
+    let store = &env(ctx)?.store;
+    let id = payload.deployment_id;
+    let interval = watch_interval(ctx);
+    let Some(watch) = payload.watch else {
+        if let Err(err) = make_certificates(ctx, id).await {
+            if is_final(ctx, &err) {
+                let text = error_chain(&err);
+                match store.provisioning_failed(id, &text, &origin(ctx)).await {
+                    Ok(Some(teardown)) => dispatch(ctx, &[teardown]).await,
+                    Ok(None) => {}
+                    Err(store_err) => {
+                        tracing::warn!(error = %error_chain(&store_err), "could not record the failed provisioning")
+                    }
+                }
+            }
+            return Err(err);
+        }
+        let fan_out = store
+            .fan_out_provision(id, &origin(ctx), interval)
+            .await
+            .map_err(|err| store_error("fan out the machines", err))?;
+        return match fan_out {
+            FanOut::Enqueued(jobs) => {
+                ctx.log(&format!(
+                    "enqueued {} provision_machine job(s) and the provisioning watchdog",
+                    jobs.len().saturating_sub(1)
+                ))
+                .await;
+                dispatch(ctx, &jobs).await;
+                Ok(())
+            }
+            FanOut::NotProvisioning(state) => {
+                ctx.log(&format!("deployment is {state}; nothing to provision"))
+                    .await;
+                Ok(())
+            }
+            FanOut::NotFound => Err(JobError::fatal(format!("deployment {id} does not exist"))),
+        };
+    };
+    match store
+        .provision_watch(id, watch, interval, &origin(ctx))
+        .await
+        .map_err(|err| store_error("check on the provisioning", err))?
+    {
+        WatchOutcome::Done(state) => {
+            ctx.log(&format!("deployment is {state}; the watch ends"))
+                .await;
+        }
+        WatchOutcome::Failed { machine, teardown } => {
+            ctx.log(&format!(
+                "machine {machine}'s job ended without the machine: deployment failed, rollback teardown {}",
+                teardown.id
+            ))
+            .await;
+            dispatch(ctx, &[teardown]).await;
+        }
+        // Due later: the sweeper dispatches it then.
+        WatchOutcome::Rescheduled(_) | WatchOutcome::NotFound => {}
+    }
+    Ok(())
+}
+
+/// A docker-machine deployment's CA and client certificate exist before any machine is
+/// created, so that every create uses them and none makes its own.
+async fn make_certificates(ctx: &JobContext, id: uuid::Uuid) -> Result<(), JobError> {
+    let Some(row) = env(ctx)?
+        .store
+        .deployment(id)
+        .await
+        .map_err(|err| store_error("read the deployment", err))?
+    else {
+        return Ok(());
+    };
+    let spec = Spec::from_json(&row.spec)
+        .map_err(|err| JobError::fatal_from("the stored spec is invalid", err))?;
+    if row.state != DeploymentState::Provisioning
+        || !matches!(spec.provider, Provider::DockerMachine { .. })
+    {
+        return Ok(());
+    }
+    ensure_tls(ctx, id, &row.name, &spec).await.map(|_| ())
+}
+
+pub async fn provision_machine(
+    ctx: &JobContext,
+    payload: ProvisionMachinePayload,
+) -> Result<(), JobError> {
+    let store = &env(ctx)?.store;
+    let start = store
+        .begin_machine(payload.deployment_id, payload.node, ctx.job().id)
+        .await
+        .map_err(|err| store_error("start the machine", err))?;
+    match start {
+        MachineStart::NotFound => Err(JobError::fatal(format!(
+            "deployment {} has no node {}",
+            payload.deployment_id, payload.node
+        ))),
+        MachineStart::AlreadyReady(machine) => {
+            ctx.log(&format!(
+                "machine {} is ready already (an earlier attempt finished it)",
+                machine.name
+            ))
+            .await;
+            Ok(())
+        }
+        MachineStart::Stop {
+            state,
+            machine,
+            spec,
+        } => {
+            ctx.log(&format!("deployment is {state}: not creating anything"))
+                .await;
+            if let Some(machine) = machine {
+                remove_leftover(ctx, &machine, &spec).await;
+            }
+            Ok(())
+        }
+        MachineStart::Create { machine, spec, .. } => {
+            match create_and_record(ctx, &machine, &spec).await {
+                Ok(()) => Ok(()),
+                Err(JobError::Cancelled) => Err(JobError::Cancelled),
+                Err(err) => {
+                    let text = error_chain(&err);
+                    if is_final(ctx, &err) {
+                        match store
+                            .machine_failed(payload.deployment_id, machine.id, &text, &origin(ctx))
+                            .await
+                        {
+                            Ok(Some(teardown)) => {
+                                ctx.log(&format!("machine failed for good: deployment failed, rollback teardown {}", teardown.id))
+                                .await;
+                                dispatch(ctx, &[teardown]).await;
+                            }
+                            Ok(None) => {}
+                            Err(store_err) => {
+                                // The watchdog sees this job dead and rolls back instead.
+                                ctx.log(&format!(
+                                    "could not record the failure ({}); the watchdog will",
+                                    error_chain(&store_err)
+                                ))
+                                .await;
+                            }
+                        }
+                    } else if let Err(store_err) = store.machine_error(machine.id, &text).await {
+                        tracing::warn!(error = %error_chain(&store_err), "could not note the machine's error");
+                    }
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+
+/// Creates (or adopts) the machine, then records it ready; if the deployment stopped
+/// provisioning in between, removes it again.
+async fn create_and_record(
+    ctx: &JobContext,
+    machine: &MachineRow,
+    spec: &Spec,
+) -> Result<(), JobError> {
+    let mut entry = None;
+    let endpoint = match &spec.provider {
+        Provider::Local {} => {
+            let endpoint = local_endpoint(&env(ctx)?.config);
+            Engine::connect(&endpoint, ctx.metrics())
+                .await
+                .map_err(|err| {
+                    docker_error(format!("local engine for machine {}", machine.name), err)
+                })?;
+            ctx.log(&format!(
+                "machine {} is the local engine {}",
+                machine.name, endpoint.url
+            ))
+            .await;
+            endpoint
+        }
+        Provider::DockerMachine { driver, .. } => {
+            let session = MachineSession::open(
+                ctx,
+                machine.deployment_id,
+                &deployment_name(machine),
+                spec,
+                true,
+            )
+            .await?;
+            let endpoint = create_with_docker_machine(ctx, &session, machine, spec, driver).await?;
+            entry = session.sealed_entry(machine)?;
+            endpoint
+        }
+    };
+    if ctx.cancellation().is_cancelled() {
+        return Err(JobError::Cancelled);
+    }
+    let outcome = env(ctx)?
+        .store
+        .machine_ready(
+            machine.deployment_id,
+            machine.id,
+            &endpoint,
+            entry.as_deref(),
+            fence(ctx),
+            &origin(ctx),
+        )
+        .await
+        .map_err(|err| store_error("record the machine ready", err))?;
+    match outcome {
+        ReadyOutcome::Waiting { ready, total } => {
+            ctx.log(&format!(
+                "machine {} ready ({ready} of {total})",
+                machine.name
+            ))
+            .await;
+        }
+        ReadyOutcome::Joined { deploy } => {
+            ctx.log(&format!(
+                "machine {} ready: every machine is, the deployment is provisioned",
+                machine.name
+            ))
+            .await;
+            if let Some(deploy) = deploy {
+                dispatch(ctx, &[deploy]).await;
+            }
+        }
+        ReadyOutcome::NotProvisioning(state) => {
+            ctx.log(&format!(
+                "deployment became {state} during the create: removing machine {}",
+                machine.name
+            ))
+            .await;
+            if let Provider::DockerMachine { .. } = spec.provider {
+                // The teardown waits for this job, then removes what the entry says.
+                let session = MachineSession::open(
+                    ctx,
+                    machine.deployment_id,
+                    &deployment_name(machine),
+                    spec,
+                    false,
+                )
+                .await?;
+                session.load(ctx, machine).await?;
+                let removed = session.cli.rm(ctx, &machine.name).await;
+                session.save(ctx, machine).await?;
+                removed.map_err(|err| {
+                    err.into_job_error("could not remove the machine made during teardown")
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The deployment's name, from the machine's (`<deployment>-<n>`).
+fn deployment_name(machine: &MachineRow) -> String {
+    machine
+        .name
+        .rsplit_once('-')
+        .map(|(name, _)| name.to_owned())
+        .unwrap_or_else(|| machine.name.clone())
+}
+
+/// Creates the machine, or adopts what an earlier attempt made. What to do is decided
+/// by what the recorded store entry and docker-machine say, never by assuming that an
+/// earlier attempt's create finished (a real create dies with its worker, of SIGPIPE
+/// at its next line of output): complete and running is adopted; half-made or broken
+/// is removed and created again; nothing recorded is created.
+async fn create_with_docker_machine(
+    ctx: &JobContext,
+    session: &MachineSession,
+    machine: &MachineRow,
+    spec: &Spec,
+    driver: &str,
+) -> Result<Endpoint, JobError> {
+    let name = &machine.name;
+    let cli = &session.cli;
+    let create = match session.load(ctx, machine).await? {
+        Loaded::Nothing => true,
+        Loaded::Unreadable(reason) => {
+            // A machine may exist behind it: making another could leak a billed one.
+            return Err(JobError::fatal(format!(
+                "machine {name}: its recorded docker-machine state cannot be read ({reason}); not creating another one. Tear the deployment down: it reports the machine for a check at the provider"
+            )));
+        }
+        Loaded::Entry => match settle(ctx, cli, name).await? {
+            Settled::Status(status) if status == "Running" => {
+                ctx.log(&format!("machine {name} exists and runs: adopting it"))
+                    .await;
+                false
+            }
+            Settled::Missing => true,
+            Settled::Status(status) => {
+                ctx.log(&format!(
+                    "machine {name} is half made (status {status}): removing it before creating"
+                ))
+                .await;
+                let removed = cli.rm(ctx, name).await;
+                session.save(ctx, machine).await?;
+                match removed {
+                    Err(err) if err.broken_entry() => {
+                        drop_broken_entry(ctx, session, machine, err.to_string()).await?
+                    }
+                    other => {
+                        other.map_err(|err| {
+                            err.into_job_error("could not remove a half-made machine")
+                        })?;
+                    }
+                }
+                true
+            }
+            Settled::Broken(reason) => {
+                drop_broken_entry(ctx, session, machine, reason).await?;
+                true
+            }
+        },
+    };
+    if create {
+        let created = create_synced(ctx, session, machine, driver, spec).await;
+        if let Err(err) = created {
+            if err.already_exists() {
+                return Err(JobError::retryable_from(
+                    "another attempt created the machine at the same time; the next attempt adopts it",
+                    err,
+                ));
+            }
+            if !matches!(err, crate::machine::MachineError::Cancelled { .. }) {
+                // A failed create can leave a half-made machine: remove it now, so the
+                // next attempt (or the rollback) starts clean. Best effort: the next
+                // attempt checks again from the recorded entry.
+                if let Ok(Some(_)) = cli.status(ctx, name).await
+                    && cli.rm(ctx, name).await.is_ok()
+                {
+                    ctx.log(&format!("removed the half-made machine {name}"))
+                        .await;
+                }
+            }
+            session.save(ctx, machine).await?;
+            return Err(err.into_job_error("docker-machine create failed"));
+        }
+    }
+    let (info, url) = tokio::join!(cli.inspect(ctx, name), cli.url(ctx, name));
+    let info = info
+        .map_err(|err| err.into_job_error("docker-machine inspect failed"))?
+        .ok_or_else(|| {
+            JobError::retryable(format!("machine {name} vanished right after create"))
+        })?;
+    let url = url.map_err(|err| err.into_job_error("docker-machine url failed"))?;
+    // Certificates are the deployment's (in the database), not paths in this step's
+    // scratch store: deploy writes them out again wherever it runs.
+    Ok(Endpoint {
+        url,
+        ip_address: info.ip_address,
+        driver: Some(info.driver_name),
+        ca_cert_path: None,
+        client_cert_path: None,
+        client_key_path: None,
+    })
+}
+
+/// How often a running create's store entry is written back, so that a worker that
+/// dies mid-create leaves what docker-machine saved so far for the next attempt (and
+/// the teardown) to find.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+async fn create_synced(
+    ctx: &JobContext,
+    session: &MachineSession,
+    machine: &MachineRow,
+    driver: &str,
+    spec: &Spec,
+) -> Result<crate::machine::CallOutput, crate::machine::MachineError> {
+    let args = spec.driver_args();
+    let create = session.cli.create(ctx, &machine.name, driver, &args);
+    let sync = async {
+        loop {
+            tokio::time::sleep(SYNC_EVERY).await;
+            if let Err(err) = session.save(ctx, machine).await {
+                tracing::warn!(error = %error_chain(&err), "could not save the machine's state during create");
+            }
+        }
+    };
+    tokio::select! {
+        created = create => created,
+        never = sync => never,
+    }
+}
+
+/// A broken store entry (no or corrupt `config.json`) can be neither used nor removed by
+/// docker-machine: it is dropped, with a loud line naming where a resource may be left.
+async fn drop_broken_entry(
+    ctx: &JobContext,
+    session: &MachineSession,
+    machine: &MachineRow,
+    reason: String,
+) -> Result<(), JobError> {
+    session
+        .store
+        .remove_entry(&machine.name)
+        .map_err(|err| JobError::retryable_from("cannot drop a broken store entry", err))?;
+    session.save(ctx, machine).await?;
+    let text = format!(
+        "machine {}: its docker-machine store entry was broken ({reason}) and was dropped; a cloud resource an earlier create made may still exist: look for a machine named {} at driver {}",
+        machine.name,
+        machine.name,
+        machine.driver.as_deref().unwrap_or("?")
+    );
+    tracing::warn!(machine = %machine.name, "{text}");
+    ctx.log(&text).await;
+    Ok(())
+}
+
+/// What docker-machine says of a machine once no create of it is running.
+pub(super) enum Settled {
+    /// "does not exist"
+    Missing,
+    /// Its status: `Running`, `Error`, `Stopped`, ...
+    Status(String),
+    /// Its entry is broken: the message docker-machine gave.
+    Broken(String),
+}
+
+/// The machine's status once no create is running on it. A machine `Starting` is being
+/// created by a call that is still alive (on this host: an earlier attempt's create
+/// that has not yet written its next line): wait for it, up to one call's time limit.
+pub(super) async fn settle(
+    ctx: &JobContext,
+    cli: &MachineCli,
+    name: &str,
+) -> Result<Settled, JobError> {
+    let started = Instant::now();
+    let mut said = false;
+    loop {
+        let status = match cli.status(ctx, name).await {
+            Ok(status) => status,
+            Err(err) if err.broken_entry() => return Ok(Settled::Broken(err.to_string())),
+            Err(err) => return Err(err.into_job_error("docker-machine status failed")),
+        };
+        match status {
+            Some(status) if status == "Starting" => {
+                if started.elapsed() > cli.timeout() {
+                    return Err(JobError::retryable(format!(
+                        "machine {name} is still being created by an earlier attempt after {:?}",
+                        cli.timeout()
+                    )));
+                }
+                if !said {
+                    ctx.log(&format!(
+                        "machine {name} is being created by an earlier attempt: waiting for it"
+                    ))
+                    .await;
+                    said = true;
+                }
+                pause(ctx, Duration::from_millis(500)).await?;
+            }
+            Some(status) => return Ok(Settled::Status(status)),
+            None => return Ok(Settled::Missing),
+        }
+    }
+}
+
+/// Removes a machine an earlier attempt may have made, once the deployment stopped
+/// provisioning. Best effort: the teardown removes whatever is recorded.
+async fn remove_leftover(ctx: &JobContext, machine: &MachineRow, spec: &Spec) {
+    let Provider::DockerMachine { .. } = spec.provider else {
+        return;
+    };
+    let Ok(session) = MachineSession::open(
+        ctx,
+        machine.deployment_id,
+        &deployment_name(machine),
+        spec,
+        false,
+    )
+    .await
+    else {
+        return;
+    };
+    if !matches!(session.load(ctx, machine).await, Ok(Loaded::Entry)) {
+        return;
+    }
+    if let Ok(Settled::Status(_)) = settle(ctx, &session.cli, &machine.name).await
+        && session.cli.rm(ctx, &machine.name).await.is_ok()
+    {
+        let _ = session.save(ctx, machine).await;
+        ctx.log(&format!(
+            "removed machine {} left by an earlier attempt",
+            machine.name
+        ))
+        .await;
+    }
+}
