@@ -48,37 +48,7 @@ pub(crate) async fn run_job(
             handler_cancel.clone(),
         );
         let limit = timeout_for(&worker.config, &registry, &job);
-        let handler = AssertUnwindSafe(registry.run(&context)).catch_unwind();
-        tokio::pin!(handler);
-        let outcome = tokio::select! {
-            outcome = &mut handler => Some(outcome),
-            _ = tokio::time::sleep(limit) => None,
-        };
-        let outcome = match outcome {
-            Some(outcome) => Some(outcome),
-            None => {
-                warn!(timeout = ?limit, "handler ran past its time limit; stopping it");
-                handler_cancel.cancel();
-                // Handlers stop their calls and kill their child processes on cancel;
-                // one that does not within the grace is dropped, which kills what it
-                // spawned (kill on drop).
-                let _ = tokio::time::timeout(STOP_GRACE, &mut handler).await;
-                None
-            }
-        };
-        let result = match outcome {
-            None => RunResult::Retryable(format!("timed out after {limit:?}")),
-            Some(Ok(Ok(()))) => RunResult::Succeeded,
-            Some(Ok(Err(err))) => err.into_run_result(),
-            Some(Err(panic)) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|text| (*text).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_owned());
-                RunResult::Fatal(format!("handler panicked: {what}"))
-            }
-        };
+        let result = run_within(&registry, &context, limit, &handler_cancel).await;
         // The handler is done: free its running place now; the held place goes with the
         // result and is freed once the result is committed.
         let permit = slot.map(|Slot { run, held }| {
@@ -122,6 +92,47 @@ pub(crate) async fn run_job(
     }
     .instrument(span)
     .await
+}
+
+/// Runs the handler under its time limit, panics caught; a handler past its limit is
+/// stopped through its token and its attempt fails as retryable.
+async fn run_within(
+    registry: &Registry,
+    context: &JobContext,
+    limit: Duration,
+    handler_cancel: &CancellationToken,
+) -> RunResult {
+    let handler = AssertUnwindSafe(registry.run(context)).catch_unwind();
+    tokio::pin!(handler);
+    let outcome = tokio::select! {
+        outcome = &mut handler => Some(outcome),
+        _ = tokio::time::sleep(limit) => None,
+    };
+    let outcome = match outcome {
+        Some(outcome) => Some(outcome),
+        None => {
+            warn!(timeout = ?limit, "handler ran past its time limit; stopping it");
+            handler_cancel.cancel();
+            // Handlers stop their calls and kill their child processes on cancel;
+            // one that does not within the grace is dropped, which kills what it
+            // spawned (kill on drop).
+            let _ = tokio::time::timeout(STOP_GRACE, &mut handler).await;
+            None
+        }
+    };
+    match outcome {
+        None => RunResult::Retryable(format!("timed out after {limit:?}")),
+        Some(Ok(Ok(()))) => RunResult::Succeeded,
+        Some(Ok(Err(err))) => err.into_run_result(),
+        Some(Err(panic)) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            RunResult::Fatal(format!("handler panicked: {what}"))
+        }
+    }
 }
 
 /// How long one attempt of `job` may run: its own limit, else this worker's

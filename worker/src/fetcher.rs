@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use lc_shared::queue::HintPopper;
 use lc_shared::store::{ClaimedJob, ScanBound, error_chain};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
@@ -35,124 +35,183 @@ pub(crate) async fn fetch_loop(
     queue_name: String,
     stop: CancellationToken,
 ) {
-    let keys = worker.queue.ready_keys(&queue_name);
-    let batch_limit = worker
-        .config
-        .fetch_batch
-        .clamp(1, worker.config.concurrency);
-    let mut popper: Option<HintPopper> = None;
-    let claims = Arc::new(Semaphore::new(CLAIMS_IN_FLIGHT as usize));
-    // The lower bound of this queue's database polls (an unbounded one every 30).
-    let mut due_scan = ScanBound::new(30);
-    let mut last_db_poll = Instant::now();
-    // Warn once per Redis outage, not once per second.
-    let mut redis_down = false;
-    loop {
-        // A place for the claim of what this round pops, before its slots: slots wait
-        // for it rather than idle in a pop.
-        let claim = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            claim = claims.clone().acquire_owned() => match claim {
-                Ok(claim) => claim,
-                Err(_) => break,
-            },
-        };
-        let first = tokio::select! {
-            // Stop wins over a free slot, so an idle worker stops at once.
-            biased;
-            _ = stop.cancelled() => break,
-            slot = Slot::acquire(&worker.permits, &worker.held) => match slot {
-                Some(slot) => slot,
-                None => break,
-            },
-        };
-        let mut permits = vec![first];
-        while permits.len() < batch_limit {
-            match Slot::try_acquire(&worker.permits, &worker.held) {
-                Some(slot) => permits.push(slot),
-                None => break,
-            }
+    let mut fetcher = Fetcher::new(worker, registry, queue_name, stop);
+    while let Round::Again = fetcher.round().await {}
+    // Claims still on their way start their jobs before the loop is done, so that
+    // shutdown finds every claimed job among the running ones.
+    let _ = fetcher.claims.acquire_many(CLAIMS_IN_FLIGHT).await;
+    debug!(queue = %fetcher.queue_name, "fetcher stopped");
+}
+
+/// Whether the loop goes on.
+enum Round {
+    Again,
+    Stop,
+}
+
+/// The state of one queue's fetch loop.
+struct Fetcher {
+    worker: Arc<Worker>,
+    registry: Registry,
+    queue_name: String,
+    keys: [String; 3],
+    batch_limit: usize,
+    stop: CancellationToken,
+    /// A connection for blocking pops, made when first needed and dropped on error.
+    popper: Option<HintPopper>,
+    /// Places for claims in flight ([`CLAIMS_IN_FLIGHT`]).
+    claims: Arc<Semaphore>,
+    /// The lower bound of this queue's database polls (an unbounded one every 30).
+    due_scan: ScanBound,
+    last_db_poll: Instant,
+    /// Warn once per Redis outage, not once per second.
+    redis_down: bool,
+}
+
+impl Fetcher {
+    fn new(
+        worker: Arc<Worker>,
+        registry: Registry,
+        queue_name: String,
+        stop: CancellationToken,
+    ) -> Fetcher {
+        let keys = worker.queue.ready_keys(&queue_name);
+        let batch_limit = worker
+            .config
+            .fetch_batch
+            .clamp(1, worker.config.concurrency);
+        Fetcher {
+            worker,
+            registry,
+            queue_name,
+            keys,
+            batch_limit,
+            stop,
+            popper: None,
+            claims: Arc::new(Semaphore::new(CLAIMS_IN_FLIGHT as usize)),
+            due_scan: ScanBound::new(30),
+            last_db_poll: Instant::now(),
+            redis_down: false,
         }
-        if worker.is_paused(&queue_name) {
+    }
+
+    /// One round: free places, then jobs for them from Redis hints or the database.
+    async fn round(&mut self) -> Round {
+        let Some((claim, mut permits)) = self.places().await else {
+            return Round::Stop;
+        };
+        if self.worker.is_paused(&self.queue_name) {
             drop(permits);
-            pause(&stop, Duration::from_secs(1)).await;
-            continue;
+            pause(&self.stop, Duration::from_secs(1)).await;
+            return Round::Again;
         }
-        if last_db_poll.elapsed() >= worker.config.db_poll_interval {
-            last_db_poll = Instant::now();
-            claim_from_database(&worker, &registry, &queue_name, &mut permits, &mut due_scan).await;
+        if self.last_db_poll.elapsed() >= self.worker.config.db_poll_interval {
+            self.last_db_poll = Instant::now();
+            self.claim_from_database(&mut permits).await;
             if permits.is_empty() {
-                continue;
+                return Round::Again;
             }
         }
-        let conn = match popper.as_mut() {
-            Some(conn) => conn,
-            None => match worker.queue.popper().await {
-                Ok(conn) => popper.insert(conn),
+        if self.popper.is_none() {
+            match self.worker.queue.popper().await {
+                Ok(conn) => self.popper = Some(conn),
                 Err(err) => {
-                    if !redis_down {
-                        warn!(queue = %queue_name, error = %error_chain(&err), "redis unavailable; claiming from the database until it is back");
-                        redis_down = true;
-                    }
-                    claim_from_database(
-                        &worker,
-                        &registry,
-                        &queue_name,
-                        &mut permits,
-                        &mut due_scan,
-                    )
-                    .await;
+                    self.redis_failed(
+                        "redis unavailable; claiming from the database until it is back",
+                        &err,
+                    );
+                    self.claim_from_database(&mut permits).await;
                     drop(permits);
-                    pause(&stop, Duration::from_secs(1)).await;
-                    continue;
+                    pause(&self.stop, Duration::from_secs(1)).await;
+                    return Round::Again;
                 }
-            },
+            }
+        }
+        let Some(conn) = self.popper.as_mut() else {
+            return Round::Again;
         };
-        let popped = conn.pop(&keys, permits.len(), POP_TIMEOUT).await;
-        if popped.is_ok() && redis_down {
-            info!(queue = %queue_name, "redis is back");
-            redis_down = false;
+        let popped = conn.pop(&self.keys, permits.len(), POP_TIMEOUT).await;
+        if popped.is_ok() && self.redis_down {
+            info!(queue = %self.queue_name, "redis is back");
+            self.redis_down = false;
         }
         match popped {
             Ok(Some((key, hints))) => {
-                if stop.is_cancelled() {
+                if self.stop.is_cancelled() {
                     // Popped while shutting down: put them back for another worker.
-                    if let Err(err) = worker.queue.return_hints(&key, &hints).await {
+                    if let Err(err) = self.worker.queue.return_hints(&key, &hints).await {
                         warn!(error = %error_chain(&err), "could not return hints; the database path will find their jobs");
                     }
-                    break;
+                    return Round::Stop;
                 }
-                let (worker, registry) = (worker.clone(), registry.clone());
+                let (worker, registry) = (self.worker.clone(), self.registry.clone());
                 tokio::spawn(async move {
                     claim_hinted(&worker, &registry, &key, hints, &mut permits).await;
                     drop(claim);
                 });
             }
-            Ok(None) if stop.is_cancelled() => break,
+            Ok(None) if self.stop.is_cancelled() => return Round::Stop,
             Ok(None) => {
                 // Nothing in Redis: a good moment to look for jobs without hints.
-                last_db_poll = Instant::now();
-                claim_from_database(&worker, &registry, &queue_name, &mut permits, &mut due_scan)
-                    .await;
+                self.last_db_poll = Instant::now();
+                self.claim_from_database(&mut permits).await;
             }
             Err(err) => {
-                if !redis_down {
-                    warn!(queue = %queue_name, error = %error_chain(&err), "redis pop failed; claiming from the database until it is back");
-                    redis_down = true;
-                }
-                popper = None;
-                claim_from_database(&worker, &registry, &queue_name, &mut permits, &mut due_scan)
-                    .await;
+                self.redis_failed(
+                    "redis pop failed; claiming from the database until it is back",
+                    &err,
+                );
+                self.popper = None;
+                self.claim_from_database(&mut permits).await;
                 drop(permits);
-                pause(&stop, Duration::from_secs(1)).await;
+                pause(&self.stop, Duration::from_secs(1)).await;
             }
         }
+        Round::Again
     }
-    // Claims still on their way start their jobs before the loop is done, so that
-    // shutdown finds every claimed job among the running ones.
-    let _ = claims.acquire_many(CLAIMS_IN_FLIGHT).await;
-    debug!(queue = %queue_name, "fetcher stopped");
+
+    /// A place for the claim of what this round pops, then the free slots (at least
+    /// one, at most a batch); `None` once the loop must stop. The claim's place comes
+    /// first, so slots wait for it rather than idle in a pop.
+    async fn places(&self) -> Option<(OwnedSemaphorePermit, Vec<Slot>)> {
+        let claim = tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => return None,
+            claim = self.claims.clone().acquire_owned() => claim.ok()?,
+        };
+        let first = tokio::select! {
+            // Stop wins over a free slot, so an idle worker stops at once.
+            biased;
+            _ = self.stop.cancelled() => return None,
+            slot = Slot::acquire(&self.worker.permits, &self.worker.held) => slot?,
+        };
+        let mut permits = vec![first];
+        while permits.len() < self.batch_limit {
+            match Slot::try_acquire(&self.worker.permits, &self.worker.held) {
+                Some(slot) => permits.push(slot),
+                None => break,
+            }
+        }
+        Some((claim, permits))
+    }
+
+    fn redis_failed(&mut self, message: &str, err: &lc_shared::queue::QueueError) {
+        if !self.redis_down {
+            warn!(queue = %self.queue_name, error = %error_chain(err), "{message}");
+            self.redis_down = true;
+        }
+    }
+
+    async fn claim_from_database(&mut self, permits: &mut Vec<Slot>) {
+        claim_from_database(
+            &self.worker,
+            &self.registry,
+            &self.queue_name,
+            permits,
+            &mut self.due_scan,
+        )
+        .await;
+    }
 }
 
 async fn pause(stop: &CancellationToken, duration: Duration) {

@@ -12,6 +12,7 @@ use lc_shared::dispatch::Dispatch;
 use lc_shared::queue::Hints;
 use lc_shared::store::{ScanBound, WorkerInfo, error_chain};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -22,6 +23,7 @@ use crate::handlers::Registry;
 use crate::metrics::Metrics;
 use crate::outage::Outages;
 use crate::running::RunningJobs;
+use crate::slots::Finished;
 use crate::worker::{HELD_PER_SLOT, Worker, WorkerError};
 use crate::{completer, fetcher, inbox, lease, sweeper};
 
@@ -33,6 +35,32 @@ pub async fn run_with(
     registry: Registry,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
+    check_config(&config, &registry)?;
+    let (worker, completion_rx) = connect(&opts, config).await?;
+    let id = worker.id;
+    if !wait_for_database(&worker, &worker_info(&worker), &shutdown).await? {
+        info!(worker.id = %id, "stopped before the database answered");
+        return Ok(());
+    }
+    warn_about_cockroachdb_settings(&worker).await;
+    info!(
+        worker.id = %id,
+        queues = %worker.config.queues.join(","),
+        concurrency = worker.config.concurrency,
+        "worker started"
+    );
+    let tasks = Tasks::start(&worker, &registry, completion_rx).await?;
+    shutdown.cancelled().await;
+    tasks.stop(&worker).await;
+    if let Err(err) = worker.store.worker_stopped(worker.id).await {
+        warn!(error = %error_chain(&err), "could not mark worker stopped");
+    }
+    info!(worker.id = %id, "worker stopped");
+    Ok(())
+}
+
+/// Settings that only the registry can check.
+fn check_config(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerError> {
     config.validate().map_err(WorkerError::Config)?;
     for (kind, _) in &config.kind_timeouts {
         if registry.kinds().get(kind).is_none() {
@@ -42,13 +70,20 @@ pub async fn run_with(
             )));
         }
     }
+    Ok(())
+}
+
+/// The shared state of a new worker process, and the receiving end of its completions.
+async fn connect(
+    opts: &ConnectOpts,
+    config: WorkerConfig,
+) -> Result<(Arc<Worker>, mpsc::UnboundedReceiver<Finished>), WorkerError> {
     let store = opts.store(opts.db_pool_size)?;
     let queue = Hints::connect(&opts.redis_url, &opts.redis_prefix).await?;
     let dispatch = Dispatch::new(store.clone(), Some(queue.clone()));
-    let id = Uuid::new_v4();
     let (completions, completion_rx) = mpsc::unbounded_channel();
     let worker = Arc::new(Worker {
-        id,
+        id: Uuid::new_v4(),
         store,
         queue,
         permits: Arc::new(Semaphore::new(config.concurrency)),
@@ -64,18 +99,22 @@ pub async fn run_with(
         lease_scan: std::sync::Mutex::new(ScanBound::new(sweeper::FULL_SCAN_EVERY)),
         undispatched_scan: std::sync::Mutex::new(ScanBound::new(sweeper::FULL_SCAN_EVERY)),
     });
-    let info = WorkerInfo {
-        id,
+    Ok((worker, completion_rx))
+}
+
+/// How the worker registers itself (what `lc workers` shows).
+fn worker_info(worker: &Worker) -> WorkerInfo {
+    WorkerInfo {
+        id: worker.id,
         host: hostname(),
         pid: i64::from(std::process::id()),
         queues: worker.config.queues.clone(),
         concurrency: worker.config.concurrency as i64,
         version: env!("CARGO_PKG_VERSION").to_owned(),
-    };
-    if !wait_for_database(&worker, &info, &shutdown).await? {
-        info!(worker.id = %id, "stopped before the database answered");
-        return Ok(());
     }
+}
+
+async fn warn_about_cockroachdb_settings(worker: &Worker) {
     match worker.store.is_cockroachdb().await {
         Ok(true) => {
             for warning in worker.config.cockroachdb_warnings() {
@@ -85,62 +124,96 @@ pub async fn run_with(
         Ok(false) => {}
         Err(err) => warn!(error = %error_chain(&err), "could not read the database's version"),
     }
-    info!(
-        worker.id = %id,
-        queues = %worker.config.queues.join(","),
-        concurrency = worker.config.concurrency,
-        "worker started"
-    );
+}
 
-    // Fetchers and the inbox stop first; heartbeat and sweeper keep going until the
-    // running jobs are finished or released; the completer drains last.
-    let stop_fetching = CancellationToken::new();
-    let stop_background = CancellationToken::new();
-    let drain_completions = CancellationToken::new();
-    let mut fetchers = tokio::task::JoinSet::new();
-    for queue_name in worker.config.queues.clone() {
-        fetchers.spawn(fetcher::fetch_loop(
+/// The tasks of one worker process, in the order they stop: fetchers and the inbox
+/// first; heartbeat and sweeper keep going until the running jobs are finished or
+/// released; the completer drains last.
+struct Tasks {
+    stop_fetching: CancellationToken,
+    fetchers: JoinSet<()>,
+    stop_background: CancellationToken,
+    background: JoinSet<()>,
+    drain_completions: CancellationToken,
+    completer: tokio::task::JoinHandle<()>,
+}
+
+impl Tasks {
+    async fn start(
+        worker: &Arc<Worker>,
+        registry: &Registry,
+        completion_rx: mpsc::UnboundedReceiver<Finished>,
+    ) -> Result<Tasks, WorkerError> {
+        let stop_fetching = CancellationToken::new();
+        let mut fetchers = JoinSet::new();
+        for queue_name in worker.config.queues.clone() {
+            fetchers.spawn(fetcher::fetch_loop(
+                worker.clone(),
+                registry.clone(),
+                queue_name,
+                stop_fetching.clone(),
+            ));
+        }
+        if !worker.config.no_inbox {
+            fetchers.spawn(inbox::inbox_loop(
+                worker.clone(),
+                registry.kinds().clone(),
+                stop_fetching.clone(),
+            ));
+        }
+        let stop_background = CancellationToken::new();
+        let mut background = JoinSet::new();
+        background.spawn(lease::heartbeat_loop(
             worker.clone(),
-            registry.clone(),
-            queue_name,
-            stop_fetching.clone(),
-        ));
-    }
-    if !worker.config.no_inbox {
-        fetchers.spawn(inbox::inbox_loop(
-            worker.clone(),
-            registry.kinds().clone(),
-            stop_fetching.clone(),
-        ));
-    }
-    let mut background = tokio::task::JoinSet::new();
-    background.spawn(lease::heartbeat_loop(
-        worker.clone(),
-        stop_background.clone(),
-    ));
-    background.spawn(sweeper::sweep_loop(worker.clone(), stop_background.clone()));
-    if let Some(addr) = worker.config.metrics_addr {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(WorkerError::Metrics)?;
-        info!(%addr, "serving metrics");
-        background.spawn(crate::metrics_server::serve(
-            worker.clone(),
-            listener,
             stop_background.clone(),
         ));
+        background.spawn(sweeper::sweep_loop(worker.clone(), stop_background.clone()));
+        if let Some(addr) = worker.config.metrics_addr {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(WorkerError::Metrics)?;
+            info!(%addr, "serving metrics");
+            background.spawn(crate::metrics_server::serve(
+                worker.clone(),
+                listener,
+                stop_background.clone(),
+            ));
+        }
+        let drain_completions = CancellationToken::new();
+        let completer = tokio::spawn(completer::completer_loop(
+            worker.clone(),
+            completion_rx,
+            drain_completions.clone(),
+        ));
+        Ok(Tasks {
+            stop_fetching,
+            fetchers,
+            stop_background,
+            background,
+            drain_completions,
+            completer,
+        })
     }
-    let completer = tokio::spawn(completer::completer_loop(
-        worker.clone(),
-        completion_rx,
-        drain_completions.clone(),
-    ));
 
-    shutdown.cancelled().await;
-    info!(running = worker.running.len(), grace = ?worker.config.grace, "shutting down: no new jobs");
-    stop_fetching.cancel();
-    while fetchers.join_next().await.is_some() {}
+    /// Stops fetching, lets running jobs finish within the grace period, records what
+    /// finished, hands back the rest, then stops the background tasks.
+    async fn stop(mut self, worker: &Arc<Worker>) {
+        info!(running = worker.running.len(), grace = ?worker.config.grace, "shutting down: no new jobs");
+        self.stop_fetching.cancel();
+        while self.fetchers.join_next().await.is_some() {}
+        wait_for_handlers(worker).await;
+        self.drain_completions.cancel();
+        if let Err(err) = self.completer.await {
+            warn!(error = %err, "completer task failed");
+        }
+        release_unfinished(worker).await;
+        self.stop_background.cancel();
+        while self.background.join_next().await.is_some() {}
+    }
+}
 
+/// Waits for running handlers within the grace period; past it, cancels them.
+async fn wait_for_handlers(worker: &Worker) {
     worker.tasks.close();
     if tokio::time::timeout(worker.config.grace, worker.tasks.wait())
         .await
@@ -158,35 +231,29 @@ pub async fn run_with(
             warn!("some handlers did not stop within 10s of cancellation");
         }
     }
-    drain_completions.cancel();
-    if let Err(err) = completer.await {
-        warn!(error = %err, "completer task failed");
-    }
+}
 
+/// Hands the jobs still held back to their queues, so another worker starts them at
+/// once (they would come back anyway when their leases expire).
+async fn release_unfinished(worker: &Worker) {
     let left = worker.running.snapshot();
-    if !left.is_empty() {
-        match worker.store.release(worker.id, &left).await {
-            Ok(released) => {
-                worker.dispatch.send(&released).await;
-                info!(
-                    jobs = released.len(),
-                    "released unfinished jobs to the queue"
-                );
-            }
-            Err(err) => warn!(
-                error = %error_chain(&err),
-                jobs = left.len(),
-                "could not release jobs; they return when their leases expire"
-            ),
+    if left.is_empty() {
+        return;
+    }
+    match worker.store.release(worker.id, &left).await {
+        Ok(released) => {
+            worker.dispatch.send(&released).await;
+            info!(
+                jobs = released.len(),
+                "released unfinished jobs to the queue"
+            );
         }
+        Err(err) => warn!(
+            error = %error_chain(&err),
+            jobs = left.len(),
+            "could not release jobs; they return when their leases expire"
+        ),
     }
-    stop_background.cancel();
-    while background.join_next().await.is_some() {}
-    if let Err(err) = worker.store.worker_stopped(worker.id).await {
-        warn!(error = %error_chain(&err), "could not mark worker stopped");
-    }
-    info!(worker.id = %id, "worker stopped");
-    Ok(())
 }
 
 /// First backoff between tries of a worker that starts while the database is down.

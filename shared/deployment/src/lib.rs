@@ -39,7 +39,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use client::{DeploymentOptions, DeploymentView, Deployments};
+pub use client::{DeploymentError, DeploymentOptions, DeploymentView, Deployments};
 pub use records::{AckOutcome, DeploymentAttention, Fence};
 pub use spec::{
     CaEnv, FileSpec, FlagValue, NetworkMode, NodeOverride, Nodes, Payload, Provider, PullPolicy,

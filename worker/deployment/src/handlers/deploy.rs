@@ -11,21 +11,20 @@
 //! ports. Before each machine the deployment's state and generation are read again, so
 //! a teardown or a newer spec stops this job from going further.
 
-use super::env;
 use std::collections::HashMap;
 use std::time::Duration;
 
 use lc_deployment::{
     ContainerState, DeployPayload, DeployStart, DeploymentState, LABEL_DEPLOYMENT,
     LABEL_DEPLOYMENT_NAME, LABEL_GENERATION, LABEL_JOB, LABEL_MACHINE, LABEL_NODE, MachineRow,
-    Provider, Spec, container_name,
+    Payload, Provider, Spec, container_name,
 };
 use lc_shared::store::error_chain;
 use uuid::Uuid;
 
 use super::session::certificate_files;
-use super::{docker_error, is_final, store_error, with_certificates};
-use crate::docker::{ContainerPlan, Engine};
+use super::{docker_error, env, is_final, store_error, with_certificates};
+use crate::docker::{ContainerPlan, DockerError, Engine, Found};
 use crate::machine_store::ScratchStore;
 use lc_worker::{JobContext, JobError};
 
@@ -153,9 +152,6 @@ async fn deploy_machine(
     machine: &MachineRow,
     certs: Option<&ScratchStore>,
 ) -> Result<(), JobError> {
-    let store = &env(ctx)?.store;
-    let generation = payload.generation;
-    let deployment_id = payload.deployment_id;
     let endpoint = machine.endpoint().ok_or_else(|| {
         JobError::fatal(format!(
             "machine {} has no engine endpoint recorded",
@@ -163,147 +159,202 @@ async fn deploy_machine(
         ))
     })?;
     let endpoint = with_certificates(endpoint, certs);
-    let on_machine = |what: &str| format!("{what} on machine {}", machine.name);
     let engine = Engine::connect(&endpoint, ctx.metrics())
         .await
-        .map_err(|err| docker_error(on_machine("cannot reach the engine"), err))?;
-    let node = spec.node_payload(machine.node_index);
-    let credentials = registry_credentials(spec, &node.image)?;
-    let mut progress = Vec::new();
-    let pulled = engine
-        .ensure_image(&node.image, node.pull, credentials, &mut progress)
-        .await;
-    if !progress.is_empty() {
-        ctx.log(&format!(
-            "pull of {} on {}:\n{}",
-            node.image,
-            machine.name,
-            progress.join("\n")
-        ))
-        .await;
+        .map_err(|err| docker_error(on_machine(machine, "cannot reach the engine"), err))?;
+    let step = MachineStep {
+        ctx,
+        engine,
+        machine,
+        spec,
+        deployment_id: payload.deployment_id,
+        deployment_name,
+        generation: payload.generation,
+        node: spec.node_payload(machine.node_index),
+        name: container_name(&machine.name, payload.generation),
+    };
+    step.ensure_image().await?;
+    let current = step.remove_older_generations().await?;
+    let id = match current {
+        Some(existing) => step.adopt(existing).await?,
+        None => step.create_and_start().await?,
+    };
+    step.check_running(&id).await
+}
+
+fn on_machine(machine: &MachineRow, what: &str) -> String {
+    format!("{what} on machine {}", machine.name)
+}
+
+/// One machine's part of a deploy: its engine, its node's payload, its container.
+struct MachineStep<'a> {
+    ctx: &'a JobContext,
+    engine: Engine<'a>,
+    machine: &'a MachineRow,
+    spec: &'a Spec,
+    deployment_id: Uuid,
+    deployment_name: &'a str,
+    generation: i64,
+    node: Payload,
+    /// The container of this machine and generation.
+    name: String,
+}
+
+impl MachineStep<'_> {
+    fn failed(&self, what: &str, err: DockerError) -> JobError {
+        docker_error(on_machine(self.machine, what), err)
     }
-    let pulled = pulled.map_err(|err| docker_error(on_machine("image check failed"), err))?;
-    if pulled {
-        ctx.log(&format!("pulled {} on {}", node.image, machine.name))
+
+    /// Pulls the image unless the engine has it (or the spec's pull policy says to).
+    async fn ensure_image(&self) -> Result<(), JobError> {
+        let (ctx, machine, image) = (self.ctx, self.machine, &self.node.image);
+        let credentials = registry_credentials(self.spec, image)?;
+        let mut progress = Vec::new();
+        let pulled = self
+            .engine
+            .ensure_image(image, self.node.pull, credentials, &mut progress)
             .await;
+        if !progress.is_empty() {
+            ctx.log(&format!(
+                "pull of {image} on {}:\n{}",
+                machine.name,
+                progress.join("\n")
+            ))
+            .await;
+        }
+        if pulled.map_err(|err| self.failed("image check failed", err))? {
+            ctx.log(&format!("pulled {image} on {}", machine.name))
+                .await;
+        }
+        Ok(())
     }
-    let name = container_name(&machine.name, generation);
-    let found = engine
-        .containers(deployment_id, Some(&machine.name))
-        .await
-        .map_err(|err| docker_error(on_machine("cannot list containers"), err))?;
-    let (current, older): (Vec<_>, Vec<_>) = found
-        .into_iter()
-        .partition(|container| container.name == name && container.generation == Some(generation));
-    let stop = spec.timeouts.stop.unwrap_or(DEFAULT_STOP);
-    for old in &older {
-        engine
-            .stop_and_remove(&old.id, stop)
+
+    /// Removes the containers of other generations; returns this generation's, if an
+    /// earlier attempt made it.
+    async fn remove_older_generations(&self) -> Result<Option<Found>, JobError> {
+        let (ctx, machine) = (self.ctx, self.machine);
+        let found = self
+            .engine
+            .containers(self.deployment_id, Some(&machine.name))
             .await
-            .map_err(|err| docker_error(on_machine("cannot remove an older container"), err))?;
-        ctx.log(&format!(
-            "removed {} (generation {}) from {}",
-            old.name,
-            old.generation.unwrap_or(0),
-            machine.name
-        ))
-        .await;
+            .map_err(|err| self.failed("cannot list containers", err))?;
+        let (current, older): (Vec<_>, Vec<_>) = found.into_iter().partition(|container| {
+            container.name == self.name && container.generation == Some(self.generation)
+        });
+        let stop = self.spec.timeouts.stop.unwrap_or(DEFAULT_STOP);
+        for old in &older {
+            self.engine
+                .stop_and_remove(&old.id, stop)
+                .await
+                .map_err(|err| self.failed("cannot remove an older container", err))?;
+            ctx.log(&format!(
+                "removed {} (generation {}) from {}",
+                old.name,
+                old.generation.unwrap_or(0),
+                machine.name
+            ))
+            .await;
+        }
+        if !older.is_empty() {
+            env(ctx)?
+                .store
+                .containers_replaced(machine, self.generation, ctx.job().id)
+                .await
+                .map_err(|err| store_error("record replaced containers", err))?;
+        }
+        Ok(current.into_iter().next())
     }
-    if !older.is_empty() {
-        store
-            .containers_replaced(machine, generation, ctx.job().id)
-            .await
-            .map_err(|err| store_error("record replaced containers", err))?;
-    }
-    let id = match current.into_iter().next() {
-        Some(existing) if existing.state == "running" => {
+
+    /// Adopts the container an earlier attempt made: started if it is not running.
+    async fn adopt(&self, existing: Found) -> Result<String, JobError> {
+        let (ctx, machine, name) = (self.ctx, self.machine, &self.name);
+        if existing.state == "running" {
             ctx.log(&format!(
                 "{name} already runs on {} (an earlier attempt started it): adopting it",
                 machine.name
             ))
             .await;
-            existing.id
+            return Ok(existing.id);
         }
-        Some(existing) => {
-            ctx.log(&format!(
-                "{name} exists on {} ({}): adopting and starting it",
-                machine.name, existing.state
-            ))
-            .await;
-            if existing.state == "created" {
-                engine
-                    .upload_files(&existing.id, &node.files)
-                    .await
-                    .map_err(|err| docker_error(on_machine("cannot copy files"), err))?;
-            }
-            engine
-                .start(&existing.id)
+        ctx.log(&format!(
+            "{name} exists on {} ({}): adopting and starting it",
+            machine.name, existing.state
+        ))
+        .await;
+        if existing.state == "created" {
+            self.engine
+                .upload_files(&existing.id, &self.node.files)
                 .await
-                .map_err(|err| docker_error(on_machine("cannot start the container"), err))?;
-            existing.id
+                .map_err(|err| self.failed("cannot copy files", err))?;
         }
-        None => {
-            record(
-                ctx,
-                machine,
-                generation,
-                &node.image,
-                ContainerState::Creating,
-                None,
-                None,
-            )
-            .await?;
-            let plan = plan(
-                ctx.job().id,
-                deployment_id,
-                deployment_name,
-                machine,
-                generation,
-                &name,
-                spec,
-            );
-            let id = engine
-                .create(&plan, deployment_id)
-                .await
-                .map_err(|err| docker_error(on_machine("cannot create the container"), err))?;
-            engine
-                .start(&id)
-                .await
-                .map_err(|err| docker_error(on_machine("cannot start the container"), err))?;
-            ctx.log(&format!(
-                "started {name} on {} ({})",
-                machine.name,
+        self.engine
+            .start(&existing.id)
+            .await
+            .map_err(|err| self.failed("cannot start the container", err))?;
+        Ok(existing.id)
+    }
+
+    /// Records the container as being made, then creates and starts it.
+    async fn create_and_start(&self) -> Result<String, JobError> {
+        self.record(ContainerState::Creating, None, None).await?;
+        let plan = plan(
+            self.ctx.job().id,
+            self.deployment_id,
+            self.deployment_name,
+            self.machine,
+            self.generation,
+            &self.name,
+            self.spec,
+        );
+        let id = self
+            .engine
+            .create(&plan, self.deployment_id)
+            .await
+            .map_err(|err| self.failed("cannot create the container", err))?;
+        self.engine
+            .start(&id)
+            .await
+            .map_err(|err| self.failed("cannot start the container", err))?;
+        self.ctx
+            .log(&format!(
+                "started {} on {} ({})",
+                self.name,
+                self.machine.name,
                 &id[..id.len().min(12)]
             ))
             .await;
-            id
-        }
-    };
-    if let Err(err) = engine.check_running(&id, &name).await {
-        let job_error = docker_error(on_machine("container check failed"), err);
-        let text = error_chain(&job_error);
-        record(
-            ctx,
-            machine,
-            generation,
-            &node.image,
-            ContainerState::Failed,
-            Some(&id),
-            Some(&text),
-        )
-        .await?;
-        return Err(job_error);
+        Ok(id)
     }
-    record(
-        ctx,
-        machine,
-        generation,
-        &node.image,
-        ContainerState::Running,
-        Some(&id),
-        None,
-    )
-    .await
+
+    /// Checks that the container runs and records what it found.
+    async fn check_running(&self, id: &str) -> Result<(), JobError> {
+        if let Err(err) = self.engine.check_running(id, &self.name).await {
+            let job_error = self.failed("container check failed", err);
+            let text = error_chain(&job_error);
+            self.record(ContainerState::Failed, Some(id), Some(&text))
+                .await?;
+            return Err(job_error);
+        }
+        self.record(ContainerState::Running, Some(id), None).await
+    }
+
+    async fn record(
+        &self,
+        state: ContainerState,
+        docker_id: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), JobError> {
+        record(
+            self.ctx,
+            self.machine,
+            self.generation,
+            &self.node.image,
+            state,
+            docker_id,
+            error,
+        )
+        .await
+    }
 }
 
 /// The registry login the spec names, read from this worker's environment now (the

@@ -19,7 +19,6 @@
 //! last attempt, or an operator cancelled it) is caught by the watchdog, which runs
 //! every lease period while the deployment is provisioning.
 
-use super::env;
 use std::time::{Duration, Instant};
 
 use lc_deployment::{
@@ -30,7 +29,7 @@ use lc_shared::store::error_chain;
 
 use super::IntoJobError;
 use super::session::{Loaded, MachineSession, ensure_tls, fence};
-use super::{dispatch, docker_error, is_final, local_endpoint, origin, pause, store_error};
+use super::{dispatch, docker_error, env, is_final, local_endpoint, origin, pause, store_error};
 use crate::docker::Engine;
 use crate::machine::MachineCli;
 use lc_worker::{JobContext, JobError};

@@ -23,7 +23,6 @@
 //!    abandoned (`lc stuck` lists it until `lc deploy ack NAME`). The deployment's keys
 //!    are dropped once nothing is left.
 
-use super::env;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -38,7 +37,7 @@ use lc_shared::store::error_chain;
 
 use super::provision::{Settled, settle};
 use super::session::{Loaded, MachineSession, certificate_files, fence};
-use super::{docker_error, local_endpoint, pause, store_error, with_certificates};
+use super::{docker_error, env, local_endpoint, pause, store_error, with_certificates};
 use crate::docker::Engine;
 use crate::machine_store::ScratchStore;
 use lc_worker::{JobContext, JobError};

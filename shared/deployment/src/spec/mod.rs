@@ -1,0 +1,510 @@
+//! The deployment spec: what `lc deploy create spec.yaml` reads (JSON or YAML), what the
+//! `deployments` row stores, and what the worker's handlers act on.
+//!
+//! ```yaml
+//! name: demo                      # ^[a-z][a-z0-9-]{0,40}$
+//! owner: alice
+//! nodes: 3                        # or a list of per-node overrides of payload fields
+//! provider:
+//!   kind: local                   # or: docker-machine (see below)
+//! payload:
+//!   image: lc-busybox:latest
+//!   command: ["httpd", "-f", "-p", "127.0.0.1:8080"]
+//!   env: {GREETING: hello}
+//!   ports: [8080]
+//!   files: [{path: /www/index.html, content: "hello\n"}]
+//!   network_mode: host            # host or none
+//!   restart_policy: unless-stopped
+//!   labels: {team: platform}
+//! timeouts: {machine: 10m, stop: 10s}
+//! ```
+//!
+//! A docker-machine provider names its driver, the driver's flags, and the names (never
+//! the values) of the environment variables that hold its credentials:
+//!
+//! ```yaml
+//! provider:
+//!   kind: docker-machine
+//!   driver: digitalocean
+//!   driver_flags: {digitalocean-region: fra1, digitalocean-size: s-1vcpu-1gb}
+//!   credentials_env: [DIGITALOCEAN_ACCESS_TOKEN]
+//! ```
+//!
+//! Everything that ends up as a command-line argument or a container setting is
+//! checked here, before anything is written.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+
+use super::MAX_NODES;
+
+/// Why a spec was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("cannot read spec file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("invalid spec: {0}")]
+    Parse(String),
+    #[error("invalid spec: {field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
+    SpecError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Largest spec file accepted.
+pub const MAX_SPEC_BYTES: usize = 128 * 1024;
+/// Largest total size of the files a payload copies into its container.
+pub const MAX_FILES_BYTES: usize = 64 * 1024;
+/// Attempts of `provision_machine` and `deploy` jobs when the spec does not say.
+pub const DEFAULT_SPEC_ATTEMPTS: i64 = 5;
+
+/// A whole deployment spec.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub name: String,
+    pub owner: String,
+    pub nodes: Nodes,
+    pub provider: Provider,
+    pub payload: Payload,
+    #[serde(default, skip_serializing_if = "Timeouts::is_empty")]
+    pub timeouts: Timeouts,
+    /// Attempts of each `provision_machine` and `deploy` job.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: i64,
+    /// Login for pulling the payload image from a private registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_credentials_env: Option<RegistryCredentialsEnv>,
+}
+
+fn default_attempts() -> i64 {
+    DEFAULT_SPEC_ATTEMPTS
+}
+
+/// How many nodes, or one entry of overrides per node.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Nodes {
+    Count(i64),
+    List(Vec<NodeOverride>),
+}
+
+impl Serialize for Nodes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Nodes::Count(count) => serializer.serialize_i64(*count),
+            Nodes::List(list) => list.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Nodes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NodesVisitor;
+        impl<'de> Visitor<'de> for NodesVisitor {
+            type Value = Nodes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a node count or a list of per-node overrides")
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Nodes, E> {
+                i64::try_from(value)
+                    .map(Nodes::Count)
+                    .map_err(|_| E::custom("node count is too large"))
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Nodes, E> {
+                Ok(Nodes::Count(value))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Nodes, A::Error> {
+                Vec::<NodeOverride>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(Nodes::List)
+            }
+        }
+        deserializer.deserialize_any(NodesVisitor)
+    }
+}
+
+/// Where the machines come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Provider {
+    /// Every machine is the worker's local Docker engine; no docker-machine involved.
+    Local {},
+    /// Machines made by `docker-machine create --driver DRIVER`.
+    DockerMachine {
+        driver: String,
+        #[serde(default)]
+        driver_flags: BTreeMap<String, FlagValue>,
+        /// Names of the worker's environment variables that hold the driver's
+        /// credentials; their values are passed to docker-machine as environment only.
+        #[serde(default)]
+        credentials_env: Vec<String>,
+        /// The CA that existing engines (the `none` driver) trust, as the names of two
+        /// environment variables holding its certificate and key (PEM text, or the path
+        /// of a PEM file). Without it, each deployment gets a CA of its own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_env: Option<CaEnv>,
+    },
+}
+
+/// Names of the environment variables that hold an operator's CA.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaEnv {
+    pub cert: String,
+    pub key: String,
+}
+
+/// Names of the environment variables that hold a private registry's login; the
+/// workers read the values when they pull, so they never reach the database.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryCredentialsEnv {
+    pub username: String,
+    pub password: String,
+}
+
+impl Provider {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Provider::Local {} => "local",
+            Provider::DockerMachine { .. } => "docker-machine",
+        }
+    }
+
+    pub fn credentials_env(&self) -> &[String] {
+        match self {
+            Provider::Local {} => &[],
+            Provider::DockerMachine {
+                credentials_env, ..
+            } => credentials_env,
+        }
+    }
+}
+
+/// The value of one driver flag: `--name=value`, or one `--name=value` per item.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FlagValue {
+    Bool(bool),
+    Int(i64),
+    Text(String),
+    List(Vec<FlagScalar>),
+}
+
+/// One item of a list-valued driver flag.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FlagScalar {
+    Bool(bool),
+    Int(i64),
+    Text(String),
+}
+
+impl FlagScalar {
+    fn render(&self) -> String {
+        match self {
+            FlagScalar::Bool(value) => value.to_string(),
+            FlagScalar::Int(value) => value.to_string(),
+            FlagScalar::Text(value) => value.clone(),
+        }
+    }
+}
+
+impl FlagValue {
+    fn values(&self) -> Vec<String> {
+        match self {
+            FlagValue::Bool(value) => vec![value.to_string()],
+            FlagValue::Int(value) => vec![value.to_string()],
+            FlagValue::Text(value) => vec![value.clone()],
+            FlagValue::List(items) => items.iter().map(FlagScalar::render).collect(),
+        }
+    }
+}
+
+/// What runs on every machine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payload {
+    pub image: String,
+    /// Replaces the image's command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Ports the service listens on (informational with `host` networking).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// Files copied into the container before it starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileSpec>,
+    #[serde(default)]
+    pub network_mode: NetworkMode,
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub pull: PullPolicy,
+}
+
+/// Per-node overrides: each field given replaces the payload's, except `env` and
+/// `labels`, which are merged key by key (the node's value wins).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<u16>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<FileSpec>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<NetworkMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A file to copy into the container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// Absolute path inside the container, at most 100 bytes.
+    pub path: String,
+    pub content: String,
+    /// Octal permissions, as a string ("0644" when not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+impl FileSpec {
+    /// The permission bits (validated by [`Spec::validate`]).
+    pub fn mode_bits(&self) -> u32 {
+        self.mode
+            .as_deref()
+            .and_then(|mode| u32::from_str_radix(mode, 8).ok())
+            .unwrap_or(0o644)
+    }
+}
+
+/// Container networking: the Docker engines here run without a bridge, so only the
+/// host's network or none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    Host,
+    #[default]
+    None,
+}
+
+impl NetworkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::Host => "host",
+            NetworkMode::None => "none",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    #[default]
+    No,
+    Always,
+    UnlessStopped,
+    OnFailure,
+}
+
+/// Whether a missing image is pulled (from a registry the machine can reach).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    #[default]
+    IfMissing,
+    Never,
+}
+
+/// Time limits; the worker's settings apply where these are not given.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Each docker-machine call (create, rm, inspect, ...).
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub machine: Option<Duration>,
+    /// How long a container gets to stop before it is killed.
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stop: Option<Duration>,
+}
+
+impl Timeouts {
+    fn is_empty(&self) -> bool {
+        self.machine.is_none() && self.stop.is_none()
+    }
+}
+
+/// Durations as `"500ms"`, `"10s"`, `"5m"` (a bare number is milliseconds).
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(duration) => serializer.serialize_str(&format!("{}ms", duration.as_millis())),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Millis(u64),
+            Text(String),
+        }
+        match Option::<Raw>::deserialize(deserializer)? {
+            None => Ok(None),
+            Some(Raw::Millis(ms)) => Ok(Some(Duration::from_millis(ms))),
+            Some(Raw::Text(text)) => lc_shared::config::parse_duration(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Spec {
+    /// Reads a spec file: JSON when the name ends in `.json`, YAML otherwise.
+    pub fn from_file(path: &Path) -> Result<Spec, SpecError> {
+        let read_error = |reason: String| SpecError::Read {
+            path: path.display().to_string(),
+            reason,
+        };
+        let metadata = std::fs::metadata(path).map_err(|err| read_error(err.to_string()))?;
+        if metadata.len() > MAX_SPEC_BYTES as u64 {
+            return Err(read_error(format!("larger than {MAX_SPEC_BYTES} bytes")));
+        }
+        let text = std::fs::read_to_string(path).map_err(|err| read_error(err.to_string()))?;
+        let json = path
+            .extension()
+            .is_some_and(|ext| ext.eq_ignore_ascii_case("json"));
+        Spec::parse(&text, json)
+    }
+
+    /// Parses and validates a spec.
+    pub fn parse(text: &str, json: bool) -> Result<Spec, SpecError> {
+        let spec: Spec = if json {
+            serde_json::from_str(text).map_err(|err| SpecError::Parse(err.to_string()))?
+        } else {
+            yaml_serde::from_str(text).map_err(|err| SpecError::Parse(err.to_string()))?
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Reads a spec back from its `deployments.spec` column.
+    pub fn from_json(value: &serde_json::Value) -> Result<Spec, SpecError> {
+        let spec: Spec = serde_json::from_value(value.clone())
+            .map_err(|err| SpecError::Parse(err.to_string()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        // Serializing plain data (strings, numbers, maps with string keys) cannot fail.
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn node_count(&self) -> i64 {
+        match &self.nodes {
+            Nodes::Count(count) => *count,
+            Nodes::List(list) => list.len() as i64,
+        }
+    }
+
+    /// The payload of node `node` (1-based): the spec's payload with that node's
+    /// overrides applied.
+    pub fn node_payload(&self, node: i64) -> Payload {
+        let mut payload = self.payload.clone();
+        let Nodes::List(list) = &self.nodes else {
+            return payload;
+        };
+        let Some(node) = usize::try_from(node - 1)
+            .ok()
+            .and_then(|index| list.get(index))
+        else {
+            return payload;
+        };
+        if let Some(image) = &node.image {
+            payload.image = image.clone();
+        }
+        if let Some(command) = &node.command {
+            payload.command = Some(command.clone());
+        }
+        payload.env.extend(node.env.clone());
+        if let Some(ports) = &node.ports {
+            payload.ports = ports.clone();
+        }
+        if let Some(files) = &node.files {
+            payload.files = files.clone();
+        }
+        if let Some(mode) = node.network_mode {
+            payload.network_mode = mode;
+        }
+        if let Some(policy) = node.restart_policy {
+            payload.restart_policy = policy;
+        }
+        payload.labels.extend(node.labels.clone());
+        payload
+    }
+
+    /// The docker-machine flags of this spec's driver, as `--name=value` arguments.
+    pub fn driver_args(&self) -> Vec<String> {
+        match &self.provider {
+            Provider::Local {} => Vec::new(),
+            Provider::DockerMachine { driver_flags, .. } => driver_flags
+                .iter()
+                .flat_map(|(flag, value)| {
+                    value
+                        .values()
+                        .into_iter()
+                        .map(move |item| format!("--{flag}={item}"))
+                })
+                .collect(),
+        }
+    }
+}
+
+mod check;
+#[cfg(test)]
+mod tests;
+
+pub use check::is_env_var_name;

@@ -1,0 +1,184 @@
+//! The spec's parsing, merging and checks.
+
+use super::*;
+
+const LOCAL: &str = "
+name: demo
+owner: alice
+nodes: 3
+provider: {kind: local}
+payload:
+  image: lc-busybox:latest
+  command: [sleep, '3600']
+  network_mode: none
+";
+
+fn err(text: &str) -> String {
+    Spec::parse(text, false)
+        .expect_err("spec should be refused")
+        .to_string()
+}
+
+#[test]
+fn parses_yaml_and_json() {
+    let spec = Spec::parse(LOCAL, false).expect("valid spec");
+    assert_eq!(spec.node_count(), 3);
+    assert_eq!(spec.provider.kind(), "local");
+    assert_eq!(spec.max_attempts, DEFAULT_SPEC_ATTEMPTS);
+    let json = serde_json::to_string(&spec).expect("serializes");
+    let back = Spec::parse(&json, true).expect("round trip");
+    assert_eq!(back, spec);
+    assert_eq!(
+        Spec::from_json(&spec.to_json()).expect("column round trip"),
+        spec
+    );
+}
+
+#[test]
+fn node_overrides_merge() {
+    let spec = Spec::parse(
+        "
+name: web
+owner: bob
+nodes:
+  - {command: [httpd, -f, -p, '127.0.0.1:18081'], env: {A: '1'}}
+  - {}
+provider: {kind: local}
+payload: {image: lc-busybox:latest, command: [sleep, '1'], env: {A: '0', B: '2'}, network_mode: host}
+timeouts: {machine: 90s, stop: 2s}
+",
+        false,
+    )
+    .expect("valid spec");
+    assert_eq!(spec.node_count(), 2);
+    let first = spec.node_payload(1);
+    assert_eq!(
+        first.command.as_deref().map(|c| c[0].as_str()),
+        Some("httpd")
+    );
+    assert_eq!(first.env.get("A").map(String::as_str), Some("1"));
+    assert_eq!(first.env.get("B").map(String::as_str), Some("2"));
+    assert_eq!(
+        spec.node_payload(2)
+            .command
+            .as_deref()
+            .map(|c| c[0].as_str()),
+        Some("sleep")
+    );
+    assert_eq!(spec.timeouts.machine, Some(Duration::from_secs(90)));
+    let back = Spec::from_json(&spec.to_json()).expect("round trip");
+    assert_eq!(back, spec);
+}
+
+#[test]
+fn docker_machine_provider() {
+    let spec = Spec::parse(
+        "
+name: cloud
+owner: ops
+nodes: 2
+provider:
+  kind: docker-machine
+  driver: digitalocean
+  driver_flags: {digitalocean-region: fra1, digitalocean-ipv6: true, engine-label: [a=1, b=2]}
+  credentials_env: [DIGITALOCEAN_ACCESS_TOKEN]
+payload: {image: lc-busybox:latest}
+",
+        false,
+    )
+    .expect("valid spec");
+    assert_eq!(
+        spec.driver_args(),
+        vec![
+            "--digitalocean-ipv6=true",
+            "--digitalocean-region=fra1",
+            "--engine-label=a=1",
+            "--engine-label=b=2"
+        ]
+    );
+    assert_eq!(
+        spec.provider.credentials_env(),
+        ["DIGITALOCEAN_ACCESS_TOKEN"]
+    );
+}
+
+#[test]
+fn examples_parse() {
+    for (name, text) in [
+        ("demo.yaml", include_str!("../../../../examples/demo.yaml")),
+        (
+            "docker-machine.yaml",
+            include_str!("../../../../examples/docker-machine.yaml"),
+        ),
+    ] {
+        let spec = Spec::parse(text, false).unwrap_or_else(|err| panic!("examples/{name}: {err}"));
+        assert!(spec.node_count() >= 1);
+    }
+}
+
+#[test]
+fn refuses_what_could_reach_a_command_line() {
+    assert!(err(&LOCAL.replace("name: demo", "name: Demo")).contains("invalid deployment name"));
+    assert!(err(&LOCAL.replace("name: demo", "name: 'demo; rm -rf /'")).contains("name"));
+    assert!(err(&LOCAL.replace("kind: local", "kind: hetzner-cloud")).contains("unknown variant"));
+    assert!(
+        err(&LOCAL.replace("owner: alice", "owner: alice\ncolour: red")).contains("unknown field")
+    );
+    assert!(err(&LOCAL.replace("nodes: 3", "nodes: 0")).contains("nodes"));
+    assert!(err(&LOCAL.replace("nodes: 3", "nodes: 101")).contains("nodes"));
+    assert!(
+        err(&LOCAL.replace("network_mode: none", "network_mode: bridge"))
+            .contains("unknown variant")
+    );
+    assert!(
+        err(&LOCAL.replace("image: lc-busybox:latest", "image: '--privileged'"))
+            .contains("payload.image")
+    );
+    let machine = |provider: &str| LOCAL.replace("provider: {kind: local}", provider);
+    assert!(
+        err(&machine(
+            "provider: {kind: docker-machine, driver: 'digital ocean'}"
+        ))
+        .contains("provider.driver")
+    );
+    assert!(
+        err(&machine(
+            "provider: {kind: docker-machine, driver: none, driver_flags: {'--url': x}}"
+        ))
+        .contains("driver_flags")
+    );
+    assert!(
+        err(&machine(
+            "provider: {kind: docker-machine, driver: none, driver_flags: {url: \"a\\nb\"}}"
+        ))
+        .contains("newline")
+    );
+    assert!(
+        err(&machine(
+            "provider: {kind: docker-machine, driver: none, driver_flags: {storage-path: /tmp}}"
+        ))
+        .contains("set by LaunchControl")
+    );
+    assert!(err(&machine("provider: {kind: docker-machine, driver: digitalocean, driver_flags: {digitalocean-access-token: abc}}")).contains("credential"));
+    assert!(
+        err(&machine(
+            "provider: {kind: docker-machine, driver: digitalocean, credentials_env: [do_token]}"
+        ))
+        .contains("credentials_env")
+    );
+    assert!(err(&machine("provider: {kind: local, driver: x}")).contains("unknown field"));
+    assert!(
+        err(&LOCAL.replace(
+            "network_mode: none",
+            "network_mode: none\n  files: [{path: ../etc/passwd, content: x}]"
+        ))
+        .contains("path")
+    );
+    assert!(
+        err(&LOCAL.replace(
+            "network_mode: none",
+            "network_mode: none\n  labels: {lc.job: x}"
+        ))
+        .contains("reserved")
+    );
+}
