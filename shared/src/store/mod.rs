@@ -1,6 +1,9 @@
 //! The database, CockroachDB in production and PostgreSQL on one machine: the pool,
-//! the one retry helper every transaction goes through, and the SQL of each table,
-//! one submodule per table.
+//! the one retry helper every transaction goes through, and the SQL. The `jobs` and
+//! `job_events` tables have one submodule per stage of a job's life (every state
+//! change there is one conditional statement that also appends its event rows, with
+//! source and target states from [`crate::state::Transition`]); the other tables one
+//! submodule each.
 
 /// The lease-expiry rule, written once: a running job's lease has expired when its
 /// `lease_expires_at` is before the database's `now()` (never a worker's clock). A
@@ -11,9 +14,14 @@ macro_rules! lease_expired {
     };
 }
 
-mod jobs;
-mod ops;
+mod claim;
+mod complete;
+mod enqueue;
+mod operator;
 mod queues;
+mod read;
+mod rows;
+mod sweep;
 mod workers;
 
 use std::future::Future;
@@ -30,11 +38,11 @@ use uuid::Uuid;
 use crate::NewJob;
 use crate::dialect::Dialect;
 
-pub use jobs::{
+pub use enqueue::enqueue_in_transaction;
+pub use rows::{
     CancelOutcome, ClaimedJob, Completion, Enqueued, EventRow, HintTarget, JobFilter, JobRow,
-    OperatorResult, QueueDepth, StuckJob, enqueue_in_transaction,
+    OperatorResult, QueueDepth, RunningJob, StuckJob, WaitingJob,
 };
-pub use ops::{RunningJob, WaitingJob};
 pub use workers::{WorkerInfo, WorkerRow};
 
 /// Errors of the store. `Pool` and `Db` keep their sources.
@@ -592,7 +600,7 @@ impl Store {
     /// [`Store::id_order`]. Chosen once per enqueue, before any try, so that every try
     /// inserts the same ids.
     pub fn job_ids(&self, jobs: &[NewJob]) -> Vec<Uuid> {
-        jobs::job_ids(jobs, self.id_order())
+        enqueue::job_ids(jobs, self.id_order())
     }
 
     /// Checks that the database answers; used at start-up for a clear first error.

@@ -1,0 +1,227 @@
+//! The types the job statements take and give back (jobs and their events as
+//! operators see them, claimed jobs, completions, hint targets, outcomes), and how
+//! a database row becomes one.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::job::Priority;
+use crate::state::{JobState, RunResult};
+
+/// Where a hint for a job goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HintTarget {
+    pub id: Uuid,
+    pub queue: String,
+    pub priority: Priority,
+}
+
+/// The answer to an enqueue, one per job asked for, in the same order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: Uuid,
+    /// False when the idempotency key named an existing job, which is returned instead.
+    pub created: bool,
+    /// Set when the enqueuer should send a hint now (created, due, and not left to
+    /// the sweeper).
+    pub hint: Option<HintTarget>,
+}
+
+/// A job a worker now holds.
+#[derive(Clone, Debug)]
+pub struct ClaimedJob {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub priority: Priority,
+    pub payload: serde_json::Value,
+    /// The fencing token: only this attempt may record the job's outcome.
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub deployment_id: Option<Uuid>,
+    /// The job's own time limit per attempt, if its producer set one.
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// A finished run, as the worker's completer hands it to the store.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub id: Uuid,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub result: RunResult,
+    /// Wait before the next attempt, when the result is retryable.
+    pub retry_delay_ms: i64,
+}
+
+/// What `cancel` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Cancelled { was: JobState },
+    AlreadyFinished(JobState),
+    NotFound,
+}
+
+/// A job as operators see it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct JobRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub priority: String,
+    pub state: JobState,
+    pub payload: serde_json::Value,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub run_at: DateTime<Utc>,
+    pub lease_owner: Option<Uuid>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub deployment_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One line of a job's history: a transition (with `to_state`) or a log line.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EventRow {
+    pub at: DateTime<Utc>,
+    pub from_state: Option<JobState>,
+    pub to_state: Option<JobState>,
+    pub attempt: i64,
+    pub worker_id: Option<Uuid>,
+    pub message: Option<String>,
+}
+
+/// Filters of `lc jobs ls`.
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub kind: Option<String>,
+    pub queue: Option<String>,
+    pub deployment_id: Option<Uuid>,
+    pub older_than_secs: Option<i64>,
+    pub limit: i64,
+}
+
+/// Per queue and state, how many jobs there are.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct QueueDepth {
+    pub queue: String,
+    pub state: JobState,
+    pub count: i64,
+}
+
+/// A job `lc stuck` lists, with why.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StuckJob {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub state: JobState,
+    pub attempt: i64,
+    pub lease_owner: Option<Uuid>,
+    pub since: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub reason: String,
+}
+
+/// What an operator transition found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OperatorResult {
+    Applied {
+        was: JobState,
+    },
+    /// The job is in a state this transition does not start from.
+    NotApplicable(JobState),
+    NotFound,
+}
+
+/// A running job `lc stuck` looks at.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RunningJob {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub payload: serde_json::Value,
+    pub lease_owner: Option<Uuid>,
+    pub lease_expired: bool,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub running_secs: f64,
+    /// The holder's last heartbeat age in seconds; `None` when no worker row exists.
+    pub worker_heartbeat_age_secs: Option<f64>,
+    pub worker_stopped: bool,
+    pub last_error: Option<String>,
+}
+
+/// A queued job that has been due for a while.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WaitingJob {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub attempt: i64,
+    pub due_secs: f64,
+    pub dispatched: bool,
+    pub queue_paused: bool,
+    pub last_error: Option<String>,
+}
+
+/// The columns [`job_row`] reads, in its order.
+pub(super) const JOB_COLUMNS: &str = "id, kind, queue, priority, state, payload, attempt, max_attempts, run_at, \
+    lease_owner, lease_expires_at, last_error, idempotency_key, deployment_id, created_at, \
+    updated_at, started_at, finished_at";
+
+pub(super) fn job_row(row: &Row) -> JobRow {
+    JobRow {
+        id: row.get(0),
+        kind: row.get(1),
+        queue: row.get(2),
+        priority: Priority::from_db(row.get(3)).as_str().to_owned(),
+        state: row.get(4),
+        payload: row.get(5),
+        attempt: row.get(6),
+        max_attempts: row.get(7),
+        run_at: row.get(8),
+        lease_owner: row.get(9),
+        lease_expires_at: row.get(10),
+        last_error: row.get(11),
+        idempotency_key: row.get(12),
+        deployment_id: row.get(13),
+        created_at: row.get(14),
+        updated_at: row.get(15),
+        started_at: row.get(16),
+        finished_at: row.get(17),
+    }
+}
+
+pub(super) fn hint_target(row: &Row) -> HintTarget {
+    HintTarget {
+        id: row.get("id"),
+        queue: row.get("queue"),
+        priority: Priority::from_db(row.get("priority")),
+    }
+}
+
+pub(super) fn claimed_job(row: &Row) -> ClaimedJob {
+    ClaimedJob {
+        id: row.get(0),
+        kind: row.get(1),
+        queue: row.get(2),
+        priority: Priority::from_db(row.get(3)),
+        payload: row.get(4),
+        attempt: row.get(5),
+        max_attempts: row.get(6),
+        deployment_id: row.get(7),
+        timeout: row
+            .get::<_, Option<i64>>(8)
+            .map(|ms| std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+    }
+}
