@@ -34,6 +34,103 @@ pub(super) fn by_id<'a>(ids: &[Uuid], state: &'a str) -> Vec<&'a str> {
     vec![state; ids.len()]
 }
 
+/// The statement of [`Store::record_completions`], with `$locked` (a CTE that locks the
+/// rows first, or nothing) after its input and `$join` (the join with it) in its update.
+macro_rules! completion_sql {
+    ($locked:literal, $join:literal) => {
+        concat!(
+            "
+WITH input AS (
+    SELECT * FROM UNNEST((SELECT $1::UUID[]), $2::INT8[], $3::TEXT[], $4::INT8[], $5::TEXT[], $6::TEXT[],
+                         $10::TEXT[])
+        AS t(id, attempt, to_state, delay_ms, error, label, from_state)
+)",
+            $locked,
+            ", done AS (
+    UPDATE jobs j SET
+        state = i.to_state,
+        run_at = CASE WHEN i.to_state = $7 THEN now() + i.delay_ms * INTERVAL '1 millisecond'
+                      ELSE j.run_at END,
+        dispatched = false,
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        last_error = COALESCE(i.error, j.last_error),
+        finished_at = CASE WHEN i.to_state = $7 THEN NULL ELSE now() END,
+        updated_at = now()
+    FROM input i",
+            $join,
+            "
+    WHERE j.id = i.id AND j.attempt = i.attempt AND j.state = i.from_state AND j.lease_owner = $9
+    RETURNING j.id, j.attempt, i.to_state, i.error, i.label
+), events AS (
+    INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
+    SELECT id, $8, to_state, attempt, $9, COALESCE(label || ': ' || error, label) FROM done
+)
+SELECT id FROM done"
+        )
+    };
+}
+
+/// Rows locked in id order first: at read committed (see [`Store::record_completions`]).
+const COMPLETIONS_IN_ID_ORDER: &str = completion_sql!(
+    ", locked AS MATERIALIZED (
+    SELECT j.id FROM jobs j JOIN input i
+        ON j.id = i.id AND j.attempt = i.attempt AND j.state = i.from_state
+    WHERE j.lease_owner = $9
+    ORDER BY j.id
+    FOR UPDATE OF j
+)",
+    " JOIN locked l ON l.id = i.id"
+);
+
+/// No locking read: under `--isolation serializable`.
+const COMPLETIONS_ONE_AT_A_TIME: &str = completion_sql!("", "");
+
+/// The input of the completion statement, one array per column: each completion's
+/// transition (by [`after_run`]) decides its target state, label and error.
+struct CompletionColumns<'a> {
+    ids: Vec<Uuid>,
+    attempts: Vec<i64>,
+    to_states: Vec<&'static str>,
+    delays: Vec<i64>,
+    errors: Vec<Option<&'a str>>,
+    labels: Vec<&'static str>,
+    /// `running` for each row: see [`by_id`].
+    from_states: Vec<&'static str>,
+}
+
+impl<'a> CompletionColumns<'a> {
+    fn new(completions: &'a [Completion]) -> CompletionColumns<'a> {
+        let mut columns = CompletionColumns {
+            ids: Vec::with_capacity(completions.len()),
+            attempts: Vec::with_capacity(completions.len()),
+            to_states: Vec::with_capacity(completions.len()),
+            delays: Vec::with_capacity(completions.len()),
+            errors: Vec::with_capacity(completions.len()),
+            labels: Vec::with_capacity(completions.len()),
+            from_states: Vec::new(),
+        };
+        for completion in completions {
+            let transition = after_run(
+                &completion.result,
+                completion.attempt,
+                completion.max_attempts,
+            );
+            columns.ids.push(completion.id);
+            columns.attempts.push(completion.attempt);
+            columns.to_states.push(transition.to().as_str());
+            columns.delays.push(completion.retry_delay_ms);
+            columns.errors.push(match &completion.result {
+                RunResult::Succeeded => None,
+                RunResult::Retryable(error) | RunResult::Fatal(error) => Some(error.as_str()),
+            });
+            columns.labels.push(transition.label());
+        }
+        columns.from_states = by_id(&columns.ids, JobState::Running.as_str());
+        columns
+    }
+}
+
 impl Store {
     /// Records finished runs in one statement. Each row applies only while the job is
     /// still running under this worker and attempt; the ids that applied are returned
@@ -51,91 +148,24 @@ impl Store {
         // [`Store::statement`]), so there is no order to keep, and the locking read
         // would only add work and predicate locks (measured: two workers fell below
         // one).
-        macro_rules! completion_sql {
-            ($locked:literal, $join:literal) => {
-                concat!(
-                    "
-WITH input AS (
-    SELECT * FROM UNNEST((SELECT $1::UUID[]), $2::INT8[], $3::TEXT[], $4::INT8[], $5::TEXT[], $6::TEXT[],
-                         $10::TEXT[])
-        AS t(id, attempt, to_state, delay_ms, error, label, from_state)
-)",
-                    $locked,
-                    ", done AS (
-    UPDATE jobs j SET
-        state = i.to_state,
-        run_at = CASE WHEN i.to_state = $7 THEN now() + i.delay_ms * INTERVAL '1 millisecond'
-                      ELSE j.run_at END,
-        dispatched = false,
-        lease_owner = NULL,
-        lease_expires_at = NULL,
-        last_error = COALESCE(i.error, j.last_error),
-        finished_at = CASE WHEN i.to_state = $7 THEN NULL ELSE now() END,
-        updated_at = now()
-    FROM input i",
-                    $join,
-                    "
-    WHERE j.id = i.id AND j.attempt = i.attempt AND j.state = i.from_state AND j.lease_owner = $9
-    RETURNING j.id, j.attempt, i.to_state, i.error, i.label
-), events AS (
-    INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
-    SELECT id, $8, to_state, attempt, $9, COALESCE(label || ': ' || error, label) FROM done
-)
-SELECT id FROM done"
-                )
-            };
-        }
-        const IN_ID_ORDER: &str = completion_sql!(
-            ", locked AS MATERIALIZED (
-    SELECT j.id FROM jobs j JOIN input i
-        ON j.id = i.id AND j.attempt = i.attempt AND j.state = i.from_state
-    WHERE j.lease_owner = $9
-    ORDER BY j.id
-    FOR UPDATE OF j
-)",
-            " JOIN locked l ON l.id = i.id"
-        );
-        const ONE_AT_A_TIME: &str = completion_sql!("", "");
         let sql = match self.level(Isolation::ReadCommitted) {
-            Isolation::ReadCommitted => IN_ID_ORDER,
-            Isolation::Serializable => ONE_AT_A_TIME,
+            Isolation::ReadCommitted => COMPLETIONS_IN_ID_ORDER,
+            Isolation::Serializable => COMPLETIONS_ONE_AT_A_TIME,
         };
-        let mut ids = Vec::with_capacity(completions.len());
-        let mut attempts = Vec::with_capacity(completions.len());
-        let mut to_states = Vec::with_capacity(completions.len());
-        let mut delays = Vec::with_capacity(completions.len());
-        let mut errors: Vec<Option<&str>> = Vec::with_capacity(completions.len());
-        let mut labels = Vec::with_capacity(completions.len());
-        for completion in completions {
-            let transition = after_run(
-                &completion.result,
-                completion.attempt,
-                completion.max_attempts,
-            );
-            ids.push(completion.id);
-            attempts.push(completion.attempt);
-            to_states.push(transition.to().as_str());
-            delays.push(completion.retry_delay_ms);
-            errors.push(match &completion.result {
-                RunResult::Succeeded => None,
-                RunResult::Retryable(error) | RunResult::Fatal(error) => Some(error.as_str()),
-            });
-            labels.push(transition.label());
-        }
+        let columns = CompletionColumns::new(completions);
         let queued = JobState::Queued.as_str();
         let running = JobState::Running.as_str();
-        let from_states = by_id(&ids, running);
         let params: [&(dyn ToSql + Sync); 10] = [
-            &ids,
-            &attempts,
-            &to_states,
-            &delays,
-            &errors,
-            &labels,
+            &columns.ids,
+            &columns.attempts,
+            &columns.to_states,
+            &columns.delays,
+            &columns.errors,
+            &columns.labels,
             &queued,
             &running,
             &worker,
-            &from_states,
+            &columns.from_states,
         ];
         let rows = self
             .statement(Isolation::ReadCommitted, Replay::Safe, sql, &params)

@@ -8,6 +8,36 @@ use super::rows::{CancelOutcome, OperatorResult, RunningJob, WaitingJob};
 use super::{Isolation, Replay, Result, Store, StoreError, retry};
 use crate::state::{JobState, Transition};
 
+/// The conditional update of an operator transition: `$1` id, `$2` the state it was
+/// read in, `$3` attempt, `$4` the target state, `$5` the message (used by some).
+fn operator_update(transition: Transition) -> Result<String> {
+    let set = match transition {
+        Transition::Cancel => {
+            "state = $4, lease_owner = NULL, lease_expires_at = NULL, finished_at = now(), \
+             last_error = COALESCE(last_error, $5)"
+        }
+        // A dead job gets as many new attempts as it had.
+        Transition::Revive => {
+            "state = $4, run_at = now(), dispatched = false, finished_at = NULL, \
+             max_attempts = attempt + max_attempts"
+        }
+        // The worker is gone: the attempt counts, but the job gets at least one more.
+        Transition::Requeue => {
+            "state = $4, run_at = now(), dispatched = false, lease_owner = NULL, \
+             lease_expires_at = NULL, max_attempts = GREATEST(max_attempts, attempt + 1), \
+             last_error = $5"
+        }
+        other => {
+            return Err(StoreError::Invalid(format!(
+                "{other:?} is not an operator transition"
+            )));
+        }
+    };
+    Ok(format!(
+        "UPDATE jobs SET {set}, updated_at = now() WHERE id = $1 AND state = $2 AND attempt = $3"
+    ))
+}
+
 impl Store {
     /// Cancels a queued or running job. A running job's worker notices at its next
     /// heartbeat (the job is no longer running under its lease) and stops the handler.
@@ -32,31 +62,7 @@ impl Store {
         transition: Transition,
         message: &str,
     ) -> Result<OperatorResult> {
-        let set = match transition {
-            Transition::Cancel => {
-                "state = $4, lease_owner = NULL, lease_expires_at = NULL, finished_at = now(), \
-                 last_error = COALESCE(last_error, $5)"
-            }
-            // A dead job gets as many new attempts as it had.
-            Transition::Revive => {
-                "state = $4, run_at = now(), dispatched = false, finished_at = NULL, \
-                 max_attempts = attempt + max_attempts"
-            }
-            // The worker is gone: the attempt counts, but the job gets at least one more.
-            Transition::Requeue => {
-                "state = $4, run_at = now(), dispatched = false, lease_owner = NULL, \
-                 lease_expires_at = NULL, max_attempts = GREATEST(max_attempts, attempt + 1), \
-                 last_error = $5"
-            }
-            other => {
-                return Err(StoreError::Invalid(format!(
-                    "{other:?} is not an operator transition"
-                )));
-            }
-        };
-        let update = format!(
-            "UPDATE jobs SET {set}, updated_at = now() WHERE id = $1 AND state = $2 AND attempt = $3"
-        );
+        let update = operator_update(transition)?;
         let to = transition.to().as_str();
         retry(Replay::Safe, || {
             let update = update.as_str();
