@@ -128,12 +128,12 @@ impl Priority {
         }
     }
 
-    pub fn from_db(value: i64) -> Priority {
-        match value {
-            0 => Priority::High,
-            2 => Priority::Low,
-            _ => Priority::Normal,
-        }
+    /// The priority stored as `value` ([`Priority::as_db`]); `None` for a number that
+    /// is none of them (the table's CHECK allows only those).
+    pub fn from_db(value: i64) -> Option<Priority> {
+        Priority::ALL
+            .into_iter()
+            .find(|priority| priority.as_db() == value)
     }
 }
 
@@ -294,5 +294,10 @@ mod tests {
         let mut all = vec![Priority::Low, Priority::High, Priority::Normal];
         all.sort_by_key(|priority| priority.as_db());
         assert_eq!(all, Priority::ALL);
+        for priority in Priority::ALL {
+            assert_eq!(Priority::from_db(priority.as_db()), Some(priority));
+        }
+        assert_eq!(Priority::from_db(3), None);
+        assert_eq!(Priority::from_db(-1), None);
     }
 }

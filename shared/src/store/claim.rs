@@ -38,7 +38,7 @@ impl Store {
         let rows = self
             .statement(Isolation::ReadCommitted, Replay::Safe, sql, params)
             .await?;
-        Ok(rows.iter().map(claimed_job).collect())
+        rows.iter().map(claimed_job).collect()
     }
 
     /// Claims the jobs named by hints, those still queued and due. A stale or

@@ -264,7 +264,7 @@ SELECT id, queue, priority FROM released";
                 ],
             )
             .await?;
-        Ok(rows.iter().map(hint_target).collect())
+        rows.iter().map(hint_target).collect()
     }
 
     /// Appends a log line (not a transition) to a job's history, only while `attempt`

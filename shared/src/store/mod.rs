@@ -58,6 +58,11 @@ pub enum StoreError {
     Db(#[from] tokio_postgres::Error),
     #[error("{0}")]
     Invalid(String),
+    /// A value read from the database that its type cannot hold (an unknown state, a
+    /// priority number out of range): a defect in the data or a newer schema, never
+    /// replaced by a default. `column` is `table.column`.
+    #[error("unexpected value {value:?} in {column}")]
+    Corrupt { column: &'static str, value: String },
 }
 
 pub type Result<T = ()> = std::result::Result<T, StoreError>;
@@ -87,7 +92,10 @@ impl StoreError {
                         || *code == SqlState::CANNOT_CONNECT_NOW
                 }
             },
-            StoreError::Url(_) | StoreError::Build(_) | StoreError::Invalid(_) => false,
+            StoreError::Url(_)
+            | StoreError::Build(_)
+            | StoreError::Invalid(_)
+            | StoreError::Corrupt { .. } => false,
         }
     }
 
@@ -100,7 +108,8 @@ impl StoreError {
 
     /// Whether the database refused the statement itself (bad data, a constraint, a
     /// statement it cannot run): then nothing of it committed, and running it again
-    /// gives the same answer.
+    /// gives the same answer. Not [`StoreError::Corrupt`]: that is found in what a
+    /// statement returned, after it may have committed.
     pub fn is_rejected(&self) -> bool {
         match self {
             StoreError::Invalid(_) => true,
@@ -108,7 +117,10 @@ impl StoreError {
                 let class = &code.code()[..2];
                 matches!(class, "22" | "23" | "42" | "54")
             }),
-            StoreError::Url(_) | StoreError::Build(_) | StoreError::Pool(_) => false,
+            StoreError::Url(_)
+            | StoreError::Build(_)
+            | StoreError::Pool(_)
+            | StoreError::Corrupt { .. } => false,
         }
     }
 
@@ -130,7 +142,10 @@ impl StoreError {
                 Some(_) => false,
                 None => replay == Replay::Safe,
             },
-            StoreError::Url(_) | StoreError::Build(_) | StoreError::Invalid(_) => false,
+            StoreError::Url(_)
+            | StoreError::Build(_)
+            | StoreError::Invalid(_)
+            | StoreError::Corrupt { .. } => false,
         }
     }
 }

@@ -4,7 +4,7 @@
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::rows::{CancelOutcome, OperatorResult, RunningJob, WaitingJob};
+use super::rows::{CancelOutcome, OperatorResult, RunningJob, WaitingJob, job_state, state_at};
 use super::{Isolation, Replay, Result, Store, StoreError, retry};
 use crate::state::{JobState, Transition};
 
@@ -80,7 +80,7 @@ impl Store {
                 };
                 let state_text: String = row.get(0);
                 let attempt: i64 = row.get(1);
-                let state: JobState = state_text.parse().map_err(StoreError::Invalid)?;
+                let state = job_state(&state_text, "jobs.state")?;
                 if !transition.from().contains(&state) {
                     return Ok(OperatorResult::NotApplicable(state));
                 }
@@ -100,9 +100,10 @@ impl Store {
                         .query_one("SELECT state FROM jobs WHERE id = $1", &[&id])
                         .await?
                         .get(0);
-                    return Ok(OperatorResult::NotApplicable(
-                        now.parse().map_err(StoreError::Invalid)?,
-                    ));
+                    return Ok(OperatorResult::NotApplicable(job_state(
+                        &now,
+                        "jobs.state",
+                    )?));
                 }
                 tx.execute(
                     "INSERT INTO job_events (job_id, from_state, to_state, attempt, message)
@@ -203,13 +204,9 @@ ORDER BY j.run_at LIMIT $3";
             let rows = client
                 .query("SELECT id, state FROM jobs WHERE id = ANY($1)", &[&ids])
                 .await?;
-            Ok(rows
-                .iter()
-                .filter_map(|row| {
-                    let state: String = row.get(1);
-                    state.parse().ok().map(|state| (row.get(0), state))
-                })
-                .collect())
+            rows.iter()
+                .map(|row| Ok((row.get(0), state_at(row, 1, "jobs.state")?)))
+                .collect()
         })
         .await
     }

@@ -3,7 +3,9 @@
 
 use uuid::Uuid;
 
-use super::rows::{EventRow, JOB_COLUMNS, JobFilter, JobRow, QueueDepth, job_row};
+use super::rows::{
+    EventRow, JOB_COLUMNS, JobFilter, JobRow, QueueDepth, event_row, job_row, state_at,
+};
 use super::{Replay, Result, Store, retry};
 
 impl Store {
@@ -11,11 +13,12 @@ impl Store {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
         retry(Replay::Safe, || async {
             let client = self.pool.get().await?;
-            Ok(client
+            client
                 .query_opt(sql.as_str(), &[&id])
                 .await?
                 .as_ref()
-                .map(job_row))
+                .map(job_row)
+                .transpose()
         })
         .await
     }
@@ -27,17 +30,7 @@ impl Store {
         retry(Replay::Safe, || async {
             let client = self.pool.get().await?;
             let rows = client.query(SQL, &[&id]).await?;
-            Ok(rows
-                .iter()
-                .map(|row| EventRow {
-                    at: row.get(0),
-                    from_state: row.get(1),
-                    to_state: row.get(2),
-                    attempt: row.get(3),
-                    worker_id: row.get(4),
-                    message: row.get(5),
-                })
-                .collect())
+            rows.iter().map(event_row).collect()
         })
         .await
     }
@@ -69,7 +62,7 @@ impl Store {
                     ],
                 )
                 .await?;
-            Ok(rows.iter().map(job_row).collect())
+            rows.iter().map(job_row).collect()
         })
         .await
     }
@@ -84,14 +77,15 @@ impl Store {
                     &[],
                 )
                 .await?;
-            Ok(rows
-                .iter()
-                .map(|row| QueueDepth {
-                    queue: row.get(0),
-                    state: row.get(1),
-                    count: row.get(2),
+            rows.iter()
+                .map(|row| {
+                    Ok(QueueDepth {
+                        queue: row.get(0),
+                        state: state_at(row, 1, "jobs.state")?,
+                        count: row.get(2),
+                    })
                 })
-                .collect())
+                .collect()
         })
         .await
     }

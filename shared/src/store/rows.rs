@@ -2,10 +2,15 @@
 //! operators see them, claimed jobs, completions, hint targets, outcomes), and how
 //! a database row becomes one.
 
+use std::fmt;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
+use tokio_postgres::row::RowIndex;
 use uuid::Uuid;
 
+use super::{Result, StoreError};
 use crate::job::Priority;
 use crate::state::{JobState, RunResult};
 
@@ -179,13 +184,13 @@ pub(super) const JOB_COLUMNS: &str = "id, kind, queue, priority, state, payload,
     lease_owner, lease_expires_at, last_error, idempotency_key, deployment_id, created_at, \
     updated_at, started_at, finished_at";
 
-pub(super) fn job_row(row: &Row) -> JobRow {
-    JobRow {
+pub(super) fn job_row(row: &Row) -> Result<JobRow> {
+    Ok(JobRow {
         id: row.get(0),
         kind: row.get(1),
         queue: row.get(2),
-        priority: Priority::from_db(row.get(3)).as_str().to_owned(),
-        state: row.get(4),
+        priority: priority_at(row, 3)?.as_str().to_owned(),
+        state: state_at(row, 4, "jobs.state")?,
         payload: row.get(5),
         attempt: row.get(6),
         max_attempts: row.get(7),
@@ -199,29 +204,122 @@ pub(super) fn job_row(row: &Row) -> JobRow {
         updated_at: row.get(15),
         started_at: row.get(16),
         finished_at: row.get(17),
-    }
+    })
 }
 
-pub(super) fn hint_target(row: &Row) -> HintTarget {
-    HintTarget {
+pub(super) fn hint_target(row: &Row) -> Result<HintTarget> {
+    Ok(HintTarget {
         id: row.get("id"),
         queue: row.get("queue"),
-        priority: Priority::from_db(row.get("priority")),
-    }
+        priority: priority_at(row, "priority")?,
+    })
 }
 
-pub(super) fn claimed_job(row: &Row) -> ClaimedJob {
-    ClaimedJob {
+pub(super) fn claimed_job(row: &Row) -> Result<ClaimedJob> {
+    Ok(ClaimedJob {
         id: row.get(0),
         kind: row.get(1),
         queue: row.get(2),
-        priority: Priority::from_db(row.get(3)),
+        priority: priority_at(row, 3)?,
         payload: row.get(4),
         attempt: row.get(5),
         max_attempts: row.get(6),
         deployment_id: row.get(7),
-        timeout: row
-            .get::<_, Option<i64>>(8)
-            .map(|ms| std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+        timeout: timeout_at(row, 8)?,
+    })
+}
+
+pub(super) fn event_row(row: &Row) -> Result<EventRow> {
+    Ok(EventRow {
+        at: row.get(0),
+        from_state: optional_state_at(row, 1, "job_events.from_state")?,
+        to_state: optional_state_at(row, 2, "job_events.to_state")?,
+        attempt: row.get(3),
+        worker_id: row.get(4),
+        message: row.get(5),
+    })
+}
+
+// Values whose column type is wider than their Rust type: read as stored, then
+// checked, so that a value nothing can hold is a [`StoreError::Corrupt`] naming it
+// instead of a default or a panic in `Row::get`.
+
+/// A job state as stored (text); `column` names it in the error.
+pub(super) fn job_state(text: &str, column: &'static str) -> Result<JobState> {
+    text.parse().map_err(|_| StoreError::Corrupt {
+        column,
+        value: text.to_owned(),
+    })
+}
+
+/// The job state in column `idx` of `row`.
+pub(super) fn state_at<I: RowIndex + fmt::Display>(
+    row: &Row,
+    idx: I,
+    column: &'static str,
+) -> Result<JobState> {
+    job_state(row.get(idx), column)
+}
+
+/// The job state, if any, in column `idx` of `row`.
+fn optional_state_at<I: RowIndex + fmt::Display>(
+    row: &Row,
+    idx: I,
+    column: &'static str,
+) -> Result<Option<JobState>> {
+    row.get::<_, Option<&str>>(idx)
+        .map(|text| job_state(text, column))
+        .transpose()
+}
+
+/// A priority as stored (`jobs.priority`, see [`Priority::as_db`]).
+fn priority(value: i64) -> Result<Priority> {
+    Priority::from_db(value).ok_or_else(|| StoreError::Corrupt {
+        column: "jobs.priority",
+        value: value.to_string(),
+    })
+}
+
+/// The priority in column `idx` of `row`.
+fn priority_at<I: RowIndex + fmt::Display>(row: &Row, idx: I) -> Result<Priority> {
+    priority(row.get(idx))
+}
+
+/// A job's own time limit (`jobs.timeout_ms`, positive when set) in column `idx`.
+fn timeout_at<I: RowIndex + fmt::Display>(row: &Row, idx: I) -> Result<Option<Duration>> {
+    row.get::<_, Option<i64>>(idx)
+        .map(|ms| match u64::try_from(ms) {
+            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+            _ => Err(StoreError::Corrupt {
+                column: "jobs.timeout_ms",
+                value: ms.to_string(),
+            }),
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_stored_values_are_errors_that_name_them() {
+        assert_eq!(
+            job_state("running", "jobs.state").expect("known"),
+            JobState::Running
+        );
+        let err = job_state("finished", "jobs.state").expect_err("unknown state");
+        assert!(matches!(
+            &err,
+            StoreError::Corrupt { column: "jobs.state", value } if value == "finished"
+        ));
+        assert_eq!(
+            err.to_string(),
+            r#"unexpected value "finished" in jobs.state"#
+        );
+        assert_eq!(priority(0).expect("known"), Priority::High);
+        let err = priority(7).expect_err("out of range");
+        assert_eq!(err.to_string(), r#"unexpected value "7" in jobs.priority"#);
+        assert!(!err.is_rejected() && !err.is_unavailable() && !err.is_conflict());
     }
 }

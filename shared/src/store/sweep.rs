@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::rows::{HintTarget, hint_target};
+use super::rows::{HintTarget, hint_target, state_at};
 use super::{Isolation, Replay, Result, ScanBound, Store};
 use crate::state::{JobState, Transition};
 
@@ -63,13 +63,9 @@ SELECT id, state FROM expired"
             )
             .await?;
         bound.done(now, rows.len(), limit);
-        Ok(rows
-            .iter()
-            .map(|row| {
-                let state: String = row.get(1);
-                (row.get(0), state.parse().unwrap_or(JobState::Queued))
-            })
-            .collect())
+        rows.iter()
+            .map(|row| Ok((row.get(0), state_at(row, 1, "jobs.state")?)))
+            .collect()
     }
 
     /// Marks up to `limit` due, queued jobs that have no hint yet (delayed jobs, retries,
@@ -101,7 +97,7 @@ RETURNING id, queue, priority";
             )
             .await?;
         bound.done(now, rows.len(), limit);
-        Ok(rows.iter().map(hint_target).collect())
+        rows.iter().map(hint_target).collect()
     }
 
     /// Marks the named queued jobs as dispatched and returns where their hints go:
@@ -120,7 +116,7 @@ RETURNING id, queue, priority";
                 &[&ids, &queued],
             )
             .await?;
-        Ok(rows.iter().map(hint_target).collect())
+        rows.iter().map(hint_target).collect()
     }
 
     /// Undoes [`Store::take_undispatched`] for hints that could not be sent, so the
@@ -158,6 +154,6 @@ ORDER BY id LIMIT $4";
                 &[&queued, &queue, &after, &limit],
             )
             .await?;
-        Ok(rows.iter().map(hint_target).collect())
+        rows.iter().map(hint_target).collect()
     }
 }
