@@ -1,8 +1,10 @@
 //! The job model: kinds, priorities, a new job as producers describe it, and the
 //! validation that every way in (CLI, library, inbox stream) goes through.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{LazyLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -82,6 +84,30 @@ impl JobKind {
         self.0
     }
 
+    /// The kind named in a row read from the database. A row holds a name, and a
+    /// kind holds a `&'static str`, so names are interned: each distinct name is
+    /// leaked once, the first time it is read, into a process-wide set, and every
+    /// later read of it shares that copy. The set stays small: every way in (CLI,
+    /// library, inbox) refuses a kind its registry does not hold, and registered names
+    /// are checked ([`JobKind::is_valid_name`]: at most 64 characters), so it holds at
+    /// most the kinds ever registered by the producers of this database, plus any name
+    /// written into `jobs.kind` by hand. The name itself is not checked here: what the
+    /// row says is what operators see, and what a worker refuses by name.
+    pub fn from_stored(name: &str) -> JobKind {
+        let known = STORED_KINDS.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&name) = known.get(name) {
+            return JobKind(name);
+        }
+        drop(known);
+        let mut known = STORED_KINDS.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&name) = known.get(name) {
+            return JobKind(name);
+        }
+        let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        known.insert(leaked);
+        JobKind(leaked)
+    }
+
     /// Whether the name is usable: it goes into rows, logs, metrics labels and CLI
     /// arguments.
     pub fn is_valid_name(name: &str) -> bool {
@@ -89,6 +115,18 @@ impl JobKind {
         chars.next().is_some_and(|c| c.is_ascii_lowercase())
             && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
             && name.len() <= 64
+    }
+}
+
+/// The names [`JobKind::from_stored`] has interned. A poisoned lock is used as it is:
+/// the only change made under it is one insert, so the set is never half-changed.
+static STORED_KINDS: LazyLock<RwLock<HashSet<&'static str>>> = LazyLock::new(Default::default);
+
+/// Comparable with a name (`row.kind == "teardown"`), as [`crate::state::JobState`] is
+/// with its text.
+impl PartialEq<&str> for JobKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
     }
 }
 
@@ -134,6 +172,13 @@ impl Priority {
         Priority::ALL
             .into_iter()
             .find(|priority| priority.as_db() == value)
+    }
+}
+
+/// Serialized as its name (`--json` shows `"priority": "high"`).
+impl Serialize for Priority {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -288,6 +333,29 @@ impl NewJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_kinds_are_interned_once() {
+        let first = JobKind::from_stored("resize_image");
+        let again = JobKind::from_stored(&String::from("resize_image"));
+        assert_eq!(first, again);
+        assert_eq!(first, JobKind::named("resize_image"));
+        assert!(std::ptr::eq(first.as_str(), again.as_str()));
+        assert_eq!(JobKind::from_stored("noop"), JobKind::Noop);
+        assert!(JobKind::from_stored("teardown") == "teardown");
+        assert_eq!(
+            serde_json::to_string(&JobKind::from_stored("deploy")).expect("serializes"),
+            r#""deploy""#
+        );
+    }
+
+    #[test]
+    fn priorities_serialize_as_their_names() {
+        assert_eq!(
+            serde_json::to_string(&Priority::ALL).expect("serializes"),
+            r#"["high","normal","low"]"#
+        );
+    }
 
     #[test]
     fn priorities_order_high_first() {

@@ -4,7 +4,9 @@
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::rows::{CancelOutcome, OperatorResult, RunningJob, WaitingJob, job_state, state_at};
+use super::rows::{
+    CancelOutcome, OperatorResult, RunningJob, WaitingJob, job_state, kind_at, state_at,
+};
 use super::{Isolation, Replay, Result, Store, StoreError, retry};
 use crate::state::{JobState, Transition};
 
@@ -147,7 +149,7 @@ ORDER BY j.started_at LIMIT $2"
                 .iter()
                 .map(|row| RunningJob {
                     id: row.get(0),
-                    kind: row.get(1),
+                    kind: kind_at(row, 1),
                     queue: row.get(2),
                     attempt: row.get(3),
                     max_attempts: row.get(4),
@@ -184,7 +186,7 @@ ORDER BY j.run_at LIMIT $3";
                 .iter()
                 .map(|row| WaitingJob {
                     id: row.get(0),
-                    kind: row.get(1),
+                    kind: kind_at(row, 1),
                     queue: row.get(2),
                     attempt: row.get(3),
                     due_secs: row.get(4),

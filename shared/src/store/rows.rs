@@ -11,7 +11,7 @@ use tokio_postgres::row::RowIndex;
 use uuid::Uuid;
 
 use super::{Result, StoreError};
-use crate::job::Priority;
+use crate::job::{JobKind, Priority};
 use crate::state::{JobState, RunResult};
 
 /// Where a hint for a job goes.
@@ -37,7 +37,7 @@ pub struct Enqueued {
 #[derive(Clone, Debug)]
 pub struct ClaimedJob {
     pub id: Uuid,
-    pub kind: String,
+    pub kind: JobKind,
     pub queue: String,
     pub priority: Priority,
     pub payload: serde_json::Value,
@@ -72,9 +72,9 @@ pub enum CancelOutcome {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct JobRow {
     pub id: Uuid,
-    pub kind: String,
+    pub kind: JobKind,
     pub queue: String,
-    pub priority: String,
+    pub priority: Priority,
     pub state: JobState,
     pub payload: serde_json::Value,
     pub attempt: i64,
@@ -125,7 +125,7 @@ pub struct QueueDepth {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct StuckJob {
     pub id: Uuid,
-    pub kind: String,
+    pub kind: JobKind,
     pub queue: String,
     pub state: JobState,
     pub attempt: i64,
@@ -150,7 +150,7 @@ pub enum OperatorResult {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RunningJob {
     pub id: Uuid,
-    pub kind: String,
+    pub kind: JobKind,
     pub queue: String,
     pub attempt: i64,
     pub max_attempts: i64,
@@ -170,7 +170,7 @@ pub struct RunningJob {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct WaitingJob {
     pub id: Uuid,
-    pub kind: String,
+    pub kind: JobKind,
     pub queue: String,
     pub attempt: i64,
     pub due_secs: f64,
@@ -187,9 +187,9 @@ pub(super) const JOB_COLUMNS: &str = "id, kind, queue, priority, state, payload,
 pub(super) fn job_row(row: &Row) -> Result<JobRow> {
     Ok(JobRow {
         id: row.get(0),
-        kind: row.get(1),
+        kind: kind_at(row, 1),
         queue: row.get(2),
-        priority: priority_at(row, 3)?.as_str().to_owned(),
+        priority: priority_at(row, 3)?,
         state: state_at(row, 4, "jobs.state")?,
         payload: row.get(5),
         attempt: row.get(6),
@@ -218,7 +218,7 @@ pub(super) fn hint_target(row: &Row) -> Result<HintTarget> {
 pub(super) fn claimed_job(row: &Row) -> Result<ClaimedJob> {
     Ok(ClaimedJob {
         id: row.get(0),
-        kind: row.get(1),
+        kind: kind_at(row, 1),
         queue: row.get(2),
         priority: priority_at(row, 3)?,
         payload: row.get(4),
@@ -278,6 +278,11 @@ fn priority(value: i64) -> Result<Priority> {
         column: "jobs.priority",
         value: value.to_string(),
     })
+}
+
+/// The kind in column `idx` of `row` (interned: see [`JobKind::from_stored`]).
+pub(super) fn kind_at<I: RowIndex + fmt::Display>(row: &Row, idx: I) -> JobKind {
+    JobKind::from_stored(row.get(idx))
 }
 
 /// The priority in column `idx` of `row`.
