@@ -74,10 +74,79 @@ pub fn kinds() -> Result<Kinds, KindError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::{InvalidJob, MAX_JOB_TIMEOUT, MAX_PAYLOAD_BYTES, NewJob, Priority};
+    use serde_json::json;
 
     #[test]
     fn the_core_kinds_register() {
         let kinds = kinds().expect("core kinds register");
         assert_eq!(kinds.names(), vec!["noop", "sleep"]);
+    }
+
+    #[test]
+    fn refuses_bad_input() {
+        let kinds = kinds().expect("core kinds");
+        let ok = NewJob::new(JobKind::Noop, json!({}));
+        assert_eq!(kinds.validate(&ok), Ok(()));
+        assert!(matches!(
+            kinds.validate(&ok.clone().with_queue("Bad Queue")),
+            Err(InvalidJob::QueueName(_))
+        ));
+        assert!(matches!(
+            kinds.validate(&ok.clone().with_queue("")),
+            Err(InvalidJob::QueueName(_))
+        ));
+        assert!(matches!(
+            kinds.validate(&ok.clone().with_max_attempts(0)),
+            Err(InvalidJob::MaxAttempts(0))
+        ));
+        let big = NewJob::new(JobKind::Noop, json!({ "x": "a".repeat(MAX_PAYLOAD_BYTES) }));
+        assert!(matches!(
+            kinds.validate(&big),
+            Err(InvalidJob::PayloadTooLarge { .. })
+        ));
+        assert!(matches!(
+            kinds.validate(&NewJob::new(JobKind::Noop, json!([1]))),
+            Err(InvalidJob::PayloadNotObject)
+        ));
+        assert!(matches!(
+            kinds.validate(&NewJob::new(JobKind::Sleep, json!({"ms": "soon"}))),
+            Err(InvalidJob::Payload { .. })
+        ));
+        assert!(matches!(
+            kinds.parse("frobnicate"),
+            Err(InvalidJob::UnknownKind { .. })
+        ));
+        assert!(matches!(
+            kinds.validate(&NewJob::new(JobKind::named("frobnicate"), json!({}))),
+            Err(InvalidJob::UnknownKind { .. })
+        ));
+        assert!(matches!(
+            "urgent".parse::<Priority>(),
+            Err(InvalidJob::Priority(_))
+        ));
+    }
+
+    #[test]
+    fn every_kind_has_a_time_limit_and_jobs_may_set_their_own() {
+        let kinds = kinds().expect("core kinds");
+        for name in kinds.names() {
+            assert!(
+                !kinds.get(name).expect("registered").timeout.is_zero(),
+                "{name}"
+            );
+        }
+        assert!(
+            kinds.get("sleep").expect("registered").timeout > Duration::from_millis(MAX_SLEEP_MS)
+        );
+        let noop = NewJob::new(JobKind::Noop, json!({}));
+        assert!(matches!(
+            kinds.validate(&noop.clone().with_timeout(Duration::ZERO)),
+            Err(InvalidJob::Timeout(_))
+        ));
+        assert!(matches!(
+            kinds.validate(&noop.with_timeout(MAX_JOB_TIMEOUT * 2)),
+            Err(InvalidJob::Timeout(_))
+        ));
     }
 }

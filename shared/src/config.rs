@@ -1,11 +1,13 @@
 //! Options every binary shares: where the database and Redis are. Flattened into each
 //! CLI so that flags and environment variables are the same everywhere.
 
-use std::time::Duration;
-
 use clap::Args;
 
 use crate::store::{IsolationSetting, Store};
+
+/// Kept here too: the binaries' flags have always parsed durations through
+/// `lc_shared::config::parse_duration`.
+pub use crate::duration::parse_duration;
 
 /// Where LaunchControl keeps its state.
 #[derive(Args, Clone, Debug)]
@@ -51,20 +53,6 @@ impl ConnectOpts {
     }
 }
 
-/// Parses a duration the way `humantime` reads it: `500ms`, `30s`, `5m`, `1h`, `1d`,
-/// `1h 30m`. A bare number means milliseconds, as it always has here.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) {
-        return text
-            .parse()
-            .map(Duration::from_millis)
-            .map_err(|err| format!("invalid duration {text:?}: {err}"));
-    }
-    humantime::parse_duration(text)
-        .map_err(|err| format!("invalid duration {text:?}: {err} (examples: 500ms, 30s, 5m, 1h)"))
-}
-
 /// A URL with its password replaced, for logs and error messages.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -81,28 +69,7 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_duration, redact_url};
-    use std::time::Duration;
-
-    #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1s 500ms"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration(" 30s "), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("100"), Ok(Duration::from_millis(100)));
-        let err = parse_duration("soon").expect_err("not a duration");
-        assert!(err.starts_with("invalid duration \"soon\""), "{err}");
-        assert!(err.contains("examples: 500ms"), "{err}");
-        let err = parse_duration("5 parsecs").expect_err("not a unit");
-        assert!(err.contains("parsecs"), "{err}");
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("-5s").is_err());
-    }
+    use super::redact_url;
 
     #[test]
     fn hides_passwords() {

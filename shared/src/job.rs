@@ -1,12 +1,14 @@
 //! The job model: kinds, priorities, a new job as producers describe it, and the
 //! validation that every way in (CLI, library, inbox stream) goes through.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{LazyLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
 /// Largest accepted payload, serialized.
@@ -75,6 +77,30 @@ impl JobKind {
         self.0
     }
 
+    /// The kind named in a row read from the database. A row holds a name, and a
+    /// kind holds a `&'static str`, so names are interned: each distinct name is
+    /// leaked once, the first time it is read, into a process-wide set, and every
+    /// later read of it shares that copy. The set stays small: every way in (CLI,
+    /// library, inbox) refuses a kind its registry does not hold, and registered names
+    /// are checked ([`JobKind::is_valid_name`]: at most 64 characters), so it holds at
+    /// most the kinds ever registered by the producers of this database, plus any name
+    /// written into `jobs.kind` by hand. The name itself is not checked here: what the
+    /// row says is what operators see, and what a worker refuses by name.
+    pub fn from_stored(name: &str) -> JobKind {
+        let known = STORED_KINDS.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&name) = known.get(name) {
+            return JobKind(name);
+        }
+        drop(known);
+        let mut known = STORED_KINDS.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&name) = known.get(name) {
+            return JobKind(name);
+        }
+        let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        known.insert(leaked);
+        JobKind(leaked)
+    }
+
     /// Whether the name is usable: it goes into rows, logs, metrics labels and CLI
     /// arguments.
     pub fn is_valid_name(name: &str) -> bool {
@@ -82,6 +108,18 @@ impl JobKind {
         chars.next().is_some_and(|c| c.is_ascii_lowercase())
             && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
             && name.len() <= 64
+    }
+}
+
+/// The names [`JobKind::from_stored`] has interned. A poisoned lock is used as it is:
+/// the only change made under it is one insert, so the set is never half-changed.
+static STORED_KINDS: LazyLock<RwLock<HashSet<&'static str>>> = LazyLock::new(Default::default);
+
+/// Comparable with a name (`row.kind == "teardown"`), as [`crate::state::JobState`] is
+/// with its text.
+impl PartialEq<&str> for JobKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
     }
 }
 
@@ -121,12 +159,19 @@ impl Priority {
         }
     }
 
-    pub fn from_db(value: i64) -> Priority {
-        match value {
-            0 => Priority::High,
-            2 => Priority::Low,
-            _ => Priority::Normal,
-        }
+    /// The priority stored as `value` ([`Priority::as_db`]); `None` for a number that
+    /// is none of them (the table's CHECK allows only those).
+    pub fn from_db(value: i64) -> Option<Priority> {
+        Priority::ALL
+            .into_iter()
+            .find(|priority| priority.as_db() == value)
+    }
+}
+
+/// Serialized as its name (`--json` shows `"priority": "high"`).
+impl Serialize for Priority {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -281,179 +326,31 @@ impl NewJob {
     }
 }
 
-/// A job as other languages write it to the Redis inbox stream, in the `job` field of
-/// a stream entry. Documented in the README; unknown fields are refused so that a typo
-/// is reported instead of silently ignored.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct WireJob {
-    pub kind: String,
-    #[serde(default)]
-    pub payload: Option<serde_json::Value>,
-    #[serde(default)]
-    pub queue: Option<String>,
-    #[serde(default)]
-    pub priority: Option<String>,
-    #[serde(default)]
-    pub run_at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub max_attempts: Option<i64>,
-    #[serde(default)]
-    pub idempotency_key: Option<String>,
-    /// Time limit of each attempt, as a duration ("90s", "5m", "500ms").
-    #[serde(default)]
-    pub timeout: Option<String>,
-}
-
-/// Room for the envelope around a payload in a wire message.
-const WIRE_OVERHEAD_BYTES: usize = 8 * 1024;
-
-impl NewJob {
-    /// Parses and validates an inbox message. `fallback_key` (the stream entry id)
-    /// becomes the idempotency key when the message has none, so ingesting the same
-    /// entry twice makes one job.
-    pub fn from_wire(
-        body: &str,
-        fallback_key: &str,
-        kinds: &crate::kind::Kinds,
-    ) -> Result<NewJob, InvalidJob> {
-        if body.len() > MAX_PAYLOAD_BYTES + WIRE_OVERHEAD_BYTES {
-            return Err(InvalidJob::PayloadTooLarge { size: body.len() });
-        }
-        let wire: WireJob =
-            serde_json::from_str(body).map_err(|err| InvalidJob::Json(err.to_string()))?;
-        let mut job = NewJob::new(
-            kinds.parse(&wire.kind)?,
-            wire.payload.unwrap_or_else(|| serde_json::json!({})),
-        );
-        if let Some(queue) = wire.queue {
-            job.queue = queue;
-        }
-        if let Some(priority) = wire.priority {
-            job.priority = priority.parse()?;
-        }
-        job.run_at = wire.run_at;
-        if let Some(max_attempts) = wire.max_attempts {
-            job.max_attempts = max_attempts;
-        }
-        if let Some(timeout) = wire.timeout {
-            job.timeout =
-                Some(crate::config::parse_duration(&timeout).map_err(InvalidJob::Timeout)?);
-        }
-        job.idempotency_key = Some(
-            wire.idempotency_key
-                .unwrap_or_else(|| format!("inbox:{fallback_key}")),
-        );
-        kinds.validate(&job)?;
-        Ok(job)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builtin::{self, MAX_SLEEP_MS};
-    use serde_json::json;
 
     #[test]
-    fn refuses_bad_input() {
-        let kinds = builtin::kinds().expect("core kinds");
-        let ok = NewJob::new(JobKind::Noop, json!({}));
-        assert_eq!(kinds.validate(&ok), Ok(()));
-        assert!(matches!(
-            kinds.validate(&ok.clone().with_queue("Bad Queue")),
-            Err(InvalidJob::QueueName(_))
-        ));
-        assert!(matches!(
-            kinds.validate(&ok.clone().with_queue("")),
-            Err(InvalidJob::QueueName(_))
-        ));
-        assert!(matches!(
-            kinds.validate(&ok.clone().with_max_attempts(0)),
-            Err(InvalidJob::MaxAttempts(0))
-        ));
-        let big = NewJob::new(JobKind::Noop, json!({ "x": "a".repeat(MAX_PAYLOAD_BYTES) }));
-        assert!(matches!(
-            kinds.validate(&big),
-            Err(InvalidJob::PayloadTooLarge { .. })
-        ));
-        assert!(matches!(
-            kinds.validate(&NewJob::new(JobKind::Noop, json!([1]))),
-            Err(InvalidJob::PayloadNotObject)
-        ));
-        assert!(matches!(
-            kinds.validate(&NewJob::new(JobKind::Sleep, json!({"ms": "soon"}))),
-            Err(InvalidJob::Payload { .. })
-        ));
-        assert!(matches!(
-            kinds.parse("frobnicate"),
-            Err(InvalidJob::UnknownKind { .. })
-        ));
-        assert!(matches!(
-            kinds.validate(&NewJob::new(JobKind::named("frobnicate"), json!({}))),
-            Err(InvalidJob::UnknownKind { .. })
-        ));
-        assert!(matches!(
-            "urgent".parse::<Priority>(),
-            Err(InvalidJob::Priority(_))
-        ));
-    }
-
-    #[test]
-    fn parses_wire_messages() {
-        let kinds = builtin::kinds().expect("core kinds");
-        let job = NewJob::from_wire(
-            r#"{"kind":"sleep","payload":{"ms":5},"queue":"emails","priority":"high","max_attempts":3}"#,
-            "1-0",
-            &kinds,
-        )
-        .expect("valid message");
-        assert_eq!(job.kind, JobKind::Sleep);
-        assert_eq!(job.queue, "emails");
-        assert_eq!(job.priority, Priority::High);
-        assert_eq!(job.idempotency_key.as_deref(), Some("inbox:1-0"));
-        assert!(matches!(
-            NewJob::from_wire("{not json", "1-0", &kinds),
-            Err(InvalidJob::Json(_))
-        ));
-        assert!(matches!(
-            NewJob::from_wire(r#"{"kind":"nope"}"#, "1-0", &kinds),
-            Err(InvalidJob::UnknownKind { .. })
-        ));
-        assert!(matches!(
-            NewJob::from_wire(r#"{"kind":"noop","colour":"red"}"#, "1-0", &kinds),
-            Err(InvalidJob::Json(_))
-        ));
-    }
-
-    #[test]
-    fn every_kind_has_a_time_limit_and_jobs_may_set_their_own() {
-        let kinds = builtin::kinds().expect("core kinds");
-        for name in kinds.names() {
-            assert!(
-                !kinds.get(name).expect("registered").timeout.is_zero(),
-                "{name}"
-            );
-        }
-        assert!(
-            kinds.get("sleep").expect("registered").timeout > Duration::from_millis(MAX_SLEEP_MS)
+    fn stored_kinds_are_interned_once() {
+        let first = JobKind::from_stored("resize_image");
+        let again = JobKind::from_stored(&String::from("resize_image"));
+        assert_eq!(first, again);
+        assert_eq!(first, JobKind::named("resize_image"));
+        assert!(std::ptr::eq(first.as_str(), again.as_str()));
+        assert_eq!(JobKind::from_stored("noop"), JobKind::Noop);
+        assert!(JobKind::from_stored("teardown") == "teardown");
+        assert_eq!(
+            serde_json::to_string(&JobKind::from_stored("deploy")).expect("serializes"),
+            r#""deploy""#
         );
-        let job =
-            NewJob::from_wire(r#"{"kind":"noop","timeout":"90s"}"#, "1-0", &kinds).expect("valid");
-        assert_eq!(job.timeout, Some(Duration::from_secs(90)));
-        assert!(matches!(
-            NewJob::from_wire(r#"{"kind":"noop","timeout":"soon"}"#, "1-0", &kinds),
-            Err(InvalidJob::Timeout(_))
-        ));
-        let noop = NewJob::new(JobKind::Noop, json!({}));
-        assert!(matches!(
-            kinds.validate(&noop.clone().with_timeout(Duration::ZERO)),
-            Err(InvalidJob::Timeout(_))
-        ));
-        assert!(matches!(
-            kinds.validate(&noop.with_timeout(MAX_JOB_TIMEOUT * 2)),
-            Err(InvalidJob::Timeout(_))
-        ));
+    }
+
+    #[test]
+    fn priorities_serialize_as_their_names() {
+        assert_eq!(
+            serde_json::to_string(&Priority::ALL).expect("serializes"),
+            r#"["high","normal","low"]"#
+        );
     }
 
     #[test]
@@ -461,5 +358,10 @@ mod tests {
         let mut all = vec![Priority::Low, Priority::High, Priority::Normal];
         all.sort_by_key(|priority| priority.as_db());
         assert_eq!(all, Priority::ALL);
+        for priority in Priority::ALL {
+            assert_eq!(Priority::from_db(priority.as_db()), Some(priority));
+        }
+        assert_eq!(Priority::from_db(3), None);
+        assert_eq!(Priority::from_db(-1), None);
     }
 }

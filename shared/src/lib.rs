@@ -3,6 +3,7 @@
 //! public API only, as a library user's own job kinds would be.
 //!
 //! - [`job`]: the job model (kind names, priorities, new jobs) and envelope validation
+//! - [`wire`]: the inbox wire format, parsed into new jobs
 //! - [`kind`]: job kinds as units ([`kind::JobType`]) and their registry ([`kind::Kinds`])
 //! - [`builtin`]: the kinds every process knows (`noop`, `sleep`)
 //! - [`state`]: the job state machine, the one place that says which transitions exist
@@ -12,6 +13,7 @@
 //! - [`migrate`]: schema migrations from `migrations/*.sql`
 //! - [`secrets`]: sealing secrets at rest with `LC_SECRET_KEY`
 //! - [`config`]: connection options shared by every binary
+//! - [`duration`]: durations as flags and wire messages spell them
 //! - [`dialect`]: the statements of tests and the benchmark that only PostgreSQL knows,
 //!   with their CockroachDB equivalents
 //! - [`telemetry`]: tracing set-up
@@ -20,6 +22,7 @@ pub mod builtin;
 pub mod config;
 pub mod dialect;
 pub mod dispatch;
+pub mod duration;
 pub mod job;
 pub mod kind;
 pub mod migrate;
@@ -28,6 +31,7 @@ pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod wire;
 
 pub use job::{JobKind, NewJob, Priority};
 pub use state::JobState;

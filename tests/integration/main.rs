@@ -9,6 +9,7 @@ mod crash;
 mod deploy;
 mod faults;
 mod group_commit;
+mod layering;
 mod operator;
 mod queue;
 mod scaleout;

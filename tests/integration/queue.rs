@@ -747,7 +747,7 @@ async fn completions_lock_rows_in_id_order_and_never_deadlock() {
 /// planned once per connection and then run from PostgreSQL's generic plan, whatever
 /// the batch size. Planned again on every run, as they were while the planner could
 /// see the length of their id arrays, they took a third of PostgreSQL's time at 500 jobs/s
-/// (see `shared/src/store/jobs.rs`, "Plans").
+/// (see `shared/src/store/complete.rs`, "Plans").
 #[tokio::test]
 async fn by_id_statements_run_from_one_generic_plan() {
     let env = TestEnv::new().await;

@@ -38,7 +38,7 @@ pub(crate) async fn run_job(
     );
     async move {
         let started = Instant::now();
-        worker.metrics.job_started(&job.kind);
+        worker.metrics.job_started(job.kind.as_str());
         // The handler's own token: cancelled with the job's, or alone at its time limit.
         let handler_cancel = cancel.child_token();
         let context = JobContext::new(
@@ -62,7 +62,7 @@ pub(crate) async fn run_job(
         let transition = after_run(&result, job.attempt, job.max_attempts);
         worker
             .metrics
-            .job_finished(&job.kind, transition, started.elapsed());
+            .job_finished(job.kind.as_str(), transition, started.elapsed());
         match &result {
             RunResult::Succeeded => debug!("succeeded"),
             RunResult::Retryable(error) | RunResult::Fatal(error) => {
@@ -144,9 +144,9 @@ fn timeout_for(config: &WorkerConfig, registry: &Registry, job: &ClaimedJob) -> 
                 .kind_timeouts
                 .iter()
                 .rev()
-                .find(|(kind, _)| *kind == job.kind)
+                .find(|(kind, _)| *kind == job.kind.as_str())
                 .map(|(_, limit)| *limit)
         })
-        .or_else(|| registry.timeout(&job.kind))
+        .or_else(|| registry.timeout(job.kind.as_str()))
         .unwrap_or(Duration::from_secs(3600))
 }

@@ -6,7 +6,8 @@
 //!
 //! The public surface is what a library user needs: [`run_with`], [`WorkerConfig`],
 //! [`Handler`], [`JobContext`], [`JobError`], [`Registry`], [`Metrics`]. From the top
-//! down (a test checks that no module uses one that uses it back):
+//! down (`tests/integration/layering.rs` checks that no module uses one that uses it
+//! back):
 //!
 //! - `supervisor`: start-up, the tasks of one process, graceful shutdown ([`run_with`])
 //! - `fetcher`: pops hints per queue and claims jobs
@@ -51,95 +52,3 @@ pub use handlers::{Handler, HandlerList, JobContext, JobError, Registry};
 pub use metrics::Metrics;
 pub use supervisor::run_with;
 pub use worker::{HELD_PER_SLOT, WorkerError};
-
-#[cfg(test)]
-mod layering {
-    //! The worker's modules form layers: no module (counting a directory's files as one)
-    //! uses one that uses it back, directly or through others.
-
-    use std::collections::{BTreeMap, BTreeSet};
-    use std::path::Path;
-
-    /// Top-level module → the top-level modules its files name with `crate::`.
-    fn uses() -> BTreeMap<String, BTreeSet<String>> {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let mut pending = vec![src.clone()];
-        while let Some(dir) = pending.pop() {
-            for entry in std::fs::read_dir(&dir).expect("src is readable").flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    pending.push(path);
-                    continue;
-                }
-                let relative = path.strip_prefix(&src).expect("under src");
-                let top = relative
-                    .components()
-                    .next()
-                    .map(|part| {
-                        part.as_os_str()
-                            .to_string_lossy()
-                            .trim_end_matches(".rs")
-                            .to_owned()
-                    })
-                    .unwrap_or_default();
-                if top == "lib" || top == "bin" {
-                    continue;
-                }
-                let text = std::fs::read_to_string(&path).expect("readable");
-                let names = graph.entry(top.clone()).or_default();
-                for (at, _) in text.match_indices("crate::") {
-                    let rest = &text[at + "crate::".len()..];
-                    let listed: Vec<&str> = if let Some(group) = rest.strip_prefix('{') {
-                        group
-                            .split('}')
-                            .next()
-                            .unwrap_or("")
-                            .split(',')
-                            .map(|item| item.trim().split("::").next().unwrap_or(""))
-                            .collect()
-                    } else {
-                        vec![
-                            rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                                .next()
-                                .unwrap_or(""),
-                        ]
-                    };
-                    for name in listed {
-                        if !name.is_empty()
-                            && name != top
-                            && name.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-                        {
-                            names.insert(name.to_owned());
-                        }
-                    }
-                }
-            }
-        }
-        graph
-    }
-
-    #[test]
-    fn no_module_uses_one_that_uses_it_back() {
-        let graph = uses();
-        // Depth-first search for a path from each module back to itself.
-        for start in graph.keys() {
-            let mut stack: Vec<Vec<String>> = vec![vec![start.clone()]];
-            let mut seen = BTreeSet::new();
-            while let Some(path) = stack.pop() {
-                let last = path.last().expect("non-empty").clone();
-                for next in graph.get(&last).into_iter().flatten() {
-                    if next == start {
-                        panic!("module cycle: {} -> {start}", path.join(" -> "));
-                    }
-                    if seen.insert(next.clone()) {
-                        let mut longer = path.clone();
-                        longer.push(next.clone());
-                        stack.push(longer);
-                    }
-                }
-            }
-        }
-        assert!(graph.contains_key("supervisor") && graph.contains_key("worker"));
-    }
-}

@@ -1,6 +1,9 @@
 //! The database, CockroachDB in production and PostgreSQL on one machine: the pool,
-//! the one retry helper every transaction goes through, and the SQL of each table,
-//! one submodule per table.
+//! the one retry helper every transaction goes through, and the SQL. The `jobs` and
+//! `job_events` tables have one submodule per stage of a job's life (every state
+//! change there is one conditional statement that also appends its event rows, with
+//! source and target states from [`crate::state::Transition`]); the other tables one
+//! submodule each.
 
 /// The lease-expiry rule, written once: a running job's lease has expired when its
 /// `lease_expires_at` is before the database's `now()` (never a worker's clock). A
@@ -11,10 +14,15 @@ macro_rules! lease_expired {
     };
 }
 
+mod claim;
+mod complete;
+mod enqueue;
 mod groups;
-mod jobs;
-mod ops;
+mod operator;
 mod queues;
+mod read;
+mod rows;
+mod sweep;
 mod workers;
 
 use std::future::Future;
@@ -31,11 +39,11 @@ use uuid::Uuid;
 use crate::NewJob;
 use crate::dialect::Dialect;
 
-pub use jobs::{
+pub use enqueue::enqueue_in_transaction;
+pub use rows::{
     CancelOutcome, ClaimedJob, Completion, Enqueued, EventRow, HintTarget, JobFilter, JobRow,
-    OperatorResult, QueueDepth, StuckJob, enqueue_in_transaction,
+    OperatorResult, QueueDepth, RunningJob, StuckJob, WaitingJob,
 };
-pub use ops::{RunningJob, WaitingJob};
 pub use workers::{WorkerInfo, WorkerRow};
 
 /// Errors of the store. `Pool` and `Db` keep their sources.
@@ -51,6 +59,11 @@ pub enum StoreError {
     Db(#[from] tokio_postgres::Error),
     #[error("{0}")]
     Invalid(String),
+    /// A value read from the database that its type cannot hold (an unknown state, a
+    /// priority number out of range): a defect in the data or a newer schema, never
+    /// replaced by a default. `column` is `table.column`.
+    #[error("unexpected value {value:?} in {column}")]
+    Corrupt { column: &'static str, value: String },
 }
 
 pub type Result<T = ()> = std::result::Result<T, StoreError>;
@@ -80,7 +93,10 @@ impl StoreError {
                         || *code == SqlState::CANNOT_CONNECT_NOW
                 }
             },
-            StoreError::Url(_) | StoreError::Build(_) | StoreError::Invalid(_) => false,
+            StoreError::Url(_)
+            | StoreError::Build(_)
+            | StoreError::Invalid(_)
+            | StoreError::Corrupt { .. } => false,
         }
     }
 
@@ -93,7 +109,8 @@ impl StoreError {
 
     /// Whether the database refused the statement itself (bad data, a constraint, a
     /// statement it cannot run): then nothing of it committed, and running it again
-    /// gives the same answer.
+    /// gives the same answer. Not [`StoreError::Corrupt`]: that is found in what a
+    /// statement returned, after it may have committed.
     pub fn is_rejected(&self) -> bool {
         match self {
             StoreError::Invalid(_) => true,
@@ -101,7 +118,10 @@ impl StoreError {
                 let class = &code.code()[..2];
                 matches!(class, "22" | "23" | "42" | "54")
             }),
-            StoreError::Url(_) | StoreError::Build(_) | StoreError::Pool(_) => false,
+            StoreError::Url(_)
+            | StoreError::Build(_)
+            | StoreError::Pool(_)
+            | StoreError::Corrupt { .. } => false,
         }
     }
 
@@ -123,7 +143,10 @@ impl StoreError {
                 Some(_) => false,
                 None => replay == Replay::Safe,
             },
-            StoreError::Url(_) | StoreError::Build(_) | StoreError::Invalid(_) => false,
+            StoreError::Url(_)
+            | StoreError::Build(_)
+            | StoreError::Invalid(_)
+            | StoreError::Corrupt { .. } => false,
         }
     }
 }
@@ -593,7 +616,7 @@ impl Store {
     /// [`Store::id_order`]. Chosen once per enqueue, before any try, so that every try
     /// inserts the same ids.
     pub fn job_ids(&self, jobs: &[NewJob]) -> Vec<Uuid> {
-        jobs::job_ids(jobs, self.id_order())
+        enqueue::job_ids(jobs, self.id_order())
     }
 
     /// Checks that the database answers; used at start-up for a clear first error.

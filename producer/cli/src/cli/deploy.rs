@@ -632,7 +632,7 @@ async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<i32> {
         .map(|job| {
             vec![
                 job.id.to_string(),
-                job.kind.clone(),
+                job.kind.to_string(),
                 job.state.to_string(),
                 format!("{}/{}", job.attempt, job.max_attempts),
                 output::since(job.updated_at),

@@ -167,7 +167,7 @@ async fn ls(store: &Store, args: LsArgs) -> anyhow::Result<i32> {
         .map(|job| {
             vec![
                 job.id.to_string(),
-                job.kind.clone(),
+                job.kind.to_string(),
                 job.queue.clone(),
                 job.state.to_string(),
                 format!("{}/{}", job.attempt, job.max_attempts),

@@ -94,7 +94,7 @@ pub async fn stuck(connect: &ConnectOpts, args: StuckArgs) -> anyhow::Result<i32
     for job in store.running_jobs(10_000).await? {
         let base = |reason: String, fix: String, since: f64| Finding {
             job_id: Some(job.id),
-            kind: job.kind.clone(),
+            kind: job.kind.to_string(),
             queue: job.queue.clone(),
             state: "running".into(),
             attempt: job.attempt,
@@ -128,7 +128,7 @@ pub async fn stuck(connect: &ConnectOpts, args: StuckArgs) -> anyhow::Result<i32
                 job.running_secs,
             ));
         } else {
-            let expected = expected_secs(&job.kind, &job.payload);
+            let expected = expected_secs(job.kind.as_str(), &job.payload);
             if job.running_secs > expected + threshold {
                 findings.push(base(
                     format!(
@@ -181,7 +181,7 @@ pub async fn stuck(connect: &ConnectOpts, args: StuckArgs) -> anyhow::Result<i32
         };
         findings.push(Finding {
             job_id: Some(job.id),
-            kind: job.kind.clone(),
+            kind: job.kind.to_string(),
             queue: job.queue.clone(),
             state: "queued".into(),
             attempt: job.attempt,

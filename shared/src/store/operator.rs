@@ -1,45 +1,131 @@
-//! SQL behind the operator commands: stuck jobs, bulk retry, purge, queue throughput.
+//! SQL behind the operator commands: cancel, revive and requeue, stuck jobs, bulk
+//! retry, purge, queue throughput.
 
-use chrono::{DateTime, Utc};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::{Isolation, Replay, Result, Store, retry};
-use crate::state::JobState;
+use super::rows::{
+    CancelOutcome, OperatorResult, RunningJob, WaitingJob, job_state, kind_at, state_at,
+};
+use super::{Isolation, Replay, Result, Store, StoreError, retry};
+use crate::state::{JobState, Transition};
 
-/// A running job `lc stuck` looks at.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct RunningJob {
-    pub id: Uuid,
-    pub kind: String,
-    pub queue: String,
-    pub attempt: i64,
-    pub max_attempts: i64,
-    pub payload: serde_json::Value,
-    pub lease_owner: Option<Uuid>,
-    pub lease_expired: bool,
-    pub lease_expires_at: Option<DateTime<Utc>>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub running_secs: f64,
-    /// The holder's last heartbeat age in seconds; `None` when no worker row exists.
-    pub worker_heartbeat_age_secs: Option<f64>,
-    pub worker_stopped: bool,
-    pub last_error: Option<String>,
-}
-
-/// A queued job that has been due for a while.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct WaitingJob {
-    pub id: Uuid,
-    pub kind: String,
-    pub queue: String,
-    pub attempt: i64,
-    pub due_secs: f64,
-    pub dispatched: bool,
-    pub queue_paused: bool,
-    pub last_error: Option<String>,
+/// The conditional update of an operator transition: `$1` id, `$2` the state it was
+/// read in, `$3` attempt, `$4` the target state, `$5` the message (used by some).
+fn operator_update(transition: Transition) -> Result<String> {
+    let set = match transition {
+        Transition::Cancel => {
+            "state = $4, lease_owner = NULL, lease_expires_at = NULL, finished_at = now(), \
+             last_error = COALESCE(last_error, $5)"
+        }
+        // A dead job gets as many new attempts as it had.
+        Transition::Revive => {
+            "state = $4, run_at = now(), dispatched = false, finished_at = NULL, \
+             max_attempts = attempt + max_attempts"
+        }
+        // The worker is gone: the attempt counts, but the job gets at least one more.
+        Transition::Requeue => {
+            "state = $4, run_at = now(), dispatched = false, lease_owner = NULL, \
+             lease_expires_at = NULL, max_attempts = GREATEST(max_attempts, attempt + 1), \
+             last_error = $5"
+        }
+        other => {
+            return Err(StoreError::Invalid(format!(
+                "{other:?} is not an operator transition"
+            )));
+        }
+    };
+    Ok(format!(
+        "UPDATE jobs SET {set}, updated_at = now() WHERE id = $1 AND state = $2 AND attempt = $3"
+    ))
 }
 
 impl Store {
+    /// Cancels a queued or running job. A running job's worker notices at its next
+    /// heartbeat (the job is no longer running under its lease) and stops the handler.
+    pub async fn cancel(&self, id: Uuid, reason: &str) -> Result<CancelOutcome> {
+        self.operator_transition(id, Transition::Cancel, reason)
+            .await
+            .map(|found| match found {
+                OperatorResult::Applied { was } => CancelOutcome::Cancelled { was },
+                OperatorResult::NotApplicable(state) => CancelOutcome::AlreadyFinished(state),
+                OperatorResult::NotFound => CancelOutcome::NotFound,
+            })
+    }
+
+    /// Applies an operator's transition (cancel, revive, requeue) to one job, in one
+    /// transaction: read its state and lock the row (`FOR UPDATE`), check the state
+    /// machine allows it, update under the same state and attempt, append the event.
+    /// Read committed: the decision is made on a locked row, which no other
+    /// transaction can change until this one ends.
+    pub async fn operator_transition(
+        &self,
+        id: Uuid,
+        transition: Transition,
+        message: &str,
+    ) -> Result<OperatorResult> {
+        let update = operator_update(transition)?;
+        let to = transition.to().as_str();
+        retry(Replay::Safe, || {
+            let update = update.as_str();
+            async move {
+                let mut client = self.pool.get().await?;
+                let tx = self.begin(&mut client, Isolation::ReadCommitted).await?;
+                let Some(row) = tx
+                    .query_opt(
+                        "SELECT state, attempt FROM jobs WHERE id = $1 FOR UPDATE",
+                        &[&id],
+                    )
+                    .await?
+                else {
+                    return Ok(OperatorResult::NotFound);
+                };
+                let state_text: String = row.get(0);
+                let attempt: i64 = row.get(1);
+                let state = job_state(&state_text, "jobs.state")?;
+                if !transition.from().contains(&state) {
+                    return Ok(OperatorResult::NotApplicable(state));
+                }
+                // Only some SET clauses use the message ($5); PostgreSQL refuses
+                // parameters a statement does not use.
+                let with_message: [&(dyn ToSql + Sync); 5] =
+                    [&id, &state_text, &attempt, &to, &message];
+                let params = if update.contains("$5") {
+                    &with_message[..]
+                } else {
+                    &with_message[..4]
+                };
+                // The row is locked, so the update applies; should it not, report the
+                // state it has now.
+                if tx.execute(update, params).await? == 0 {
+                    let now: String = tx
+                        .query_one("SELECT state FROM jobs WHERE id = $1", &[&id])
+                        .await?
+                        .get(0);
+                    return Ok(OperatorResult::NotApplicable(job_state(
+                        &now,
+                        "jobs.state",
+                    )?));
+                }
+                tx.execute(
+                    "INSERT INTO job_events (job_id, from_state, to_state, attempt, message)
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        &id,
+                        &state_text,
+                        &to,
+                        &attempt,
+                        &format!("{}: {message}", transition.label()),
+                    ],
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(OperatorResult::Applied { was: state })
+            }
+        })
+        .await
+    }
+
     /// Every running job with what is known about its lease and worker.
     pub async fn running_jobs(&self, limit: i64) -> Result<Vec<RunningJob>> {
         const SQL: &str = concat!(
@@ -63,7 +149,7 @@ ORDER BY j.started_at LIMIT $2"
                 .iter()
                 .map(|row| RunningJob {
                     id: row.get(0),
-                    kind: row.get(1),
+                    kind: kind_at(row, 1),
                     queue: row.get(2),
                     attempt: row.get(3),
                     max_attempts: row.get(4),
@@ -100,7 +186,7 @@ ORDER BY j.run_at LIMIT $3";
                 .iter()
                 .map(|row| WaitingJob {
                     id: row.get(0),
-                    kind: row.get(1),
+                    kind: kind_at(row, 1),
                     queue: row.get(2),
                     attempt: row.get(3),
                     due_secs: row.get(4),
@@ -120,13 +206,9 @@ ORDER BY j.run_at LIMIT $3";
             let rows = client
                 .query("SELECT id, state FROM jobs WHERE id = ANY($1)", &[&ids])
                 .await?;
-            Ok(rows
-                .iter()
-                .filter_map(|row| {
-                    let state: String = row.get(1);
-                    state.parse().ok().map(|state| (row.get(0), state))
-                })
-                .collect())
+            rows.iter()
+                .map(|row| Ok((row.get(0), state_at(row, 1, "jobs.state")?)))
+                .collect()
         })
         .await
     }
