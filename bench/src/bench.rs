@@ -2,18 +2,20 @@
 //! helpers every section uses (producers, queue preparation, waiting for jobs).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use lc_producer::Producer;
+use lc_shared::migrate;
 use lc_shared::queue::Hints;
 use lc_shared::store::Store;
 use serde_json::Value;
 
 use crate::args::{Args, Section};
-use crate::peer::Peer;
+use crate::peer::{Peer, PeerKind};
 use crate::report::{Compared, Row, verdict};
+use crate::settings::command_line;
 
 /// How often the bench looks at the database while waiting for jobs.
 pub(crate) const POLL: Duration = Duration::from_millis(50);
@@ -36,6 +38,70 @@ pub(crate) struct Bench {
 }
 
 impl Bench {
+    /// Checks the binaries, connects to the database (migrated) and Redis, and sets up
+    /// the peer of `--compare`.
+    pub(crate) async fn connect(args: Args) -> Result<Self> {
+        let repo_dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let bin_dir = match &args.bin_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::current_exe()?
+                .parent()
+                .map(Path::to_path_buf)
+                .ok_or_else(|| anyhow!("cannot find the directory of lc-bench"))?,
+        };
+        for binary in ["lc", "lc-worker"] {
+            ensure!(
+                bin_dir.join(binary).exists(),
+                "{} missing: build it first",
+                bin_dir.join(binary).display()
+            );
+        }
+        let work_dir = match &args.work_dir {
+            Some(dir) => dir.clone(),
+            None => repo_dir.join(".lc/bench").join(&args.connect.redis_prefix),
+        };
+        std::fs::create_dir_all(&work_dir)?;
+        let store = observer_store(&args).await?;
+        let queue = Hints::connect(&args.connect.redis_url, &args.connect.redis_prefix).await?;
+        queue.ping().await.context("redis does not answer")?;
+        let clk_tck = command_line("getconf", &["CLK_TCK"], &repo_dir)
+            .await
+            .and_then(|text| text.parse().ok())
+            .unwrap_or(100.0);
+        let peer = match args.compare {
+            None => None,
+            Some(PeerKind::Bullmq) => {
+                let install_dir = args.bullmq_dir.clone().ok_or_else(|| {
+                    anyhow!("--compare bullmq needs --bullmq-dir (scripts/bench.sh sets it)")
+                })?;
+                Some(Peer::new(
+                    repo_dir.join("bench/bullmq/peer.mjs"),
+                    install_dir,
+                    &args.connect.redis_url,
+                    &args.connect.redis_prefix,
+                    &work_dir,
+                )?)
+            }
+        };
+        Ok(Bench {
+            args,
+            peer,
+            store,
+            queue,
+            bin_dir,
+            work_dir,
+            repo_dir,
+            clk_tck,
+            enqueued: BTreeMap::new(),
+            worker_seq: 0,
+            rows: Vec::new(),
+            notes: Vec::new(),
+        })
+    }
+
     pub(crate) fn wants(&self, section: Section) -> bool {
         (self.args.only.is_empty() || self.args.only.contains(&section))
             && !self.args.skip.contains(&section)
@@ -150,28 +216,12 @@ impl Bench {
         Ok(client.query_one(sql, params).await?.get(0))
     }
 
-    /// Jobs of `queue` not finished yet (cheap: both partial indexes): queued, running.
-    pub(crate) async fn unfinished_split(
-        &self,
-        client: &deadpool_postgres::Object,
-        queue: &str,
-    ) -> Result<(i64, i64)> {
-        let row = client
-            .query_one(
-                "SELECT (SELECT count(*) FROM jobs WHERE state = 'queued' AND queue = $1),
-                        (SELECT count(*) FROM jobs WHERE state = 'running' AND queue = $1)",
-                &[&queue],
-            )
-            .await?;
-        Ok((row.get(0), row.get(1)))
-    }
-
     pub(crate) async fn unfinished(
         &self,
         client: &deadpool_postgres::Object,
         queue: &str,
     ) -> Result<i64> {
-        let (queued, running) = self.unfinished_split(client, queue).await?;
+        let (queued, running) = unfinished_split(client, queue).await?;
         Ok(queued + running)
     }
 
@@ -200,9 +250,55 @@ impl Bench {
     }
 }
 
+/// Jobs of `queue` not finished yet (cheap: both partial indexes): queued, running.
+pub(crate) async fn unfinished_split(
+    client: &deadpool_postgres::Object,
+    queue: &str,
+) -> Result<(i64, i64)> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM jobs WHERE state = 'queued' AND queue = $1),
+                    (SELECT count(*) FROM jobs WHERE state = 'running' AND queue = $1)",
+            &[&queue],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// The bench's own store, migrated. Its reads run at READ COMMITTED: as SERIALIZABLE
+/// readers they would take part in (and be cancelled by) the workers' serialization
+/// conflicts.
+async fn observer_store(args: &Args) -> Result<Store> {
+    let store = Store::connect(&observer_url(&args.connect.database_url), 8)?;
+    store
+        .ping()
+        .await
+        .context("the bench database does not answer")?;
+    let report = migrate::run(&store).await?;
+    eprintln!(
+        "[bench] database migrated ({} statements)",
+        report.applied.len()
+    );
+    if args.log_statements {
+        let client = store.client().await?;
+        client
+            .batch_execute(
+                "DO $$ BEGIN
+                   EXECUTE format('ALTER DATABASE %I SET log_min_duration_statement = 0', current_database());
+                   EXECUTE format('ALTER DATABASE %I SET log_parameter_max_length = 0', current_database());
+                 END $$",
+            )
+            .await?;
+        eprintln!(
+            "[bench] logging every statement of this database's new sessions (profiling run)"
+        );
+    }
+    Ok(store)
+}
+
 /// The database URL with `default_transaction_isolation = read committed` for the
 /// bench's own (observing) sessions.
-pub(crate) fn observer_url(url: &str) -> String {
+fn observer_url(url: &str) -> String {
     let separator = if url.contains('?') { '&' } else { '?' };
     format!("{url}{separator}options=-c%20default_transaction_isolation%3Dread%5C%20committed")
 }

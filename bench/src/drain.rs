@@ -8,7 +8,8 @@ use anyhow::{Result, anyhow, bail, ensure};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::bench::{Bench, POLL};
+use crate::bench::{Bench, POLL, unfinished_split};
+use crate::procs::WorkerProc;
 use crate::report::{Compared, Row, thousands};
 use crate::stats::{cpu_sample, cpu_split, pg_delta, pg_stats, redis_delta, redis_info, round};
 
@@ -54,30 +55,8 @@ impl Bench {
                     .await?,
             );
         }
-        let mut polls = 0u64;
-        let mut max_running = 0i64;
         let timeout = Duration::from_secs(30) + Duration::from_millis(expected as u64 * 2);
-        let waited: Result<()> = async {
-            loop {
-                polls += 1;
-                let (queued, running) = self.unfinished_split(&poll_client, queue).await?;
-                max_running = max_running.max(running);
-                if queued + running == 0 {
-                    return Ok(());
-                }
-                ensure!(
-                    clock.elapsed() <= timeout,
-                    "drain of {queue}: {queued} queued and {running} running jobs left after {timeout:?}"
-                );
-                for proc in &mut procs {
-                    if let Some(status) = proc.child.try_wait()? {
-                        bail!("worker {} exited with {status} during the drain; see {}", proc.name, proc.log.display());
-                    }
-                }
-                tokio::time::sleep(POLL).await;
-            }
-        }
-        .await;
+        let waited = watch_drain(&poll_client, &mut procs, queue, clock, timeout).await;
         let wall = clock.elapsed().as_secs_f64();
         let pids: Vec<u32> = procs.iter().map(|proc| proc.pid).collect();
         let cpu_after = cpu_sample(&pids);
@@ -85,31 +64,12 @@ impl Bench {
         for proc in procs {
             self.stop_worker(proc, Duration::from_secs(40)).await?;
         }
-        waited?;
+        let (polls, max_running) = waited?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let pg_after = pg_stats(&poll_client).await?;
-
-        let row = poll_client
-            .query_one(
-                "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*), max(attempt),
-                        min(started_at), max(finished_at)
-                 FROM jobs WHERE queue = $1",
-                &[&queue],
-            )
-            .await?;
-        let succeeded: i64 = row.get(0);
-        let total: i64 = row.get(1);
-        let max_attempt: Option<i64> = row.get(2);
-        let first_start: Option<DateTime<Utc>> = row.get(3);
-        let last_finish: Option<DateTime<Utc>> = row.get(4);
-        ensure!(
-            succeeded == expected as i64 && total == expected as i64,
-            "drain of {queue}: {succeeded} of {total} jobs succeeded, expected {expected}"
-        );
-        let last_finish = last_finish.ok_or_else(|| anyhow!("no finished_at"))?;
-        let first_start = first_start.ok_or_else(|| anyhow!("no started_at"))?;
-        let spawn_to_last = (last_finish - spawned_at).as_seconds_f64();
-        let first_to_last = (last_finish - first_start).as_seconds_f64();
+        let drained = Drained::read(&poll_client, queue, expected).await?;
+        let spawn_to_last = (drained.last_finish - spawned_at).as_seconds_f64();
+        let first_to_last = (drained.last_finish - drained.first_start).as_seconds_f64();
         let rate = expected as f64 / spawn_to_last;
         let cpu = cpu_split(&cpu_before, &cpu_after, self.clk_tck);
         let pg = pg_delta(&pg_before, &pg_after, expected as f64, polls as f64);
@@ -125,12 +85,12 @@ impl Bench {
             "spawn_to_last_finish_s": round(spawn_to_last, 3),
             "first_start_to_last_finish_s": round(first_to_last, 3),
             "jobs_per_s_after_first_start": round(expected as f64 / first_to_last, 0),
-            "startup_s": round((first_start - spawned_at).as_seconds_f64(), 3),
+            "startup_s": round((drained.first_start - spawned_at).as_seconds_f64(), 3),
             "poll_observed_s": round(wall, 3),
             "hints_waiting_at_start": hints,
             "max_running_rows_seen": max_running,
-            "max_attempt": max_attempt,
-            "verified_succeeded": succeeded,
+            "max_attempt": drained.max_attempt,
+            "verified_succeeded": drained.succeeded,
             "cpu": cpu,
             "postgres": pg,
             "redis": redis,
@@ -216,5 +176,79 @@ impl Bench {
             out.insert("two_over_one".to_owned(), json!(round(scaling, 3)));
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// Polls `queue` until no job is queued or running; returns the polls made and the most
+/// running rows seen. Fails when a worker exits or after `timeout` from `clock`.
+async fn watch_drain(
+    client: &deadpool_postgres::Object,
+    procs: &mut [WorkerProc],
+    queue: &str,
+    clock: Instant,
+    timeout: Duration,
+) -> Result<(u64, i64)> {
+    let mut polls = 0u64;
+    let mut max_running = 0i64;
+    loop {
+        polls += 1;
+        let (queued, running) = unfinished_split(client, queue).await?;
+        max_running = max_running.max(running);
+        if queued + running == 0 {
+            return Ok((polls, max_running));
+        }
+        ensure!(
+            clock.elapsed() <= timeout,
+            "drain of {queue}: {queued} queued and {running} running jobs left after {timeout:?}"
+        );
+        for proc in procs.iter_mut() {
+            if let Some(status) = proc.child.try_wait()? {
+                bail!(
+                    "worker {} exited with {status} during the drain; see {}",
+                    proc.name,
+                    proc.log.display()
+                );
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A drained queue as its rows tell it: every job must have succeeded.
+struct Drained {
+    succeeded: i64,
+    max_attempt: Option<i64>,
+    first_start: DateTime<Utc>,
+    last_finish: DateTime<Utc>,
+}
+
+impl Drained {
+    async fn read(
+        client: &deadpool_postgres::Object,
+        queue: &str,
+        expected: usize,
+    ) -> Result<Self> {
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*), max(attempt),
+                        min(started_at), max(finished_at)
+                 FROM jobs WHERE queue = $1",
+                &[&queue],
+            )
+            .await?;
+        let succeeded: i64 = row.get(0);
+        let total: i64 = row.get(1);
+        let first_start: Option<DateTime<Utc>> = row.get(3);
+        let last_finish: Option<DateTime<Utc>> = row.get(4);
+        ensure!(
+            succeeded == expected as i64 && total == expected as i64,
+            "drain of {queue}: {succeeded} of {total} jobs succeeded, expected {expected}"
+        );
+        Ok(Drained {
+            succeeded,
+            max_attempt: row.get(2),
+            first_start: first_start.ok_or_else(|| anyhow!("no started_at"))?,
+            last_finish: last_finish.ok_or_else(|| anyhow!("no finished_at"))?,
+        })
     }
 }

@@ -174,24 +174,7 @@ impl Bench {
             .await
             .context("the deployment row")?
             .get(0);
-        let timeout = Duration::from_secs(60);
-        let state = loop {
-            let state: String = client
-                .query_one(
-                    "SELECT state FROM deployments WHERE id = $1",
-                    &[&deployment],
-                )
-                .await?
-                .get(0);
-            if state != "provisioning" {
-                break state;
-            }
-            ensure!(
-                clock.elapsed() < timeout,
-                "deployment still provisioning after {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let state = wait_provisioned(&client, deployment, clock).await?;
         let observed_s = clock.elapsed().as_secs_f64();
         ensure!(
             state == "provisioned",
@@ -208,10 +191,6 @@ impl Bench {
             ready == machines as i64,
             "{ready} of {machines} machines ready"
         );
-        // When each step happened, in seconds after `lc deploy create` started (database
-        // time and this process's clock are the same machine's clock).
-        let since =
-            |at: Option<DateTime<Utc>>| at.map(|at| round((at - started_at).as_seconds_f64(), 3));
         let provisioned_at: Option<DateTime<Utc>> = client
             .query_one(
                 "SELECT min(at) FROM deployment_events WHERE deployment_id = $1 AND to_state = 'provisioned'",
@@ -219,18 +198,6 @@ impl Bench {
             )
             .await?
             .get(0);
-        let row = client
-            .query_one(
-                "SELECT min(created_at) FILTER (WHERE kind = 'provision'),
-                        min(started_at) FILTER (WHERE kind = 'provision'),
-                        min(created_at) FILTER (WHERE kind = 'provision_machine'),
-                        min(started_at) FILTER (WHERE kind = 'provision_machine'),
-                        max(started_at) FILTER (WHERE kind = 'provision_machine'),
-                        max(finished_at) FILTER (WHERE kind = 'provision_machine')
-                 FROM jobs WHERE deployment_id = $1",
-                &[&deployment],
-            )
-            .await?;
         let seconds = provisioned_at
             .map(|at| (at - started_at).as_seconds_f64())
             .unwrap_or(observed_s);
@@ -241,20 +208,72 @@ impl Bench {
             "measured_as": "from the start of `lc deploy create --no-deploy` to the deployment's 'provisioned' event",
             "observed_provisioned_s": round(observed_s, 3),
             "lc_command_s": round(command_s, 3),
-            "timeline_s": {
-                "provision_job_created": since(row.get(0)),
-                "provision_job_started": since(row.get(1)),
-                "machine_jobs_created": since(row.get(2)),
-                "first_machine_job_started": since(row.get(3)),
-                "last_machine_job_started": since(row.get(4)),
-                "last_machine_job_finished": since(row.get(5)),
-                "provisioned": since(provisioned_at),
-            },
+            "timeline_s": timeline(&client, deployment, started_at, provisioned_at).await?,
             "machines_ready": ready,
             "target": TARGET_PROVISION_S,
             "met": seconds <= TARGET_PROVISION_S,
         }))
     }
+}
+
+/// Polls the deployment until it is no longer provisioning (at most 60 s from `clock`);
+/// returns its state.
+async fn wait_provisioned(
+    client: &deadpool_postgres::Object,
+    deployment: Uuid,
+    clock: Instant,
+) -> Result<String> {
+    let timeout = Duration::from_secs(60);
+    loop {
+        let state: String = client
+            .query_one(
+                "SELECT state FROM deployments WHERE id = $1",
+                &[&deployment],
+            )
+            .await?
+            .get(0);
+        if state != "provisioning" {
+            return Ok(state);
+        }
+        ensure!(
+            clock.elapsed() < timeout,
+            "deployment still provisioning after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// When each step happened, in seconds after `lc deploy create` started (database time
+/// and this process's clock are the same machine's clock).
+async fn timeline(
+    client: &deadpool_postgres::Object,
+    deployment: Uuid,
+    started_at: DateTime<Utc>,
+    provisioned_at: Option<DateTime<Utc>>,
+) -> Result<Value> {
+    let since =
+        |at: Option<DateTime<Utc>>| at.map(|at| round((at - started_at).as_seconds_f64(), 3));
+    let row = client
+        .query_one(
+            "SELECT min(created_at) FILTER (WHERE kind = 'provision'),
+                    min(started_at) FILTER (WHERE kind = 'provision'),
+                    min(created_at) FILTER (WHERE kind = 'provision_machine'),
+                    min(started_at) FILTER (WHERE kind = 'provision_machine'),
+                    max(started_at) FILTER (WHERE kind = 'provision_machine'),
+                    max(finished_at) FILTER (WHERE kind = 'provision_machine')
+             FROM jobs WHERE deployment_id = $1",
+            &[&deployment],
+        )
+        .await?;
+    Ok(json!({
+        "provision_job_created": since(row.get(0)),
+        "provision_job_started": since(row.get(1)),
+        "machine_jobs_created": since(row.get(2)),
+        "first_machine_job_started": since(row.get(3)),
+        "last_machine_job_started": since(row.get(4)),
+        "last_machine_job_finished": since(row.get(5)),
+        "provisioned": since(provisioned_at),
+    }))
 }
 
 /// A deployment name (`^[a-z][a-z0-9-]{0,40}$`) unique to this run.

@@ -6,12 +6,14 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
+use lc_producer::Producer;
 use lc_shared::{JobKind, NewJob};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::bench::Bench;
+use crate::procs::WorkerProc;
 use crate::report::{Compared, Row};
 use crate::stats::{cpu_sample, cpu_split, percentiles, pg_delta, pg_stats, round, unix_micros};
 
@@ -62,77 +64,17 @@ impl Bench {
         self.prepare_queue(&queue).await?;
         self.flush_dirty_pages().await;
         let queues = [queue.clone()];
-        let extra = [format!("--concurrency={}", self.args.worker_concurrency)];
-        let mut procs = Vec::new();
-        for index in 0..2 {
-            let mut proc = self
-                .spawn_worker(&format!("latency-{index}"), &queues, &extra)
-                .await?;
-            self.registered(&mut proc, Duration::from_secs(20)).await?;
-            procs.push(proc);
-        }
-        // The workers are blocked in their first pop once they registered; a moment more
-        // for their Redis connections.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let procs = self.latency_workers(&queues).await?;
         let producer = self.producer(16).await?;
         let stats_client = self.store.client().await?;
         let pg_before = pg_stats(&stats_client).await?;
         let cpu_before = cpu_sample(&[]);
-        let total = (rate as f64 * self.args.latency_duration.as_secs_f64()).round() as usize;
-        let mut interval = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut tasks = JoinSet::new();
-        let started = Instant::now();
-        let mut late_ticks = 0usize;
-        // Warm-up jobs first, at the same rate: run and verified, not measured (the
-        // peer does the same).
-        let warmup = (rate as f64 * self.args.latency_warmup.as_secs_f64()).round() as usize;
-        for index in 0..warmup + total {
-            let measured = index >= warmup;
-            let tick = interval.tick().await;
-            if tick.elapsed() > Duration::from_millis(2) {
-                late_ticks += 1;
-            }
-            let producer = producer.clone();
-            let job = NewJob::new(JobKind::Noop, json!({})).with_queue(queue.as_str());
-            tasks.spawn(async move {
-                let wall = unix_micros();
-                let call = Instant::now();
-                let result = producer.enqueue(job).await;
-                (
-                    result,
-                    call.elapsed().as_secs_f64() * 1000.0,
-                    wall,
-                    measured,
-                )
-            });
-        }
-        let schedule_s = started.elapsed().as_secs_f64();
-        let mut ids = Vec::with_capacity(total);
-        let mut call_ms = Vec::with_capacity(total);
-        let mut errors = 0usize;
-        let mut called_at = HashMap::with_capacity(total);
-        let mut warmed = 0u64;
-        while let Some(joined) = tasks.join_next().await {
-            let (result, ms, wall, measured) = joined?;
-            match result {
-                Ok(_) if !measured => warmed += 1,
-                Ok(enqueued) => {
-                    ids.push(enqueued.id);
-                    call_ms.push(ms);
-                    called_at.insert(enqueued.id, wall);
-                }
-                Err(err) => {
-                    errors += 1;
-                    if errors == 1 {
-                        self.note(format!("latency: enqueue failed: {err}"));
-                    }
-                }
-            }
-        }
-        let produce_s = started.elapsed().as_secs_f64();
+        let mut produced = self.produce(&producer, &queue, rate).await?;
         drop(producer);
-        self.count_enqueued(&queue, ids.len() as u64 + warmed);
+        if let Some(error) = &produced.first_error {
+            self.note(format!("latency: enqueue failed: {error}"));
+        }
+        self.count_enqueued(&queue, produced.ids.len() as u64 + produced.warmed);
         let wait = self.wait_finished(&queues, Duration::from_secs(60)).await;
         let pids: Vec<u32> = procs.iter().map(|proc| proc.pid).collect();
         let cpu = cpu_split(&cpu_before, &cpu_sample(&pids), self.clk_tck);
@@ -141,13 +83,127 @@ impl Bench {
         }
         wait?;
         tokio::time::sleep(Duration::from_millis(300)).await;
+        let total = produced.ids.len() + produced.errors;
         let pg = pg_delta(
             &pg_before,
             &pg_stats(&stats_client).await?,
             total as f64,
             0.0,
         );
-        ensure!(errors == 0, "{errors} enqueues failed");
+        ensure!(produced.errors == 0, "{} enqueues failed", produced.errors);
+        let rows = self.latency_from_rows(&produced.ids).await?;
+        // From the producer's clock just before the enqueue call to the handler's
+        // first line (the workers' LC_HANDLER_START_LOG), first attempts only.
+        let handler_starts = self.handler_starts()?;
+        let mut to_handler: Vec<f64> = produced
+            .called_at
+            .iter()
+            .filter_map(|(id, called)| {
+                let started = handler_starts.get(id)?;
+                Some((*started as f64 - *called as f64) / 1000.0)
+            })
+            .collect();
+        ensure!(
+            to_handler.len() == produced.ids.len(),
+            "latency: {} of {} handler starts found",
+            to_handler.len(),
+            produced.ids.len()
+        );
+        let tail = tail_breakdown(&produced.called_at, &rows.stamps, &handler_starts);
+        let handler = percentiles(&mut to_handler);
+        let (met, peer) = self.latency_rows(rate, &handler, &rows).await;
+        let jobs = produced.ids.len() as f64 + produced.warmed as f64;
+        Ok(json!({
+            "rate_per_s": rate,
+            "duration_s": self.args.latency_duration.as_secs_f64(),
+            "warmup_jobs_not_measured": produced.warmed,
+            "jobs": produced.ids.len(),
+            "achieved_rate_per_s": round(jobs / produced.schedule_s, 1),
+            "schedule_s": round(produced.schedule_s, 3),
+            "produce_s": round(produced.produce_s, 3),
+            "ticks_late_over_2ms": produced.late_ticks,
+            "workers": 2,
+            "concurrency_per_worker": self.args.worker_concurrency,
+            "enqueue_call_to_handler_start_ms": handler,
+            "where_the_time_goes_ms": tail,
+            "enqueue_to_start_ms": rows.start,
+            "enqueue_to_finish_ms": rows.finish,
+            "enqueue_call_ms": percentiles(&mut produced.call_ms),
+            "retried": rows.retried,
+            "verified_succeeded": rows.succeeded,
+            "cpu": cpu,
+            "postgres": pg,
+            "met": met,
+            "peer": peer,
+        }))
+    }
+
+    /// Two worker processes on `queues`, registered and waiting for jobs.
+    async fn latency_workers(&mut self, queues: &[String]) -> Result<Vec<WorkerProc>> {
+        let extra = [format!("--concurrency={}", self.args.worker_concurrency)];
+        let mut procs = Vec::new();
+        for index in 0..2 {
+            let mut proc = self
+                .spawn_worker(&format!("latency-{index}"), queues, &extra)
+                .await?;
+            self.registered(&mut proc, Duration::from_secs(20)).await?;
+            procs.push(proc);
+        }
+        // The workers are blocked in their first pop once they registered; a moment more
+        // for their Redis connections.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(procs)
+    }
+
+    /// Enqueues at `rate` jobs/s: the warm-up jobs first (run and verified, not
+    /// measured; the peer does the same), then `--latency-duration` of measured ones.
+    async fn produce(&self, producer: &Producer, queue: &str, rate: u64) -> Result<Produced> {
+        let total = (rate as f64 * self.args.latency_duration.as_secs_f64()).round() as usize;
+        let warmup = (rate as f64 * self.args.latency_warmup.as_secs_f64()).round() as usize;
+        let mut interval = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut tasks = JoinSet::new();
+        let started = Instant::now();
+        let mut produced = Produced::with_capacity(total);
+        for index in 0..warmup + total {
+            let measured = index >= warmup;
+            let tick = interval.tick().await;
+            if tick.elapsed() > Duration::from_millis(2) {
+                produced.late_ticks += 1;
+            }
+            let producer = producer.clone();
+            let job = NewJob::new(JobKind::Noop, json!({})).with_queue(queue);
+            tasks.spawn(async move {
+                let wall = unix_micros();
+                let call = Instant::now();
+                let result = producer.enqueue(job).await;
+                let ms = call.elapsed().as_secs_f64() * 1000.0;
+                (result, ms, wall, measured)
+            });
+        }
+        produced.schedule_s = started.elapsed().as_secs_f64();
+        while let Some(joined) = tasks.join_next().await {
+            let (result, ms, wall, measured) = joined?;
+            match result {
+                Ok(_) if !measured => produced.warmed += 1,
+                Ok(enqueued) => {
+                    produced.ids.push(enqueued.id);
+                    produced.call_ms.push(ms);
+                    produced.called_at.insert(enqueued.id, wall);
+                }
+                Err(err) => {
+                    produced.errors += 1;
+                    produced.first_error.get_or_insert_with(|| err.to_string());
+                }
+            }
+        }
+        produced.produce_s = started.elapsed().as_secs_f64();
+        Ok(produced)
+    }
+
+    /// enqueue->start and enqueue->finish from the rows of the measured jobs, which
+    /// must all have succeeded.
+    async fn latency_from_rows(&self, ids: &[Uuid]) -> Result<FromRows> {
         let client = self.store.client().await?;
         let rows = client
             .query(
@@ -186,26 +242,23 @@ impl Bench {
             rows.len(),
             ids.len()
         );
-        let start = percentiles(&mut to_start);
-        let finish = percentiles(&mut to_finish);
-        // From the producer's clock just before the enqueue call to the handler's
-        // first line (the workers' LC_HANDLER_START_LOG), first attempts only.
-        let handler_starts = self.handler_starts()?;
-        let mut to_handler: Vec<f64> = called_at
-            .iter()
-            .filter_map(|(id, called)| {
-                let started = handler_starts.get(id)?;
-                Some((*started as f64 - *called as f64) / 1000.0)
-            })
-            .collect();
-        ensure!(
-            to_handler.len() == ids.len(),
-            "latency: {} of {} handler starts found",
-            to_handler.len(),
-            ids.len()
-        );
-        let tail = tail_breakdown(&called_at, &stamps, &handler_starts);
-        let handler = percentiles(&mut to_handler);
+        Ok(FromRows {
+            succeeded: to_start.len(),
+            start: percentiles(&mut to_start),
+            finish: percentiles(&mut to_finish),
+            retried,
+            stamps,
+        })
+    }
+
+    /// The rate's rows, the peer's figure beside the first; returns whether the target
+    /// was met, and the peer's result.
+    async fn latency_rows(
+        &mut self,
+        rate: u64,
+        handler: &Value,
+        rows: &FromRows,
+    ) -> (bool, Option<Value>) {
         let p99 = handler["p99"].as_f64().unwrap_or(f64::INFINITY);
         let max = handler["max"].as_f64().unwrap_or(f64::INFINITY);
         let seconds = self.args.latency_duration.as_secs_f64();
@@ -256,6 +309,7 @@ impl Bench {
             target,
             Some(met),
         );
+        let (start, finish) = (&rows.start, &rows.finish);
         self.row(
             format!("  enqueue->start from the rows ({rate}/s)"),
             format!("{} / {} / {} ms", start["p50"], start["p99"], start["max"]),
@@ -271,29 +325,7 @@ impl Bench {
             "",
             None,
         );
-        Ok(json!({
-            "rate_per_s": rate,
-            "duration_s": self.args.latency_duration.as_secs_f64(),
-            "warmup_jobs_not_measured": warmed,
-            "jobs": ids.len(),
-            "achieved_rate_per_s": round((ids.len() as f64 + warmed as f64) / schedule_s, 1),
-            "schedule_s": round(schedule_s, 3),
-            "produce_s": round(produce_s, 3),
-            "ticks_late_over_2ms": late_ticks,
-            "workers": 2,
-            "concurrency_per_worker": self.args.worker_concurrency,
-            "enqueue_call_to_handler_start_ms": handler,
-            "where_the_time_goes_ms": tail,
-            "enqueue_to_start_ms": start,
-            "enqueue_to_finish_ms": finish,
-            "enqueue_call_ms": percentiles(&mut call_ms),
-            "retried": retried,
-            "verified_succeeded": to_start.len(),
-            "cpu": cpu,
-            "postgres": pg,
-            "met": met,
-            "peer": peer,
-        }))
+        (met, peer)
     }
 
     /// The first handler start of each job, from every worker's LC_HANDLER_START_LOG.
@@ -367,4 +399,47 @@ pub(crate) fn tail_breakdown(
         "slowest_1pct_mean": [leg(slowest, 0, false), leg(slowest, 1, false), leg(slowest, 2, false)],
         "slowest_1pct_jobs": slowest.len(),
     })
+}
+
+/// What the latency producer sent.
+struct Produced {
+    /// The measured jobs, in the order their enqueue calls returned.
+    ids: Vec<Uuid>,
+    /// Each measured job's enqueue call, in milliseconds.
+    call_ms: Vec<f64>,
+    /// Each measured job's wall clock just before its enqueue call (µs since the epoch).
+    called_at: HashMap<Uuid, u128>,
+    warmed: u64,
+    errors: usize,
+    first_error: Option<String>,
+    late_ticks: usize,
+    /// Until the last call was started, and until the last one returned.
+    schedule_s: f64,
+    produce_s: f64,
+}
+
+impl Produced {
+    fn with_capacity(jobs: usize) -> Self {
+        Produced {
+            ids: Vec::with_capacity(jobs),
+            call_ms: Vec::with_capacity(jobs),
+            called_at: HashMap::with_capacity(jobs),
+            warmed: 0,
+            errors: 0,
+            first_error: None,
+            late_ticks: 0,
+            schedule_s: 0.0,
+            produce_s: 0.0,
+        }
+    }
+}
+
+/// The measured jobs as their rows tell it.
+struct FromRows {
+    start: Value,
+    finish: Value,
+    retried: usize,
+    succeeded: usize,
+    /// Each job's insert and claim statement starts (µs, database clock, same host).
+    stamps: HashMap<Uuid, (f64, f64)>,
 }

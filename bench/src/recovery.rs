@@ -46,25 +46,7 @@ impl Bench {
             .collect();
         drop(producer);
         self.count_enqueued(&queue, jobs as u64);
-        let held_after = {
-            let clock = Instant::now();
-            loop {
-                let held = self
-                    .query_i64(
-                        "SELECT count(*) FROM jobs WHERE id = ANY($1) AND state = 'running' AND lease_owner = $2",
-                        &[&ids, &victim_id],
-                    )
-                    .await?;
-                if held == jobs as i64 {
-                    break clock.elapsed();
-                }
-                ensure!(
-                    clock.elapsed() < Duration::from_secs(20),
-                    "the victim holds only {held} of {jobs} jobs after 20s"
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
+        let held_after = self.wait_held(&ids, victim_id).await?;
         victim.child.start_kill()?;
         let killed = Instant::now();
         let killed_db: DateTime<Utc> = {
@@ -81,8 +63,62 @@ impl Bench {
         let rescuer_id = self
             .registered(&mut rescuer, Duration::from_secs(20))
             .await?;
+        let recovered = match self.wait_recovered(&ids, killed).await {
+            Ok(recovered) => recovered,
+            Err(err) => {
+                self.stop_worker(rescuer, Duration::from_secs(10)).await?;
+                return Err(err);
+            }
+        };
+        self.stop_worker(rescuer, Duration::from_secs(40)).await?;
+        self.scan_log(&victim);
+        let report = self
+            .recovery_report(&ids, killed_db, rescuer_id, recovered)
+            .await?;
+        Ok(json!({
+            "seconds": round(recovered, 3),
+            "jobs": jobs,
+            "job": {"kind": "sleep", "payload": {"ms": 3000}},
+            "worker_settings": settings,
+            "all_running_after_s": round(held_after.as_secs_f64(), 3),
+            "lease_expiry_events": report.expiry_events,
+            "leases_expired_s": {"first": report.first_expiry_s, "last": report.last_expiry_s},
+            "last_restart_s": report.last_restart_s,
+            "last_finish_s": report.last_finish_s,
+            "second_attempt_succeeded": report.second_attempts,
+            "verified_succeeded": report.finished_by_rescuer,
+            "target": TARGET_RECOVERY_S,
+            "met": recovered <= TARGET_RECOVERY_S,
+        }))
+    }
+
+    /// Waits until the victim holds every job as running; returns how long that took.
+    async fn wait_held(&self, ids: &[Uuid], victim_id: Uuid) -> Result<Duration> {
+        let jobs = ids.len();
         let clock = Instant::now();
-        let recovered = loop {
+        loop {
+            let held = self
+                .query_i64(
+                    "SELECT count(*) FROM jobs WHERE id = ANY($1) AND state = 'running' AND lease_owner = $2",
+                    &[&ids, &victim_id],
+                )
+                .await?;
+            if held == jobs as i64 {
+                return Ok(clock.elapsed());
+            }
+            ensure!(
+                clock.elapsed() < Duration::from_secs(20),
+                "the victim holds only {held} of {jobs} jobs after 20s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until every job succeeded; returns the seconds since `killed`.
+    async fn wait_recovered(&self, ids: &[Uuid], killed: Instant) -> Result<f64> {
+        let jobs = ids.len();
+        let clock = Instant::now();
+        loop {
             let done = self
                 .query_i64(
                     "SELECT count(*) FROM jobs WHERE id = ANY($1) AND state = 'succeeded'",
@@ -90,16 +126,25 @@ impl Bench {
                 )
                 .await?;
             if done == jobs as i64 {
-                break killed.elapsed().as_secs_f64();
+                return Ok(killed.elapsed().as_secs_f64());
             }
             if clock.elapsed() > Duration::from_secs(60) {
-                self.stop_worker(rescuer, Duration::from_secs(10)).await?;
                 bail!("recovery: only {done} of {jobs} jobs succeeded 60s after the SIGKILL");
             }
             tokio::time::sleep(POLL).await;
-        };
-        self.stop_worker(rescuer, Duration::from_secs(40)).await?;
-        self.scan_log(&victim);
+        }
+    }
+
+    /// Checks that the rescuer finished every job, adds the row, and reads when the
+    /// leases expired and the jobs restarted.
+    async fn recovery_report(
+        &mut self,
+        ids: &[Uuid],
+        killed_db: DateTime<Utc>,
+        rescuer_id: Uuid,
+        recovered: f64,
+    ) -> Result<Recovered> {
+        let jobs = ids.len();
         let client = self.store.client().await?;
         let row = client
             .query_one(
@@ -137,21 +182,25 @@ impl Bench {
             format!("<= {TARGET_RECOVERY_S} s"),
             Some(recovered <= TARGET_RECOVERY_S),
         );
-        Ok(json!({
-            "seconds": round(recovered, 3),
-            "jobs": jobs,
-            "job": {"kind": "sleep", "payload": {"ms": 3000}},
-            "worker_settings": settings,
-            "all_running_after_s": round(held_after.as_secs_f64(), 3),
-            "lease_expiry_events": expired.get::<_, i64>(0),
-            "leases_expired_s": {"first": expired.get::<_, Option<f64>>(1).map(|s| round(s, 3)),
-                                 "last": expired.get::<_, Option<f64>>(2).map(|s| round(s, 3))},
-            "last_restart_s": restarted_s.map(|s| round(s, 3)),
-            "last_finish_s": finished_s.map(|s| round(s, 3)),
-            "second_attempt_succeeded": second_attempts,
-            "verified_succeeded": finished_by_rescuer,
-            "target": TARGET_RECOVERY_S,
-            "met": recovered <= TARGET_RECOVERY_S,
-        }))
+        Ok(Recovered {
+            expiry_events: expired.get(0),
+            first_expiry_s: expired.get::<_, Option<f64>>(1).map(|s| round(s, 3)),
+            last_expiry_s: expired.get::<_, Option<f64>>(2).map(|s| round(s, 3)),
+            last_restart_s: restarted_s.map(|s| round(s, 3)),
+            last_finish_s: finished_s.map(|s| round(s, 3)),
+            second_attempts,
+            finished_by_rescuer,
+        })
     }
+}
+
+/// What the rows and events tell of a recovery; times in seconds after the SIGKILL.
+struct Recovered {
+    expiry_events: i64,
+    first_expiry_s: Option<f64>,
+    last_expiry_s: Option<f64>,
+    last_restart_s: Option<f64>,
+    last_finish_s: Option<f64>,
+    second_attempts: i64,
+    finished_by_rescuer: i64,
 }

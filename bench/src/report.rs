@@ -78,8 +78,30 @@ pub(crate) fn thousands(value: f64) -> String {
     if rounded < 0 { format!("-{out}") } else { out }
 }
 
+/// Prints the settings, the table, each section's details and the notes.
 pub(crate) fn print_table(bench: &Bench, out: &serde_json::Map<String, Value>) {
-    let settings = &out["settings"];
+    print_settings(&out["settings"]);
+    print_rows(bench);
+    print_enqueue_details(out);
+    print_latency_details(out);
+    print_fanout_details(out);
+    print_drain_details(out);
+    if !bench.notes.is_empty() {
+        println!();
+        println!("notes:");
+        for note in &bench.notes {
+            println!("  - {note}");
+        }
+    }
+    println!();
+    println!(
+        "bench took {} s; worker logs in {}",
+        out["bench_seconds"],
+        bench.work_dir.display()
+    );
+}
+
+fn print_settings(settings: &Value) {
     println!();
     println!("LaunchControl benchmark");
     println!(
@@ -111,6 +133,10 @@ pub(crate) fn print_table(bench: &Bench, out: &serde_json::Map<String, Value>) {
         settings["git_commit"].as_str().unwrap_or("?")
     );
     println!();
+}
+
+/// The table: one line per row, columns as wide as their widest cell.
+fn print_rows(bench: &Bench) {
     let column = |text: fn(&Row) -> &str, title: &str| {
         bench
             .rows
@@ -166,22 +192,27 @@ pub(crate) fn print_table(bench: &Bench, out: &serde_json::Map<String, Value>) {
             verdict(row),
         ]);
     }
-    let cpu_text = |cpu: &Value| {
-        let procs = cpu["by_process"]
-            .as_object()
-            .map(|map| {
-                map.iter()
-                    .filter(|(_, cores)| cores.as_f64().unwrap_or(0.0) > 0.0)
-                    .map(|(name, cores)| format!("{name} {cores}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
-        format!(
-            "machine busy {} of {} cores: {procs}",
-            cpu["machine_busy_cores"], cpu["machine_cores"]
-        )
-    };
+}
+
+/// "machine busy 1.9 of 2 cores: lc-worker 0.8, postgres 0.9"
+fn cpu_text(cpu: &Value) -> String {
+    let procs = cpu["by_process"]
+        .as_object()
+        .map(|map| {
+            map.iter()
+                .filter(|(_, cores)| cores.as_f64().unwrap_or(0.0) > 0.0)
+                .map(|(name, cores)| format!("{name} {cores}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    format!(
+        "machine busy {} of {} cores: {procs}",
+        cpu["machine_busy_cores"], cpu["machine_cores"]
+    )
+}
+
+fn print_enqueue_details(out: &serde_json::Map<String, Value>) {
     for (section, label) in [
         ("single_enqueue", "enqueue one at a time"),
         ("bulk_enqueue", "bulk enqueue"),
@@ -208,6 +239,9 @@ pub(crate) fn print_table(bench: &Bench, out: &serde_json::Map<String, Value>) {
             );
         }
     }
+}
+
+fn print_latency_details(out: &serde_json::Map<String, Value>) {
     let latencies = out.get("latency").and_then(Value::as_object);
     for (rate, latency) in latencies.into_iter().flatten() {
         if latency.get("cpu").is_none() {
@@ -234,6 +268,9 @@ pub(crate) fn print_table(bench: &Bench, out: &serde_json::Map<String, Value>) {
             );
         }
     }
+}
+
+fn print_fanout_details(out: &serde_json::Map<String, Value>) {
     if let Some(fanout) = out.get("fanout").filter(|value| value.get("cpu").is_some()) {
         println!();
         println!(
@@ -242,6 +279,9 @@ pub(crate) fn print_table(bench: &Bench, out: &serde_json::Map<String, Value>) {
         );
         println!("  {}", cpu_text(&fanout["cpu"]));
     }
+}
+
+fn print_drain_details(out: &serde_json::Map<String, Value>) {
     let drains = out.get("drain").and_then(Value::as_object);
     for (workers, drain) in drains.into_iter().flatten() {
         if !drain.is_object() || drain.get("error").is_some() {
@@ -280,17 +320,4 @@ pub(crate) fn print_table(bench: &Bench, out: &serde_json::Map<String, Value>) {
             );
         }
     }
-    if !bench.notes.is_empty() {
-        println!();
-        println!("notes:");
-        for note in &bench.notes {
-            println!("  - {note}");
-        }
-    }
-    println!();
-    println!(
-        "bench took {} s; worker logs in {}",
-        out["bench_seconds"],
-        bench.work_dir.display()
-    );
 }
