@@ -3,6 +3,7 @@
 //! time goes.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
@@ -15,6 +16,7 @@ use uuid::Uuid;
 use crate::bench::Bench;
 use crate::procs::WorkerProc;
 use crate::report::{Compared, Row};
+use crate::starts::handler_starts;
 use crate::stats::{cpu_sample, cpu_split, percentiles, pg_delta, pg_stats, round, unix_micros};
 
 pub(crate) const TARGET_P99_START_MS: f64 = 5.0;
@@ -78,6 +80,7 @@ impl Bench {
         let wait = self.wait_finished(&queues, Duration::from_secs(60)).await;
         let pids: Vec<u32> = procs.iter().map(|proc| proc.pid).collect();
         let cpu = cpu_split(&cpu_before, &cpu_sample(&pids), self.clk_tck);
+        let start_logs: Vec<PathBuf> = procs.iter().map(|proc| proc.starts_log.clone()).collect();
         for proc in procs {
             self.stop_worker(proc, Duration::from_secs(40)).await?;
         }
@@ -94,12 +97,12 @@ impl Bench {
         let rows = self.latency_from_rows(&produced.ids).await?;
         // From the producer's clock just before the enqueue call to the handler's
         // first line (the workers' LC_HANDLER_START_LOG), first attempts only.
-        let handler_starts = self.handler_starts()?;
+        let starts = handler_starts(&start_logs)?;
         let mut to_handler: Vec<f64> = produced
             .called_at
             .iter()
             .filter_map(|(id, called)| {
-                let started = handler_starts.get(id)?;
+                let started = starts.get(id)?;
                 Some((*started as f64 - *called as f64) / 1000.0)
             })
             .collect();
@@ -109,7 +112,7 @@ impl Bench {
             to_handler.len(),
             produced.ids.len()
         );
-        let tail = tail_breakdown(&produced.called_at, &rows.stamps, &handler_starts);
+        let tail = tail_breakdown(&produced.called_at, &rows.stamps, &starts);
         let handler = percentiles(&mut to_handler);
         let (met, peer) = self.latency_rows(rate, &handler, &rows).await;
         let jobs = produced.ids.len() as f64 + produced.warmed as f64;
@@ -326,32 +329,6 @@ impl Bench {
             None,
         );
         (met, peer)
-    }
-
-    /// The first handler start of each job, from every worker's LC_HANDLER_START_LOG.
-    pub(crate) fn handler_starts(&self) -> Result<HashMap<Uuid, u128>> {
-        let mut starts: HashMap<Uuid, u128> = HashMap::new();
-        for entry in std::fs::read_dir(&self.work_dir)? {
-            let path = entry?.path();
-            let is_log = path
-                .file_name()
-                .and_then(|name| name.to_str())
-                .is_some_and(|name| name.starts_with("handler-starts-"));
-            if !is_log {
-                continue;
-            }
-            for line in std::fs::read_to_string(&path)?.lines() {
-                let Some((id, micros)) = line.split_once(' ') else {
-                    continue;
-                };
-                let (Ok(id), Ok(micros)) = (id.parse::<Uuid>(), micros.parse::<u128>()) else {
-                    continue;
-                };
-                let first = starts.entry(id).or_insert(micros);
-                *first = (*first).min(micros);
-            }
-        }
-        Ok(starts)
     }
 }
 

@@ -32,6 +32,7 @@ mod procs;
 mod recovery;
 mod report;
 mod settings;
+mod starts;
 mod stats;
 mod verify;
 

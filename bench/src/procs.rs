@@ -13,12 +13,15 @@ use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 use crate::bench::Bench;
+use crate::starts::{report_starts, start_log};
 
 pub(crate) struct WorkerProc {
     pub(crate) name: String,
     pub(crate) child: Child,
     pub(crate) pid: u32,
     pub(crate) log: PathBuf,
+    /// Where it reports its handler starts (see `starts`).
+    pub(crate) starts_log: PathBuf,
 }
 
 impl Bench {
@@ -33,6 +36,7 @@ impl Bench {
         let log = self.work_dir.join(format!("worker-{name}.log"));
         let file =
             std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let starts_log = start_log(&self.work_dir, &name);
         let exe = self.bin_dir.join("lc-worker");
         let mut command = Command::new(&exe);
         command
@@ -43,11 +47,6 @@ impl Bench {
             .env("REDIS_URL", &self.args.connect.redis_url)
             .env("LC_REDIS_PREFIX", &self.args.connect.redis_prefix)
             .env("LC_ISOLATION", self.args.connect.isolation.as_arg())
-            // Each handler's first line, for enqueue->start from the producer's clock.
-            .env(
-                "LC_HANDLER_START_LOG",
-                self.work_dir.join(format!("handler-starts-{name}.log")),
-            )
             .env("LC_LOG_FORMAT", "json")
             .env("RUST_LOG", &self.args.worker_log)
             .env("LC_MACHINES_DIR", self.work_dir.join("machines"))
@@ -55,6 +54,9 @@ impl Bench {
             .stdout(file.try_clone()?)
             .stderr(file)
             .kill_on_drop(true);
+        // Each handler's first line: for enqueue->start from the producer's clock, and
+        // for the start of a drain.
+        report_starts(&mut command, &starts_log);
         if let Some(docker_machine) = self.docker_machine() {
             command.env("LC_DOCKER_MACHINE", docker_machine);
         }
@@ -75,6 +77,7 @@ impl Bench {
             child,
             pid,
             log,
+            starts_log,
         })
     }
 
