@@ -34,9 +34,14 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) work_dir: Option<PathBuf>,
 
-    /// Jobs per throughput measurement
+    /// Jobs per enqueue measurement
     #[arg(long, default_value_t = 20_000)]
     pub(crate) jobs: usize,
+
+    /// Jobs of each drain: enough that a drain lasts at least 5 s on a small machine
+    /// (the report notes a measured drain shorter than that)
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) drain_jobs: usize,
 
     /// Producer tasks of the one-at-a-time enqueue, each enqueueing one job at a time
     /// through one shared `Producer` (comma separated: each setting is a row)

@@ -1,5 +1,6 @@
 //! `lc-bench`: measures LaunchControl on this machine: enqueue (one at a time from 1 and
-//! 32 producers, and in batches), drains with a list of worker-process counts,
+//! 32 producers, and in batches), drains with a list of worker-process counts (timed from
+//! the first handler start, and from the workers' spawn beside it),
 //! enqueue→handler-start latency at a list of steady rates, a 10-machine provision
 //! fan-out, and recovery after a worker is SIGKILLed. It prints a table and one
 //! `BENCH_JSON` line. With `--compare bullmq` the same workloads run on BullMQ in the

@@ -289,8 +289,9 @@ fn print_drain_details(out: &serde_json::Map<String, Value>) {
         }
         let label = format!("{workers} worker(s)");
         println!(
-            "drain, {label}: {} jobs in {} s from spawn ({} s startup), at most {} rows running; {}",
+            "drain, {label}: {} jobs in {} s from the first handler start ({} s from spawn, {} s start-up), at most {} rows running; {}",
             drain["jobs"],
+            drain["first_start_to_last_finish_s"],
             drain["spawn_to_last_finish_s"],
             drain["startup_s"],
             drain["max_running_rows_seen"],
