@@ -230,8 +230,9 @@ impl Bench {
                 && seconds < MIN_WINDOW_S
             {
                 self.note(format!(
-                    "{figure}: {who}'s measured window (first start to last finish) was \
-                     {seconds:.2} s, under {MIN_WINDOW_S} s: too short to trust; raise --drain-jobs"
+                    "warning: {figure}: {who}'s measured window (first start to last finish) \
+                     lasted {seconds:.2} s, under {MIN_WINDOW_S} s: too short to trust; raise \
+                     --drain-jobs"
                 ));
             }
         }
