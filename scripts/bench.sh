@@ -6,7 +6,10 @@
 #
 #   scripts/bench.sh                          the whole bench (a few minutes on 2 cores)
 #   scripts/bench.sh --only drain             one section (single,bulk,drain,latency,fanout,recovery)
-#   scripts/bench.sh --jobs 5000              smaller runs; `lc-bench --help` lists every option
+#   scripts/bench.sh --jobs 5000 --drain-jobs 20000
+#                                             smaller runs (drains of 100,000 jobs by default,
+#                                             so that each lasts 5 s or more; shorter ones get a
+#                                             note); `lc-bench --help` lists every option
 #   scripts/bench.sh --compare bullmq         the same workloads on BullMQ in the same run, with
 #                                             ratios (installs the pinned BullMQ of
 #                                             bench/bullmq/package-lock.json under $LC_HOME/peers)
@@ -79,7 +82,7 @@ fi
 
 cd "$LC_ROOT"
 lc_log "building release binaries (lc, lc-worker, lc-bench)"
-cargo build --release --bin lc --bin lc-worker --bin lc-bench >&2
+cargo build --release --bin lc --bin lc-bench-worker --bin lc-bench >&2
 
 STAMP="$(date +%Y%m%d_%H%M%S)_$$"
 BENCH_DB="lc_bench_$STAMP"

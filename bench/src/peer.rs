@@ -136,7 +136,9 @@ impl Peer {
             .await
     }
 
-    /// `workers` Node processes × `concurrency` on a queue preloaded with `jobs`.
+    /// `workers` Node processes × `concurrency` on a queue preloaded with `jobs`, timed
+    /// as lc's drain: `jobs_per_s` from the first job's start, `jobs_per_s_from_spawn`
+    /// from the fork of the worker processes.
     pub async fn drain(&self, jobs: usize, workers: usize, concurrency: usize) -> Result<Value> {
         let args = [
             "--jobs".into(),

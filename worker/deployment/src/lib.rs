@@ -13,7 +13,9 @@
 //! - `process`: signals to processes and process groups
 //! - `docker`: the Docker Engine API client (bollard) for one machine's engine
 //! - [`config`]: the deployment handlers' flags ([`MachineConfig`])
+//! - [`cli`]: the `lc-worker` command ([`cli::main_with`])
 
+pub mod cli;
 pub mod config;
 mod docker;
 mod handlers;

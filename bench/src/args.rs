@@ -1,0 +1,133 @@
+//! The command line of `lc-bench`: every option and its default, and the sections.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use lc_shared::config::{ConnectOpts, parse_duration};
+
+use crate::peer::PeerKind;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
+pub(crate) enum Section {
+    Single,
+    Bulk,
+    Drain,
+    Latency,
+    Fanout,
+    Recovery,
+}
+
+/// Benchmarks LaunchControl, alone or beside BullMQ (`--compare bullmq`); run it through
+/// scripts/bench.sh, which provides a fresh database and Redis prefix.
+#[derive(Parser, Debug)]
+#[command(name = "lc-bench", version, about, long_about = None)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    pub(crate) connect: ConnectOpts,
+
+    /// Where `lc` and `lc-bench-worker` are (default: next to this binary)
+    #[arg(long, env = "LC_BIN_DIR")]
+    pub(crate) bin_dir: Option<PathBuf>,
+
+    /// Directory for worker logs and machine stores (default: a fresh one under .lc/bench)
+    #[arg(long)]
+    pub(crate) work_dir: Option<PathBuf>,
+
+    /// Jobs per enqueue measurement
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) jobs: usize,
+
+    /// Jobs of each drain: enough that a drain lasts at least 5 s on a small machine
+    /// (the report notes a measured drain shorter than that)
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) drain_jobs: usize,
+
+    /// Producer tasks of the one-at-a-time enqueue, each enqueueing one job at a time
+    /// through one shared `Producer` (comma separated: each setting is a row)
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    pub(crate) single_concurrency: Vec<usize>,
+
+    /// Jobs per `enqueue_batch` call
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) batch_size: usize,
+
+    /// Concurrent batch tasks of the bulk enqueue (comma separated)
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub(crate) bulk_concurrency: Vec<usize>,
+
+    /// Worker processes of each drain (comma separated: each setting is a row)
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub(crate) drain_workers: Vec<usize>,
+
+    /// `--concurrency` of each drain and latency worker process
+    #[arg(long, default_value_t = 50)]
+    pub(crate) worker_concurrency: usize,
+
+    /// Jobs per second of the latency producer (comma separated: each rate is a row)
+    #[arg(
+        long,
+        alias = "latency-rate",
+        value_delimiter = ',',
+        default_value = "500,2000"
+    )]
+    pub(crate) latency_rates: Vec<u64>,
+
+    /// How long the latency producer runs (measured)
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub(crate) latency_duration: Duration,
+
+    /// How long the latency producer runs at the same rate before that, unmeasured (new
+    /// connections, first statements; the peer gets the same)
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub(crate) latency_warmup: Duration,
+
+    /// Machines of the fan-out deployment
+    #[arg(long, default_value_t = 10)]
+    pub(crate) fanout_machines: usize,
+
+    /// How long the stand-in's `create` takes
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) fanout_create_delay_ms: u64,
+
+    /// The docker-machine stand-in (default: tests/docker-machine/docker-machine)
+    #[arg(long)]
+    pub(crate) docker_machine: Option<PathBuf>,
+
+    /// `sleep` jobs held by the worker that is SIGKILLed
+    #[arg(long, default_value_t = 100)]
+    pub(crate) recovery_jobs: usize,
+
+    /// Run only these sections (comma separated); default all
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub(crate) only: Vec<Section>,
+
+    /// Skip these sections (comma separated)
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub(crate) skip: Vec<Section>,
+
+    /// RUST_LOG of the worker processes (their logs go to the work directory)
+    #[arg(long, default_value = "warn")]
+    pub(crate) worker_log: String,
+
+    /// Profiling aid: log every statement of the bench database's new sessions, with its
+    /// duration, to the PostgreSQL server log (ALTER DATABASE ... SET
+    /// log_min_duration_statement = 0); costs some speed, so not for a measuring run
+    #[arg(long)]
+    pub(crate) log_statements: bool,
+
+    /// Run the same workloads on a peer, in the same run, and print each figure with its
+    /// ratio to the peer's (scripts/bench.sh installs the peer)
+    #[arg(long, value_enum)]
+    pub(crate) compare: Option<PeerKind>,
+
+    /// Where the pinned BullMQ is installed (node_modules inside)
+    #[arg(long, env = "LC_BULLMQ_DIR")]
+    pub(crate) bullmq_dir: Option<PathBuf>,
+
+    /// Do not set the queues' Redis markers before the workers start (then each
+    /// worker's first sweep rebuilds the queue's hints from the database, which is what
+    /// a Redis that lost its data gets)
+    #[arg(long)]
+    pub(crate) no_markers: bool,
+}

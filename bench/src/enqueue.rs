@@ -1,0 +1,292 @@
+//! The enqueue sections: one job per call from one and from many producers, and bulk
+//! batches from several tasks; and `preload`, which fills a queue for a drain.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use lc_producer::Producer;
+use lc_shared::{JobKind, NewJob};
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use crate::bench::Bench;
+use crate::report::{Compared, thousands};
+use crate::stats::{best_run, cpu_sample, cpu_split, percentiles, pg_delta, pg_stats, round};
+
+pub(crate) const TARGET_SINGLE: f64 = 4_700.0;
+pub(crate) const TARGET_BULK: f64 = 23_000.0;
+
+impl Bench {
+    /// One job per `Producer::enqueue` call (own transaction and hint), from
+    /// `concurrency` tasks: one row per `--single-concurrency` setting.
+    pub(crate) async fn single(&mut self) -> Result<Value> {
+        let mut runs = Vec::new();
+        for &concurrency in &self.args.single_concurrency.clone() {
+            runs.push(self.single_run(concurrency).await?);
+        }
+        Ok(json!({ "runs": runs }))
+    }
+
+    async fn single_run(&mut self, concurrency: usize) -> Result<Value> {
+        let queue = format!("single-c{concurrency}");
+        self.prepare_queue(&queue).await?;
+        let producer = self.producer(concurrency).await?;
+        let total = self.args.jobs;
+        let stats_client = self.store.client().await?;
+        let pg_before = pg_stats(&stats_client).await?;
+        let cpu_before = cpu_sample(&[]);
+        let started = Instant::now();
+        let mut latencies = enqueue_one_at_a_time(&producer, &queue, total, concurrency).await?;
+        // Timed until the last hint is in Redis too, as the peer's enqueue is.
+        producer.flush_hints().await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpu = cpu_split(&cpu_before, &cpu_sample(&[]), self.clk_tck);
+        drop(producer);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let pg = pg_delta(
+            &pg_before,
+            &pg_stats(&stats_client).await?,
+            total as f64,
+            0.0,
+        );
+        self.count_enqueued(&queue, total as u64);
+        let rate = total as f64 / elapsed;
+        let call = percentiles(&mut latencies);
+        eprintln!(
+            "[bench]   single c={concurrency}: {total} in {elapsed:.2}s = {rate:.0}/s, call p50 {:.2} ms",
+            call["p50"]
+        );
+        let peer = self
+            .on_peer(&format!("enqueue, {concurrency} producers"), async |peer| {
+                peer.enqueue(total, concurrency).await
+            })
+            .await;
+        let compared = peer.as_ref().map(|peer| Compared::rate(rate, peer));
+        // Issue 10 against the peer: one producer at least half its rate, many at least
+        // its rate. Alone, issue 5's floor for many producers.
+        let (target, met) = match (&compared, concurrency) {
+            (Some(compared), 1) => ("≥ 0.5x".to_owned(), Some(compared.ratio >= 0.5)),
+            (Some(compared), _) => ("≥ 1.0x".to_owned(), Some(compared.ratio >= 1.0)),
+            (None, 1) => (String::new(), None),
+            (None, _) => (
+                format!(">= {}", thousands(TARGET_SINGLE)),
+                Some(rate >= TARGET_SINGLE),
+            ),
+        };
+        self.compared_row(
+            format!(
+                "enqueue one at a time, {concurrency} producer{}",
+                if concurrency == 1 { "" } else { "s" }
+            ),
+            format!("{} jobs/s", thousands(rate)),
+            compared.as_ref(),
+            target,
+            met,
+        );
+        Ok(json!({
+            "concurrency": concurrency,
+            "jobs": total,
+            "seconds": round(elapsed, 3),
+            "jobs_per_s": round(rate, 0),
+            "call_ms": call,
+            "queue": queue,
+            "cpu": cpu,
+            "postgres": pg,
+            "met": met,
+            "peer": peer,
+        }))
+    }
+
+    /// `enqueue_batch` of `batch_size` jobs, from several concurrent tasks: the best
+    /// `--bulk-concurrency` setting is the row.
+    pub(crate) async fn bulk(&mut self) -> Result<Value> {
+        let mut runs = Vec::new();
+        let batch_size = self.args.batch_size.max(1);
+        for &concurrency in &self.args.bulk_concurrency.clone() {
+            runs.push(self.bulk_run(concurrency, batch_size).await?);
+        }
+        let best = best_run(&runs)?;
+        let rate = best["jobs_per_s"].as_f64().unwrap_or(0.0);
+        let concurrency = self.args.bulk_concurrency.clone();
+        let total = self.args.jobs;
+        let peer = self
+            .on_peer("bulk enqueue", async |peer| {
+                peer.bulk(total, batch_size, &concurrency).await
+            })
+            .await;
+        let compared = peer.as_ref().map(|peer| {
+            let peer_rate = peer["jobs_per_s"].as_f64().unwrap_or(0.0);
+            Compared::new(
+                rate,
+                peer_rate,
+                format!(
+                    "{} jobs/s ({} tasks)",
+                    thousands(peer_rate),
+                    peer["concurrency"]
+                ),
+            )
+        });
+        let (target, met) = match &compared {
+            Some(compared) => ("≥ 2.0x".to_owned(), compared.ratio >= 2.0),
+            None => (
+                format!(">= {}", thousands(TARGET_BULK)),
+                rate >= TARGET_BULK,
+            ),
+        };
+        self.compared_row(
+            format!(
+                "bulk enqueue (batches of {batch_size}, {} tasks)",
+                best["concurrency"]
+            ),
+            format!("{} jobs/s", thousands(rate)),
+            compared.as_ref(),
+            target,
+            Some(met),
+        );
+        Ok(json!({
+            "jobs_per_s": best["jobs_per_s"],
+            "concurrency": best["concurrency"],
+            "batch_size": batch_size,
+            "met": met,
+            "runs": runs,
+            "peer": peer,
+        }))
+    }
+
+    async fn bulk_run(&mut self, concurrency: usize, batch_size: usize) -> Result<Value> {
+        let queue = format!("bulk-c{concurrency}");
+        self.prepare_queue(&queue).await?;
+        let producer = self.producer(concurrency).await?;
+        let total = self.args.jobs;
+        let batches = total.div_ceil(batch_size);
+        // Jobs are built before the clock starts: the figure is about the queue.
+        let all: Arc<Vec<Vec<NewJob>>> = Arc::new(
+            (0..batches)
+                .map(|batch| {
+                    let size = batch_size.min(total - batch * batch_size);
+                    (0..size)
+                        .map(|_| NewJob::new(JobKind::Noop, json!({})).with_queue(queue.as_str()))
+                        .collect()
+                })
+                .collect(),
+        );
+        let stats_client = self.store.client().await?;
+        let pg_before = pg_stats(&stats_client).await?;
+        let cpu_before = cpu_sample(&[]);
+        let started = Instant::now();
+        let mut latencies = enqueue_batches(&producer, all, concurrency).await?;
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpu = cpu_split(&cpu_before, &cpu_sample(&[]), self.clk_tck);
+        drop(producer);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let pg = pg_delta(
+            &pg_before,
+            &pg_stats(&stats_client).await?,
+            total as f64,
+            0.0,
+        );
+        self.count_enqueued(&queue, total as u64);
+        let rate = total as f64 / elapsed;
+        eprintln!("[bench]   bulk c={concurrency}: {total} in {elapsed:.2}s = {rate:.0}/s");
+        Ok(json!({
+            "concurrency": concurrency,
+            "batch_size": batch_size,
+            "jobs": total,
+            "seconds": round(elapsed, 3),
+            "jobs_per_s": round(rate, 0),
+            "batch_call_ms": percentiles(&mut latencies),
+            "queue": queue,
+            "cpu": cpu,
+            "postgres": pg,
+        }))
+    }
+
+    /// Enqueues `jobs` noop jobs with hints into `queue` (no worker runs it yet).
+    pub(crate) async fn preload(&mut self, queue: &str, jobs: usize) -> Result<()> {
+        self.prepare_queue(queue).await?;
+        let producer = self.producer(2).await?;
+        let batch: Vec<NewJob> = (0..self.args.batch_size.max(1))
+            .map(|_| NewJob::new(JobKind::Noop, json!({})).with_queue(queue))
+            .collect();
+        let mut left = jobs;
+        while left > 0 {
+            let take = left.min(batch.len());
+            producer.enqueue_batch(&batch[..take]).await?;
+            left -= take;
+        }
+        self.count_enqueued(queue, jobs as u64);
+        Ok(())
+    }
+}
+
+/// `total` noop jobs into `queue`, one per `enqueue` call, from `concurrency` tasks
+/// sharing `producer`; returns each call's milliseconds.
+async fn enqueue_one_at_a_time(
+    producer: &Producer,
+    queue: &str,
+    total: usize,
+    concurrency: usize,
+) -> Result<Vec<f64>> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    for _ in 0..concurrency {
+        let producer = producer.clone();
+        let next = next.clone();
+        let queue = queue.to_owned();
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let job = NewJob::new(JobKind::Noop, json!({})).with_queue(queue.as_str());
+                let call = Instant::now();
+                producer.enqueue(job).await?;
+                latencies.push(call.elapsed().as_secs_f64() * 1000.0);
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Vec::with_capacity(total);
+    while let Some(joined) = tasks.join_next().await {
+        latencies.extend(joined??);
+    }
+    Ok(latencies)
+}
+
+/// Every batch of `all` through `enqueue_batch`, from `concurrency` tasks sharing
+/// `producer`; returns each call's milliseconds.
+async fn enqueue_batches(
+    producer: &Producer,
+    all: Arc<Vec<Vec<NewJob>>>,
+    concurrency: usize,
+) -> Result<Vec<f64>> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    for _ in 0..concurrency {
+        let producer = producer.clone();
+        let next = next.clone();
+        let all = all.clone();
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(batch) = all.get(index) else { break };
+                let call = Instant::now();
+                let enqueued = producer.enqueue_batch(batch).await?;
+                ensure!(
+                    enqueued.len() == batch.len(),
+                    "batch of {} enqueued {}",
+                    batch.len(),
+                    enqueued.len()
+                );
+                latencies.push(call.elapsed().as_secs_f64() * 1000.0);
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        latencies.extend(joined??);
+    }
+    Ok(latencies)
+}
