@@ -14,8 +14,8 @@ use serde_json::Value;
 
 use crate::args::{Args, Section};
 use crate::peer::{Peer, PeerKind};
-use crate::report::{Compared, Row, verdict};
-use crate::settings::command_line;
+use crate::rows::{Compared, Row, verdict};
+use crate::stats::command_line;
 
 /// How often the bench looks at the database while waiting for jobs.
 pub(crate) const POLL: Duration = Duration::from_millis(50);

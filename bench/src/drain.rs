@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::bench::{Bench, POLL, unfinished_split};
 use crate::procs::WorkerProc;
-use crate::report::{Compared, Row, thousands};
+use crate::rows::{Compared, Row, thousands};
 use crate::starts::handler_starts;
 use crate::stats::{cpu_sample, cpu_split, pg_delta, pg_stats, redis_delta, redis_info, round};
 

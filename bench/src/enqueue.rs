@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use crate::bench::Bench;
-use crate::report::{Compared, thousands};
+use crate::rows::{Compared, thousands};
 use crate::stats::{best_run, cpu_sample, cpu_split, percentiles, pg_delta, pg_stats, round};
 
 pub(crate) const TARGET_SINGLE: f64 = 4_700.0;

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::bench::Bench;
 use crate::procs::WorkerProc;
-use crate::report::{Compared, Row};
+use crate::rows::{Compared, Row};
 use crate::starts::handler_starts;
 use crate::stats::{cpu_sample, cpu_split, percentiles, pg_delta, pg_stats, round, unix_micros};
 

@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 
 use crate::args::{Args, Section};
 use crate::bench::Bench;
-use crate::report::{Row, print_table};
+use crate::report::print_table;
+use crate::rows::Row;
 use crate::settings::settings;
 use crate::stats::round;
 
@@ -32,6 +33,7 @@ mod peer;
 mod procs;
 mod recovery;
 mod report;
+mod rows;
 mod settings;
 mod starts;
 mod stats;

@@ -1,29 +1,12 @@
 //! What the run was measured on: PostgreSQL and Redis settings, the machine, the build.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::Stdio;
 
 use anyhow::Result;
 use serde_json::{Value, json};
-use tokio::process::Command;
 
 use crate::bench::Bench;
-use crate::stats::redis_admin;
-
-pub(crate) async fn command_line(program: &str, args: &[&str], dir: &Path) -> Option<String> {
-    let output = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-}
+use crate::stats::{command_line, redis_admin};
 
 pub(crate) async fn settings(bench: &Bench) -> Result<Value> {
     // The server's settings as the workers see them (not the bench's observer session).

@@ -383,3 +383,21 @@ pub(crate) fn unix_micros() -> u128 {
         .map(|since| since.as_micros())
         .unwrap_or(0)
 }
+
+pub(crate) async fn command_line(
+    program: &str,
+    args: &[&str],
+    dir: &std::path::Path,
+) -> Option<String> {
+    let output = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}

@@ -46,7 +46,7 @@ impl DeploymentStore {
                         )
                         .await?;
                     return match existing {
-                        Some(row) => Ok(CreateOutcome::NameTaken { id: row.get(0), state: row.get(1) }),
+                        Some(row) => Ok(CreateOutcome::NameTaken { id: row.get(0), state: parse_state(row.get(1))? }),
                         None => Err(invalid(format!("deployment {:?} could not be written", spec.name))),
                     };
                 }
@@ -83,7 +83,7 @@ impl DeploymentStore {
                 return Ok(UpdateOutcome::NotFound);
             };
             let refuse = |reason: &str| -> Result<UpdateOutcome> {
-                Ok(UpdateOutcome::NotUpdatable { state: locked.state.to_string(), reason: reason.to_owned() })
+                Ok(UpdateOutcome::NotUpdatable { state: locked.state, reason: reason.to_owned() })
             };
             if locked.spec.node_count() != spec.node_count() || locked.spec.provider != spec.provider {
                 return refuse("an update may change the payload and timeouts only; changing nodes or the provider needs a new deployment");

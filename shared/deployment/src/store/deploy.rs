@@ -71,7 +71,7 @@ impl DeploymentStore {
                 |row| (row.get::<_, String>(0), row.get::<_, i64>(1)),
             )
             .await?;
-        row.map(|(state, generation)| Ok((state.parse().map_err(StoreError::Invalid)?, generation)))
+        row.map(|(state, generation)| Ok((parse_state(&state)?, generation)))
             .transpose()
     }
 

@@ -3,7 +3,8 @@
 //! `create`, `provision`, `deploy` and `teardown`, and what is read in `read`.
 //!
 //! Every state change is a conditional update (the expected state in its `WHERE`)
-//! plus an event row, in one transaction that goes through [`retry`]. Changes that
+//! plus an event row, in one transaction that goes through the core's retry helper
+//! ([`lc_shared::store::retry`]). Changes that
 //! decide a deployment's fate (the fan-out, a machine becoming ready and the join, a
 //! machine failing for good and the rollback, a teardown request, the steps of a
 //! deploy) first lock the deployment row (`SELECT ... FOR UPDATE`), so they run one
@@ -255,7 +256,7 @@ pub enum CreateOutcome {
     /// A live deployment already has this name.
     NameTaken {
         id: Uuid,
-        state: String,
+        state: DeploymentState,
     },
 }
 
@@ -353,7 +354,7 @@ pub enum UpdateOutcome {
     },
     NotFound,
     NotUpdatable {
-        state: String,
+        state: DeploymentState,
         reason: String,
     },
 }
@@ -401,7 +402,7 @@ pub(super) async fn lock(tx: &Transaction<'_>, id: Uuid) -> Result<Option<Locked
     let spec: serde_json::Value = row.get(4);
     Ok(Some(Locked {
         name: row.get(0),
-        state: state.parse().map_err(StoreError::Invalid)?,
+        state: parse_state(&state)?,
         generation: row.get(2),
         deploy_after_provision: row.get(3),
         spec: Spec::from_json(&spec)
@@ -538,6 +539,14 @@ pub(super) async fn set_machine_state(
 /// A job of kind `K` for a deployment, built from its typed payload: the kind's checks
 /// and defaults, the origin's queue and priority, and an idempotency key so that a
 /// replayed transaction makes it once.
+/// A deployment state read from the database; a value no state has is a defect.
+fn parse_state(text: &str) -> Result<DeploymentState> {
+    text.parse().map_err(|_| StoreError::Corrupt {
+        column: "deployments.state",
+        value: text.to_owned(),
+    })
+}
+
 fn job<K: JobType>(
     payload: &K::Payload,
     deployment_id: Uuid,
