@@ -155,6 +155,7 @@ async fn ls(store: &Store, args: LsArgs) -> anyhow::Result<i32> {
         queue: args.queue,
         group_id: deployment_id,
         older_than_secs: args.older_than.map(|age| age.as_secs() as i64),
+        before: None,
         limit: args.limit.clamp(1, 10_000),
     };
     let jobs = store.list_jobs(&filter).await?;
