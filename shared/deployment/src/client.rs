@@ -13,9 +13,10 @@
 //! # Ok(()) }
 //! ```
 
-use lc_producer::{Producer, ProducerError};
+use lc_producer::inspect::JobListParams;
+use lc_producer::{InspectError, Producer, ProducerError};
 use lc_shared::job::{DEFAULT_QUEUE, InvalidJob, Priority, validate_queue_name};
-use lc_shared::store::{JobFilter, JobRow, StoreError};
+use lc_shared::store::{JobRow, StoreError};
 use uuid::Uuid;
 
 use crate::{
@@ -35,6 +36,8 @@ pub enum DeploymentError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Producer(#[from] ProducerError),
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
 }
 
 pub type Result<T = ()> = std::result::Result<T, DeploymentError>;
@@ -170,18 +173,17 @@ impl Deployments {
             return Ok(None);
         };
         redact_secrets(&mut deployment.spec);
-        let mut jobs = self
+        let jobs = self
             .producer
             .inspector()
-            .jobs(&JobFilter {
-                group_id: Some(id),
+            .with_redaction(redact_secrets)
+            .jobs(&JobListParams {
+                group: Some(id),
                 limit: 200,
                 ..Default::default()
             })
-            .await?;
-        for job in &mut jobs {
-            redact_secrets(&mut job.payload);
-        }
+            .await?
+            .jobs;
         Ok(Some(DeploymentView {
             deployment,
             machines: store.machines(id).await?,
