@@ -86,6 +86,8 @@ pub(crate) fn store(connect: &ConnectOpts) -> anyhow::Result<Store> {
     Ok(Store::new(connect.store(4)?))
 }
 
+/// The producer `lc` works through: every built-in kind (the deployment kinds too),
+/// the `--isolation` asked for. Connecting is lazy: nothing is opened until used.
 pub(crate) async fn producer(connect: &ConnectOpts) -> anyhow::Result<Producer> {
     Ok(Producer::connect(
         &connect.database_url,
@@ -93,7 +95,8 @@ pub(crate) async fn producer(connect: &ConnectOpts) -> anyhow::Result<Producer> 
         &connect.redis_prefix,
     )
     .await?
-    .with_isolation(connect.isolation))
+    .with_isolation(connect.isolation)
+    .with_kinds(lc_deployment::kinds::kinds()?))
 }
 
 /// A deployment named by name or id.
