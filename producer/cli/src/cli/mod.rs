@@ -78,7 +78,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Workers(args) => ops::workers(&store(&connect)?, args).await,
         Command::Queues(args) => ops::queues(&connect, args).await,
         Command::DeadLetters(args) => ops::dead_letters(&connect, args).await,
-        Command::Deploy(command) => deploy::run(&connect, command).await,
+        Command::Deploy(command) => {
+            let deployments = lc_deployment::Deployments::new(producer(&connect).await?);
+            deploy::run(&deployments, command).await
+        }
     }
 }
 
