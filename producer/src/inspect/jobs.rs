@@ -13,8 +13,8 @@ use super::{InspectError, Inspector, Result, cursor};
 const WAIT_POLL: Duration = Duration::from_millis(100);
 
 /// Jobs per page unless asked otherwise, and the most one page holds.
-pub const DEFAULT_PAGE: i64 = 50;
-pub const MAX_PAGE: i64 = 10_000;
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 10_000;
 
 /// A job and its whole history (`lc jobs show`).
 #[derive(Clone, Debug, serde::Serialize)]
@@ -35,7 +35,7 @@ pub struct JobListParams {
     pub group: Option<Uuid>,
     /// Only jobs unchanged for this long.
     pub older_than: Option<Duration>,
-    /// Jobs per page, 1 to [`MAX_PAGE`].
+    /// Jobs per page, 1 to 10,000 (50 by default).
     pub limit: i64,
     /// The `next` of the page before; `None` for the first (newest) page.
     pub cursor: Option<String>,
