@@ -21,7 +21,7 @@
 pub mod group;
 pub mod inspect;
 
-pub use inspect::Inspector;
+pub use inspect::{ErrorKind, InspectError, Inspector};
 
 use lc_shared::NewJob;
 use lc_shared::config::redact_url;
@@ -48,6 +48,17 @@ pub enum ProducerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+}
+
+impl ProducerError {
+    /// Which kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ProducerError::Invalid(_) | ProducerError::Kind(_) => ErrorKind::Invalid,
+            ProducerError::Store(err) => ErrorKind::of_store(err),
+            ProducerError::Queue(_) => ErrorKind::Unavailable,
+        }
+    }
 }
 
 pub type Result<T = ()> = std::result::Result<T, ProducerError>;
@@ -154,9 +165,10 @@ impl Producer {
         Ok(lc_shared::migrate::run(&self.store).await?)
     }
 
-    /// The read API over this producer's database and Redis.
+    /// The read API over this producer's database and Redis, knowing this producer's
+    /// kinds.
     pub fn inspector(&self) -> Inspector {
-        Inspector::new(self.store.clone(), self.queue.clone())
+        Inspector::new(self.store.clone(), self.queue.clone(), self.kinds.clone())
     }
 
     /// Enqueues one job. With an idempotency key that already names a job, that job

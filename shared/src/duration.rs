@@ -1,6 +1,6 @@
 //! Durations as people write them on command lines, in environment variables and in
-//! wire messages (`500ms`, `30s`, `5m`, `1h 30m`). A leaf: it imports nothing of the
-//! project, so every module may use it.
+//! wire messages (`500ms`, `30s`, `5m`, `1h 30m`), and as operators read them (`4m
+//! 10s`). A leaf: it imports nothing of the project, so every module may use it.
 
 use std::time::Duration;
 
@@ -18,10 +18,33 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|err| format!("invalid duration {text:?}: {err} (examples: 500ms, 30s, 5m, 1h)"))
 }
 
+/// "3s", "4m 10s", "2h 5m", "3days 5h": how long ago or how long, to two units (what
+/// `lc` prints, and what the inspection API writes into its reasons).
+pub fn format_age(seconds: f64) -> String {
+    let seconds = seconds.max(0.0) as u64;
+    let kept = match seconds {
+        0..3600 => seconds,
+        3600..86400 => seconds - seconds % 60,
+        _ => seconds - seconds % 3600,
+    };
+    humantime::format_duration(Duration::from_secs(kept)).to_string()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{format_age, parse_duration};
     use std::time::Duration;
+
+    #[test]
+    fn ages_keep_two_units() {
+        assert_eq!(format_age(0.0), "0s");
+        assert_eq!(format_age(41.7), "41s");
+        assert_eq!(format_age(720.0), "12m");
+        assert_eq!(format_age(250.0), "4m 10s");
+        assert_eq!(format_age(7_530.0), "2h 5m");
+        assert_eq!(format_age(3.0 * 86_400.0 + 5.0 * 3600.0 + 59.0), "3days 5h");
+        assert_eq!(format_age(-5.0), "0s");
+    }
 
     #[test]
     fn parses_durations() {

@@ -9,6 +9,7 @@ mod crash;
 mod deploy;
 mod faults;
 mod group_commit;
+mod inspect;
 mod layering;
 mod operator;
 mod queue;

@@ -11,7 +11,8 @@
 //! - [`DeploymentStore`]: the SQL of the `deployments`, `machines`, `containers` and
 //!   `deployment_events` tables
 //! - [`client`]: deployments through the library ([`Deployments`]): create, update,
-//!   tear down, read
+//!   tear down; read one, the list, its history; wait for a state; what needs an
+//!   operator
 //!
 //! ```text
 //!                 join (all machines ready)        deploy job           all containers up
@@ -39,7 +40,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use client::{DeploymentError, DeploymentOptions, DeploymentView, Deployments};
+pub use client::{
+    Attention, DeploymentError, DeploymentOptions, DeploymentView, DeploymentWait, Deployments,
+    WaitOutcome,
+};
 pub use records::{AckOutcome, DeploymentAttention, Fence};
 pub use spec::{
     CaEnv, FileSpec, FlagValue, NetworkMode, NodeOverride, Nodes, Payload, Provider, PullPolicy,
@@ -301,6 +305,14 @@ pub fn truncate_text(text: &str, max: usize) -> String {
 }
 
 impl DeploymentStore {
+    /// Whether a deployment has this id.
+    pub async fn has_deployment(&self, id: uuid::Uuid) -> lc_shared::store::Result<bool> {
+        let found = self
+            .query_row("SELECT 1 FROM deployments WHERE id = $1", &[&id], |_| ())
+            .await?;
+        Ok(found.is_some())
+    }
+
     /// The id of the deployment with this name: the live one, else the newest.
     pub async fn deployment_id(&self, name: &str) -> lc_shared::store::Result<Option<uuid::Uuid>> {
         self.query_row(

@@ -5,7 +5,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::rows::{
-    CancelOutcome, OperatorResult, RunningJob, WaitingJob, job_state, kind_at, state_at,
+    CancelOutcome, OperatorResult, RunningJob, WaitingJob, job_state, kind_at, state_at, timeout_at,
 };
 use super::{Isolation, Replay, Result, Store, StoreError, retry};
 use crate::state::{JobState, Transition};
@@ -126,7 +126,8 @@ impl Store {
         .await
     }
 
-    /// Every running job with what is known about its lease and worker.
+    /// Every running job (up to `limit`, longest running first) with what is known
+    /// about its lease and worker.
     pub async fn running_jobs(&self, limit: i64) -> Result<Vec<RunningJob>> {
         const SQL: &str = concat!(
             "
@@ -136,7 +137,7 @@ SELECT j.id, j.kind, j.queue, j.attempt, j.max_attempts, j.payload, j.lease_owne
             ", j.lease_expires_at, j.started_at,
        EXTRACT(EPOCH FROM (now() - COALESCE(j.started_at, j.updated_at)))::FLOAT8,
        EXTRACT(EPOCH FROM (now() - w.last_heartbeat_at))::FLOAT8,
-       w.stopped_at IS NOT NULL, j.last_error
+       w.stopped_at IS NOT NULL, j.last_error, j.timeout_ms
 FROM jobs j LEFT JOIN workers w ON w.id = j.lease_owner
 WHERE j.state = $1
 ORDER BY j.started_at LIMIT $2"
@@ -145,25 +146,27 @@ ORDER BY j.started_at LIMIT $2"
         retry(Replay::Safe, || async {
             let client = self.pool.get().await?;
             let rows = client.query(SQL, &[&running, &limit]).await?;
-            Ok(rows
-                .iter()
-                .map(|row| RunningJob {
-                    id: row.get(0),
-                    kind: kind_at(row, 1),
-                    queue: row.get(2),
-                    attempt: row.get(3),
-                    max_attempts: row.get(4),
-                    payload: row.get(5),
-                    lease_owner: row.get(6),
-                    lease_expired: row.get::<_, Option<bool>>(7).unwrap_or(false),
-                    lease_expires_at: row.get(8),
-                    started_at: row.get(9),
-                    running_secs: row.get(10),
-                    worker_heartbeat_age_secs: row.get(11),
-                    worker_stopped: row.get::<_, Option<bool>>(12).unwrap_or(false),
-                    last_error: row.get(13),
+            rows.iter()
+                .map(|row| {
+                    Ok(RunningJob {
+                        id: row.get(0),
+                        kind: kind_at(row, 1),
+                        queue: row.get(2),
+                        attempt: row.get(3),
+                        max_attempts: row.get(4),
+                        payload: row.get(5),
+                        lease_owner: row.get(6),
+                        lease_expired: row.get::<_, Option<bool>>(7).unwrap_or(false),
+                        lease_expires_at: row.get(8),
+                        started_at: row.get(9),
+                        running_secs: row.get(10),
+                        worker_heartbeat_age_secs: row.get(11),
+                        worker_stopped: row.get::<_, Option<bool>>(12).unwrap_or(false),
+                        last_error: row.get(13),
+                        timeout: timeout_at(row, 14)?,
+                    })
                 })
-                .collect())
+                .collect()
         })
         .await
     }

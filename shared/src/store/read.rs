@@ -35,7 +35,7 @@ impl Store {
         .await
     }
 
-    /// Jobs matching `filter`, newest first.
+    /// Jobs matching `filter`, newest first (see [`JobFilter`] for the order).
     pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRow>> {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs
@@ -44,9 +44,11 @@ impl Store {
                AND ($3::TEXT IS NULL OR queue = $3)
                AND ($4::UUID IS NULL OR group_id = $4)
                AND ($5::INT8 IS NULL OR updated_at < now() - $5 * INTERVAL '1 second')
-             ORDER BY created_at DESC LIMIT $6"
+               AND ($7::TIMESTAMPTZ IS NULL OR (created_at, id) < ($7, $8::UUID))
+             ORDER BY created_at DESC, id DESC LIMIT $6"
         );
         let state = filter.state.map(|state| state.as_str());
+        let (before_at, before_id) = filter.before.unzip();
         retry(Replay::Safe, || async {
             let client = self.pool.get().await?;
             let rows = client
@@ -59,6 +61,8 @@ impl Store {
                         &filter.group_id,
                         &filter.older_than_secs,
                         &filter.limit,
+                        &before_at,
+                        &before_id,
                     ],
                 )
                 .await?;

@@ -102,7 +102,10 @@ pub struct EventRow {
     pub message: Option<String>,
 }
 
-/// Filters of `lc jobs ls`.
+/// Filters of `lc jobs ls`. Jobs come newest first, by `(created_at, id)`: a total
+/// order that a job keeps for life, so a page that starts below the last row of the
+/// one before (`before`) neither repeats nor skips a job, however many are added
+/// meanwhile (they sort above).
 #[derive(Clone, Debug, Default)]
 pub struct JobFilter {
     pub state: Option<JobState>,
@@ -110,6 +113,8 @@ pub struct JobFilter {
     pub queue: Option<String>,
     pub group_id: Option<Uuid>,
     pub older_than_secs: Option<i64>,
+    /// Only jobs that sort after this `(created_at, id)`, i.e. older ones.
+    pub before: Option<(DateTime<Utc>, Uuid)>,
     pub limit: i64,
 }
 
@@ -164,6 +169,8 @@ pub struct RunningJob {
     pub worker_heartbeat_age_secs: Option<f64>,
     pub worker_stopped: bool,
     pub last_error: Option<String>,
+    /// The job's own time limit per attempt, if its producer set one.
+    pub timeout: Option<Duration>,
 }
 
 /// A queued job that has been due for a while.
@@ -291,7 +298,10 @@ fn priority_at<I: RowIndex + fmt::Display>(row: &Row, idx: I) -> Result<Priority
 }
 
 /// A job's own time limit (`jobs.timeout_ms`, positive when set) in column `idx`.
-fn timeout_at<I: RowIndex + fmt::Display>(row: &Row, idx: I) -> Result<Option<Duration>> {
+pub(super) fn timeout_at<I: RowIndex + fmt::Display>(
+    row: &Row,
+    idx: I,
+) -> Result<Option<Duration>> {
     row.get::<_, Option<i64>>(idx)
         .map(|ms| match u64::try_from(ms) {
             Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),

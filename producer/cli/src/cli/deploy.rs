@@ -1,23 +1,17 @@
 //! `lc deploy ...`: create, update, tear down, list and show deployments.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
-use lc_deployment::DeploymentStore as Store;
-use lc_deployment::Deployments;
 use lc_deployment::{
-    AckOutcome, CreateOutcome, DeploymentRow, DeploymentState, Spec, TeardownRequest,
-    UpdateOutcome, redact_secrets,
+    AckOutcome, CreateOutcome, DeploymentOptions, DeploymentState, DeploymentSummary,
+    DeploymentView, DeploymentWait, Deployments, Spec, TeardownRequest, UpdateOutcome, WaitOutcome,
 };
-use lc_shared::config::{ConnectOpts, parse_duration};
-use lc_shared::store::JobFilter;
+use lc_shared::config::parse_duration;
 use uuid::Uuid;
 
-use super::{output, producer, store};
-use lc_deployment::{DeploymentOptions, DeploymentView};
-use lc_producer::Producer;
+use super::output;
 
 #[derive(Subcommand, Debug)]
 pub enum DeployCommand {
@@ -133,25 +127,21 @@ pub struct ShowArgs {
     pub json: bool,
 }
 
-pub async fn run(connect: &ConnectOpts, command: DeployCommand) -> anyhow::Result<i32> {
+pub async fn run(deployments: &Deployments, command: DeployCommand) -> anyhow::Result<i32> {
     match command {
-        DeployCommand::Create(args) => create(connect, args).await,
-        DeployCommand::Update(args) => update(connect, args).await,
-        DeployCommand::Teardown(args) => teardown(connect, args).await,
-        DeployCommand::Ls(args) => ls(&store(connect)?, args).await,
-        DeployCommand::Show(args) => show(&store(connect)?, args).await,
-        DeployCommand::Ack(args) => ack(&store(connect)?, args).await,
+        DeployCommand::Create(args) => create(deployments, args).await,
+        DeployCommand::Update(args) => update(deployments, args).await,
+        DeployCommand::Teardown(args) => teardown(deployments, args).await,
+        DeployCommand::Ls(args) => ls(deployments, args).await,
+        DeployCommand::Show(args) => show(deployments, args).await,
+        DeployCommand::Ack(args) => ack(deployments, args).await,
     }
 }
 
-async fn ack(store: &Store, args: AckArgs) -> anyhow::Result<i32> {
-    let id = super::resolve_deployment(store, &args.name).await?;
-    let producer = Deployments::new(Producer::from_parts(store.jobs().clone(), None)?);
-    let outcome = producer
-        .acknowledge_leftovers(&id.to_string(), &args.note)
-        .await?;
-    let (state, abandoned) = match outcome {
-        AckOutcome::Acknowledged { abandoned } => ("torn_down".to_owned(), abandoned),
+async fn ack(deployments: &Deployments, args: AckArgs) -> anyhow::Result<i32> {
+    let id = deployments.resolve(&args.name).await?;
+    let abandoned = match deployments.acknowledge_leftovers(id, &args.note).await? {
+        AckOutcome::Acknowledged { abandoned } => abandoned,
         AckOutcome::NotLeftovers(state) => {
             anyhow::bail!(
                 "deployment {} is {state}, not leftovers: nothing to acknowledge",
@@ -161,9 +151,11 @@ async fn ack(store: &Store, args: AckArgs) -> anyhow::Result<i32> {
         AckOutcome::NotFound => anyhow::bail!("no deployment {}", args.name),
     };
     if args.json {
-        output::json(
-            &serde_json::json!({"deployment_id": id, "state": state, "abandoned": abandoned}),
-        )?;
+        output::json(&serde_json::json!({
+            "deployment_id": id,
+            "state": DeploymentState::TornDown,
+            "abandoned": abandoned,
+        }))?;
     } else {
         println!(
             "deployment {} is torn down; abandoned machine(s) acknowledged: {}",
@@ -182,35 +174,37 @@ fn check_queue(queue: &str) -> anyhow::Result<()> {
     lc_shared::job::validate_queue_name(queue).map_err(|err| anyhow::anyhow!("invalid job: {err}"))
 }
 
-async fn create(connect: &ConnectOpts, args: CreateArgs) -> anyhow::Result<i32> {
+/// Refuses a spec whose credential variables are not set here (unless told to skip).
+fn check_credentials(spec: &Spec) -> anyhow::Result<()> {
+    let missing: Vec<&str> = spec
+        .provider
+        .credentials_env()
+        .iter()
+        .filter(|name| std::env::var(name.as_str()).map_or(true, |value| value.is_empty()))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "credential environment variable(s) {} not set: export them for `lc` and for every lc-worker \
+             (values are read from the environment at run time and never stored); \
+             --skip-credentials-check skips this check where only the workers hold them",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+async fn create(deployments: &Deployments, args: CreateArgs) -> anyhow::Result<i32> {
     let spec = read_spec(&args.spec)?;
     check_queue(&args.queue)?;
     if !args.skip_credentials_check {
-        let missing: Vec<&str> = spec
-            .provider
-            .credentials_env()
-            .iter()
-            .filter(|name| std::env::var(name.as_str()).map_or(true, |value| value.is_empty()))
-            .map(String::as_str)
-            .collect();
-        if !missing.is_empty() {
-            anyhow::bail!(
-                "credential environment variable(s) {} not set: export them for `lc` and for every lc-worker \
-                 (values are read from the environment at run time and never stored); \
-                 --skip-credentials-check skips this check where only the workers hold them",
-                missing.join(", ")
-            );
-        }
+        check_credentials(&spec)?;
     }
-    let producer = producer(connect).await?;
     let options = DeploymentOptions {
         queue: args.queue.clone(),
         deploy: !args.no_deploy,
     };
-    let outcome = Deployments::new(producer.clone())
-        .create(&spec, &options)
-        .await?;
-    let (id, provision) = match outcome {
+    let (id, provision) = match deployments.create(&spec, &options).await? {
         CreateOutcome::Created { id, provision } => (id, provision),
         CreateOutcome::NameTaken { id, state } => anyhow::bail!(
             "deployment {:?} already exists ({id}, {state}); tear it down first, or change its payload with `lc deploy update`",
@@ -242,74 +236,59 @@ async fn create(connect: &ConnectOpts, args: CreateArgs) -> anyhow::Result<i32> 
     } else {
         DeploymentState::Deployed
     };
-    wait_for(
-        &Store::new(producer.store().clone()),
-        id,
-        target,
-        args.timeout,
-        args.json,
-    )
-    .await
+    wait_for(deployments, id, target, args.timeout, args.json).await
 }
 
-async fn update(connect: &ConnectOpts, args: UpdateArgs) -> anyhow::Result<i32> {
+async fn update(deployments: &Deployments, args: UpdateArgs) -> anyhow::Result<i32> {
     let spec = read_spec(&args.spec)?;
     check_queue(&args.queue)?;
-    let producer = producer(connect).await?;
     let options = DeploymentOptions {
         queue: args.queue.clone(),
         ..Default::default()
     };
-    match Deployments::new(producer.clone())
-        .update(&spec, &options)
-        .await?
-    {
+    let (id, generation, deploy) = match deployments.update(&spec, &options).await? {
         UpdateOutcome::Updated {
             id,
             generation,
             deploy,
-        } => {
-            if args.json && !args.wait {
-                output::json(
-                    &serde_json::json!({ "id": id, "generation": generation, "deploy_job": deploy.id }),
-                )?;
-            } else if !args.json {
-                println!(
-                    "deployment {} now at generation {generation}: deploying (job {})",
-                    spec.name, deploy.id
-                );
-            }
-            if args.wait {
-                return wait_for(
-                    &Store::new(producer.store().clone()),
-                    id,
-                    DeploymentState::Deployed,
-                    args.timeout,
-                    args.json,
-                )
-                .await;
-            }
-            Ok(0)
-        }
+        } => (id, generation, deploy),
         UpdateOutcome::NotFound => anyhow::bail!("no live deployment named {:?}", spec.name),
         UpdateOutcome::NotUpdatable { state, reason } => {
             anyhow::bail!("deployment {:?} is {state}: {reason}", spec.name)
         }
+    };
+    if args.json && !args.wait {
+        output::json(
+            &serde_json::json!({ "id": id, "generation": generation, "deploy_job": deploy.id }),
+        )?;
+    } else if !args.json {
+        println!(
+            "deployment {} now at generation {generation}: deploying (job {})",
+            spec.name, deploy.id
+        );
     }
+    if args.wait {
+        return wait_for(
+            deployments,
+            id,
+            DeploymentState::Deployed,
+            args.timeout,
+            args.json,
+        )
+        .await;
+    }
+    Ok(0)
 }
 
-async fn teardown(connect: &ConnectOpts, args: TeardownArgs) -> anyhow::Result<i32> {
+async fn teardown(deployments: &Deployments, args: TeardownArgs) -> anyhow::Result<i32> {
     check_queue(&args.queue)?;
-    let producer = producer(connect).await?;
-    let store = Store::new(producer.store().clone());
-    let id = super::resolve_deployment(&store, &args.name).await?;
-    let producer = Deployments::new(producer);
+    let id = deployments.resolve(&args.name).await?;
     let options = DeploymentOptions {
         queue: args.queue.clone(),
         ..Default::default()
     };
-    match producer
-        .teardown(&id.to_string(), "teardown requested by operator", &options)
+    match deployments
+        .teardown(id, "teardown requested by operator", &options)
         .await?
     {
         TeardownRequest::Requested { job, was } => {
@@ -329,7 +308,7 @@ async fn teardown(connect: &ConnectOpts, args: TeardownArgs) -> anyhow::Result<i
         }
         TeardownRequest::AlreadyTornDown => {
             if args.json {
-                output::json(&serde_json::json!({ "id": id, "state": "torn_down" }))?;
+                output::json(&serde_json::json!({ "id": id, "state": DeploymentState::TornDown }))?;
             } else {
                 println!(
                     "deployment {} is torn down already; nothing to do",
@@ -342,7 +321,7 @@ async fn teardown(connect: &ConnectOpts, args: TeardownArgs) -> anyhow::Result<i
     }
     if args.wait {
         return wait_for(
-            &store,
+            deployments,
             id,
             DeploymentState::TornDown,
             args.timeout,
@@ -353,114 +332,59 @@ async fn teardown(connect: &ConnectOpts, args: TeardownArgs) -> anyhow::Result<i
     Ok(0)
 }
 
-/// Polls until the deployment reaches `target`; exit 1 when it ends elsewhere (failed,
+/// Waits until the deployment reaches `target`; exit 1 when it ends elsewhere (failed,
 /// rolled back, a dead teardown job) or the time is up.
 async fn wait_for(
-    store: &Store,
+    deployments: &Deployments,
     id: Uuid,
     target: DeploymentState,
     timeout: Duration,
     json: bool,
 ) -> anyhow::Result<i32> {
-    let started = Instant::now();
-    loop {
-        let deployment = store
-            .deployment(id)
-            .await?
-            .context("the deployment vanished")?;
-        let state = deployment.state;
-        let failed = match (target, state) {
-            (target, state) if target == state => {
-                if json {
-                    output::json(&serde_json::json!({
-                        "id": id,
-                        "name": deployment.name,
-                        "state": state,
-                        "seconds": started.elapsed().as_secs_f64(),
-                    }))?;
-                } else {
-                    println!(
-                        "deployment {} is {state} after {:.1}s",
-                        deployment.name,
-                        started.elapsed().as_secs_f64()
-                    );
-                }
-                return Ok(0);
-            }
-            (DeploymentState::TornDown, DeploymentState::Leftovers) => Some(
-                "the teardown ended, but some machines could not be confirmed removed and may still exist at the provider: `lc stuck` lists them; delete them there, then `lc deploy ack`"
-                    .to_owned(),
-            ),
-            (DeploymentState::TornDown, _) => dead_teardown(store, id).await?,
-            (
-                _,
-                DeploymentState::Failed | DeploymentState::TearingDown | DeploymentState::TornDown,
-            ) => Some(
-                deployment
-                    .last_error
-                    .clone()
-                    .unwrap_or_else(|| format!("it is {state}")),
-            ),
-            _ => None,
-        };
-        if let Some(reason) = failed {
+    let waited = deployments.wait(id, target, timeout).await?;
+    let DeploymentWait {
+        name,
+        state,
+        seconds,
+        ..
+    } = &waited;
+    match &waited.outcome {
+        WaitOutcome::Reached if json => {
+            output::json(&serde_json::json!({
+                "id": id,
+                "name": name,
+                "state": state,
+                "seconds": seconds,
+            }))?;
+        }
+        WaitOutcome::Reached => println!("deployment {name} is {state} after {seconds:.1}s"),
+        WaitOutcome::Failed { reason } => {
+            eprintln!("deployment {name} did not become {target} (it is {state}): {reason}");
             eprintln!(
-                "deployment {} did not become {target} (it is {state}): {reason}",
-                deployment.name
-            );
-            eprintln!(
-                "hint: `lc deploy show {}` shows its machines, containers, jobs and history",
-                deployment.name
+                "hint: `lc deploy show {name}` shows its machines, containers, jobs and history"
             );
             return Ok(1);
         }
-        if started.elapsed() > timeout {
-            eprintln!(
-                "deployment {} is still {state} after {timeout:?}",
-                deployment.name
-            );
+        WaitOutcome::TimedOut => {
+            eprintln!("deployment {name} is still {state} after {timeout:?}");
             return Ok(1);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    Ok(0)
 }
 
-/// While waiting for a teardown: its error once every teardown job of the deployment
-/// is dead.
-async fn dead_teardown(store: &Store, id: Uuid) -> anyhow::Result<Option<String>> {
-    let filter = JobFilter {
-        kind: Some("teardown".into()),
-        group_id: Some(id),
-        limit: 100,
-        ..Default::default()
-    };
-    let jobs = store.list_jobs(&filter).await?;
-    if !jobs.is_empty()
-        && jobs
-            .iter()
-            .all(|job| job.state == "dead" || job.state == "cancelled")
-    {
-        return Ok(Some(format!(
-            "teardown job {} is {}: {}",
-            jobs[0].id,
-            jobs[0].state,
-            jobs[0].last_error.as_deref().unwrap_or("no error recorded")
-        )));
-    }
-    Ok(None)
-}
-
-async fn ls(store: &Store, args: LsArgs) -> anyhow::Result<i32> {
-    let deployments = store
-        .list_deployments(args.all, args.limit.clamp(1, 10_000))
-        .await?;
+async fn ls(deployments: &Deployments, args: LsArgs) -> anyhow::Result<i32> {
+    let found = deployments.list(args.all, args.limit).await?;
     if args.json {
-        let mut out = serde_json::to_value(&deployments)?;
-        redact_secrets(&mut out);
-        output::json(&out)?;
-        return Ok(0);
+        output::json(&found)?;
+    } else {
+        print_deployments(&found);
     }
-    let rows: Vec<Vec<String>> = deployments
+    Ok(0)
+}
+
+fn print_deployments(found: &[DeploymentSummary]) {
+    let rows: Vec<Vec<String>> = found
         .iter()
         .map(|summary| {
             let d = &summary.deployment;
@@ -491,68 +415,29 @@ async fn ls(store: &Store, args: LsArgs) -> anyhow::Result<i32> {
         ],
         &rows,
     );
+}
+
+async fn show(deployments: &Deployments, args: ShowArgs) -> anyhow::Result<i32> {
+    let id = deployments.resolve(&args.name).await?;
+    let view = deployments.get(id, args.events).await?;
+    if args.json {
+        output::json(&view)?;
+        return Ok(0);
+    }
+    print_summary(&view);
+    println!();
+    print_machines(&view);
+    println!();
+    print_containers(&view);
+    println!();
+    print_jobs(&view);
+    println!();
+    print_events(&view);
     Ok(0)
 }
 
-/// Things an operator should know that the states alone do not say.
-fn warnings(deployment: &DeploymentRow, jobs: &[lc_shared::store::JobRow]) -> Vec<String> {
-    let mut warnings = Vec::new();
-    let live = !matches!(
-        deployment.state,
-        DeploymentState::Deployed | DeploymentState::TornDown | DeploymentState::Provisioned
-    );
-    if live {
-        for job in jobs.iter().filter(|job| job.state == "dead") {
-            warnings.push(format!(
-                "{} job {} is dead: {}; fix the cause and `lc jobs retry {}`, or `lc deploy teardown {}`",
-                job.kind,
-                job.id,
-                output::short(job.last_error.as_deref().unwrap_or("no error recorded"), 120),
-                job.id,
-                deployment.name
-            ));
-        }
-    }
-    if deployment.state == DeploymentState::Failed
-        && !jobs
-            .iter()
-            .any(|job| job.kind == "teardown" && (job.state == "queued" || job.state == "running"))
-    {
-        warnings.push(format!(
-            "deployment failed: `lc deploy teardown {}` removes what is left",
-            deployment.name
-        ));
-    }
-    warnings
-}
-
-async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<i32> {
-    let id = super::resolve_deployment(store, &args.name).await?;
-    let producer = Deployments::new(Producer::from_parts(store.jobs().clone(), None)?);
-    let Some(view) = producer.get(&id.to_string(), args.events).await? else {
-        eprintln!("no deployment {}", args.name);
-        return Ok(1);
-    };
-    let DeploymentView {
-        deployment,
-        machines,
-        containers,
-        jobs,
-        events,
-    } = view;
-    let warnings = warnings(&deployment, &jobs);
-    if args.json {
-        let jobs_json = serde_json::to_value(&jobs)?;
-        output::json(&serde_json::json!({
-            "deployment": deployment,
-            "machines": machines,
-            "containers": containers,
-            "jobs": jobs_json,
-            "events": events,
-            "warnings": warnings,
-        }))?;
-        return Ok(0);
-    }
+fn print_summary(view: &DeploymentView) {
+    let deployment = &view.deployment;
     println!("deployment {} ({})", deployment.name, deployment.id);
     println!("owner      {}", deployment.owner);
     println!("provider   {}", deployment.provider);
@@ -569,11 +454,14 @@ async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<i32> {
     if let Some(error) = &deployment.last_error {
         println!("last error {error}");
     }
-    for warning in &warnings {
+    for warning in &view.warnings {
         println!("warning    {warning}");
     }
-    println!();
-    let rows: Vec<Vec<String>> = machines
+}
+
+fn print_machines(view: &DeploymentView) {
+    let rows: Vec<Vec<String>> = view
+        .machines
         .iter()
         .map(|machine| {
             vec![
@@ -590,8 +478,11 @@ async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<i32> {
         &["MACHINE", "STATE", "ENGINE", "IP", "DRIVER", "LAST ERROR"],
         &rows,
     );
-    println!();
-    let rows: Vec<Vec<String>> = containers
+}
+
+fn print_containers(view: &DeploymentView) {
+    let rows: Vec<Vec<String>> = view
+        .containers
         .iter()
         .map(|container| {
             vec![
@@ -621,13 +512,12 @@ async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<i32> {
         ],
         &rows,
     );
-    println!();
-    let rows: Vec<Vec<String>> = jobs
-        .iter()
-        // The provisioning watchdog's runs, unless one died.
-        .filter(|job| {
-            !(job.kind == "provision" && job.payload.get("watch").is_some() && job.state != "dead")
-        })
+}
+
+/// The latest 20 jobs worth showing (see `DeploymentView::visible_jobs`).
+fn print_jobs(view: &DeploymentView) {
+    let rows: Vec<Vec<String>> = view
+        .visible_jobs()
         .take(20)
         .map(|job| {
             vec![
@@ -644,8 +534,11 @@ async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<i32> {
         &["JOB", "KIND", "STATE", "ATTEMPT", "CHANGED", "LAST ERROR"],
         &rows,
     );
-    println!();
-    let rows: Vec<Vec<String>> = events
+}
+
+fn print_events(view: &DeploymentView) {
+    let rows: Vec<Vec<String>> = view
+        .events
         .iter()
         .map(|event| {
             let change = output::change(&event.from_state, &event.to_state, "-");
@@ -658,5 +551,4 @@ async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<i32> {
         })
         .collect();
     output::table(&["AT", "SUBJECT", "CHANGE", "MESSAGE"], &rows);
-    Ok(0)
 }

@@ -1,16 +1,16 @@
 //! `lc jobs ...`: list, show, wait, cancel, retry, requeue, purge.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use lc_deployment::DeploymentStore as Store;
+use lc_deployment::Deployments;
+use lc_producer::Inspector;
+use lc_producer::inspect::{JobDetail, JobListParams, JobRow, PurgeParams, RequeueParams};
 use lc_shared::JobState;
-use lc_shared::config::{ConnectOpts, parse_duration};
-use lc_shared::state::Transition;
-use lc_shared::store::{CancelOutcome, JobFilter, OperatorResult};
+use lc_shared::config::parse_duration;
 use uuid::Uuid;
 
-use super::{output, store};
+use super::{output, report};
 
 #[derive(Subcommand, Debug)]
 pub enum JobsCommand {
@@ -64,8 +64,12 @@ pub struct LsArgs {
     /// Only jobs unchanged for this long (10m, 2h)
     #[arg(long, value_parser = parse_duration)]
     pub older_than: Option<Duration>,
+    /// Jobs per page (1 to 10000)
     #[arg(long, default_value_t = 50)]
     pub limit: i64,
+    /// Start after the page that printed this cursor (on stderr, when more jobs follow)
+    #[arg(long)]
+    pub cursor: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -100,68 +104,70 @@ pub struct PurgeArgs {
     pub batch: i64,
 }
 
-pub async fn run(connect: &ConnectOpts, command: JobsCommand) -> anyhow::Result<i32> {
-    let store = store(connect)?;
+pub async fn run(deployments: &Deployments, command: JobsCommand) -> anyhow::Result<i32> {
+    let inspector = deployments.inspector();
     match command {
-        JobsCommand::Ls(args) => ls(&store, args).await,
-        JobsCommand::Show { id, json } => show(&store, id, json).await,
-        JobsCommand::Wait { ids, timeout } => wait(&store, &ids, timeout).await,
-        JobsCommand::Cancel { id } => match store.cancel(id, "cancelled by operator").await? {
-            CancelOutcome::Cancelled { was } => {
-                println!("cancelled {id} (was {was})");
-                Ok(0)
-            }
-            CancelOutcome::AlreadyFinished(state) => {
-                eprintln!("job {id} is already {state}; nothing to cancel");
-                Ok(1)
-            }
-            CancelOutcome::NotFound => not_found(id),
-        },
-        JobsCommand::Retry(args) => retry(&store, args).await,
+        JobsCommand::Ls(args) => ls(deployments, &inspector, args).await,
+        JobsCommand::Show { id, json } => {
+            report(inspector.job(id).await, |detail| show(&detail, json))
+        }
+        JobsCommand::Wait { ids, timeout } => wait(&inspector, &ids, timeout).await,
+        JobsCommand::Cancel { id } => report(inspector.cancel(id).await, |done| {
+            println!("cancelled {id} (was {})", done.was);
+            Ok(())
+        }),
+        JobsCommand::Retry(args) => retry(&inspector, args).await,
         JobsCommand::Requeue {
             id,
             force,
             dead_after,
-        } => requeue(&store, id, force, dead_after).await,
+        } => {
+            let params = RequeueParams { force, dead_after };
+            report(inspector.requeue(id, params).await, |_| {
+                println!("requeued {id}; a worker picks it up within a sweep interval");
+                Ok(())
+            })
+        }
         JobsCommand::Purge(args) => {
-            if !args.state.is_terminal() {
-                anyhow::bail!(
-                    "--state must be succeeded, dead or cancelled (purge never deletes live jobs)"
-                );
-            }
-            let older = i64::try_from(args.older_than.as_secs())?;
-            let deleted = store
-                .purge(args.state, older, args.batch.clamp(1, 10_000))
-                .await?;
-            println!("purged {deleted} {} jobs", args.state);
+            let params = PurgeParams {
+                state: args.state,
+                older_than: args.older_than,
+                batch: args.batch,
+            };
+            let purged = inspector.purge(params).await?;
+            println!("purged {} {} jobs", purged.deleted, purged.state);
             Ok(0)
         }
     }
 }
 
-fn not_found(id: Uuid) -> anyhow::Result<i32> {
-    eprintln!("no job {id}");
-    Ok(1)
-}
-
-async fn ls(store: &Store, args: LsArgs) -> anyhow::Result<i32> {
-    let deployment_id = match &args.deployment {
-        Some(name) => Some(super::resolve_deployment(store, name).await?),
+async fn ls(deployments: &Deployments, inspector: &Inspector, args: LsArgs) -> anyhow::Result<i32> {
+    let group = match &args.deployment {
+        Some(name) => Some(deployments.resolve(name).await?),
         None => None,
     };
-    let filter = JobFilter {
+    let params = JobListParams {
         state: args.state,
         kind: args.kind,
         queue: args.queue,
-        group_id: deployment_id,
-        older_than_secs: args.older_than.map(|age| age.as_secs() as i64),
-        limit: args.limit.clamp(1, 10_000),
+        group,
+        older_than: args.older_than,
+        limit: args.limit,
+        cursor: args.cursor,
     };
-    let jobs = store.list_jobs(&filter).await?;
+    let page = inspector.jobs(&params).await?;
     if args.json {
-        output::json(&jobs)?;
-        return Ok(0);
+        output::json(&page.jobs)?;
+    } else {
+        print_jobs(&page.jobs);
     }
+    if let Some(next) = &page.next {
+        eprintln!("more jobs follow: --cursor {next}");
+    }
+    Ok(0)
+}
+
+fn print_jobs(jobs: &[JobRow]) {
     let rows: Vec<Vec<String>> = jobs
         .iter()
         .map(|job| {
@@ -188,19 +194,13 @@ async fn ls(store: &Store, args: LsArgs) -> anyhow::Result<i32> {
         ],
         &rows,
     );
-    Ok(0)
 }
 
-async fn show(store: &Store, id: Uuid, json: bool) -> anyhow::Result<i32> {
-    let Some(mut job) = store.job(id).await? else {
-        return not_found(id);
-    };
-    lc_deployment::redact_secrets(&mut job.payload);
-    let events = store.events(id).await?;
+fn show(detail: &JobDetail, json: bool) -> anyhow::Result<()> {
     if json {
-        output::json(&serde_json::json!({ "job": job, "events": events }))?;
-        return Ok(0);
+        return output::json(detail);
     }
+    let job = &detail.job;
     println!("job        {}", job.id);
     println!("kind       {}", job.kind);
     println!("queue      {} (priority {})", job.queue, job.priority);
@@ -222,9 +222,10 @@ async fn show(store: &Store, id: Uuid, json: bool) -> anyhow::Result<i32> {
     if let Some(error) = &job.last_error {
         println!("last error {error}");
     }
-    println!("payload    {}", serde_json::to_string(&job.payload)?);
+    println!("payload    {}", job.payload);
     println!();
-    let rows: Vec<Vec<String>> = events
+    let rows: Vec<Vec<String>> = detail
+        .events
         .iter()
         .map(|event| {
             let change = output::change(&event.from_state, &event.to_state, "log");
@@ -241,115 +242,50 @@ async fn show(store: &Store, id: Uuid, json: bool) -> anyhow::Result<i32> {
         })
         .collect();
     output::table(&["AT", "ATTEMPT", "CHANGE", "WORKER", "MESSAGE"], &rows);
-    Ok(0)
+    Ok(())
 }
 
-async fn wait(store: &Store, ids: &[Uuid], timeout: Duration) -> anyhow::Result<i32> {
-    let started = Instant::now();
-    loop {
-        let states = store.job_states(ids).await?;
-        if states.len() < ids.len() {
-            let missing: Vec<String> = ids
-                .iter()
-                .filter(|id| !states.iter().any(|(found, _)| found == *id))
-                .map(ToString::to_string)
-                .collect();
-            anyhow::bail!("no such job: {}", missing.join(", "));
-        }
-        if states.iter().all(|(_, state)| state.is_terminal()) {
-            let mut failed = 0;
-            for (id, state) in &states {
-                println!("{id} {state}");
-                if *state != JobState::Succeeded {
-                    failed += 1;
-                }
-            }
-            return Ok(if failed == 0 { 0 } else { 1 });
-        }
-        if started.elapsed() > timeout {
-            for (id, state) in &states {
-                println!("{id} {state}");
-            }
-            anyhow::bail!("timed out after {timeout:?} waiting for jobs to finish");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+async fn wait(inspector: &Inspector, ids: &[Uuid], timeout: Duration) -> anyhow::Result<i32> {
+    let waited = inspector.wait(ids, timeout).await?;
+    let missing: Vec<String> = waited
+        .states
+        .iter()
+        .filter(|(_, state)| state.is_none())
+        .map(|(id, _)| id.to_string())
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!("no such job: {}", missing.join(", "));
     }
+    let mut failed = 0;
+    for (id, state) in &waited.states {
+        if let Some(state) = state {
+            println!("{id} {state}");
+            if *state != JobState::Succeeded {
+                failed += 1;
+            }
+        }
+    }
+    if !waited.all_ended {
+        anyhow::bail!("timed out after {timeout:?} waiting for jobs to finish");
+    }
+    Ok(if failed == 0 { 0 } else { 1 })
 }
 
-async fn retry(store: &Store, args: RetryArgs) -> anyhow::Result<i32> {
-    let ids = match (args.id, args.state) {
-        (Some(id), _) => vec![id],
+async fn retry(inspector: &Inspector, args: RetryArgs) -> anyhow::Result<i32> {
+    let (retried, code) = match (args.id, args.state) {
+        (Some(id), _) => match report(inspector.retry(id).await, |_| Ok(()))? {
+            0 => (1, 0),
+            code => (0, code),
+        },
         (None, Some(state)) => {
-            if !Transition::Revive.from().contains(&state) {
-                anyhow::bail!("--state must be dead or cancelled");
+            let done = inspector.retry_all(state, args.kind.as_deref()).await?;
+            for refusal in &done.refused {
+                eprintln!("{refusal}");
             }
-            store
-                .job_ids_in_state(state, args.kind.as_deref(), 100_000)
-                .await?
+            (done.retried.len(), i32::from(!done.refused.is_empty()))
         }
         (None, None) => anyhow::bail!("name a job id or --state"),
     };
-    let mut retried = 0;
-    let mut code = 0;
-    for id in &ids {
-        match store
-            .operator_transition(*id, Transition::Revive, "retried by operator")
-            .await?
-        {
-            OperatorResult::Applied { .. } => retried += 1,
-            OperatorResult::NotApplicable(state) => {
-                eprintln!("job {id} is {state}; only dead or cancelled jobs can be retried");
-                code = 1;
-            }
-            OperatorResult::NotFound => {
-                eprintln!("no job {id}");
-                code = 1;
-            }
-        }
-    }
     println!("retried {retried} job(s); workers pick them up within a sweep interval");
     Ok(code)
-}
-
-async fn requeue(
-    store: &Store,
-    id: Uuid,
-    force: bool,
-    dead_after: Duration,
-) -> anyhow::Result<i32> {
-    let Some(job) = store.job(id).await? else {
-        return not_found(id);
-    };
-    if job.state != JobState::Running.as_str() {
-        eprintln!("job {id} is {}, not running; nothing to requeue", job.state);
-        return Ok(1);
-    }
-    if let (false, Some(owner)) = (force, job.lease_owner) {
-        let alive = store.workers(3600).await?.into_iter().any(|worker| {
-            worker.id == owner
-                && worker.stopped_at.is_none()
-                && worker.heartbeat_age_secs < dead_after.as_secs_f64()
-        });
-        if alive {
-            eprintln!(
-                "job {id} is held by worker {owner}, which is still heartbeating; \
-                 use `lc jobs cancel {id}` to stop it, or --force to requeue anyway"
-            );
-            return Ok(1);
-        }
-    }
-    match store
-        .operator_transition(id, Transition::Requeue, "worker gone")
-        .await?
-    {
-        OperatorResult::Applied { .. } => {
-            println!("requeued {id}; a worker picks it up within a sweep interval");
-            Ok(0)
-        }
-        OperatorResult::NotApplicable(state) => {
-            eprintln!("job {id} is now {state}; nothing to requeue");
-            Ok(1)
-        }
-        OperatorResult::NotFound => not_found(id),
-    }
 }

@@ -1,5 +1,6 @@
 //! The `lc` command: argument definitions and dispatch. Each group of subcommands
-//! lives in its own module.
+//! lives in its own module, and each maps its arguments onto the library's public API
+//! (`Producer`, its `Inspector`, `Deployments`) and prints the answer.
 
 mod deploy;
 mod enqueue;
@@ -8,12 +9,11 @@ mod ops;
 pub mod output;
 
 use clap::{Parser, Subcommand};
-use lc_deployment::DeploymentStore as Store;
+use lc_deployment::Deployments;
+use lc_producer::{ErrorKind, InspectError, Producer};
 use lc_shared::config::ConnectOpts;
 use lc_shared::store::error_chain;
 use lc_shared::telemetry::LogFormat;
-
-use lc_producer::Producer;
 
 /// LaunchControl: a durable job queue that provisions machines, deploys containers
 /// on them and tears them down.
@@ -60,11 +60,10 @@ pub enum Command {
 
 /// Runs a command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
-    let connect = cli.connect;
+    let deployments = Deployments::new(producer(&cli.connect).await?);
     match cli.command {
         Command::Migrate => {
-            let store = store(&connect)?;
-            let report = lc_shared::migrate::run(&store).await?;
+            let report = deployments.producer().migrate().await?;
             println!(
                 "migrations: {} applied, {} already there",
                 report.applied.len(),
@@ -72,39 +71,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
-        Command::Enqueue(args) => enqueue::run(&producer(&connect).await?, args).await,
-        Command::Jobs(command) => jobs::run(&connect, command).await,
-        Command::Stuck(args) => ops::stuck(&connect, args).await,
-        Command::Workers(args) => ops::workers(&store(&connect)?, args).await,
-        Command::Queues(args) => ops::queues(&connect, args).await,
-        Command::DeadLetters(args) => ops::dead_letters(&connect, args).await,
-        Command::Deploy(command) => deploy::run(&connect, command).await,
+        Command::Enqueue(args) => enqueue::run(deployments.producer(), args).await,
+        Command::Jobs(command) => jobs::run(&deployments, command).await,
+        Command::Stuck(args) => ops::stuck(&deployments, args).await,
+        Command::Workers(args) => ops::workers(&deployments.inspector(), args).await,
+        Command::Queues(args) => ops::queues(&deployments.inspector(), args).await,
+        Command::DeadLetters(args) => ops::dead_letters(&deployments.inspector(), args).await,
+        Command::Deploy(command) => deploy::run(&deployments, command).await,
     }
 }
 
-pub(crate) fn store(connect: &ConnectOpts) -> anyhow::Result<Store> {
-    Ok(Store::new(connect.store(4)?))
-}
-
-pub(crate) async fn producer(connect: &ConnectOpts) -> anyhow::Result<Producer> {
+/// The producer `lc` works through: every built-in kind (the deployment kinds too),
+/// the `--isolation` asked for. Connecting is lazy: nothing is opened until used.
+async fn producer(connect: &ConnectOpts) -> anyhow::Result<Producer> {
     Ok(Producer::connect(
         &connect.database_url,
         &connect.redis_url,
         &connect.redis_prefix,
     )
     .await?
-    .with_isolation(connect.isolation))
+    .with_isolation(connect.isolation)
+    .with_kinds(lc_deployment::kinds::kinds()?))
 }
 
-/// A deployment named by name or id.
-pub(crate) async fn resolve_deployment(store: &Store, name: &str) -> anyhow::Result<uuid::Uuid> {
-    if let Ok(id) = name.parse() {
-        return Ok(id);
+/// The exit code of an operator action: 0 when done (after `done` printed it); 1
+/// when refused because what it names does not exist or is in another state (the
+/// refusal printed on stderr, as it always was); other errors are errors.
+pub(crate) fn report<T>(
+    result: Result<T, InspectError>,
+    done: impl FnOnce(T) -> anyhow::Result<()>,
+) -> anyhow::Result<i32> {
+    match result {
+        Ok(value) => {
+            done(value)?;
+            Ok(0)
+        }
+        Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::Conflict) => {
+            eprintln!("{err}");
+            Ok(1)
+        }
+        Err(err) => Err(err.into()),
     }
-    store
-        .deployment_id(name)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no deployment named {name:?}"))
 }
 
 /// The error with its causes, plus a hint when the database is simply not there.

@@ -1,7 +1,5 @@
 //! Printing for `lc`: aligned tables for people, JSON for scripts.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use comfy_table::{ContentArrangement, Table, presets};
 
@@ -36,13 +34,7 @@ pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 
 /// "3s", "4m 10s", "2h 5m", "3days 5h": how long ago or how long, to two units.
 pub fn age(seconds: f64) -> String {
-    let seconds = seconds.max(0.0) as u64;
-    let kept = match seconds {
-        0..3600 => seconds,
-        3600..86400 => seconds - seconds % 60,
-        _ => seconds - seconds % 3600,
-    };
-    humantime::format_duration(Duration::from_secs(kept)).to_string()
+    lc_shared::duration::format_age(seconds)
 }
 
 pub fn since(at: DateTime<Utc>) -> String {
@@ -78,7 +70,7 @@ pub fn change<S: std::fmt::Display>(from: &Option<S>, to: &Option<S>, other: &st
 
 #[cfg(test)]
 mod tests {
-    use super::{age, layout};
+    use super::layout;
 
     #[test]
     fn tables_are_plain_columns_two_spaces_apart() {
@@ -99,16 +91,5 @@ mod tests {
             ]
         );
         assert_eq!(layout(&["ID", "STATE"], &[]), ["ID  STATE"]);
-    }
-
-    #[test]
-    fn ages_keep_two_units() {
-        assert_eq!(age(0.0), "0s");
-        assert_eq!(age(41.7), "41s");
-        assert_eq!(age(720.0), "12m");
-        assert_eq!(age(250.0), "4m 10s");
-        assert_eq!(age(7_530.0), "2h 5m");
-        assert_eq!(age(3.0 * 86_400.0 + 5.0 * 3600.0 + 59.0), "3days 5h");
-        assert_eq!(age(-5.0), "0s");
     }
 }

@@ -1,8 +1,11 @@
-//! Deployments through the library, as jobs are: create, update, tear down, look at and
-//! list them, and acknowledge leftovers. Each change is one transaction in the store
-//! (the deployment row and the jobs it implies together), and the hints of the jobs it
-//! made are sent after the commit, here; callers (`lc deploy`, later the HTTP API) do
-//! not reach into the store or dispatch themselves.
+//! Deployments through the library, as jobs are: create, update, tear down,
+//! acknowledge leftovers (here), and read them (`read`: one with its machines,
+//! containers, jobs and history, the list, waiting for a state, what needs an
+//! operator). Each change is one transaction in the store (the deployment row and the
+//! jobs it implies together), and the hints of the jobs it made are sent after the
+//! commit, here; callers (`lc deploy`, later the HTTP API) do not reach into the store
+//! or dispatch themselves. A deployment is named by name or id once, with
+//! [`Deployments::resolve`]; everything after takes its id.
 //!
 //! ```no_run
 //! # async fn example(producer: lc_producer::Producer) -> Result<(), lc_deployment::DeploymentError> {
@@ -10,19 +13,24 @@
 //! let deployments = Deployments::new(producer);
 //! let spec = Spec::from_file(std::path::Path::new("examples/demo.yaml"))?;
 //! let created = deployments.create(&spec, &Default::default()).await?;
+//! let id = deployments.resolve("demo").await?;
+//! let view = deployments.get(id, 20).await?;
 //! # Ok(()) }
 //! ```
 
-use lc_producer::{Producer, ProducerError};
+mod read;
+
+use lc_producer::{ErrorKind, InspectError, Inspector, Producer, ProducerError};
 use lc_shared::job::{DEFAULT_QUEUE, InvalidJob, Priority, validate_queue_name};
-use lc_shared::store::{JobFilter, JobRow, StoreError};
+use lc_shared::store::StoreError;
 use uuid::Uuid;
 
 use crate::{
-    AckOutcome, ContainerRow, CreateOutcome, DeploymentEventRow, DeploymentRow, DeploymentStore,
-    DeploymentSummary, MachineRow, Origin, Spec, SpecError, TeardownRequest, UpdateOutcome,
-    redact_secrets,
+    AckOutcome, CreateOutcome, DeploymentStore, Origin, Spec, SpecError, TeardownRequest,
+    UpdateOutcome, redact_secrets,
 };
+
+pub use read::{Attention, DeploymentView, DeploymentWait, WaitOutcome};
 
 /// Why a deployment request failed. Nothing was written when it is `Spec` or `Invalid`.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +43,24 @@ pub enum DeploymentError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Producer(#[from] ProducerError),
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
+    /// No deployment has this name or id.
+    #[error("no deployment {0}")]
+    NotFound(String),
+}
+
+impl DeploymentError {
+    /// Which kind of failure this is: what an HTTP handler turns into a status.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DeploymentError::Spec(_) | DeploymentError::Invalid(_) => ErrorKind::Invalid,
+            DeploymentError::Store(err) => ErrorKind::of_store(err),
+            DeploymentError::Producer(err) => err.kind(),
+            DeploymentError::Inspect(err) => err.kind(),
+            DeploymentError::NotFound(_) => ErrorKind::NotFound,
+        }
+    }
 }
 
 pub type Result<T = ()> = std::result::Result<T, DeploymentError>;
@@ -64,18 +90,6 @@ impl DeploymentOptions {
     }
 }
 
-/// A deployment with everything an operator looks at; secret-looking values in its
-/// spec and its jobs' payloads are redacted.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct DeploymentView {
-    pub deployment: DeploymentRow,
-    pub machines: Vec<MachineRow>,
-    pub containers: Vec<ContainerRow>,
-    pub jobs: Vec<JobRow>,
-    /// The latest events, newest last.
-    pub events: Vec<DeploymentEventRow>,
-}
-
 /// Deployments on top of a [`Producer`]: its database, its hints.
 #[derive(Clone)]
 pub struct Deployments {
@@ -89,9 +103,15 @@ impl Deployments {
         Deployments { producer, store }
     }
 
-    /// The producer underneath (for jobs of other kinds, and the inspection API).
+    /// The producer underneath (for jobs of other kinds).
     pub fn producer(&self) -> &Producer {
         &self.producer
+    }
+
+    /// The producer's read API over jobs, queues and workers, with secret-looking
+    /// payload values redacted by this domain's rule ([`redact_secrets`]).
+    pub fn inspector(&self) -> Inspector {
+        self.producer.inspector().with_redaction(redact_secrets)
     }
 
     /// Records a new deployment and enqueues its provisioning (then, with `deploy`, its
@@ -123,19 +143,16 @@ impl Deployments {
         Ok(outcome)
     }
 
-    /// Asks for a deployment's teardown (by name or id): it becomes `tearing_down` at
-    /// once, which stops provisioning and deploying, and a teardown job is enqueued
-    /// unless one is under way.
+    /// Asks for a deployment's teardown: it becomes `tearing_down` at once, which
+    /// stops provisioning and deploying, and a teardown job is enqueued unless one is
+    /// under way.
     pub async fn teardown(
         &self,
-        name_or_id: &str,
+        id: Uuid,
         reason: &str,
         options: &DeploymentOptions,
     ) -> Result<TeardownRequest> {
         let origin = options.origin()?;
-        let Some(id) = self.id(name_or_id).await? else {
-            return Ok(TeardownRequest::NotFound);
-        };
         let request = self.store.request_teardown(id, reason, &origin).await?;
         if let TeardownRequest::Requested { job, .. } = &request {
             self.producer.notify(std::slice::from_ref(job)).await;
@@ -144,55 +161,8 @@ impl Deployments {
     }
 
     /// Closes a `leftovers` deployment once an operator checked the provider.
-    pub async fn acknowledge_leftovers(&self, name_or_id: &str, note: &str) -> Result<AckOutcome> {
-        let Some(id) = self.id(name_or_id).await? else {
-            return Ok(AckOutcome::NotFound);
-        };
+    pub async fn acknowledge_leftovers(&self, id: Uuid, note: &str) -> Result<AckOutcome> {
         let note = crate::truncate_text(note, 500);
         Ok(self.store.acknowledge_leftovers(id, &note).await?)
-    }
-
-    /// The id of a deployment given by id or name (the live one, else the newest).
-    pub async fn id(&self, name_or_id: &str) -> Result<Option<Uuid>> {
-        if let Ok(id) = name_or_id.parse() {
-            return Ok(Some(id));
-        }
-        Ok(self.store.deployment_id(name_or_id).await?)
-    }
-
-    /// A deployment with its machines, containers, jobs and latest `events`.
-    pub async fn get(&self, name_or_id: &str, events: i64) -> Result<Option<DeploymentView>> {
-        let Some(id) = self.id(name_or_id).await? else {
-            return Ok(None);
-        };
-        let store = &self.store;
-        let Some(mut deployment) = store.deployment(id).await? else {
-            return Ok(None);
-        };
-        redact_secrets(&mut deployment.spec);
-        let mut jobs = self
-            .producer
-            .inspector()
-            .jobs(&JobFilter {
-                group_id: Some(id),
-                limit: 200,
-                ..Default::default()
-            })
-            .await?;
-        for job in &mut jobs {
-            redact_secrets(&mut job.payload);
-        }
-        Ok(Some(DeploymentView {
-            deployment,
-            machines: store.machines(id).await?,
-            containers: store.containers(id).await?,
-            jobs,
-            events: store.deployment_events(id, events.clamp(1, 10_000)).await?,
-        }))
-    }
-
-    /// Deployments, newest first (torn down ones only with `all`).
-    pub async fn list(&self, all: bool, limit: i64) -> Result<Vec<DeploymentSummary>> {
-        Ok(self.store.list_deployments(all, limit).await?)
     }
 }
