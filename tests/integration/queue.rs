@@ -149,6 +149,50 @@ async fn transactional_enqueue_commits_or_vanishes_with_the_caller() {
     worker.stop().await;
 }
 
+/// A producer that replaces a delayed job cancels the old one in its own transaction:
+/// cancelled if and only if it commits; a job no longer queued is left alone.
+#[tokio::test]
+async fn queued_jobs_are_cancelled_inside_a_callers_transaction() {
+    let env = TestEnv::new().await;
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let delayed = env
+        .producer()
+        .enqueue(NewJob::new(JobKind::Noop, json!({})).with_run_at(later))
+        .await
+        .unwrap();
+    let done = enqueue_many(&env, JobKind::Noop, json!({}), 1).await;
+    let worker = env.spawn_worker(env.worker_config());
+    env.wait_terminal(&done, Duration::from_secs(10)).await;
+    worker.stop().await;
+    let ids = [delayed.id, done[0]];
+
+    let mut client = env.store.client().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let cancelled = lc_shared::store::cancel_queued_in_transaction(&tx, &ids, "replaced")
+        .await
+        .unwrap();
+    assert_eq!(cancelled, [delayed.id]);
+    tx.rollback().await.unwrap();
+    assert_eq!(env.states(&ids).await[&delayed.id], JobState::Queued);
+
+    let tx = client.transaction().await.unwrap();
+    let cancelled = lc_shared::store::cancel_queued_in_transaction(&tx, &ids, "replaced")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(cancelled, [delayed.id]);
+    let states = env.states(&ids).await;
+    assert_eq!(states[&delayed.id], JobState::Cancelled);
+    assert_eq!(states[&done[0]], JobState::Succeeded);
+    let events = env.store.events(delayed.id).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last.to_state, Some(JobState::Cancelled));
+    assert!(
+        last.message.as_deref().unwrap_or("").contains("replaced"),
+        "{last:?}"
+    );
+}
+
 #[tokio::test]
 async fn retries_back_off_then_die_and_fatal_errors_die_at_once() {
     let env = TestEnv::new().await;

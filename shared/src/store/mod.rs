@@ -40,6 +40,7 @@ use crate::NewJob;
 use crate::dialect::Dialect;
 
 pub use enqueue::enqueue_in_transaction;
+pub use operator::cancel_queued_in_transaction;
 pub use rows::{
     CancelOutcome, ClaimedJob, Completion, Enqueued, EventRow, HintTarget, JobFilter, JobRow,
     OperatorResult, QueueDepth, RunningJob, StuckJob, WaitingJob,

@@ -40,6 +40,39 @@ fn operator_update(transition: Transition) -> Result<String> {
     ))
 }
 
+/// Cancels those of the named jobs that are still `queued`, inside the caller's own
+/// transaction: they are cancelled if and only if the caller commits (a producer that
+/// replaces a delayed job cancels the old one and enqueues the new one together). A job
+/// that is running or finished is left alone; the ids returned are the ones cancelled.
+/// One conditional statement with its event rows, following the state machine's
+/// `cancel` transition, so it is correct at any isolation level: a job claimed
+/// meanwhile is no longer `queued` on the row version the update writes.
+pub async fn cancel_queued_in_transaction(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    ids: &[Uuid],
+    reason: &str,
+) -> Result<Vec<Uuid>> {
+    const SQL: &str = "
+WITH cancelled AS (
+    UPDATE jobs SET state = $2, finished_at = now(), updated_at = now(),
+        last_error = COALESCE(last_error, $3)
+    WHERE id = ANY($1) AND state = $4
+    RETURNING id, attempt
+), events AS (
+    INSERT INTO job_events (job_id, from_state, to_state, attempt, message)
+    SELECT id, $4, $2, attempt, $5 FROM cancelled
+)
+SELECT id FROM cancelled";
+    debug_assert!(Transition::Cancel.from().contains(&JobState::Queued));
+    let to = Transition::Cancel.to().as_str();
+    let queued = JobState::Queued.as_str();
+    let label = format!("{}: {reason}", Transition::Cancel.label());
+    let rows = transaction
+        .query(SQL, &[&ids, &to, &reason, &queued, &label])
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
 impl Store {
     /// Cancels a queued or running job. A running job's worker notices at its next
     /// heartbeat (the job is no longer running under its lease) and stops the handler.
