@@ -19,6 +19,8 @@ use lc_tests::{InProcessWorker, TestEnv, bin, wait_for};
 use serde_json::Value;
 use uuid::Uuid;
 
+mod expiry;
+
 fn image() -> String {
     std::env::var("LC_IMAGE").unwrap_or_else(|_| "lc-busybox:latest".to_owned())
 }
@@ -549,6 +551,7 @@ async fn deploy_five_nodes_provision_in_parallel_and_deploy() {
                 &lc_deployment::TeardownPayload {
                     deployment_id: id,
                     reason: None,
+                    expiry: None,
                 },
             )
             .unwrap()

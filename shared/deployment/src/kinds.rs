@@ -88,6 +88,9 @@ impl JobType for Teardown {
         {
             return Err("reason must be at most 1000 characters".into());
         }
+        if payload.expiry.is_some_and(|generation| generation < 1) {
+            return Err("expiry must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -142,5 +145,13 @@ mod tests {
             json!({"deployment_id": id, "generation": 1, "x": 1})
         ));
         assert!(!check(Teardown::KIND, json!({"deployment_id": "nope"})));
+        assert!(check(
+            Teardown::KIND,
+            json!({"deployment_id": id, "reason": "expired", "expiry": 2})
+        ));
+        assert!(!check(
+            Teardown::KIND,
+            json!({"deployment_id": id, "expiry": 0})
+        ));
     }
 }

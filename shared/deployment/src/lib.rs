@@ -46,13 +46,13 @@ pub use client::{
 };
 pub use records::{AckOutcome, DeploymentAttention, Fence};
 pub use spec::{
-    CaEnv, FileSpec, FlagValue, NetworkMode, NodeOverride, Nodes, Payload, Provider, PullPolicy,
-    RegistryCredentialsEnv, RestartPolicy, Spec, SpecError, Timeouts,
+    CaEnv, Expiry, FileSpec, FlagValue, MAX_TTL, NetworkMode, NodeOverride, Nodes, Payload,
+    Provider, PullPolicy, RegistryCredentialsEnv, RestartPolicy, Spec, SpecError, Timeouts,
 };
 pub use store::{
     ContainerRow, CreateOutcome, DeployStart, DeploymentEventRow, DeploymentRow, DeploymentStore,
-    DeploymentSummary, Endpoint, FanOut, MachineRow, MachineStart, Origin, ReadyOutcome,
-    TEARDOWN_ATTEMPTS, TeardownRequest, TeardownStart, UpdateOutcome, WatchOutcome,
+    DeploymentSummary, Endpoint, ExtendOutcome, FanOut, MachineRow, MachineStart, Origin,
+    ReadyOutcome, TEARDOWN_ATTEMPTS, TeardownRequest, TeardownStart, UpdateOutcome, WatchOutcome,
 };
 
 /// Container labels every LaunchControl container carries; teardown finds containers
@@ -226,13 +226,18 @@ pub struct DeployPayload {
     pub generation: i64,
 }
 
-/// Payload of a `teardown` job.
+/// Payload of a `teardown` job. With `expiry`, it is the delayed teardown of that
+/// expiry generation of the deployment: when it comes due, it does nothing if the
+/// deployment is torn down already, its expiry was moved since (a later generation),
+/// or another teardown is under way.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TeardownPayload {
     pub deployment_id: Uuid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<i64>,
 }
 
 /// Most nodes one deployment may have.

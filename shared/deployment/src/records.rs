@@ -11,7 +11,7 @@
 use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
-use super::store::{event, lock, machine_in_tx, set_machine_state, set_state};
+use super::store::{event, lock, machine_in_tx, pending_expiry_sql, set_machine_state, set_state};
 use super::{ContainerState, DeploymentState, MachineState};
 use crate::DeploymentStore;
 use lc_shared::in_transaction;
@@ -264,25 +264,29 @@ impl DeploymentStore {
     /// Deployments an operator must look at: `leftovers`, and `tearing_down` ones whose
     /// teardown job is dead (nothing will finish them by itself).
     pub async fn deployments_needing_attention(&self) -> Result<Vec<DeploymentAttention>> {
-        let found = self
-            .query_rows(
-                "SELECT d.id, d.name, d.state, EXTRACT(EPOCH FROM now() - d.updated_at)::FLOAT8,
+        let pending_expiry = pending_expiry_sql("$4");
+        let sql = format!(
+            "SELECT d.id, d.name, d.state, EXTRACT(EPOCH FROM now() - d.updated_at)::FLOAT8,
                          ARRAY(SELECT m.name FROM machines m WHERE m.deployment_id = d.id AND m.state = $3 ORDER BY m.node_index),
                          (SELECT m.driver FROM machines m WHERE m.deployment_id = d.id LIMIT 1),
-                         NOT EXISTS (SELECT 1 FROM jobs j WHERE j.group_id = d.id AND j.kind = $6 AND j.state IN ($4, $5))
+                         NOT EXISTS (SELECT 1 FROM jobs j WHERE j.group_id = d.id AND j.kind = $6 AND j.state IN ($4, $5)
+                                     AND NOT {pending_expiry})
                      FROM deployments d
                      WHERE d.state = $1 OR d.state = $2
-                     ORDER BY d.updated_at",
+                     ORDER BY d.updated_at"
+        );
+        let found = self
+            .query_rows(
+                &sql,
                 &[
-                        &DeploymentState::Leftovers.as_str(),
-                        &DeploymentState::TearingDown.as_str(),
-                        &MachineState::Abandoned.as_str(),
-                        &JobState::Queued.as_str(),
-                        &JobState::Running.as_str(),
-                        &crate::kinds::Teardown::KIND.as_str(),
+                    &DeploymentState::Leftovers.as_str(),
+                    &DeploymentState::TearingDown.as_str(),
+                    &MachineState::Abandoned.as_str(),
+                    &JobState::Queued.as_str(),
+                    &JobState::Running.as_str(),
+                    &crate::kinds::Teardown::KIND.as_str(),
                 ],
                 |row| {
-
                     let state: DeploymentState = row.get(2);
                     let no_live_teardown: bool = row.get(6);
                     DeploymentAttention {

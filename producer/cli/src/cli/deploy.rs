@@ -6,7 +6,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use lc_deployment::{
     AckOutcome, CreateOutcome, DeploymentOptions, DeploymentState, DeploymentSummary,
-    DeploymentView, DeploymentWait, Deployments, Spec, TeardownRequest, UpdateOutcome, WaitOutcome,
+    DeploymentView, DeploymentWait, Deployments, ExtendOutcome, Spec, TeardownRequest,
+    UpdateOutcome, WaitOutcome,
 };
 use lc_shared::config::parse_duration;
 use uuid::Uuid;
@@ -19,13 +20,18 @@ pub enum DeployCommand {
     /// then deploy its payload on them
     #[command(after_help = "Examples:
   lc deploy create examples/demo.yaml --wait
-  lc deploy create cloud.json --no-deploy --json")]
+  lc deploy create cloud.json --no-deploy --json
+  lc deploy create examples/demo.yaml --ttl 24h     # torn down by itself in 24 hours")]
     Create(CreateArgs),
     /// Deploy a changed spec (same name, nodes and provider): the containers are
     /// replaced one machine at a time
     Update(UpdateArgs),
     /// Remove a deployment's containers and machines
     Teardown(TeardownArgs),
+    /// Move a deployment's expiry later (its delayed teardown moves with it)
+    #[command(after_help = "Examples:
+  lc deploy extend demo 12h      # expires 12 hours later than it would have")]
+    Extend(ExtendArgs),
     /// List deployments, newest first
     Ls(LsArgs),
     /// A deployment: its machines (engine URL, IP, state), containers, jobs, history
@@ -54,9 +60,24 @@ pub struct AckArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ExtendArgs {
+    /// Deployment name or id
+    pub name: String,
+    /// How much later it expires (e.g. 12h, 90m, 2d)
+    #[arg(value_parser = parse_duration)]
+    pub by: Duration,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct CreateArgs {
     /// The spec file (.json for JSON, anything else is read as YAML)
     pub spec: PathBuf,
+    /// Tear the deployment down by itself this long after it is created (e.g. 24h);
+    /// replaces the spec's `ttl`
+    #[arg(long)]
+    pub ttl: Option<String>,
     /// Only provision the machines; deploy later with `lc deploy update`
     #[arg(long)]
     pub no_deploy: bool,
@@ -132,6 +153,7 @@ pub async fn run(deployments: &Deployments, command: DeployCommand) -> anyhow::R
         DeployCommand::Create(args) => create(deployments, args).await,
         DeployCommand::Update(args) => update(deployments, args).await,
         DeployCommand::Teardown(args) => teardown(deployments, args).await,
+        DeployCommand::Extend(args) => extend(deployments, args).await,
         DeployCommand::Ls(args) => ls(deployments, args).await,
         DeployCommand::Show(args) => show(deployments, args).await,
         DeployCommand::Ack(args) => ack(deployments, args).await,
@@ -195,7 +217,10 @@ fn check_credentials(spec: &Spec) -> anyhow::Result<()> {
 }
 
 async fn create(deployments: &Deployments, args: CreateArgs) -> anyhow::Result<i32> {
-    let spec = read_spec(&args.spec)?;
+    let mut spec = read_spec(&args.spec)?;
+    if let Some(ttl) = &args.ttl {
+        spec.set_ttl(ttl)?;
+    }
     check_queue(&args.queue)?;
     if !args.skip_credentials_check {
         check_credentials(&spec)?;
@@ -204,8 +229,13 @@ async fn create(deployments: &Deployments, args: CreateArgs) -> anyhow::Result<i
         queue: args.queue.clone(),
         deploy: !args.no_deploy,
     };
-    let (id, provision) = match deployments.create(&spec, &options).await? {
-        CreateOutcome::Created { id, provision } => (id, provision),
+    let (id, provision, expires_at) = match deployments.create(&spec, &options).await? {
+        CreateOutcome::Created {
+            id,
+            provision,
+            expires_at,
+            ..
+        } => (id, provision, expires_at),
         CreateOutcome::NameTaken { id, state } => anyhow::bail!(
             "deployment {:?} already exists ({id}, {state}); tear it down first, or change its payload with `lc deploy update`",
             spec.name
@@ -213,7 +243,7 @@ async fn create(deployments: &Deployments, args: CreateArgs) -> anyhow::Result<i
     };
     if args.json && !args.wait {
         output::json(
-            &serde_json::json!({ "id": id, "name": spec.name, "provision_job": provision.id }),
+            &serde_json::json!({ "id": id, "name": spec.name, "provision_job": provision.id, "expires_at": expires_at }),
         )?;
     } else if !args.json {
         println!(
@@ -227,6 +257,9 @@ async fn create(deployments: &Deployments, args: CreateArgs) -> anyhow::Result<i
             },
             provision.id
         );
+        if let Some(at) = expires_at {
+            println!("expires at {at} ({})", time_left(Some(seconds_until(at))));
+        }
     }
     if !args.wait {
         return Ok(0);
@@ -332,6 +365,57 @@ async fn teardown(deployments: &Deployments, args: TeardownArgs) -> anyhow::Resu
     Ok(0)
 }
 
+async fn extend(deployments: &Deployments, args: ExtendArgs) -> anyhow::Result<i32> {
+    let id = deployments.resolve(&args.name).await?;
+    match deployments.extend(id, args.by).await? {
+        ExtendOutcome::Extended {
+            id,
+            was,
+            expires_at,
+            teardown,
+        } => {
+            if args.json {
+                output::json(&serde_json::json!({
+                    "id": id, "was": was, "expires_at": expires_at, "teardown_job": teardown.id,
+                }))?;
+            } else {
+                println!(
+                    "deployment {} now expires at {expires_at} ({}; was {was}): teardown job {}",
+                    args.name,
+                    time_left(Some(seconds_until(expires_at))),
+                    teardown.id
+                );
+            }
+            Ok(0)
+        }
+        ExtendOutcome::NotExpiring => anyhow::bail!(
+            "deployment {} has no expiry, so there is nothing to extend (give one at create: --ttl, or ttl/expires_at in the spec)",
+            args.name
+        ),
+        ExtendOutcome::NotLive(state) => {
+            anyhow::bail!(
+                "deployment {} is {state}: its expiry no longer applies",
+                args.name
+            )
+        }
+        ExtendOutcome::NotFound => anyhow::bail!("no deployment {}", args.name),
+    }
+}
+
+/// Seconds from now until `at` (negative once past).
+fn seconds_until(at: chrono::DateTime<chrono::Utc>) -> f64 {
+    (at - chrono::Utc::now()).num_milliseconds() as f64 / 1000.0
+}
+
+/// How long is left: "in 23h 59m", "expired 3s ago", or "-" without an expiry.
+fn time_left(seconds: Option<f64>) -> String {
+    match seconds {
+        None => "-".to_owned(),
+        Some(left) if left >= 0.0 => format!("in {}", output::age(left)),
+        Some(past) => format!("expired {} ago", output::age(-past)),
+    }
+}
+
 /// Waits until the deployment reaches `target`; exit 1 when it ends elsewhere (failed,
 /// rolled back, a dead teardown job) or the time is up.
 async fn wait_for(
@@ -395,6 +479,7 @@ fn print_deployments(found: &[DeploymentSummary]) {
                 format!("{}/{}", summary.machines_ready, d.node_count),
                 summary.containers_running.to_string(),
                 d.generation.to_string(),
+                time_left(summary.expires_in_secs),
                 d.owner.clone(),
                 output::since(d.updated_at),
                 output::short(d.last_error.as_deref().unwrap_or(""), 50),
@@ -409,6 +494,7 @@ fn print_deployments(found: &[DeploymentSummary]) {
             "READY",
             "RUNNING",
             "GEN",
+            "EXPIRES",
             "OWNER",
             "CHANGED",
             "LAST ERROR",
@@ -451,6 +537,9 @@ fn print_summary(view: &DeploymentView) {
         output::since(deployment.created_at),
         output::since(deployment.updated_at)
     );
+    if let Some(at) = deployment.expires_at {
+        println!("expires    {at} ({})", time_left(Some(seconds_until(at))));
+    }
     if let Some(error) = &deployment.last_error {
         println!("last error {error}");
     }

@@ -1,6 +1,6 @@
-//! Deployments through the library, as jobs are: create, update, tear down,
-//! acknowledge leftovers (here), and read them (`read`: one with its machines,
-//! containers, jobs and history, the list, waiting for a state, what needs an
+//! Deployments through the library, as jobs are: create, update, tear down, extend
+//! their expiry, acknowledge leftovers (here), and read them (`read`: one with its
+//! machines, containers, jobs and history, the list, waiting for a state, what needs an
 //! operator). Each change is one transaction in the store (the deployment row and the
 //! jobs it implies together), and the hints of the jobs it made are sent after the
 //! commit, here; callers (`lc deploy`, later the HTTP API) do not reach into the store
@@ -20,14 +20,16 @@
 
 mod read;
 
+use std::time::Duration;
+
 use lc_producer::{ErrorKind, InspectError, Inspector, Producer, ProducerError};
 use lc_shared::job::{DEFAULT_QUEUE, InvalidJob, Priority, validate_queue_name};
 use lc_shared::store::StoreError;
 use uuid::Uuid;
 
 use crate::{
-    AckOutcome, CreateOutcome, DeploymentStore, Origin, Spec, SpecError, TeardownRequest,
-    UpdateOutcome, redact_secrets,
+    AckOutcome, CreateOutcome, DeploymentStore, ExtendOutcome, MAX_TTL, Origin, Spec, SpecError,
+    TeardownRequest, UpdateOutcome, redact_secrets,
 };
 
 pub use read::{Attention, DeploymentView, DeploymentWait, WaitOutcome};
@@ -48,13 +50,18 @@ pub enum DeploymentError {
     /// No deployment has this name or id.
     #[error("no deployment {0}")]
     NotFound(String),
+    /// An argument that is not a spec field was refused (nothing was written).
+    #[error("{field}: {reason}")]
+    Refused { field: String, reason: String },
 }
 
 impl DeploymentError {
     /// Which kind of failure this is: what an HTTP handler turns into a status.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            DeploymentError::Spec(_) | DeploymentError::Invalid(_) => ErrorKind::Invalid,
+            DeploymentError::Spec(_)
+            | DeploymentError::Invalid(_)
+            | DeploymentError::Refused { .. } => ErrorKind::Invalid,
             DeploymentError::Store(err) => ErrorKind::of_store(err),
             DeploymentError::Producer(err) => err.kind(),
             DeploymentError::Inspect(err) => err.kind(),
@@ -117,8 +124,15 @@ impl Deployments {
     /// Records a new deployment and enqueues its provisioning (then, with `deploy`, its
     /// deploy). The spec must be valid ([`Spec::from_file`] and [`Spec::from_json`]
     /// check it); credentials are the names of variables, read by the workers.
+    ///
+    /// A spec with a `ttl` (or `expires_at`) is torn down at its expiry by a delayed
+    /// teardown job written with the deployment; an `expires_at` that has passed is
+    /// refused before anything is written.
     pub async fn create(&self, spec: &Spec, options: &DeploymentOptions) -> Result<CreateOutcome> {
         spec.validate()?;
+        if let Some(expiry) = spec.expiry()? {
+            expiry.deadline(chrono::Utc::now())?;
+        }
         let outcome = self
             .store
             .create_deployment(spec, options.deploy, &options.origin()?)
@@ -158,6 +172,20 @@ impl Deployments {
             self.producer.notify(std::slice::from_ref(job)).await;
         }
         Ok(request)
+    }
+
+    /// Moves a deployment's expiry `by` later: its `expires_at` and its delayed
+    /// teardown together. A deployment without an expiry keeps living forever
+    /// (`ExtendOutcome::NotExpiring`); one being torn down cannot be extended.
+    pub async fn extend(&self, id: Uuid, by: Duration) -> Result<ExtendOutcome> {
+        if by.is_zero() || by > MAX_TTL {
+            return Err(DeploymentError::Refused {
+                field: "duration".into(),
+                reason: "an extension must be more than 0s and at most 3650d".into(),
+            });
+        }
+        let origin = DeploymentOptions::default().origin()?;
+        Ok(self.store.extend_expiry(id, by, &origin).await?)
     }
 
     /// Closes a `leftovers` deployment once an operator checked the provider.

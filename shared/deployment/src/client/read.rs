@@ -155,8 +155,16 @@ fn warnings(deployment: &DeploymentRow, jobs: &[JobRow]) -> Vec<String> {
             ));
         }
     }
+    // An expiry's delayed teardown that has not come due is not under way.
+    let now = chrono::Utc::now();
     let teardown_under_way = jobs.iter().any(|job| {
-        job.kind == Teardown::KIND && matches!(job.state, JobState::Queued | JobState::Running)
+        let pending_expiry = job.payload.get("expiry").is_some()
+            && job.state == JobState::Queued
+            && job.attempt == 0
+            && job.run_at > now;
+        job.kind == Teardown::KIND
+            && matches!(job.state, JobState::Queued | JobState::Running)
+            && !pending_expiry
     });
     if deployment.state == DeploymentState::Failed && !teardown_under_way {
         warnings.push(format!(

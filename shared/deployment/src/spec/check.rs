@@ -239,7 +239,8 @@ impl Spec {
             }
         }
         self.check_payloads()?;
-        self.check_timeouts()
+        self.check_timeouts()?;
+        self.expiry().map(|_| ())
     }
 
     /// The payload, and each node's overrides of it.

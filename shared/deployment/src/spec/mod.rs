@@ -38,6 +38,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
@@ -86,6 +87,51 @@ pub struct Spec {
     /// Login for pulling the payload image from a private registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_credentials_env: Option<RegistryCredentialsEnv>,
+    /// How long the deployment lives: it is torn down this long after it is created
+    /// (`24h`, `90m`, `1h 30m`). Not together with `expires_at`. Kept as written;
+    /// [`Spec::expiry`] reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    /// When the deployment is torn down, in RFC 3339 (`2030-01-31T18:00:00Z`). Not
+    /// together with `ttl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// When a deployment ends, as its spec says: a time to live from its creation, or a
+/// moment. The deployment row holds the moment it resolved to (`expires_at`), and a
+/// delayed teardown job waits for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    After(Duration),
+    At(DateTime<Utc>),
+}
+
+/// Longest time to live (and extension) accepted: ten years.
+pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+impl Expiry {
+    /// The moment of expiry for a deployment created at `now` (database time);
+    /// refused when it is not after `now`.
+    pub fn deadline(self, now: DateTime<Utc>) -> Result<DateTime<Utc>, SpecError> {
+        match self {
+            Expiry::After(ttl) => Ok(now + chrono_duration(ttl)),
+            Expiry::At(at) if at > now => Ok(at),
+            Expiry::At(at) => Err(invalid(
+                "expires_at",
+                format!(
+                    "{} is in the past (it is {} now)",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            )),
+        }
+    }
+}
+
+/// A duration of at most [`MAX_TTL`] as chrono's.
+pub fn chrono_duration(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration.min(MAX_TTL)).unwrap_or(chrono::Duration::MAX)
 }
 
 fn default_attempts() -> i64 {
@@ -484,6 +530,56 @@ impl Spec {
         }
         payload.labels.extend(node.labels.clone());
         payload
+    }
+
+    /// When the deployment ends, if its spec says so. Refuses an unparsable `ttl` or
+    /// `expires_at`, a `ttl` of zero or over [`MAX_TTL`], and both at once; whether
+    /// `expires_at` is still ahead is [`Expiry::deadline`]'s question (a stored spec
+    /// stays valid after its moment passed).
+    pub fn expiry(&self) -> Result<Option<Expiry>, SpecError> {
+        match (&self.ttl, &self.expires_at) {
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(invalid(
+                "ttl",
+                "ttl and expires_at are both set: give one of them",
+            )),
+            (Some(ttl), None) => {
+                let parsed = lc_shared::config::parse_duration(ttl)
+                    .map_err(|reason| invalid("ttl", reason))?;
+                if parsed.is_zero() {
+                    return Err(invalid("ttl", "must be more than 0s"));
+                }
+                if parsed > MAX_TTL {
+                    return Err(invalid("ttl", "must be at most 3650d (ten years)"));
+                }
+                Ok(Some(Expiry::After(parsed)))
+            }
+            (None, Some(at)) => DateTime::parse_from_rfc3339(at.trim())
+                .map(|at| Some(Expiry::At(at.with_timezone(&Utc))))
+                .map_err(|err| {
+                    invalid(
+                        "expires_at",
+                        format!("{at:?} is not an RFC 3339 time like 2030-01-31T18:00:00Z: {err}"),
+                    )
+                }),
+        }
+    }
+
+    /// Sets the time to live (`lc deploy create --ttl`), replacing the spec's own;
+    /// refused when the spec gives `expires_at`, or when `ttl` is not a valid one.
+    pub fn set_ttl(&mut self, ttl: &str) -> Result<(), SpecError> {
+        if self.expires_at.is_some() {
+            return Err(invalid(
+                "ttl",
+                "--ttl given for a spec with expires_at: give one of them",
+            ));
+        }
+        let before = self.ttl.replace(ttl.to_owned());
+        if let Err(err) = self.expiry() {
+            self.ttl = before;
+            return Err(err);
+        }
+        Ok(())
     }
 
     /// The docker-machine flags of this spec's driver, as `--name=value` arguments.

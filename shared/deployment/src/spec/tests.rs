@@ -182,3 +182,77 @@ fn refuses_what_could_reach_a_command_line() {
         .contains("reserved")
     );
 }
+
+#[test]
+fn expiry_is_a_ttl_or_a_moment_never_both() {
+    let at = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .expect("a time")
+            .with_timezone(&chrono::Utc)
+    };
+    let spec = Spec::parse(LOCAL, false).expect("valid spec");
+    assert_eq!(spec.expiry(), Ok(None));
+    let spec = Spec::parse(&format!("{LOCAL}ttl: 1h 30m\n"), false).expect("valid spec");
+    assert_eq!(
+        spec.expiry(),
+        Ok(Some(Expiry::After(Duration::from_secs(5400))))
+    );
+    let now = at("2030-01-01T00:00:00Z");
+    assert_eq!(
+        spec.expiry()
+            .expect("valid")
+            .expect("an expiry")
+            .deadline(now),
+        Ok(at("2030-01-01T01:30:00Z"))
+    );
+    // Round trip as written, through the column.
+    assert_eq!(Spec::from_json(&spec.to_json()).expect("round trip"), spec);
+    let spec = Spec::parse(
+        &format!("{LOCAL}expires_at: 2030-01-31T18:00:00+01:00\n"),
+        false,
+    )
+    .expect("valid spec");
+    let moment = spec.expiry().expect("valid").expect("an expiry");
+    assert_eq!(moment, Expiry::At(at("2030-01-31T17:00:00Z")));
+    assert_eq!(moment.deadline(now), Ok(at("2030-01-31T17:00:00Z")));
+    // A moment in the past is refused when the deployment is made, not when its stored
+    // spec is read again later.
+    let late = at("2030-02-01T00:00:00Z");
+    let refused = moment.deadline(late).expect_err("in the past").to_string();
+    assert!(
+        refused.contains("expires_at") && refused.contains("past"),
+        "{refused}"
+    );
+
+    for (extra, words) in [
+        ("ttl: 0s", &["ttl", "more than 0s"][..]),
+        ("ttl: soon", &["ttl", "invalid duration \"soon\""][..]),
+        ("ttl: 3651d", &["ttl", "at most"][..]),
+        ("expires_at: tomorrow", &["expires_at", "RFC 3339"][..]),
+        (
+            "ttl: 1h\nexpires_at: 2030-01-31T18:00:00Z",
+            &["ttl", "expires_at", "one of them"][..],
+        ),
+    ] {
+        let text = err(&format!("{LOCAL}{extra}\n"));
+        for word in words {
+            assert!(text.contains(word), "{extra}: {text}");
+        }
+    }
+}
+
+#[test]
+fn a_ttl_given_apart_replaces_the_specs_own_but_not_a_moment() {
+    let mut spec = Spec::parse(&format!("{LOCAL}ttl: 1h\n"), false).expect("valid spec");
+    spec.set_ttl("24h").expect("a ttl");
+    assert_eq!(spec.ttl.as_deref(), Some("24h"));
+    let text = spec.set_ttl("0s").expect_err("zero").to_string();
+    assert!(text.contains("ttl"), "{text}");
+    let mut spec = Spec::parse(&format!("{LOCAL}expires_at: 2030-01-31T18:00:00Z\n"), false)
+        .expect("valid spec");
+    let text = spec.set_ttl("1h").expect_err("both").to_string();
+    assert!(
+        text.contains("ttl") && text.contains("expires_at"),
+        "{text}"
+    );
+}

@@ -32,7 +32,10 @@ use lc_shared::in_transaction;
 use lc_shared::job::{NewJob, Priority};
 use lc_shared::kind::JobType;
 use lc_shared::state::JobState;
-use lc_shared::store::{Enqueued, Isolation, Result, Store, StoreError, enqueue_in_transaction};
+use lc_shared::store::{
+    Enqueued, Isolation, Result, Store, StoreError, cancel_queued_in_transaction,
+    enqueue_in_transaction,
+};
 
 /// The deployment tables, on the queue's own database: a [`Store`] plus the deployment
 /// domain's statements. The queue core knows nothing of these tables; this type is how
@@ -80,10 +83,13 @@ pub struct DeploymentRow {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When a delayed teardown removes it (`ttl` or `expires_at` in its spec, moved by
+    /// extensions); `None`: it does not expire.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 const DEPLOYMENT_COLUMNS: &str = "id, name, owner, provider, spec, state, generation, node_count, \
-    deploy_after_provision, last_error, created_at, updated_at";
+    deploy_after_provision, last_error, created_at, updated_at, expires_at";
 
 fn deployment_row(row: &Row) -> DeploymentRow {
     DeploymentRow {
@@ -99,6 +105,7 @@ fn deployment_row(row: &Row) -> DeploymentRow {
         last_error: row.get(9),
         created_at: row.get(10),
         updated_at: row.get(11),
+        expires_at: row.get(12),
     }
 }
 
@@ -109,6 +116,8 @@ pub struct DeploymentSummary {
     pub deployment: DeploymentRow,
     pub machines_ready: i64,
     pub containers_running: i64,
+    /// Seconds until `expires_at`, by the database's clock (negative once past).
+    pub expires_in_secs: Option<f64>,
 }
 
 /// A machine and where its Docker engine is.
@@ -252,12 +261,14 @@ pub enum CreateOutcome {
     Created {
         id: Uuid,
         provision: Enqueued,
+        /// When the deployment expires (its spec's `ttl` from the database's time of
+        /// the create, or its `expires_at`).
+        expires_at: Option<DateTime<Utc>>,
+        /// The delayed teardown that runs then, written with the deployment.
+        expiry_teardown: Option<Enqueued>,
     },
     /// A live deployment already has this name.
-    NameTaken {
-        id: Uuid,
-        state: DeploymentState,
-    },
+    NameTaken { id: Uuid, state: DeploymentState },
 }
 
 /// What the `provision` job's fan-out did.
@@ -325,6 +336,26 @@ pub enum TeardownStart {
         machines: Vec<MachineRow>,
         was: DeploymentState,
     },
+    /// An expiry's delayed teardown with nothing to do (the deployment is torn down
+    /// already, its expiry was moved, or another teardown is under way): the reason.
+    Skip(String),
+    NotFound,
+}
+
+/// What an extension of a deployment's expiry did.
+#[derive(Clone, Debug)]
+pub enum ExtendOutcome {
+    Extended {
+        id: Uuid,
+        was: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        /// The delayed teardown at the new time (the old one is cancelled).
+        teardown: Enqueued,
+    },
+    /// The deployment has no expiry to move.
+    NotExpiring,
+    /// It is being torn down, or gone.
+    NotLive(DeploymentState),
     NotFound,
 }
 
@@ -573,6 +604,46 @@ async fn enqueue_one(tx: &Transaction<'_>, job: NewJob) -> Result<Enqueued> {
         .ok_or_else(|| invalid("enqueue returned no job"))
 }
 
+/// An expiry's delayed teardown that has not started yet (queued, never attempted,
+/// not due): not a teardown under way, so a teardown asked for meanwhile does not wait
+/// for it. SQL over `jobs j`; `queued` is the placeholder bound to the queued state.
+pub(super) fn pending_expiry_sql(queued: &str) -> String {
+    format!(
+        "(j.payload->'expiry' IS NOT NULL AND j.state = {queued} AND j.attempt = 0 AND j.run_at > now())"
+    )
+}
+
+/// The deployment's teardown jobs under way (queued, retrying or running; a pending
+/// expiry is not), but `except`; and how many teardown jobs it ever had.
+async fn live_teardowns(
+    tx: &Transaction<'_>,
+    deployment_id: Uuid,
+    except: Option<Uuid>,
+) -> Result<(Vec<Uuid>, i64)> {
+    let sql = format!(
+        "SELECT j.id, j.state IN ($3, $4) AND NOT {} FROM jobs j WHERE j.group_id = $1 AND j.kind = $2",
+        pending_expiry_sql("$3")
+    );
+    let rows = tx
+        .query(
+            sql.as_str(),
+            &[
+                &deployment_id,
+                &Teardown::KIND.as_str(),
+                &JobState::Queued.as_str(),
+                &JobState::Running.as_str(),
+            ],
+        )
+        .await?;
+    let live = rows
+        .iter()
+        .filter(|row| row.get::<_, bool>(1))
+        .map(|row| row.get::<_, Uuid>(0))
+        .filter(|id| Some(*id) != except)
+        .collect();
+    Ok((live, rows.len() as i64))
+}
+
 /// The live teardown job of a deployment, or a new one (`teardown:<id>:<n>`).
 async fn ensure_teardown(
     tx: &Transaction<'_>,
@@ -580,33 +651,52 @@ async fn ensure_teardown(
     reason: &str,
     origin: &Origin,
 ) -> Result<Enqueued> {
-    let rows = tx
-        .query(
-            "SELECT id, state FROM jobs WHERE group_id = $1 AND kind = $2",
-            &[&deployment_id, &Teardown::KIND.as_str()],
-        )
-        .await?;
-    for row in &rows {
-        let state: String = row.get(1);
-        if state == JobState::Queued.as_str() || state == JobState::Running.as_str() {
-            return Ok(Enqueued {
-                id: row.get(0),
-                created: false,
-                hint: None,
-            });
-        }
+    let (live, all) = live_teardowns(tx, deployment_id, None).await?;
+    if let Some(id) = live.first() {
+        return Ok(Enqueued {
+            id: *id,
+            created: false,
+            hint: None,
+        });
     }
     let reason = super::truncate_text(reason, 900);
     let new = job::<Teardown>(
         &TeardownPayload {
             deployment_id,
             reason: Some(reason),
+            expiry: None,
         },
         deployment_id,
         origin,
-        format!("teardown:{deployment_id}:{}", rows.len() + 1),
+        format!("teardown:{deployment_id}:{}", all + 1),
     )?;
     enqueue_one(tx, new).await
+}
+
+/// The delayed teardown of a deployment's expiry `generation`, due at `expires_at`.
+fn expiry_job(
+    deployment_id: Uuid,
+    generation: i64,
+    expires_at: DateTime<Utc>,
+    origin: &Origin,
+) -> Result<NewJob> {
+    let at = expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    Ok(job::<Teardown>(
+        &TeardownPayload {
+            deployment_id,
+            reason: Some(format!("expired at {at}")),
+            expiry: Some(generation),
+        },
+        deployment_id,
+        origin,
+        expiry_key(deployment_id, generation),
+    )?
+    .with_run_at(expires_at))
+}
+
+/// The idempotency key of a deployment's delayed teardown for one expiry generation.
+fn expiry_key(deployment_id: Uuid, generation: i64) -> String {
+    format!("teardown-expiry:{deployment_id}:{generation}")
 }
 
 fn deploy_job(

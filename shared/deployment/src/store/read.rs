@@ -18,7 +18,8 @@ impl DeploymentStore {
         let sql = format!(
             "SELECT {},
                     (SELECT count(*) FROM machines m WHERE m.deployment_id = d.id AND m.state = $3),
-                    (SELECT count(*) FROM containers c WHERE c.deployment_id = d.id AND c.state = $4)
+                    (SELECT count(*) FROM containers c WHERE c.deployment_id = d.id AND c.state = $4),
+                    EXTRACT(EPOCH FROM (d.expires_at - now()))::FLOAT8
              FROM deployments d WHERE ($1 OR d.state <> $5)
              ORDER BY d.created_at DESC LIMIT $2",
             columns.join(", ")
@@ -32,8 +33,9 @@ impl DeploymentStore {
         ];
         self.query_rows(&sql, &params, |row| DeploymentSummary {
             deployment: deployment_row(row),
-            machines_ready: row.get(12),
-            containers_running: row.get(13),
+            machines_ready: row.get(13),
+            containers_running: row.get(14),
+            expires_in_secs: row.get(15),
         })
         .await
     }

@@ -43,16 +43,28 @@ impl DeploymentStore {
 
     /// Starts a teardown attempt: the deployment becomes `tearing_down` (unless it is
     /// already torn down: then the attempt only checks that nothing is left).
+    ///
+    /// The delayed teardown of an expiry (`expiry`: its generation) is a second
+    /// teardown request: it skips when the deployment is torn down (or `leftovers`)
+    /// already, when its expiry was moved since, and when another teardown is under
+    /// way (that one does the work). The deployment's row lock orders it against a
+    /// teardown asked for by hand, which in turn finds it once it started.
     pub async fn begin_teardown(
         &self,
         deployment_id: Uuid,
         reason: &str,
         job_id: Uuid,
+        expiry: Option<i64>,
     ) -> Result<TeardownStart> {
         in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(TeardownStart::NotFound);
             };
+            if let Some(generation) = expiry
+                && let Some(skip) = expiry_skip(tx, deployment_id, locked.state, generation, job_id).await?
+            {
+                return Ok(TeardownStart::Skip(skip));
+            }
             if !matches!(
                 locked.state,
                 DeploymentState::TearingDown | DeploymentState::TornDown
@@ -161,4 +173,38 @@ impl DeploymentStore {
             Ok(Some(to))
         })
     }
+}
+
+/// Why an expiry's delayed teardown (of expiry `generation`) has nothing to do, if so.
+async fn expiry_skip(
+    tx: &Transaction<'_>,
+    deployment_id: Uuid,
+    state: DeploymentState,
+    generation: i64,
+    job_id: Uuid,
+) -> Result<Option<String>> {
+    if matches!(
+        state,
+        DeploymentState::TornDown | DeploymentState::Leftovers
+    ) {
+        return Ok(Some(format!(
+            "the deployment is {state}: torn down already, nothing to do at its expiry"
+        )));
+    }
+    let current: i64 = tx
+        .query_one(
+            "SELECT expiry_generation FROM deployments WHERE id = $1",
+            &[&deployment_id],
+        )
+        .await?
+        .get(0);
+    if current != generation {
+        return Ok(Some(format!(
+            "the expiry was moved since (expiry {generation} is now {current}): its own delayed teardown runs then"
+        )));
+    }
+    let (live, _) = live_teardowns(tx, deployment_id, Some(job_id)).await?;
+    Ok(live
+        .first()
+        .map(|other| format!("teardown job {other} is under way: it removes everything")))
 }

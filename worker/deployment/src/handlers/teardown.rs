@@ -22,6 +22,11 @@
 //! 5. Every row `removed`, the deployment `torn_down`; or `leftovers` when a machine was
 //!    abandoned (`lc stuck` lists it until `lc deploy ack NAME`). The deployment's keys
 //!    are dropped once nothing is left.
+//!
+//! An expiry's delayed teardown (`expiry` in its payload, due at the deployment's
+//! `expires_at`) is this job too, but first asks whether it has anything to do: not
+//! when the deployment is torn down already, its expiry was moved since, or another
+//! teardown is under way (`DeploymentStore::begin_teardown`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -54,18 +59,24 @@ pub async fn teardown(ctx: &JobContext, payload: TeardownPayload) -> Result<(), 
         .unwrap_or_else(|| "teardown requested".to_owned());
     let store = &env(ctx)?.store;
     let start = store
-        .begin_teardown(id, &reason, ctx.job().id)
+        .begin_teardown(id, &reason, ctx.job().id, payload.expiry)
         .await
         .map_err(|err| store_error("start the teardown", err))?;
-    let TeardownStart::Proceed {
-        spec, was, name, ..
-    } = start
-    else {
-        ctx.log(&format!(
-            "deployment {id} does not exist: nothing to tear down"
-        ))
-        .await;
-        return Ok(());
+    let (spec, was, name) = match start {
+        TeardownStart::Proceed {
+            spec, was, name, ..
+        } => (spec, was, name),
+        TeardownStart::Skip(why) => {
+            ctx.log(&why).await;
+            return Ok(());
+        }
+        TeardownStart::NotFound => {
+            ctx.log(&format!(
+                "deployment {id} does not exist: nothing to tear down"
+            ))
+            .await;
+            return Ok(());
+        }
     };
     if was == DeploymentState::TornDown {
         ctx.log("deployment is torn down already: checking that nothing is left")
