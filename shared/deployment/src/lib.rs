@@ -7,7 +7,8 @@
 //! - the states of deployments, machines and containers, and which changes exist
 //! - [`kinds`]: the `provision`, `provision_machine`, `deploy` and `teardown` kinds,
 //!   their payloads, and [`kinds::Builtin`], the one list of every built-in kind
-//! - names, labels and redaction helpers
+//! - names, labels and redaction helpers; [`docker_machine`]: the arguments of every
+//!   docker-machine call, for the worker that runs them and the plans that show them
 //! - [`DeploymentStore`]: the SQL of the `deployments`, `machines`, `containers` and
 //!   `deployment_events` tables
 //! - [`client`]: deployments through the library ([`Deployments`]): create, update,
@@ -29,6 +30,7 @@
 //! ```
 
 pub mod client;
+pub mod docker_machine;
 pub mod kinds;
 mod records;
 pub mod spec;

@@ -21,6 +21,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use lc_deployment::docker_machine::{
+    self, CRASH_REPORT_VAR as CRASH_REPORT_TOKEN, NO_CRASH_REPORT, STORAGE_PATH_VAR,
+};
 use lc_deployment::{
     Provider, Spec, is_secret_key, redact_values, spec::is_env_var_name, truncate_text,
 };
@@ -35,10 +38,6 @@ use lc_worker::Metrics;
 const MAX_CAPTURE: usize = 256 * 1024;
 /// Most output written into the job's history per stream and call.
 const MAX_LOGGED: usize = 4 * 1024;
-
-/// docker-machine sends a crash report to bugsnag after a failed create unless this is
-/// `no-report`.
-const CRASH_REPORT_TOKEN: &str = "MACHINE_BUGSNAG_API_TOKEN";
 
 /// Variables passed through from the worker's environment.
 const PASSTHROUGH: &[&str] = &[
@@ -203,7 +202,7 @@ impl MachineCli {
         }
         for (name, value) in std::env::vars() {
             if name.starts_with("MACHINE_")
-                && name != "MACHINE_STORAGE_PATH"
+                && name != STORAGE_PATH_VAR
                 && name != CRASH_REPORT_TOKEN
             {
                 if is_secret_key(&name) {
@@ -216,10 +215,7 @@ impl MachineCli {
             let Some((name, value)) = entry.split_once('=') else {
                 return Err(MachineError::ExtraEnv(entry.clone()));
             };
-            if !is_env_var_name(name)
-                || name == "MACHINE_STORAGE_PATH"
-                || name == CRASH_REPORT_TOKEN
-            {
+            if !is_env_var_name(name) || name == STORAGE_PATH_VAR || name == CRASH_REPORT_TOKEN {
                 return Err(MachineError::ExtraEnv(entry.clone()));
             }
             if is_secret_key(name) {
@@ -245,7 +241,7 @@ impl MachineCli {
             }
         }
         // No crash report ever leaves the machine.
-        env.push((CRASH_REPORT_TOKEN.to_owned(), "no-report".to_owned()));
+        env.push((CRASH_REPORT_TOKEN.to_owned(), NO_CRASH_REPORT.to_owned()));
         Ok(MachineCli {
             binary: config.docker_machine.clone(),
             storage: store.path().to_path_buf(),
@@ -339,7 +335,7 @@ impl MachineCli {
             .args(args)
             .env_clear()
             .envs(self.env.iter().map(|(name, value)| (name, value)))
-            .env("MACHINE_STORAGE_PATH", &self.storage)
+            .env(STORAGE_PATH_VAR, &self.storage)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -423,7 +419,8 @@ impl MachineCli {
         }
     }
 
-    /// `create --driver DRIVER [flags] NAME`.
+    /// `create --driver DRIVER [flags] NAME` ([`docker_machine::create_args`], which
+    /// plans show too).
     pub async fn create(
         &self,
         ctx: &impl CallContext,
@@ -431,13 +428,7 @@ impl MachineCli {
         driver: &str,
         flags: &[String],
     ) -> Result<CallOutput, MachineError> {
-        let mut args = vec![
-            "create".to_owned(),
-            "--driver".to_owned(),
-            driver.to_owned(),
-        ];
-        args.extend(flags.iter().cloned());
-        args.push(name.to_owned());
+        let args = docker_machine::create_args(name, driver, flags);
         self.run(ctx, "create", name, &args).await
     }
 
@@ -448,7 +439,12 @@ impl MachineCli {
         name: &str,
     ) -> Result<Option<String>, MachineError> {
         match self
-            .run(ctx, "status", name, &["status".to_owned(), name.to_owned()])
+            .run(
+                ctx,
+                "status",
+                name,
+                &docker_machine::query_args("status", name),
+            )
             .await
         {
             Ok(output) => Ok(Some(output.stdout.trim().to_owned())),
@@ -468,7 +464,7 @@ impl MachineCli {
                 ctx,
                 "inspect",
                 name,
-                &["inspect".to_owned(), name.to_owned()],
+                &docker_machine::query_args("inspect", name),
             )
             .await
         {
@@ -488,7 +484,7 @@ impl MachineCli {
     /// `url NAME`: the engine's URL.
     pub async fn url(&self, ctx: &impl CallContext, name: &str) -> Result<String, MachineError> {
         let output = self
-            .run(ctx, "url", name, &["url".to_owned(), name.to_owned()])
+            .run(ctx, "url", name, &docker_machine::query_args("url", name))
             .await?;
         let url = output.stdout.trim().to_owned();
         if url.starts_with("unix://") || url.starts_with("tcp://") {
@@ -505,12 +501,7 @@ impl MachineCli {
     /// `rm -y NAME`: true when removed, false when it did not exist (which counts as done).
     pub async fn rm(&self, ctx: &impl CallContext, name: &str) -> Result<bool, MachineError> {
         match self
-            .run(
-                ctx,
-                "rm",
-                name,
-                &["rm".to_owned(), "-y".to_owned(), name.to_owned()],
-            )
+            .run(ctx, "rm", name, &docker_machine::rm_args(name))
             .await
         {
             Ok(_) => Ok(true),

@@ -150,17 +150,7 @@ impl ScratchStore {
     /// The global flags that make docker-machine use the deployment's certificates
     /// instead of generating its own (which parallel creates would race on).
     pub fn tls_flags(&self) -> Vec<String> {
-        let path = |file: &str| self.path.join("certs").join(file).display().to_string();
-        vec![
-            "--tls-ca-cert".into(),
-            path("ca.pem"),
-            "--tls-ca-key".into(),
-            path("ca-key.pem"),
-            "--tls-client-cert".into(),
-            path("cert.pem"),
-            "--tls-client-key".into(),
-            path("key.pem"),
-        ]
+        lc_deployment::docker_machine::tls_flags(&self.path)
     }
 
     fn machine_dir(&self, name: &str) -> PathBuf {
