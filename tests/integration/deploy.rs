@@ -20,6 +20,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 mod expiry;
+mod plan;
 
 fn image() -> String {
     std::env::var("LC_IMAGE").unwrap_or_else(|_| "lc-busybox:latest".to_owned())

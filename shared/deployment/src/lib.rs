@@ -12,8 +12,9 @@
 //! - [`DeploymentStore`]: the SQL of the `deployments`, `machines`, `containers` and
 //!   `deployment_events` tables
 //! - [`client`]: deployments through the library ([`Deployments`]): create, update,
-//!   tear down; read one, the list, its history; wait for a state; what needs an
-//!   operator
+//!   tear down, extend the expiry, plan; read one, the list, its history; wait for a
+//!   state; what needs an operator
+//! - [`plan`]: what a create or an update would do ([`plan::Plan`]), for dry runs
 //!
 //! ```text
 //!                 join (all machines ready)        deploy job           all containers up
@@ -32,6 +33,7 @@
 pub mod client;
 pub mod docker_machine;
 pub mod kinds;
+pub mod plan;
 mod records;
 pub mod spec;
 mod store;
@@ -46,6 +48,7 @@ pub use client::{
     Attention, DeploymentError, DeploymentOptions, DeploymentView, DeploymentWait, Deployments,
     WaitOutcome,
 };
+pub use plan::Plan;
 pub use records::{AckOutcome, DeploymentAttention, Fence};
 pub use spec::{
     CaEnv, Expiry, FileSpec, FlagValue, MAX_TTL, NetworkMode, NodeOverride, Nodes, Payload,
@@ -54,7 +57,8 @@ pub use spec::{
 pub use store::{
     ContainerRow, CreateOutcome, DeployStart, DeploymentEventRow, DeploymentRow, DeploymentStore,
     DeploymentSummary, Endpoint, ExtendOutcome, FanOut, MachineRow, MachineStart, Origin,
-    ReadyOutcome, TEARDOWN_ATTEMPTS, TeardownRequest, TeardownStart, UpdateOutcome, WatchOutcome,
+    ReadyOutcome, TEARDOWN_ATTEMPTS, TeardownRequest, TeardownStart, UpdateBase, UpdateOutcome,
+    WatchOutcome,
 };
 
 /// Container labels every LaunchControl container carries; teardown finds containers

@@ -451,6 +451,13 @@ async fn bad_expiry_input_is_refused_and_nothing_is_written() {
             vec!["--ttl", "1h"],
             vec!["ttl", "expires_at"],
         ),
+        // A dry run refuses the same.
+        (spec.clone(), vec!["--ttl", "0s", "--dry-run"], vec!["ttl"]),
+        (
+            format!("{spec}expires_at: '2001-01-01T00:00:00Z'\n"),
+            vec!["--dry-run"],
+            vec!["expires_at", "past"],
+        ),
     ];
     for (text, args, expected) in &cases {
         let path = write_spec(&env, text);

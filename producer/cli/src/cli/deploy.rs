@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use lc_deployment::plan::{Change, Plan, PlanAction};
 use lc_deployment::{
     AckOutcome, CreateOutcome, DeploymentOptions, DeploymentState, DeploymentSummary,
     DeploymentView, DeploymentWait, Deployments, ExtendOutcome, Spec, TeardownRequest,
@@ -21,10 +22,13 @@ pub enum DeployCommand {
     #[command(after_help = "Examples:
   lc deploy create examples/demo.yaml --wait
   lc deploy create cloud.json --no-deploy --json
-  lc deploy create examples/demo.yaml --ttl 24h     # torn down by itself in 24 hours")]
+  lc deploy create examples/demo.yaml --ttl 24h     # torn down by itself in 24 hours
+  lc deploy create cloud.yaml --dry-run             # what would be made; nothing is written")]
     Create(CreateArgs),
     /// Deploy a changed spec (same name, nodes and provider): the containers are
     /// replaced one machine at a time
+    #[command(after_help = "Examples:
+  lc deploy update web.yaml --dry-run --json        # what would change; nothing is written")]
     Update(UpdateArgs),
     /// Remove a deployment's containers and machines
     Teardown(TeardownArgs),
@@ -78,6 +82,10 @@ pub struct CreateArgs {
     /// replaces the spec's `ttl`
     #[arg(long)]
     pub ttl: Option<String>,
+    /// Validate and print what would be made (machines, containers, docker-machine
+    /// calls with credentials masked, concurrency keys, jobs); write nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Only provision the machines; deploy later with `lc deploy update`
     #[arg(long)]
     pub no_deploy: bool,
@@ -101,6 +109,10 @@ pub struct CreateArgs {
 #[derive(Args, Debug)]
 pub struct UpdateArgs {
     pub spec: PathBuf,
+    /// Validate and print what would change (containers replaced, generation, spec
+    /// fields); write nothing
+    #[arg(long)]
+    pub dry_run: bool,
     #[arg(long, default_value = lc_shared::job::DEFAULT_QUEUE)]
     pub queue: String,
     #[arg(long)]
@@ -229,6 +241,9 @@ async fn create(deployments: &Deployments, args: CreateArgs) -> anyhow::Result<i
         queue: args.queue.clone(),
         deploy: !args.no_deploy,
     };
+    if args.dry_run {
+        return print_plan(&deployments.plan_create(&spec, &options).await?, args.json);
+    }
     let (id, provision, expires_at) = match deployments.create(&spec, &options).await? {
         CreateOutcome::Created {
             id,
@@ -279,6 +294,9 @@ async fn update(deployments: &Deployments, args: UpdateArgs) -> anyhow::Result<i
         queue: args.queue.clone(),
         ..Default::default()
     };
+    if args.dry_run {
+        return print_plan(&deployments.plan_update(&spec, &options).await?, args.json);
+    }
     let (id, generation, deploy) = match deployments.update(&spec, &options).await? {
         UpdateOutcome::Updated {
             id,
@@ -363,6 +381,116 @@ async fn teardown(deployments: &Deployments, args: TeardownArgs) -> anyhow::Resu
         .await;
     }
     Ok(0)
+}
+
+/// Prints a plan (what a create or an update would do; nothing was written); a refused
+/// one ends in its error (exit 1), after the plan.
+fn print_plan(plan: &Plan, json: bool) -> anyhow::Result<i32> {
+    if json {
+        output::json(plan)?;
+    } else {
+        print_plan_text(plan);
+    }
+    match &plan.refused {
+        Some(reason) => anyhow::bail!(
+            "deployment {:?} would be refused: {reason}",
+            plan.deployment
+        ),
+        None => Ok(0),
+    }
+}
+
+fn print_plan_text(plan: &Plan) {
+    let action = match plan.action {
+        PlanAction::Create => "create",
+        PlanAction::Update => "update",
+    };
+    println!("dry run: nothing was written");
+    let from = plan
+        .current_generation
+        .map(|current| format!("{current} → "))
+        .unwrap_or_default();
+    println!(
+        "{action} deployment {}: generation {from}{}",
+        plan.deployment, plan.generation
+    );
+    if let Some(at) = plan.expires_at {
+        println!("expires {at} ({})", time_left(Some(seconds_until(at))));
+    }
+    if !plan.changes.is_empty() {
+        println!("changes {}", plan.changes.join(", "));
+    }
+    let change = |change: Change| match change {
+        Change::Create => "+ create",
+        Change::Keep => "  keep",
+        Change::Remove => "- remove",
+    };
+    if !plan.machines.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = plan
+            .machines
+            .iter()
+            .map(|m| {
+                vec![
+                    change(m.change).to_owned(),
+                    m.name.clone(),
+                    m.provider.clone(),
+                    output::opt(&m.driver),
+                ]
+            })
+            .collect();
+        output::table(&["CHANGE", "MACHINE", "PROVIDER", "DRIVER"], &rows);
+    }
+    if !plan.containers.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = plan
+            .containers
+            .iter()
+            .map(|c| {
+                vec![
+                    change(c.change).to_owned(),
+                    c.name.clone(),
+                    c.machine.clone(),
+                    c.generation.to_string(),
+                    c.image.clone(),
+                ]
+            })
+            .collect();
+        output::table(&["CHANGE", "CONTAINER", "MACHINE", "GEN", "IMAGE"], &rows);
+    }
+    if let Some(first) = plan.calls.first() {
+        // Every call of a plan has the same environment and global flags.
+        let mut prefix = first.clone();
+        prefix.args = vec!["ARGS".to_owned()];
+        println!(
+            "\ndocker-machine calls, each as (credentials masked):\n  {}",
+            prefix.command_line()
+        );
+        for call in &plan.calls {
+            let key = call
+                .concurrency_key
+                .as_deref()
+                .map(|key| format!("  [concurrency key {key}]"))
+                .unwrap_or_default();
+            println!("  {}: {}{key}", call.machine, call.args.join(" "));
+        }
+    }
+    if !plan.jobs.is_empty() {
+        println!("\njobs:");
+        for jobs in &plan.jobs {
+            let when = jobs
+                .run_at
+                .map(|at| format!(", due {at}"))
+                .unwrap_or_default();
+            println!(
+                "  {} x{} (queue {}{when})",
+                jobs.kind, jobs.count, jobs.queue
+            );
+        }
+    }
+    for note in &plan.notes {
+        println!("\nalso made: {note}");
+    }
 }
 
 async fn extend(deployments: &Deployments, args: ExtendArgs) -> anyhow::Result<i32> {

@@ -1,11 +1,12 @@
 //! Deployments through the library, as jobs are: create, update, tear down, extend
-//! their expiry, acknowledge leftovers (here), and read them (`read`: one with its
-//! machines, containers, jobs and history, the list, waiting for a state, what needs an
-//! operator). Each change is one transaction in the store (the deployment row and the
-//! jobs it implies together), and the hints of the jobs it made are sent after the
-//! commit, here; callers (`lc deploy`, later the HTTP API) do not reach into the store
-//! or dispatch themselves. A deployment is named by name or id once, with
-//! [`Deployments::resolve`]; everything after takes its id.
+//! their expiry, plan a create or an update (reading and writing nothing), acknowledge
+//! leftovers (here), and read them (`read`: one with its machines, containers, jobs and
+//! history, the list, waiting for a state, what needs an operator). Each change is one
+//! transaction in the store (the deployment row and the jobs it implies together), and
+//! the hints of the jobs it made are sent after the commit, here; callers (`lc deploy`,
+//! later the HTTP API) do not reach into the store or dispatch themselves. A deployment
+//! is named by name or id once, with [`Deployments::resolve`]; everything after takes
+//! its id.
 //!
 //! ```no_run
 //! # async fn example(producer: lc_producer::Producer) -> Result<(), lc_deployment::DeploymentError> {
@@ -28,8 +29,8 @@ use lc_shared::store::StoreError;
 use uuid::Uuid;
 
 use crate::{
-    AckOutcome, CreateOutcome, DeploymentStore, ExtendOutcome, MAX_TTL, Origin, Spec, SpecError,
-    TeardownRequest, UpdateOutcome, redact_secrets,
+    AckOutcome, CreateOutcome, DeploymentStore, ExtendOutcome, MAX_TTL, Origin, Plan, Spec,
+    SpecError, TeardownRequest, UpdateOutcome, redact_secrets,
 };
 
 pub use read::{Attention, DeploymentView, DeploymentWait, WaitOutcome};
@@ -141,6 +142,46 @@ impl Deployments {
             self.producer.notify(std::slice::from_ref(provision)).await;
         }
         Ok(outcome)
+    }
+
+    /// What [`Deployments::create`] would do with `spec` and `options`, writing nothing:
+    /// its machines, containers, docker-machine calls (credentials masked), concurrency
+    /// keys, jobs and expiry. Invalid input is the same error as for the create; a
+    /// taken name is a plan with `refused` set.
+    pub async fn plan_create(&self, spec: &Spec, options: &DeploymentOptions) -> Result<Plan> {
+        spec.validate()?;
+        options.origin()?;
+        let expires_at = match spec.expiry()? {
+            Some(expiry) => Some(expiry.deadline(self.store.database_now().await?)?),
+            None => None,
+        };
+        let refused = self
+            .store
+            .live_deployment(&spec.name)
+            .await?
+            .map(|(id, state)| {
+                format!(
+                    "deployment {:?} already exists ({id}, {state}); tear it down first, or change its payload with `lc deploy update`",
+                    spec.name
+                )
+            });
+        Ok(Plan::create(
+            spec,
+            options.deploy,
+            &options.queue,
+            expires_at,
+            refused,
+        ))
+    }
+
+    /// What [`Deployments::update`] would do with `spec`, writing nothing: the
+    /// containers it replaces on which machines, the new generation, the spec fields
+    /// it changes, or why it would be refused (`refused`, with the same checks).
+    pub async fn plan_update(&self, spec: &Spec, options: &DeploymentOptions) -> Result<Plan> {
+        spec.validate()?;
+        options.origin()?;
+        let base = self.store.update_base(spec).await?;
+        Ok(Plan::update(spec, base.as_ref(), &options.queue))
     }
 
     /// Stores a changed spec (same name, nodes and provider) as the next generation and

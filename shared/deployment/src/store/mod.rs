@@ -18,6 +18,8 @@ mod provision;
 mod read;
 mod teardown;
 
+pub use read::UpdateBase;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

@@ -1,5 +1,5 @@
 //! What operators and handlers read: a deployment, the list, its machines, containers
-//! and events.
+//! and events; what a plan starts from.
 
 use super::*;
 
@@ -77,5 +77,67 @@ impl DeploymentStore {
             },
         )
         .await
+    }
+}
+
+/// What an update of a spec would start from, read in one snapshot with nothing locked
+/// or written: the live deployment of the spec's name, its machines and containers, the
+/// spec the update would store and why it would be refused, if it would.
+#[derive(Clone, Debug)]
+pub struct UpdateBase {
+    pub deployment: DeploymentRow,
+    pub machines: Vec<MachineRow>,
+    pub containers: Vec<ContainerRow>,
+    /// The stored spec, and the one the update would store in its place.
+    pub current: Spec,
+    pub next: Spec,
+    pub refused: Option<String>,
+}
+
+impl DeploymentStore {
+    /// The live (not torn down) deployment of a name: its id and state.
+    pub async fn live_deployment(&self, name: &str) -> Result<Option<(Uuid, DeploymentState)>> {
+        self.query_row(
+            "SELECT id, state FROM deployments WHERE name = $1 AND state <> $2",
+            &[&name, &DeploymentState::TornDown.as_str()],
+            |row| (row.get(0), row.get(1)),
+        )
+        .await
+    }
+
+    /// What [`DeploymentStore::update_deployment`] would start from for `spec`, and
+    /// whether it would refuse (the same checks); `None` when no live deployment has
+    /// the spec's name. Writes nothing.
+    pub async fn update_base(&self, spec: &Spec) -> Result<Option<UpdateBase>> {
+        let deployment_sql =
+            format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE name = $1 AND state <> $2");
+        let machines_sql = format!(
+            "SELECT {MACHINE_COLUMNS} FROM machines WHERE deployment_id = $1 ORDER BY node_index"
+        );
+        let containers_sql = format!(
+            "{CONTAINER_SELECT} WHERE c.deployment_id = $1 ORDER BY m.node_index, c.generation"
+        );
+        // Serializable: the reads are one snapshot. Nothing is written.
+        in_transaction!(self, Isolation::Serializable, tx => {
+            let Some(row) = tx
+                .query_opt(deployment_sql.as_str(), &[&spec.name, &DeploymentState::TornDown.as_str()])
+                .await?
+            else {
+                return Ok(None);
+            };
+            let deployment = deployment_row(&row);
+            let id = deployment.id;
+            let current = Spec::from_json(&deployment.spec)
+                .map_err(|err| invalid(format!("stored spec of deployment {id}: {err}")))?;
+            let machines: Vec<MachineRow> =
+                tx.query(machines_sql.as_str(), &[&id]).await?.iter().map(machine_row).collect();
+            let containers: Vec<ContainerRow> =
+                tx.query(containers_sql.as_str(), &[&id]).await?.iter().map(container_row).collect();
+            let deploy_live = create::live_deploys(tx, id).await? > 0;
+            let refused = create::update_refusal(&current, deployment.state, &machines, deploy_live, spec)
+                .map(str::to_owned);
+            let next = create::updated_spec(&current, spec);
+            Ok(Some(UpdateBase { deployment, machines, containers, current, next, refused }))
+        })
     }
 }
