@@ -30,6 +30,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_job_groups",
         include_str!("../../migrations/0005_job_groups.sql"),
     ),
+    (
+        "0006_concurrency",
+        include_str!("../../migrations/0006_concurrency.sql"),
+    ),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one, and
