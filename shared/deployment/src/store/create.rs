@@ -5,7 +5,8 @@ use super::*;
 
 impl DeploymentStore {
     /// Writes a new deployment (state `provisioning`) and enqueues its `provision` job,
-    /// in one transaction. The spec must be validated already.
+    /// in one transaction. The spec must be validated already. A docker-machine
+    /// provider's account key gets its default limit if it has none.
     pub async fn create_deployment(
         &self,
         spec: &Spec,
@@ -58,6 +59,7 @@ impl DeploymentStore {
                     if deploy_after_provision { ", deploy after provisioning" } else { "" }
                 );
                 event(tx, id, "deployment", None, Some(initial), &message, origin.job_id).await?;
+                default_account_limit(tx, &spec.provider).await?;
             }
             let provision = enqueue_one(tx, provision.clone()).await?;
             Ok(CreateOutcome::Created { id, provision })
