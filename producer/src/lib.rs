@@ -45,6 +45,8 @@ pub enum ProducerError {
     #[error(transparent)]
     Kind(#[from] lc_shared::kind::KindError),
     #[error(transparent)]
+    Concurrency(#[from] lc_shared::concurrency::InvalidConcurrency),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
@@ -54,7 +56,9 @@ impl ProducerError {
     /// Which kind of failure this is (see [`ErrorKind`]).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ProducerError::Invalid(_) | ProducerError::Kind(_) => ErrorKind::Invalid,
+            ProducerError::Invalid(_) | ProducerError::Kind(_) | ProducerError::Concurrency(_) => {
+                ErrorKind::Invalid
+            }
             ProducerError::Store(err) => ErrorKind::of_store(err),
             ProducerError::Queue(_) => ErrorKind::Unavailable,
         }
@@ -252,8 +256,23 @@ impl Producer {
     }
 
     /// Cancels a queued or running job (a running one stops at its worker's next
-    /// heartbeat, its child processes killed).
+    /// heartbeat, its child processes killed). A running job with a concurrency key
+    /// frees its key's slot: the key's next waiting jobs get their hints here.
     pub async fn cancel(&self, id: Uuid) -> Result<CancelOutcome> {
-        Ok(self.store.cancel(id, "cancelled on request").await?)
+        let outcome = self.store.cancel(id, "cancelled on request").await?;
+        if outcome
+            == (CancelOutcome::Cancelled {
+                was: lc_shared::JobState::Running,
+            })
+            && let Some(key) = self
+                .store
+                .job(id)
+                .await?
+                .and_then(|job| job.concurrency_key)
+        {
+            let targets = self.store.waiting_heads(&[(key, 1)]).await?;
+            self.dispatch.send(&targets).await;
+        }
+        Ok(outcome)
     }
 }

@@ -49,6 +49,11 @@ pub enum InvalidJob {
     Json(String),
     #[error("timeout must be more than 0 and at most 24h, got {0}")]
     Timeout(String),
+    #[error(
+        "invalid concurrency key {0:?}: use 1 to {max} characters, none of them a control character",
+        max = crate::concurrency::MAX_KEY_LEN
+    )]
+    ConcurrencyKey(String),
 }
 
 /// What a job does: a kind's name. Kinds are registered (see [`crate::kind`]): a
@@ -229,6 +234,10 @@ pub struct NewJob {
     pub group_id: Option<Uuid>,
     /// Time limit of one attempt; `None` means the kind's default.
     pub timeout: Option<Duration>,
+    /// The job's concurrency key, if any: at most the key's limit of jobs with the same
+    /// key run at once, across every worker (see [`crate::concurrency`]). A job waiting
+    /// for a slot of its key stays `queued`, in order, and uses no attempt.
+    pub concurrency_key: Option<String>,
 }
 
 impl NewJob {
@@ -244,6 +253,7 @@ impl NewJob {
             idempotency_key: None,
             group_id: None,
             timeout: None,
+            concurrency_key: None,
         }
     }
 
@@ -284,13 +294,20 @@ impl NewJob {
         self
     }
 
+    /// Gives the job a concurrency key (see [`NewJob::concurrency_key`]); the key's
+    /// limit is set apart, by key (`Inspector::set_concurrency_limit` of `lc-producer`).
+    pub fn with_concurrency_key(mut self, key: impl Into<String>) -> Self {
+        self.concurrency_key = Some(key.into());
+        self
+    }
+
     /// Puts the job in a group (see [`NewJob::group_id`]).
     pub fn with_group(mut self, group_id: Uuid) -> Self {
         self.group_id = Some(group_id);
         self
     }
 
-    /// Checks the envelope: queue, attempts, key, time limit, payload size and shape.
+    /// Checks the envelope: queue, attempts, keys, time limit, payload size and shape.
     /// The payload itself is the kind's to check: [`crate::kind::Kinds::validate`] does
     /// both, and is what every way in calls.
     pub fn validate_envelope(&self) -> Result<(), InvalidJob> {
@@ -307,6 +324,11 @@ impl NewJob {
             && (timeout.is_zero() || timeout > MAX_JOB_TIMEOUT)
         {
             return Err(InvalidJob::Timeout(format!("{timeout:?}")));
+        }
+        if let Some(key) = &self.concurrency_key
+            && !crate::concurrency::is_valid_key(key)
+        {
+            return Err(InvalidJob::ConcurrencyKey(key.clone()));
         }
         let size = serde_json::to_vec(&self.payload)
             .map_err(|err| InvalidJob::Json(err.to_string()))?

@@ -3,6 +3,7 @@
 //! public API only, as a library user's own job kinds would be.
 //!
 //! - [`job`]: the job model (kind names, priorities, new jobs) and envelope validation
+//! - [`concurrency`]: concurrency keys and their limits, checked
 //! - [`wire`]: the inbox wire format, parsed into new jobs
 //! - [`kind`]: job kinds as units ([`kind::JobType`]) and their registry ([`kind::Kinds`])
 //! - [`builtin`]: the kinds every process knows (`noop`, `sleep`)
@@ -19,6 +20,7 @@
 //! - [`telemetry`]: tracing set-up
 
 pub mod builtin;
+pub mod concurrency;
 pub mod config;
 pub mod dialect;
 pub mod dispatch;

@@ -31,6 +31,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0005_job_groups.sql"),
     ),
     (
+        "0006_concurrency",
+        include_str!("../../migrations/0006_concurrency.sql"),
+    ),
+    (
         "0007_deployment_expiry",
         include_str!("../../migrations/0007_deployment_expiry.sql"),
     ),

@@ -32,6 +32,9 @@ pub struct WireJob {
     /// Time limit of each attempt, as a duration ("90s", "5m", "500ms").
     #[serde(default)]
     pub timeout: Option<String>,
+    /// The job's concurrency key (see `NewJob::concurrency_key`).
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
 }
 
 /// Room for the envelope around a payload in a wire message.
@@ -64,6 +67,7 @@ impl NewJob {
         if let Some(timeout) = wire.timeout {
             job.timeout = Some(parse_duration(&timeout).map_err(InvalidJob::Timeout)?);
         }
+        job.concurrency_key = wire.concurrency_key;
         job.idempotency_key = Some(
             wire.idempotency_key
                 .unwrap_or_else(|| format!("inbox:{fallback_key}")),
@@ -105,6 +109,22 @@ mod tests {
         assert!(matches!(
             NewJob::from_wire(r#"{"kind":"noop","colour":"red"}"#, "1-0", &kinds),
             Err(InvalidJob::Json(_))
+        ));
+    }
+
+    #[test]
+    fn wire_messages_may_name_a_concurrency_key() {
+        let kinds = builtin::kinds().expect("core kinds");
+        let job = NewJob::from_wire(
+            r#"{"kind":"noop","concurrency_key":"tenant:42"}"#,
+            "1-0",
+            &kinds,
+        )
+        .expect("valid");
+        assert_eq!(job.concurrency_key.as_deref(), Some("tenant:42"));
+        assert!(matches!(
+            NewJob::from_wire(r#"{"kind":"noop","concurrency_key":""}"#, "1-0", &kinds),
+            Err(InvalidJob::ConcurrencyKey(_))
         ));
     }
 

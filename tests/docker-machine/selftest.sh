@@ -797,6 +797,29 @@ rm -f "$S/no-error-report"
 run dm create -d none --url "unix://$NOSOCK" 'bad_name!'
 rc_is 1 "an invalid name is no crash"
 check "[[ \$(wc -l <'$B') == 1 ]]" "no report with MACHINE_BUGSNAG_API_TOKEN=no-report, --bugsnag-api-token no-report, <store>/no-error-report, or a non-crash error"
+# ------------------------------------------------------------------ spans: calls running at once
+SP="$R/spans.log"
+rm -f "$SP"
+S="$T/s9"
+seeded "$S"
+pids=()
+for n in 1 2 3; do
+  env STANDIN_CREATE_DELAY_MS=1500 "$DM" -s "$S" create -d none --url "unix://$NOSOCK" "ov$n" >/dev/null 2>&1 &
+  pids+=($!)
+  sleep 0.2
+done
+# killed in its delay: its marker is freed by the kernel, without an `end` record
+env STANDIN_CREATE_DELAY_MS=60000 "$DM" -s "$S" create -d none --url "unix://$NOSOCK" ov4 >/dev/null 2>&1 &
+k=$!
+wait "${pids[@]}"
+kill -9 "$k" 2>/dev/null
+wait "$k" 2>/dev/null
+run dm create -d none --url "unix://$NOSOCK" ov5
+run dm rm -y ov5
+spans() { python3 -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; print($1)" "$SP"; }
+check "[[ \"\$(spans \"[x['running'] for x in r if x['event']=='start' and x['command']=='create' and x['argv'][-1] in ('ov2','ov3','ov4')]\")\" == '[2, 3, 4]' ]]" "spans.log counts the creates running at each start"
+check "[[ \"\$(spans \"[x['running'] for x in r if x['event']=='start' and x['argv'][-1]=='ov5']\")\" == '[1, 1]' ]]" "a killed create stops counting; rm is counted apart from create"
+check "[[ \"\$(spans \"sorted(x['exit'] for x in r if x['event']=='end' and x['command']=='create')\")\" == '[0, 0, 0, 0]' ]]" "spans.log ends every call that returned, not the killed one"
 unset STANDIN_STATE_DIR
 
 printf '%d passed, %d failed\n' "$PASS" "$FAILED"

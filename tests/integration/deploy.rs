@@ -1793,3 +1793,193 @@ async fn deploy_without_the_secret_key_fails_clearly_and_makes_nothing() {
     let _ = keyless.kill();
     let _ = keyless.wait();
 }
+
+/// The stand-in's `create` or `rm` calls as they started: (command, how many of that
+/// command ran at that instant, this one included, start time in seconds since the
+/// epoch). See `REC/spans.log` in the stand-in's README.
+fn span_starts(store: &Path) -> Vec<(String, i64, f64)> {
+    std::fs::read_to_string(store.join("spans.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|span| span["event"] == "start")
+        .map(|span| {
+            (
+                span["command"].as_str().unwrap_or_default().to_owned(),
+                span["running"].as_i64().unwrap_or_default(),
+                span["time"].as_f64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// The most calls of `command` the stand-in saw running at once, and how many started.
+fn most_at_once(store: &Path, command: &str) -> (i64, usize) {
+    let starts: Vec<i64> = span_starts(store)
+        .into_iter()
+        .filter(|(op, _, _)| op == command)
+        .map(|(_, running, _)| running)
+        .collect();
+    (starts.iter().copied().max().unwrap_or(0), starts.len())
+}
+
+/// Forty machines of one provider account, three worker processes with room for
+/// thirty jobs, the account limited to four calls at once (`max_parallel_calls`): the
+/// stand-in never has more than four creates running at the same instant (it counts
+/// them itself, a create killed with its worker included until it is really gone),
+/// and the limit is used in full. One worker is killed with SIGKILL while it holds
+/// creates: their slots come back when their leases expire, the machines are made by
+/// the others, and everything finishes. The teardown's removals stay within the limit
+/// too.
+#[tokio::test]
+async fn deploy_forty_machines_stay_within_their_account_limit_through_a_worker_kill() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "fleet");
+    let _guard = Containers(vec![name.clone()]);
+    let store = env.standin_dir();
+    let args = [
+        "--machine-env",
+        "STANDIN_CREATE_DELAY_MS=400",
+        "--concurrency",
+        "10",
+    ];
+    let mut workers: Vec<lc_tests::WorkerProcess> = (0..3)
+        .map(|_| env.spawn_worker_process_with_env(&args, &[]))
+        .collect();
+    let started = Instant::now();
+    let spec =
+        machine_spec(&name, 40, 5).replace("driver: none,", "driver: none, max_parallel_calls: 4,");
+    let path = write_spec(&env, &spec);
+    let (code, out, err) = lc_with(
+        &env,
+        &[
+            "deploy",
+            "create",
+            path.to_str().unwrap(),
+            "--no-deploy",
+            "--json",
+        ],
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "lc deploy create failed: {err}");
+    let id: Uuid = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let key = "machine:none";
+    let inspector = env.producer().inspector();
+    let limits = inspector.concurrency_limits(Some(key)).await.unwrap();
+    assert_eq!(limits.len(), 1, "{limits:?}");
+    assert_eq!(limits[0].limit, Some(4), "the spec's max_parallel_calls");
+
+    // Kill the worker holding the most creates, once a fifth of the machines is ready.
+    let client = env.sql().await;
+    let victim: i64 = wait_for(
+        "a worker holding creates, 8 machines ready",
+        Duration::from_secs(120),
+        || async {
+            client
+                .query_opt(
+                    "SELECT w.pid FROM jobs j JOIN workers w ON w.id = j.lease_owner
+                     WHERE j.group_id = $1 AND j.kind = 'provision_machine' AND j.state = 'running'
+                       AND (SELECT count(*) FROM machines m
+                            WHERE m.deployment_id = $1 AND m.state = 'ready') >= 8
+                     GROUP BY w.pid ORDER BY count(*) DESC LIMIT 1",
+                    &[&id],
+                )
+                .await
+                .unwrap()
+                .map(|row| row.get(0))
+        },
+    )
+    .await;
+    let index = workers
+        .iter()
+        .position(|worker| i64::from(worker.pid()) == victim)
+        .expect("the worker holding creates is one of ours");
+    let mut killed = workers.remove(index);
+    killed.signal(libc::SIGKILL);
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    killed.wait(Duration::from_secs(10));
+
+    let kill_after = started.elapsed();
+    wait_state(&env, id, "provisioned", Duration::from_secs(180)).await;
+    let (most, creates) = most_at_once(&store, "create");
+    println!(
+        "{creates} creates, at most {most} at once (limit 4); killed after {kill_after:?}, provisioned after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        most <= 4,
+        "{most} creates of the account ran at once (limit 4)"
+    );
+    assert_eq!(most, 4, "the account's limit was never used in full");
+    let expected: Vec<String> = (1..=40).map(|n| format!("{name}-{n}")).collect();
+    assert_eq!(stored_machines(&env, id).await, expected);
+    assert!(
+        span_starts(&store)
+            .iter()
+            .any(|(op, _, at)| op == "create" && *at > killed_at),
+        "no create started after the kill"
+    );
+    // The killed worker's jobs came back through their expired leases, once each.
+    let jobs = job_ids(&env, id, "provision_machine").await;
+    assert_eq!(jobs.len(), 40);
+    assert!(
+        jobs.iter().all(|(_, state, _)| state == "succeeded"),
+        "{jobs:?}"
+    );
+    let retried: Vec<Uuid> = jobs
+        .iter()
+        .filter(|(_, _, attempt)| *attempt > 1)
+        .map(|(job, _, _)| *job)
+        .collect();
+    assert!(
+        (1..=4).contains(&retried.len()),
+        "jobs that ran more than once: {retried:?} (waiting must use no attempt)"
+    );
+    for job in &retried {
+        let events = env.store.events(*job).await.unwrap();
+        assert!(
+            events.iter().any(|event| event
+                .message
+                .as_deref()
+                .is_some_and(|message| message.contains("lease expired"))),
+            "job {job} ran again without its lease expiring: {events:?}"
+        );
+    }
+    let limits = inspector.concurrency_limits(Some(key)).await.unwrap();
+    assert_eq!((limits[0].running, limits[0].waiting), (0, 0));
+
+    // The teardown removes the forty machines within the account's limit too.
+    let (code, _, err) = lc_with(
+        &env,
+        &["deploy", "teardown", &name, "--wait", "--timeout", "180s"],
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "teardown failed: {err}");
+    let (most_rm, removals) = most_at_once(&store, "rm");
+    println!(
+        "{removals} removals, at most {most_rm} at once; torn down after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        most_rm <= 4,
+        "{most_rm} removals of the account ran at once"
+    );
+    assert!(stored_machines(&env, id).await.is_empty());
+    let (machines, _) = row_states(&env, id).await;
+    assert!(
+        machines.iter().all(|state| state == "removed"),
+        "{machines:?}"
+    );
+    drop(workers);
+}

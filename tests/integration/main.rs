@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cluster;
+mod concurrency;
 mod crash;
 mod deploy;
 mod faults;

@@ -6,6 +6,10 @@
 //! the backpressure: a worker never holds more finished-but-unrecorded jobs than its
 //! `--concurrency`, so a slow database slows claiming instead of letting leases of
 //! finished jobs pile up (and expire, and run again).
+//!
+//! A committed result of a job with a concurrency key frees a slot of its key: the
+//! completer then sends the hints that start the key's next waiting jobs (see
+//! [`crate::keyed`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 use uuid::Uuid;
 
+use crate::keyed;
 use crate::slots::Finished;
 use crate::worker::Worker;
 
@@ -70,18 +75,35 @@ pub(crate) async fn completer_loop(
 }
 
 /// Writes one batch, retrying until it lands (or `max_tries` runs out), then frees the
-/// slots. Results the database refused were fenced off: their lease expired or they
-/// were cancelled.
+/// slots, then starts the waiting jobs of the concurrency keys whose slots it freed.
+/// Results the database refused were fenced off: their lease expired or they were
+/// cancelled (and whoever did that freed their keys' slots).
 async fn write(worker: Arc<Worker>, batch: Vec<Finished>, max_tries: Option<u32>) {
-    let (completions, slots): (Vec<Completion>, Vec<Option<OwnedSemaphorePermit>>) = batch
-        .into_iter()
-        .map(|finished| (finished.completion, finished.permit))
-        .unzip();
-    record(&worker, &completions, max_tries).await;
+    let mut completions = Vec::with_capacity(batch.len());
+    let mut slots: Vec<Option<OwnedSemaphorePermit>> = Vec::with_capacity(batch.len());
+    let mut keys = Vec::new();
+    for finished in batch {
+        if let Some(key) = finished.concurrency_key {
+            keys.push((finished.completion.id, key));
+        }
+        completions.push(finished.completion);
+        slots.push(finished.permit);
+    }
+    let applied = record(&worker, &completions, max_tries).await;
     drop(slots);
+    let freed = keys
+        .into_iter()
+        .filter(|(id, _)| applied.contains(id))
+        .map(|(_, key)| key);
+    keyed::hint_freed(&worker, freed).await;
 }
 
-async fn record(worker: &Worker, completions: &[Completion], max_tries: Option<u32>) {
+/// Records the batch; returns the ids whose results applied (none when it gave up).
+async fn record(
+    worker: &Worker,
+    completions: &[Completion],
+    max_tries: Option<u32>,
+) -> HashSet<Uuid> {
     let mut tries = 0;
     loop {
         match worker
@@ -103,7 +125,7 @@ async fn record(worker: &Worker, completions: &[Completion], max_tries: Option<u
                         );
                     }
                 }
-                return;
+                return applied;
             }
             Err(err) => {
                 tries += 1;
@@ -113,7 +135,7 @@ async fn record(worker: &Worker, completions: &[Completion], max_tries: Option<u
                         jobs = completions.len(),
                         "giving up on recording results; the jobs run again after their leases expire"
                     );
-                    return;
+                    return HashSet::new();
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

@@ -82,11 +82,12 @@ pub(crate) async fn run_job(
             result,
             retry_delay_ms: i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
         };
-        if worker
-            .completions
-            .send(Finished { completion, permit })
-            .is_err()
-        {
+        let finished = Finished {
+            completion,
+            permit,
+            concurrency_key: job.concurrency_key.clone(),
+        };
+        if worker.completions.send(finished).is_err() {
             warn!("completer gone; the job returns to the queue when its lease expires");
         }
     }

@@ -4,7 +4,12 @@
 //! on its way (`CLAIMS_IN_FLIGHT` at most). When Redis has nothing (or is down), and
 //! every `--db-poll-interval` even when busy, it claims due jobs straight from the
 //! database, which is how jobs whose hints were lost still run.
+//!
+//! Jobs with a concurrency key are claimed by key (`Store::claim_keyed`): hints that
+//! the claim by id left over may name keyed jobs, and the key of each is then claimed,
+//! as far as its limit allows; the database poll also claims keys with room.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -145,8 +150,14 @@ impl Fetcher {
                     return Round::Stop;
                 }
                 let (worker, registry) = (self.worker.clone(), self.registry.clone());
+                let queue_name = self.queue_name.clone();
                 tokio::spawn(async move {
-                    claim_hinted(&worker, &registry, &key, hints, &mut permits).await;
+                    let popped = Popped {
+                        queue: &queue_name,
+                        key: &key,
+                        hints,
+                    };
+                    claim_hinted(&worker, &registry, popped, &mut permits).await;
                     drop(claim);
                 });
             }
@@ -221,15 +232,23 @@ async fn pause(stop: &CancellationToken, duration: Duration) {
     }
 }
 
+/// Hints popped from one queue's list.
+struct Popped<'a> {
+    queue: &'a str,
+    /// The list they came from.
+    key: &'a str,
+    hints: Vec<String>,
+}
+
 /// Claims the jobs named by popped hints. Malformed hints are logged and skipped (the
 /// database still knows every job); if the claim itself fails, the hints go back.
 async fn claim_hinted(
     worker: &Arc<Worker>,
     registry: &Registry,
-    key: &str,
-    hints: Vec<String>,
+    popped: Popped<'_>,
     permits: &mut Vec<Slot>,
 ) {
+    let Popped { queue, key, hints } = popped;
     let mut ids: Vec<Uuid> = Vec::with_capacity(hints.len());
     for hint in &hints {
         match Uuid::parse_str(hint) {
@@ -251,7 +270,16 @@ async fn claim_hinted(
     {
         Ok(jobs) => {
             worker.outages.fetcher.ok();
+            let left: Vec<Uuid> = if jobs.len() < ids.len() {
+                let claimed: HashSet<Uuid> = jobs.iter().map(|job| job.id).collect();
+                ids.into_iter().filter(|id| !claimed.contains(id)).collect()
+            } else {
+                Vec::new()
+            };
             start(worker, registry, jobs, permits);
+            if !left.is_empty() && !permits.is_empty() {
+                claim_keys_of(worker, registry, queue, &left, permits).await;
+            }
         }
         Err(err) => {
             worker
@@ -260,6 +288,63 @@ async fn claim_hinted(
                 .failed(&err, "claiming jobs (popped hints go back)");
             if let Err(err) = worker.queue.return_hints(key, &hints).await {
                 warn!(error = %error_chain(&err), "could not return hints; the database path will find their jobs");
+            }
+        }
+    }
+}
+
+/// Hints the claim by id left over: stale or duplicate ones, and those of jobs with a
+/// concurrency key, whose keys are claimed here (as far as their limits allow). A
+/// failure leaves keyed jobs to the database poll.
+async fn claim_keys_of(
+    worker: &Arc<Worker>,
+    registry: &Registry,
+    queue: &str,
+    ids: &[Uuid],
+    permits: &mut Vec<Slot>,
+) {
+    match worker.store.concurrency_keys_of(ids, queue).await {
+        Ok(keys) => claim_keys(worker, registry, queue, keys, permits).await,
+        Err(err) => worker
+            .outages
+            .fetcher
+            .failed(&err, "looking up the keys of hinted jobs"),
+    }
+}
+
+/// Claims jobs of each key in turn while this worker has room.
+async fn claim_keys(
+    worker: &Arc<Worker>,
+    registry: &Registry,
+    queue: &str,
+    keys: Vec<String>,
+    permits: &mut Vec<Slot>,
+) {
+    for key in keys {
+        if permits.is_empty() {
+            return;
+        }
+        match worker
+            .store
+            .claim_keyed(
+                &key,
+                queue,
+                permits.len() as i64,
+                worker.id,
+                worker.config.lease,
+            )
+            .await
+        {
+            Ok(jobs) => {
+                worker.outages.fetcher.ok();
+                start(worker, registry, jobs, permits);
+            }
+            Err(err) => {
+                worker
+                    .outages
+                    .fetcher
+                    .failed(&err, "claiming jobs of a concurrency key");
+                return;
             }
         }
     }
@@ -290,7 +375,24 @@ async fn claim_from_database(
             }
             start(worker, registry, jobs, permits);
         }
-        Err(err) => worker.outages.fetcher.failed(&err, "claiming jobs"),
+        Err(err) => {
+            worker.outages.fetcher.failed(&err, "claiming jobs");
+            return;
+        }
+    }
+    if permits.is_empty() {
+        return;
+    }
+    match worker
+        .store
+        .keys_with_room(queue_name, permits.len() as i64)
+        .await
+    {
+        Ok(keys) => claim_keys(worker, registry, queue_name, keys, permits).await,
+        Err(err) => worker
+            .outages
+            .fetcher
+            .failed(&err, "looking for concurrency keys with room"),
     }
 }
 

@@ -16,6 +16,7 @@
 //! - `lease`: heartbeats that extend this process's leases
 //! - `sweeper`: expired leases, due delayed jobs, Redis rebuilds
 //! - `inbox`: ingests jobs that other languages wrote to the Redis inbox stream
+//! - `keyed`: the hints that start a concurrency key's waiting jobs when a slot frees
 //! - `metrics_server`: `GET /metrics`
 //! - [`handlers`]: the [`Handler`] trait, the [`Registry`] of kinds a worker runs, a
 //!   handler's [`JobContext`], and the core's handlers (`noop`, `sleep`)
@@ -32,6 +33,7 @@ mod executor;
 mod fetcher;
 pub mod handlers;
 mod inbox;
+mod keyed;
 mod lease;
 pub mod metrics;
 mod metrics_server;

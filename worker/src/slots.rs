@@ -34,4 +34,7 @@ impl Slot {
 pub struct Finished {
     pub completion: Completion,
     pub permit: Option<OwnedSemaphorePermit>,
+    /// The job's concurrency key: once the result is committed, the key's slot is free
+    /// and the completer sends hints for its waiting jobs.
+    pub concurrency_key: Option<String>,
 }

@@ -1,6 +1,7 @@
 //! The sweeper, run by every worker every `--sweep-interval` (several at once is safe:
 //! each step is a conditional update, and a duplicate hint claims nothing):
-//! 1. running jobs whose lease expired go back to `queued` (or `dead`) with an event;
+//! 1. running jobs whose lease expired go back to `queued` (or `dead`) with an event,
+//!    and the concurrency keys whose slots they held get hints for their waiting jobs;
 //! 2. due queued jobs without a hint (delayed, retried, swept, released, enqueued in a
 //!    caller's transaction) get one;
 //! 3. a queue whose Redis marker is missing (Redis restarted empty, or was flushed)
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+use crate::keyed;
 use crate::worker::Worker;
 
 /// Rows one sweep step handles per statement.
@@ -71,12 +73,17 @@ pub async fn sweep(worker: &Worker) -> SweepReport {
         match expired {
             Ok(expired) => {
                 worker.outages.sweeper.ok();
-                for (id, state) in &expired {
-                    warn!(job.id = %id, to = %state, "lease expired; job taken back");
+                for lease in &expired {
+                    warn!(job.id = %lease.id, to = %lease.state, "lease expired; job taken back");
                 }
                 worker.metrics.leases_recovered(expired.len());
                 report.leases_expired += expired.len();
-                if (expired.len() as i64) < SWEEP_BATCH {
+                let done = (expired.len() as i64) < SWEEP_BATCH;
+                let freed = expired
+                    .into_iter()
+                    .filter_map(|lease| lease.concurrency_key);
+                keyed::hint_freed(worker, freed).await;
+                if done {
                     break;
                 }
             }

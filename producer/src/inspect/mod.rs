@@ -13,9 +13,12 @@
 //!   [`Inspector::resume_queue`], [`Inspector::dead_letters`]
 //! - `workers`: [`Inspector::workers`]
 //! - `stuck`: [`Inspector::stuck`] and its two halves
+//! - `concurrency`: [`Inspector::concurrency_limits`], [`Inspector::set_concurrency_limit`],
+//!   [`Inspector::clear_concurrency_limit`]
 //! - `cursor`: the opaque page cursor
 
 mod actions;
+mod concurrency;
 mod cursor;
 mod jobs;
 mod queues;

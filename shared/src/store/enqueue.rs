@@ -17,20 +17,50 @@ use crate::state::{JobState, Transition};
 /// insert's `SELECT` and its `RETURNING`. Payloads travel as `TEXT[]`, each element
 /// cast to JSONB in the statement: CockroachDB cannot take a `JSONB[]` parameter
 /// (arrays of JSONB are not a column type there).
+///
+/// With `keyed`, the jobs' concurrency keys go in too (`$14`), and each key gets its
+/// row in `concurrency_keys` (the row its claims lock) if it has none. Batches without
+/// a key use the statement without them: jobs without a key pay nothing for keys.
 macro_rules! insert_jobs_sql {
     ($on_conflict:literal) => {
+        insert_jobs_sql!("", "", "", "", $on_conflict)
+    };
+    (keyed, $on_conflict:literal) => {
+        insert_jobs_sql!(
+            ", $14::TEXT[]",
+            ", concurrency_key",
+            "
+), keys AS (
+    INSERT INTO concurrency_keys (concurrency_key)
+    SELECT DISTINCT concurrency_key FROM input WHERE concurrency_key IS NOT NULL
+    ON CONFLICT (concurrency_key) DO NOTHING",
+            ", concurrency_key",
+            $on_conflict
+        )
+    };
+    ($key_input:literal, $key_name:literal, $keys:literal, $key_column:literal, $on_conflict:literal) => {
         concat!(
             "
 WITH input AS (
     SELECT * FROM UNNEST($1::UUID[], $2::TEXT[], $3::TEXT[], $4::INT8[], $5::TEXT[], $6::INT8[],
-                         $7::TIMESTAMPTZ[], $8::TEXT[], $9::UUID[], $10::BOOL[], $13::INT8[])
+                         $7::TIMESTAMPTZ[], $8::TEXT[], $9::UUID[], $10::BOOL[], $13::INT8[]",
+            $key_input,
+            ")
         AS t(id, kind, queue, priority, payload, max_attempts, run_at, idempotency_key,
-             group_id, dispatched, timeout_ms)
+             group_id, dispatched, timeout_ms",
+            $key_name,
+            ")",
+            $keys,
+            "
 ), inserted AS (
     INSERT INTO jobs (id, kind, queue, priority, state, payload, max_attempts, run_at,
-                      idempotency_key, group_id, dispatched, timeout_ms)
+                      idempotency_key, group_id, dispatched, timeout_ms",
+            $key_column,
+            ")
     SELECT id, kind, queue, priority, $11, payload::JSONB, max_attempts, COALESCE(run_at, now()),
-           idempotency_key, group_id, dispatched, timeout_ms
+           idempotency_key, group_id, dispatched, timeout_ms",
+            $key_column,
+            "
     FROM input
     ",
             $on_conflict,
@@ -52,21 +82,33 @@ const INSERT_JOBS: &str = insert_jobs_sql!("ON CONFLICT DO NOTHING");
 /// For jobs that cannot conflict (see [`insert_sql`]).
 const INSERT_NEW_JOBS: &str = insert_jobs_sql!("");
 
+/// [`INSERT_JOBS`] and [`INSERT_NEW_JOBS`] for batches with concurrency keys.
+const INSERT_KEYED_JOBS: &str = insert_jobs_sql!(keyed, "ON CONFLICT DO NOTHING");
+const INSERT_NEW_KEYED_JOBS: &str = insert_jobs_sql!(keyed, "");
+
 /// The insert for `jobs`. Jobs without an idempotency key or an id of the caller's, on
 /// the first try of their enqueue (`replayed` false), cannot conflict: their ids are
 /// new. They skip `ON CONFLICT`, whose speculative insertion was 15% of PostgreSQL's
 /// time in a profile of 31-row inserts. Any other insert keeps it, so that a replay
-/// finds the job an earlier try made and a taken key answers with its job.
+/// finds the job an earlier try made and a taken key answers with its job. Batches
+/// with a concurrency key take the statements that write keys.
 fn insert_sql(jobs: &[NewJob], replayed: bool) -> &'static str {
     let may_conflict = replayed
         || jobs
             .iter()
             .any(|job| job.idempotency_key.is_some() || job.id.is_some());
-    if may_conflict {
-        INSERT_JOBS
-    } else {
-        INSERT_NEW_JOBS
+    let keyed = is_keyed(jobs);
+    match (may_conflict, keyed) {
+        (true, false) => INSERT_JOBS,
+        (false, false) => INSERT_NEW_JOBS,
+        (true, true) => INSERT_KEYED_JOBS,
+        (false, true) => INSERT_NEW_KEYED_JOBS,
     }
+}
+
+/// Whether any job of the batch has a concurrency key.
+fn is_keyed(jobs: &[NewJob]) -> bool {
+    jobs.iter().any(|job| job.concurrency_key.is_some())
 }
 
 /// Ids for jobs about to be inserted: the producer's, or new ones in `order`.
@@ -94,6 +136,8 @@ struct JobColumns<'a> {
     groups: Vec<Option<Uuid>>,
     dispatched: Vec<bool>,
     timeouts: Vec<Option<i64>>,
+    /// Empty when no job of the batch has a key (the statement then takes none).
+    concurrency_keys: Vec<Option<&'a str>>,
     queued: &'static str,
     label: &'static str,
 }
@@ -120,12 +164,21 @@ impl<'a> JobColumns<'a> {
                 .iter()
                 .map(|job| job.timeout.map(super::millis))
                 .collect(),
+            concurrency_keys: if is_keyed(jobs) {
+                jobs.iter()
+                    .map(|job| job.concurrency_key.as_deref())
+                    .collect()
+            } else {
+                Vec::new()
+            },
             queued: JobState::Queued.as_str(),
             label: Transition::Enqueue.label(),
         }
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 13] {
+    /// The parameters of the statement [`insert_sql`] chose: the first 13, and the
+    /// keys' column (the 14th) when the batch has keys.
+    fn params(&self) -> [&(dyn ToSql + Sync); 14] {
         [
             &self.ids,
             &self.kinds,
@@ -140,7 +193,17 @@ impl<'a> JobColumns<'a> {
             &self.queued,
             &self.label,
             &self.timeouts,
+            &self.concurrency_keys,
         ]
+    }
+
+    /// How many of [`JobColumns::params`] the statement takes.
+    fn param_count(&self) -> usize {
+        if self.concurrency_keys.is_empty() {
+            13
+        } else {
+            14
+        }
     }
 }
 
@@ -156,7 +219,9 @@ async fn insert_jobs<C: GenericClient>(
 ) -> Result<Vec<Enqueued>> {
     let columns = JobColumns::new(jobs, ids, hint_now);
     let statement = client.prepare_cached(insert_sql(jobs, false)).await?;
-    let rows = client.query(&statement, &columns.params()).await?;
+    let rows = client
+        .query(&statement, &columns.params()[..columns.param_count()])
+        .await?;
     answers(client, jobs, &columns, &rows, false).await
 }
 
@@ -318,7 +383,9 @@ impl Store {
                 may_have_committed || tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0;
             let client = self.pool.get().await?;
             let statement = client.prepare_cached(insert_sql(jobs, replayed)).await?;
-            let rows = client.query(&statement, &columns.params()).await?;
+            let rows = client
+                .query(&statement, &columns.params()[..columns.param_count()])
+                .await?;
             answers(&client, jobs, columns, &rows, replayed).await
         })
         .await

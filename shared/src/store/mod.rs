@@ -16,6 +16,7 @@ macro_rules! lease_expired {
 
 mod claim;
 mod complete;
+mod concurrency;
 mod enqueue;
 mod groups;
 mod operator;
@@ -39,11 +40,12 @@ use uuid::Uuid;
 use crate::NewJob;
 use crate::dialect::Dialect;
 
+pub use concurrency::limit_unless_set;
 pub use enqueue::enqueue_in_transaction;
 pub use operator::cancel_queued_in_transaction;
 pub use rows::{
-    CancelOutcome, ClaimedJob, Completion, Enqueued, EventRow, HintTarget, JobFilter, JobRow,
-    OperatorResult, QueueDepth, RunningJob, StuckJob, WaitingJob,
+    CancelOutcome, ClaimedJob, Completion, ConcurrencyKeyRow, Enqueued, EventRow, ExpiredLease,
+    HintTarget, JobFilter, JobRow, OperatorResult, QueueDepth, RunningJob, StuckJob, WaitingJob,
 };
 pub use workers::{WorkerInfo, WorkerRow};
 

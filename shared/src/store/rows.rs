@@ -47,6 +47,8 @@ pub struct ClaimedJob {
     pub group_id: Option<Uuid>,
     /// The job's own time limit per attempt, if its producer set one.
     pub timeout: Option<std::time::Duration>,
+    /// The job's concurrency key: while this job runs it holds one of the key's slots.
+    pub concurrency_key: Option<String>,
 }
 
 /// A finished run, as the worker's completer hands it to the store.
@@ -89,6 +91,7 @@ pub struct JobRow {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    pub concurrency_key: Option<String>,
 }
 
 /// One line of a job's history: a transition (with `to_state`) or a log line.
@@ -151,6 +154,29 @@ pub enum OperatorResult {
     NotFound,
 }
 
+/// A running job whose lease expired, as the sweeper took it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiredLease {
+    pub id: Uuid,
+    /// `queued` again, or `dead` when its attempts were used up.
+    pub state: JobState,
+    /// Its concurrency key, whose slot it held until now.
+    pub concurrency_key: Option<String>,
+}
+
+/// A concurrency key as operators see it: its limit and how many of its jobs run and
+/// wait now.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ConcurrencyKeyRow {
+    pub key: String,
+    /// At most this many of its jobs run at once; `None`: no limit.
+    pub limit: Option<i64>,
+    pub running: i64,
+    /// Queued jobs of the key (due or not).
+    pub waiting: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// A running job `lc stuck` looks at.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RunningJob {
@@ -189,7 +215,7 @@ pub struct WaitingJob {
 /// The columns [`job_row`] reads, in its order.
 pub(super) const JOB_COLUMNS: &str = "id, kind, queue, priority, state, payload, attempt, max_attempts, run_at, \
     lease_owner, lease_expires_at, last_error, idempotency_key, group_id, created_at, \
-    updated_at, started_at, finished_at";
+    updated_at, started_at, finished_at, concurrency_key";
 
 pub(super) fn job_row(row: &Row) -> Result<JobRow> {
     Ok(JobRow {
@@ -211,6 +237,7 @@ pub(super) fn job_row(row: &Row) -> Result<JobRow> {
         updated_at: row.get(15),
         started_at: row.get(16),
         finished_at: row.get(17),
+        concurrency_key: row.get(18),
     })
 }
 
@@ -222,7 +249,9 @@ pub(super) fn hint_target(row: &Row) -> Result<HintTarget> {
     })
 }
 
-pub(super) fn claimed_job(row: &Row) -> Result<ClaimedJob> {
+/// A job a claim statement returned; `concurrency_key` is the key the claim was made
+/// under (claims of jobs without a key take only those).
+pub(super) fn claimed_job(row: &Row, concurrency_key: Option<&str>) -> Result<ClaimedJob> {
     Ok(ClaimedJob {
         id: row.get(0),
         kind: kind_at(row, 1),
@@ -233,6 +262,7 @@ pub(super) fn claimed_job(row: &Row) -> Result<ClaimedJob> {
         max_attempts: row.get(6),
         group_id: row.get(7),
         timeout: timeout_at(row, 8)?,
+        concurrency_key: concurrency_key.map(str::to_owned),
     })
 }
 

@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::rows::{HintTarget, hint_target, state_at};
+use super::rows::{ExpiredLease, HintTarget, hint_target, state_at};
 use super::{Isolation, Replay, Result, ScanBound, Store};
 use crate::state::{JobState, Transition};
 
@@ -15,12 +15,13 @@ impl Store {
     /// `lease_expires_at >= bound` keeps the scan of `jobs_running_lease` off the
     /// deleted-row markers of leases ended before (see [`ScanBound`]). Read committed:
     /// one conditional statement; the update re-checks state and expiry on the newest
-    /// version of each row, so a lease extended meanwhile is left alone.
+    /// version of each row, so a lease extended meanwhile is left alone. Each job
+    /// comes back with its concurrency key, whose slot is free again.
     pub async fn expire_leases(
         &self,
         limit: i64,
         bound: &mut ScanBound,
-    ) -> Result<Vec<(Uuid, JobState)>> {
+    ) -> Result<Vec<ExpiredLease>> {
         const SQL: &str = concat!(
             "
 WITH expired AS (
@@ -40,12 +41,12 @@ WITH expired AS (
       AND state = $1 AND ",
             lease_expired!(),
             "
-    RETURNING id, state, attempt, last_error
+    RETURNING id, state, attempt, last_error, concurrency_key
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, message)
     SELECT id, $1, state, attempt, $5 || ': ' || last_error FROM expired
 )
-SELECT id, state FROM expired"
+SELECT id, state, concurrency_key FROM expired"
         );
         debug_assert_eq!(Transition::ExpireLease.from(), &[JobState::Running]);
         let running = JobState::Running.as_str();
@@ -64,7 +65,13 @@ SELECT id, state FROM expired"
             .await?;
         bound.done(now, rows.len(), limit);
         rows.iter()
-            .map(|row| Ok((row.get(0), state_at(row, 1, "jobs.state")?)))
+            .map(|row| {
+                Ok(ExpiredLease {
+                    id: row.get(0),
+                    state: state_at(row, 1, "jobs.state")?,
+                    concurrency_key: row.get(2),
+                })
+            })
             .collect()
     }
 

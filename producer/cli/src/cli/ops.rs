@@ -49,6 +49,18 @@ pub enum QueuesCommand {
     Pause { queue: String },
     /// Workers take jobs from this queue again
     Resume { queue: String },
+    /// Concurrency keys: at most LIMIT jobs of KEY run at once, across every worker.
+    /// Without LIMIT, lists the keys (or KEY) with their limits and jobs running and
+    /// waiting; with --clear, removes KEY's limit. Changes take effect at once.
+    Limit {
+        /// A concurrency key, e.g. machine:digitalocean:DIGITALOCEAN_ACCESS_TOKEN
+        key: Option<String>,
+        /// Jobs of the key that may run at once (at least 1)
+        limit: Option<i64>,
+        /// Remove the key's limit
+        #[arg(long, conflicts_with = "limit")]
+        clear: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -137,6 +149,40 @@ pub async fn workers(inspector: &Inspector, args: WorkersArgs) -> anyhow::Result
     Ok(0)
 }
 
+/// `lc queues limit [KEY [LIMIT]] [--clear]`.
+async fn limits(
+    inspector: &Inspector,
+    key: Option<String>,
+    limit: Option<i64>,
+    clear: bool,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let rows = match (key.as_deref(), limit, clear) {
+        (Some(key), Some(limit), false) => vec![inspector.set_concurrency_limit(key, limit).await?],
+        (Some(key), None, true) => vec![inspector.clear_concurrency_limit(key).await?],
+        (None, _, true) => anyhow::bail!("--clear needs the KEY whose limit to remove"),
+        (key, _, _) => inspector.concurrency_limits(key).await?,
+    };
+    if json {
+        output::json(&rows)?;
+        return Ok(0);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            vec![
+                row.key.clone(),
+                row.limit
+                    .map_or_else(|| "-".to_owned(), |limit| limit.to_string()),
+                row.running.to_string(),
+                row.waiting.to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["KEY", "LIMIT", "RUNNING", "WAITING"], &table);
+    Ok(0)
+}
+
 pub async fn queues(inspector: &Inspector, args: QueuesArgs) -> anyhow::Result<i32> {
     match args.command {
         Some(QueuesCommand::Pause { queue }) => {
@@ -148,6 +194,9 @@ pub async fn queues(inspector: &Inspector, args: QueuesArgs) -> anyhow::Result<i
             inspector.resume_queue(&queue).await?;
             println!("resumed {queue}");
             return Ok(0);
+        }
+        Some(QueuesCommand::Limit { key, limit, clear }) => {
+            return limits(inspector, key, limit, clear, args.json).await;
         }
         None => {}
     }

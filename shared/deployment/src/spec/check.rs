@@ -7,7 +7,7 @@ use std::time::Duration;
 use lc_shared::job::MAX_MAX_ATTEMPTS;
 
 use super::{FileSpec, FlagValue, Nodes, Provider, Spec, SpecError, invalid};
-use super::{MAX_FILES_BYTES, MAX_NODES};
+use super::{MAX_FILES_BYTES, MAX_NODES, MAX_PARALLEL_CALLS};
 
 /// Flags that docker-machine's own options or LaunchControl control; a spec may not set them.
 const RESERVED_FLAGS: &[&str] = &[
@@ -227,8 +227,17 @@ impl Spec {
             driver_flags,
             credentials_env,
             ca_env,
+            max_parallel_calls,
         } = &self.provider
         {
+            if let Some(calls) = max_parallel_calls
+                && !(1..=MAX_PARALLEL_CALLS).contains(calls)
+            {
+                return Err(invalid(
+                    "provider.max_parallel_calls",
+                    format!("must be between 1 and {MAX_PARALLEL_CALLS}, got {calls}"),
+                ));
+            }
             if let Some(ca) = ca_env {
                 check_env_var_name("provider.ca_env.cert", &ca.cert)?;
                 check_env_var_name("provider.ca_env.key", &ca.key)?;
@@ -236,6 +245,17 @@ impl Spec {
             check_driver(driver, driver_flags)?;
             for (index, name) in credentials_env.iter().enumerate() {
                 check_env_var_name(&format!("provider.credentials_env[{index}]"), name)?;
+            }
+            if let Some(key) = self.provider.concurrency_key()
+                && !lc_shared::concurrency::is_valid_key(&key)
+            {
+                return Err(invalid(
+                    "provider.credentials_env",
+                    format!(
+                        "the driver and credential names make the account's concurrency key, at most {} characters: name fewer variables",
+                        lc_shared::concurrency::MAX_KEY_LEN
+                    ),
+                ));
             }
         }
         self.check_payloads()?;

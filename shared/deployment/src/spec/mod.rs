@@ -28,7 +28,13 @@
 //!   driver: digitalocean
 //!   driver_flags: {digitalocean-region: fra1, digitalocean-size: s-1vcpu-1gb}
 //!   credentials_env: [DIGITALOCEAN_ACCESS_TOKEN]
+//!   max_parallel_calls: 5         # optional, see Provider::concurrency_key
 //! ```
+//!
+//! The docker-machine creates and removals of one provider account (a driver and the
+//! names of its credential variables) share a concurrency key, so that at most so many
+//! run at once across every worker and every deployment of that account: a 200-node
+//! create fired at once is a storm of 429s from the provider's API.
 //!
 //! Everything that ends up as a command-line argument or a container setting is
 //! checked here, before anything is written.
@@ -199,8 +205,32 @@ pub enum Provider {
         /// of a PEM file). Without it, each deployment gets a CA of its own.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ca_env: Option<CaEnv>,
+        /// The limit of the provider account's concurrency key (see
+        /// [`Provider::concurrency_key`]) when it has none yet: at most this many
+        /// docker-machine creates and removals of the account run at once, across every
+        /// worker. Without it, the driver's default ([`default_parallel_calls`]). A key's
+        /// limit, once set, is changed by an operator (`lc queues limit KEY N`), not by
+        /// a later spec.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_parallel_calls: Option<i64>,
     },
 }
+
+/// The most docker-machine calls of one provider account that may run at once when
+/// neither the spec nor an operator says: Terraform's default `-parallelism` (10),
+/// lower where the provider's API is known to be tight. DigitalOcean allows 250
+/// requests a minute per token and one create polls the droplet for its address many
+/// times; Linode limits instance creation to 20 per 15 s.
+pub fn default_parallel_calls(driver: &str) -> i64 {
+    match driver {
+        "digitalocean" => 5,
+        "linode" => 4,
+        _ => 10,
+    }
+}
+
+/// Largest `provider.max_parallel_calls`.
+pub const MAX_PARALLEL_CALLS: i64 = 1000;
 
 /// Names of the environment variables that hold an operator's CA.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,6 +263,43 @@ impl Provider {
             Provider::DockerMachine {
                 credentials_env, ..
             } => credentials_env,
+        }
+    }
+
+    /// The concurrency key of the provider account, which every docker-machine create
+    /// and removal of it carries: `machine:<driver>`, then `:` and the names of its
+    /// credential variables (sorted, joined by `+`) when it has any, e.g.
+    /// `machine:digitalocean:DIGITALOCEAN_ACCESS_TOKEN`. Workers read a name's value
+    /// from their environment, so one name is one account. `None` for the `local`
+    /// provider, which calls no provider.
+    pub fn concurrency_key(&self) -> Option<String> {
+        let Provider::DockerMachine {
+            driver,
+            credentials_env,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        if credentials_env.is_empty() {
+            return Some(format!("machine:{driver}"));
+        }
+        let mut names: Vec<&str> = credentials_env.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        Some(format!("machine:{driver}:{}", names.join("+")))
+    }
+
+    /// The limit the account's key gets when it has none: the spec's
+    /// `max_parallel_calls`, else the driver's default. `None` for `local`.
+    pub fn parallel_calls(&self) -> Option<i64> {
+        match self {
+            Provider::Local {} => None,
+            Provider::DockerMachine {
+                driver,
+                max_parallel_calls,
+                ..
+            } => Some(max_parallel_calls.unwrap_or_else(|| default_parallel_calls(driver))),
         }
     }
 }

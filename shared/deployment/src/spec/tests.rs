@@ -103,6 +103,60 @@ payload: {image: lc-busybox:latest}
 }
 
 #[test]
+fn a_provider_account_is_a_concurrency_key_with_a_limit() {
+    let spec = |provider: &str| {
+        Spec::parse(
+            &format!(
+                "name: cloud\nowner: ops\nnodes: 2\nprovider: {provider}\npayload: {{image: lc-busybox:latest}}\n"
+            ),
+            false,
+        )
+    };
+    let local = spec("{kind: local}").expect("valid");
+    assert_eq!(local.provider.concurrency_key(), None);
+    assert_eq!(local.provider.parallel_calls(), None);
+    let ocean = spec(
+        "{kind: docker-machine, driver: digitalocean, credentials_env: [DIGITALOCEAN_ACCESS_TOKEN]}",
+    )
+    .expect("valid");
+    assert_eq!(
+        ocean.provider.concurrency_key().as_deref(),
+        Some("machine:digitalocean:DIGITALOCEAN_ACCESS_TOKEN")
+    );
+    assert_eq!(ocean.provider.parallel_calls(), Some(5));
+    let aws = spec(
+        "{kind: docker-machine, driver: amazonec2, credentials_env: [AWS_SECRET_ACCESS_KEY, AWS_ACCESS_KEY_ID], max_parallel_calls: 3}",
+    )
+    .expect("valid");
+    assert_eq!(
+        aws.provider.concurrency_key().as_deref(),
+        Some("machine:amazonec2:AWS_ACCESS_KEY_ID+AWS_SECRET_ACCESS_KEY")
+    );
+    assert_eq!(aws.provider.parallel_calls(), Some(3));
+    assert_eq!(Spec::from_json(&aws.to_json()).expect("round trip"), aws);
+    let none = spec("{kind: docker-machine, driver: none}").expect("valid");
+    assert_eq!(
+        none.provider.concurrency_key().as_deref(),
+        Some("machine:none")
+    );
+    assert_eq!(none.provider.parallel_calls(), Some(10));
+    for bad in [0, -1, MAX_PARALLEL_CALLS + 1] {
+        let refused = spec(&format!(
+            "{{kind: docker-machine, driver: none, max_parallel_calls: {bad}}}"
+        ))
+        .expect_err("refused")
+        .to_string();
+        assert_eq!(
+            refused,
+            format!(
+                "invalid spec: provider.max_parallel_calls: must be between 1 and {MAX_PARALLEL_CALLS}, got {bad}"
+            )
+        );
+    }
+    assert!(spec("{kind: local, max_parallel_calls: 3}").is_err());
+}
+
+#[test]
 fn examples_parse() {
     for (name, text) in [
         ("demo.yaml", include_str!("../../../../examples/demo.yaml")),

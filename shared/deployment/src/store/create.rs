@@ -10,6 +10,7 @@ impl DeploymentStore {
     /// `expires_at` gets its expiry (a `ttl` counts from the database's time of the
     /// transaction) and the delayed teardown due then, in the same transaction: the
     /// deployment cannot exist without it.
+    /// A docker-machine provider's account key gets its default limit if it has none.
     pub async fn create_deployment(
         &self,
         spec: &Spec,
@@ -79,6 +80,7 @@ impl DeploymentStore {
                     if deploy_after_provision { ", deploy after provisioning" } else { "" }
                 );
                 event(tx, id, "deployment", None, Some(initial), &message, origin.job_id).await?;
+                default_account_limit(tx, &spec.provider).await?;
             }
             let provision = enqueue_one(tx, provision.clone()).await?;
             // What the row holds (a replay finds the first try's expiry).

@@ -27,7 +27,9 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{ContainerState, DeploymentState, MachineState, Spec, container_name, machine_name};
+use super::{
+    ContainerState, DeploymentState, MachineState, Provider, Spec, container_name, machine_name,
+};
 use crate::kinds::{Deploy, Provision, ProvisionMachine, Teardown};
 use crate::{DeployPayload, ProvisionMachinePayload, ProvisionPayload, TeardownPayload};
 use lc_shared::in_transaction;
@@ -36,7 +38,7 @@ use lc_shared::kind::JobType;
 use lc_shared::state::JobState;
 use lc_shared::store::{
     Enqueued, Isolation, Result, Store, StoreError, cancel_queued_in_transaction,
-    enqueue_in_transaction,
+    enqueue_in_transaction, limit_unless_set,
 };
 
 /// The deployment tables, on the queue's own database: a [`Store`] plus the deployment
@@ -646,10 +648,36 @@ async fn live_teardowns(
     Ok((live, rows.len() as i64))
 }
 
-/// The live teardown job of a deployment, or a new one (`teardown:<id>:<n>`).
+/// A job that calls docker-machine (`provision_machine`, `teardown`) with the
+/// concurrency key of the provider account (see [`Provider::concurrency_key`]), so that
+/// the account's calls in flight stay within the key's limit; jobs of the `local`
+/// provider get none.
+fn with_account_key(job: NewJob, provider: &Provider) -> Result<NewJob> {
+    let Some(key) = provider.concurrency_key() else {
+        return Ok(job);
+    };
+    let job = job.with_concurrency_key(key);
+    job.validate_envelope()
+        .map_err(|err| invalid(err.to_string()))?;
+    Ok(job)
+}
+
+/// Gives the provider account's key its default limit unless it has a limit already
+/// (an operator's, or one an earlier deployment set): see [`Provider::parallel_calls`].
+async fn default_account_limit(tx: &Transaction<'_>, provider: &Provider) -> Result {
+    if let (Some(key), Some(limit)) = (provider.concurrency_key(), provider.parallel_calls()) {
+        limit_unless_set(tx, &key, limit).await?;
+    }
+    Ok(())
+}
+
+/// The live teardown job of a deployment, or a new one (`teardown:<id>:<n>`). It
+/// carries the provider account's concurrency key: its removals run one at a time, so
+/// a teardown holds one of the account's slots.
 async fn ensure_teardown(
     tx: &Transaction<'_>,
     deployment_id: Uuid,
+    provider: &Provider,
     reason: &str,
     origin: &Origin,
 ) -> Result<Enqueued> {
@@ -672,7 +700,7 @@ async fn ensure_teardown(
         origin,
         format!("teardown:{deployment_id}:{}", all + 1),
     )?;
-    enqueue_one(tx, new).await
+    enqueue_one(tx, with_account_key(new, provider)?).await
 }
 
 /// The delayed teardown of a deployment's expiry `generation`, due at `expires_at`.

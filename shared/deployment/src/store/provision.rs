@@ -7,7 +7,10 @@ use super::*;
 impl DeploymentStore {
     /// The `provision` job's fan-out: one machine row and one `provision_machine` job
     /// per node (`provision:<id>:<generation>:<n>`), plus the provisioning watchdog,
-    /// all in the transaction that checks the deployment is still provisioning.
+    /// all in the transaction that checks the deployment is still provisioning. The
+    /// machine jobs carry the provider account's concurrency key: at most its limit of
+    /// them run at once, the others wait queued (their key gets its default limit here
+    /// too, for deployments created before keys existed).
     pub async fn fan_out_provision(
         &self,
         deployment_id: Uuid,
@@ -44,20 +47,20 @@ impl DeploymentStore {
                 &[&deployment_id, &MachineState::Pending.as_str(), &origin.job_id, &created],
             )
             .await?;
+            default_account_limit(tx, &locked.spec.provider).await?;
             let mut jobs = Vec::with_capacity(nodes.len() + 1);
             for node in &nodes {
-                jobs.push(
-                    job::<ProvisionMachine>(
-                        &ProvisionMachinePayload {
-                            deployment_id,
-                            node: *node,
-                        },
+                let machine = job::<ProvisionMachine>(
+                    &ProvisionMachinePayload {
                         deployment_id,
-                        origin,
-                        format!("provision:{deployment_id}:{}:{node}", locked.generation),
-                    )?
-                    .with_max_attempts(locked.spec.max_attempts),
-                );
+                        node: *node,
+                    },
+                    deployment_id,
+                    origin,
+                    format!("provision:{deployment_id}:{}:{node}", locked.generation),
+                )?
+                .with_max_attempts(locked.spec.max_attempts);
+                jobs.push(with_account_key(machine, &locked.spec.provider)?);
             }
             jobs.push(watch_job(deployment_id, 1, watch_interval, origin)?);
             let enqueued = enqueue_in_transaction(tx, &jobs).await?;
@@ -246,7 +249,7 @@ impl DeploymentStore {
             let reason = format!("machine {} failed: {error}", machine.name);
             let teardown = match locked.state {
                 DeploymentState::Failed => Some(
-                    ensure_teardown(tx, deployment_id, &format!("rollback: {reason}"), origin)
+                    ensure_teardown(tx, deployment_id, &locked.spec.provider, &format!("rollback: {reason}"), origin)
                         .await?,
                 ),
                 state if DeploymentState::Failed.reachable_from().contains(&state) => {
@@ -261,7 +264,7 @@ impl DeploymentStore {
                     )
                     .await?;
                     Some(
-                        ensure_teardown(tx, deployment_id, &format!("rollback: {reason}"), origin)
+                        ensure_teardown(tx, deployment_id, &locked.spec.provider, &format!("rollback: {reason}"), origin)
                             .await?,
                     )
                 }
@@ -339,7 +342,7 @@ impl DeploymentStore {
                 let reason = format!("machine {} failed: {error}", machine.name);
                 set_state(tx, deployment_id, locked.state, DeploymentState::Failed, Some(&reason), "failed", origin.job_id)
                     .await?;
-                let teardown = ensure_teardown(tx, deployment_id, &format!("rollback: {reason}"), origin).await?;
+                let teardown = ensure_teardown(tx, deployment_id, &locked.spec.provider, &format!("rollback: {reason}"), origin).await?;
                 WatchOutcome::Failed { machine: machine.name, teardown }
             } else {
                 WatchOutcome::Rescheduled(enqueue_one(tx, watch_job(deployment_id, watch + 1, interval, origin)?).await?)
@@ -367,7 +370,7 @@ impl DeploymentStore {
             set_state(tx, deployment_id, locked.state, DeploymentState::Failed, Some(error), "provisioning failed", origin.job_id)
                 .await?;
             let reason = format!("rollback: provisioning failed: {error}");
-            Ok(Some(ensure_teardown(tx, deployment_id, &reason, origin).await?))
+            Ok(Some(ensure_teardown(tx, deployment_id, &locked.spec.provider, &reason, origin).await?))
         })
     }
 }

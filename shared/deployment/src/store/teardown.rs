@@ -33,7 +33,7 @@ impl DeploymentStore {
                 )
                 .await?;
             }
-            let job = ensure_teardown(tx, deployment_id, reason, origin).await?;
+            let job = ensure_teardown(tx, deployment_id, &locked.spec.provider, reason, origin).await?;
             Ok(TeardownRequest::Requested {
                 job,
                 was: locked.state,
