@@ -30,6 +30,14 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_job_groups",
         include_str!("../../migrations/0005_job_groups.sql"),
     ),
+    (
+        "0008_events",
+        include_str!("../../migrations/0008_events.sql"),
+    ),
+    (
+        "0009_webhook_deliveries",
+        include_str!("../../migrations/0009_webhook_deliveries.sql"),
+    ),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one, and
