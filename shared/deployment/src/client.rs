@@ -76,6 +76,15 @@ pub struct DeploymentView {
     pub events: Vec<DeploymentEventRow>,
 }
 
+/// A webhook's secret must be set where the deployment is made (and hold a usable
+/// key): a spec that names an unset variable is refused before anything is written.
+fn check_webhook_secret(spec: &Spec) -> Result {
+    match &spec.webhook {
+        Some(webhook) => Ok(webhook.check_secret_in_env()?),
+        None => Ok(()),
+    }
+}
+
 /// Deployments on top of a [`Producer`]: its database, its hints.
 #[derive(Clone)]
 pub struct Deployments {
@@ -96,9 +105,11 @@ impl Deployments {
 
     /// Records a new deployment and enqueues its provisioning (then, with `deploy`, its
     /// deploy). The spec must be valid ([`Spec::from_file`] and [`Spec::from_json`]
-    /// check it); credentials are the names of variables, read by the workers.
+    /// check it); credentials are the names of variables, read by the workers. A
+    /// webhook's secret variable must be set in this process too (and on the workers).
     pub async fn create(&self, spec: &Spec, options: &DeploymentOptions) -> Result<CreateOutcome> {
         spec.validate()?;
+        check_webhook_secret(spec)?;
         let outcome = self
             .store
             .create_deployment(spec, options.deploy, &options.origin()?)
@@ -113,6 +124,7 @@ impl Deployments {
     /// enqueues its deploy, which replaces the containers one machine at a time.
     pub async fn update(&self, spec: &Spec, options: &DeploymentOptions) -> Result<UpdateOutcome> {
         spec.validate()?;
+        check_webhook_secret(spec)?;
         let outcome = self
             .store
             .update_deployment(spec, &options.origin()?)

@@ -12,6 +12,9 @@
 //!   `deployment_events` tables
 //! - [`client`]: deployments through the library ([`Deployments`]): create, update,
 //!   tear down, read
+//! - [`events`]: the domain's changes as events on the core's event stream
+//!   ([`events::DeploymentEvents`], an event source a worker registers), and the
+//!   webhook deliveries that follow from them
 //!
 //! ```text
 //!                 join (all machines ready)        deploy job           all containers up
@@ -28,6 +31,7 @@
 //! ```
 
 pub mod client;
+pub mod events;
 pub mod kinds;
 mod records;
 pub mod spec;
@@ -43,7 +47,7 @@ pub use client::{DeploymentError, DeploymentOptions, DeploymentView, Deployments
 pub use records::{AckOutcome, DeploymentAttention, Fence};
 pub use spec::{
     CaEnv, FileSpec, FlagValue, NetworkMode, NodeOverride, Nodes, Payload, Provider, PullPolicy,
-    RegistryCredentialsEnv, RestartPolicy, Spec, SpecError, Timeouts,
+    RegistryCredentialsEnv, RestartPolicy, Spec, SpecError, Timeouts, WebhookSpec,
 };
 pub use store::{
     ContainerRow, CreateOutcome, DeployStart, DeploymentEventRow, DeploymentRow, DeploymentStore,
@@ -229,6 +233,21 @@ pub struct TeardownPayload {
     pub deployment_id: Uuid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// Payload of a `webhook` job: POST the event `event` (its id is `event_id`) to `url`,
+/// signed with the secret in the worker's environment variable `secret_env`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookPayload {
+    pub deployment_id: Uuid,
+    /// The event's id: the `webhook-id` of every attempt.
+    pub event_id: Uuid,
+    pub url: String,
+    /// The name of the variable, never its value.
+    pub secret_env: String,
+    /// The request body: the event as it is on the event stream.
+    pub event: serde_json::Value,
 }
 
 /// Most nodes one deployment may have.

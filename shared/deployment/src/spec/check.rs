@@ -238,6 +238,9 @@ impl Spec {
                 check_env_var_name(&format!("provider.credentials_env[{index}]"), name)?;
             }
         }
+        if let Some(webhook) = &self.webhook {
+            webhook.validate()?;
+        }
         self.check_payloads()?;
         self.check_timeouts()
     }
@@ -296,7 +299,7 @@ impl Spec {
 }
 
 /// The name of an environment variable that the spec refers to.
-fn check_env_var_name(field: &str, name: &str) -> Result<(), SpecError> {
+pub(super) fn check_env_var_name(field: &str, name: &str) -> Result<(), SpecError> {
     if is_env_var_name(name) {
         Ok(())
     } else {

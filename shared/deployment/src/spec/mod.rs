@@ -30,6 +30,13 @@
 //!   credentials_env: [DIGITALOCEAN_ACCESS_TOKEN]
 //! ```
 //!
+//! A deployment may name a webhook that receives each of its state changes (see
+//! [`webhook`]):
+//!
+//! ```yaml
+//! webhook: {url: "https://hooks.example.com/lc", secret_env: LC_WEBHOOK_SECRET}
+//! ```
+//!
 //! Everything that ends up as a command-line argument or a container setting is
 //! checked here, before anything is written.
 
@@ -86,6 +93,9 @@ pub struct Spec {
     /// Login for pulling the payload image from a private registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_credentials_env: Option<RegistryCredentialsEnv>,
+    /// Where each of the deployment's state changes is POSTed, signed (see [`webhook`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
 }
 
 fn default_attempts() -> i64 {
@@ -506,5 +516,7 @@ impl Spec {
 mod check;
 #[cfg(test)]
 mod tests;
+pub mod webhook;
 
 pub use check::is_env_var_name;
+pub use webhook::WebhookSpec;
