@@ -18,8 +18,8 @@ const WAIT_POLL: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct Inspector {
     store: Store,
-    #[allow(dead_code)]
-    hints: Option<Hints>,
+    /// Redis, for the event stream (see [`crate::events`]).
+    pub(crate) hints: Option<Hints>,
 }
 
 /// The states of jobs waited for, once all ended or the time was up.

@@ -1,6 +1,7 @@
 //! The producer side of LaunchControl's queue core: a library that upstream Rust
-//! services link to enqueue jobs ([`Producer`]), and the one read API over jobs, queues
-//! and workers ([`Inspector`]) that the `lc` command (and every other reader) uses.
+//! services link to enqueue jobs ([`Producer`]), and the one read API over jobs, queues,
+//! workers and the event stream ([`Inspector`], [`events`]) that the `lc` command (and
+//! every other reader) uses.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), lc_producer::ProducerError> {
@@ -18,9 +19,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod events;
 pub mod group;
 pub mod inspect;
 
+pub use events::{EventReader, EventsFrom, StreamEvent};
 pub use inspect::Inspector;
 
 use lc_shared::NewJob;
@@ -48,6 +51,8 @@ pub enum ProducerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("redis was not reachable when this producer connected")]
+    NoRedis,
 }
 
 pub type Result<T = ()> = std::result::Result<T, ProducerError>;
