@@ -7,6 +7,7 @@
 mod cluster;
 mod crash;
 mod deploy;
+mod events;
 mod faults;
 mod group_commit;
 mod layering;
