@@ -9,9 +9,10 @@
 //! it, so an event exists if and only if its change committed. A row whose
 //! `published_at` is NULL is an event not on the stream yet. The event relay (in
 //! `lc-worker`, one per worker process; several at once is safe) claims a batch of such
-//! rows with a locking read, adds them to the stream, marks them and commits: a crash
-//! anywhere before the commit leaves them unmarked and the next claim sends them again,
-//! with the same event ids. Delivery is at least once; consumers deduplicate by `id`.
+//! rows (reads them and marks them, in its transaction), adds them to the stream and
+//! commits: a crash anywhere before the commit leaves them unmarked and the next claim
+//! sends them again, with the same event ids. Delivery is at least once; consumers
+//! deduplicate by `id`.
 //!
 //! **Sources.** Each kind of history is an [`EventSource`]: the queue core's jobs
 //! ([`JobEvents`], always relayed) and whatever a domain registers on its worker's
@@ -185,12 +186,14 @@ pub type SourceFuture<'a, T> = Pin<Box<dyn Future<Output = store::Result<T>> + S
 /// One kind of history that the event relay publishes. The relay, for each source in
 /// turn: opens a transaction (read committed), [`EventSource::claim`]s a batch, adds it
 /// to the stream, calls [`EventSource::published`] and commits, all through the store's
-/// retry helper. A source must
-/// - claim with a locking read that waits (`FOR UPDATE`, not `SKIP LOCKED`), oldest
-///   first, so that relays of several workers take turns and each subject's events
-///   keep their order (see the notes of `lc_shared::store::claim_job_events`);
-/// - mark what it claimed in `published`, in the same transaction, so that a crash
-///   before the commit leaves every claimed row to be sent again.
+/// retry helper. A source's claim must
+/// - take the oldest unpublished rows and mark them published in the relay's
+///   transaction with a statement that waits for another relay's uncommitted marks
+///   (a conditional update, or a locking read: not `SKIP LOCKED`), so that relays of
+///   several workers take turns and each subject's events keep their order (see the
+///   notes of `lc_shared::store::claim_job_events`);
+/// - return only the rows it marked, oldest first: a crash before the commit leaves
+///   them all to be sent again.
 ///
 /// `published` may write more in the transaction (the deployment domain enqueues its
 /// webhook deliveries there) and returns the jobs it enqueued, whose hints the relay
@@ -206,17 +209,20 @@ pub trait EventSource: Send + Sync + 'static {
         Box::pin(async { Ok(true) })
     }
 
-    /// Locks and returns up to `limit` unpublished events, oldest first.
+    /// Claims up to `limit` unpublished events (marks them in `tx`) and returns them,
+    /// oldest first.
     fn claim<'a>(&'a self, tx: &'a Transaction<'a>, limit: i64) -> SourceFuture<'a, Vec<Event>>;
 
-    /// Marks `events` (a claim's, now on the stream as the entries `entry_ids`, in the
-    /// same order) published.
+    /// What follows in `tx` from `events` (a claim's, now on the stream as the entries
+    /// `entry_ids`, in the same order); returns the jobs it enqueued. Nothing by default.
     fn published<'a>(
         &'a self,
-        tx: &'a Transaction<'a>,
-        events: &'a [Event],
-        entry_ids: &'a [String],
-    ) -> SourceFuture<'a, Vec<Enqueued>>;
+        _tx: &'a Transaction<'a>,
+        _events: &'a [Event],
+        _entry_ids: &'a [String],
+    ) -> SourceFuture<'a, Vec<Enqueued>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 
     /// Housekeeping the relay runs about once a second, outside any claim (a domain's
     /// stalled deliveries); returns the jobs it enqueued. Nothing by default.
@@ -280,22 +286,6 @@ impl EventSource for JobEvents {
                 }
             };
             Ok(rows.iter().map(Event::from_job_row).collect())
-        })
-    }
-
-    fn published<'a>(
-        &'a self,
-        tx: &'a Transaction<'a>,
-        events: &'a [Event],
-        _entry_ids: &'a [String],
-    ) -> SourceFuture<'a, Vec<Enqueued>> {
-        Box::pin(async move {
-            let keys: Vec<(Uuid, Uuid)> = events
-                .iter()
-                .filter_map(|event| Some((event.job()?.id, event.id)))
-                .collect();
-            store::mark_job_events_published(tx, &keys).await?;
-            Ok(Vec::new())
         })
     }
 }

@@ -2,11 +2,13 @@
 //! publishes the outbox of each event source (the jobs' own, then those the registry
 //! added) to the event stream `<prefix>:{events}`, one batch per transaction:
 //!
-//! 1. claim up to `--events-batch` unpublished events, oldest first, with a locking read
-//!    that waits (so relays take turns and each subject's events keep their order);
+//! 1. claim up to `--events-batch` unpublished events, oldest first: read them, then mark
+//!    them published with one conditional statement that waits for another relay's
+//!    uncommitted marks (so relays take turns and each subject's events keep their
+//!    order);
 //! 2. add them to the stream in one pipelined round trip (`XADD MAXLEN ~`);
-//! 3. mark them published (one statement), let the source write what follows from them
-//!    (the deployment domain's webhook deliveries), and commit.
+//! 3. let the source write what follows from them (the deployment domain's webhook
+//!    deliveries), and commit: the marks count from here.
 //!
 //! A crash, a lost connection or a refused commit anywhere before step 3's commit
 //! leaves the rows unmarked: the next claim (here or in another worker) sends them
@@ -59,6 +61,7 @@ pub(crate) async fn relay_loop(worker: Arc<Worker>, registry: Registry, stop: Ca
     sources.extend(registry.event_sources().iter().cloned());
     let mut relay = Relay {
         worker,
+        full: vec![false; sources.len()],
         sources,
         observer: registry.events_observer(),
         redis_failing: false,
@@ -91,6 +94,9 @@ pub(crate) async fn relay_loop(worker: Arc<Worker>, registry: Registry, stop: Ca
 struct Relay {
     worker: Arc<Worker>,
     sources: Vec<Arc<dyn EventSource>>,
+    /// Per source, whether its last batch was full: then the next claims at once,
+    /// without the cheap look first.
+    full: Vec<bool>,
     observer: Option<EventsObserver>,
     /// Whether the last send to Redis failed, so an outage is logged once.
     redis_failing: bool,
@@ -101,8 +107,10 @@ impl Relay {
     async fn round(&mut self) -> bool {
         let batch = self.worker.config.events.events_batch;
         let mut busy = false;
-        for source in self.sources.clone() {
-            match relay_batch(&self.worker, source.as_ref(), self.observer).await {
+        for (index, source) in self.sources.clone().into_iter().enumerate() {
+            let look_first = !self.full[index];
+            self.full[index] = false;
+            match relay_batch(&self.worker, source.as_ref(), self.observer, look_first).await {
                 Ok(relayed) => {
                     self.worker.outages.relay.ok();
                     if relayed.sent > 0 && std::mem::take(&mut self.redis_failing) {
@@ -112,7 +120,8 @@ impl Relay {
                         .metrics
                         .events_published(source.name(), relayed.sent);
                     self.worker.dispatch.committed(&relayed.enqueued).await;
-                    busy |= relayed.sent >= batch;
+                    self.full[index] = relayed.sent >= batch;
+                    busy |= self.full[index];
                 }
                 Err(RelayError::Store(err)) => {
                     self.worker.outages.relay.failed(&err, "publishing events")
@@ -143,23 +152,27 @@ impl Relay {
     }
 }
 
-/// Claims, sends and marks one batch of `source` in one transaction (when its cheap
-/// look says something waits), through the retry helper: a replay (after a conflict, or a commit whose outcome is unknown) claims what
-/// is still unmarked and sends it again, with the same ids.
+/// Claims, sends and marks one batch of `source` in one transaction (after a cheap look
+/// that something waits, with `look_first`), through the retry helper: a replay (after
+/// a conflict, or a commit whose outcome is unknown) claims what is still unmarked and
+/// sends it again, with the same ids.
 ///
-/// Read committed: the claim is a locking read, so no other relay's claim returns these
-/// rows until this transaction ends, and the marks are writes to rows it holds.
+/// Read committed: the claim's marks are a conditional update, which holds the rows it
+/// marked until this transaction ends and waits for rows another relay holds, so no
+/// other relay sends these rows unless this transaction rolls back.
 async fn relay_batch(
     worker: &Worker,
     source: &dyn EventSource,
     observer: Option<EventsObserver>,
+    look_first: bool,
 ) -> Result<Relayed, RelayError> {
     let limit = i64::try_from(worker.config.events.events_batch).unwrap_or(i64::MAX);
     let maxlen = worker.config.events.events_maxlen;
-    if !source
-        .pending(&worker.store)
-        .await
-        .map_err(RelayError::Store)?
+    if look_first
+        && !source
+            .pending(&worker.store)
+            .await
+            .map_err(RelayError::Store)?
     {
         return Ok(Relayed::default());
     }

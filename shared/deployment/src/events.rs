@@ -19,10 +19,7 @@ use lc_shared::store::{Enqueued, Store};
 use serde_json::json;
 
 use crate::DeploymentStore;
-use crate::store::{
-    NewDelivery, OutboxEvent, claim_deployment_events, mark_deployment_events_published,
-    queue_webhook_deliveries,
-};
+use crate::store::{NewDelivery, OutboxEvent, claim_deployment_events, queue_webhook_deliveries};
 
 /// The type of a change of the deployment itself.
 pub const DEPLOYMENT_STATE_CHANGED: &str = "deployment.state_changed";
@@ -115,8 +112,6 @@ impl EventSource for DeploymentEvents {
         entry_ids: &'a [String],
     ) -> SourceFuture<'a, Vec<Enqueued>> {
         Box::pin(async move {
-            let ids: Vec<uuid::Uuid> = events.iter().map(|event| event.id).collect();
-            mark_deployment_events_published(tx, &ids).await?;
             let deliveries: Vec<NewDelivery> = events
                 .iter()
                 .zip(entry_ids)

@@ -42,7 +42,7 @@ use crate::NewJob;
 use crate::dialect::Dialect;
 
 pub use enqueue::enqueue_in_transaction;
-pub use outbox::{JobEventRow, claim_job_events, mark_job_events_published};
+pub use outbox::{JobEventRow, claim_job_events};
 pub use rows::{
     CancelOutcome, ClaimedJob, Completion, Enqueued, EventRow, HintTarget, JobFilter, JobRow,
     OperatorResult, QueueDepth, RunningJob, StuckJob, WaitingJob,

@@ -1,24 +1,30 @@
 //! The outbox of job events: transitions (`job_events` rows with a `to_state`) that are
 //! not on the event stream yet (`published_at` NULL, the partial index
 //! `job_events_unpublished`), claimed in batches by the event relay inside its own
-//! transaction and marked once they are on the stream. Nothing here touches the
+//! transaction, which commits the marks once the batch is on the stream. Nothing here touches the
 //! transition statements: they append their rows as they always did, and a new row
 //! starts unpublished.
 //!
-//! # Claims: a locking read that waits
+//! # Claims: a read, then a conditional update that waits
 //!
-//! The claim reads the oldest unpublished rows `FOR UPDATE` (not `SKIP LOCKED`), at
-//! read committed, in a transaction that stays open while the relay adds the rows to
-//! the stream and marks them. A second relay's claim that meets those rows waits for
-//! that transaction; when it commits, PostgreSQL re-checks each waited-for row on its
-//! newest version, where `published_at` is set, and leaves it out (the `LIMIT` sits
-//! above the lock, so the claim goes on to later rows); CockroachDB's read committed
-//! re-reads after the wait with a new snapshot. So relays run one after the other over
-//! the oldest rows, and a subject's events reach the stream in the order they were
-//! written: a later change of the same job commits after the earlier one (its
-//! conditional update waited for it), so every claim that sees the later row sees the
-//! earlier too, and the earlier one is older (`at`). With `SKIP LOCKED` a second relay
-//! would publish the later change while the first still holds the earlier one.
+//! A claim reads the oldest unpublished rows (no lock), then marks them in the relay's
+//! transaction with one conditional statement, `UPDATE ... SET published_at = now()
+//! WHERE <key> AND published_at IS NULL RETURNING <key>`; the relay sends what the
+//! update returned, then commits. The update is the row lock: nothing is written twice
+//! per row. At read committed a second relay's update that meets rows the first has
+//! marked but not committed waits for it; when the first commits, PostgreSQL re-checks
+//! each waited-for row on its newest version, finds `published_at` set and skips it
+//! (CockroachDB's read committed re-runs the statement at a newer snapshot after the
+//! wait, with the same outcome); if the first rolled back, the second marks them. So
+//! no row is claimed by two relays that both commit, and a relay whose rows overlap
+//! another's sends only after that one committed. A subject's events therefore reach
+//! the stream in the order they were written: a later change of a job commits after
+//! the earlier one (its conditional update waited for the earlier's row lock), so a
+//! claim that reads the later row reads the earlier, older one too, and either sends
+//! both in `at` order or waits for the relay that holds the earlier one. (`SKIP LOCKED`
+//! would let a second relay send a subject's later change while the first still held
+//! the earlier.) A first locking read (`FOR UPDATE`) would give the same guarantees
+//! but write a lock on every row before the update writes it again.
 //!
 //! A relay that dies before its commit leaves the rows unmarked: the next claim takes
 //! them again and the stream gets them twice, with the same event ids (at least once).
@@ -70,8 +76,8 @@ pub struct JobEventRow {
     pub group_id: Option<Uuid>,
 }
 
-/// The claim around a `WHERE` clause on `e` (the history row).
-macro_rules! claim_sql {
+/// The read of a claim around a `WHERE` clause on `e` (the history row).
+macro_rules! pick_sql {
     ($where:literal) => {
         concat!(
             "SELECT e.job_id, e.id, e.at, e.from_state, e.to_state, e.attempt, e.message,
@@ -81,18 +87,19 @@ macro_rules! claim_sql {
             $where,
             "
              ORDER BY e.at
-             LIMIT $1
-             FOR UPDATE OF e"
+             LIMIT $1"
         )
     };
 }
 
-const CLAIM_FROM_OLDEST: &str = claim_sql!("");
-const CLAIM_FROM_BOUND: &str = claim_sql!(" AND e.at >= $2");
+const PICK_FROM_OLDEST: &str = pick_sql!("");
+const PICK_FROM_BOUND: &str = pick_sql!(" AND e.at >= $2");
 
-/// Locks and returns up to `limit` unpublished job transitions, oldest first, in the
-/// caller's transaction (which must be at read committed, or serializable: see the
-/// module's notes). `bound` is `None` for a scan from the oldest end.
+/// Claims up to `limit` unpublished job transitions, oldest first, in the caller's
+/// transaction (at read committed, or serializable: see the module's notes): reads
+/// them, marks them published (one statement) and returns those it marked, in `at`
+/// order. The marks count only if the transaction commits. `bound` is `None` for a
+/// read from the oldest end.
 pub async fn claim_job_events(
     tx: &Transaction<'_>,
     limit: i64,
@@ -100,7 +107,7 @@ pub async fn claim_job_events(
 ) -> Result<Vec<JobEventRow>> {
     let rows = match bound {
         None => {
-            let statement = tx.prepare_cached(CLAIM_FROM_OLDEST).await?;
+            let statement = tx.prepare_cached(PICK_FROM_OLDEST).await?;
             tx.query(&statement, &[&limit]).await?
         }
         Some(bound) => {
@@ -108,11 +115,11 @@ pub async fn claim_job_events(
             let now: DateTime<Utc> = tx.query_one("SELECT now()", &[]).await?.get(0);
             let rows = match from {
                 None => {
-                    let statement = tx.prepare_cached(CLAIM_FROM_OLDEST).await?;
+                    let statement = tx.prepare_cached(PICK_FROM_OLDEST).await?;
                     tx.query(&statement, &[&limit]).await?
                 }
                 Some(from) => {
-                    let statement = tx.prepare_cached(CLAIM_FROM_BOUND).await?;
+                    let statement = tx.prepare_cached(PICK_FROM_BOUND).await?;
                     tx.query(&statement, &[&limit, &from]).await?
                 }
             };
@@ -120,7 +127,8 @@ pub async fn claim_job_events(
             rows
         }
     };
-    rows.iter()
+    let picked: Vec<JobEventRow> = rows
+        .iter()
         .map(|row| {
             Ok(JobEventRow {
                 job_id: row.try_get(0)?,
@@ -135,24 +143,41 @@ pub async fn claim_job_events(
                 group_id: row.try_get(9)?,
             })
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    let keys: Vec<(Uuid, Uuid)> = picked.iter().map(|row| (row.job_id, row.id)).collect();
+    let marked = mark_job_events(tx, &keys).await?;
+    Ok(picked
+        .into_iter()
+        .filter(|row| marked.contains(&(row.job_id, row.id)))
+        .collect())
 }
 
-/// Marks claimed job transitions published, in the claim's transaction: one statement
-/// for the batch. Keys are `(job_id, id)`, the history's primary key; the arrays go in
-/// through a scalar subquery for one generic plan (see the plans note in
-/// [`super::complete`]).
-pub async fn mark_job_events_published(tx: &Transaction<'_>, keys: &[(Uuid, Uuid)]) -> Result {
+/// Marks job transitions published where they are not yet, in the claim's transaction:
+/// one statement for the batch, which waits for another relay's uncommitted marks of
+/// the same rows (see the module's notes). Returns the keys it marked. Keys are
+/// `(job_id, id)`, the history's primary key; the arrays go in through a scalar
+/// subquery for one generic plan, a nested loop over the primary key (see the plans
+/// note in [`super::complete`]).
+async fn mark_job_events(
+    tx: &Transaction<'_>,
+    keys: &[(Uuid, Uuid)],
+) -> Result<std::collections::HashSet<(Uuid, Uuid)>> {
     const SQL: &str = "
 UPDATE job_events SET published_at = now()
 FROM UNNEST((SELECT $1::UUID[]), $2::UUID[]) AS p(job_id, id)
-WHERE job_events.job_id = p.job_id AND job_events.id = p.id";
+WHERE job_events.job_id = p.job_id AND job_events.id = p.id
+  AND job_events.published_at IS NULL
+RETURNING job_events.job_id, job_events.id";
     if keys.is_empty() {
-        return Ok(());
+        return Ok(Default::default());
     }
     let job_ids: Vec<Uuid> = keys.iter().map(|(job_id, _)| *job_id).collect();
     let ids: Vec<Uuid> = keys.iter().map(|(_, id)| *id).collect();
     let statement = tx.prepare_cached(SQL).await?;
-    tx.execute(&statement, &[&job_ids, &ids]).await?;
-    Ok(())
+    Ok(tx
+        .query(&statement, &[&job_ids, &ids])
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
 }

@@ -22,7 +22,7 @@ mod read;
 mod teardown;
 mod webhooks;
 
-pub use outbox::{OutboxEvent, claim_deployment_events, mark_deployment_events_published};
+pub use outbox::{OutboxEvent, claim_deployment_events};
 pub use webhooks::{NewDelivery, queue_webhook_deliveries};
 
 use std::time::Duration;

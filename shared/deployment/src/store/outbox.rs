@@ -2,8 +2,9 @@
 //! not on the event stream yet (`published_at` NULL, the partial index
 //! `deployment_events_unpublished`), claimed and marked by the event relay in its own
 //! transaction. The claim is the core's (see `lc_shared::store::claim_job_events`): a
-//! locking read that waits, oldest first, so that relays take turns and each subject's
-//! changes keep their order. A subject's rows are written after its row lock was taken
+//! read of the oldest, then a conditional update that marks them and waits for another
+//! relay's uncommitted marks, so that relays take turns and each subject's changes keep
+//! their order. A subject's rows are written after its row lock was taken
 //! (`at` is `clock_timestamp()` at the insert), so a later change of a deployment,
 //! machine or container is always newer. Deployment events are few, so the scan always
 //! starts at the oldest end.
@@ -43,10 +44,10 @@ impl DeploymentStore {
     }
 }
 
-/// Locks and returns up to `limit` unpublished changes, oldest first, in the relay's
-/// transaction.
+/// Claims up to `limit` unpublished changes, oldest first, in the relay's transaction:
+/// reads them, marks them published (one statement) and returns those it marked.
 pub async fn claim_deployment_events(tx: &Transaction<'_>, limit: i64) -> Result<Vec<OutboxEvent>> {
-    const SQL: &str = "
+    const PICK: &str = "
 SELECT e.id, e.deployment_id, d.name, e.subject, COALESCE(m.id, c.id), e.from_state,
        e.to_state, e.message, e.job_id, e.at
 FROM deployment_events e
@@ -55,11 +56,18 @@ LEFT JOIN machines m ON m.deployment_id = e.deployment_id AND e.subject = 'machi
 LEFT JOIN containers c ON c.deployment_id = e.deployment_id AND e.subject = 'container ' || c.name
 WHERE e.published_at IS NULL AND e.to_state IS NOT NULL
 ORDER BY e.at
-LIMIT $1
-FOR UPDATE OF e";
-    let statement = tx.prepare_cached(SQL).await?;
-    let rows = tx.query(&statement, &[&limit]).await?;
-    rows.iter()
+LIMIT $1";
+    // Waits for another relay's uncommitted marks of the same rows, then skips them.
+    const MARK: &str = "
+UPDATE deployment_events SET published_at = now()
+FROM UNNEST((SELECT $1::UUID[])) AS p(id)
+WHERE deployment_events.id = p.id AND deployment_events.published_at IS NULL
+RETURNING deployment_events.id";
+    let statement = tx.prepare_cached(PICK).await?;
+    let picked: Vec<OutboxEvent> = tx
+        .query(&statement, &[&limit])
+        .await?
+        .iter()
         .map(|row| {
             Ok(OutboxEvent {
                 id: row.try_get(0)?,
@@ -74,19 +82,20 @@ FOR UPDATE OF e";
                 at: row.try_get(9)?,
             })
         })
-        .collect()
-}
-
-/// Marks claimed changes published, in the claim's transaction: one statement.
-pub async fn mark_deployment_events_published(tx: &Transaction<'_>, ids: &[Uuid]) -> Result {
-    const SQL: &str = "
-UPDATE deployment_events SET published_at = now()
-FROM UNNEST((SELECT $1::UUID[])) AS p(id)
-WHERE deployment_events.id = p.id";
-    if ids.is_empty() {
-        return Ok(());
+        .collect::<Result<_>>()?;
+    if picked.is_empty() {
+        return Ok(picked);
     }
-    let statement = tx.prepare_cached(SQL).await?;
-    tx.execute(&statement, &[&ids]).await?;
-    Ok(())
+    let ids: Vec<Uuid> = picked.iter().map(|event| event.id).collect();
+    let statement = tx.prepare_cached(MARK).await?;
+    let marked: std::collections::HashSet<Uuid> = tx
+        .query(&statement, &[&ids])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    Ok(picked
+        .into_iter()
+        .filter(|event| marked.contains(&event.id))
+        .collect())
 }
