@@ -6,6 +6,8 @@
 #   lc_log / lc_warn / lc_die        messages on stderr
 #   ensure_pkg CMD_OR_PATH PACKAGE   apt-get install PACKAGE when CMD_OR_PATH is missing
 #                                    (a command name, a path, or a glob of paths)
+#   ensure_python_venv DIR PKG==VER...  a Python virtualenv at DIR holding the pinned
+#                                    packages (from PyPI, installed only when missing)
 
 if [[ -n "${LC_LIB_SOURCED:-}" ]]; then
   return 0
@@ -97,6 +99,31 @@ ensure_deb() {
   lc_log "installing $pkg"
   lc_as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 \
     install -y -q --no-install-recommends "$pkg" >&2
+}
+
+# ensure_python_venv DIR NAME==VERSION...: a virtualenv at DIR (Debian's python3 and
+# python3-venv) holding exactly these pinned packages; pip runs only when one of them
+# is missing or at another version.
+ensure_python_venv() {
+  local dir="$1" req missing=()
+  shift
+  ensure_pkg python3 python3
+  if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    ensure_deb python3-venv
+  fi
+  if [[ ! -x "$dir/bin/python3" ]]; then
+    lc_log "creating a Python virtualenv in $dir"
+    python3 -m venv "$dir" >&2
+  fi
+  local installed
+  installed="$("$dir/bin/python3" -m pip freeze --disable-pip-version-check 2>/dev/null || true)"
+  for req in "$@"; do
+    grep -qixF "$req" <<<"$installed" || missing+=("$req")
+  done
+  if ((${#missing[@]})); then
+    lc_log "installing ${missing[*]} into $dir"
+    "$dir/bin/python3" -m pip install -q --disable-pip-version-check "${missing[@]}" >&2
+  fi
 }
 
 # pid_alive PIDFILE [COMM]: the pid in PIDFILE runs (and its command name is COMM, when given).

@@ -16,6 +16,11 @@ ensure_pkg redis-cli redis-tools # builds the private Redis Cluster of the clust
 
 export LC_DOCKER_MACHINE_STANDIN="$LC_ROOT/tests/docker-machine/docker-machine"
 
+# The webhook tests' receiver (tests/webhook/receiver.py) checks every request with the
+# Standard Webhooks reference library, from PyPI, pinned.
+ensure_python_venv "$LC_HOME/venv" standardwebhooks==1.3.0
+export LC_TEST_PYTHON="$LC_HOME/venv/bin/python3"
+
 # Each test makes its own database and leaves it for a look after a failure; the next
 # run drops them (see lc_drop_test_databases).
 lc_drop_test_databases "$PG_ADMIN_URL"

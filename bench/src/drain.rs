@@ -69,6 +69,13 @@ impl Bench {
         let pids: Vec<u32> = procs.iter().map(|proc| proc.pid).collect();
         let cpu_after = cpu_sample(&pids);
         let redis_after = redis_info(&self.args.connect.redis_url).await.ok();
+        // The workers' event relays publish the drain's changes as it goes; what is left
+        // when the last job finished, and how long it takes to go out (not counted in
+        // the drain's rate or its CPU figures above).
+        let events = match &waited {
+            Ok(_) => Some(watch_events(&poll_client).await?),
+            Err(_) => None,
+        };
         let start_logs: Vec<PathBuf> = procs.iter().map(|proc| proc.starts_log.clone()).collect();
         for proc in procs {
             self.stop_worker(proc, Duration::from_secs(40)).await?;
@@ -107,6 +114,7 @@ impl Bench {
             "cpu": cpu,
             "postgres": pg,
             "redis": redis,
+            "events": events,
         }))
     }
 
@@ -218,6 +226,19 @@ impl Bench {
             format!("rollbacks < {MAX_ROLLBACKS_PER_1000}"),
             Some(rollbacks < MAX_ROLLBACKS_PER_1000),
         );
+        let events = &value["events"];
+        if let Some(waiting) = events["unpublished_when_drained"].as_i64() {
+            let caught_up = match events["all_published_s_after_drained"].as_f64() {
+                Some(seconds) => format!("{seconds} s"),
+                None => format!("{} left after 120 s", events["unpublished_after_120_s"]),
+            };
+            self.row(
+                format!("  events not yet on the stream when drained, then out in ({workers}w)"),
+                format!("{} / {caught_up}", thousands(waiting as f64)),
+                "",
+                None,
+            );
+        }
         let peer_name = self.peer_name();
         for (who, window) in [
             ("lc", Some(&value["first_start_to_last_finish_s"])),
@@ -273,6 +294,25 @@ async fn watch_drain(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Once the drain's jobs are done: the job changes not yet on the event stream, and the
+/// seconds until every one is (the relays catching up).
+async fn watch_events(client: &deadpool_postgres::Object) -> Result<Value> {
+    const WAITING: &str =
+        "SELECT count(*) FROM job_events WHERE published_at IS NULL AND to_state IS NOT NULL";
+    let clock = Instant::now();
+    let at_last_finish: i64 = client.query_one(WAITING, &[]).await?.get(0);
+    let mut left = at_last_finish;
+    while left > 0 && clock.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(POLL).await;
+        left = client.query_one(WAITING, &[]).await?.get(0);
+    }
+    Ok(json!({
+        "unpublished_when_drained": at_last_finish,
+        "all_published_s_after_drained": (left == 0).then(|| round(clock.elapsed().as_secs_f64(), 3)),
+        "unpublished_after_120_s": left,
+    }))
 }
 
 /// A drained queue as its rows tell it: every job must have succeeded.

@@ -1,6 +1,7 @@
 //! The producer side of LaunchControl's queue core: a library that upstream Rust
-//! services link to enqueue jobs ([`Producer`]), and the one read API over jobs, queues
-//! and workers ([`Inspector`]) that the `lc` command (and every other reader) uses.
+//! services link to enqueue jobs ([`Producer`]), and the one read API over jobs, queues,
+//! workers and the event stream ([`Inspector`], [`events`]) that the `lc` command (and
+//! every other reader) uses.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), lc_producer::ProducerError> {
@@ -18,9 +19,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod events;
 pub mod group;
 pub mod inspect;
 
+pub use events::{EventReader, EventsFrom, StreamEvent};
 pub use inspect::{ErrorKind, InspectError, Inspector};
 
 use lc_shared::NewJob;
@@ -50,6 +53,8 @@ pub enum ProducerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("redis was not reachable when this producer connected")]
+    NoRedis,
 }
 
 impl ProducerError {
@@ -60,7 +65,7 @@ impl ProducerError {
                 ErrorKind::Invalid
             }
             ProducerError::Store(err) => ErrorKind::of_store(err),
-            ProducerError::Queue(_) => ErrorKind::Unavailable,
+            ProducerError::Queue(_) | ProducerError::NoRedis => ErrorKind::Unavailable,
         }
     }
 }

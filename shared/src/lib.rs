@@ -11,6 +11,8 @@
 //! - [`store`]: the database (CockroachDB / PostgreSQL): pool, retry helper, job SQL
 //! - [`queue`]: Redis dispatch hints, queue markers and the inbox stream
 //! - [`dispatch`]: sending hints after a commit, with one failure policy
+//! - [`events`]: events for upstream services: the wire format, the outbox's sources
+//!   (the jobs' own, and the trait a domain implements for its own)
 //! - [`migrate`]: schema migrations from `migrations/*.sql`
 //! - [`secrets`]: sealing secrets at rest with `LC_SECRET_KEY`
 //! - [`config`]: connection options shared by every binary
@@ -25,6 +27,7 @@ pub mod config;
 pub mod dialect;
 pub mod dispatch;
 pub mod duration;
+pub mod events;
 pub mod job;
 pub mod kind;
 pub mod migrate;

@@ -38,6 +38,14 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0007_deployment_expiry",
         include_str!("../../migrations/0007_deployment_expiry.sql"),
     ),
+    (
+        "0008_events",
+        include_str!("../../migrations/0008_events.sql"),
+    ),
+    (
+        "0009_webhook_deliveries",
+        include_str!("../../migrations/0009_webhook_deliveries.sql"),
+    ),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one, and

@@ -10,6 +10,10 @@
 //! for the wire format). It is consumed with a consumer group, because there a message
 //! is not in the database yet: an entry is acknowledged only after its job committed
 //! (or after it was dead-lettered with its reason).
+//!
+//! The event stream (`lc:{events}`) carries events for upstream services, written by
+//! the event relay after the changes committed (see [`crate::events`]); consumers
+//! follow it with consumer groups of their own.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -447,7 +451,85 @@ impl Hints {
             })
             .collect())
     }
+
+    // ---- event stream ----
+
+    /// The event stream (see [`crate::events`]): one hash tag, so a Redis Cluster keeps
+    /// it on one shard.
+    pub fn events_key(&self) -> String {
+        format!("{}:{{events}}", self.prefix)
+    }
+
+    /// Appends events (each its wire JSON, in the field `event`) in one pipelined round
+    /// trip, trimming the stream to about `maxlen` entries (`MAXLEN ~`: whole nodes at a
+    /// time, so it may hold a few more). Returns the entry ids, in order.
+    pub async fn add_events(&self, events: &[String], maxlen: usize) -> Result<Vec<String>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.events_key();
+        let mut pipe = redis::pipe();
+        for event in events {
+            pipe.xadd_maxlen(
+                &key,
+                redis::streams::StreamMaxlen::Approx(maxlen),
+                "*",
+                &[(EVENT_FIELD, event.as_str())],
+            );
+        }
+        let mut conn = self.conn.clone();
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
+    /// Reads up to `count` events after the entry `after` (`"$"`: only events added
+    /// from now on; `"0"`: from the oldest the stream keeps), waiting up to `block` for
+    /// one when there is none (`None`: not at all). Uses the caller's dedicated
+    /// connection. Returns (entry id, the `event` field) pairs, oldest first; an entry
+    /// without the field comes back with an empty text.
+    pub async fn read_events(
+        &self,
+        popper: &mut HintPopper,
+        after: &str,
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<(String, String)>> {
+        let mut options = StreamReadOptions::default().count(count);
+        if let Some(block) = block {
+            options = options.block(block.as_millis() as usize);
+        }
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg(&options)
+            .arg("STREAMS")
+            .arg(self.events_key())
+            .arg(after);
+        let reply: Option<StreamReadReply> = popper.query(&cmd).await?;
+        Ok(reply
+            .map(|reply| {
+                reply
+                    .keys
+                    .into_iter()
+                    .flat_map(|key| key.ids)
+                    .map(|entry| {
+                        let event = entry.get::<String>(EVENT_FIELD).unwrap_or_default();
+                        (entry.id, event)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The id of the newest entry of the event stream, if it has one: where a reader
+    /// that wants only new events starts without missing one between two reads.
+    pub async fn last_event_id(&self) -> Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply =
+            conn.xrevrange_count(self.events_key(), "+", "-", 1).await?;
+        Ok(reply.ids.into_iter().next().map(|entry| entry.id))
+    }
 }
+
+/// The field of an event stream entry that holds the event's JSON.
+pub const EVENT_FIELD: &str = "event";
 
 fn inbox_message(entry: StreamId) -> InboxMessage {
     let fields: Vec<(String, String)> = entry

@@ -8,6 +8,7 @@ mod cluster;
 mod concurrency;
 mod crash;
 mod deploy;
+mod events;
 mod faults;
 mod group_commit;
 mod inspect;

@@ -195,6 +195,7 @@ impl TestEnv {
             no_inbox: false,
             metrics_addr: None,
             kind_timeouts: Vec::new(),
+            events: lc_worker::config::EventsConfig::default(),
         }
     }
 
@@ -270,6 +271,17 @@ impl TestEnv {
         args: &[&str],
         extra: &[(&str, &str)],
     ) -> WorkerProcess {
+        self.spawn_worker_binary(&bin("lc-worker"), args, extra)
+    }
+
+    /// [`TestEnv::spawn_worker_process_with_env`] of another binary that takes
+    /// `lc-worker`'s flags (a drill's `lc-worker` with a hook).
+    pub fn spawn_worker_binary(
+        &self,
+        binary: &std::path::Path,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> WorkerProcess {
         let config = self.worker_config();
         let log = std::env::temp_dir().join(format!(
             "lc-worker-{}-{}.log",
@@ -277,7 +289,7 @@ impl TestEnv {
             Uuid::new_v4().simple()
         ));
         let log_file = std::fs::File::create(&log).unwrap();
-        let mut command = Command::new(bin("lc-worker"));
+        let mut command = Command::new(binary);
         command
             .env("DATABASE_URL", &self.database_url)
             .env("REDIS_URL", &self.redis_url)

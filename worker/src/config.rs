@@ -70,6 +70,43 @@ pub struct WorkerConfig {
     #[arg(long = "kind-timeout", env = "LC_KIND_TIMEOUTS", value_name = "KIND=DURATION",
           value_delimiter = ',', value_parser = parse_kind_timeout)]
     pub kind_timeouts: Vec<(String, Duration)>,
+
+    #[command(flatten)]
+    pub events: EventsConfig,
+}
+
+/// The event relay's settings (see `lc_shared::events`).
+#[derive(Args, Clone, Debug)]
+pub struct EventsConfig {
+    /// Do not run the event relay in this process (another worker's relay publishes
+    /// the events; while none runs, they wait in the database)
+    #[arg(long, env = "LC_NO_EVENTS")]
+    pub no_events: bool,
+
+    /// About how many entries the event stream keeps (`XADD MAXLEN ~`); consumers
+    /// further behind lose the oldest
+    #[arg(long, env = "LC_EVENTS_MAXLEN", default_value_t = lc_shared::events::DEFAULT_STREAM_MAXLEN)]
+    pub events_maxlen: usize,
+
+    /// How often an idle relay looks for new events (a busy one goes on at once)
+    #[arg(long, env = "LC_EVENTS_INTERVAL", value_parser = parse_duration, default_value = "100ms")]
+    pub events_interval: Duration,
+
+    /// Most events claimed, sent and marked in one transaction
+    #[arg(long, env = "LC_EVENTS_BATCH", default_value_t = 1000)]
+    pub events_batch: usize,
+}
+
+impl Default for EventsConfig {
+    /// The flags' defaults.
+    fn default() -> EventsConfig {
+        EventsConfig {
+            no_events: false,
+            events_maxlen: lc_shared::events::DEFAULT_STREAM_MAXLEN,
+            events_interval: Duration::from_millis(100),
+            events_batch: 1000,
+        }
+    }
 }
 
 /// KIND=DURATION; whether the kind exists is checked against the worker's registry at
@@ -125,6 +162,9 @@ impl WorkerConfig {
                 self.heartbeat, self.lease
             ));
         }
+        if self.events.events_batch == 0 || self.events.events_maxlen == 0 {
+            return Err("--events-batch and --events-maxlen must be at least 1".into());
+        }
         if self.lease < Duration::from_secs(1) {
             return Err(
                 "--lease must be at least 1s (CockroachDB allows 500ms of clock offset)".into(),
@@ -147,6 +187,16 @@ mod tests {
 
     fn config(args: &[&str]) -> WorkerConfig {
         Cli::parse_from(std::iter::once("lc-worker").chain(args.iter().copied())).config
+    }
+
+    #[test]
+    fn the_event_relay_defaults_are_the_flags_defaults() {
+        let parsed = config(&[]).events;
+        let default = super::EventsConfig::default();
+        assert_eq!(parsed.no_events, default.no_events);
+        assert_eq!(parsed.events_maxlen, default.events_maxlen);
+        assert_eq!(parsed.events_interval, default.events_interval);
+        assert_eq!(parsed.events_batch, default.events_batch);
     }
 
     #[test]

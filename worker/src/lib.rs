@@ -17,6 +17,7 @@
 //! - `sweeper`: expired leases, due delayed jobs, Redis rebuilds
 //! - `inbox`: ingests jobs that other languages wrote to the Redis inbox stream
 //! - `keyed`: the hints that start a concurrency key's waiting jobs when a slot frees
+//! - `relay`: publishes the outbox of job (and domain) events to the event stream
 //! - `metrics_server`: `GET /metrics`
 //! - [`handlers`]: the [`Handler`] trait, the [`Registry`] of kinds a worker runs, a
 //!   handler's [`JobContext`], and the core's handlers (`noop`, `sleep`)
@@ -38,6 +39,7 @@ mod lease;
 pub mod metrics;
 mod metrics_server;
 mod outage;
+mod relay;
 mod running;
 mod slots;
 mod supervisor;
@@ -50,7 +52,7 @@ pub use config::WorkerConfig;
 /// the database), and unoptimized builds poll them in large frames; 2 MiB, the
 /// default, is not enough there. Memory is reserved, not used, until touched.
 pub const THREAD_STACK_BYTES: usize = 16 * 1024 * 1024;
-pub use handlers::{Handler, HandlerList, JobContext, JobError, Registry};
+pub use handlers::{EventsObserver, Handler, HandlerList, JobContext, JobError, Registry};
 pub use metrics::Metrics;
 pub use supervisor::run_with;
 pub use worker::{HELD_PER_SLOT, WorkerError};

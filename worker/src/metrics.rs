@@ -38,6 +38,11 @@ struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DepthLabels {
     queue: String,
     state: String,
@@ -66,6 +71,7 @@ pub struct Metrics {
     external_calls: Family<CallLabels, Counter>,
     external_call_errors: Family<CallLabels, Counter>,
     external_call_milliseconds: Family<CallLabels, Counter>,
+    events_published: Family<SourceLabels, Counter>,
     /// The scrape-time readings the registry's collector encodes. Locked while one
     /// scrape stores its readings and encodes, so two scrapes do not mix their rows;
     /// never held across an `.await`.
@@ -85,6 +91,7 @@ impl Default for Metrics {
         let external_calls = Family::<CallLabels, Counter>::default();
         let external_call_errors = Family::<CallLabels, Counter>::default();
         let external_call_milliseconds = Family::<CallLabels, Counter>::default();
+        let events_published = Family::<SourceLabels, Counter>::default();
         let readings = Arc::new(Mutex::new(Readings::default()));
         registry.register(
             "lc_jobs_started",
@@ -136,6 +143,11 @@ impl Default for Metrics {
             "Time spent in calls to docker-machine and the Docker API",
             external_call_milliseconds.clone(),
         );
+        registry.register(
+            "lc_events_published",
+            "Events this worker's relay added to the event stream (a batch sent again after a crash counts again)",
+            events_published.clone(),
+        );
         registry.register_collector(Box::new(ScrapeGauges(readings.clone())));
         Metrics {
             registry,
@@ -149,6 +161,7 @@ impl Default for Metrics {
             external_calls,
             external_call_errors,
             external_call_milliseconds,
+            events_published,
             readings,
         }
     }
@@ -195,6 +208,17 @@ impl Metrics {
         self.external_call_milliseconds
             .get_or_create(&labels)
             .inc_by(took.as_millis() as u64);
+    }
+
+    /// Events of a source that the relay added to the stream and marked.
+    pub fn events_published(&self, source: &str, count: usize) {
+        if count > 0 {
+            self.events_published
+                .get_or_create(&SourceLabels {
+                    source: source.to_owned(),
+                })
+                .inc_by(count as u64);
+        }
     }
 
     /// The Prometheus text of what this process counted, with the scrape-time readings.
@@ -299,6 +323,7 @@ mod tests {
         metrics.completion_refused();
         metrics.leases_recovered(3);
         metrics.external_call("docker", "inspect_image", Duration::from_millis(7), true);
+        metrics.events_published("jobs", 4);
         let text = metrics.render(Readings {
             depths: Some(vec![QueueDepth {
                 queue: "default".to_owned(),
@@ -324,6 +349,7 @@ mod tests {
             "lc_external_calls_total{system=\"docker\",operation=\"inspect_image\"} 1",
             "lc_external_call_errors_total{system=\"docker\",operation=\"inspect_image\"} 1",
             "lc_external_call_milliseconds_total{system=\"docker\",operation=\"inspect_image\"} 7",
+            "lc_events_published_total{source=\"jobs\"} 4",
             "# TYPE lc_queue_jobs gauge",
             "lc_queue_jobs{queue=\"default\",state=\"succeeded\"} 5",
             "# TYPE lc_queue_oldest_due_seconds gauge",

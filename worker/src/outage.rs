@@ -64,6 +64,7 @@ pub struct Outages {
     pub sweeper: Outage,
     pub completer: Outage,
     pub inbox: Outage,
+    pub relay: Outage,
 }
 
 impl Default for Outages {
@@ -75,6 +76,7 @@ impl Default for Outages {
             sweeper: Outage::new("sweeper"),
             completer: Outage::new("completer"),
             inbox: Outage::new("inbox"),
+            relay: Outage::new("relay"),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! One worker process: connects, registers, starts its tasks (a fetcher per queue, the
-//! completer, heartbeat, sweeper, inbox ingester, metrics server), and on shutdown stops
+//! completer, heartbeat, sweeper, inbox ingester, event relay, metrics server), and on shutdown stops
 //! fetching, lets running jobs finish within the grace period, then hands back what is
 //! left so another worker starts it at once. Nothing imports this module: it is the top.
 
@@ -25,7 +25,7 @@ use crate::outage::Outages;
 use crate::running::RunningJobs;
 use crate::slots::Finished;
 use crate::worker::{HELD_PER_SLOT, Worker, WorkerError};
-use crate::{completer, fetcher, inbox, lease, sweeper};
+use crate::{completer, fetcher, inbox, lease, relay, sweeper};
 
 /// Runs a worker of the kinds of `registry` until `shutdown` is cancelled, then shuts
 /// down gracefully.
@@ -168,6 +168,13 @@ impl Tasks {
             stop_background.clone(),
         ));
         background.spawn(sweeper::sweep_loop(worker.clone(), stop_background.clone()));
+        if !worker.config.events.no_events {
+            background.spawn(relay::relay_loop(
+                worker.clone(),
+                registry.clone(),
+                stop_background.clone(),
+            ));
+        }
         if let Some(addr) = worker.config.metrics_addr {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await

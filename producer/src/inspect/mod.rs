@@ -139,7 +139,8 @@ pub type Redaction = fn(&mut serde_json::Value);
 #[derive(Clone)]
 pub struct Inspector {
     store: Store,
-    hints: Option<Hints>,
+    /// Redis: hints, dead letters and the event stream (see [`crate::events`]).
+    pub(crate) hints: Option<Hints>,
     /// The kinds this reader knows: their time limits say when a running job looks
     /// stuck.
     kinds: Kinds,

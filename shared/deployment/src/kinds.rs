@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{
     DeployPayload, MAX_NODES, ProvisionMachinePayload, ProvisionPayload, TEARDOWN_ATTEMPTS,
-    TeardownPayload,
+    TeardownPayload, WebhookPayload, WebhookSpec,
 };
 use lc_shared::builtin::{Noop, Sleep};
 use lc_shared::job::JobKind;
@@ -14,7 +14,15 @@ use lc_shared::kind::{JobType, KindError, Kinds};
 /// Every kind a LaunchControl process knows, in one list: the core's and the
 /// deployment kinds. Producers register it with [`kinds`], workers register the
 /// handlers of the same tuple. A new built-in kind is one line here.
-pub type Builtin = (Noop, Sleep, Provision, ProvisionMachine, Deploy, Teardown);
+pub type Builtin = (
+    Noop,
+    Sleep,
+    Provision,
+    ProvisionMachine,
+    Deploy,
+    Teardown,
+    Webhook,
+);
 
 /// The built-in kinds as a registry; an error names the kind that did not register.
 pub fn kinds() -> Result<Kinds, KindError> {
@@ -95,6 +103,34 @@ impl JobType for Teardown {
     }
 }
 
+/// Delivers one state change of a deployment to its webhook: a JSON POST of the event
+/// (as on the event stream), signed per Standard Webhooks 1.0 with the same
+/// `webhook-id` (the event's id) on every attempt. Retried with backoff; a deployment's
+/// deliveries run one at a time, in the order of the event stream (see the store's
+/// `webhooks`). Its attempts come from the spec (`webhook.max_attempts`).
+pub struct Webhook;
+
+impl JobType for Webhook {
+    const KIND: JobKind = JobKind::named("webhook");
+    type Payload = WebhookPayload;
+    const MAX_ATTEMPTS: i64 = crate::spec::webhook::DEFAULT_WEBHOOK_ATTEMPTS;
+    /// One POST (its own limit is far shorter) and two short transactions.
+    const TIMEOUT: Duration = Duration::from_secs(2 * MINUTE);
+    fn check(payload: &WebhookPayload) -> Result<(), String> {
+        let spec = WebhookSpec {
+            url: payload.url.clone(),
+            secret_env: payload.secret_env.clone(),
+            max_attempts: 1,
+        };
+        spec.validate().map_err(|err| err.to_string())?;
+        let id = payload.event.get("id").and_then(|id| id.as_str());
+        if id != Some(payload.event_id.to_string().as_str()) {
+            return Err("event must be an event object whose id is event_id".into());
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -114,7 +150,8 @@ mod tests {
                 "provision",
                 "provision_machine",
                 "sleep",
-                "teardown"
+                "teardown",
+                "webhook"
             ]
         );
     }
@@ -152,6 +189,23 @@ mod tests {
         assert!(!check(
             Teardown::KIND,
             json!({"deployment_id": id, "expiry": 0})
+        ));
+        let event = Uuid::new_v4();
+        let webhook = |url: &str, event_id: Uuid| {
+            json!({"deployment_id": id, "event_id": event_id, "url": url,
+                   "secret_env": "LC_WEBHOOK_SECRET", "event": {"id": event, "v": 1}})
+        };
+        assert!(check(
+            Webhook::KIND,
+            webhook("http://127.0.0.1:9/hook", event)
+        ));
+        assert!(!check(
+            Webhook::KIND,
+            webhook("ftp://127.0.0.1/hook", event)
+        ));
+        assert!(!check(
+            Webhook::KIND,
+            webhook("http://127.0.0.1:9/hook", Uuid::new_v4())
         ));
     }
 }

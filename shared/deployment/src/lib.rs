@@ -15,6 +15,9 @@
 //!   tear down, extend the expiry, plan; read one, the list, its history; wait for a
 //!   state; what needs an operator
 //! - [`plan`]: what a create or an update would do ([`plan::Plan`]), for dry runs
+//! - [`events`]: the domain's changes as events on the core's event stream
+//!   ([`events::DeploymentEvents`], an event source a worker registers), and the
+//!   webhook deliveries that follow from them
 //!
 //! ```text
 //!                 join (all machines ready)        deploy job           all containers up
@@ -32,6 +35,7 @@
 
 pub mod client;
 pub mod docker_machine;
+pub mod events;
 pub mod kinds;
 pub mod plan;
 mod records;
@@ -53,6 +57,7 @@ pub use records::{AckOutcome, DeploymentAttention, Fence};
 pub use spec::{
     CaEnv, Expiry, FileSpec, FlagValue, MAX_TTL, NetworkMode, NodeOverride, Nodes, Payload,
     Provider, PullPolicy, RegistryCredentialsEnv, RestartPolicy, Spec, SpecError, Timeouts,
+    WebhookSpec,
 };
 pub use store::{
     ContainerRow, CreateOutcome, DeployStart, DeploymentEventRow, DeploymentRow, DeploymentStore,
@@ -244,6 +249,21 @@ pub struct TeardownPayload {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry: Option<i64>,
+}
+
+/// Payload of a `webhook` job: POST the event `event` (its id is `event_id`) to `url`,
+/// signed with the secret in the worker's environment variable `secret_env`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookPayload {
+    pub deployment_id: Uuid,
+    /// The event's id: the `webhook-id` of every attempt.
+    pub event_id: Uuid,
+    pub url: String,
+    /// The name of the variable, never its value.
+    pub secret_env: String,
+    /// The request body: the event as it is on the event stream.
+    pub event: serde_json::Value,
 }
 
 /// Most nodes one deployment may have.

@@ -3,7 +3,8 @@
 //! `job_events` tables have one submodule per stage of a job's life (every state
 //! change there is one conditional statement that also appends its event rows, with
 //! source and target states from [`crate::state::Transition`]); the other tables one
-//! submodule each.
+//! submodule each, and `outbox` reads the transitions the event relay has not
+//! published yet.
 
 /// The lease-expiry rule, written once: a running job's lease has expired when its
 /// `lease_expires_at` is before the database's `now()` (never a worker's clock). A
@@ -20,6 +21,7 @@ mod concurrency;
 mod enqueue;
 mod groups;
 mod operator;
+mod outbox;
 mod queues;
 mod read;
 mod rows;
@@ -43,6 +45,7 @@ use crate::dialect::Dialect;
 pub use concurrency::limit_unless_set;
 pub use enqueue::enqueue_in_transaction;
 pub use operator::cancel_queued_in_transaction;
+pub use outbox::{JobEventRow, claim_job_events};
 pub use rows::{
     CancelOutcome, ClaimedJob, Completion, ConcurrencyKeyRow, Enqueued, EventRow, ExpiredLease,
     HintTarget, JobFilter, JobRow, OperatorResult, QueueDepth, RunningJob, StuckJob, WaitingJob,

@@ -1,5 +1,6 @@
 //! The deployment jobs: `provision` (fan-out and watchdog), `provision_machine`,
-//! `deploy` and `teardown`. What they share: the origin of the jobs they enqueue,
+//! `deploy`, `teardown`, and `webhook` (one delivery of a change to the deployment's
+//! webhook). What they share: the origin of the jobs they enqueue,
 //! dispatching those jobs after commit, the `local` provider's engine, and error
 //! mapping.
 //!
@@ -16,12 +17,14 @@ mod deploy;
 mod provision;
 mod session;
 mod teardown;
+mod webhook;
 
 use std::time::Duration;
 
-use lc_deployment::kinds::{Deploy, Provision, ProvisionMachine, Teardown};
+use lc_deployment::kinds::{Deploy, Provision, ProvisionMachine, Teardown, Webhook};
 use lc_deployment::{
     DeployPayload, Endpoint, Origin, ProvisionMachinePayload, ProvisionPayload, TeardownPayload,
+    WebhookPayload,
 };
 use lc_shared::store::{Enqueued, StoreError};
 use lc_worker::{Handler, JobContext, JobError, Metrics};
@@ -53,6 +56,12 @@ impl Handler<Deployments> for Deploy {
 impl Handler<Deployments> for Teardown {
     async fn run(ctx: &JobContext, payload: TeardownPayload) -> Result<(), JobError> {
         teardown::teardown(ctx, payload).await
+    }
+}
+
+impl Handler<Deployments> for Webhook {
+    async fn run(ctx: &JobContext, payload: WebhookPayload) -> Result<(), JobError> {
+        webhook::webhook(ctx, payload).await
     }
 }
 

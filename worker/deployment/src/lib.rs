@@ -12,6 +12,7 @@
 //! - `tls`: a deployment's CA and client certificate
 //! - `process`: signals to processes and process groups
 //! - `docker`: the Docker Engine API client (bollard) for one machine's engine
+//! - [`webhook`]: signed webhook requests (Standard Webhooks 1.0)
 //! - [`config`]: the deployment handlers' flags ([`MachineConfig`])
 //! - [`cli`]: the `lc-worker` command ([`cli::main_with`])
 
@@ -23,10 +24,12 @@ mod machine;
 pub mod machine_store;
 mod process;
 mod tls;
+pub mod webhook;
 
 pub use config::MachineConfig;
 
 use lc_deployment::DeploymentStore;
+use lc_deployment::events::DeploymentEvents;
 use lc_deployment::kinds::Builtin;
 use lc_shared::secrets::{SecretError, SecretKey};
 use lc_shared::store::Store;
@@ -44,6 +47,8 @@ pub struct DeploymentWorker {
     /// Seals and opens docker-machine state (`LC_SECRET_KEY`); `None` when not set, and
     /// then docker-machine jobs fail with an error that says so.
     pub secret_key: Option<SecretKey>,
+    /// Sends webhook requests.
+    pub webhooks: webhook::WebhookClient,
 }
 
 impl DeploymentWorker {
@@ -60,14 +65,18 @@ impl DeploymentWorker {
             store: DeploymentStore::new(store),
             config,
             secret_key,
+            webhooks: webhook::WebhookClient::new(),
         })
     }
 }
 
 /// Every built-in kind ([`Builtin`]: the core's and the deployment kinds) with its
-/// handler, and the deployment handlers' state.
+/// handler, the deployment handlers' state, and the deployments' changes as events
+/// ([`DeploymentEvents`], beside the jobs' own that every worker's relay publishes).
 pub fn registry(state: DeploymentWorker) -> Result<Registry, lc_shared::kind::KindError> {
+    let events = DeploymentEvents::new(state.store.jobs().clone());
     Ok(Registry::default()
         .with_list_in::<Deployments, Builtin>()?
+        .with_event_source(events)
         .with_state(state))
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use lc_shared::builtin;
+use lc_shared::events::{Event, EventSource};
 use lc_shared::kind::{JobType, KindError, KindInfo, Kinds};
 use lc_shared::state::RunResult;
 use lc_shared::store::{ClaimedJob, error_chain};
@@ -119,6 +120,10 @@ type States = BTreeMap<TypeId, Arc<dyn Any + Send + Sync>>;
 /// Called as each handler starts, before it runs (see [`Registry::on_handler_start`]).
 pub type StartObserver = fn(&ClaimedJob);
 
+/// Called by the event relay with each batch it added to the stream, before the batch
+/// is marked published (see [`Registry::on_events_sent`]).
+pub type EventsObserver = fn(&[Event]);
+
 /// Handlers registered together: a tuple of kinds that each implement
 /// `Handler<Domain>`, the same tuple as the [`lc_shared::kind::KindList`] its producers
 /// use, so both sides hold one list.
@@ -145,13 +150,16 @@ handler_lists! {
 }
 
 /// The kinds a worker runs: each kind's [`KindInfo`] (for the inbox, time limits), its
-/// handler, and the state handlers share. Cheap to clone (shared).
+/// handler, and the state handlers share; and the event sources its relay publishes
+/// besides the jobs' own. Cheap to clone (shared).
 #[derive(Clone, Default)]
 pub struct Registry {
     kinds: Kinds,
     handlers: Arc<BTreeMap<&'static str, RunFn>>,
     states: Arc<States>,
     on_start: Option<StartObserver>,
+    event_sources: Arc<Vec<Arc<dyn EventSource>>>,
+    on_events_sent: Option<EventsObserver>,
 }
 
 impl Registry {
@@ -206,6 +214,37 @@ impl Registry {
             on_start: Some(observer),
             ..self
         }
+    }
+
+    /// This registry plus a domain's history as events: the worker's event relay
+    /// publishes it after the jobs' own ([`lc_shared::events::JobEvents`], always
+    /// there), in the order sources were added.
+    pub fn with_event_source(self, source: impl EventSource) -> Registry {
+        let mut sources = (*self.event_sources).clone();
+        sources.push(Arc::new(source));
+        Registry {
+            event_sources: Arc::new(sources),
+            ..self
+        }
+    }
+
+    /// The event sources added with [`Registry::with_event_source`].
+    pub fn event_sources(&self) -> &[Arc<dyn EventSource>] {
+        &self.event_sources
+    }
+
+    /// Calls `observer` with each batch of events the relay added to the stream, after
+    /// the send and before the batch is marked published (the crash drill of the tests
+    /// stops there). It runs on the relay's task: keep it short.
+    pub fn on_events_sent(self, observer: EventsObserver) -> Registry {
+        Registry {
+            on_events_sent: Some(observer),
+            ..self
+        }
+    }
+
+    pub(crate) fn events_observer(&self) -> Option<EventsObserver> {
+        self.on_events_sent
     }
 
     /// The shared value of type `T`, if one was given.

@@ -4,6 +4,7 @@
 
 mod deploy;
 mod enqueue;
+mod events;
 mod jobs;
 mod ops;
 pub mod output;
@@ -56,6 +57,9 @@ pub enum Command {
     /// Deployments: create (provision, then deploy), update, tear down, list, show
     #[command(subcommand)]
     Deploy(deploy::DeployCommand),
+    /// Follow the stream of job and deployment state changes
+    #[command(subcommand)]
+    Events(events::EventsCommand),
 }
 
 /// Runs a command; returns the process exit code.
@@ -78,6 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Queues(args) => ops::queues(&deployments.inspector(), args).await,
         Command::DeadLetters(args) => ops::dead_letters(&deployments.inspector(), args).await,
         Command::Deploy(command) => deploy::run(&deployments, command).await,
+        Command::Events(command) => events::run(&deployments, command).await,
     }
 }
 

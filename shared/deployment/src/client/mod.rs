@@ -98,6 +98,15 @@ impl DeploymentOptions {
     }
 }
 
+/// A webhook's secret must be set where the deployment is made (and hold a usable
+/// key): a spec that names an unset variable is refused before anything is written.
+fn check_webhook_secret(spec: &Spec) -> Result {
+    match &spec.webhook {
+        Some(webhook) => Ok(webhook.check_secret_in_env()?),
+        None => Ok(()),
+    }
+}
+
 /// Deployments on top of a [`Producer`]: its database, its hints.
 #[derive(Clone)]
 pub struct Deployments {
@@ -124,13 +133,15 @@ impl Deployments {
 
     /// Records a new deployment and enqueues its provisioning (then, with `deploy`, its
     /// deploy). The spec must be valid ([`Spec::from_file`] and [`Spec::from_json`]
-    /// check it); credentials are the names of variables, read by the workers.
+    /// check it); credentials are the names of variables, read by the workers. A
+    /// webhook's secret variable must be set in this process too (and on the workers).
     ///
     /// A spec with a `ttl` (or `expires_at`) is torn down at its expiry by a delayed
     /// teardown job written with the deployment; an `expires_at` that has passed is
     /// refused before anything is written.
     pub async fn create(&self, spec: &Spec, options: &DeploymentOptions) -> Result<CreateOutcome> {
         spec.validate()?;
+        check_webhook_secret(spec)?;
         if let Some(expiry) = spec.expiry()? {
             expiry.deadline(chrono::Utc::now())?;
         }
@@ -188,6 +199,7 @@ impl Deployments {
     /// enqueues its deploy, which replaces the containers one machine at a time.
     pub async fn update(&self, spec: &Spec, options: &DeploymentOptions) -> Result<UpdateOutcome> {
         spec.validate()?;
+        check_webhook_secret(spec)?;
         let outcome = self
             .store
             .update_deployment(spec, &options.origin()?)

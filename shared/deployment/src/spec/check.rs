@@ -258,6 +258,9 @@ impl Spec {
                 ));
             }
         }
+        if let Some(webhook) = &self.webhook {
+            webhook.validate()?;
+        }
         self.check_payloads()?;
         self.check_timeouts()?;
         self.expiry().map(|_| ())
@@ -317,7 +320,7 @@ impl Spec {
 }
 
 /// The name of an environment variable that the spec refers to.
-fn check_env_var_name(field: &str, name: &str) -> Result<(), SpecError> {
+pub(super) fn check_env_var_name(field: &str, name: &str) -> Result<(), SpecError> {
     if is_env_var_name(name) {
         Ok(())
     } else {

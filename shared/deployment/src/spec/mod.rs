@@ -36,6 +36,13 @@
 //! run at once across every worker and every deployment of that account: a 200-node
 //! create fired at once is a storm of 429s from the provider's API.
 //!
+//! A deployment may name a webhook that receives each of its state changes (see
+//! [`webhook`]):
+//!
+//! ```yaml
+//! webhook: {url: "https://hooks.example.com/lc", secret_env: LC_WEBHOOK_SECRET}
+//! ```
+//!
 //! Everything that ends up as a command-line argument or a container setting is
 //! checked here, before anything is written.
 
@@ -102,6 +109,9 @@ pub struct Spec {
     /// together with `ttl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// Where each of the deployment's state changes is POSTed, signed (see [`webhook`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
 }
 
 /// When a deployment ends, as its spec says: a time to live from its creation, or a
@@ -669,5 +679,7 @@ impl Spec {
 mod check;
 #[cfg(test)]
 mod tests;
+pub mod webhook;
 
 pub use check::is_env_var_name;
+pub use webhook::WebhookSpec;

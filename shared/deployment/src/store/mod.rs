@@ -1,6 +1,8 @@
 //! SQL of the `deployments`, `machines`, `containers` and `deployment_events` tables:
 //! the row types and the steps every change shares here, the changes by phase in
-//! `create`, `provision`, `deploy` and `teardown`, and what is read in `read`.
+//! `create`, `provision`, `deploy` and `teardown`, and what is read in `read`; what
+//! the event relay claims in `outbox`, and the webhook deliveries that follow in
+//! `webhooks`.
 //!
 //! Every state change is a conditional update (the expected state in its `WHERE`)
 //! plus an event row, in one transaction that goes through the core's retry helper
@@ -14,9 +16,14 @@
 
 mod create;
 mod deploy;
+mod outbox;
 mod provision;
 mod read;
 mod teardown;
+mod webhooks;
+
+pub use outbox::{OutboxEvent, claim_deployment_events};
+pub use webhooks::{NewDelivery, queue_webhook_deliveries};
 
 pub use read::UpdateBase;
 
