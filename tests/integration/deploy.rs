@@ -1928,7 +1928,12 @@ async fn deploy_forty_machines_stay_within_their_account_limit_through_a_worker_
             .any(|(op, _, at)| op == "create" && *at > killed_at),
         "no create started after the kill"
     );
-    // The killed worker's jobs came back through their expired leases, once each.
+    // The killed worker's jobs came back through their expired leases, once each. The
+    // join can make the deployment `provisioned` before the last job's completion is
+    // committed (completions are batched after the handler returns): wait for them.
+    let jobs = job_ids(&env, id, "provision_machine").await;
+    let ids: Vec<Uuid> = jobs.iter().map(|(id, _, _)| *id).collect();
+    env.wait_terminal(&ids, Duration::from_secs(60)).await;
     let jobs = job_ids(&env, id, "provision_machine").await;
     assert_eq!(jobs.len(), 40);
     assert!(
