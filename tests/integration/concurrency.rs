@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use lc_shared::store::IsolationSetting;
 use lc_shared::{JobKind, JobState, NewJob};
 use lc_tests::{TestEnv, wait_for};
 use serde_json::json;
@@ -111,9 +112,10 @@ async fn starts(env: &TestEnv, ids: &[Uuid]) -> Vec<(Uuid, chrono::DateTime<chro
         .collect()
 }
 
-#[tokio::test]
-async fn jobs_of_one_key_never_run_more_than_its_limit_across_workers() {
-    let env = TestEnv::new().await;
+lc_tests::in_both_isolations!(jobs_of_one_key_never_run_more_than_its_limit_across_workers);
+
+async fn jobs_of_one_key_never_run_more_than_its_limit_across_workers(isolation: IsolationSetting) {
+    let env = TestEnv::new().await.with_isolation(isolation);
     let key = "tenant:42";
     let limit = 3;
     let inspector = env.producer().inspector();

@@ -219,8 +219,13 @@ ORDER BY k.concurrency_key LIMIT $4";
         // run the pick again for each row it updates (a nested-loop semi-join), and a
         // pick run again skips the rows this statement updated already and returns the
         // next ones: more than `n` rows are claimed (measured: 6 of 6 at a limit of 3).
+        // The lease and `started_at` count from the claim itself (`clock_timestamp()`,
+        // once per statement), not from the transaction's start (`now()`), which is
+        // before the wait for the key's lock: a claim that waited gets its whole lease,
+        // and the key's jobs start, as recorded, in the order they were claimed.
         const CLAIM: &str = "
-WITH picked AS MATERIALIZED (
+WITH claim_time AS MATERIALIZED (SELECT clock_timestamp() AS at
+), picked AS MATERIALIZED (
     SELECT id FROM jobs
     WHERE concurrency_key = $8 AND concurrency_key IS NOT NULL AND queue = $1
       AND state = ANY($2) AND run_at <= now()
@@ -228,14 +233,14 @@ WITH picked AS MATERIALIZED (
     ORDER BY priority, run_at LIMIT $7 FOR UPDATE
 ), claimed AS (
     UPDATE jobs j SET state = $3, attempt = j.attempt + 1, lease_owner = $4,
-        lease_expires_at = now() + $5::INT8 * INTERVAL '1 millisecond',
-        started_at = now(), updated_at = now()
-    FROM picked WHERE j.id = picked.id AND j.state = ANY($2)
+        lease_expires_at = claim_time.at + $5::INT8 * INTERVAL '1 millisecond',
+        started_at = claim_time.at, updated_at = claim_time.at
+    FROM picked, claim_time WHERE j.id = picked.id AND j.state = ANY($2)
     RETURNING j.id, j.kind, j.queue, j.priority, j.payload, j.attempt, j.max_attempts, j.group_id,
-              j.timeout_ms
+              j.timeout_ms, j.started_at
 ), events AS (
-    INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
-    SELECT id, ($2::TEXT[])[1], $3, attempt, $4, $6 FROM claimed
+    INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message, at)
+    SELECT id, ($2::TEXT[])[1], $3, attempt, $4, $6, started_at FROM claimed
 )
 SELECT id, kind, queue, priority, payload, attempt, max_attempts, group_id, timeout_ms FROM claimed";
         if limit < 1 {
