@@ -1306,10 +1306,13 @@ async fn deploy_missing_image_is_a_fatal_clear_error() {
     let name = unique(&env, "noimage");
     let _guard = Containers(vec![name.clone()]);
     let worker = env.spawn_worker(env.worker_config());
+    // On the loopback registry, so that the failed pull asks nothing outside the
+    // machine (a bare name would make the engine look up Docker Hub).
+    let registry = std::env::var("LC_REGISTRY").expect("LC_REGISTRY is set by scripts/services.sh");
     let spec = local_spec(&name, 1)
         .replace(
             &format!("image: {}", image()),
-            &format!("image: lc-missing-{}:latest", env.prefix),
+            &format!("image: {registry}/lc-missing-{}:latest", env.prefix),
         )
         .replace("pull: never", "pull: if-missing");
     let id = create(&env, &spec, &[]).await;
