@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::{
-    DeployPayload, HealthCheckPayload, MAX_NODES, ProvisionMachinePayload, ProvisionPayload, TEARDOWN_ATTEMPTS,
-    TeardownPayload, WebhookPayload, WebhookSpec,
+    DeployPayload, HealthCheckPayload, MAX_NODES, ProvisionMachinePayload, ProvisionPayload,
+    TEARDOWN_ATTEMPTS, TeardownPayload, WebhookPayload, WebhookSpec,
 };
 use lc_shared::builtin::{Noop, Sleep};
 use lc_shared::job::JobKind;

@@ -62,10 +62,10 @@ pub use spec::{
     Timeouts, WebhookSpec,
 };
 pub use store::{
-    CheckRequest, ContainerRow, CreateOutcome, HealthOutcome, HealthStart, DeployStart, DeploymentEventRow, DeploymentRow, DeploymentStore,
-    DeploymentSummary, Endpoint, ExtendOutcome, FanOut, MachineRow, MachineStart, Origin,
-    ReadyOutcome, TEARDOWN_ATTEMPTS, TeardownRequest, TeardownStart, UpdateBase, UpdateOutcome,
-    WatchOutcome,
+    CheckRequest, ContainerRow, CreateOutcome, DeployStart, DeploymentEventRow, DeploymentRow,
+    DeploymentStore, DeploymentSummary, Endpoint, ExtendOutcome, FanOut, HealthOutcome,
+    HealthStart, MachineRow, MachineStart, Origin, ReadyOutcome, TEARDOWN_ATTEMPTS,
+    TeardownRequest, TeardownStart, UpdateBase, UpdateOutcome, WatchOutcome,
 };
 
 /// Container labels every LaunchControl container carries; teardown finds containers

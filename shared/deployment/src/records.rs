@@ -310,8 +310,10 @@ impl DeploymentStore {
         Ok(found
             .into_iter()
             .filter(|found| {
-                matches!(found.state, DeploymentState::Leftovers | DeploymentState::Degraded)
-                    || found.teardown_dead
+                matches!(
+                    found.state,
+                    DeploymentState::Leftovers | DeploymentState::Degraded
+                ) || found.teardown_dead
             })
             .collect())
     }

@@ -37,7 +37,10 @@ pub async fn check(deployments: &Deployments, args: CheckArgs) -> anyhow::Result
     };
     let mut ended = None;
     if args.wait {
-        let waited = deployments.inspector().wait(&[job.id], args.timeout).await?;
+        let waited = deployments
+            .inspector()
+            .wait(&[job.id], args.timeout)
+            .await?;
         ended = Some(waited.all_ended);
     }
     if args.json {
@@ -55,7 +58,11 @@ pub async fn check(deployments: &Deployments, args: CheckArgs) -> anyhow::Result
             "containers": view.as_ref().map(|view| &view.containers),
         }))?;
     } else {
-        let waiting = if job.created { "" } else { " (asked for earlier, not started yet)" };
+        let waiting = if job.created {
+            ""
+        } else {
+            " (asked for earlier, not started yet)"
+        };
         println!("health check of {}: job {}{waiting}", args.name, job.id);
         if let Some(ran) = ended {
             if !ran {
@@ -115,14 +122,7 @@ pub fn print(view: &DeploymentView) {
         })
         .collect();
     output::table(
-        &[
-            "MACHINE",
-            "HEALTH",
-            "WHY",
-            "CONTAINER",
-            "WHY",
-            "CHECKED",
-        ],
+        &["MACHINE", "HEALTH", "WHY", "CONTAINER", "WHY", "CHECKED"],
         &rows,
     );
 }

@@ -29,8 +29,8 @@ use lc_shared::store::StoreError;
 use uuid::Uuid;
 
 use crate::{
-    AckOutcome, CheckRequest, CreateOutcome, DeploymentStore, ExtendOutcome, MAX_TTL, Origin, Plan, Spec,
-    SpecError, TeardownRequest, UpdateOutcome, redact_secrets,
+    AckOutcome, CheckRequest, CreateOutcome, DeploymentStore, ExtendOutcome, MAX_TTL, Origin, Plan,
+    Spec, SpecError, TeardownRequest, UpdateOutcome, redact_secrets,
 };
 
 pub use read::{Attention, DeploymentView, DeploymentWait, WaitOutcome};

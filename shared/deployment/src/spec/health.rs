@@ -164,9 +164,8 @@ impl Spec {
         let interval = match &self.health_interval {
             None => DEFAULT_HEALTH_INTERVAL,
             Some(text) => {
-                let interval = lc_shared::config::parse_duration(text).map_err(|reason| {
-                    invalid("health_interval", format!("{text:?}: {reason}"))
-                })?;
+                let interval = lc_shared::config::parse_duration(text)
+                    .map_err(|reason| invalid("health_interval", format!("{text:?}: {reason}")))?;
                 if interval < MIN_HEALTH_INTERVAL || interval > MAX_HEALTH_INTERVAL {
                     return Err(invalid(
                         "health_interval",

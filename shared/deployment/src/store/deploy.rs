@@ -85,7 +85,9 @@ impl DeploymentStore {
         error: Option<&str>,
         origin: &Origin,
     ) -> Result<Option<Option<Enqueued>>> {
-        let job_id = origin.job_id.ok_or_else(|| invalid("a deploy finishes as its job"))?;
+        let job_id = origin
+            .job_id
+            .ok_or_else(|| invalid("a deploy finishes as its job"))?;
         in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Ok(None);

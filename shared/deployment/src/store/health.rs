@@ -12,9 +12,9 @@
 //! the deployment is being torn down or gone. Every check carries the concurrency key
 //! `health:<deployment>` of limit 1: never two at once for one deployment.
 
+use crate::HealthCheckPayload;
 use crate::health::{Decision, NodeCheck, decide};
 use crate::kinds::HealthCheck;
-use crate::HealthCheckPayload;
 
 use super::*;
 
@@ -288,7 +288,9 @@ fn summary(decision: &Decision, unhealthy: usize, nodes: usize) -> String {
             "{unhealthy} of {nodes} node(s) unhealthy, more than max_unhealthy allows ({allowed}): nothing repaired"
         ),
         Decision::Repair { reprovision } if reprovision.is_empty() => {
-            format!("{unhealthy} of {nodes} node(s) unhealthy: repairing (deploy of the current generation)")
+            format!(
+                "{unhealthy} of {nodes} node(s) unhealthy: repairing (deploy of the current generation)"
+            )
         }
         Decision::Repair { reprovision } => format!(
             "{unhealthy} of {nodes} node(s) unhealthy: re-creating {} machine(s), then deploying",
@@ -317,7 +319,16 @@ async fn act(
         Decision::Repair { .. } => DeploymentState::Deploying,
     };
     if state != from {
-        set_state(tx, deployment_id, from, state, None, summary, Some(check_id)).await?;
+        set_state(
+            tx,
+            deployment_id,
+            from,
+            state,
+            None,
+            summary,
+            Some(check_id),
+        )
+        .await?;
     }
     match decision {
         Decision::Degraded { .. } | Decision::Healthy | Decision::Report(_) => {}
@@ -344,7 +355,11 @@ async fn act(
                 )
                 .await?;
                 let new = job::<ProvisionMachine>(
-                    &ProvisionMachinePayload { deployment_id, node: *node, repair: Some(check_id) },
+                    &ProvisionMachinePayload {
+                        deployment_id,
+                        node: *node,
+                        repair: Some(check_id),
+                    },
                     deployment_id,
                     origin,
                     format!("reprovision:{check_id}:{node}"),
@@ -372,7 +387,10 @@ pub(super) fn repair_deploy_job(
         },
         deployment_id,
         origin,
-        format!("deploy:{deployment_id}:{}:repair:{check_id}", locked.generation),
+        format!(
+            "deploy:{deployment_id}:{}:repair:{check_id}",
+            locked.generation
+        ),
     )?
     .with_max_attempts(locked.spec.max_attempts))
 }
@@ -389,7 +407,10 @@ async fn write_findings(
 ) -> Result {
     for check in checks {
         let before = tx
-            .query_opt("SELECT health FROM machines WHERE id = $1", &[&check.machine_id])
+            .query_opt(
+                "SELECT health FROM machines WHERE id = $1",
+                &[&check.machine_id],
+            )
             .await?
             .map(|row| row.get::<_, String>(0));
         tx.execute(
@@ -400,8 +421,16 @@ async fn write_findings(
         if let Some(before) = before.filter(|before| before != check.machine_health.as_str()) {
             let subject = format!("machine_health {}", check.machine);
             let to = check.machine_health.as_str();
-            event(tx, deployment_id, &subject, Some(&before), Some(to), &check.machine_reason, Some(check_id))
-                .await?;
+            event(
+                tx,
+                deployment_id,
+                &subject,
+                Some(&before),
+                Some(to),
+                &check.machine_reason,
+                Some(check_id),
+            )
+            .await?;
         }
         let before = tx
             .query_opt(
@@ -413,14 +442,30 @@ async fn write_findings(
         tx.execute(
             "UPDATE containers SET health = $3, health_reason = $4, health_checked_at = now()
              WHERE machine_id = $1 AND generation = $2",
-            &[&check.machine_id, &generation, &check.container_health, &check.container_reason],
+            &[
+                &check.machine_id,
+                &generation,
+                &check.container_health,
+                &check.container_reason,
+            ],
         )
         .await?;
         if let Some(before) = before.filter(|before| before != check.container_health.as_str()) {
-            let subject = format!("container_health {}", container_name(&check.machine, generation));
+            let subject = format!(
+                "container_health {}",
+                container_name(&check.machine, generation)
+            );
             let to = check.container_health.as_str();
-            event(tx, deployment_id, &subject, Some(&before), Some(to), &check.container_reason, Some(check_id))
-                .await?;
+            event(
+                tx,
+                deployment_id,
+                &subject,
+                Some(&before),
+                Some(to),
+                &check.container_reason,
+                Some(check_id),
+            )
+            .await?;
         }
     }
     Ok(())

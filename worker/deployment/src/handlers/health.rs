@@ -125,7 +125,10 @@ struct Look<'a> {
 enum Container {
     Running,
     /// Wrong, with why; `restartable`: a deploy fixes it.
-    Wrong { reason: String, restartable: bool },
+    Wrong {
+        reason: String,
+        restartable: bool,
+    },
 }
 
 impl Look<'_> {
@@ -236,21 +239,26 @@ impl Look<'_> {
             return None;
         };
         let ctx = self.ctx;
-        let session =
-            match MachineSession::open(ctx, self.deployment_id, self.deployment_name, self.spec, false)
-                .await
-            {
-                Ok(session) => session,
-                Err(err) => {
-                    ctx.log(&format!(
-                        "cannot ask the provider about {}: {}",
-                        machine.name,
-                        error_chain(&err)
-                    ))
-                    .await;
-                    return None;
-                }
-            };
+        let session = match MachineSession::open(
+            ctx,
+            self.deployment_id,
+            self.deployment_name,
+            self.spec,
+            false,
+        )
+        .await
+        {
+            Ok(session) => session,
+            Err(err) => {
+                ctx.log(&format!(
+                    "cannot ask the provider about {}: {}",
+                    machine.name,
+                    error_chain(&err)
+                ))
+                .await;
+                return None;
+            }
+        };
         match session.load(ctx, machine).await {
             Ok(Loaded::Entry) => {}
             Ok(other) => {

@@ -324,8 +324,10 @@ async fn remove_gone(
     if let Ok(Some(status)) = session.cli.status(ctx, name).await
         && status == "Running"
     {
-        ctx.log(&format!("machine {name} runs (an earlier attempt re-created it): adopting it"))
-            .await;
+        ctx.log(&format!(
+            "machine {name} runs (an earlier attempt re-created it): adopting it"
+        ))
+        .await;
         return Ok(());
     }
     let removed = session.cli.rm(ctx, name).await;
@@ -336,10 +338,14 @@ async fn remove_gone(
         Err(err) if err.broken_entry() => {
             drop_broken_entry(ctx, session, machine, err.to_string()).await?
         }
-        Err(err) => return Err(err.into_job_error("could not remove the machine gone at the provider")),
+        Err(err) => {
+            return Err(err.into_job_error("could not remove the machine gone at the provider"));
+        }
     }
-    ctx.log(&format!("removed what was left of machine {name}: creating it again"))
-        .await;
+    ctx.log(&format!(
+        "removed what was left of machine {name}: creating it again"
+    ))
+    .await;
     Ok(())
 }
 
