@@ -137,6 +137,7 @@ impl DeploymentStore {
     /// Records a machine as ready with its engine endpoint and, in the same
     /// transaction, the join: when every machine of the deployment is ready, the
     /// deployment becomes `provisioned` and (if asked) its `deploy` job is enqueued.
+    #[allow(clippy::too_many_arguments)]
     pub async fn machine_ready(
         &self,
         deployment_id: Uuid,
