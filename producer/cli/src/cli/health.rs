@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use lc_deployment::{CheckRequest, DeploymentView, Deployments};
+use lc_deployment::{CheckRequest, DeploymentState, DeploymentView, Deployments};
 use lc_shared::config::parse_duration;
 
 use super::output;
@@ -82,6 +82,9 @@ pub async fn check(deployments: &Deployments, args: CheckArgs) -> anyhow::Result
 /// The deployment's health: the last check, then each machine with its container.
 pub fn print(view: &DeploymentView) {
     let deployment = &view.deployment;
+    if deployment.state == DeploymentState::TornDown {
+        return;
+    }
     println!(
         "health     every {}, repair {}, max_unhealthy {}",
         output::age(deployment.health_interval_ms as f64 / 1000.0),
