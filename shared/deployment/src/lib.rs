@@ -436,6 +436,16 @@ mod tests {
     }
 
     #[test]
+    fn degraded_comes_from_deployed_and_leaves_for_deployed_deploying_or_teardown() {
+        use DeploymentState::*;
+        assert_eq!(Degraded.reachable_from(), &[Deployed]);
+        assert!(Deployed.reachable_from().contains(&Degraded));
+        assert!(Deploying.reachable_from().contains(&Degraded));
+        assert!(TearingDown.reachable_from().contains(&Degraded));
+        assert!(!Degraded.reachable_from().contains(&Deploying));
+    }
+
+    #[test]
     fn machines_leave_by_removal_or_abandonment_from_any_live_state() {
         use MachineState::*;
         for to in [Removed, Abandoned] {

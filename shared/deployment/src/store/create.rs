@@ -288,10 +288,11 @@ pub(super) fn update_refusal(
         state,
         DeploymentState::Provisioned
             | DeploymentState::Deployed
+            | DeploymentState::Degraded
             | DeploymentState::Deploying
             | DeploymentState::Failed
     ) {
-        return Some("only provisioned, deployed or failed deployments can be updated");
+        return Some("only provisioned, deployed, degraded or failed deployments can be updated");
     }
     if machines.len() as i64 != new.node_count()
         || machines

@@ -259,6 +259,10 @@ impl DeploymentStore {
                 }
                 None => ensure_health_chain(tx, deployment_id, origin).await?,
             };
+            if locked.state == DeploymentState::Deploying {
+                let state = lost_repair(tx, deployment_id, origin).await?.unwrap_or(locked.state);
+                return Ok(HealthOutcome { decision: None, state, repairs: vec![], next });
+            }
             let current = matches!(locked.state, DeploymentState::Deployed | DeploymentState::Degraded)
                 && locked.generation == generation;
             write_findings(tx, deployment_id, locked.generation, checks, check_id).await?;
@@ -278,6 +282,62 @@ impl DeploymentStore {
             Ok(HealthOutcome { decision: Some(decision), state, repairs, next })
         })
     }
+}
+
+/// A repair whose `provision_machine` job ended without its machine (dead after its
+/// lease expired on the last attempt, or cancelled by hand) leaves the deployment
+/// `deploying` with the machine `creating` and nothing to finish either: the check
+/// that sees it makes the machine and the deployment `failed` (no rollback: the other
+/// machines keep running), so `lc deploy show` says why. Returns the new state.
+async fn lost_repair(
+    tx: &Transaction<'_>,
+    deployment_id: Uuid,
+    origin: &Origin,
+) -> Result<Option<DeploymentState>> {
+    let lost = tx
+        .query_opt(
+            "SELECT m.id FROM machines m
+             WHERE m.deployment_id = $1 AND m.state = $2
+               AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.group_id = $1 AND j.kind = $3
+                               AND j.state = ANY($4) AND (j.payload->>'node')::INT8 = m.node_index)
+             ORDER BY m.node_index LIMIT 1",
+            &[
+                &deployment_id,
+                &MachineState::Creating.as_str(),
+                &ProvisionMachine::KIND.as_str(),
+                &vec![JobState::Queued.as_str(), JobState::Running.as_str()],
+            ],
+        )
+        .await?;
+    let Some(row) = lost else {
+        return Ok(None);
+    };
+    let Some(machine) = machine_in_tx(tx, row.get(0)).await? else {
+        return Ok(None);
+    };
+    let error = "its re-creation (provision_machine) ended without the machine";
+    set_machine_state(
+        tx,
+        &machine,
+        &[MachineState::Creating],
+        MachineState::Failed,
+        Some(error),
+        "repair failed",
+        origin.job_id,
+    )
+    .await?;
+    let reason = format!("machine {} failed: {error}", machine.name);
+    set_state(
+        tx,
+        deployment_id,
+        DeploymentState::Deploying,
+        DeploymentState::Failed,
+        Some(&reason),
+        "repair failed",
+        origin.job_id,
+    )
+    .await?;
+    Ok(Some(DeploymentState::Failed))
 }
 
 /// One line saying what the check found and did.
