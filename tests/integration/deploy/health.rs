@@ -675,3 +675,67 @@ async fn health_bad_settings_are_refused_naming_the_field_and_nothing_is_written
         assert_eq!(code, 0, "{line}: {err}");
     }
 }
+
+/// The checks reach `tcp://` engines over TLS with the deployment's certificates (the
+/// engine of `scripts/services.sh`, machines registered with the none driver): a
+/// container killed there is started again.
+#[tokio::test]
+async fn health_checks_reach_tls_engines_and_restart_a_killed_container_there() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "tlsh");
+    let image = std::env::var("LC_REGISTRY_IMAGE")
+        .expect("LC_REGISTRY_IMAGE is set by scripts/services.sh");
+    let worker = env.spawn_worker(env.worker_config());
+    let spec = with_health(
+        super::tls_spec(&name, 2, &image, true),
+        "health_interval: 1s",
+    );
+    let id = create(&env, &spec, &[]).await;
+    deployed_and_healthy(&env, id).await;
+    let victim = format!("lc-{name}-1-g1");
+    let killed = super::tls_docker(&["kill", &victim]);
+    assert!(
+        killed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
+    let started = Instant::now();
+    wait_for(
+        "the container on the TLS engine to run again",
+        Duration::from_secs(30),
+        || async {
+            super::tls_containers(id)
+                .contains(&format!("{victim} running"))
+                .then_some(())
+        },
+    )
+    .await;
+    println!("running again after {:?}", started.elapsed());
+    let events = events_of(&env, id, &format!("container_health {victim}")).await;
+    assert!(
+        events
+            .iter()
+            .any(|(to, message)| to.as_deref() == Some("unhealthy") && message.contains("exited")),
+        "{events:?}"
+    );
+    let machines = env.deployment_store().machines(id).await.unwrap();
+    assert!(machines.iter().all(|m| {
+        m.engine_url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("tcp://"))
+    }));
+    let (code, _, err) = lc_with(
+        &env,
+        &["deploy", "teardown", &name, "--wait", "--timeout", "90s"],
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "teardown failed: {err}");
+    assert!(
+        super::tls_containers(id).is_empty(),
+        "{:?}",
+        super::tls_containers(id)
+    );
+    worker.stop().await;
+}
