@@ -739,3 +739,81 @@ async fn health_checks_reach_tls_engines_and_restart_a_killed_container_there() 
     );
     worker.stop().await;
 }
+
+/// A machine that cannot be created again (every create fails) makes the deployment
+/// `failed`, without the rollback of a failed create: the other machine keeps running,
+/// and a teardown by hand removes everything.
+#[tokio::test]
+async fn health_a_reprovision_that_fails_for_good_fails_the_deployment_without_a_rollback() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "refail");
+    let _guard = Containers(vec![name.clone()]);
+    let token = format!("dop_v1_{}", Uuid::new_v4().simple());
+    let engine = format!("STANDIN_ENGINE_URL={}", docker_host());
+    let mut first = env.spawn_worker_process_with_env(
+        &["--machine-env", &engine],
+        &[("DIGITALOCEAN_ACCESS_TOKEN", token.as_str())],
+    );
+    let id = cloud_deployment(&env, &name, "reprovision", &token).await;
+    deployed_and_healthy(&env, id).await;
+    first.signal(libc::SIGTERM);
+    first.wait(Duration::from_secs(20));
+    // From now on every create of node 2 fails.
+    let machine = format!("{name}-2");
+    let only = format!("STANDIN_FAIL_MATCH={machine}$");
+    let mut second = env.spawn_worker_process_with_env(
+        &[
+            "--machine-env",
+            &engine,
+            "--machine-env",
+            "STANDIN_FAIL_CREATE=always",
+            "--machine-env",
+            &only,
+        ],
+        &[("DIGITALOCEAN_ACCESS_TOKEN", token.as_str())],
+    );
+    delete_droplet(&env, &name, &machine);
+    let row = wait_state(&env, id, "failed", Duration::from_secs(60)).await;
+    assert!(
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains(&machine)),
+        "{:?}",
+        row.last_error
+    );
+    let store = store_dir(&env, id);
+    assert_eq!(
+        create_calls(&store, &machine),
+        1 + 3,
+        "one create, then the repair's three attempts"
+    );
+    // No rollback: the healthy machine and its container are still there.
+    let machines = env.deployment_store().machines(id).await.unwrap();
+    let states: Vec<(String, String)> = machines
+        .iter()
+        .map(|m| (m.name.clone(), m.state.to_string()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (format!("{name}-1"), "ready".into()),
+            (machine.clone(), "failed".into())
+        ]
+    );
+    assert_eq!(
+        container(&name, &format!("lc-{name}-1-g1")).map(|(_, state)| state),
+        Some("running".into())
+    );
+    assert!(
+        jobs_of(&env, id, "teardown").await.is_empty(),
+        "a rollback was started"
+    );
+    super::teardown_and_check_empty(&env, id, &name).await;
+    assert!(
+        super::cloud_droplets(&env).is_empty(),
+        "{:?}",
+        super::cloud_droplets(&env)
+    );
+    second.signal(libc::SIGTERM);
+    second.wait(Duration::from_secs(20));
+}
