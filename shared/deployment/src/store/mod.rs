@@ -788,23 +788,3 @@ fn deploy_job(
     )?
     .with_max_attempts(max_attempts))
 }
-
-fn watch_job(
-    deployment_id: Uuid,
-    watch: i64,
-    interval: Duration,
-    origin: &Origin,
-) -> Result<NewJob> {
-    let run_at =
-        Utc::now() + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::seconds(30));
-    Ok(job::<Provision>(
-        &ProvisionPayload {
-            deployment_id,
-            watch: Some(watch),
-        },
-        deployment_id,
-        origin,
-        format!("provision-watch:{deployment_id}:{watch}"),
-    )?
-    .with_run_at(run_at))
-}

@@ -415,3 +415,24 @@ impl DeploymentStore {
         })
     }
 }
+
+/// The provisioning watchdog's run number `watch`, `interval` from now.
+fn watch_job(
+    deployment_id: Uuid,
+    watch: i64,
+    interval: Duration,
+    origin: &Origin,
+) -> Result<NewJob> {
+    let run_at =
+        Utc::now() + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::seconds(30));
+    Ok(job::<Provision>(
+        &ProvisionPayload {
+            deployment_id,
+            watch: Some(watch),
+        },
+        deployment_id,
+        origin,
+        format!("provision-watch:{deployment_id}:{watch}"),
+    )?
+    .with_run_at(run_at))
+}
