@@ -7,8 +7,11 @@
 #   4. a few jobs through the queue (`lc enqueue`, `lc jobs wait`)
 #   5. a 3-node deployment on the `local` provider (examples/demo.yaml: busybox httpd per
 #      node on 127.0.0.1:18081-18083), shown running (`lc deploy show`, `docker ps`, curl)
-#   6. teardown, and proof that nothing is left
-#   7. the workers stopped with SIGTERM; timings printed
+#   6. a repair: one node's container killed (`docker kill`), started again by the
+#      deployment's health check (every 2 s in the demo spec), shown in `lc deploy show`
+#   7. teardown, and proof that nothing is left
+#   8. an expiry: the same spec with `--ttl 8s`, torn down by itself
+#   9. the workers stopped with SIGTERM; timings printed
 #
 # Safe to run again: a demo deployment left by an interrupted run is torn down first, and
 # the workers this script starts are stopped however it exits.
@@ -108,6 +111,25 @@ for port in "${PORTS[@]}"; do
   printf '127.0.0.1:%s -> %s\n' "$port" "$(curl -fsS --max-time 5 "http://127.0.0.1:$port/")"
 done
 
+step "repair: docker kill lc-$NAME-2-g1; the health check starts it again"
+VICTIM="lc-$NAME-2-g1"
+docker kill "$VICTIM" >/dev/null
+T0="$(now)"
+state=""
+for _ in $(seq 1 120); do
+  state="$(docker inspect -f '{{.State.Status}}' "$VICTIM")"
+  printf '  %5ss after the kill: %s is %s\n' "$(since "$T0")" "$VICTIM" "$state"
+  [[ "$state" == running ]] && break
+  sleep 0.5
+done
+[[ "$state" == running ]] || lc_die "$VICTIM was not started again within 60s"
+T_REPAIR="$(since "$T0")"
+printf '127.0.0.1:%s -> %s\n' "${PORTS[1]}" "$(curl -fsS --max-time 5 "http://127.0.0.1:${PORTS[1]}/")"
+# The check that found it recorded why; the next one finds it healthy again.
+"$LC" deploy check "$NAME" --wait --timeout 1m >/dev/null
+"$LC" deploy show "$NAME" --events 0 | sed -n '/^health /,/^$/p'
+"$LC" deploy show "$NAME" --events 40 | grep -E "container_health|deploying|deployed" || true
+
 step "teardown"
 T0="$(now)"
 "$LC" deploy teardown "$NAME" --wait --timeout 5m
@@ -128,6 +150,24 @@ done
 echo "ports ${PORTS[*]}: closed"
 "$LC" deploy show "$NAME" --events 6
 
+step "expiry: $NAME again with --ttl 8s, torn down by itself"
+"$LC" deploy create "$SPEC" --ttl 8s --wait --timeout 5m
+T0="$(now)"
+"$LC" deploy ls | grep -E "^(NAME|$NAME )" || "$LC" deploy ls
+state=""
+for _ in $(seq 1 120); do
+  state="$("$LC" deploy show "$NAME" --events 0 | awk '$1 == "state" { print $2; exit }')"
+  [[ "$state" == torn_down ]] && break
+  sleep 1
+done
+[[ "$state" == torn_down ]] || lc_die "$NAME was not torn down by its expiry (state: $state)"
+T_EXPIRY="$(since "$T0")"
+if [[ -n "$(docker ps -a -q --filter "label=lc.deployment.name=$NAME")" ]]; then
+  lc_die "containers are left after the expiry"
+fi
+echo "torn down by its expiry $T_EXPIRY s after it was deployed; no containers left"
+"$LC" deploy show "$NAME" --events 4
+
 step "stopping the workers (SIGTERM)"
 T0="$(now)"
 stop_workers
@@ -140,6 +180,8 @@ printf '  %-44s %6s\n' \
   "release build" "$T_BUILD" \
   "25 jobs enqueued and finished" "$T_JOBS" \
   "3-node deployment: create -> deployed" "$T_DEPLOY" \
+  "killed container -> running again" "$T_REPAIR" \
   "teardown -> nothing left" "$T_TEARDOWN" \
+  "deployed with --ttl 8s -> torn down" "$T_EXPIRY" \
   "two workers stopped" "$T_STOP" \
   "total" "$(since "$T_START")"

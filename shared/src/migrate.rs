@@ -46,6 +46,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_webhook_deliveries",
         include_str!("../../migrations/0009_webhook_deliveries.sql"),
     ),
+    (
+        "0011_health",
+        include_str!("../../migrations/0011_health.sql"),
+    ),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one, and

@@ -20,6 +20,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 mod expiry;
+mod health;
 mod plan;
 
 fn image() -> String {

@@ -8,6 +8,8 @@
 //! | `deployment.state_changed` | the deployment |
 //! | `deployment.machine.state_changed` | one of its machines |
 //! | `deployment.container.state_changed` | one of its payload containers |
+//! | `deployment.machine_health.state_changed` | a machine's health (`healthy`, `unhealthy`, `unknown`), as a health check found it |
+//! | `deployment.container_health.state_changed` | a payload container's health |
 //!
 //! Besides the core's fields (`v`, `id`, `type`, `at`, `group_id` = the deployment's
 //! id, `from`, `to`, `message`), each carries `deployment: {id, name}`,
@@ -42,6 +44,11 @@ impl DeploymentEvents {
     }
 }
 
+/// The type of a change of a machine's health (see `crate::health`).
+pub const MACHINE_HEALTH_CHANGED: &str = "deployment.machine_health.state_changed";
+/// The type of a change of a container's health.
+pub const CONTAINER_HEALTH_CHANGED: &str = "deployment.container_health.state_changed";
+
 /// The wire event of a deployment change.
 pub fn event(row: &OutboxEvent) -> Event {
     let (kind, name) = match row.subject.split_once(' ') {
@@ -55,6 +62,8 @@ pub fn event(row: &OutboxEvent) -> Event {
         "deployment" => DEPLOYMENT_STATE_CHANGED.to_owned(),
         "machine" => MACHINE_STATE_CHANGED.to_owned(),
         "container" => CONTAINER_STATE_CHANGED.to_owned(),
+        "machine_health" => MACHINE_HEALTH_CHANGED.to_owned(),
+        "container_health" => CONTAINER_HEALTH_CHANGED.to_owned(),
         other => format!("deployment.{other}.state_changed"),
     };
     let subject_id = if kind == "deployment" {

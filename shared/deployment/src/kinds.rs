@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::{
-    DeployPayload, MAX_NODES, ProvisionMachinePayload, ProvisionPayload, TEARDOWN_ATTEMPTS,
-    TeardownPayload, WebhookPayload, WebhookSpec,
+    DeployPayload, HealthCheckPayload, MAX_NODES, ProvisionMachinePayload, ProvisionPayload,
+    TEARDOWN_ATTEMPTS, TeardownPayload, WebhookPayload, WebhookSpec,
 };
 use lc_shared::builtin::{Noop, Sleep};
 use lc_shared::job::JobKind;
@@ -22,6 +22,7 @@ pub type Builtin = (
     Deploy,
     Teardown,
     Webhook,
+    HealthCheck,
 );
 
 /// The built-in kinds as a registry; an error names the kind that did not register.
@@ -131,6 +132,34 @@ impl JobType for Webhook {
     }
 }
 
+/// Checks a deployed deployment's machines and containers, records their health, and
+/// repairs what its spec's policy says (see `crate::health`). Its jobs carry the
+/// concurrency key [`HealthCheck::concurrency_key`] of limit 1: one check of a
+/// deployment runs at a time, across every worker. Many attempts: a chain link that
+/// died would end the deployment's periodic checks.
+pub struct HealthCheck;
+
+impl HealthCheck {
+    /// The key every check of a deployment carries (limit 1).
+    pub fn concurrency_key(deployment_id: uuid::Uuid) -> String {
+        format!("health:{deployment_id}")
+    }
+}
+
+impl JobType for HealthCheck {
+    const KIND: JobKind = JobKind::named("health_check");
+    type Payload = HealthCheckPayload;
+    const MAX_ATTEMPTS: i64 = 25;
+    /// One engine call or two per machine, a provider status call per unhealthy one.
+    const TIMEOUT: Duration = Duration::from_secs(10 * MINUTE);
+    fn check(payload: &HealthCheckPayload) -> Result<(), String> {
+        if payload.chain.is_some_and(|link| link < 1) {
+            return Err("chain must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -146,6 +175,7 @@ mod tests {
             kinds.names(),
             vec![
                 "deploy",
+                "health_check",
                 "noop",
                 "provision",
                 "provision_machine",
@@ -176,6 +206,19 @@ mod tests {
         assert!(!check(
             ProvisionMachine::KIND,
             json!({"deployment_id": id, "node": 0})
+        ));
+        assert!(check(
+            ProvisionMachine::KIND,
+            json!({"deployment_id": id, "node": 2, "repair": Uuid::new_v4()})
+        ));
+        assert!(check(HealthCheck::KIND, json!({"deployment_id": id})));
+        assert!(check(
+            HealthCheck::KIND,
+            json!({"deployment_id": id, "chain": 3})
+        ));
+        assert!(!check(
+            HealthCheck::KIND,
+            json!({"deployment_id": id, "chain": 0})
         ));
         assert!(!check(
             Deploy::KIND,

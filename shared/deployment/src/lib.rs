@@ -15,6 +15,7 @@
 //!   tear down, extend the expiry, plan; read one, the list, its history; wait for a
 //!   state; what needs an operator
 //! - [`plan`]: what a create or an update would do ([`plan::Plan`]), for dry runs
+//! - [`health`]: what a health check found on a machine, and the check's outcome
 //! - [`events`]: the domain's changes as events on the core's event stream
 //!   ([`events::DeploymentEvents`], an event source a worker registers), and the
 //!   webhook deliveries that follow from them
@@ -36,6 +37,7 @@
 pub mod client;
 pub mod docker_machine;
 pub mod events;
+pub mod health;
 pub mod kinds;
 pub mod plan;
 mod records;
@@ -56,14 +58,14 @@ pub use plan::Plan;
 pub use records::{AckOutcome, DeploymentAttention, Fence};
 pub use spec::{
     CaEnv, Expiry, FileSpec, FlagValue, MAX_TTL, NetworkMode, NodeOverride, Nodes, Payload,
-    Provider, PullPolicy, RegistryCredentialsEnv, RestartPolicy, Spec, SpecError, Timeouts,
-    WebhookSpec,
+    Provider, PullPolicy, RegistryCredentialsEnv, RepairPolicy, RestartPolicy, Spec, SpecError,
+    Timeouts, WebhookSpec,
 };
 pub use store::{
-    ContainerRow, CreateOutcome, DeployStart, DeploymentEventRow, DeploymentRow, DeploymentStore,
-    DeploymentSummary, Endpoint, ExtendOutcome, FanOut, MachineRow, MachineStart, Origin,
-    ReadyOutcome, TEARDOWN_ATTEMPTS, TeardownRequest, TeardownStart, UpdateBase, UpdateOutcome,
-    WatchOutcome,
+    CheckRequest, ContainerRow, CreateOutcome, DeployStart, DeploymentEventRow, DeploymentRow,
+    DeploymentStore, DeploymentSummary, Endpoint, ExtendOutcome, FanOut, HealthOutcome,
+    HealthStart, MachineRow, MachineStart, Origin, ReadyOutcome, TEARDOWN_ATTEMPTS,
+    TeardownRequest, TeardownStart, UpdateBase, UpdateOutcome, WatchOutcome,
 };
 
 /// Container labels every LaunchControl container carries; teardown finds containers
@@ -144,6 +146,7 @@ string_states! {
         Provisioned => "provisioned",
         Deploying => "deploying",
         Deployed => "deployed",
+        Degraded => "degraded",
         Failed => "failed",
         TearingDown => "tearing_down",
         Leftovers => "leftovers",
@@ -159,14 +162,16 @@ impl DeploymentState {
         match self {
             Provisioning => &[],
             Provisioned => &[Provisioning],
-            Deploying => &[Provisioned, Deploying, Deployed, Failed],
-            Deployed => &[Deploying],
+            Deploying => &[Provisioned, Deploying, Deployed, Failed, Degraded],
+            Deployed => &[Deploying, Degraded],
+            Degraded => &[Deployed],
             Failed => &[Provisioning, Provisioned, Deploying],
             TearingDown => &[
                 Provisioning,
                 Provisioned,
                 Deploying,
                 Deployed,
+                Degraded,
                 Failed,
                 TearingDown,
                 Leftovers,
@@ -221,12 +226,31 @@ pub struct ProvisionPayload {
     pub watch: Option<i64>,
 }
 
-/// Payload of a `provision_machine` job: create node `node` (1-based).
+/// Payload of a `provision_machine` job: create node `node` (1-based). With `repair`
+/// (the id of the `health_check` job that asked for it), it re-creates a
+/// machine of a deployed deployment that is gone at the provider: the machine is
+/// removed (its store entry and whatever the provider has left) and created again,
+/// then a `deploy` of the current generation runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProvisionMachinePayload {
     pub deployment_id: Uuid,
     pub node: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<Uuid>,
+}
+
+/// Payload of a `health_check` job. With `chain`, it is link `chain` of the
+/// deployment's periodic checks: when done, it enqueues link `chain + 1` one
+/// interval later (in the transaction that records what it found). Without, it is a
+/// check asked for now (`lc deploy check`), which records and repairs but does not
+/// continue the chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckPayload {
+    pub deployment_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<i64>,
 }
 
 /// Payload of a `deploy` job: run spec generation `generation` on every machine.
@@ -409,6 +433,16 @@ mod tests {
         }
         assert!(Deploying.reachable_from().contains(&Deployed));
         assert!(!Provisioned.reachable_from().contains(&Deployed));
+    }
+
+    #[test]
+    fn degraded_comes_from_deployed_and_leaves_for_deployed_deploying_or_teardown() {
+        use DeploymentState::*;
+        assert_eq!(Degraded.reachable_from(), &[Deployed]);
+        assert!(Deployed.reachable_from().contains(&Degraded));
+        assert!(Deploying.reachable_from().contains(&Degraded));
+        assert!(TearingDown.reachable_from().contains(&Degraded));
+        assert!(!Degraded.reachable_from().contains(&Deploying));
     }
 
     #[test]

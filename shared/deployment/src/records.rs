@@ -50,6 +50,8 @@ pub struct DeploymentAttention {
     pub driver: Option<String>,
     /// `tearing_down` with no live teardown job (its last one died).
     pub teardown_dead: bool,
+    /// `degraded`: what its last health check found.
+    pub health_reason: Option<String>,
 }
 
 /// Whether the attempt still holds its job.
@@ -261,8 +263,9 @@ impl DeploymentStore {
 }
 
 impl DeploymentStore {
-    /// Deployments an operator must look at: `leftovers`, and `tearing_down` ones whose
-    /// teardown job is dead (nothing will finish them by itself).
+    /// Deployments an operator must look at: `leftovers`, `degraded` ones (more nodes
+    /// unhealthy than their `max_unhealthy`: nothing is repaired by itself), and
+    /// `tearing_down` ones whose teardown job is dead (nothing will finish them).
     pub async fn deployments_needing_attention(&self) -> Result<Vec<DeploymentAttention>> {
         let pending_expiry = pending_expiry_sql("$4");
         let sql = format!(
@@ -270,9 +273,10 @@ impl DeploymentStore {
                          ARRAY(SELECT m.name FROM machines m WHERE m.deployment_id = d.id AND m.state = $3 ORDER BY m.node_index),
                          (SELECT m.driver FROM machines m WHERE m.deployment_id = d.id LIMIT 1),
                          NOT EXISTS (SELECT 1 FROM jobs j WHERE j.group_id = d.id AND j.kind = $6 AND j.state IN ($4, $5)
-                                     AND NOT {pending_expiry})
+                                     AND NOT {pending_expiry}),
+                         d.health_reason
                      FROM deployments d
-                     WHERE d.state = $1 OR d.state = $2
+                     WHERE d.state = $1 OR d.state = $2 OR d.state = $7
                      ORDER BY d.updated_at"
         );
         let found = self
@@ -285,6 +289,7 @@ impl DeploymentStore {
                     &JobState::Queued.as_str(),
                     &JobState::Running.as_str(),
                     &crate::kinds::Teardown::KIND.as_str(),
+                    &DeploymentState::Degraded.as_str(),
                 ],
                 |row| {
                     let state: DeploymentState = row.get(2);
@@ -297,13 +302,19 @@ impl DeploymentStore {
                         since_secs: row.get(3),
                         abandoned: row.get(4),
                         driver: row.get(5),
+                        health_reason: row.get(7),
                     }
                 },
             )
             .await?;
         Ok(found
             .into_iter()
-            .filter(|found| found.state == DeploymentState::Leftovers || found.teardown_dead)
+            .filter(|found| {
+                matches!(
+                    found.state,
+                    DeploymentState::Leftovers | DeploymentState::Degraded
+                ) || found.teardown_dead
+            })
             .collect())
     }
 }
@@ -346,7 +357,8 @@ impl MachineState {
         use MachineState::*;
         match self {
             Pending => vec![],
-            Creating => vec![Pending, Creating],
+            // Ready: a health check found the machine gone at the provider and re-creates it.
+            Creating => vec![Pending, Creating, Ready],
             Ready => vec![Pending, Creating],
             Failed => vec![Pending, Creating],
             Removing => vec![Pending, Creating, Ready, Failed, Removing],

@@ -139,6 +139,11 @@ pub struct Found {
     pub generation: Option<i64>,
     /// created, running, exited, ...
     pub state: String,
+    /// The image as the container was created with it (or its id, when the name has
+    /// since moved to another image).
+    pub image: Option<String>,
+    /// `Exited (137) 3 seconds ago`, ...
+    pub status: Option<String>,
 }
 
 /// What a container is to run.
@@ -342,6 +347,8 @@ impl<'a> Engine<'a> {
                         .state
                         .map(|state| state.to_string())
                         .unwrap_or_default(),
+                    image: summary.image,
+                    status: summary.status,
                 })
             })
             .collect())

@@ -1,6 +1,7 @@
 //! The deployment jobs: `provision` (fan-out and watchdog), `provision_machine`,
-//! `deploy`, `teardown`, and `webhook` (one delivery of a change to the deployment's
-//! webhook). What they share: the origin of the jobs they enqueue,
+//! `deploy`, `teardown`, `webhook` (one delivery of a change to the deployment's
+//! webhook), and `health_check` (a deployed deployment's machines and containers
+//! checked, and repaired as its spec says). What they share: the origin of the jobs they enqueue,
 //! dispatching those jobs after commit, the `local` provider's engine, and error
 //! mapping.
 //!
@@ -14,6 +15,7 @@
 //!   machines, and whatever else the deployment's docker-machine store lists.
 
 mod deploy;
+mod health;
 mod provision;
 mod session;
 mod teardown;
@@ -21,10 +23,10 @@ mod webhook;
 
 use std::time::Duration;
 
-use lc_deployment::kinds::{Deploy, Provision, ProvisionMachine, Teardown, Webhook};
+use lc_deployment::kinds::{Deploy, HealthCheck, Provision, ProvisionMachine, Teardown, Webhook};
 use lc_deployment::{
-    DeployPayload, Endpoint, Origin, ProvisionMachinePayload, ProvisionPayload, TeardownPayload,
-    WebhookPayload,
+    DeployPayload, Endpoint, HealthCheckPayload, Origin, ProvisionMachinePayload, ProvisionPayload,
+    TeardownPayload, WebhookPayload,
 };
 use lc_shared::store::{Enqueued, StoreError};
 use lc_worker::{Handler, JobContext, JobError, Metrics};
@@ -62,6 +64,12 @@ impl Handler<Deployments> for Teardown {
 impl Handler<Deployments> for Webhook {
     async fn run(ctx: &JobContext, payload: WebhookPayload) -> Result<(), JobError> {
         webhook::webhook(ctx, payload).await
+    }
+}
+
+impl Handler<Deployments> for HealthCheck {
+    async fn run(ctx: &JobContext, payload: HealthCheckPayload) -> Result<(), JobError> {
+        health::health_check(ctx, payload).await
     }
 }
 

@@ -117,6 +117,15 @@ impl MachineError {
             || stderr.contains("Error loading host"))
     }
 
+    /// The provider says the machine's resource does not exist (`status` of a droplet
+    /// deleted at DigitalOcean: `error getting state for host NAME: GET .../droplets/ID:
+    /// 404 The resource you were accessing could not be found.`), while its store entry
+    /// is still there.
+    pub fn gone_at_provider(&self) -> bool {
+        matches!(self, MachineError::Failed { stderr, .. } if
+            stderr.contains(": 404 ") || stderr.contains("could not be found"))
+    }
+
     /// `Docker machine "NAME" already exists` from create.
     pub fn already_exists(&self) -> bool {
         matches!(self, MachineError::Failed { stderr, .. } if stderr.contains("already exists"))

@@ -13,7 +13,7 @@ use lc_deployment::{
 use lc_shared::config::parse_duration;
 use uuid::Uuid;
 
-use super::output;
+use super::{health, output};
 
 #[derive(Subcommand, Debug)]
 pub enum DeployCommand {
@@ -38,8 +38,14 @@ pub enum DeployCommand {
     Extend(ExtendArgs),
     /// List deployments, newest first
     Ls(LsArgs),
-    /// A deployment: its machines (engine URL, IP, state), containers, jobs, history
+    /// A deployment: its machines (engine URL, IP, state), containers, health, jobs,
+    /// history
     Show(ShowArgs),
+    /// Check a deployment's health now (as its periodic checks do): record each machine's
+    /// and container's health, repair as its spec says, leave `degraded` when all is well
+    #[command(after_help = "Examples:
+  lc deploy check demo --wait      # run a check now and show what it found")]
+    Check(health::CheckArgs),
     /// Acknowledge a `leftovers` deployment after checking the provider: its abandoned
     /// machines (broken docker-machine entries) were looked for and deleted by hand
     #[command(
@@ -169,6 +175,7 @@ pub async fn run(deployments: &Deployments, command: DeployCommand) -> anyhow::R
         DeployCommand::Ls(args) => ls(deployments, args).await,
         DeployCommand::Show(args) => show(deployments, args).await,
         DeployCommand::Ack(args) => ack(deployments, args).await,
+        DeployCommand::Check(args) => health::check(deployments, args).await,
     }
 }
 
@@ -639,6 +646,7 @@ async fn show(deployments: &Deployments, args: ShowArgs) -> anyhow::Result<i32> 
         return Ok(0);
     }
     print_summary(&view);
+    health::print(&view);
     println!();
     print_machines(&view);
     println!();

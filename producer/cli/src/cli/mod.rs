@@ -5,6 +5,7 @@
 mod deploy;
 mod enqueue;
 mod events;
+mod health;
 mod jobs;
 mod ops;
 pub mod output;

@@ -29,8 +29,8 @@ use lc_shared::store::StoreError;
 use uuid::Uuid;
 
 use crate::{
-    AckOutcome, CreateOutcome, DeploymentStore, ExtendOutcome, MAX_TTL, Origin, Plan, Spec,
-    SpecError, TeardownRequest, UpdateOutcome, redact_secrets,
+    AckOutcome, CheckRequest, CreateOutcome, DeploymentStore, ExtendOutcome, MAX_TTL, Origin, Plan,
+    Spec, SpecError, TeardownRequest, UpdateOutcome, redact_secrets,
 };
 
 pub use read::{Attention, DeploymentView, DeploymentWait, WaitOutcome};
@@ -239,6 +239,22 @@ impl Deployments {
         }
         let origin = DeploymentOptions::default().origin()?;
         Ok(self.store.extend_expiry(id, by, &origin).await?)
+    }
+
+    /// Runs a health check of the deployment now (`lc deploy check`): it records what
+    /// it finds and repairs as the spec says, as the periodic ones do, and restarts the
+    /// periodic checks if their chain was lost. One asked for earlier that has not
+    /// started yet is returned instead of a second; it never runs beside another check
+    /// of the same deployment (they share a concurrency key of limit 1).
+    pub async fn check(&self, id: Uuid) -> Result<CheckRequest> {
+        let origin = DeploymentOptions::default().origin()?;
+        let request = self.store.request_health_check(id, &origin).await?;
+        if let CheckRequest::Enqueued(job) = &request
+            && job.created
+        {
+            self.producer.notify(std::slice::from_ref(job)).await;
+        }
+        Ok(request)
     }
 
     /// Closes a `leftovers` deployment once an operator checked the provider.

@@ -10,7 +10,7 @@ use lc_shared::kind::JobType;
 use uuid::Uuid;
 
 use super::{DeploymentError, Deployments, Result};
-use crate::kinds::{Provision, Teardown};
+use crate::kinds::{HealthCheck, Provision, Teardown};
 use crate::{
     ContainerRow, DeploymentAttention, DeploymentEventRow, DeploymentRow, DeploymentState,
     DeploymentSummary, MachineRow, redact_secrets,
@@ -41,11 +41,13 @@ pub struct DeploymentView {
 
 impl DeploymentView {
     /// The jobs worth showing: all but the provisioning watchdog's runs (one every
-    /// few minutes while machines are made), unless one died.
+    /// few minutes while machines are made) and the periodic health checks (one every
+    /// interval), unless one died; the latest check is shown by itself.
     pub fn visible_jobs(&self) -> impl Iterator<Item = &JobRow> {
         self.jobs.iter().filter(|job| {
             let watchdog = job.kind == Provision::KIND && job.payload.get("watch").is_some();
-            !watchdog || job.state == JobState::Dead
+            let periodic = job.kind == HealthCheck::KIND && job.payload.get("chain").is_some();
+            !(watchdog || periodic) || job.state == JobState::Dead
         })
     }
 }
@@ -86,7 +88,20 @@ pub struct Attention {
 impl Attention {
     fn new(deployment: DeploymentAttention) -> Attention {
         let name = &deployment.name;
-        let (reason, fix) = if deployment.state == DeploymentState::Leftovers {
+        let (reason, fix) = if deployment.state == DeploymentState::Degraded {
+            (
+                format!(
+                    "degraded: {}",
+                    deployment
+                        .health_reason
+                        .as_deref()
+                        .unwrap_or("more nodes unhealthy than max_unhealthy allows")
+                ),
+                format!(
+                    "see lc deploy show {name}; fix the cause (network, provider), then: lc deploy check {name} ; or: lc deploy teardown {name}"
+                ),
+            )
+        } else if deployment.state == DeploymentState::Leftovers {
             (
                 format!(
                     "teardown could not confirm machine(s) {} removed: they may still exist at the provider (driver {}); look for machines with these names there",
@@ -319,7 +334,8 @@ impl Deployments {
     }
 
     /// Deployments that only an operator can finish: `leftovers` (machines that may
-    /// still exist at the provider) and teardowns whose job died.
+    /// still exist at the provider), `degraded` ones (too many unhealthy nodes to
+    /// repair) and teardowns whose job died.
     pub async fn needing_attention(&self) -> Result<Vec<Attention>> {
         let found = self.store.deployments_needing_attention().await?;
         Ok(found.into_iter().map(Attention::new).collect())

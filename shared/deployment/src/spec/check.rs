@@ -263,6 +263,7 @@ impl Spec {
         }
         self.check_payloads()?;
         self.check_timeouts()?;
+        self.health()?;
         self.expiry().map(|_| ())
     }
 

@@ -36,6 +36,9 @@
 //! run at once across every worker and every deployment of that account: a 200-node
 //! create fired at once is a storm of 429s from the provider's API.
 //!
+//! Health checks and repair (see [`health`]): `health_interval: 60s`, `repair:
+//! restart` (or `reprovision`, `report`), `max_unhealthy: 1` (or `"34%"`).
+//!
 //! A deployment may name a webhook that receives each of its state changes (see
 //! [`webhook`]):
 //!
@@ -112,6 +115,18 @@ pub struct Spec {
     /// Where each of the deployment's state changes is POSTed, signed (see [`webhook`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookSpec>,
+    /// How often the machines and containers are checked (`60s` when not given); see
+    /// [`health`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_interval: Option<String>,
+    /// What a check does about what it finds: `restart` (the default), `reprovision`
+    /// or `report`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<String>,
+    /// How many unhealthy nodes are repaired at once (`1`, or `"34%"` of the nodes);
+    /// past it the deployment is `degraded` and nothing is touched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unhealthy: Option<MaxUnhealthyValue>,
 }
 
 /// When a deployment ends, as its spec says: a time to live from its creation, or a
@@ -677,9 +692,11 @@ impl Spec {
 }
 
 mod check;
+pub mod health;
 #[cfg(test)]
 mod tests;
 pub mod webhook;
 
 pub use check::is_env_var_name;
+pub use health::{HealthPolicy, MaxUnhealthy, MaxUnhealthyValue, RepairPolicy};
 pub use webhook::WebhookSpec;

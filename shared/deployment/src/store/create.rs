@@ -29,6 +29,7 @@ impl DeploymentStore {
             format!("provision:{id}"),
         )?;
         let expiry = spec.expiry().map_err(|err| invalid(err.to_string()))?;
+        let health = HealthColumns::of(spec)?;
         let provider = spec.provider.kind();
         let node_count = spec.node_count();
         let initial = DeploymentState::Provisioning.as_str();
@@ -50,9 +51,11 @@ impl DeploymentStore {
             let expiry_generation: i64 = expires_at.map_or(0, |_| 1);
             let inserted = tx
                 .execute(
-                    "INSERT INTO deployments (id, name, owner, provider, spec, state, generation, node_count, deploy_after_provision, expires_at, expiry_generation)
-                     VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
-                    &[&id, &spec.name, &spec.owner, &provider, &spec_json, &initial, &node_count, &deploy_after_provision, &expires_at, &expiry_generation],
+                    "INSERT INTO deployments (id, name, owner, provider, spec, state, generation, node_count, deploy_after_provision, expires_at, expiry_generation,
+                                              health_interval_ms, repair, max_unhealthy)
+                     VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
+                    &[&id, &spec.name, &spec.owner, &provider, &spec_json, &initial, &node_count, &deploy_after_provision, &expires_at, &expiry_generation,
+                      &health.interval_ms, &health.repair, &health.max_unhealthy],
                 )
                 .await?;
             if inserted == 0 {
@@ -199,9 +202,12 @@ impl DeploymentStore {
             }
             let spec_json = updated_spec(&locked.spec, spec).to_json();
             let generation = locked.generation + 1;
+            let health = HealthColumns::of(spec)?;
             tx.execute(
-                "UPDATE deployments SET spec = $2, generation = $3, updated_at = now() WHERE id = $1 AND generation = $4",
-                &[&id, &spec_json, &generation, &locked.generation],
+                "UPDATE deployments SET spec = $2, generation = $3, updated_at = now(),
+                     health_interval_ms = $5, repair = $6, max_unhealthy = $7
+                 WHERE id = $1 AND generation = $4",
+                &[&id, &spec_json, &generation, &locked.generation, &health.interval_ms, &health.repair, &health.max_unhealthy],
             )
             .await?;
             if locked.state != DeploymentState::Deploying {
@@ -218,6 +224,24 @@ impl DeploymentStore {
             }
             let deploy = enqueue_one(tx, deploy_job(id, generation, spec.max_attempts, origin)?).await?;
             Ok(UpdateOutcome::Updated { id, generation, deploy })
+        })
+    }
+}
+
+/// A spec's health settings as the deployment row holds them.
+struct HealthColumns {
+    interval_ms: i64,
+    repair: &'static str,
+    max_unhealthy: String,
+}
+
+impl HealthColumns {
+    fn of(spec: &Spec) -> Result<HealthColumns> {
+        let health = spec.health().map_err(|err| invalid(err.to_string()))?;
+        Ok(HealthColumns {
+            interval_ms: i64::try_from(health.interval.as_millis()).unwrap_or(i64::MAX),
+            repair: health.repair.as_str(),
+            max_unhealthy: health.max_unhealthy.to_string(),
         })
     }
 }
@@ -264,10 +288,11 @@ pub(super) fn update_refusal(
         state,
         DeploymentState::Provisioned
             | DeploymentState::Deployed
+            | DeploymentState::Degraded
             | DeploymentState::Deploying
             | DeploymentState::Failed
     ) {
-        return Some("only provisioned, deployed or failed deployments can be updated");
+        return Some("only provisioned, deployed, degraded or failed deployments can be updated");
     }
     if machines.len() as i64 != new.node_count()
         || machines

@@ -76,22 +76,26 @@ impl DeploymentStore {
     }
 
     /// Ends a deploy: `deploying` → `deployed` (or `failed` with `error`), only while
-    /// the generation is still current.
+    /// the generation is still current. Reaching `deployed` starts the health checks'
+    /// chain unless it runs already (returned: its first link, due one interval later).
     pub async fn finish_deploy(
         &self,
         deployment_id: Uuid,
         generation: i64,
         error: Option<&str>,
-        job_id: Uuid,
-    ) -> Result<bool> {
+        origin: &Origin,
+    ) -> Result<Option<Option<Enqueued>>> {
+        let job_id = origin
+            .job_id
+            .ok_or_else(|| invalid("a deploy finishes as its job"))?;
         in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
-                return Ok(false);
+                return Ok(None);
             };
             if locked.state != DeploymentState::Deploying || locked.generation != generation {
-                return Ok(false);
+                return Ok(None);
             }
-            match error {
+            let chain = match error {
                 None => {
                     set_state(
                         tx,
@@ -102,7 +106,8 @@ impl DeploymentStore {
                         &format!("generation {generation} running on every machine"),
                         Some(job_id),
                     )
-                    .await?
+                    .await?;
+                    super::health::ensure_health_chain(tx, deployment_id, origin).await?
                 }
                 Some(error) => {
                     set_state(
@@ -114,10 +119,11 @@ impl DeploymentStore {
                         "deploy failed",
                         Some(job_id),
                     )
-                    .await?
+                    .await?;
+                    None
                 }
-            }
-            Ok(true)
+            };
+            Ok(Some(chain))
         })
     }
 

@@ -16,6 +16,7 @@
 
 mod create;
 mod deploy;
+mod health;
 mod outbox;
 mod provision;
 mod read;
@@ -25,6 +26,7 @@ mod webhooks;
 pub use outbox::{OutboxEvent, claim_deployment_events};
 pub use webhooks::{NewDelivery, queue_webhook_deliveries};
 
+pub use health::{CheckRequest, HealthOutcome, HealthStart};
 pub use read::UpdateBase;
 
 use std::time::Duration;
@@ -37,6 +39,7 @@ use uuid::Uuid;
 use super::{
     ContainerState, DeploymentState, MachineState, Provider, Spec, container_name, machine_name,
 };
+use crate::health::Health;
 use crate::kinds::{Deploy, Provision, ProvisionMachine, Teardown};
 use crate::{DeployPayload, ProvisionMachinePayload, ProvisionPayload, TeardownPayload};
 use lc_shared::in_transaction;
@@ -97,10 +100,21 @@ pub struct DeploymentRow {
     /// When a delayed teardown removes it (`ttl` or `expires_at` in its spec, moved by
     /// extensions); `None`: it does not expire.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Its health checks (from its spec): how often, what is repaired, how many at once.
+    pub health_interval_ms: i64,
+    pub repair: String,
+    pub max_unhealthy: String,
+    /// When the last check recorded its findings, and what it found and did.
+    pub health_checked_at: Option<DateTime<Utc>>,
+    pub health_reason: Option<String>,
 }
 
 const DEPLOYMENT_COLUMNS: &str = "id, name, owner, provider, spec, state, generation, node_count, \
-    deploy_after_provision, last_error, created_at, updated_at, expires_at";
+    deploy_after_provision, last_error, created_at, updated_at, expires_at, health_interval_ms, \
+    repair, max_unhealthy, health_checked_at, health_reason";
+
+/// How many columns [`DEPLOYMENT_COLUMNS`] names (a query's own columns follow them).
+const DEPLOYMENT_COLUMN_COUNT: usize = 18;
 
 fn deployment_row(row: &Row) -> DeploymentRow {
     DeploymentRow {
@@ -117,6 +131,11 @@ fn deployment_row(row: &Row) -> DeploymentRow {
         created_at: row.get(10),
         updated_at: row.get(11),
         expires_at: row.get(12),
+        health_interval_ms: row.get(13),
+        repair: row.get(14),
+        max_unhealthy: row.get(15),
+        health_checked_at: row.get(16),
+        health_reason: row.get(17),
     }
 }
 
@@ -148,10 +167,15 @@ pub struct MachineRow {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// What the last health check found (`unknown` before the first), why, and when.
+    pub health: Health,
+    pub health_reason: Option<String>,
+    pub health_checked_at: Option<DateTime<Utc>>,
 }
 
 const MACHINE_COLUMNS: &str = "id, deployment_id, node_index, name, state, driver, engine_url, \
-    ip_address, ca_cert_path, client_cert_path, client_key_path, last_error, created_at, updated_at";
+    ip_address, ca_cert_path, client_cert_path, client_key_path, last_error, created_at, updated_at, \
+    health, health_reason, health_checked_at";
 
 fn machine_row(row: &Row) -> MachineRow {
     MachineRow {
@@ -169,6 +193,9 @@ fn machine_row(row: &Row) -> MachineRow {
         last_error: row.get(11),
         created_at: row.get(12),
         updated_at: row.get(13),
+        health: row.get(14),
+        health_reason: row.get(15),
+        health_checked_at: row.get(16),
     }
 }
 
@@ -213,10 +240,15 @@ pub struct ContainerRow {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// What the last health check found (`unknown` before the first), why, and when.
+    pub health: Health,
+    pub health_reason: Option<String>,
+    pub health_checked_at: Option<DateTime<Utc>>,
 }
 
 const CONTAINER_SELECT: &str = "SELECT c.id, c.deployment_id, c.machine_id, m.name, c.generation, \
-    c.name, c.docker_id, c.image, c.state, c.last_error, c.created_at, c.updated_at \
+    c.name, c.docker_id, c.image, c.state, c.last_error, c.created_at, c.updated_at, \
+    c.health, c.health_reason, c.health_checked_at \
     FROM containers c JOIN machines m ON m.id = c.machine_id";
 
 fn container_row(row: &Row) -> ContainerRow {
@@ -233,6 +265,9 @@ fn container_row(row: &Row) -> ContainerRow {
         last_error: row.get(9),
         created_at: row.get(10),
         updated_at: row.get(11),
+        health: row.get(12),
+        health_reason: row.get(13),
+        health_checked_at: row.get(14),
     }
 }
 
@@ -752,24 +787,4 @@ fn deploy_job(
         format!("deploy:{deployment_id}:{generation}"),
     )?
     .with_max_attempts(max_attempts))
-}
-
-fn watch_job(
-    deployment_id: Uuid,
-    watch: i64,
-    interval: Duration,
-    origin: &Origin,
-) -> Result<NewJob> {
-    let run_at =
-        Utc::now() + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::seconds(30));
-    Ok(job::<Provision>(
-        &ProvisionPayload {
-            deployment_id,
-            watch: Some(watch),
-        },
-        deployment_id,
-        origin,
-        format!("provision-watch:{deployment_id}:{watch}"),
-    )?
-    .with_run_at(run_at))
 }

@@ -52,8 +52,10 @@ SELECT e.id, e.deployment_id, d.name, e.subject, COALESCE(m.id, c.id), e.from_st
        e.to_state, e.message, e.job_id, e.at
 FROM deployment_events e
 LEFT JOIN deployments d ON d.id = e.deployment_id
-LEFT JOIN machines m ON m.deployment_id = e.deployment_id AND e.subject = 'machine ' || m.name
-LEFT JOIN containers c ON c.deployment_id = e.deployment_id AND e.subject = 'container ' || c.name
+LEFT JOIN machines m ON m.deployment_id = e.deployment_id
+    AND e.subject IN ('machine ' || m.name, 'machine_health ' || m.name)
+LEFT JOIN containers c ON c.deployment_id = e.deployment_id
+    AND e.subject IN ('container ' || c.name, 'container_health ' || c.name)
 WHERE e.published_at IS NULL AND e.to_state IS NOT NULL
 ORDER BY e.at
 LIMIT $1";

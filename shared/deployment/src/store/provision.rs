@@ -54,6 +54,7 @@ impl DeploymentStore {
                     &ProvisionMachinePayload {
                         deployment_id,
                         node: *node,
+                        repair: None,
                     },
                     deployment_id,
                     origin,
@@ -69,12 +70,16 @@ impl DeploymentStore {
     }
 
     /// Starts a `provision_machine` attempt: checks the deployment is provisioning and
-    /// moves the machine to `creating`.
+    /// moves the machine to `creating`. A `repair` (a machine re-created after a health
+    /// check found it gone) instead needs the deployment `deploying` (the check moved it
+    /// there) and the machine `creating`; otherwise it makes and removes nothing (a
+    /// teardown removes what is recorded).
     pub async fn begin_machine(
         &self,
         deployment_id: Uuid,
         node: i64,
         job_id: Uuid,
+        repair: bool,
     ) -> Result<MachineStart> {
         in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
@@ -82,6 +87,16 @@ impl DeploymentStore {
             };
             let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE deployment_id = $1 AND node_index = $2");
             let machine = tx.query_opt(sql.as_str(), &[&deployment_id, &node]).await?.as_ref().map(machine_row);
+            if repair {
+                return Ok(match machine {
+                    None => MachineStart::NotFound,
+                    Some(machine) if machine.state == MachineState::Ready => MachineStart::AlreadyReady(machine),
+                    Some(machine) if locked.state == DeploymentState::Deploying && machine.state == MachineState::Creating => {
+                        MachineStart::Create { machine, spec: Box::new(locked.spec), deployment_name: locked.name, fresh: false }
+                    }
+                    Some(_) => MachineStart::Stop { state: locked.state, machine: None, spec: Box::new(locked.spec) },
+                });
+            }
             if locked.state != DeploymentState::Provisioning {
                 return Ok(MachineStart::Stop { state: locked.state, machine, spec: Box::new(locked.spec) });
             }
@@ -122,6 +137,7 @@ impl DeploymentStore {
     /// Records a machine as ready with its engine endpoint and, in the same
     /// transaction, the join: when every machine of the deployment is ready, the
     /// deployment becomes `provisioned` and (if asked) its `deploy` job is enqueued.
+    #[allow(clippy::too_many_arguments)]
     pub async fn machine_ready(
         &self,
         deployment_id: Uuid,
@@ -130,12 +146,17 @@ impl DeploymentStore {
         entry: Option<&[u8]>,
         fence: crate::Fence,
         origin: &Origin,
+        repair: Option<Uuid>,
     ) -> Result<ReadyOutcome> {
         in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
                 return Err(invalid(format!("deployment {deployment_id} vanished")));
             };
-            if locked.state != DeploymentState::Provisioning {
+            let expected = match repair {
+                Some(_) => DeploymentState::Deploying,
+                None => DeploymentState::Provisioning,
+            };
+            if locked.state != expected {
                 return Ok(ReadyOutcome::NotProvisioning(locked.state));
             }
             let machine = machine_in_tx(tx, machine_id)
@@ -194,6 +215,15 @@ impl DeploymentStore {
                 )
                 .await?;
             let (ready, total): (i64, i64) = (counts.get(0), counts.get(1));
+            if let Some(check_id) = repair {
+                // A repair's join: once every machine is ready again, one deploy of the
+                // current generation (its key is the check's: made once).
+                if ready < total {
+                    return Ok(ReadyOutcome::Waiting { ready, total });
+                }
+                let deploy = super::health::repair_deploy_job(deployment_id, &locked, check_id, origin)?;
+                return Ok(ReadyOutcome::Joined { deploy: Some(enqueue_one(tx, deploy).await?) });
+            }
             let outcome = if ready == total && total == locked.spec.node_count() {
                 set_state(
                     tx,
@@ -222,12 +252,16 @@ impl DeploymentStore {
     /// A machine failed for good: the machine and the deployment become `failed` and a
     /// rollback teardown is enqueued, in one transaction. Returns the teardown job
     /// (none when a teardown already finished or is under way by request).
+    ///
+    /// A machine being re-created by a repair (`repair`) that fails for good makes the
+    /// deployment `failed` without a rollback: the other machines keep running.
     pub async fn machine_failed(
         &self,
         deployment_id: Uuid,
         machine_id: Uuid,
         error: &str,
         origin: &Origin,
+        repair: bool,
     ) -> Result<Option<Enqueued>> {
         in_transaction!(self, Isolation::Serializable, tx => {
             let Some(locked) = lock(tx, deployment_id).await? else {
@@ -247,6 +281,13 @@ impl DeploymentStore {
             )
             .await?;
             let reason = format!("machine {} failed: {error}", machine.name);
+            if repair {
+                if locked.state == DeploymentState::Deploying {
+                    set_state(tx, deployment_id, locked.state, DeploymentState::Failed, Some(&reason), "repair failed", origin.job_id)
+                        .await?;
+                }
+                return Ok(None);
+            }
             let teardown = match locked.state {
                 DeploymentState::Failed => Some(
                     ensure_teardown(tx, deployment_id, &locked.spec.provider, &format!("rollback: {reason}"), origin)
@@ -373,4 +414,25 @@ impl DeploymentStore {
             Ok(Some(ensure_teardown(tx, deployment_id, &locked.spec.provider, &reason, origin).await?))
         })
     }
+}
+
+/// The provisioning watchdog's run number `watch`, `interval` from now.
+fn watch_job(
+    deployment_id: Uuid,
+    watch: i64,
+    interval: Duration,
+    origin: &Origin,
+) -> Result<NewJob> {
+    let run_at =
+        Utc::now() + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::seconds(30));
+    Ok(job::<Provision>(
+        &ProvisionPayload {
+            deployment_id,
+            watch: Some(watch),
+        },
+        deployment_id,
+        origin,
+        format!("provision-watch:{deployment_id}:{watch}"),
+    )?
+    .with_run_at(run_at))
 }

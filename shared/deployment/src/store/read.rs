@@ -31,11 +31,12 @@ impl DeploymentStore {
             &ContainerState::Running.as_str(),
             &DeploymentState::TornDown.as_str(),
         ];
+        let at = DEPLOYMENT_COLUMN_COUNT;
         self.query_rows(&sql, &params, |row| DeploymentSummary {
             deployment: deployment_row(row),
-            machines_ready: row.get(13),
-            containers_running: row.get(14),
-            expires_in_secs: row.get(15),
+            machines_ready: row.get(at),
+            containers_running: row.get(at + 1),
+            expires_in_secs: row.get(at + 2),
         })
         .await
     }

@@ -23,7 +23,7 @@ use lc_shared::store::error_chain;
 use uuid::Uuid;
 
 use super::session::certificate_files;
-use super::{docker_error, env, is_final, store_error, with_certificates};
+use super::{docker_error, env, is_final, origin, store_error, with_certificates};
 use crate::docker::{ContainerPlan, DockerError, Engine, Found};
 use crate::machine_store::ScratchStore;
 use lc_worker::{JobContext, JobError};
@@ -70,17 +70,21 @@ pub async fn deploy(ctx: &JobContext, payload: DeployPayload) -> Result<(), JobE
                     payload.deployment_id,
                     payload.generation,
                     None,
-                    ctx.job().id,
+                    &origin(ctx),
                 )
                 .await
                 .map_err(|err| store_error("record the deploy", err))?;
-            if finished {
+            if let Some(chain) = finished {
                 ctx.log(&format!(
                     "generation {} runs on all {} machine(s)",
                     payload.generation,
                     machines.len()
                 ))
                 .await;
+                if let Some(first) = chain {
+                    ctx.log(&format!("health checks start: job {}", first.id))
+                        .await;
+                }
             }
             Ok(())
         }
@@ -94,7 +98,7 @@ pub async fn deploy(ctx: &JobContext, payload: DeployPayload) -> Result<(), JobE
                         payload.deployment_id,
                         payload.generation,
                         Some(&text),
-                        ctx.job().id,
+                        &origin(ctx),
                     )
                     .await
                 {

@@ -130,7 +130,12 @@ pub async fn provision_machine(
 ) -> Result<(), JobError> {
     let store = &env(ctx)?.store;
     let start = store
-        .begin_machine(payload.deployment_id, payload.node, ctx.job().id)
+        .begin_machine(
+            payload.deployment_id,
+            payload.node,
+            ctx.job().id,
+            payload.repair.is_some(),
+        )
         .await
         .map_err(|err| store_error("start the machine", err))?;
     match start {
@@ -159,14 +164,20 @@ pub async fn provision_machine(
             Ok(())
         }
         MachineStart::Create { machine, spec, .. } => {
-            match create_and_record(ctx, &machine, &spec).await {
+            match create_and_record(ctx, &machine, &spec, payload.repair).await {
                 Ok(()) => Ok(()),
                 Err(JobError::Cancelled) => Err(JobError::Cancelled),
                 Err(err) => {
                     let text = error_chain(&err);
                     if is_final(ctx, &err) {
                         match store
-                            .machine_failed(payload.deployment_id, machine.id, &text, &origin(ctx))
+                            .machine_failed(
+                                payload.deployment_id,
+                                machine.id,
+                                &text,
+                                &origin(ctx),
+                                payload.repair.is_some(),
+                            )
                             .await
                         {
                             Ok(Some(teardown)) => {
@@ -195,11 +206,13 @@ pub async fn provision_machine(
 }
 
 /// Creates (or adopts) the machine, then records it ready; if the deployment stopped
-/// provisioning in between, removes it again.
+/// provisioning in between, removes it again. A `repair` (the health check that found
+/// the machine gone) removes what is left of the old machine first.
 async fn create_and_record(
     ctx: &JobContext,
     machine: &MachineRow,
     spec: &Spec,
+    repair: Option<uuid::Uuid>,
 ) -> Result<(), JobError> {
     let mut entry = None;
     let endpoint = match &spec.provider {
@@ -226,6 +239,9 @@ async fn create_and_record(
                 true,
             )
             .await?;
+            if repair.is_some() {
+                remove_gone(ctx, &session, machine).await?;
+            }
             let endpoint = create_with_docker_machine(ctx, &session, machine, spec, driver).await?;
             entry = session.sealed_entry(machine)?;
             endpoint
@@ -243,6 +259,7 @@ async fn create_and_record(
             entry.as_deref(),
             fence(ctx),
             &origin(ctx),
+            repair,
         )
         .await
         .map_err(|err| store_error("record the machine ready", err))?;
@@ -289,6 +306,46 @@ async fn create_and_record(
             }
         }
     }
+    Ok(())
+}
+
+/// Before a machine gone at the provider is created again: unless it runs (an earlier
+/// attempt of this repair made it already), `docker-machine rm` removes what is left
+/// (its store entry, and whatever the provider still has), so the create starts clean.
+async fn remove_gone(
+    ctx: &JobContext,
+    session: &MachineSession,
+    machine: &MachineRow,
+) -> Result<(), JobError> {
+    if !matches!(session.load(ctx, machine).await?, Loaded::Entry) {
+        return Ok(());
+    }
+    let name = &machine.name;
+    if let Ok(Some(status)) = session.cli.status(ctx, name).await
+        && status == "Running"
+    {
+        ctx.log(&format!(
+            "machine {name} runs (an earlier attempt re-created it): adopting it"
+        ))
+        .await;
+        return Ok(());
+    }
+    let removed = session.cli.rm(ctx, name).await;
+    session.save(ctx, machine).await?;
+    match removed {
+        Ok(_) => {}
+        Err(err) if err.does_not_exist() => {}
+        Err(err) if err.broken_entry() => {
+            drop_broken_entry(ctx, session, machine, err.to_string()).await?
+        }
+        Err(err) => {
+            return Err(err.into_job_error("could not remove the machine gone at the provider"));
+        }
+    }
+    ctx.log(&format!(
+        "removed what was left of machine {name}: creating it again"
+    ))
+    .await;
     Ok(())
 }
 

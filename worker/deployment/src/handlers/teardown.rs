@@ -31,7 +31,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lc_deployment::kinds::{Deploy, Provision, ProvisionMachine};
+use lc_deployment::kinds::{Deploy, HealthCheck, Provision, ProvisionMachine};
 use lc_deployment::{
     DeploymentState, Endpoint, MachineRow, MachineState, Provider, Spec, TeardownPayload,
     TeardownStart,
@@ -129,9 +129,23 @@ pub async fn teardown(ctx: &JobContext, payload: TeardownPayload) -> Result<(), 
 }
 
 /// Cancels the deployment's queued provision and deploy jobs and waits until none runs.
+/// Its queued health checks are cancelled too (the chain ends here; a check running now
+/// finds the deployment tearing down when it records, and repairs nothing), without
+/// waiting for a running one.
 async fn wait_for_other_jobs(ctx: &JobContext, spec: &Spec) -> Result<(), JobError> {
     let id = deployment_id(ctx)?;
     let store = &env(ctx)?.store;
+    let checks = store
+        .cancel_queued_in_group(id, &[HealthCheck::KIND], "deployment is being torn down")
+        .await
+        .map_err(|err| store_error("cancel queued health checks", err))?;
+    if !checks.is_empty() {
+        ctx.log(&format!(
+            "cancelled {} queued health check(s)",
+            checks.len()
+        ))
+        .await;
+    }
     let kinds = [Provision::KIND, ProvisionMachine::KIND, Deploy::KIND];
     let limit = spec
         .timeouts
