@@ -120,6 +120,12 @@ cleanup() {
       fi
     done <"$WORK/worker.pids"
   fi
+  # Containers of the fleet section's deployments that a failed or interrupted run left
+  # (named lc-<deployment>-..., the deployment named after the Redis prefix).
+  if command -v docker >/dev/null 2>&1; then
+    docker ps -aq --filter "name=lc-bench-${BENCH_PREFIX//_/-}" 2>/dev/null |
+      xargs -r docker rm -f >/dev/null 2>&1 || lc_warn "could not remove the fleet's containers"
+  fi
   if [[ "${BENCH_KEEP_DB:-0}" == 1 ]]; then
     lc_log "kept database $BENCH_DB ($BENCH_DATABASE_URL) and Redis prefix $BENCH_PREFIX"
   else

@@ -16,6 +16,7 @@ pub(crate) enum Section {
     Latency,
     Fanout,
     Recovery,
+    Fleet,
 }
 
 /// Benchmarks LaunchControl, alone or beside BullMQ (`--compare bullmq`); run it through
@@ -89,6 +90,19 @@ pub(crate) struct Args {
     /// How long the stand-in's `create` takes
     #[arg(long, default_value_t = 2000)]
     pub(crate) fanout_create_delay_ms: u64,
+
+    /// Nodes of the fleet section's deployments, one after the other
+    #[arg(long, value_delimiter = ',', default_value = "10,50,200")]
+    pub(crate) fleet_nodes: Vec<usize>,
+
+    /// The fleet's provider limit L: docker-machine creates and removals of its account
+    /// that may run at once (`lc queues limit machine:none L`)
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) fleet_limit: u32,
+
+    /// How long the stand-in's `create` takes in the fleet section
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) fleet_create_delay_ms: u64,
 
     /// The docker-machine stand-in (default: tests/docker-machine/docker-machine)
     #[arg(long)]

@@ -28,6 +28,7 @@ mod bench;
 mod drain;
 mod enqueue;
 mod fanout;
+mod fleet;
 mod latency;
 mod peer;
 mod procs;
@@ -126,6 +127,10 @@ async fn run_sections(bench: &mut Bench, out: &mut serde_json::Map<String, Value
             "fanout".into(),
             section(bench, "fanout", Bench::fanout).await,
         );
+    }
+    if bench.wants(Section::Fleet) {
+        eprintln!("[bench] 7. fleets: create, deploy, teardown under a provider limit");
+        out.insert("fleet".into(), section(bench, "fleet", Bench::fleet).await);
     }
 }
 

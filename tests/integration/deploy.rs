@@ -751,7 +751,10 @@ async fn deploy_worker_killed_during_deploy_converges_without_duplicates() {
     let name = unique(&env, "kill-deploy");
     let _guard = Containers(vec![name.clone()]);
     let mut first = env.spawn_worker_process(&[]);
-    let id = create(&env, &local_spec(&name, 6), &[]).await;
+    // More machines than a first deploy starts at once, so that the kill lands while
+    // some are still to come.
+    let nodes = lc_deployment_worker::PARALLEL_MACHINES + 4;
+    let id = create(&env, &local_spec(&name, nodes), &[]).await;
     wait_for(
         "the deploy to create its first container",
         Duration::from_secs(60),
@@ -773,17 +776,17 @@ async fn deploy_worker_killed_during_deploy_converges_without_duplicates() {
     first.wait(Duration::from_secs(10));
     let before = containers_of(id).len();
     assert!(
-        before < 6,
+        before < nodes,
         "the kill came after the whole deploy ({before} containers)"
     );
     let second = env.spawn_worker(env.worker_config());
     wait_state(&env, id, "deployed", Duration::from_secs(60)).await;
     let running = containers_of(id);
-    assert_eq!(running.len(), 6, "one container per machine: {running:?}");
+    assert_eq!(running.len(), nodes, "one container per machine: {running:?}");
     assert!(running.iter().all(|(_, _, state)| state == "running"));
     let mut names: Vec<String> = running.into_iter().map(|(_, name, _)| name).collect();
     names.sort();
-    let mut expected: Vec<String> = (1..=6).map(|n| format!("lc-{name}-{n}-g1")).collect();
+    let mut expected: Vec<String> = (1..=nodes).map(|n| format!("lc-{name}-{n}-g1")).collect();
     expected.sort();
     assert_eq!(names, expected);
     let deploys = job_ids(&env, id, "deploy").await;
@@ -791,7 +794,7 @@ async fn deploy_worker_killed_during_deploy_converges_without_duplicates() {
     assert_eq!(deploys[0].1, "succeeded");
     assert!(deploys[0].2 >= 2, "the deploy ran again after the kill");
     let (_, containers) = row_states(&env, id).await;
-    assert_eq!(containers.len(), 6);
+    assert_eq!(containers.len(), nodes);
     assert!(
         containers.iter().all(|(_, _, state)| state == "running"),
         "{containers:?}"

@@ -290,8 +290,9 @@ pub struct WebhookPayload {
     pub event: serde_json::Value,
 }
 
-/// Most nodes one deployment may have.
-pub const MAX_NODES: i64 = 100;
+/// Most nodes one deployment may have: fleets of a few hundred machines are common (a
+/// chain's validators, a test network); each is a row and a job, so a thousand is cheap.
+pub const MAX_NODES: i64 = 1000;
 
 /// Key names whose values are secrets: shown as `***` by `lc jobs show`.
 pub fn is_secret_key(key: &str) -> bool {

@@ -21,6 +21,8 @@ mod session;
 mod teardown;
 mod webhook;
 
+pub use deploy::PARALLEL_MACHINES;
+
 use std::time::Duration;
 
 use lc_deployment::kinds::{Deploy, HealthCheck, Provision, ProvisionMachine, Teardown, Webhook};

@@ -27,6 +27,7 @@ mod tls;
 pub mod webhook;
 
 pub use config::MachineConfig;
+pub use handlers::PARALLEL_MACHINES;
 
 use lc_deployment::DeploymentStore;
 use lc_deployment::events::DeploymentEvents;

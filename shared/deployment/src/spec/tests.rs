@@ -179,7 +179,7 @@ fn refuses_what_could_reach_a_command_line() {
         err(&LOCAL.replace("owner: alice", "owner: alice\ncolour: red")).contains("unknown field")
     );
     assert!(err(&LOCAL.replace("nodes: 3", "nodes: 0")).contains("nodes"));
-    assert!(err(&LOCAL.replace("nodes: 3", "nodes: 101")).contains("nodes"));
+    assert!(err(&LOCAL.replace("nodes: 3", "nodes: 1001")).contains("nodes"));
     assert!(
         err(&LOCAL.replace("network_mode: none", "network_mode: bridge"))
             .contains("unknown variant")

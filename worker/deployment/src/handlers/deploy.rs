@@ -1,6 +1,8 @@
 //! `deploy`: runs the payload container of one spec generation on every machine,
-//! through the Docker Engine API of that machine's engine, one machine at a time (a
-//! rolling replacement when the deployment already runs an older generation).
+//! through the Docker Engine API of that machine's engine. The first generation goes
+//! to up to [`PARALLEL_MACHINES`] machines at once (nothing runs yet, and a 200-node
+//! fleet one machine after the other would wait 200 pulls); a later generation is a
+//! rolling replacement, one machine at a time, so that the rest keep running.
 //!
 //! Per machine: connect (TLS for `tcp://`), check the image is there (pull it when
 //! allowed; missing and not pullable is fatal), then look for this deployment's
@@ -9,10 +11,14 @@
 //! it is adopted (started if it is not running). Containers of older generations are
 //! stopped and removed first, since with `host` networking the new one may need their
 //! ports. Before each machine the deployment's state and generation are read again, so
-//! a teardown or a newer spec stops this job from going further.
+//! a teardown or a newer spec stops this job from going further; so does a machine that
+//! failed (the machines already started finish first).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use futures_util::StreamExt;
 
 use lc_deployment::{
     ContainerState, DeployPayload, DeployStart, DeploymentState, LABEL_DEPLOYMENT,
@@ -30,6 +36,11 @@ use lc_worker::{JobContext, JobError};
 
 /// Stop grace of a container when the spec does not say.
 const DEFAULT_STOP: Duration = Duration::from_secs(10);
+
+/// Machines that a first deploy works on at once. Each is an engine of its own, so no
+/// provider API limits this; it bounds the worker's own connections and pulls
+/// (Terraform's default `-parallelism` is 10).
+pub const PARALLEL_MACHINES: usize = 16;
 
 pub async fn deploy(ctx: &JobContext, payload: DeployPayload) -> Result<(), JobError> {
     let store = &env(ctx)?.store;
@@ -110,8 +121,10 @@ pub async fn deploy(ctx: &JobContext, payload: DeployPayload) -> Result<(), JobE
     }
 }
 
-/// Deploys machine after machine; false when the deployment changed under it (teardown,
-/// newer generation) and the job stopped early.
+/// Deploys every machine (the first generation [`PARALLEL_MACHINES`] at a time, later
+/// ones machine after machine); false when the deployment changed under it (teardown,
+/// newer generation) and the job stopped early. After a failure no further machine
+/// starts; the first error is the job's.
 async fn deploy_all(
     ctx: &JobContext,
     payload: &DeployPayload,
@@ -123,28 +136,77 @@ async fn deploy_all(
         Provider::DockerMachine { .. } => certificate_files(ctx, payload.deployment_id).await?,
         Provider::Local {} => None,
     };
-    for machine in machines {
-        if ctx.cancellation().is_cancelled() {
-            return Err(JobError::Cancelled);
-        }
-        let now = env(ctx)?
-            .store
-            .deployment_state(payload.deployment_id)
-            .await
-            .map_err(|err| store_error("read the deployment", err))?;
-        match now {
-            Some((DeploymentState::Deploying, generation)) if generation == payload.generation => {}
-            Some((state, generation)) => {
-                ctx.log(&format!(
-                    "deployment is now {state} (generation {generation}): stopping"
-                ))
-                .await;
-                return Ok(false);
-            }
-            None => return Ok(false),
-        }
-        deploy_machine(ctx, payload, name, spec, machine, certs.as_ref()).await?;
+    let certs = certs.as_ref();
+    let parallel = if payload.generation == 1 {
+        PARALLEL_MACHINES
+    } else {
+        1
+    };
+    let stopped = AtomicBool::new(false);
+    let steps: Vec<_> = machines
+        .iter()
+        .map(|machine| deploy_next(&stopped, ctx, payload, name, spec, machine, certs))
+        .collect();
+    let results: Vec<Result<bool, JobError>> = futures_util::stream::iter(steps)
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    let mut deployed_all = true;
+    for result in results {
+        deployed_all &= result?;
     }
+    Ok(deployed_all)
+}
+
+/// One machine, unless the job was cancelled, the deployment changed (false then) or
+/// another machine failed (`stopped`; set here when this one does not deploy).
+async fn deploy_next(
+    stopped: &AtomicBool,
+    ctx: &JobContext,
+    payload: &DeployPayload,
+    name: &str,
+    spec: &Spec,
+    machine: &MachineRow,
+    certs: Option<&ScratchStore>,
+) -> Result<bool, JobError> {
+    if stopped.load(Ordering::Relaxed) {
+        return Ok(false);
+    }
+    let result = deploy_checked(ctx, payload, name, spec, machine, certs).await;
+    if !matches!(result, Ok(true)) {
+        stopped.store(true, Ordering::Relaxed);
+    }
+    result
+}
+
+async fn deploy_checked(
+    ctx: &JobContext,
+    payload: &DeployPayload,
+    name: &str,
+    spec: &Spec,
+    machine: &MachineRow,
+    certs: Option<&ScratchStore>,
+) -> Result<bool, JobError> {
+    if ctx.cancellation().is_cancelled() {
+        return Err(JobError::Cancelled);
+    }
+    let now = env(ctx)?
+        .store
+        .deployment_state(payload.deployment_id)
+        .await
+        .map_err(|err| store_error("read the deployment", err))?;
+    match now {
+        Some((DeploymentState::Deploying, generation)) if generation == payload.generation => {}
+        Some((state, generation)) => {
+            ctx.log(&format!(
+                "deployment is now {state} (generation {generation}): stopping"
+            ))
+            .await;
+            return Ok(false);
+        }
+        None => return Ok(false),
+    }
+    deploy_machine(ctx, payload, name, spec, machine, certs).await?;
     Ok(true)
 }
 
