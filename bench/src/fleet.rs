@@ -155,6 +155,12 @@ impl Bench {
             machines_left == 0 && containers_left == 0,
             "left after teardown: {machines_left} machines, {containers_left} containers"
         );
+        let unfinished = fleet_jobs_not_done(&client, deployment).await?;
+        ensure!(
+            unfinished.is_empty(),
+            "jobs of the deployment that did not end well: {}",
+            unfinished.join(", ")
+        );
         let ratio = create_s_measured / ideal_s;
         self.row(
             format!("fleet of {nodes}: create -> deployed (L={limit}, create {create_s} s)"),
@@ -296,6 +302,30 @@ async fn most_creates_at_once(client: &deadpool_postgres::Object, deployment: Uu
         )
         .await?;
     Ok(row.get(0))
+}
+
+/// The deployment's jobs that did not succeed, but for those its teardown cancels by
+/// design (the provisioning watchdog and the waiting health check).
+async fn fleet_jobs_not_done(
+    client: &deadpool_postgres::Object,
+    deployment: Uuid,
+) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT kind, state, count(*) FROM jobs WHERE group_id = $1
+                AND state <> 'succeeded'
+                AND NOT (state = 'cancelled' AND kind IN ('provision', 'health_check'))
+              GROUP BY kind, state ORDER BY kind, state",
+            &[&deployment],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let (kind, state, count): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+            format!("{count} {kind} {state}")
+        })
+        .collect())
 }
 
 /// `nodes` machines of docker-machine's `none` driver, each registering the bench's

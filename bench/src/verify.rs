@@ -117,7 +117,9 @@ impl Bench {
             .get(0);
         let other_states: Vec<(String, String, i64)> = client
             .query(
-                "SELECT kind, state, count(*) FROM jobs WHERE kind NOT IN ('noop', 'sleep') GROUP BY kind, state ORDER BY kind, state",
+                // The fleet section checks its deployments' jobs itself: their teardown
+                // cancels the waiting watchdog and health check, by design.
+                "SELECT kind, state, count(*) FROM jobs WHERE kind NOT IN ('noop', 'sleep') AND queue <> 'fleet' GROUP BY kind, state ORDER BY kind, state",
                 &[],
             )
             .await?
