@@ -12,6 +12,7 @@ use tokio::process::Command;
 use uuid::Uuid;
 
 use crate::bench::Bench;
+use crate::fleet::wait_state;
 use crate::stats::{cpu_sample, cpu_split, round};
 
 pub(crate) const TARGET_PROVISION_S: f64 = 2.6;
@@ -174,7 +175,14 @@ impl Bench {
             .await
             .context("the deployment row")?
             .get(0);
-        let state = wait_provisioned(&client, deployment, clock).await?;
+        let state = wait_state(
+            &client,
+            deployment,
+            |state| state != "provisioning",
+            Duration::from_secs(60),
+            clock,
+        )
+        .await?;
         let observed_s = clock.elapsed().as_secs_f64();
         ensure!(
             state == "provisioned",
@@ -213,33 +221,6 @@ impl Bench {
             "target": TARGET_PROVISION_S,
             "met": seconds <= TARGET_PROVISION_S,
         }))
-    }
-}
-
-/// Polls the deployment until it is no longer provisioning (at most 60 s from `clock`);
-/// returns its state.
-async fn wait_provisioned(
-    client: &deadpool_postgres::Object,
-    deployment: Uuid,
-    clock: Instant,
-) -> Result<String> {
-    let timeout = Duration::from_secs(60);
-    loop {
-        let state: String = client
-            .query_one(
-                "SELECT state FROM deployments WHERE id = $1",
-                &[&deployment],
-            )
-            .await?
-            .get(0);
-        if state != "provisioning" {
-            return Ok(state);
-        }
-        ensure!(
-            clock.elapsed() < timeout,
-            "deployment still provisioning after {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

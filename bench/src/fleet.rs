@@ -119,7 +119,14 @@ impl Bench {
             .await
             .context("the deployment row")?
             .get(0);
-        let state = wait_state(&client, deployment, &["deployed", "failed"], clock).await?;
+        let state = wait_state(
+            &client,
+            deployment,
+            |state| ["deployed", "failed"].contains(&state),
+            PHASE_TIMEOUT,
+            clock,
+        )
+        .await?;
         ensure!(state == "deployed", "the deployment ended {state}");
         let deployed_at = event_at(&client, deployment, "deployed").await?;
         let create_s_measured = (deployed_at - started_at).as_seconds_f64();
@@ -137,9 +144,19 @@ impl Bench {
         eprintln!("[bench]    {nodes} nodes: teardown");
         let teardown_started = Utc::now();
         let clock = Instant::now();
-        self.lc_with(&["deploy", "teardown", &name, "--queue", queue], docker_machine)
-            .await?;
-        let state = wait_state(&client, deployment, &["torn_down", "leftovers"], clock).await?;
+        self.lc_with(
+            &["deploy", "teardown", &name, "--queue", queue],
+            docker_machine,
+        )
+        .await?;
+        let state = wait_state(
+            &client,
+            deployment,
+            |state| ["torn_down", "leftovers"].contains(&state),
+            PHASE_TIMEOUT,
+            clock,
+        )
+        .await?;
         ensure!(state == "torn_down", "the teardown ended {state}");
         let torn_down_at = event_at(&client, deployment, "torn_down").await?;
         let teardown_s = (torn_down_at - teardown_started).as_seconds_f64();
@@ -241,11 +258,13 @@ async fn docker_ps(deployment: Uuid, extra: &[&str]) -> Result<usize> {
     Ok(String::from_utf8_lossy(&output.stdout).lines().count())
 }
 
-/// Polls the deployment until it is in one of `wanted` (at most PHASE_TIMEOUT from `clock`).
-async fn wait_state(
+/// Polls the deployment until `done` says yes to its state (at most `timeout` from
+/// `clock`); returns that state.
+pub(crate) async fn wait_state(
     client: &deadpool_postgres::Object,
     deployment: Uuid,
-    wanted: &[&str],
+    done: impl Fn(&str) -> bool,
+    timeout: Duration,
     clock: Instant,
 ) -> Result<String> {
     loop {
@@ -256,14 +275,14 @@ async fn wait_state(
             )
             .await?
             .get(0);
-        if wanted.contains(&state.as_str()) {
+        if done(&state) {
             return Ok(state);
         }
         ensure!(
-            clock.elapsed() < PHASE_TIMEOUT,
-            "the deployment is still {state} after {PHASE_TIMEOUT:?}"
+            clock.elapsed() < timeout,
+            "the deployment is still {state} after {timeout:?}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -782,7 +782,11 @@ async fn deploy_worker_killed_during_deploy_converges_without_duplicates() {
     let second = env.spawn_worker(env.worker_config());
     wait_state(&env, id, "deployed", Duration::from_secs(60)).await;
     let running = containers_of(id);
-    assert_eq!(running.len(), nodes, "one container per machine: {running:?}");
+    assert_eq!(
+        running.len(),
+        nodes,
+        "one container per machine: {running:?}"
+    );
     assert!(running.iter().all(|(_, _, state)| state == "running"));
     let mut names: Vec<String> = running.into_iter().map(|(_, name, _)| name).collect();
     names.sort();

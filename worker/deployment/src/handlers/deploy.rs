@@ -172,42 +172,34 @@ async fn deploy_next(
     if stopped.load(Ordering::Relaxed) {
         return Ok(false);
     }
-    let result = deploy_checked(ctx, payload, name, spec, machine, certs).await;
+    let result = async {
+        if ctx.cancellation().is_cancelled() {
+            return Err(JobError::Cancelled);
+        }
+        let now = env(ctx)?
+            .store
+            .deployment_state(payload.deployment_id)
+            .await
+            .map_err(|err| store_error("read the deployment", err))?;
+        match now {
+            Some((DeploymentState::Deploying, generation)) if generation == payload.generation => {}
+            Some((state, generation)) => {
+                ctx.log(&format!(
+                    "deployment is now {state} (generation {generation}): stopping"
+                ))
+                .await;
+                return Ok(false);
+            }
+            None => return Ok(false),
+        }
+        deploy_machine(ctx, payload, name, spec, machine, certs).await?;
+        Ok(true)
+    }
+    .await;
     if !matches!(result, Ok(true)) {
         stopped.store(true, Ordering::Relaxed);
     }
     result
-}
-
-async fn deploy_checked(
-    ctx: &JobContext,
-    payload: &DeployPayload,
-    name: &str,
-    spec: &Spec,
-    machine: &MachineRow,
-    certs: Option<&ScratchStore>,
-) -> Result<bool, JobError> {
-    if ctx.cancellation().is_cancelled() {
-        return Err(JobError::Cancelled);
-    }
-    let now = env(ctx)?
-        .store
-        .deployment_state(payload.deployment_id)
-        .await
-        .map_err(|err| store_error("read the deployment", err))?;
-    match now {
-        Some((DeploymentState::Deploying, generation)) if generation == payload.generation => {}
-        Some((state, generation)) => {
-            ctx.log(&format!(
-                "deployment is now {state} (generation {generation}): stopping"
-            ))
-            .await;
-            return Ok(false);
-        }
-        None => return Ok(false),
-    }
-    deploy_machine(ctx, payload, name, spec, machine, certs).await?;
-    Ok(true)
 }
 
 async fn deploy_machine(
