@@ -238,6 +238,10 @@ pub struct NewJob {
     /// key run at once, across every worker (see [`crate::concurrency`]). A job waiting
     /// for a slot of its key stays `queued`, in order, and uses no attempt.
     pub concurrency_key: Option<String>,
+    /// Who asked for the job through the HTTP API (a token's owner); readers scoped to
+    /// an owner see only that owner's jobs. `None` for jobs of the library, the CLI and
+    /// the inbox.
+    pub owner: Option<String>,
 }
 
 impl NewJob {
@@ -254,7 +258,14 @@ impl NewJob {
             group_id: None,
             timeout: None,
             concurrency_key: None,
+            owner: None,
         }
+    }
+
+    /// Records who asked for the job (see [`NewJob::owner`]).
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
     }
 
     /// Limits each attempt to `timeout` instead of the kind's default.

@@ -46,6 +46,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_webhook_deliveries",
         include_str!("../../migrations/0009_webhook_deliveries.sql"),
     ),
+    (
+        "0010_api_tokens",
+        include_str!("../../migrations/0010_api_tokens.sql"),
+    ),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one, and

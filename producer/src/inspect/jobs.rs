@@ -18,6 +18,7 @@ const MAX_PAGE: i64 = 10_000;
 
 /// A job and its whole history (`lc jobs show`).
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobDetail {
     pub job: JobRow,
     /// Transitions and log lines, oldest first.
@@ -57,6 +58,7 @@ impl Default for JobListParams {
 
 /// One page of jobs, newest first.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobPage {
     pub jobs: Vec<JobRow>,
     /// The cursor of the next (older) page; `None` when this page is the last. Pages
@@ -83,6 +85,9 @@ impl Inspector {
             .job(id)
             .await?
             .ok_or(InspectError::JobNotFound(id))?;
+        if !self.sees(&job) {
+            return Err(InspectError::JobNotFound(id));
+        }
         let events = self.store.events(id).await?;
         Ok(JobDetail {
             job: self.redacted(job),
@@ -102,6 +107,7 @@ impl Inspector {
             kind: params.kind.clone(),
             queue: params.queue.clone(),
             group_id: params.group,
+            owner: self.owner.clone(),
             older_than_secs,
             before,
             // One more than asked: whether it comes says whether a next page exists.

@@ -1,0 +1,125 @@
+//! Who is calling: the bearer token of every `/v1` request, looked up by its hash
+//! (`lc_producer::tokens`), and its rate limit. A handler takes a [`Caller`], which
+//! hands out the read and write APIs scoped to the caller's owner (everything for an
+//! admin). The token itself is never logged nor repeated in an answer.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use lc_deployment::Deployments;
+use lc_producer::Inspector;
+use uuid::Uuid;
+
+use crate::config::Rate;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Requests per token over time, in memory of this process.
+#[derive(Clone)]
+pub struct RateLimits {
+    limiter: Option<Arc<DefaultKeyedRateLimiter<Uuid>>>,
+}
+
+impl RateLimits {
+    pub fn new(rate: Option<Rate>) -> RateLimits {
+        let limiter = rate.map(|rate| {
+            // `count` requests per `per`, refilled evenly, in bursts of up to `count`.
+            let period = rate.per / rate.count.get();
+            let quota = Quota::with_period(period)
+                .unwrap_or_else(|| Quota::per_second(rate.count))
+                .allow_burst(rate.count);
+            Arc::new(RateLimiter::keyed(quota))
+        });
+        RateLimits { limiter }
+    }
+
+    /// Takes one request of `token`'s allowance; refused with the seconds to wait.
+    fn check(&self, token: Uuid) -> Result<(), ApiError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter.check_key(&token).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::too_many_requests(wait.as_secs_f64().ceil().max(1.0) as u64)
+        })
+    }
+}
+
+/// The caller of a request: a usable token's owner, and whether it is an admin.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub owner: String,
+    pub admin: bool,
+}
+
+impl Caller {
+    /// The read API, scoped to the caller's jobs unless the caller is an admin.
+    pub fn inspector(&self, state: &AppState) -> Inspector {
+        let inspector = state.deployments.inspector();
+        if self.admin {
+            inspector
+        } else {
+            inspector.for_owner(&self.owner)
+        }
+    }
+
+    /// The deployments API, scoped to the caller's deployments unless an admin.
+    pub fn deployments(&self, state: &AppState) -> Deployments {
+        if self.admin {
+            state.deployments.clone()
+        } else {
+            state.deployments.clone().for_owner(&self.owner)
+        }
+    }
+
+    /// Refuses a caller who is not an admin.
+    pub fn require_admin(&self, what: &str) -> Result<(), ApiError> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "{what} needs an admin token (lc tokens create --owner NAME --admin)"
+            )))
+        }
+    }
+}
+
+/// The token of `Authorization: Bearer <token>`, if the header has that form.
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(token) = bearer(parts) else {
+            return Err(ApiError::unauthorized(
+                "missing token: send `Authorization: Bearer <token>` (lc tokens create makes one)",
+            ));
+        };
+        let caller = state
+            .tokens
+            .authenticate(token)
+            .await?
+            .ok_or_else(|| {
+                ApiError::unauthorized("invalid token: unknown, revoked or expired")
+            })?;
+        state.rate_limits.check(caller.token_id)?;
+        let span = tracing::Span::current();
+        span.record("owner", caller.owner.as_str());
+        span.record("token_id", tracing::field::display(caller.token_id));
+        Ok(Caller {
+            owner: caller.owner,
+            admin: caller.admin,
+        })
+    }
+}
