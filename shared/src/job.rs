@@ -43,7 +43,7 @@ pub enum InvalidJob {
     Payload { kind: JobKind, reason: String },
     #[error("max_attempts must be between 1 and {MAX_MAX_ATTEMPTS}, got {0}")]
     MaxAttempts(i64),
-    #[error("idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters")]
+    #[error("idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters, none of them NUL")]
     IdempotencyKey,
     #[error("invalid JSON: {0}")]
     Json(String),
@@ -196,6 +196,19 @@ impl FromStr for Priority {
     }
 }
 
+/// Whether a JSON value holds a NUL character in a string or a key: PostgreSQL's JSONB
+/// and text cannot store one (the insert fails), so every way in refuses it first.
+pub fn has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .any(|(key, value)| key.contains('\0') || has_nul(value)),
+        _ => false,
+    }
+}
+
 /// Checks a queue name: it becomes part of Redis keys and CLI output.
 pub fn validate_queue_name(name: &str) -> Result<(), InvalidJob> {
     let mut chars = name.chars();
@@ -327,7 +340,7 @@ impl NewJob {
             return Err(InvalidJob::MaxAttempts(self.max_attempts));
         }
         if let Some(key) = &self.idempotency_key
-            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN)
+            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || key.contains('\0'))
         {
             return Err(InvalidJob::IdempotencyKey);
         }
@@ -349,6 +362,11 @@ impl NewJob {
         }
         if !self.payload.is_object() {
             return Err(InvalidJob::PayloadNotObject);
+        }
+        if has_nul(&self.payload) {
+            return Err(InvalidJob::Json(
+                "payload holds a NUL character (\\u0000), which the database cannot store".into(),
+            ));
         }
         Ok(())
     }
@@ -376,6 +394,17 @@ mod tests {
             serde_json::to_string(&JobKind::from_stored("deploy")).expect("serializes"),
             r#""deploy""#
         );
+    }
+
+    #[test]
+    fn nul_is_found_in_strings_and_keys_at_any_depth() {
+        assert!(!has_nul(&serde_json::json!({"a": ["b", {"c": 1}], "d": null})));
+        assert!(has_nul(&serde_json::json!({"a": ["b", {"c": "x\u{0}"}]})));
+        assert!(has_nul(&serde_json::json!({"k\u{0}": 1})));
+        let job = NewJob::new(JobKind::Noop, serde_json::json!({"text": "a\u{0}b"}));
+        assert!(matches!(job.validate_envelope(), Err(InvalidJob::Json(_))));
+        let keyed = NewJob::new(JobKind::Noop, serde_json::json!({})).with_idempotency_key("a\u{0}");
+        assert_eq!(keyed.validate_envelope(), Err(InvalidJob::IdempotencyKey));
     }
 
     #[test]

@@ -1,53 +1,16 @@
 //! Who is calling: the bearer token of every `/v1` request, looked up by its hash
 //! (`lc_producer::tokens`), and its rate limit. A handler takes a [`Caller`], which
 //! hands out the read and write APIs scoped to the caller's owner (everything for an
-//! admin). The token itself is never logged nor repeated in an answer.
-
-use std::sync::Arc;
+//! admin). The token itself is never logged nor repeated in an answer; the rate
+//! limit is `limits`'s.
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use lc_deployment::Deployments;
 use lc_producer::Inspector;
-use uuid::Uuid;
-
-use crate::config::Rate;
 use crate::error::ApiError;
 use crate::state::AppState;
-
-/// Requests per token over time, in memory of this process.
-#[derive(Clone)]
-pub struct RateLimits {
-    limiter: Option<Arc<DefaultKeyedRateLimiter<Uuid>>>,
-}
-
-impl RateLimits {
-    pub fn new(rate: Option<Rate>) -> RateLimits {
-        let limiter = rate.map(|rate| {
-            // `count` requests per `per`, refilled evenly, in bursts of up to `count`.
-            let period = rate.per / rate.count.get();
-            let quota = Quota::with_period(period)
-                .unwrap_or_else(|| Quota::per_second(rate.count))
-                .allow_burst(rate.count);
-            Arc::new(RateLimiter::keyed(quota))
-        });
-        RateLimits { limiter }
-    }
-
-    /// Takes one request of `token`'s allowance; refused with the seconds to wait.
-    fn check(&self, token: Uuid) -> Result<(), ApiError> {
-        let Some(limiter) = &self.limiter else {
-            return Ok(());
-        };
-        limiter.check_key(&token).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ApiError::too_many_requests(wait.as_secs_f64().ceil().max(1.0) as u64)
-        })
-    }
-}
 
 /// The caller of a request: a usable token's owner, and whether it is an admin.
 #[derive(Clone, Debug)]

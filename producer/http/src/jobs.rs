@@ -83,7 +83,7 @@ fn scoped_key(owner: &str, key: &str) -> Result<String, ApiError> {
     let scoped = format!("api:{owner}:{key}");
     if key.is_empty() || scoped.len() > MAX_IDEMPOTENCY_KEY_LEN {
         return Err(ApiError::invalid(format!(
-            "invalid job: idempotency key must be 1 to {} characters",
+            "invalid job: idempotency key must be 1 to {} characters, none of them NUL",
             MAX_IDEMPOTENCY_KEY_LEN.saturating_sub(scoped.len() - key.len())
         )));
     }

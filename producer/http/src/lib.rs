@@ -20,6 +20,7 @@ pub mod error;
 mod events;
 mod idempotency;
 mod jobs;
+mod limits;
 mod metrics;
 mod middleware;
 mod ops;
@@ -83,9 +84,46 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// Every operation may answer a problem with a status its own list does not name: a
+/// request the layers refuse before the handler (400 for a malformed path or query,
+/// 401, 405, 413, 415, 429), or a service that is down (503). The document says so
+/// with a `default` problem response on each.
+struct Problems;
+
+impl utoipa::Modify for Problems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let problem = ResponseBuilder::new()
+            .description("A problem (RFC 9457): type, title, status, detail")
+            .content(
+                error::PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                operation
+                    .responses
+                    .responses
+                    .entry("default".to_owned())
+                    .or_insert_with(|| problem.clone().into());
+            }
+        }
+    }
+}
+
 /// The API's routes and their OpenAPI document, from the same handlers.
 fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(jobs::enqueue, jobs::list))
         .routes(routes!(jobs::enqueue_batch))
         .routes(routes!(jobs::show))
@@ -107,7 +145,10 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
         .routes(routes!(system::metrics))
-        .split_for_parts()
+        .split_for_parts();
+    // After the routes: the paths are there now.
+    utoipa::Modify::modify(&Problems, &mut document);
+    (router, document)
 }
 
 /// The OpenAPI document (what `/openapi.json` serves).
@@ -151,7 +192,7 @@ pub async fn serve(
     let state = AppState {
         tokens: deployments.producer().tokens(),
         deployments,
-        rate_limits: auth::RateLimits::new(args.rate_limit.0),
+        rate_limits: limits::RateLimits::new(args.rate_limit.0),
         metrics: Arc::new(metrics::Metrics::new()),
         shutdown: shutdown.clone(),
     };

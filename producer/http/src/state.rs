@@ -7,7 +7,7 @@ use lc_deployment::Deployments;
 use lc_producer::Tokens;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::RateLimits;
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]

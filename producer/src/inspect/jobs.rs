@@ -97,6 +97,19 @@ impl Inspector {
 
     /// A page of the jobs `params` asks for, newest first.
     pub async fn jobs(&self, params: &JobListParams) -> Result<JobPage> {
+        // A queue or kind that no job can have is a mistake worth saying (and NUL,
+        // which no text column holds, would fail in the database).
+        if let Some(queue) = &params.queue {
+            lc_shared::job::validate_queue_name(queue)
+                .map_err(|err| InspectError::Invalid(err.to_string()))?;
+        }
+        if let Some(kind) = &params.kind
+            && !lc_shared::JobKind::is_valid_name(kind)
+        {
+            return Err(InspectError::Invalid(format!(
+                "invalid job kind {kind:?}: kinds are 1 to 64 characters from a-z, 0-9 and '_', starting with a letter"
+            )));
+        }
         let limit = params.limit.clamp(1, MAX_PAGE);
         let before = params.cursor.as_deref().map(cursor::decode).transpose()?;
         let older_than_secs = params

@@ -284,6 +284,12 @@ impl Deployments {
 
     /// Closes a `leftovers` deployment once an operator checked the provider.
     pub async fn acknowledge_leftovers(&self, id: Uuid, note: &str) -> Result<AckOutcome> {
+        if note.contains('\0') {
+            return Err(DeploymentError::Refused {
+                field: "note".into(),
+                reason: "holds a NUL character, which the database cannot store".into(),
+            });
+        }
         let note = crate::truncate_text(note, 500);
         Ok(self.store.acknowledge_leftovers(id, &note).await?)
     }

@@ -182,6 +182,7 @@ impl Deployments {
     pub async fn resolve(&self, name_or_id: &str) -> Result<Uuid> {
         let found = match name_or_id.parse::<Uuid>() {
             Ok(id) => self.store.has_deployment(id).await?.then_some(id),
+            Err(_) if crate::validate_name(name_or_id).is_err() => None,
             Err(_) => self.store.deployment_id(name_or_id).await?,
         };
         let not_found = || DeploymentError::NotFound(name_or_id.to_owned());
