@@ -27,7 +27,9 @@ pub enum EventsFrom {
 /// Whether `id` has the shape of a stream entry id (`<ms>-<seq>`, or `<ms>`).
 pub fn is_entry_id(id: &str) -> bool {
     let mut parts = id.splitn(2, '-');
-    let digits = |part: &str| !part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit());
+    let digits = |part: &str| {
+        !part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit())
+    };
     parts.next().is_some_and(digits) && parts.next().is_none_or(digits)
 }
 

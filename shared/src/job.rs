@@ -398,12 +398,15 @@ mod tests {
 
     #[test]
     fn nul_is_found_in_strings_and_keys_at_any_depth() {
-        assert!(!has_nul(&serde_json::json!({"a": ["b", {"c": 1}], "d": null})));
+        assert!(!has_nul(
+            &serde_json::json!({"a": ["b", {"c": 1}], "d": null})
+        ));
         assert!(has_nul(&serde_json::json!({"a": ["b", {"c": "x\u{0}"}]})));
         assert!(has_nul(&serde_json::json!({"k\u{0}": 1})));
         let job = NewJob::new(JobKind::Noop, serde_json::json!({"text": "a\u{0}b"}));
         assert!(matches!(job.validate_envelope(), Err(InvalidJob::Json(_))));
-        let keyed = NewJob::new(JobKind::Noop, serde_json::json!({})).with_idempotency_key("a\u{0}");
+        let keyed =
+            NewJob::new(JobKind::Noop, serde_json::json!({})).with_idempotency_key("a\u{0}");
         assert_eq!(keyed.validate_envelope(), Err(InvalidJob::IdempotencyKey));
     }
 

@@ -30,7 +30,10 @@ impl utoipa::PartialSchema for Priority {
     fn schema() -> RefOr<Schema> {
         names(
             "A job's priority within its queue",
-            Priority::ALL.iter().map(|priority| priority.as_str()).collect(),
+            Priority::ALL
+                .iter()
+                .map(|priority| priority.as_str())
+                .collect(),
         )
     }
 }

@@ -98,7 +98,10 @@ impl Server {
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Response {
-        self.request(Method::GET, path, Some(token)).send().await.unwrap()
+        self.request(Method::GET, path, Some(token))
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> Response {
@@ -157,8 +160,16 @@ pub async fn expect_problem(response: Response, status: StatusCode) -> Value {
     let problem = expect_json(response, status).await;
     assert_eq!(content_type, "application/problem+json", "{problem}");
     assert_eq!(problem["status"], status.as_u16(), "{problem}");
-    assert!(problem["type"].as_str().unwrap().starts_with("urn:lc:problem:"));
-    assert!(problem["title"].is_string() && problem["detail"].is_string(), "{problem}");
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:lc:problem:")
+    );
+    assert!(
+        problem["title"].is_string() && problem["detail"].is_string(),
+        "{problem}"
+    );
     problem
 }
 
@@ -177,21 +188,34 @@ pub async fn jobs_of(env: &TestEnv, owner: &str) -> i64 {
 #[tokio::test]
 async fn http_serves_tls_and_explains_itself() {
     let env = TestEnv::new().await;
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
     let dir = std::env::temp_dir().join(format!("lc-serve-tls-{}", env.prefix));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, certified.cert.pem()).unwrap();
     std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
     let root = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
-    let client = reqwest::Client::builder().add_root_certificate(root).https_only(true);
+    let client = reqwest::Client::builder()
+        .add_root_certificate(root)
+        .https_only(true);
     let server = Server::start_with_client(
         &env,
-        &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
         client,
     )
     .await;
-    assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
     let alice = token(&env, "alice", false);
     let answer = expect_json(server.get("/v1/jobs", &alice).await, StatusCode::OK).await;
     assert_eq!(answer["jobs"], serde_json::json!([]));
@@ -199,7 +223,20 @@ async fn http_serves_tls_and_explains_itself() {
 
     let (code, help, _) = env.lc(&["serve", "--help"]);
     assert_eq!(code, 0);
-    for needle in ["--listen", "127.0.0.1:8080", "LC_LISTEN", "--tls-cert", "LC_TLS_KEY", "--max-body", "--rate-limit", "lc tokens create", "/openapi.json"] {
-        assert!(help.contains(needle), "lc serve --help lacks {needle}: {help}");
+    for needle in [
+        "--listen",
+        "127.0.0.1:8080",
+        "LC_LISTEN",
+        "--tls-cert",
+        "LC_TLS_KEY",
+        "--max-body",
+        "--rate-limit",
+        "lc tokens create",
+        "/openapi.json",
+    ] {
+        assert!(
+            help.contains(needle),
+            "lc serve --help lacks {needle}: {help}"
+        );
     }
 }

@@ -4,13 +4,13 @@
 //! admin). The token itself is never logged nor repeated in an answer; the rate
 //! limit is `limits`'s.
 
+use crate::error::ApiError;
+use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use lc_deployment::Deployments;
 use lc_producer::Inspector;
-use crate::error::ApiError;
-use crate::state::AppState;
 
 /// The caller of a request: a usable token's owner, and whether it is an admin.
 #[derive(Clone, Debug)]
@@ -55,9 +55,7 @@ impl Caller {
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -69,11 +67,8 @@ impl FromRequestParts<AppState> for Caller {
                 "missing token: send `Authorization: Bearer <token>` (lc tokens create makes one)",
             ));
         };
-        let caller = state
-            .tokens
-            .authenticate(token)
-            .await?
-            .ok_or_else(|| {
+        let caller =
+            state.tokens.authenticate(token).await?.ok_or_else(|| {
                 ApiError::unauthorized("invalid token: unknown, revoked or expired")
             })?;
         state.rate_limits.check(caller.token_id)?;

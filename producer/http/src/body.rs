@@ -37,18 +37,20 @@ pub fn is_json(media_type: &str) -> bool {
 
 /// The body's bytes, or the 413 of a body over the limit.
 pub async fn read_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(request, state).await.map_err(|rejection| {
-        let status = rejection.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                status,
-                "payload-too-large",
-                "request body over the server's limit (lc serve --max-body)",
-            )
-        } else {
-            ApiError::bad_request(format!("could not read the request body: {rejection}"))
-        }
-    })
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            let status = rejection.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    status,
+                    "payload-too-large",
+                    "request body over the server's limit (lc serve --max-body)",
+                )
+            } else {
+                ApiError::bad_request(format!("could not read the request body: {rejection}"))
+            }
+        })
 }
 
 /// Reads JSON into `T`: the words of serde's error say which field and why.

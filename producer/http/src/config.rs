@@ -9,7 +9,8 @@ use clap::Args;
 
 /// Serve the HTTP API (and the dashboard at `/`).
 #[derive(Args, Debug, Clone)]
-#[command(after_help = "Callers authenticate with a token (`Authorization: Bearer lc_...`) made by
+#[command(
+    after_help = "Callers authenticate with a token (`Authorization: Bearer lc_...`) made by
 `lc tokens create --owner NAME [--admin] [--expires 90d]`. A token sees and changes only
 its owner's jobs and deployments; an admin token sees everything and may pause queues
 and set concurrency limits.
@@ -21,7 +22,8 @@ Examples:
   lc serve                                         # http://127.0.0.1:8080
   lc serve --listen 127.0.0.1:9000 --rate-limit 20/s
   lc serve --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem
-  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/v1/jobs")]
+  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/v1/jobs"
+)]
 pub struct ServeArgs {
     /// Address and port to listen on. Loopback by default: put a TLS-terminating proxy
     /// in front, or give --tls-cert/--tls-key, before listening on other interfaces

@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use chrono::{DateTime, Utc};
 use lc_deployment::{
     AckOutcome, CreateOutcome, DeploymentOptions, DeploymentState, Deployments, ExtendOutcome,
@@ -43,7 +43,10 @@ pub struct WriteQuery {
 impl WriteQuery {
     fn options(&self) -> DeploymentOptions {
         DeploymentOptions {
-            queue: self.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.to_owned()),
+            queue: self
+                .queue
+                .clone()
+                .unwrap_or_else(|| DEFAULT_QUEUE.to_owned()),
             deploy: self.deploy.unwrap_or(true),
         }
     }
@@ -55,7 +58,11 @@ async fn read_spec(request: Request, state: &AppState) -> ApiResult<(Spec, Vec<u
     let json = match body::media_type(&request).as_deref() {
         Some(media) if body::is_json(media) => true,
         Some("application/yaml" | "text/yaml" | "application/x-yaml") => false,
-        _ => return Err(body::unsupported_media_type("application/json or application/yaml")),
+        _ => {
+            return Err(body::unsupported_media_type(
+                "application/json or application/yaml",
+            ));
+        }
     };
     let bytes = body::read_bytes(request, state).await?;
     let text = std::str::from_utf8(&bytes)
@@ -77,7 +84,10 @@ pub struct DeploymentCreated {
 fn created(id: Uuid, name: &str, replayed: bool) -> Response {
     let mut response = (
         StatusCode::CREATED,
-        Json(DeploymentCreated { id, name: name.to_owned() }),
+        Json(DeploymentCreated {
+            id,
+            name: name.to_owned(),
+        }),
     )
         .into_response();
     if let Ok(value) = HeaderValue::from_str(&format!("/v1/deployments/{name}")) {
@@ -118,7 +128,11 @@ pub async fn create(
         return Ok(Json(deployments.plan_create(&spec, &options).await?).into_response());
     }
     if let Some(key) = &key {
-        match state.tokens.claim_idempotency_key(&caller.owner, key, &bytes).await? {
+        match state
+            .tokens
+            .claim_idempotency_key(&caller.owner, key, &bytes)
+            .await?
+        {
             KeyClaim::Different => return Err(idempotency::reused(key)),
             KeyClaim::Same { result: Some(id) } => return Ok(created(id, &spec.name, true)),
             KeyClaim::Same { result: None } | KeyClaim::New => {}
@@ -127,7 +141,10 @@ pub async fn create(
     match deployments.create(&spec, &options).await? {
         CreateOutcome::Created { id, .. } => {
             if let Some(key) = &key {
-                state.tokens.record_idempotency_result(&caller.owner, key, id).await?;
+                state
+                    .tokens
+                    .record_idempotency_result(&caller.owner, key, id)
+                    .await?;
             }
             Ok(created(id, &spec.name, false))
         }
@@ -152,12 +169,19 @@ pub struct ListQuery {
 /// Deployments, newest first, with their ready machines and running containers.
 #[utoipa::path(get, path = "/v1/deployments", tag = "deployments", params(ListQuery),
     responses((status = 200, description = "Deployments", body = [Object])))]
-pub async fn list(State(state): State<AppState>, caller: Caller, Query(query): Query<ListQuery>) -> ApiResult<Response> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Response> {
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit must be between 1 and 1000"));
     }
-    let found = caller.deployments(&state).list(query.all.unwrap_or(false), limit).await?;
+    let found = caller
+        .deployments(&state)
+        .list(query.all.unwrap_or(false), limit)
+        .await?;
     Ok(Json(found).into_response())
 }
 
@@ -235,16 +259,22 @@ pub async fn update(
         return Ok(Json(deployments.plan_update(&spec, &options).await?).into_response());
     }
     match deployments.update(&spec, &options).await? {
-        UpdateOutcome::Updated { id, generation, deploy } => Ok(Json(DeploymentUpdated {
+        UpdateOutcome::Updated {
+            id,
+            generation,
+            deploy,
+        } => Ok(Json(DeploymentUpdated {
             id,
             generation,
             deploy_job: deploy.id,
         })
         .into_response()),
-        UpdateOutcome::NotFound => Err(ApiError::not_found(format!("no live deployment named {name:?}"))),
-        UpdateOutcome::NotUpdatable { state, reason } => {
-            Err(ApiError::conflict(format!("deployment {name:?} is {state}: {reason}")))
-        }
+        UpdateOutcome::NotFound => Err(ApiError::not_found(format!(
+            "no live deployment named {name:?}"
+        ))),
+        UpdateOutcome::NotUpdatable { state, reason } => Err(ApiError::conflict(format!(
+            "deployment {name:?} is {state}: {reason}"
+        ))),
     }
 }
 
@@ -290,7 +320,10 @@ pub async fn teardown(
         queue: query.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned()),
         ..Default::default()
     };
-    match deployments.teardown(id, "teardown requested through the HTTP API", &options).await? {
+    match deployments
+        .teardown(id, "teardown requested through the HTTP API", &options)
+        .await?
+    {
         TeardownRequest::Requested { job, was } => Ok((
             StatusCode::ACCEPTED,
             Json(TeardownAnswer {
@@ -345,7 +378,10 @@ pub async fn ack(
 ) -> ApiResult<Json<AckAnswer>> {
     let deployments = caller.deployments(&state);
     let id = resolve(&deployments, &name).await?;
-    match deployments.acknowledge_leftovers(id, &body.value.note).await? {
+    match deployments
+        .acknowledge_leftovers(id, &body.value.note)
+        .await?
+    {
         AckOutcome::Acknowledged { abandoned } => Ok(Json(AckAnswer {
             deployment_id: id,
             state: DeploymentState::TornDown,
@@ -394,7 +430,12 @@ pub async fn extend(
     let deployments = caller.deployments(&state);
     let id = resolve(&deployments, &name).await?;
     match deployments.extend(id, by).await? {
-        ExtendOutcome::Extended { id, was, expires_at, teardown } => Ok(Json(ExtendAnswer {
+        ExtendOutcome::Extended {
+            id,
+            was,
+            expires_at,
+            teardown,
+        } => Ok(Json(ExtendAnswer {
             id,
             was,
             expires_at,

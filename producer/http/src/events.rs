@@ -67,7 +67,11 @@ impl Visibility {
                 .await
                 .is_ok()
         } else {
-            self.caller.inspector(&self.state).job(subject).await.is_ok()
+            self.caller
+                .inspector(&self.state)
+                .job(subject)
+                .await
+                .is_ok()
         };
         if self.seen.len() >= MAX_REMEMBERED {
             self.seen.clear();
@@ -124,7 +128,9 @@ pub async fn follow(
         (None, None | Some("now")) => EventsFrom::Now,
         (None, Some("start")) => EventsFrom::Start,
         (None, Some(other)) => {
-            return Err(ApiError::invalid(format!("from must be now or start, not {other:?}")));
+            return Err(ApiError::invalid(format!(
+                "from must be now or start, not {other:?}"
+            )));
         }
     };
     let group = match &query.deployment {

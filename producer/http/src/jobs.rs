@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use chrono::{DateTime, Utc};
 use lc_producer::inspect::{JobDetail, JobListParams, JobPage, RequeueParams, Transitioned};
 use lc_shared::config::parse_duration;
@@ -98,9 +98,15 @@ impl EnqueueRequest {
     /// The job asked for, validated as `lc enqueue` validates it.
     fn into_job(self, state: &AppState, caller: &Caller, key: Option<String>) -> ApiResult<NewJob> {
         let kinds = state.deployments.producer().kinds();
-        let invalid = |err: lc_shared::job::InvalidJob| ApiError::invalid(format!("invalid job: {err}"));
+        let invalid =
+            |err: lc_shared::job::InvalidJob| ApiError::invalid(format!("invalid job: {err}"));
         let kind = kinds.parse(&self.kind).map_err(invalid)?;
-        let priority: Priority = self.priority.as_deref().unwrap_or("normal").parse().map_err(invalid)?;
+        let priority: Priority = self
+            .priority
+            .as_deref()
+            .unwrap_or("normal")
+            .parse()
+            .map_err(invalid)?;
         let mut job = NewJob::new(kind, self.payload)
             .with_queue(self.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned()))
             .with_priority(priority)
@@ -108,7 +114,9 @@ impl EnqueueRequest {
             .with_owner(&caller.owner);
         job.run_at = match (self.run_at, self.delay) {
             (Some(_), Some(_)) => {
-                return Err(ApiError::invalid("invalid job: give run_at or delay, not both"));
+                return Err(ApiError::invalid(
+                    "invalid job: give run_at or delay, not both",
+                ));
             }
             (Some(at), None) => Some(at),
             (None, Some(delay)) => {
@@ -118,7 +126,10 @@ impl EnqueueRequest {
             }
             (None, None) => None,
         };
-        job.timeout = self.timeout.map(|text| duration("timeout", &text)).transpose()?;
+        job.timeout = self
+            .timeout
+            .map(|text| duration("timeout", &text))
+            .transpose()?;
         job.concurrency_key = self.concurrency_key;
         job.idempotency_key = match self.idempotency_key.or(key) {
             Some(key) => Some(scoped_key(&caller.owner, &key)?),
@@ -163,12 +174,20 @@ pub async fn enqueue(
     let key = idempotency::key(&headers)?;
     let job = body.value.into_job(&state, &caller, key.clone())?;
     if let Some(key) = &key
-        && state.tokens.claim_idempotency_key(&caller.owner, key, &body.bytes).await? == KeyClaim::Different
+        && state
+            .tokens
+            .claim_idempotency_key(&caller.owner, key, &body.bytes)
+            .await?
+            == KeyClaim::Different
     {
         return Err(idempotency::reused(key));
     }
     let enqueued = state.deployments.producer().enqueue(job).await?;
-    Ok(created(EnqueuedJob { id: enqueued.id }, Some(enqueued.id), !enqueued.created))
+    Ok(created(
+        EnqueuedJob { id: enqueued.id },
+        Some(enqueued.id),
+        !enqueued.created,
+    ))
 }
 
 /// Enqueue many jobs in one commit (all or none).
@@ -189,7 +208,9 @@ pub async fn enqueue_batch(
     let key = idempotency::key(&headers)?;
     let requests = body.value.jobs;
     if requests.is_empty() || requests.len() > MAX_BATCH {
-        return Err(ApiError::invalid(format!("a batch holds 1 to {MAX_BATCH} jobs")));
+        return Err(ApiError::invalid(format!(
+            "a batch holds 1 to {MAX_BATCH} jobs"
+        )));
     }
     let jobs = requests
         .into_iter()
@@ -200,13 +221,20 @@ pub async fn enqueue_batch(
         })
         .collect::<ApiResult<Vec<NewJob>>>()?;
     if let Some(key) = &key
-        && state.tokens.claim_idempotency_key(&caller.owner, key, &body.bytes).await? == KeyClaim::Different
+        && state
+            .tokens
+            .claim_idempotency_key(&caller.owner, key, &body.bytes)
+            .await?
+            == KeyClaim::Different
     {
         return Err(idempotency::reused(key));
     }
     let enqueued = state.deployments.producer().enqueue_batch(&jobs).await?;
     let replayed = enqueued.iter().all(|job| !job.created);
-    let jobs = enqueued.iter().map(|job| EnqueuedJob { id: job.id }).collect();
+    let jobs = enqueued
+        .iter()
+        .map(|job| EnqueuedJob { id: job.id })
+        .collect();
     Ok(created(EnqueuedBatch { jobs }, None, replayed))
 }
 
@@ -255,7 +283,9 @@ pub async fn list(
         queue: query.queue,
         older_than: query
             .older_than
-            .map(|text| parse_duration(&text).map_err(|err| ApiError::invalid(format!("older_than: {err}"))))
+            .map(|text| {
+                parse_duration(&text).map_err(|err| ApiError::invalid(format!("older_than: {err}")))
+            })
             .transpose()?,
         limit,
         cursor: query.cursor,

@@ -138,7 +138,11 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::workers))
         .routes(routes!(ops::stuck))
         .routes(routes!(deployments::create, deployments::list))
-        .routes(routes!(deployments::show, deployments::update, deployments::teardown))
+        .routes(routes!(
+            deployments::show,
+            deployments::update,
+            deployments::teardown
+        ))
         .routes(routes!(deployments::ack))
         .routes(routes!(deployments::extend))
         .routes(routes!(events::follow))
@@ -169,9 +173,7 @@ pub fn app(state: AppState, max_body: usize) -> Router {
         }),
     )
     .merge(dashboard::routes())
-    .fallback(|| async {
-        ApiError::not_found("no such route; /openapi.json lists them")
-    })
+    .fallback(|| async { ApiError::not_found("no such route; /openapi.json lists them") })
     .layer(axum::middleware::from_fn_with_state(
         state.clone(),
         middleware::observe,
@@ -231,7 +233,10 @@ pub async fn serve(
                 .await?;
         }
         _ => {
-            axum_server::bind(args.listen).handle(handle).serve(app).await?;
+            axum_server::bind(args.listen)
+                .handle(handle)
+                .serve(app)
+                .await?;
         }
     }
     Ok(())

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
 use axum::Json;
+use axum::extract::{Path, Query, State};
 use lc_producer::inspect::{Finding, QueueStats, StuckParams, Worker};
 use lc_shared::config::parse_duration;
 use lc_shared::store::ConcurrencyKeyRow;
@@ -20,7 +20,9 @@ use crate::state::AppState;
 
 fn age(field: &str, text: Option<String>, default: Duration) -> ApiResult<Duration> {
     match text {
-        Some(text) => parse_duration(&text).map_err(|err| ApiError::invalid(format!("{field}: {err}"))),
+        Some(text) => {
+            parse_duration(&text).map_err(|err| ApiError::invalid(format!("{field}: {err}")))
+        }
         None => Ok(default),
     }
 }
@@ -28,7 +30,10 @@ fn age(field: &str, text: Option<String>, default: Duration) -> ApiResult<Durati
 /// Every queue with its depth by state, paused flag and throughput.
 #[utoipa::path(get, path = "/v1/queues", tag = "queues",
     responses((status = 200, description = "Queues by name", body = [QueueStats])))]
-pub async fn queues(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<QueueStats>>> {
+pub async fn queues(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<QueueStats>>> {
     Ok(Json(caller.inspector(&state).queues().await?))
 }
 
@@ -47,10 +52,17 @@ pub struct QueuePaused {
         (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid queue name", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn pause(State(state): State<AppState>, caller: Caller, Path(queue): Path<String>) -> ApiResult<Json<QueuePaused>> {
+pub async fn pause(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+) -> ApiResult<Json<QueuePaused>> {
     caller.require_admin("pausing a queue")?;
     caller.inspector(&state).pause_queue(&queue).await?;
-    Ok(Json(QueuePaused { queue, paused: true }))
+    Ok(Json(QueuePaused {
+        queue,
+        paused: true,
+    }))
 }
 
 /// Workers take jobs of the queue again. Admin only.
@@ -61,17 +73,29 @@ pub async fn pause(State(state): State<AppState>, caller: Caller, Path(queue): P
         (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid queue name", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn resume(State(state): State<AppState>, caller: Caller, Path(queue): Path<String>) -> ApiResult<Json<QueuePaused>> {
+pub async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+) -> ApiResult<Json<QueuePaused>> {
     caller.require_admin("resuming a queue")?;
     caller.inspector(&state).resume_queue(&queue).await?;
-    Ok(Json(QueuePaused { queue, paused: false }))
+    Ok(Json(QueuePaused {
+        queue,
+        paused: false,
+    }))
 }
 
 /// Every concurrency key with its limit, running and waiting jobs.
 #[utoipa::path(get, path = "/v1/concurrency-limits", tag = "queues",
     responses((status = 200, description = "Concurrency keys", body = [ConcurrencyKeyRow])))]
-pub async fn limits(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<ConcurrencyKeyRow>>> {
-    Ok(Json(caller.inspector(&state).concurrency_limits(None).await?))
+pub async fn limits(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<ConcurrencyKeyRow>>> {
+    Ok(Json(
+        caller.inspector(&state).concurrency_limits(None).await?,
+    ))
 }
 
 #[derive(Clone, Debug, Deserialize, ToSchema)]
@@ -97,7 +121,12 @@ pub async fn set_limit(
     body: JsonBody<SetLimit>,
 ) -> ApiResult<Json<ConcurrencyKeyRow>> {
     caller.require_admin("setting a concurrency limit")?;
-    Ok(Json(caller.inspector(&state).set_concurrency_limit(&key, body.value.limit).await?))
+    Ok(Json(
+        caller
+            .inspector(&state)
+            .set_concurrency_limit(&key, body.value.limit)
+            .await?,
+    ))
 }
 
 /// Remove a concurrency key's limit. Admin only.
@@ -108,9 +137,18 @@ pub async fn set_limit(
         (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid key", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn clear_limit(State(state): State<AppState>, caller: Caller, Path(key): Path<String>) -> ApiResult<Json<ConcurrencyKeyRow>> {
+pub async fn clear_limit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(key): Path<String>,
+) -> ApiResult<Json<ConcurrencyKeyRow>> {
     caller.require_admin("clearing a concurrency limit")?;
-    Ok(Json(caller.inspector(&state).clear_concurrency_limit(&key).await?))
+    Ok(Json(
+        caller
+            .inspector(&state)
+            .clear_concurrency_limit(&key)
+            .await?,
+    ))
 }
 
 #[derive(Clone, Debug, Deserialize, IntoParams)]
@@ -126,10 +164,16 @@ pub struct WorkersQuery {
 /// Live and recently stopped workers.
 #[utoipa::path(get, path = "/v1/workers", tag = "workers", params(WorkersQuery),
     responses((status = 200, description = "Workers, newest first", body = [Worker])))]
-pub async fn workers(State(state): State<AppState>, caller: Caller, Query(query): Query<WorkersQuery>) -> ApiResult<Json<Vec<Worker>>> {
+pub async fn workers(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<WorkersQuery>,
+) -> ApiResult<Json<Vec<Worker>>> {
     let recent = age("recent", query.recent, Duration::from_secs(3600))?;
     let dead_after = age("dead_after", query.dead_after, Duration::from_secs(30))?;
-    Ok(Json(caller.inspector(&state).workers(recent, dead_after).await?))
+    Ok(Json(
+        caller.inspector(&state).workers(recent, dead_after).await?,
+    ))
 }
 
 #[derive(Clone, Debug, Deserialize, IntoParams)]
@@ -145,7 +189,11 @@ pub struct StuckQuery {
 /// What needs an operator, each with the reason and the fix (`lc stuck`).
 #[utoipa::path(get, path = "/v1/stuck", tag = "workers", params(StuckQuery),
     responses((status = 200, description = "Findings", body = [Finding])))]
-pub async fn stuck(State(state): State<AppState>, caller: Caller, Query(query): Query<StuckQuery>) -> ApiResult<Json<Vec<Finding>>> {
+pub async fn stuck(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<StuckQuery>,
+) -> ApiResult<Json<Vec<Finding>>> {
     let defaults = StuckParams::default();
     let params = StuckParams {
         older_than: age("older_than", query.older_than, defaults.older_than)?,

@@ -2,10 +2,10 @@
 //! (the database and Redis answer), `/metrics` (Prometheus), `/openapi.json`. None
 //! needs a token: they say nothing about jobs or deployments.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 

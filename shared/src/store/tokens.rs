@@ -111,7 +111,11 @@ impl Store {
         );
         retry(Replay::Safe, || async {
             let client = self.pool.get().await?;
-            Ok(client.query_opt(sql.as_str(), &[&id]).await?.as_ref().map(token_row))
+            Ok(client
+                .query_opt(sql.as_str(), &[&id])
+                .await?
+                .as_ref()
+                .map(token_row))
         })
         .await
     }

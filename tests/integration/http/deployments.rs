@@ -24,14 +24,20 @@ fn spec(name: &str, owner: &str) -> String {
 }
 
 async fn state_of(server: &Server, token: &str, name: &str) -> String {
-    let view = expect_json(server.get(&format!("/v1/deployments/{name}"), token).await, StatusCode::OK).await;
+    let view = expect_json(
+        server.get(&format!("/v1/deployments/{name}"), token).await,
+        StatusCode::OK,
+    )
+    .await;
     view["deployment"]["state"].as_str().unwrap().to_owned()
 }
 
 async fn wait_state(server: &Server, token: &str, name: &str, state: &str) {
-    wait_for(&format!("deployment {name} {state}"), Duration::from_secs(90), || async {
-        (state_of(server, token, name).await == state).then_some(())
-    })
+    wait_for(
+        &format!("deployment {name} {state}"),
+        Duration::from_secs(90),
+        || async { (state_of(server, token, name).await == state).then_some(()) },
+    )
     .await;
 }
 
@@ -41,11 +47,18 @@ struct Containers(String);
 impl Drop for Containers {
     fn drop(&mut self) {
         let listed = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=lc.deployment.name={}", self.0)])
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=lc.deployment.name={}", self.0),
+            ])
             .output();
         if let Ok(listed) = listed {
             for id in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
-                let _ = std::process::Command::new("docker").args(["rm", "-f", id]).output();
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f", id])
+                    .output();
             }
         }
     }
@@ -66,7 +79,11 @@ async fn http_deployment_created_shown_and_torn_down_with_a_worker() {
         let server = &server;
         async move {
             server
-                .request(Method::POST, &format!("/v1/deployments{query}"), Some(&token))
+                .request(
+                    Method::POST,
+                    &format!("/v1/deployments{query}"),
+                    Some(&token),
+                )
                 .header("content-type", "application/yaml")
                 .header("Idempotency-Key", "create-web")
                 .body(body)
@@ -77,71 +94,167 @@ async fn http_deployment_created_shown_and_torn_down_with_a_worker() {
     };
 
     // A plan writes nothing.
-    let plan = expect_json(create(alice.clone(), yaml.clone(), "?dry_run=true").await, StatusCode::OK).await;
+    let plan = expect_json(
+        create(alice.clone(), yaml.clone(), "?dry_run=true").await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(plan["machines"].as_array().unwrap().len(), 2, "{plan}");
-    expect_problem(server.get(&format!("/v1/deployments/{name}"), &alice).await, StatusCode::NOT_FOUND).await;
+    expect_problem(
+        server.get(&format!("/v1/deployments/{name}"), &alice).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 
     // Bob may not create alice's deployment.
-    expect_problem(create(bob.clone(), yaml.clone(), "").await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    expect_problem(
+        create(bob.clone(), yaml.clone(), "").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
 
-    let created = expect_json(create(alice.clone(), yaml.clone(), "").await, StatusCode::CREATED).await;
+    let created = expect_json(
+        create(alice.clone(), yaml.clone(), "").await,
+        StatusCode::CREATED,
+    )
+    .await;
     assert_eq!(created["name"], name.as_str());
     let again = create(alice.clone(), yaml.clone(), "").await;
     assert_eq!(again.headers()["idempotent-replayed"], "true");
-    assert_eq!(expect_json(again, StatusCode::CREATED).await, created, "the same answer, no second deployment");
-    let other = create(alice.clone(), spec(&name, "alice").replace("nodes: 2", "nodes: 3"), "").await;
+    assert_eq!(
+        expect_json(again, StatusCode::CREATED).await,
+        created,
+        "the same answer, no second deployment"
+    );
+    let other = create(
+        alice.clone(),
+        spec(&name, "alice").replace("nodes: 2", "nodes: 3"),
+        "",
+    )
+    .await;
     expect_problem(other, StatusCode::UNPROCESSABLE_ENTITY).await;
-    let count: i64 = env.sql().await.query_one("SELECT count(*) FROM deployments", &[]).await.unwrap().get(0);
+    let count: i64 = env
+        .sql()
+        .await
+        .query_one("SELECT count(*) FROM deployments", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(count, 1);
 
     wait_state(&server, &alice, &name, "deployed").await;
-    let view = expect_json(server.get(&format!("/v1/deployments/{name}"), &alice).await, StatusCode::OK).await;
+    let view = expect_json(
+        server.get(&format!("/v1/deployments/{name}"), &alice).await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(view["machines"].as_array().unwrap().len(), 2, "{view}");
     assert_eq!(view["containers"].as_array().unwrap().len(), 2, "{view}");
     assert!(!view["events"].as_array().unwrap().is_empty());
 
     // Other owners see nothing of it: not in the list, 404 by name and by id.
     let id = created["id"].as_str().unwrap();
-    for path in [format!("/v1/deployments/{name}"), format!("/v1/deployments/{id}")] {
+    for path in [
+        format!("/v1/deployments/{name}"),
+        format!("/v1/deployments/{id}"),
+    ] {
         expect_problem(server.get(&path, &bob).await, StatusCode::NOT_FOUND).await;
     }
     let bobs = expect_json(server.get("/v1/deployments", &bob).await, StatusCode::OK).await;
     assert_eq!(bobs, json!([]));
     let alices = expect_json(server.get("/v1/deployments", &alice).await, StatusCode::OK).await;
     assert_eq!(alices.as_array().unwrap().len(), 1);
-    expect_json(server.get(&format!("/v1/deployments/{name}"), &admin).await, StatusCode::OK).await;
+    expect_json(
+        server.get(&format!("/v1/deployments/{name}"), &admin).await,
+        StatusCode::OK,
+    )
+    .await;
     for (method, path) in [
         (Method::DELETE, format!("/v1/deployments/{name}")),
         (Method::POST, format!("/v1/deployments/{name}/extend")),
     ] {
-        let response = server.request(method, &path, Some(&bob)).json(&json!({"by": "1h"})).send().await.unwrap();
+        let response = server
+            .request(method, &path, Some(&bob))
+            .json(&json!({"by": "1h"}))
+            .send()
+            .await
+            .unwrap();
         expect_problem(response, StatusCode::NOT_FOUND).await;
     }
 
     // Extend, ack (refused: not leftovers), then tear down.
     let extended = expect_json(
-        server.post(&format!("/v1/deployments/{name}/extend"), &alice, &json!({"by": "2h"})).await,
+        server
+            .post(
+                &format!("/v1/deployments/{name}/extend"),
+                &alice,
+                &json!({"by": "2h"}),
+            )
+            .await,
         StatusCode::OK,
     )
     .await;
     assert!(extended["expires_at"].as_str().unwrap() > extended["was"].as_str().unwrap());
-    let ack = server.post(&format!("/v1/deployments/{name}/ack"), &alice, &json!({"note": "checked"})).await;
+    let ack = server
+        .post(
+            &format!("/v1/deployments/{name}/ack"),
+            &alice,
+            &json!({"note": "checked"}),
+        )
+        .await;
     expect_problem(ack, StatusCode::CONFLICT).await;
-    let teardown = server.request(Method::DELETE, &format!("/v1/deployments/{name}"), Some(&alice)).send().await.unwrap();
+    let teardown = server
+        .request(
+            Method::DELETE,
+            &format!("/v1/deployments/{name}"),
+            Some(&alice),
+        )
+        .send()
+        .await
+        .unwrap();
     let teardown: Value = expect_json(teardown, StatusCode::ACCEPTED).await;
     assert_eq!(teardown["state"], "tearing_down");
     wait_state(&server, &alice, &name, "torn_down").await;
-    let view = expect_json(server.get(&format!("/v1/deployments/{name}"), &alice).await, StatusCode::OK).await;
+    let view = expect_json(
+        server.get(&format!("/v1/deployments/{name}"), &alice).await,
+        StatusCode::OK,
+    )
+    .await;
     assert!(
-        view["containers"].as_array().unwrap().iter().all(|container| container["state"] == "removed"),
+        view["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|container| container["state"] == "removed"),
         "{view}"
     );
-    let again = server.request(Method::DELETE, &format!("/v1/deployments/{name}"), Some(&alice)).send().await.unwrap();
-    assert_eq!(expect_json(again, StatusCode::OK).await["state"], "torn_down");
+    let again = server
+        .request(
+            Method::DELETE,
+            &format!("/v1/deployments/{name}"),
+            Some(&alice),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_json(again, StatusCode::OK).await["state"],
+        "torn_down"
+    );
     // The key still answers with the deployment it made, and makes no second one.
-    let replay = expect_json(create(alice.clone(), yaml.clone(), "").await, StatusCode::CREATED).await;
+    let replay = expect_json(
+        create(alice.clone(), yaml.clone(), "").await,
+        StatusCode::CREATED,
+    )
+    .await;
     assert_eq!(replay, created);
-    let count: i64 = env.sql().await.query_one("SELECT count(*) FROM deployments", &[]).await.unwrap().get(0);
+    let count: i64 = env
+        .sql()
+        .await
+        .query_one("SELECT count(*) FROM deployments", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(count, 1);
     worker.stop().await;
 }

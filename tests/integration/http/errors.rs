@@ -19,30 +19,56 @@ async fn http_refuses_missing_bad_revoked_and_expired_tokens() {
     let alice = token(&env, "alice", false);
     expect_json(server.get("/v1/jobs", &alice).await, StatusCode::OK).await;
 
-    let (code, out, _) = env.lc(&["tokens", "create", "--owner", "carol", "--expires", "1s", "--json"]);
+    let (code, out, _) = env.lc(&[
+        "tokens",
+        "create",
+        "--owner",
+        "carol",
+        "--expires",
+        "1s",
+        "--json",
+    ]);
     assert_eq!(code, 0);
     let expiring: serde_json::Value = serde_json::from_str(&out).unwrap();
     let expiring = expiring["token"].as_str().unwrap().to_owned();
     let (code, out, _) = env.lc(&["tokens", "create", "--owner", "dave", "--json"]);
     assert_eq!(code, 0);
     let revoked: serde_json::Value = serde_json::from_str(&out).unwrap();
-    expect_json(server.get("/v1/jobs", revoked["token"].as_str().unwrap()).await, StatusCode::OK).await;
+    expect_json(
+        server
+            .get("/v1/jobs", revoked["token"].as_str().unwrap())
+            .await,
+        StatusCode::OK,
+    )
+    .await;
     let (code, _, err) = env.lc(&["tokens", "revoke", revoked["id"].as_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let (code, listed, _) = env.lc(&["tokens", "ls", "--json"]);
     assert_eq!(code, 0);
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 3);
-    assert!(!listed.to_string().contains(&alice), "lc tokens ls shows no token");
+    assert!(
+        !listed.to_string().contains(&alice),
+        "lc tokens ls shows no token"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let unknown = format!("lc_{}", "A".repeat(43));
     let cases: Vec<(&str, Option<String>)> = vec![
         ("no token", None),
-        ("not a bearer token", Some("Basic YWxpY2U6c2VjcmV0".to_owned())),
+        (
+            "not a bearer token",
+            Some("Basic YWxpY2U6c2VjcmV0".to_owned()),
+        ),
         ("unknown token", Some(format!("Bearer {unknown}"))),
-        ("almost alice's", Some(format!("Bearer {}x", &alice[..alice.len() - 1]))),
-        ("revoked", Some(format!("Bearer {}", revoked["token"].as_str().unwrap()))),
+        (
+            "almost alice's",
+            Some(format!("Bearer {}x", &alice[..alice.len() - 1])),
+        ),
+        (
+            "revoked",
+            Some(format!("Bearer {}", revoked["token"].as_str().unwrap())),
+        ),
         ("expired", Some(format!("Bearer {expiring}"))),
     ];
     for (what, header) in cases {
@@ -51,13 +77,34 @@ async fn http_refuses_missing_bad_revoked_and_expired_tokens() {
             request = request.header("authorization", header);
         }
         let response = request.send().await.unwrap();
-        assert_eq!(response.headers()["www-authenticate"], "Bearer realm=\"lc\"", "{what}");
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Bearer realm=\"lc\"",
+            "{what}"
+        );
         let problem = expect_problem(response, StatusCode::UNAUTHORIZED).await;
         assert!(!problem.to_string().contains("lc_"), "{what}: {problem}");
     }
     // Routes that are not there, and the document, answer without a token.
-    expect_problem(server.request(Method::GET, "/v1/nothing", None).send().await.unwrap(), StatusCode::NOT_FOUND).await;
+    expect_problem(
+        server
+            .request(Method::GET, "/v1/nothing", None)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 }
+
+/// A request and the status it must get: (method, path, content type, body, status).
+type Case = (
+    Method,
+    String,
+    Option<&'static str>,
+    Option<String>,
+    StatusCode,
+);
 
 /// Bad input to every endpoint gets a 4xx problem (JSON syntax, unknown fields, wrong
 /// types, missing content type, invalid names, unknown ids, wrong methods, a body over
@@ -70,8 +117,7 @@ async fn http_bad_input_gets_a_problem_and_changes_nothing() {
     let admin = token(&env, "ops", true);
     let missing = uuid::Uuid::now_v7();
     let big = json!({"kind": "noop", "payload": {"blob": "x".repeat(8 * 1024)}});
-    let cases: Vec<(Method, String, Option<&str>, Option<String>, StatusCode)> = vec![
-        // (method, path, content type, body, status)
+    let cases: Vec<Case> = vec![
         (Method::POST, "/v1/jobs".into(), Some("application/json"), Some("{\"kind\": ".into()), StatusCode::BAD_REQUEST),
         (Method::POST, "/v1/jobs".into(), Some("application/json"), Some("{\"kind\": \"noop\", \"colour\": 1}".into()), StatusCode::BAD_REQUEST),
         (Method::POST, "/v1/jobs".into(), Some("application/json"), Some("{\"kind\": 7}".into()), StatusCode::BAD_REQUEST),
@@ -124,19 +170,46 @@ async fn http_bad_input_gets_a_problem_and_changes_nothing() {
         }
         let response = request.send().await.unwrap();
         let problem = expect_problem(response, status).await;
-        assert!(!problem["detail"].as_str().unwrap().is_empty(), "{method} {path}");
+        assert!(
+            !problem["detail"].as_str().unwrap().is_empty(),
+            "{method} {path}"
+        );
     }
     // Invalid names and limits on the admin's routes.
-    let pause = server.request(Method::POST, "/v1/queues/Bad%20Queue/pause", Some(&admin)).send().await.unwrap();
+    let pause = server
+        .request(Method::POST, "/v1/queues/Bad%20Queue/pause", Some(&admin))
+        .send()
+        .await
+        .unwrap();
     expect_problem(pause, StatusCode::UNPROCESSABLE_ENTITY).await;
-    let limit = server.request(Method::PUT, "/v1/concurrency-limits/k", Some(&admin)).json(&json!({"limit": 0})).send().await.unwrap();
+    let limit = server
+        .request(Method::PUT, "/v1/concurrency-limits/k", Some(&admin))
+        .json(&json!({"limit": 0}))
+        .send()
+        .await
+        .unwrap();
     expect_problem(limit, StatusCode::UNPROCESSABLE_ENTITY).await;
-    let limit = server.request(Method::PUT, "/v1/concurrency-limits/k", Some(&admin)).json(&json!({"limit": "2"})).send().await.unwrap();
+    let limit = server
+        .request(Method::PUT, "/v1/concurrency-limits/k", Some(&admin))
+        .json(&json!({"limit": "2"}))
+        .send()
+        .await
+        .unwrap();
     expect_problem(limit, StatusCode::BAD_REQUEST).await;
 
-    assert_eq!(jobs_of(&env, "alice").await, 0, "no refused request made a job");
+    assert_eq!(
+        jobs_of(&env, "alice").await,
+        0,
+        "no refused request made a job"
+    );
     assert_eq!(env.job_count().await, 0);
-    let deployments: i64 = env.sql().await.query_one("SELECT count(*) FROM deployments", &[]).await.unwrap().get(0);
+    let deployments: i64 = env
+        .sql()
+        .await
+        .query_one("SELECT count(*) FROM deployments", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(deployments, 0);
 }
 
@@ -160,10 +233,17 @@ async fn http_rate_limit_answers_429_with_retry_after() {
         expect_json(server.get("/v1/jobs", &alice).await, StatusCode::OK).await;
     }
     let limited = server.get("/v1/jobs", &alice).await;
-    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     let problem = expect_problem(limited, StatusCode::TOO_MANY_REQUESTS).await;
-    assert!(problem["detail"].as_str().unwrap().contains("rate limit"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("rate limit"),
+        "{problem}"
+    );
     expect_json(server.get("/v1/jobs", &bob).await, StatusCode::OK).await;
 }
 
@@ -186,7 +266,9 @@ async fn http_tokens_never_in_logs_or_answers() {
             (Method::GET, "/v1/jobs/not-a-uuid", None),
             (Method::GET, "/v1/deployments", None),
         ] {
-            let mut request = server.request(method, path, Some(token)).header("x-request-id", "secret-check");
+            let mut request = server
+                .request(method, path, Some(token))
+                .header("x-request-id", "secret-check");
             if let Some(body) = body {
                 request = request.json(&body);
             }
@@ -196,7 +278,10 @@ async fn http_tokens_never_in_logs_or_answers() {
         }
     }
     let log = server.log_text();
-    assert!(log.contains("request_id=secret-check"), "the log has the request id: {log}");
+    assert!(
+        log.contains("request_id=secret-check"),
+        "the log has the request id: {log}"
+    );
     for token in [&alice, &admin, &wrong] {
         let secret = &token[3..];
         assert!(!log.contains(secret), "a token is in the server's log");
@@ -209,5 +294,8 @@ async fn http_tokens_never_in_logs_or_answers() {
         .await
         .unwrap()
         .get(0);
-    assert!(!rows.contains(&alice[3..]) && !rows.contains(&admin[3..]), "a token is stored in clear");
+    assert!(
+        !rows.contains(&alice[3..]) && !rows.contains(&admin[3..]),
+        "a token is stored in clear"
+    );
 }

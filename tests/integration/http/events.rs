@@ -29,7 +29,10 @@ impl SseReader {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         SseReader {
-            stream: response.bytes_stream().map(|chunk| chunk.map(|bytes| bytes.to_vec())).boxed(),
+            stream: response
+                .bytes_stream()
+                .map(|chunk| chunk.map(|bytes| bytes.to_vec()))
+                .boxed(),
             buffer: String::new(),
         }
     }
@@ -38,7 +41,11 @@ impl SseReader {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
-                let mut event = Sse { id: String::new(), event: String::new(), data: Value::Null };
+                let mut event = Sse {
+                    id: String::new(),
+                    event: String::new(),
+                    data: Value::Null,
+                };
                 let mut data = String::new();
                 for line in block.lines() {
                     if let Some(value) = line.strip_prefix("id:") {
@@ -96,28 +103,57 @@ async fn http_events_stream_resumes_with_last_event_id_and_shows_only_own_jobs()
     let mut alices = open(&server, &alice, None).await;
     let mut bobs = open(&server, &bob, None).await;
 
-    let bob_job = expect_json(server.post("/v1/jobs", &bob, &json!({"kind": "noop"})).await, StatusCode::CREATED).await;
+    let bob_job = expect_json(
+        server
+            .post("/v1/jobs", &bob, &json!({"kind": "noop"}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
     let bob_job = bob_job["id"].as_str().unwrap().to_owned();
-    let job = expect_json(server.post("/v1/jobs", &alice, &json!({"kind": "noop"})).await, StatusCode::CREATED).await;
+    let job = expect_json(
+        server
+            .post("/v1/jobs", &alice, &json!({"kind": "noop"}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
     let job = job["id"].as_str().unwrap().to_owned();
 
     let seen = alices.until(&job, "succeeded").await;
-    let states: Vec<&str> = seen.iter().map(|event| event.data["to"].as_str().unwrap()).collect();
+    let states: Vec<&str> = seen
+        .iter()
+        .map(|event| event.data["to"].as_str().unwrap())
+        .collect();
     assert_eq!(states, ["queued", "running", "succeeded"], "{seen:?}");
     for event in &seen {
-        assert_eq!(event.data["job"]["id"], job.as_str(), "alice sees only her job: {event:?}");
+        assert_eq!(
+            event.data["job"]["id"],
+            job.as_str(),
+            "alice sees only her job: {event:?}"
+        );
         assert_eq!(event.event, "job.state_changed");
         assert!(!event.id.is_empty());
     }
     let bob_seen = bobs.until(&bob_job, "succeeded").await;
-    assert!(bob_seen.iter().all(|event| event.data["job"]["id"] == bob_job.as_str()), "{bob_seen:?}");
+    assert!(
+        bob_seen
+            .iter()
+            .all(|event| event.data["job"]["id"] == bob_job.as_str()),
+        "{bob_seen:?}"
+    );
 
     // Resuming after the first event gives the second, then the third.
     let mut resumed = open(&server, &alice, Some(&seen[0].id)).await;
     let next = resumed.next().await;
     assert_eq!(next.id, seen[1].id);
     assert_eq!(resumed.next().await.id, seen[2].id);
-    let bad = server.request(Method::GET, "/v1/events", Some(&alice)).header("last-event-id", "yesterday").send().await.unwrap();
+    let bad = server
+        .request(Method::GET, "/v1/events", Some(&alice))
+        .header("last-event-id", "yesterday")
+        .send()
+        .await
+        .unwrap();
     super::expect_problem(bad, StatusCode::UNPROCESSABLE_ENTITY).await;
 
     // Open streams do not hold up a graceful shutdown.

@@ -63,7 +63,16 @@ async fn http_schemathesis_finds_no_server_error_and_no_schema_mismatch() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "schemathesis found problems:\n{text}");
-    assert!(text.contains("passed"), "schemathesis ran no test case:\n{text}");
-    assert!(!server.log_text().contains(&admin[3..]), "the token is in the server's log");
+    assert!(
+        output.status.success(),
+        "schemathesis found problems:\n{text}"
+    );
+    assert!(
+        text.contains("passed"),
+        "schemathesis ran no test case:\n{text}"
+    );
+    assert!(
+        !server.log_text().contains(&admin[3..]),
+        "the token is in the server's log"
+    );
 }

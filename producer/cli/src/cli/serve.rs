@@ -141,7 +141,15 @@ pub async fn tokens(deployments: &Deployments, command: TokensCommand) -> anyhow
                 })
                 .collect();
             output::table(
-                &["ID", "PREFIX", "OWNER", "ADMIN", "STATUS", "EXPIRES", "LAST USED"],
+                &[
+                    "ID",
+                    "PREFIX",
+                    "OWNER",
+                    "ADMIN",
+                    "STATUS",
+                    "EXPIRES",
+                    "LAST USED",
+                ],
                 &table,
             );
             Ok(0)
