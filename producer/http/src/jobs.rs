@@ -81,7 +81,8 @@ pub struct EnqueuedBatch {
 /// The job keys of this API live in their owner's space: `api:<owner>:<key>`.
 fn scoped_key(owner: &str, key: &str) -> Result<String, ApiError> {
     let scoped = format!("api:{owner}:{key}");
-    if key.is_empty() || scoped.len() > MAX_IDEMPOTENCY_KEY_LEN {
+    // NUL passes the core's check but no text column holds it.
+    if key.is_empty() || scoped.len() > MAX_IDEMPOTENCY_KEY_LEN || key.contains('\0') {
         return Err(ApiError::invalid(format!(
             "invalid job: idempotency key must be 1 to {} characters, none of them NUL",
             MAX_IDEMPOTENCY_KEY_LEN.saturating_sub(scoped.len() - key.len())
