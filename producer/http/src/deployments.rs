@@ -12,8 +12,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use lc_deployment::{
-    AckOutcome, CreateOutcome, DeploymentOptions, DeploymentState, Deployments, ExtendOutcome,
-    Spec, TeardownRequest, UpdateOutcome,
+    AckOutcome, CreateOutcome, DeploymentOptions, DeploymentState, DeploymentSummary,
+    DeploymentView, Deployments, ExtendOutcome, Plan, Spec, TeardownRequest, UpdateOutcome,
 };
 use lc_shared::config::parse_duration;
 use lc_shared::job::DEFAULT_QUEUE;
@@ -108,7 +108,7 @@ fn created(id: Uuid, name: &str, replayed: bool) -> Response {
                  content((Object = "application/json"), (Object = "application/yaml"))),
     responses(
         (status = 201, description = "Created; its jobs run now", body = DeploymentCreated),
-        (status = 200, description = "With dry_run: the plan", body = Object),
+        (status = 200, description = "With dry_run: the plan", body = Plan),
         (status = 400, description = "Not JSON/YAML, or an unknown field", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A live deployment has this name", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON or YAML", body = Problem, content_type = "application/problem+json"),
@@ -168,7 +168,7 @@ pub struct ListQuery {
 
 /// Deployments, newest first, with their ready machines and running containers.
 #[utoipa::path(get, path = "/v1/deployments", tag = "deployments", params(ListQuery),
-    responses((status = 200, description = "Deployments", body = [Object])))]
+    responses((status = 200, description = "Deployments", body = [DeploymentSummary])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -202,7 +202,7 @@ pub struct ShowQuery {
 #[utoipa::path(get, path = "/v1/deployments/{name}", tag = "deployments",
     params(("name" = String, Path, description = "The deployment's name or id"), ShowQuery),
     responses(
-        (status = 200, description = "The deployment", body = Object),
+        (status = 200, description = "The deployment", body = DeploymentView),
         (status = 404, description = "No such deployment (or another owner's)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn show(
@@ -227,6 +227,14 @@ pub struct DeploymentUpdated {
     pub deploy_job: Uuid,
 }
 
+/// What an update answers: the update made, or (with `dry_run`) its plan.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum UpdateAnswer {
+    Updated(DeploymentUpdated),
+    Plan(Box<Plan>),
+}
+
 /// Change a deployment's payload: the next generation replaces its containers one
 /// machine at a time.
 #[utoipa::path(put, path = "/v1/deployments/{name}", tag = "deployments",
@@ -234,7 +242,7 @@ pub struct DeploymentUpdated {
     request_body(description = "The changed spec (same name, nodes and provider)",
                  content((Object = "application/json"), (Object = "application/yaml"))),
     responses(
-        (status = 200, description = "Updated (or, with dry_run, the plan)", body = DeploymentUpdated),
+        (status = 200, description = "Updated (or, with dry_run, the plan)", body = UpdateAnswer),
         (status = 404, description = "No live deployment of this name", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not updatable in its state", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid spec, or one of another name", body = Problem, content_type = "application/problem+json"),
@@ -256,18 +264,19 @@ pub async fn update(
     let deployments = caller.deployments(&state);
     let options = query.options();
     if query.dry_run.unwrap_or(false) {
-        return Ok(Json(deployments.plan_update(&spec, &options).await?).into_response());
+        let plan = deployments.plan_update(&spec, &options).await?;
+        return Ok(Json(UpdateAnswer::Plan(Box::new(plan))).into_response());
     }
     match deployments.update(&spec, &options).await? {
         UpdateOutcome::Updated {
             id,
             generation,
             deploy,
-        } => Ok(Json(DeploymentUpdated {
+        } => Ok(Json(UpdateAnswer::Updated(DeploymentUpdated {
             id,
             generation,
             deploy_job: deploy.id,
-        })
+        }))
         .into_response()),
         UpdateOutcome::NotFound => Err(ApiError::not_found(format!(
             "no live deployment named {name:?}"
@@ -283,12 +292,10 @@ pub async fn update(
 pub struct TeardownAnswer {
     pub id: Uuid,
     /// `tearing_down`, or `torn_down` when it was already.
-    #[schema(value_type = String)]
     pub state: DeploymentState,
     /// The teardown job (absent when it was torn down already).
     pub teardown_job: Option<Uuid>,
     /// The state it was in.
-    #[schema(value_type = Option<String>)]
     pub was: Option<DeploymentState>,
 }
 
@@ -355,7 +362,6 @@ pub struct AckRequest {
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct AckAnswer {
     pub deployment_id: Uuid,
-    #[schema(value_type = String)]
     pub state: DeploymentState,
     /// The machines given up on.
     pub abandoned: Vec<String>,

@@ -26,6 +26,7 @@ const MAX_ROWS: i64 = 10_000;
 /// A deployment with everything an operator looks at; secret-looking values in its
 /// spec and its jobs' payloads are redacted.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentView {
     pub deployment: DeploymentRow,
     pub machines: Vec<MachineRow>,

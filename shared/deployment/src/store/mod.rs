@@ -81,6 +81,7 @@ pub const TEARDOWN_ATTEMPTS: i64 = 10;
 
 /// A deployment as operators see it.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentRow {
     pub id: Uuid,
     pub name: String,
@@ -122,6 +123,7 @@ fn deployment_row(row: &Row) -> DeploymentRow {
 
 /// A deployment with its machine and container counts, for `lc deploy ls`.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentSummary {
     #[serde(flatten)]
     pub deployment: DeploymentRow,
@@ -133,6 +135,7 @@ pub struct DeploymentSummary {
 
 /// A machine and where its Docker engine is.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineRow {
     pub id: Uuid,
     pub deployment_id: Uuid,
@@ -200,6 +203,7 @@ pub struct Endpoint {
 
 /// A payload container.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ContainerRow {
     pub id: Uuid,
     pub deployment_id: Uuid,
@@ -238,6 +242,7 @@ fn container_row(row: &Row) -> ContainerRow {
 
 /// One line of a deployment's history.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentEventRow {
     pub at: DateTime<Utc>,
     pub subject: String,
