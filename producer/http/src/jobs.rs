@@ -102,6 +102,11 @@ impl EnqueueRequest {
         let invalid =
             |err: lc_shared::job::InvalidJob| ApiError::invalid(format!("invalid job: {err}"));
         let kind = kinds.parse(&self.kind).map_err(invalid)?;
+        if !caller.admin && lc_deployment::kinds::acts_on_deployments(kind.as_str()) {
+            return Err(ApiError::forbidden(format!(
+                "jobs of kind {kind} act on a deployment by id: create, update and tear down deployments through /v1/deployments (or use an admin token)"
+            )));
+        }
         let priority: Priority = self
             .priority
             .as_deref()

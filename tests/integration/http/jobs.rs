@@ -187,6 +187,44 @@ async fn http_jobs_endpoints_and_owner_isolation() {
     .await;
     assert_eq!(retried["state"], "queued");
 
+    // The deployment domain's kinds act on deployments by id, whoever owns them: an
+    // owner's token makes them only through /v1/deployments.
+    let someone_elses = uuid::Uuid::new_v4();
+    for (kind, payload) in [
+        ("teardown", json!({"deployment_id": someone_elses})),
+        (
+            "deploy",
+            json!({"deployment_id": someone_elses, "generation": 1}),
+        ),
+    ] {
+        let response = server
+            .post(
+                "/v1/jobs",
+                &alice,
+                &json!({"kind": kind, "payload": payload}),
+            )
+            .await;
+        let problem = expect_problem(response, StatusCode::FORBIDDEN).await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("/v1/deployments"),
+            "{problem}"
+        );
+    }
+    let batch = json!({"jobs": [{"kind": "noop"}, {"kind": "teardown", "payload": {"deployment_id": someone_elses}}]});
+    expect_problem(
+        server.post("/v1/jobs/batch", &alice, &batch).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_eq!(
+        jobs_of(&env, "alice").await,
+        3,
+        "the refused enqueues made nothing"
+    );
+
     // Queues, workers, stuck, limits: read by all; pause, resume and limits by admins.
     let queues = expect_json(server.get("/v1/queues", &alice).await, StatusCode::OK).await;
     assert!(
