@@ -125,7 +125,11 @@ pub async fn create(
     let deployments = caller.deployments(&state);
     let options = query.options();
     if query.dry_run.unwrap_or(false) {
-        return Ok(Json(deployments.plan_create(&spec, &options).await?).into_response());
+        let mut plan = deployments.plan_create(&spec, &options).await?;
+        if plan.refused.is_some() && !visible(&caller, &deployments, &spec.name).await {
+            plan.refused = Some(taken_by_another(&spec.name));
+        }
+        return Ok(Json(plan).into_response());
     }
     if let Some(key) = &key {
         match state
@@ -148,11 +152,25 @@ pub async fn create(
             }
             Ok(created(id, &spec.name, false))
         }
+        CreateOutcome::NameTaken { .. } if !visible(&caller, &deployments, &spec.name).await => {
+            Err(ApiError::conflict(taken_by_another(&spec.name)))
+        }
         CreateOutcome::NameTaken { id, state: found } => Err(ApiError::conflict(format!(
             "deployment {:?} already exists ({id}, {found}); tear it down first, or change its payload with an update (PUT)",
             spec.name
         ))),
     }
+}
+
+/// Whether the caller may see the live deployment of this name (an admin sees all).
+async fn visible(caller: &Caller, deployments: &Deployments, name: &str) -> bool {
+    caller.admin || deployments.resolve(name).await.is_ok()
+}
+
+/// Names are unique among live deployments of every owner; that one is taken says no
+/// more than that (not whose, nor its id).
+fn taken_by_another(name: &str) -> String {
+    format!("deployment name {name:?} is taken by a live deployment; choose another name")
 }
 
 #[derive(Clone, Debug, Deserialize, IntoParams)]

@@ -182,6 +182,24 @@ async fn http_deployment_created_shown_and_torn_down_with_a_worker() {
         expect_problem(response, StatusCode::NOT_FOUND).await;
     }
 
+    // Bob's own spec of the same name: the name is taken, and he learns nothing else.
+    let bobs_spec = spec(&name, "bob");
+    for query in ["", "?dry_run=true"] {
+        let response = server
+            .request(Method::POST, &format!("/v1/deployments{query}"), Some(&bob))
+            .header("content-type", "application/yaml")
+            .body(bobs_spec.clone())
+            .send()
+            .await
+            .unwrap();
+        let text = response.text().await.unwrap();
+        assert!(text.contains("is taken"), "{query}: {text}");
+        assert!(
+            !text.contains(id),
+            "{query}: alice's deployment id leaked: {text}"
+        );
+    }
+
     // Extend, ack (refused: not leftovers), then tear down.
     let extended = expect_json(
         server
