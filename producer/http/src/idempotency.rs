@@ -50,3 +50,21 @@ pub fn reused(key: &str) -> ApiError {
         "Idempotency-Key {key:?} was used before with another request; use a new key for a new request"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn keys_are_short_printable_ascii() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(key(&headers).expect("no key is fine"), None);
+        headers.insert(HEADER, HeaderValue::from_static("order-42"));
+        assert_eq!(key(&headers).expect("valid"), Some("order-42".to_owned()));
+        for bad in ["", "has space", &"k".repeat(129)] {
+            headers.insert(HEADER, HeaderValue::from_str(bad).expect("a header value"));
+            assert!(key(&headers).is_err(), "{bad:?}");
+        }
+    }
+}
