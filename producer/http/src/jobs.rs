@@ -253,6 +253,8 @@ pub struct ListQuery {
     pub state: Option<String>,
     pub kind: Option<String>,
     pub queue: Option<String>,
+    /// Only the jobs of this deployment (name or id; one the caller may see).
+    pub deployment: Option<String>,
     /// Only jobs unchanged for this long (10m, 2h).
     pub older_than: Option<String>,
     /// Jobs per page, 1 to 10000 (50 by default).
@@ -283,7 +285,7 @@ pub async fn list(
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::invalid("limit must be between 1 and 10000"));
     }
-    let params = JobListParams {
+    let mut params = JobListParams {
         state: state_filter,
         kind: query.kind,
         queue: query.queue,
@@ -297,7 +299,16 @@ pub async fn list(
         cursor: query.cursor,
         ..Default::default()
     };
-    Ok(Json(caller.inspector(&state).jobs(&params).await?))
+    let inspector = match &query.deployment {
+        // A deployment's jobs are the domain's (no owner of their own): whoever may see
+        // the deployment sees them, as its view shows them.
+        Some(name) => {
+            params.group = Some(caller.deployments(&state).resolve(name).await?);
+            state.deployments.inspector()
+        }
+        None => caller.inspector(&state),
+    };
+    Ok(Json(inspector.jobs(&params).await?))
 }
 
 /// A job and its whole history.

@@ -152,6 +152,32 @@ async fn http_deployment_created_shown_and_torn_down_with_a_worker() {
     assert_eq!(view["containers"].as_array().unwrap().len(), 2, "{view}");
     assert!(!view["events"].as_array().unwrap().is_empty());
 
+    // Its jobs, by the filter of `lc jobs ls --deployment`: for its owner, not for bob.
+    let jobs = expect_json(
+        server
+            .get(&format!("/v1/jobs?deployment={name}"), &alice)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let kinds: Vec<&str> = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"provision") && kinds.contains(&"deploy"),
+        "{kinds:?}"
+    );
+    expect_problem(
+        server
+            .get(&format!("/v1/jobs?deployment={name}"), &bob)
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+
     // Other owners see nothing of it: not in the list, 404 by name and by id.
     let id = created["id"].as_str().unwrap();
     for path in [
