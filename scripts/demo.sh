@@ -5,6 +5,8 @@
 #   2. release build of `lc` and `lc-worker`, `lc migrate`
 #   3. two `lc-worker` processes in the background (logs in .lc/demo-worker-N.log)
 #   4. a few jobs through the queue (`lc enqueue`, `lc jobs wait`)
+#   4b. the HTTP API: `lc serve` in the background, its URL and an admin token printed,
+#      a job enqueued with curl and read back (log in .lc/demo-serve.log)
 #   5. a 3-node deployment on the `local` provider (examples/demo.yaml: busybox httpd per
 #      node on 127.0.0.1:18081-18083), shown running (`lc deploy show`, `docker ps`, curl)
 #   6. a repair: one node's container killed (`docker kill`), started again by the
@@ -24,10 +26,19 @@ SPEC="$LC_ROOT/examples/demo.yaml"
 NAME=demo
 PORTS=(18081 18082 18083)
 WORKER_PIDS=()
+SERVE_PID=""
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+stop_serve() {
+  if [[ -n "$SERVE_PID" ]]; then
+    kill -TERM "$SERVE_PID" 2>/dev/null || true
+    wait "$SERVE_PID" 2>/dev/null || true
+    SERVE_PID=""
+  fi
+}
 
 stop_workers() {
   local pid
@@ -39,7 +50,7 @@ stop_workers() {
   done
   WORKER_PIDS=()
 }
-trap stop_workers EXIT
+trap 'stop_serve; stop_workers' EXIT
 trap 'exit 130' INT TERM
 
 T_START="$(now)"
@@ -98,6 +109,34 @@ T0="$(now)"
 mapfile -t IDS < <("$LC" enqueue noop --count 20; "$LC" enqueue sleep --payload '{"ms": 300}' --count 5)
 "$LC" jobs wait --timeout 2m "${IDS[@]}" | awk '{ print $2 }' | sort | uniq -c
 T_JOBS="$(since "$T0")"
+
+step "HTTP API: lc serve, a token, a job enqueued with curl"
+T0="$(now)"
+SERVE_LOG="$LC_HOME/demo-serve.log"
+SERVE_OUT="$LC_HOME/demo-serve.out"
+: >"$SERVE_OUT"
+"$LC" serve --listen "${LC_DEMO_LISTEN:-127.0.0.1:0}" >"$SERVE_OUT" 2>"$SERVE_LOG" &
+SERVE_PID="$!"
+URL=""
+for _ in $(seq 1 100); do
+  URL="$(sed -n 's/^lc serve: listening on //p' "$SERVE_OUT")"
+  [[ -n "$URL" ]] && break
+  kill -0 "$SERVE_PID" 2>/dev/null || lc_die "lc serve exited at start; see $SERVE_LOG"
+  sleep 0.1
+done
+[[ -n "$URL" ]] || lc_die "lc serve did not say where it listens; see $SERVE_LOG"
+TOKEN="$("$LC" tokens create --owner demo --admin --expires 1d 2>/dev/null)"
+echo "dashboard:   $URL/"
+echo "API:         $URL/v1/  (document: $URL/openapi.json)"
+echo "admin token: $TOKEN  (expires in a day; lc tokens revoke to end it sooner)"
+JOB="$(curl -fsS -X POST "$URL/v1/jobs" -H "Authorization: Bearer $TOKEN" \
+  -H 'Content-Type: application/json' -H "Idempotency-Key: demo-$(date +%s)" \
+  -d '{"kind": "sleep", "payload": {"ms": 200}}' | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')"
+[[ -n "$JOB" ]] || lc_die "enqueue through the API failed; see $SERVE_LOG"
+echo "curl POST $URL/v1/jobs -> job $JOB"
+"$LC" jobs wait --timeout 1m "$JOB"
+curl -fsS "$URL/v1/jobs/$JOB" -H "Authorization: Bearer $TOKEN" | head -c 300; echo ...
+T_HTTP="$(since "$T0")"
 
 step "deployment: $NAME, 3 nodes on the local provider ($SPEC)"
 T0="$(now)"
@@ -168,8 +207,9 @@ fi
 echo "torn down by its expiry $T_EXPIRY s after it was deployed; no containers left"
 "$LC" deploy show "$NAME" --events 4
 
-step "stopping the workers (SIGTERM)"
+step "stopping lc serve and the workers (SIGTERM)"
 T0="$(now)"
+stop_serve
 stop_workers
 T_STOP="$(since "$T0")"
 echo "workers stopped"
@@ -179,6 +219,7 @@ printf '  %-44s %6s\n' \
   "services up" "$T_SERVICES" \
   "release build" "$T_BUILD" \
   "25 jobs enqueued and finished" "$T_JOBS" \
+  "lc serve up, a job through curl, finished" "$T_HTTP" \
   "3-node deployment: create -> deployed" "$T_DEPLOY" \
   "killed container -> running again" "$T_REPAIR" \
   "teardown -> nothing left" "$T_TEARDOWN" \

@@ -18,7 +18,7 @@ export LC_DOCKER_MACHINE_STANDIN="$LC_ROOT/tests/docker-machine/docker-machine"
 
 # The webhook tests' receiver (tests/webhook/receiver.py) checks every request with the
 # Standard Webhooks reference library, from PyPI, pinned.
-ensure_python_venv "$LC_HOME/venv" standardwebhooks==1.3.0
+ensure_python_venv "$LC_HOME/venv" standardwebhooks==1.3.0 schemathesis==4.32.5
 export LC_TEST_PYTHON="$LC_HOME/venv/bin/python3"
 
 # Each test makes its own database and leaves it for a look after a failure; the next

@@ -13,12 +13,24 @@ use uuid::Uuid;
 use crate::{Inspector, ProducerError, Result};
 
 /// Where a reader starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventsFrom {
     /// The oldest event the stream keeps.
     Start,
     /// The next event added.
     Now,
+    /// The entry after this stream entry id (`<ms>-<seq>`, as a reader returned it):
+    /// how an SSE client resumes with `Last-Event-ID`.
+    After(String),
+}
+
+/// Whether `id` has the shape of a stream entry id (`<ms>-<seq>`, or `<ms>`).
+pub fn is_entry_id(id: &str) -> bool {
+    let mut parts = id.splitn(2, '-');
+    let digits = |part: &str| {
+        !part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit())
+    };
+    parts.next().is_some_and(digits) && parts.next().is_none_or(digits)
 }
 
 /// One entry of the stream.
@@ -50,6 +62,10 @@ impl Inspector {
         let hints = self.hints.clone().ok_or(ProducerError::NoRedis)?;
         let after = match from {
             EventsFrom::Start => "0".to_owned(),
+            EventsFrom::After(id) if is_entry_id(&id) => id,
+            EventsFrom::After(id) => {
+                return Err(ProducerError::InvalidEventId(id));
+            }
             // The newest entry's id rather than `$`: the next read starts right after it,
             // so nothing added between two reads is missed.
             EventsFrom::Now => hints

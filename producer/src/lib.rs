@@ -22,9 +22,11 @@
 pub mod events;
 pub mod group;
 pub mod inspect;
+pub mod tokens;
 
 pub use events::{EventReader, EventsFrom, StreamEvent};
 pub use inspect::{ErrorKind, InspectError, Inspector};
+pub use tokens::{Caller, Tokens};
 
 use lc_shared::NewJob;
 use lc_shared::config::redact_url;
@@ -55,15 +57,18 @@ pub enum ProducerError {
     Queue(#[from] QueueError),
     #[error("redis was not reachable when this producer connected")]
     NoRedis,
+    #[error("invalid event id {0:?}: expected <milliseconds>-<sequence>")]
+    InvalidEventId(String),
 }
 
 impl ProducerError {
     /// Which kind of failure this is (see [`ErrorKind`]).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ProducerError::Invalid(_) | ProducerError::Kind(_) | ProducerError::Concurrency(_) => {
-                ErrorKind::Invalid
-            }
+            ProducerError::Invalid(_)
+            | ProducerError::Kind(_)
+            | ProducerError::Concurrency(_)
+            | ProducerError::InvalidEventId(_) => ErrorKind::Invalid,
             ProducerError::Store(err) => ErrorKind::of_store(err),
             ProducerError::Queue(_) | ProducerError::NoRedis => ErrorKind::Unavailable,
         }
@@ -172,6 +177,11 @@ impl Producer {
     /// Creates or updates the database schema (safe to run from several places at once).
     pub async fn migrate(&self) -> Result<lc_shared::migrate::MigrationReport> {
         Ok(lc_shared::migrate::run(&self.store).await?)
+    }
+
+    /// The HTTP API's tokens and idempotency keys in this producer's database.
+    pub fn tokens(&self) -> Tokens {
+        Tokens::new(self.store.clone())
     }
 
     /// The read API over this producer's database and Redis, knowing this producer's

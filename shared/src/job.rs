@@ -196,6 +196,19 @@ impl FromStr for Priority {
     }
 }
 
+/// Whether a JSON value holds a NUL character in a string or a key: PostgreSQL's JSONB
+/// and text cannot store one (the insert fails), so every way in refuses it first.
+pub fn has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .any(|(key, value)| key.contains('\0') || has_nul(value)),
+        _ => false,
+    }
+}
+
 /// Checks a queue name: it becomes part of Redis keys and CLI output.
 pub fn validate_queue_name(name: &str) -> Result<(), InvalidJob> {
     let mut chars = name.chars();
@@ -238,6 +251,10 @@ pub struct NewJob {
     /// key run at once, across every worker (see [`crate::concurrency`]). A job waiting
     /// for a slot of its key stays `queued`, in order, and uses no attempt.
     pub concurrency_key: Option<String>,
+    /// Who asked for the job through the HTTP API (a token's owner); readers scoped to
+    /// an owner see only that owner's jobs. `None` for jobs of the library, the CLI and
+    /// the inbox.
+    pub owner: Option<String>,
 }
 
 impl NewJob {
@@ -254,7 +271,14 @@ impl NewJob {
             group_id: None,
             timeout: None,
             concurrency_key: None,
+            owner: None,
         }
+    }
+
+    /// Records who asked for the job (see [`NewJob::owner`]).
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
     }
 
     /// Limits each attempt to `timeout` instead of the kind's default.
@@ -339,6 +363,11 @@ impl NewJob {
         if !self.payload.is_object() {
             return Err(InvalidJob::PayloadNotObject);
         }
+        if has_nul(&self.payload) {
+            return Err(InvalidJob::Json(
+                "payload holds a NUL character (\\u0000), which the database cannot store".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -365,6 +394,17 @@ mod tests {
             serde_json::to_string(&JobKind::from_stored("deploy")).expect("serializes"),
             r#""deploy""#
         );
+    }
+
+    #[test]
+    fn nul_is_found_in_strings_and_keys_at_any_depth() {
+        assert!(!has_nul(
+            &serde_json::json!({"a": ["b", {"c": 1}], "d": null})
+        ));
+        assert!(has_nul(&serde_json::json!({"a": ["b", {"c": "x\u{0}"}]})));
+        assert!(has_nul(&serde_json::json!({"k\u{0}": 1})));
+        let job = NewJob::new(JobKind::Noop, serde_json::json!({"text": "a\u{0}b"}));
+        assert!(matches!(job.validate_envelope(), Err(InvalidJob::Json(_))));
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub mod events;
 pub mod job;
 pub mod kind;
 pub mod migrate;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod queue;
 pub mod secrets;
 pub mod state;

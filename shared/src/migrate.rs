@@ -47,6 +47,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0009_webhook_deliveries.sql"),
     ),
     (
+        "0010_api_tokens",
+        include_str!("../../migrations/0010_api_tokens.sql"),
+    ),
+    (
         "0011_health",
         include_str!("../../migrations/0011_health.sql"),
     ),

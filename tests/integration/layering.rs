@@ -12,6 +12,7 @@ const CRATES: &[&str] = &[
     "shared/deployment",
     "producer",
     "producer/cli",
+    "producer/http",
     "worker",
     "worker/deployment",
     "bench",

@@ -11,6 +11,7 @@ mod deploy;
 mod events;
 mod faults;
 mod group_commit;
+mod http;
 mod inspect;
 mod layering;
 mod operator;

@@ -21,7 +21,12 @@ fn reset_sigpipe() {
 fn main() {
     reset_sigpipe();
     let cli = Cli::parse();
-    telemetry::init(cli.log_format, "warn");
+    // `lc serve` logs a line per request; other commands only what goes wrong.
+    let level = match cli.command {
+        cli::Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    telemetry::init(cli.log_format, level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -19,6 +19,7 @@ const MAX_PURGE_BATCH: i64 = 10_000;
 
 /// A job an action moved: from `was` to `state`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Transitioned {
     pub id: Uuid,
     pub was: JobState,
@@ -126,6 +127,9 @@ impl Inspector {
             .job(id)
             .await?
             .ok_or(InspectError::JobNotFound(id))?;
+        if !self.sees(&job) {
+            return Err(InspectError::JobNotFound(id));
+        }
         if job.state != JobState::Running {
             return Err(InspectError::NotApplicable {
                 id,
@@ -176,6 +180,7 @@ impl Inspector {
         action: JobAction,
         message: &str,
     ) -> Result<Transitioned> {
+        self.check_visible(id).await?;
         match self
             .store
             .operator_transition(id, transition, message)

@@ -18,6 +18,7 @@ const MAX_PAGE: i64 = 10_000;
 
 /// A job and its whole history (`lc jobs show`).
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobDetail {
     pub job: JobRow,
     /// Transitions and log lines, oldest first.
@@ -57,6 +58,7 @@ impl Default for JobListParams {
 
 /// One page of jobs, newest first.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobPage {
     pub jobs: Vec<JobRow>,
     /// The cursor of the next (older) page; `None` when this page is the last. Pages
@@ -83,6 +85,9 @@ impl Inspector {
             .job(id)
             .await?
             .ok_or(InspectError::JobNotFound(id))?;
+        if !self.sees(&job) {
+            return Err(InspectError::JobNotFound(id));
+        }
         let events = self.store.events(id).await?;
         Ok(JobDetail {
             job: self.redacted(job),
@@ -92,6 +97,19 @@ impl Inspector {
 
     /// A page of the jobs `params` asks for, newest first.
     pub async fn jobs(&self, params: &JobListParams) -> Result<JobPage> {
+        // A queue or kind that no job can have is a mistake worth saying (and NUL,
+        // which no text column holds, would fail in the database).
+        if let Some(queue) = &params.queue {
+            lc_shared::job::validate_queue_name(queue)
+                .map_err(|err| InspectError::Invalid(err.to_string()))?;
+        }
+        if let Some(kind) = &params.kind
+            && !lc_shared::JobKind::is_valid_name(kind)
+        {
+            return Err(InspectError::Invalid(format!(
+                "invalid job kind {kind:?}: kinds are 1 to 64 characters from a-z, 0-9 and '_', starting with a letter"
+            )));
+        }
         let limit = params.limit.clamp(1, MAX_PAGE);
         let before = params.cursor.as_deref().map(cursor::decode).transpose()?;
         let older_than_secs = params
@@ -102,6 +120,7 @@ impl Inspector {
             kind: params.kind.clone(),
             queue: params.queue.clone(),
             group_id: params.group,
+            owner: self.owner.clone(),
             older_than_secs,
             before,
             // One more than asked: whether it comes says whether a next page exists.

@@ -145,6 +145,9 @@ pub struct Inspector {
     /// stuck.
     kinds: Kinds,
     redact: Option<Redaction>,
+    /// When set, this reader sees and acts on only this owner's jobs (see
+    /// [`Inspector::for_owner`]).
+    owner: Option<String>,
 }
 
 impl Inspector {
@@ -155,6 +158,41 @@ impl Inspector {
             hints,
             kinds,
             redact: None,
+            owner: None,
+        }
+    }
+
+    /// A reader that sees only `owner`'s jobs (those enqueued with
+    /// [`lc_shared::NewJob::with_owner`]): any other job is "not found", exactly like
+    /// one that does not exist, so that ids of others' jobs tell nothing. Reads and
+    /// actions on single jobs and job lists are scoped; queue-wide views (queues,
+    /// workers, stuck) and actions (pause, limits, purge, bulk retry) are not, and are
+    /// for callers that may see everything.
+    pub fn for_owner(mut self, owner: impl Into<String>) -> Inspector {
+        self.owner = Some(owner.into());
+        self
+    }
+
+    /// The owner this reader is scoped to, if any.
+    pub fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
+    }
+
+    /// Whether this reader may see `job`.
+    fn sees(&self, job: &JobRow) -> bool {
+        self.owner
+            .as_deref()
+            .is_none_or(|owner| job.owner.as_deref() == Some(owner))
+    }
+
+    /// Refuses, as not found, a job this reader may not see.
+    async fn check_visible(&self, id: Uuid) -> Result {
+        if self.owner.is_none() {
+            return Ok(());
+        }
+        match self.store.job(id).await? {
+            Some(job) if self.sees(&job) => Ok(()),
+            _ => Err(InspectError::JobNotFound(id)),
         }
     }
 
@@ -170,6 +208,13 @@ impl Inspector {
             redact(&mut job.payload);
         }
         job
+    }
+
+    /// Whether the database and Redis both answer now (what a readiness probe asks).
+    pub async fn ping(&self) -> Result {
+        self.store.ping().await?;
+        self.hints()?.ping().await?;
+        Ok(())
     }
 
     fn hints(&self) -> Result<&Hints> {

@@ -11,6 +11,7 @@ use super::{InspectError, Inspector, Result};
 
 /// A queue as `lc queues` shows it.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueStats {
     pub queue: String,
     pub paused: bool,

@@ -24,6 +24,7 @@ const UNKNOWN_KIND_LIMIT: Duration = Duration::from_secs(3600);
 /// One thing that needs an operator. Jobs have a `job_id`; other findings (a
 /// domain's, or hints nobody pops) name what they are about in `kind` and `queue`.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Finding {
     pub job_id: Option<Uuid>,
     pub kind: String,

@@ -8,6 +8,7 @@ use super::{Inspector, Result};
 
 /// Whether a worker is there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerStatus {
     /// Heartbeating.
@@ -31,6 +32,7 @@ impl WorkerStatus {
 
 /// A worker as `lc workers` shows it: its row and whether it is there.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Worker {
     #[serde(flatten)]
     pub worker: WorkerRow,

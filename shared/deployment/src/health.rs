@@ -19,6 +19,7 @@ use crate::spec::{MaxUnhealthy, RepairPolicy};
 
 /// The health of a machine or a container, as the last check found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Health {
     Healthy,

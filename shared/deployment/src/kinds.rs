@@ -30,6 +30,21 @@ pub fn kinds() -> Result<Kinds, KindError> {
     Kinds::empty().with_list::<Builtin>()
 }
 
+/// Whether jobs of this kind act on a deployment named by id in their payload (all the
+/// domain's kinds): only `Deployments` makes them for a caller, who may not own the
+/// deployment an id names; a caller limited to an owner does not enqueue them itself.
+pub fn acts_on_deployments(kind: &str) -> bool {
+    [
+        Provision::KIND,
+        ProvisionMachine::KIND,
+        Deploy::KIND,
+        Teardown::KIND,
+        Webhook::KIND,
+    ]
+    .iter()
+    .any(|own| own.as_str() == kind)
+}
+
 const MINUTE: u64 = 60;
 
 /// Creates every machine of a deployment: fans out one `provision_machine` job per

@@ -32,6 +32,7 @@ pub const STORE_PLACEHOLDER: &str = "$MACHINE_STORAGE_PATH";
 
 /// A create or an update, as it would happen.
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Plan {
     pub action: PlanAction,
     /// The deployment's name.
@@ -62,6 +63,7 @@ pub struct Plan {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PlanAction {
     Create,
@@ -70,6 +72,7 @@ pub enum PlanAction {
 
 /// What would happen to a machine or a container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Change {
     Create,
@@ -78,6 +81,7 @@ pub enum Change {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlannedMachine {
     pub name: String,
     pub node: i64,
@@ -87,6 +91,7 @@ pub struct PlannedMachine {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlannedContainer {
     pub name: String,
     pub machine: String,
@@ -98,6 +103,7 @@ pub struct PlannedContainer {
 /// One docker-machine call: `docker-machine GLOBAL_ARGS ARGS` with `env` (credential
 /// values masked), under the concurrency key of its provider account.
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlannedCall {
     pub machine: String,
     pub op: String,
@@ -125,6 +131,7 @@ impl PlannedCall {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlannedJobs {
     pub kind: String,
     pub count: i64,

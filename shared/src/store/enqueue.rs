@@ -18,7 +18,7 @@ use crate::state::{JobState, Transition};
 /// cast to JSONB in the statement: CockroachDB cannot take a `JSONB[]` parameter
 /// (arrays of JSONB are not a column type there).
 ///
-/// With `keyed`, the jobs' concurrency keys go in too (`$14`), and each key gets its
+/// With `keyed`, the jobs' concurrency keys go in too (`$15`), and each key gets its
 /// row in `concurrency_keys` (the row its claims lock) if it has none. Batches without
 /// a key use the statement without them: jobs without a key pay nothing for keys.
 macro_rules! insert_jobs_sql {
@@ -27,7 +27,7 @@ macro_rules! insert_jobs_sql {
     };
     (keyed, $on_conflict:literal) => {
         insert_jobs_sql!(
-            ", $14::TEXT[]",
+            ", $15::TEXT[]",
             ", concurrency_key",
             "
 ), keys AS (
@@ -43,22 +43,23 @@ macro_rules! insert_jobs_sql {
             "
 WITH input AS (
     SELECT * FROM UNNEST($1::UUID[], $2::TEXT[], $3::TEXT[], $4::INT8[], $5::TEXT[], $6::INT8[],
-                         $7::TIMESTAMPTZ[], $8::TEXT[], $9::UUID[], $10::BOOL[], $13::INT8[]",
+                         $7::TIMESTAMPTZ[], $8::TEXT[], $9::UUID[], $10::BOOL[], $13::INT8[],
+                         $14::TEXT[]",
             $key_input,
             ")
         AS t(id, kind, queue, priority, payload, max_attempts, run_at, idempotency_key,
-             group_id, dispatched, timeout_ms",
+             group_id, dispatched, timeout_ms, owner",
             $key_name,
             ")",
             $keys,
             "
 ), inserted AS (
     INSERT INTO jobs (id, kind, queue, priority, state, payload, max_attempts, run_at,
-                      idempotency_key, group_id, dispatched, timeout_ms",
+                      idempotency_key, group_id, dispatched, timeout_ms, owner",
             $key_column,
             ")
     SELECT id, kind, queue, priority, $11, payload::JSONB, max_attempts, COALESCE(run_at, now()),
-           idempotency_key, group_id, dispatched, timeout_ms",
+           idempotency_key, group_id, dispatched, timeout_ms, owner",
             $key_column,
             "
     FROM input
@@ -136,6 +137,7 @@ struct JobColumns<'a> {
     groups: Vec<Option<Uuid>>,
     dispatched: Vec<bool>,
     timeouts: Vec<Option<i64>>,
+    owners: Vec<Option<&'a str>>,
     /// Empty when no job of the batch has a key (the statement then takes none).
     concurrency_keys: Vec<Option<&'a str>>,
     queued: &'static str,
@@ -164,6 +166,7 @@ impl<'a> JobColumns<'a> {
                 .iter()
                 .map(|job| job.timeout.map(super::millis))
                 .collect(),
+            owners: jobs.iter().map(|job| job.owner.as_deref()).collect(),
             concurrency_keys: if is_keyed(jobs) {
                 jobs.iter()
                     .map(|job| job.concurrency_key.as_deref())
@@ -176,9 +179,9 @@ impl<'a> JobColumns<'a> {
         }
     }
 
-    /// The parameters of the statement [`insert_sql`] chose: the first 13, and the
-    /// keys' column (the 14th) when the batch has keys.
-    fn params(&self) -> [&(dyn ToSql + Sync); 14] {
+    /// The parameters of the statement [`insert_sql`] chose: the first 14, and the
+    /// keys' column (the 15th) when the batch has keys.
+    fn params(&self) -> [&(dyn ToSql + Sync); 15] {
         [
             &self.ids,
             &self.kinds,
@@ -193,6 +196,7 @@ impl<'a> JobColumns<'a> {
             &self.queued,
             &self.label,
             &self.timeouts,
+            &self.owners,
             &self.concurrency_keys,
         ]
     }
@@ -200,9 +204,9 @@ impl<'a> JobColumns<'a> {
     /// How many of [`JobColumns::params`] the statement takes.
     fn param_count(&self) -> usize {
         if self.concurrency_keys.is_empty() {
-            13
-        } else {
             14
+        } else {
+            15
         }
     }
 }

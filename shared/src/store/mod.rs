@@ -26,6 +26,7 @@ mod queues;
 mod read;
 mod rows;
 mod sweep;
+mod tokens;
 mod workers;
 
 use std::future::Future;
@@ -50,6 +51,7 @@ pub use rows::{
     CancelOutcome, ClaimedJob, Completion, ConcurrencyKeyRow, Enqueued, EventRow, ExpiredLease,
     HintTarget, JobFilter, JobRow, OperatorResult, QueueDepth, RunningJob, StuckJob, WaitingJob,
 };
+pub use tokens::{KeyClaim, TokenLookup, TokenRow};
 pub use workers::{WorkerInfo, WorkerRow};
 
 /// Errors of the store. `Pool` and `Db` keep their sources.

@@ -45,6 +45,7 @@ impl Store {
                AND ($4::UUID IS NULL OR group_id = $4)
                AND ($5::INT8 IS NULL OR updated_at < now() - $5 * INTERVAL '1 second')
                AND ($7::TIMESTAMPTZ IS NULL OR (created_at, id) < ($7, $8::UUID))
+               AND ($9::TEXT IS NULL OR owner = $9)
              ORDER BY created_at DESC, id DESC LIMIT $6"
         );
         let state = filter.state.map(|state| state.as_str());
@@ -63,6 +64,7 @@ impl Store {
                         &filter.limit,
                         &before_at,
                         &before_id,
+                        &filter.owner,
                     ],
                 )
                 .await?;

@@ -72,6 +72,7 @@ pub enum CancelOutcome {
 
 /// A job as operators see it.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobRow {
     pub id: Uuid,
     pub kind: JobKind,
@@ -92,10 +93,13 @@ pub struct JobRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub concurrency_key: Option<String>,
+    /// Who enqueued it through the HTTP API (see [`crate::NewJob::owner`]).
+    pub owner: Option<String>,
 }
 
 /// One line of a job's history: a transition (with `to_state`) or a log line.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventRow {
     pub at: DateTime<Utc>,
     pub from_state: Option<JobState>,
@@ -115,6 +119,8 @@ pub struct JobFilter {
     pub kind: Option<String>,
     pub queue: Option<String>,
     pub group_id: Option<Uuid>,
+    /// Only jobs of this owner (see [`crate::NewJob::owner`]).
+    pub owner: Option<String>,
     pub older_than_secs: Option<i64>,
     /// Only jobs that sort after this `(created_at, id)`, i.e. older ones.
     pub before: Option<(DateTime<Utc>, Uuid)>,
@@ -167,6 +173,7 @@ pub struct ExpiredLease {
 /// A concurrency key as operators see it: its limit and how many of its jobs run and
 /// wait now.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConcurrencyKeyRow {
     pub key: String,
     /// At most this many of its jobs run at once; `None`: no limit.
@@ -215,7 +222,7 @@ pub struct WaitingJob {
 /// The columns [`job_row`] reads, in its order.
 pub(super) const JOB_COLUMNS: &str = "id, kind, queue, priority, state, payload, attempt, max_attempts, run_at, \
     lease_owner, lease_expires_at, last_error, idempotency_key, group_id, created_at, \
-    updated_at, started_at, finished_at, concurrency_key";
+    updated_at, started_at, finished_at, concurrency_key, owner";
 
 pub(super) fn job_row(row: &Row) -> Result<JobRow> {
     Ok(JobRow {
@@ -238,6 +245,7 @@ pub(super) fn job_row(row: &Row) -> Result<JobRow> {
         started_at: row.get(16),
         finished_at: row.get(17),
         concurrency_key: row.get(18),
+        owner: row.get(19),
     })
 }
 

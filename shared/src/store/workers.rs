@@ -19,6 +19,7 @@ pub struct WorkerInfo {
 
 /// A worker as `lc workers` shows it.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkerRow {
     pub id: Uuid,
     pub host: String,

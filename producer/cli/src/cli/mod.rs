@@ -9,6 +9,7 @@ mod health;
 mod jobs;
 mod ops;
 pub mod output;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use lc_deployment::Deployments;
@@ -61,6 +62,12 @@ pub enum Command {
     /// Follow the stream of job and deployment state changes
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// Serve the HTTP API (jobs, queues, workers, deployments, events) and the
+    /// dashboard, on loopback by default
+    Serve(lc_http::ServeArgs),
+    /// Tokens of the HTTP API's callers: create (printed once), ls, revoke
+    #[command(subcommand)]
+    Tokens(serve::TokensCommand),
 }
 
 /// Runs a command; returns the process exit code.
@@ -84,6 +91,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::DeadLetters(args) => ops::dead_letters(&deployments.inspector(), args).await,
         Command::Deploy(command) => deploy::run(&deployments, command).await,
         Command::Events(command) => events::run(&deployments, command).await,
+        Command::Serve(args) => serve::serve(&deployments, args).await,
+        Command::Tokens(command) => serve::tokens(&deployments, command).await,
     }
 }
 

@@ -112,12 +112,41 @@ fn check_webhook_secret(spec: &Spec) -> Result {
 pub struct Deployments {
     producer: Producer,
     store: DeploymentStore,
+    /// When set, only this owner's deployments exist for this client (see
+    /// [`Deployments::for_owner`]).
+    owner: Option<String>,
 }
 
 impl Deployments {
     pub fn new(producer: Producer) -> Deployments {
         let store = DeploymentStore::new(producer.store().clone());
-        Deployments { producer, store }
+        Deployments {
+            producer,
+            store,
+            owner: None,
+        }
+    }
+
+    /// A client that sees only `owner`'s deployments: [`Deployments::resolve`] (the one
+    /// way from a name to an id) and [`Deployments::list`] find no other, and a spec
+    /// with another owner is refused by create and update.
+    pub fn for_owner(mut self, owner: impl Into<String>) -> Deployments {
+        self.owner = Some(owner.into());
+        self
+    }
+
+    /// Refuses a spec of an owner this client is not scoped to.
+    fn check_owner(&self, spec: &Spec) -> Result {
+        match &self.owner {
+            Some(owner) if &spec.owner != owner => Err(DeploymentError::Refused {
+                field: "owner".into(),
+                reason: format!(
+                    "this caller acts for owner {owner:?} and cannot act for {:?}",
+                    spec.owner
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The producer underneath (for jobs of other kinds).
@@ -141,6 +170,7 @@ impl Deployments {
     /// refused before anything is written.
     pub async fn create(&self, spec: &Spec, options: &DeploymentOptions) -> Result<CreateOutcome> {
         spec.validate()?;
+        self.check_owner(spec)?;
         check_webhook_secret(spec)?;
         if let Some(expiry) = spec.expiry()? {
             expiry.deadline(chrono::Utc::now())?;
@@ -161,6 +191,7 @@ impl Deployments {
     /// taken name is a plan with `refused` set.
     pub async fn plan_create(&self, spec: &Spec, options: &DeploymentOptions) -> Result<Plan> {
         spec.validate()?;
+        self.check_owner(spec)?;
         options.origin()?;
         let expires_at = match spec.expiry()? {
             Some(expiry) => Some(expiry.deadline(self.store.database_now().await?)?),
@@ -190,6 +221,10 @@ impl Deployments {
     /// it changes, or why it would be refused (`refused`, with the same checks).
     pub async fn plan_update(&self, spec: &Spec, options: &DeploymentOptions) -> Result<Plan> {
         spec.validate()?;
+        self.check_owner(spec)?;
+        if self.owner.is_some() {
+            self.resolve(&spec.name).await?;
+        }
         options.origin()?;
         let base = self.store.update_base(spec).await?;
         Ok(Plan::update(spec, base.as_ref(), &options.queue))
@@ -199,6 +234,12 @@ impl Deployments {
     /// enqueues its deploy, which replaces the containers one machine at a time.
     pub async fn update(&self, spec: &Spec, options: &DeploymentOptions) -> Result<UpdateOutcome> {
         spec.validate()?;
+        self.check_owner(spec)?;
+        if self.owner.is_some() {
+            // The deployment updated is the live one of the spec's name: it must be
+            // this owner's too.
+            self.resolve(&spec.name).await?;
+        }
         check_webhook_secret(spec)?;
         let outcome = self
             .store
@@ -259,6 +300,12 @@ impl Deployments {
 
     /// Closes a `leftovers` deployment once an operator checked the provider.
     pub async fn acknowledge_leftovers(&self, id: Uuid, note: &str) -> Result<AckOutcome> {
+        if note.contains('\0') {
+            return Err(DeploymentError::Refused {
+                field: "note".into(),
+                reason: "holds a NUL character, which the database cannot store".into(),
+            });
+        }
         let note = crate::truncate_text(note, 500);
         Ok(self.store.acknowledge_leftovers(id, &note).await?)
     }

@@ -26,6 +26,7 @@ const MAX_ROWS: i64 = 10_000;
 /// A deployment with everything an operator looks at; secret-looking values in its
 /// spec and its jobs' payloads are redacted.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentView {
     pub deployment: DeploymentRow,
     pub machines: Vec<MachineRow>,
@@ -192,13 +193,24 @@ fn warnings(deployment: &DeploymentRow, jobs: &[JobRow]) -> Vec<String> {
 
 impl Deployments {
     /// The id of the deployment `name_or_id` names: the id itself if a deployment has
-    /// it, else the live deployment of that name, else the newest of that name.
+    /// it, else the live deployment of that name, else the newest of that name. Of a
+    /// client scoped to an owner ([`Deployments::for_owner`]), only that owner's.
     pub async fn resolve(&self, name_or_id: &str) -> Result<Uuid> {
         let found = match name_or_id.parse::<Uuid>() {
             Ok(id) => self.store.has_deployment(id).await?.then_some(id),
+            Err(_) if crate::validate_name(name_or_id).is_err() => None,
             Err(_) => self.store.deployment_id(name_or_id).await?,
         };
-        found.ok_or_else(|| DeploymentError::NotFound(name_or_id.to_owned()))
+        let not_found = || DeploymentError::NotFound(name_or_id.to_owned());
+        let id = found.ok_or_else(not_found)?;
+        // Another owner's deployment is "not found", like one that does not exist.
+        if let Some(owner) = &self.owner {
+            let row = self.store.deployment(id).await?.ok_or_else(not_found)?;
+            if &row.owner != owner {
+                return Err(not_found());
+            }
+        }
+        Ok(id)
     }
 
     /// A deployment's row, spec redacted.
@@ -241,7 +253,7 @@ impl Deployments {
     pub async fn list(&self, all: bool, limit: i64) -> Result<Vec<DeploymentSummary>> {
         let mut found = self
             .store
-            .list_deployments(all, limit.clamp(1, MAX_ROWS))
+            .list_deployments(all, limit.clamp(1, MAX_ROWS), self.owner.as_deref())
             .await?;
         for summary in &mut found {
             redact_secrets(&mut summary.deployment.spec);

@@ -199,6 +199,12 @@ impl Spec {
     /// container setting unchecked. Each refusal names the field.
     pub fn validate(&self) -> Result<(), SpecError> {
         crate::validate_name(&self.name).map_err(|reason| invalid("name", reason))?;
+        if lc_shared::job::has_nul(&self.to_json()) {
+            return Err(invalid(
+                "spec",
+                "holds a NUL character (\\u0000), which the database cannot store",
+            ));
+        }
         if self.owner.trim().is_empty()
             || self.owner.len() > 100
             || self.owner.chars().any(char::is_control)

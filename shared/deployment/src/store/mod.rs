@@ -84,6 +84,7 @@ pub const TEARDOWN_ATTEMPTS: i64 = 10;
 
 /// A deployment as operators see it.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentRow {
     pub id: Uuid,
     pub name: String,
@@ -141,6 +142,7 @@ fn deployment_row(row: &Row) -> DeploymentRow {
 
 /// A deployment with its machine and container counts, for `lc deploy ls`.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentSummary {
     #[serde(flatten)]
     pub deployment: DeploymentRow,
@@ -152,6 +154,7 @@ pub struct DeploymentSummary {
 
 /// A machine and where its Docker engine is.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineRow {
     pub id: Uuid,
     pub deployment_id: Uuid,
@@ -227,6 +230,7 @@ pub struct Endpoint {
 
 /// A payload container.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ContainerRow {
     pub id: Uuid,
     pub deployment_id: Uuid,
@@ -273,6 +277,7 @@ fn container_row(row: &Row) -> ContainerRow {
 
 /// One line of a deployment's history.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentEventRow {
     pub at: DateTime<Utc>,
     pub subject: String,

@@ -10,7 +10,14 @@ impl DeploymentStore {
     }
 
     /// Deployments, newest first; torn down ones only with `all`.
-    pub async fn list_deployments(&self, all: bool, limit: i64) -> Result<Vec<DeploymentSummary>> {
+    /// Deployments, newest first; torn down ones only with `all`; only `owner`'s when
+    /// given.
+    pub async fn list_deployments(
+        &self,
+        all: bool,
+        limit: i64,
+        owner: Option<&str>,
+    ) -> Result<Vec<DeploymentSummary>> {
         let columns: Vec<String> = DEPLOYMENT_COLUMNS
             .split(", ")
             .map(|column| format!("d.{column}"))
@@ -20,16 +27,17 @@ impl DeploymentStore {
                     (SELECT count(*) FROM machines m WHERE m.deployment_id = d.id AND m.state = $3),
                     (SELECT count(*) FROM containers c WHERE c.deployment_id = d.id AND c.state = $4),
                     EXTRACT(EPOCH FROM (d.expires_at - now()))::FLOAT8
-             FROM deployments d WHERE ($1 OR d.state <> $5)
+             FROM deployments d WHERE ($1 OR d.state <> $5) AND ($6::TEXT IS NULL OR d.owner = $6)
              ORDER BY d.created_at DESC LIMIT $2",
             columns.join(", ")
         );
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
             &all,
             &limit,
             &MachineState::Ready.as_str(),
             &ContainerState::Running.as_str(),
             &DeploymentState::TornDown.as_str(),
+            &owner,
         ];
         let at = DEPLOYMENT_COLUMN_COUNT;
         self.query_rows(&sql, &params, |row| DeploymentSummary {
