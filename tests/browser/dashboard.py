@@ -1,0 +1,217 @@
+"""The dashboard in a real headless browser: Debian's Chromium driven by its
+chromedriver through Selenium (nothing is downloaded: the driver's path is given and
+Selenium Manager is off). Run by tests/integration/dashboard.rs, which starts
+`lc serve`, the workers and the deployment, and passes:
+
+  LC_DASHBOARD_URL       the server's base URL
+  LC_DASHBOARD_TOKEN     an admin token (in the environment, never on a command line)
+  LC_DASHBOARD_JOB       the id of a running job whose worker is frozen
+  LC_DASHBOARD_DEPLOYMENT  the name of the deployment the test creates
+  LC_DASHBOARD_ARTIFACTS a directory for the screenshots
+
+Steps: log in; see the queue and the frozen worker gone; see the job stuck and
+requeue it with the keyboard through the confirmation dialog; watch it succeed on its
+page; watch the deployment's grid turn green; see the queue's chart; no error in the
+browser's console (a Content-Security-Policy violation would be one).
+"""
+
+import os
+import signal
+import sys
+import tempfile
+import time
+
+# Selenium Manager would download a driver or a browser: never.
+os.environ["SE_OFFLINE"] = "true"
+
+from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+CHROMIUM = os.environ.get("LC_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("LC_CHROMEDRIVER", "/usr/bin/chromedriver")
+# Chromium's flags: headless, no sandbox (root in a container), and nothing that
+# reaches out (background networking, component updates, sync, QUIC): loopback only.
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1000",
+]
+
+URL = os.environ["LC_DASHBOARD_URL"]
+TOKEN = os.environ["LC_DASHBOARD_TOKEN"]
+JOB = os.environ["LC_DASHBOARD_JOB"]
+DEPLOYMENT = os.environ["LC_DASHBOARD_DEPLOYMENT"]
+ARTIFACTS = os.environ["LC_DASHBOARD_ARTIFACTS"]
+
+
+def step(text):
+    print(f"dashboard.py: {text}", flush=True)
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='lc-chromium-')}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    return driver
+
+
+class Page:
+    def __init__(self, driver):
+        self.driver = driver
+        self.shots = []
+
+    def wait(self, what, condition, timeout=30):
+        try:
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(lambda d: condition())
+        except TimeoutException:
+            self.shot(f"failed-{what.replace(' ', '-')}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; page text:\n"
+                                 + self.driver.find_element(By.TAG_NAME, "body").text)
+
+    def css(self, selector):
+        return self.driver.find_elements(By.CSS_SELECTOR, selector)
+
+    def go(self, route):
+        self.driver.get(f"{URL}/#/{route}")
+        self.no_token_in_url()
+
+    def shot(self, name):
+        path = os.path.join(ARTIFACTS, f"{len(self.shots) + 1:02d}-{name}.png")
+        self.driver.save_screenshot(path)
+        self.shots.append(path)
+        step(f"screenshot {path}")
+
+    def no_token_in_url(self):
+        assert TOKEN not in self.driver.current_url, "the token is in the URL"
+
+    def notice(self):
+        return " ".join(p.text for p in self.css("#notice p"))
+
+
+def log_in(page):
+    page.driver.get(URL + "/")
+    field = page.wait("the login form", lambda: (page.css("#token") or [None])[0])
+    page.shot("login")
+    field.send_keys(TOKEN)
+    field.send_keys(Keys.ENTER)
+    page.wait("the views", lambda: page.css("#nav") and page.css("#nav")[0].is_displayed())
+    page.no_token_in_url()
+    stored = page.driver.execute_script("return sessionStorage.getItem('lc-dashboard-token')")
+    assert stored == TOKEN, "the token is kept in the tab's session storage"
+    assert TOKEN not in page.driver.page_source, "the token is not in the page"
+    step("logged in")
+
+
+def see_the_frozen_worker_gone(page):
+    page.go("queues")
+    page.wait("queue dash", lambda: any(a.text == "dash" for a in page.css("main table a")))
+    page.go("workers")
+    Select(page.wait("the gone-after choice", lambda: (page.css("#gone-after") or [None])[0])).select_by_value("5s")
+    page.wait("the frozen worker to be gone", lambda: page.css('main [data-state="gone"]'), timeout=30)
+    page.shot("workers")
+    step("the frozen worker is gone")
+
+
+def requeue_the_stuck_job(page):
+    page.go("stuck")
+    link = page.wait("the stuck job", lambda: (page.css(f'a[data-job="{JOB}"]') or [None])[0])
+    row = link.find_element(By.XPATH, "./ancestor::tr")
+    assert "lc jobs requeue" in row.text, row.text
+    button = row.find_element(By.CSS_SELECTOR, 'button[data-action="requeue"]')
+    page.shot("stuck")
+    # With the keyboard: Enter on the button, then Tab from Cancel to Requeue, Enter.
+    button.send_keys(Keys.ENTER)
+    dialog = page.wait("the confirmation", lambda: (page.css("dialog[open]") or [None])[0])
+    assert "Requeue job" in dialog.text, dialog.text
+    assert page.driver.switch_to.active_element.get_attribute("id") == "confirm-cancel"
+    page.shot("confirm")
+    page.driver.switch_to.active_element.send_keys(Keys.TAB)
+    assert page.driver.switch_to.active_element.get_attribute("id") == "confirm-ok"
+    page.driver.switch_to.active_element.send_keys(Keys.ENTER)
+    page.wait("the requeue's outcome", lambda: "running → queued" in page.notice() or "failed" in page.notice())
+    assert "running → queued" in page.notice(), page.notice()
+    step("requeued from the page")
+
+
+def watch_it_succeed(page):
+    page.go(f"jobs/{JOB}")
+    page.wait("the job to succeed", lambda: page.css('#job-state [data-state="succeeded"]'), timeout=60)
+    history = page.css("main table")[0].text
+    assert "requeued by operator" in history, history
+    page.shot("job")
+    step("the job succeeded")
+
+
+def watch_the_grid_turn_green(page):
+    page.go("deployments")
+    card = f'section[data-deployment="{DEPLOYMENT}"]'
+    page.wait("the deployment's card", lambda: page.css(card), timeout=30)
+    page.wait("the grid to turn green", lambda: page.css(f'{card}[data-healthy="true"]'), timeout=90)
+    tiles = page.css(f"{card} .machine")
+    chips = page.css(f"{card} .container")
+    assert len(tiles) == 2 and len(chips) == 2, (len(tiles), len(chips))
+    assert all(t.get_attribute("data-tone") == "good" for t in tiles + chips)
+    assert "expires in" in page.css(card)[0].text
+    page.shot("deployments")
+    step("the deployment's grid is green")
+
+
+def see_the_chart(page):
+    page.go("queues")
+    totals = '[data-totals="dash"]'
+    page.wait("the hour's totals", lambda: "1 succeeded" in " ".join(e.text for e in page.css(totals)))
+    # The chart shown is the one fetched for these totals, and it is drawn.
+    page.wait("the chart of these totals", lambda: page.driver.execute_script(
+        "const img = document.querySelector('img[data-queue=\"dash\"]');"
+        " return !!img && img.dataset.drawn === arguments[0] && img.complete && img.naturalWidth > 0;",
+        "1 succeeded, 0 dead in the last hour"))
+    page.shot("queues")
+    step("the queue's chart is drawn")
+
+
+def console_errors(driver):
+    # Chromium reports refused resources, CSP violations and uncaught errors as SEVERE.
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def main():
+    signal.alarm(110)  # the Rust test bounds this script too; a hang ends here first
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    driver = browser()
+    page = Page(driver)
+    try:
+        log_in(page)
+        see_the_frozen_worker_gone(page)
+        requeue_the_stuck_job(page)
+        watch_it_succeed(page)
+        watch_the_grid_turn_green(page)
+        see_the_chart(page)
+        errors = console_errors(driver)
+        assert not errors, f"errors in the browser's console: {errors}"
+    finally:
+        driver.quit()
+    step(f"passed; screenshots: {' '.join(page.shots)}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as err:
+        print(f"dashboard.py: FAILED: {err}", file=sys.stderr, flush=True)
+        sys.exit(1)
