@@ -25,7 +25,7 @@ import time
 os.environ["SE_OFFLINE"] = "true"
 
 from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -78,7 +78,10 @@ class Page:
 
     def wait(self, what, condition, timeout=30):
         try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(lambda d: condition())
+            # The page redraws its data every 2 s: an element found may be replaced
+            # before it is used; such a try counts as not yet.
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.2,
+                                 ignored_exceptions=[StaleElementReferenceException]).until(lambda d: condition())
         except TimeoutException:
             self.shot(f"failed-{what.replace(' ', '-')}")
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; page text:\n"
@@ -86,6 +89,29 @@ class Page:
 
     def css(self, selector):
         return self.driver.find_elements(By.CSS_SELECTOR, selector)
+
+    def texts(self, selector):
+        """The text of each element matching, read at once (no stale elements)."""
+        return self.driver.execute_script(
+            "return Array.from(document.querySelectorAll(arguments[0])).map((e) => e.innerText);", selector)
+
+    def attrs(self, selector, name):
+        return self.driver.execute_script(
+            "return Array.from(document.querySelectorAll(arguments[0])).map((e) => e.getAttribute(arguments[1]));",
+            selector, name)
+
+    def click(self, what, selector, keys=None):
+        """Clicks (or sends keys to) the first element matching, once it is there."""
+        def attempt():
+            found = self.css(selector)
+            if not found:
+                return False
+            if keys is None:
+                found[0].click()
+            else:
+                found[0].send_keys(keys)
+            return True
+        self.wait(what, attempt)
 
     def go(self, route):
         self.driver.get(f"{URL}/#/{route}")
@@ -101,7 +127,7 @@ class Page:
         assert TOKEN not in self.driver.current_url, "the token is in the URL"
 
     def notice(self):
-        return " ".join(p.text for p in self.css("#notice p"))
+        return " ".join(self.texts("#notice p"))
 
 
 def log_in(page):
@@ -120,7 +146,7 @@ def log_in(page):
 
 def see_the_frozen_worker_gone(page):
     page.go("queues")
-    page.wait("queue dash", lambda: any(a.text == "dash" for a in page.css("main table a")))
+    page.wait("queue dash", lambda: "dash" in page.texts("main table a"))
     page.go("workers")
     Select(page.wait("the gone-after choice", lambda: (page.css("#gone-after") or [None])[0])).select_by_value("5s")
     page.wait("the frozen worker to be gone", lambda: page.css('main [data-state="gone"]'), timeout=30)
@@ -130,13 +156,12 @@ def see_the_frozen_worker_gone(page):
 
 def requeue_the_stuck_job(page):
     page.go("stuck")
-    link = page.wait("the stuck job", lambda: (page.css(f'a[data-job="{JOB}"]') or [None])[0])
-    row = link.find_element(By.XPATH, "./ancestor::tr")
-    assert "lc jobs requeue" in row.text, row.text
-    button = row.find_element(By.CSS_SELECTOR, 'button[data-action="requeue"]')
+    row = f'tr:has(a[data-job="{JOB}"])'
+    page.wait("the stuck job", lambda: page.css(row))
+    assert f"lc jobs requeue {JOB}" in page.texts(row)[0], page.texts(row)
     page.shot("stuck")
     # With the keyboard: Enter on the button, then Tab from Cancel to Requeue, Enter.
-    button.send_keys(Keys.ENTER)
+    page.click("the requeue button", f'{row} button[data-action="requeue"]', Keys.ENTER)
     dialog = page.wait("the confirmation", lambda: (page.css("dialog[open]") or [None])[0])
     assert "Requeue job" in dialog.text, dialog.text
     assert page.driver.switch_to.active_element.get_attribute("id") == "confirm-cancel"
@@ -152,8 +177,7 @@ def requeue_the_stuck_job(page):
 def watch_it_succeed(page):
     page.go(f"jobs/{JOB}")
     page.wait("the job to succeed", lambda: page.css('#job-state [data-state="succeeded"]'), timeout=60)
-    history = page.css("main table")[0].text
-    assert "requeued by operator" in history, history
+    page.wait("the requeue in the history", lambda: "requeued by operator" in page.texts("main table")[0])
     page.shot("job")
     step("the job succeeded")
 
@@ -163,19 +187,46 @@ def watch_the_grid_turn_green(page):
     card = f'section[data-deployment="{DEPLOYMENT}"]'
     page.wait("the deployment's card", lambda: page.css(card), timeout=30)
     page.wait("the grid to turn green", lambda: page.css(f'{card}[data-healthy="true"]'), timeout=90)
-    tiles = page.css(f"{card} .machine")
-    chips = page.css(f"{card} .container")
-    assert len(tiles) == 2 and len(chips) == 2, (len(tiles), len(chips))
-    assert all(t.get_attribute("data-tone") == "good" for t in tiles + chips)
-    assert "expires in" in page.css(card)[0].text
+    tones = page.attrs(f"{card} .machine, {card} .container", "data-tone")
+    assert tones == ["good"] * 4, tones
+    assert "expires in" in page.texts(card)[0]
     page.shot("deployments")
     step("the deployment's grid is green")
+
+
+def extend_the_deployment(page):
+    page.click("the deployment's link", f'section[data-deployment="{DEPLOYMENT}"] h2 a')
+    page.wait("the deployment's history", lambda: "deployed" in (page.texts("main table") or [""])[0])
+    page.click("the extend button", 'button[data-action="extend"]')
+    field = page.wait("the extend dialog", lambda: page.css('dialog[open] input[name="by"]'))[0]
+    assert page.driver.switch_to.active_element == field
+    field.clear()
+    field.send_keys("2h")
+    page.css("#confirm-ok")[0].click()
+    page.wait("the new expiry", lambda: "now expires" in page.notice() or "failed" in page.notice())
+    assert "now expires" in page.notice(), page.notice()
+    page.wait("the later expiry", lambda: "expires in 2h" in page.texts(f'section[data-deployment="{DEPLOYMENT}"]')[0])
+    page.shot("deployment")
+    step("extended the deployment from its page")
+
+
+def filter_the_jobs(page):
+    page.go("jobs")
+    form = page.wait("the filters", lambda: (page.css("#job-filters") or [None])[0])
+    Select(form.find_element(By.NAME, "state")).select_by_value("succeeded")
+    queue = form.find_element(By.NAME, "queue")
+    queue.send_keys("dash")
+    queue.send_keys(Keys.ENTER)
+    page.wait("the filtered list", lambda: "queue=dash" in page.driver.current_url and page.css(f'a[href="#/jobs/{JOB}"]'))
+    rows = page.texts("main tbody tr")
+    assert len(rows) == 1, rows
+    step("the job list filters")
 
 
 def see_the_chart(page):
     page.go("queues")
     totals = '[data-totals="dash"]'
-    page.wait("the hour's totals", lambda: "1 succeeded" in " ".join(e.text for e in page.css(totals)))
+    page.wait("the hour's totals", lambda: "1 succeeded" in " ".join(page.texts(totals)))
     # The chart shown is the one fetched for these totals, and it is drawn.
     page.wait("the chart of these totals", lambda: page.driver.execute_script(
         "const img = document.querySelector('img[data-queue=\"dash\"]');"
@@ -201,6 +252,8 @@ def main():
         requeue_the_stuck_job(page)
         watch_it_succeed(page)
         watch_the_grid_turn_green(page)
+        extend_the_deployment(page)
+        filter_the_jobs(page)
         see_the_chart(page)
         errors = console_errors(driver)
         assert not errors, f"errors in the browser's console: {errors}"
