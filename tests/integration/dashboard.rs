@@ -42,11 +42,18 @@ struct Containers(String);
 impl Drop for Containers {
     fn drop(&mut self) {
         let listed = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=lc.deployment.name={}", self.0)])
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=lc.deployment.name={}", self.0),
+            ])
             .output();
         if let Ok(listed) = listed {
             for id in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
-                let _ = std::process::Command::new("docker").args(["rm", "-f", id]).output();
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f", id])
+                    .output();
             }
         }
     }
@@ -131,8 +138,12 @@ async fn dashboard_in_a_browser_requeues_a_stuck_job_and_shows_a_green_deploymen
         .await
         .unwrap_or_else(|_| panic!("the browser run took over {BROWSER_LIMIT:?}"))
         .unwrap();
-    assert!(status.success(), "tests/browser/dashboard.py failed ({status}); screenshots in {}; lc serve's log:\n{}",
-            artifacts.display(), server.log_text());
+    assert!(
+        status.success(),
+        "tests/browser/dashboard.py failed ({status}); screenshots in {}; lc serve's log:\n{}",
+        artifacts.display(),
+        server.log_text()
+    );
 
     // What the page showed is what happened.
     let (code, out, _) = env.lc(&["jobs", "show", &job.to_string(), "--json"]);
@@ -140,7 +151,10 @@ async fn dashboard_in_a_browser_requeues_a_stuck_job_and_shows_a_green_deploymen
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["job"]["state"], "succeeded");
     let requeued = shown["events"].as_array().unwrap().iter().any(|event| {
-        event["message"].as_str().unwrap_or_default().starts_with("requeued by operator")
+        event["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("requeued by operator")
     });
     assert!(requeued, "{shown}");
     let mut shots: Vec<PathBuf> = std::fs::read_dir(&artifacts)
@@ -151,11 +165,18 @@ async fn dashboard_in_a_browser_requeues_a_stuck_job_and_shows_a_green_deploymen
     shots.sort();
     assert!(shots.len() >= 7, "{shots:?}");
     for shot in &shots {
-        assert!(std::fs::metadata(shot).unwrap().len() > 5_000, "{} is empty", shot.display());
+        assert!(
+            std::fs::metadata(shot).unwrap().len() > 5_000,
+            "{} is empty",
+            shot.display()
+        );
         println!("screenshot: {}", shot.display());
     }
     if std::env::var("LC_UPDATE_SCREENSHOT").is_ok_and(|value| value == "1") {
-        let deployments = shots.iter().find(|path| path.to_string_lossy().ends_with("-deployments.png")).unwrap();
+        let deployments = shots
+            .iter()
+            .find(|path| path.to_string_lossy().ends_with("-deployments.png"))
+            .unwrap();
         let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png");
         std::fs::copy(deployments, &docs).unwrap();
         println!("copied {} to {}", deployments.display(), docs.display());
@@ -170,20 +191,56 @@ async fn dashboard_in_a_browser_requeues_a_stuck_job_and_shows_a_green_deploymen
 async fn dashboard_assets_are_served_with_a_policy_of_this_origin_only() {
     let env = TestEnv::new().await;
     let server = Server::start(&env, &[]).await;
-    for path in ["/", "/assets/app.js", "/assets/style.css", "/assets/queues.js", "/assets/icon.svg"] {
-        let response = server.request(Method::GET, path, None).send().await.unwrap();
+    for path in [
+        "/",
+        "/assets/app.js",
+        "/assets/style.css",
+        "/assets/queues.js",
+        "/assets/icon.svg",
+    ] {
+        let response = server
+            .request(Method::GET, path, None)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
-        let csp = response.headers()["content-security-policy"].to_str().unwrap().to_owned();
-        assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
-        assert!(!csp.contains("http") && !csp.contains("unsafe-inline"), "{csp}");
+        let csp = response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+            "{csp}"
+        );
+        assert!(
+            !csp.contains("http") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
         assert_eq!(response.headers()["x-content-type-options"], "nosniff");
         let body = response.text().await.unwrap();
         assert!(!body.contains("https://"), "{path} names a remote origin");
     }
-    let page = server.request(Method::GET, "/", None).send().await.unwrap().text().await.unwrap();
-    assert!(page.contains(r#"<script type="module" src="/assets/app.js">"#), "{page}");
-    assert!(page.contains("<noscript>"), "a message for a browser without scripts");
-    let missing = server.request(Method::GET, "/assets/nope.js", None).send().await.unwrap();
+    let page = server
+        .request(Method::GET, "/", None)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(r#"<script type="module" src="/assets/app.js">"#),
+        "{page}"
+    );
+    assert!(
+        page.contains("<noscript>"),
+        "a message for a browser without scripts"
+    );
+    let missing = server
+        .request(Method::GET, "/assets/nope.js", None)
+        .send()
+        .await
+        .unwrap();
     expect_problem(missing, StatusCode::NOT_FOUND).await;
 }
 
@@ -203,9 +260,12 @@ async fn dashboard_throughput_series_and_chart() {
         .id;
     let fail = producer
         .enqueue(
-            NewJob::new(JobKind::Sleep, json!({"ms": 1, "fail_times": 1, "fatal": true}))
-                .with_queue("charted")
-                .with_max_attempts(1),
+            NewJob::new(
+                JobKind::Sleep,
+                json!({"ms": 1, "fail_times": 1, "fatal": true}),
+            )
+            .with_queue("charted")
+            .with_max_attempts(1),
         )
         .await
         .unwrap()
@@ -213,11 +273,20 @@ async fn dashboard_throughput_series_and_chart() {
     let mut config = env.worker_config();
     config.worker.queues = vec!["charted".to_owned()];
     let worker = env.spawn_worker(config);
-    let states = env.wait_terminal(&[ok, fail], Duration::from_secs(30)).await;
+    let states = env
+        .wait_terminal(&[ok, fail], Duration::from_secs(30))
+        .await;
     worker.stop().await;
-    assert_eq!((states[&ok], states[&fail]), (JobState::Succeeded, JobState::Dead));
+    assert_eq!(
+        (states[&ok], states[&fail]),
+        (JobState::Succeeded, JobState::Dead)
+    );
 
-    let series = expect_json(server.get("/v1/queues/throughput", &alice).await, StatusCode::OK).await;
+    let series = expect_json(
+        server.get("/v1/queues/throughput", &alice).await,
+        StatusCode::OK,
+    )
+    .await;
     let charted = series
         .as_array()
         .unwrap()
@@ -229,25 +298,54 @@ async fn dashboard_throughput_series_and_chart() {
     let dead = charted["dead"].as_array().unwrap();
     assert_eq!((succeeded.len(), dead.len()), (60, 60));
     // Both finished within the last minute or two: the newest buckets.
-    let total = |values: &[serde_json::Value]| values.iter().map(|v| v.as_i64().unwrap()).sum::<i64>();
+    let total =
+        |values: &[serde_json::Value]| values.iter().map(|v| v.as_i64().unwrap()).sum::<i64>();
     assert_eq!((total(succeeded), total(dead)), (1, 1), "{charted}");
     assert_eq!(total(&succeeded[58..]) + total(&dead[58..]), 2, "{charted}");
 
-    let five = expect_json(server.get("/v1/queues/throughput?window=10m&bucket=5m", &admin).await, StatusCode::OK).await;
-    let row = five.as_array().unwrap().iter().find(|row| row["queue"] == "charted").unwrap();
+    let five = expect_json(
+        server
+            .get("/v1/queues/throughput?window=10m&bucket=5m", &admin)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let row = five
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["queue"] == "charted")
+        .unwrap();
     assert_eq!(row["succeeded"], json!([0, 1]));
 
-    let chart = server.get("/v1/queues/charted/throughput.svg", &admin).await;
+    let chart = server
+        .get("/v1/queues/charted/throughput.svg", &admin)
+        .await;
     assert_eq!(chart.status(), StatusCode::OK);
     assert_eq!(chart.headers()["content-type"], "image/svg+xml");
     let svg = chart.text().await.unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("1 succeeded, 1 dead in the last 1 hour"), "{svg}");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("1 succeeded, 1 dead in the last 1 hour"),
+        "{svg}"
+    );
     assert_eq!(svg.matches("<rect").count(), 2, "{svg}");
 
-    for bad in ["/v1/queues/throughput?window=1h&bucket=7m", "/v1/queues/throughput?bucket=1s&window=1d",
-                "/v1/queues/throughput?window=soon", "/v1/queues/Bad%20Name/throughput.svg"] {
-        expect_problem(server.get(bad, &admin).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    for bad in [
+        "/v1/queues/throughput?window=1h&bucket=7m",
+        "/v1/queues/throughput?bucket=1s&window=1d",
+        "/v1/queues/throughput?window=soon",
+        "/v1/queues/Bad%20Name/throughput.svg",
+    ] {
+        expect_problem(
+            server.get(bad, &admin).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
     }
-    let anonymous = server.request(Method::GET, "/v1/queues/charted/throughput.svg", None).send().await.unwrap();
+    let anonymous = server
+        .request(Method::GET, "/v1/queues/charted/throughput.svg", None)
+        .send()
+        .await
+        .unwrap();
     expect_problem(anonymous, StatusCode::UNAUTHORIZED).await;
 }

@@ -10,11 +10,11 @@
 mod chart;
 pub mod throughput;
 
+use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -67,9 +67,18 @@ const INDEX: &str = include_str!("../assets/index.html");
 fn page(media_type: &'static str, body: &'static str) -> Response {
     let headers: [(HeaderName, HeaderValue); 6] = [
         (header::CONTENT_TYPE, HeaderValue::from_static(media_type)),
-        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)),
-        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
         // Always the assets of the binary that answers: no stale page after an upgrade.
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
@@ -115,11 +124,17 @@ mod tests {
         let texts = std::iter::once(INDEX).chain(ASSETS.iter().map(|asset| asset.body));
         for text in texts {
             for quoted in text.split(['"', '\'']) {
-                let Some(name) = quoted.strip_prefix("/assets/").or_else(|| quoted.strip_prefix("./")) else {
+                let Some(name) = quoted
+                    .strip_prefix("/assets/")
+                    .or_else(|| quoted.strip_prefix("./"))
+                else {
                     continue;
                 };
                 if name.ends_with(".js") || name.ends_with(".css") || name.ends_with(".svg") {
-                    assert!(ASSETS.iter().any(|asset| asset.name == name), "{name} is not embedded");
+                    assert!(
+                        ASSETS.iter().any(|asset| asset.name == name),
+                        "{name} is not embedded"
+                    );
                 }
             }
             assert!(!text.contains("http://") || text.contains("http://www.w3.org/2000/svg"));

@@ -40,7 +40,11 @@ impl Inspector {
     /// Every known queue's (and every queue with finished jobs in the window) jobs
     /// that succeeded and died within the last `window`, in buckets of `bucket`, by
     /// name. Counts are queue-wide, like [`Inspector::queues`].
-    pub async fn throughput(&self, window: Duration, bucket: Duration) -> Result<Vec<QueueThroughput>> {
+    pub async fn throughput(
+        &self,
+        window: Duration,
+        bucket: Duration,
+    ) -> Result<Vec<QueueThroughput>> {
         let (window_secs, bucket_secs) = (window.as_secs(), bucket.as_secs());
         if bucket_secs == 0 || window_secs < bucket_secs || window_secs % bucket_secs != 0 {
             return Err(InspectError::Invalid(
@@ -56,14 +60,19 @@ impl Inspector {
         let buckets = buckets as usize;
         let mut series: BTreeMap<String, QueueThroughput> = BTreeMap::new();
         for (queue, _) in self.store.known_queues().await? {
-            series.insert(queue.clone(), QueueThroughput::empty(queue, bucket_secs, buckets));
+            series.insert(
+                queue.clone(),
+                QueueThroughput::empty(queue, bucket_secs, buckets),
+            );
         }
         let counts = self
             .store
             .finished_by_bucket(window_secs as i64, bucket_secs as i64)
             .await?;
         for found in counts {
-            let Some(ago) = usize::try_from(found.buckets_ago).ok().filter(|ago| *ago < buckets)
+            let Some(ago) = usize::try_from(found.buckets_ago)
+                .ok()
+                .filter(|ago| *ago < buckets)
             else {
                 continue;
             };
@@ -90,9 +99,12 @@ impl Inspector {
         lc_shared::job::validate_queue_name(queue)
             .map_err(|err| InspectError::Invalid(err.to_string()))?;
         let all = self.throughput(window, bucket).await?;
-        Ok(all.into_iter().find(|row| row.queue == queue).unwrap_or_else(|| {
-            let buckets = (window.as_secs() / bucket.as_secs()) as usize;
-            QueueThroughput::empty(queue.to_owned(), bucket.as_secs(), buckets)
-        }))
+        Ok(all
+            .into_iter()
+            .find(|row| row.queue == queue)
+            .unwrap_or_else(|| {
+                let buckets = (window.as_secs() / bucket.as_secs()) as usize;
+                QueueThroughput::empty(queue.to_owned(), bucket.as_secs(), buckets)
+            }))
     }
 }

@@ -116,12 +116,22 @@ mod tests {
         ok[0] = 5;
         dead[30] = 2;
         let svg = render(&series(ok, dead));
-        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""), "{svg}");
+        assert!(
+            svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+            "{svg}"
+        );
         assert!(svg.contains("<title id=\"t\">queue mail&lt;&amp;&gt;: 15 succeeded, 2 dead in the last 1 hour</title>"), "{svg}");
-        assert_eq!(svg.matches(&format!("fill=\"{GREEN}\"")).count(), 2, "{svg}");
+        assert_eq!(
+            svg.matches(&format!("fill=\"{GREEN}\"")).count(),
+            2,
+            "{svg}"
+        );
         assert_eq!(svg.matches(&format!("fill=\"{RED}\"")).count(), 1, "{svg}");
         // The newest bucket is the rightmost, and the biggest count the tallest bar.
-        assert!(svg.contains(r#"<rect x="236.00" y="1.00" width="3.00" height="31.00""#), "{svg}");
+        assert!(
+            svg.contains(r#"<rect x="236.00" y="1.00" width="3.00" height="31.00""#),
+            "{svg}"
+        );
         assert!(svg.ends_with("</svg>"));
     }
 

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use lc_producer::inspect::QueueThroughput;
 use lc_shared::config::parse_duration;
 use serde::Deserialize;
@@ -32,10 +32,15 @@ pub struct SeriesQuery {
 impl SeriesQuery {
     fn durations(&self) -> ApiResult<(Duration, Duration)> {
         let parse = |field: &str, text: &Option<String>, default: u64| match text {
-            Some(text) => parse_duration(text).map_err(|err| ApiError::invalid(format!("{field}: {err}"))),
+            Some(text) => {
+                parse_duration(text).map_err(|err| ApiError::invalid(format!("{field}: {err}")))
+            }
             None => Ok(Duration::from_secs(default)),
         };
-        Ok((parse("window", &self.window, 3600)?, parse("bucket", &self.bucket, 60)?))
+        Ok((
+            parse("window", &self.window, 3600)?,
+            parse("bucket", &self.bucket, 60)?,
+        ))
     }
 }
 
@@ -52,7 +57,9 @@ pub async fn series(
     Query(query): Query<SeriesQuery>,
 ) -> ApiResult<Json<Vec<QueueThroughput>>> {
     let (window, bucket) = query.durations()?;
-    Ok(Json(caller.inspector(&state).throughput(window, bucket).await?))
+    Ok(Json(
+        caller.inspector(&state).throughput(window, bucket).await?,
+    ))
 }
 
 /// One queue's series as an SVG chart: succeeded jobs per bucket upwards (green),
