@@ -49,6 +49,7 @@ impl SeriesQuery {
 #[utoipa::path(get, path = "/v1/queues/throughput", tag = "queues", params(SeriesQuery),
     responses(
         (status = 200, description = "Series by queue name", body = [QueueThroughput]),
+        (status = 400, description = "An unknown query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid window or bucket", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn series(
@@ -68,6 +69,7 @@ pub async fn series(
     params(("queue" = String, Path, description = "The queue's name"), SeriesQuery),
     responses(
         (status = 200, description = "The chart", content_type = "image/svg+xml", body = String),
+        (status = 400, description = "An unknown query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid queue name, window or bucket", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn chart(
