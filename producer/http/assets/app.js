@@ -140,7 +140,12 @@ logout.addEventListener("click", () => {
   notice("Logged out.");
   loginForm();
 });
-window.addEventListener("hashchange", () => { if (api.token()) show(); });
+// A new view: the focus moves to its content (as after "Skip to content").
+window.addEventListener("hashchange", async () => {
+  if (!api.token()) return;
+  await show();
+  if (!main.contains(document.activeElement)) main.focus({ preventScroll: true });
+});
 document.addEventListener("lc:refresh", refreshSoon);
 document.getElementById("loading")?.remove();
 if (api.token()) start();
