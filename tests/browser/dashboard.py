@@ -6,12 +6,13 @@ Selenium Manager is off). Run by tests/integration/dashboard.rs, which starts
   LC_DASHBOARD_URL       the server's base URL
   LC_DASHBOARD_TOKEN     an admin token (in the environment, never on a command line)
   LC_DASHBOARD_JOB       the id of a running job whose worker is frozen
+  LC_DASHBOARD_DEAD_JOB  the id of a job that dies at its first attempt only
   LC_DASHBOARD_DEPLOYMENT  the name of the deployment the test creates
   LC_DASHBOARD_ARTIFACTS a directory for the screenshots
 
 Steps: log in; see the queue and the frozen worker gone; see the job stuck and
 requeue it with the keyboard through the confirmation dialog; watch it succeed on its
-page; watch the deployment's grid turn green; see the queue's chart; no error in the
+page; retry the job that died and watch it succeed; watch the deployment's grid turn green; see the queue's chart; no error in the
 browser's console (a Content-Security-Policy violation would be one).
 """
 
@@ -51,6 +52,7 @@ FLAGS = [
 URL = os.environ["LC_DASHBOARD_URL"]
 TOKEN = os.environ["LC_DASHBOARD_TOKEN"]
 JOB = os.environ["LC_DASHBOARD_JOB"]
+DEAD_JOB = os.environ["LC_DASHBOARD_DEAD_JOB"]
 DEPLOYMENT = os.environ["LC_DASHBOARD_DEPLOYMENT"]
 ARTIFACTS = os.environ["LC_DASHBOARD_ARTIFACTS"]
 
@@ -182,6 +184,21 @@ def watch_it_succeed(page):
     step("the job succeeded")
 
 
+def retry_the_dead_job(page):
+    page.go("stuck")
+    row = f'tr:has(a[href="#/jobs/{DEAD_JOB}"])'
+    page.wait("the dead job", lambda: page.css(row), timeout=30)
+    page.click("the retry button", f'{row} button[data-action="retry"]')
+    page.wait("the confirmation", lambda: page.css("dialog[open]"))
+    page.click("the confirm button", "#confirm-ok")
+    page.wait("the retry's outcome", lambda: "dead → queued" in page.notice() or "failed" in page.notice())
+    assert "dead → queued" in page.notice(), page.notice()
+    page.go(f"jobs/{DEAD_JOB}")
+    page.wait("the retried job to succeed", lambda: page.css('#job-state [data-state="succeeded"]'), timeout=30)
+    page.wait("the retry in the history", lambda: "retried by operator" in page.texts("main table")[0])
+    step("retried the dead job from the page")
+
+
 def watch_the_grid_turn_green(page):
     page.go("deployments")
     card = f'section[data-deployment="{DEPLOYMENT}"]'
@@ -217,21 +234,22 @@ def filter_the_jobs(page):
     queue = form.find_element(By.NAME, "queue")
     queue.send_keys("dash")
     queue.send_keys(Keys.ENTER)
-    page.wait("the filtered list", lambda: "queue=dash" in page.driver.current_url and page.css(f'a[href="#/jobs/{JOB}"]'))
+    page.wait("the filtered list", lambda: "queue=dash" in page.driver.current_url
+              and page.css(f'a[href="#/jobs/{JOB}"]') and page.css(f'a[href="#/jobs/{DEAD_JOB}"]'))
     rows = page.texts("main tbody tr")
-    assert len(rows) == 1, rows
+    assert len(rows) == 2, rows  # the requeued job and the retried one
     step("the job list filters")
 
 
 def see_the_chart(page):
     page.go("queues")
     totals = '[data-totals="dash"]'
-    page.wait("the hour's totals", lambda: "1 succeeded" in " ".join(page.texts(totals)))
+    page.wait("the hour's totals", lambda: "2 succeeded, 0 dead" in " ".join(page.texts(totals)))
     # The chart shown is the one fetched for these totals, and it is drawn.
     page.wait("the chart of these totals", lambda: page.driver.execute_script(
         "const img = document.querySelector('img[data-queue=\"dash\"]');"
         " return !!img && img.dataset.drawn === arguments[0] && img.complete && img.naturalWidth > 0;",
-        "1 succeeded, 0 dead in the last hour"))
+        "2 succeeded, 0 dead in the last hour"))
     page.shot("queues")
     step("the queue's chart is drawn")
 
@@ -251,6 +269,7 @@ def main():
         see_the_frozen_worker_gone(page)
         requeue_the_stuck_job(page)
         watch_it_succeed(page)
+        retry_the_dead_job(page)
         watch_the_grid_turn_green(page)
         extend_the_deployment(page)
         filter_the_jobs(page)

@@ -3,8 +3,8 @@
 //! with `$LC_TEST_PYTHON`). Real `lc serve`, real `lc-worker` processes, a real
 //! deployment on the local engine. The browser logs in with an admin token, sees a
 //! job stuck under a frozen worker, requeues it through the confirmation dialog,
-//! watches it succeed once a healthy worker runs, and watches the deployment's grid
-//! turn green. Screenshots are kept under `target/tmp/dashboard/` (paths printed);
+//! watches it succeed once a healthy worker runs, retries a dead job, and watches the
+//! deployment's grid turn green. Screenshots are kept under `target/tmp/dashboard/` (paths printed);
 //! with `LC_UPDATE_SCREENSHOT=1` the deployments one is copied to docs/dashboard.png.
 //!
 //! Also without a browser: the page and its assets carry a Content-Security-Policy
@@ -82,6 +82,18 @@ async fn dashboard_in_a_browser_requeues_a_stuck_job_and_shows_a_green_deploymen
     })
     .await;
     frozen.signal(libc::SIGSTOP);
+    // A job that dies at its first attempt (once a healthy worker runs) and succeeds
+    // at its second: retried from the page.
+    let doomed = env
+        .producer()
+        .enqueue(
+            NewJob::new(JobKind::Sleep, json!({"fail_times": 1, "fatal": true}))
+                .with_queue("dash")
+                .with_max_attempts(1),
+        )
+        .await
+        .unwrap()
+        .id;
 
     let name = format!("dash-{}", &env.prefix[1..9]);
     let _containers = Containers(name.clone());
@@ -90,6 +102,7 @@ async fn dashboard_in_a_browser_requeues_a_stuck_job_and_shows_a_green_deploymen
         .env("LC_DASHBOARD_URL", &server.url)
         .env("LC_DASHBOARD_TOKEN", &admin)
         .env("LC_DASHBOARD_JOB", job.to_string())
+        .env("LC_DASHBOARD_DEAD_JOB", doomed.to_string())
         .env("LC_DASHBOARD_DEPLOYMENT", &name)
         .env("LC_DASHBOARD_ARTIFACTS", &artifacts)
         .stdin(Stdio::null())
@@ -157,6 +170,17 @@ async fn dashboard_in_a_browser_requeues_a_stuck_job_and_shows_a_green_deploymen
             .starts_with("requeued by operator")
     });
     assert!(requeued, "{shown}");
+    let (code, out, _) = env.lc(&["jobs", "show", &doomed.to_string(), "--json"]);
+    assert_eq!(code, 0);
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["job"]["state"], "succeeded", "{shown}");
+    let retried = shown["events"].as_array().unwrap().iter().any(|event| {
+        event["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("retried by operator")
+    });
+    assert!(retried, "{shown}");
     let mut shots: Vec<PathBuf> = std::fs::read_dir(&artifacts)
         .unwrap()
         .map(|entry| entry.unwrap().path())

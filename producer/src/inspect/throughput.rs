@@ -21,7 +21,8 @@ pub struct QueueThroughput {
     pub bucket_secs: u64,
     /// Jobs that succeeded in each bucket.
     pub succeeded: Vec<i64>,
-    /// Jobs that died (attempts used up, or a fatal error) in each bucket.
+    /// Jobs that died (attempts used up, or a fatal error) in each bucket and are
+    /// dead still: a dead job retried since counts where its new attempts end.
     pub dead: Vec<i64>,
 }
 
