@@ -5,7 +5,7 @@
 //! job stuck under a frozen worker, requeues it through the confirmation dialog,
 //! watches it succeed once a healthy worker runs, retries a dead job, and watches the
 //! deployment's grid turn green. Screenshots are kept under `target/tmp/dashboard/` (paths printed);
-//! with `LC_UPDATE_SCREENSHOT=1` the deployments one is copied to docs/dashboard.png.
+//! with `LC_UPDATE_SCREENSHOT=1` the deployment page's is copied to docs/dashboard.png.
 //!
 //! Also without a browser: the page and its assets carry a Content-Security-Policy
 //! of this origin only, and the throughput series and chart answer as documented.
@@ -197,13 +197,13 @@ async fn dashboard_in_a_browser_requeues_a_stuck_job_and_shows_a_green_deploymen
         println!("screenshot: {}", shot.display());
     }
     if std::env::var("LC_UPDATE_SCREENSHOT").is_ok_and(|value| value == "1") {
-        let deployments = shots
+        let deployment = shots
             .iter()
-            .find(|path| path.to_string_lossy().ends_with("-deployments.png"))
+            .find(|path| path.to_string_lossy().ends_with("-deployment.png"))
             .unwrap();
         let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png");
-        std::fs::copy(deployments, &docs).unwrap();
-        println!("copied {} to {}", deployments.display(), docs.display());
+        std::fs::copy(deployment, &docs).unwrap();
+        println!("copied {} to {}", deployment.display(), docs.display());
     }
     drop(healthy);
     drop(frozen);
