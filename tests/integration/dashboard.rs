@@ -22,7 +22,7 @@ use serde_json::json;
 use crate::http::{Server, expect_json, expect_problem, token};
 
 /// The whole browser run, bounded (the script bounds itself a little earlier).
-const BROWSER_LIMIT: Duration = Duration::from_secs(115);
+const BROWSER_LIMIT: Duration = Duration::from_secs(90);
 
 fn python() -> String {
     std::env::var("LC_TEST_PYTHON").unwrap_or_else(|_| {
@@ -55,6 +55,20 @@ impl Drop for Containers {
                     .args(["rm", "-f", id])
                     .output();
             }
+        }
+    }
+}
+
+/// Kills the browser script's process group when dropped while the script runs (the
+/// test failed before it ended): chromedriver and Chromium go with it. Disarmed once
+/// the script has ended (it quits its browser itself), before its group id can be
+/// anybody else's.
+struct Group(Option<i32>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(group) = self.0 {
+            lc_tests::unsafe_free_kill(-group, libc::SIGKILL);
         }
     }
 }
@@ -106,11 +120,14 @@ async fn dashboard_in_a_browser_requeues_a_stuck_job_and_shows_a_green_deploymen
         .env("LC_DASHBOARD_DEPLOYMENT", &name)
         .env("LC_DASHBOARD_ARTIFACTS", &artifacts)
         .stdin(Stdio::null())
+        // Its own process group: the browser and its driver end with it (see Group).
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|err| {
             panic!("cannot run {} (the Python with selenium that scripts/test.sh installs; set LC_TEST_PYTHON): {err}", python())
         });
+    let mut group = Group(browser.id().map(|pid| pid as i32));
     let started = std::time::Instant::now();
 
     // Only the page's requeue puts the job back in its queue (no worker sweeps).
@@ -127,8 +144,8 @@ async fn dashboard_in_a_browser_requeues_a_stuck_job_and_shows_a_green_deploymen
         status = browser.wait() => panic!(
             "tests/browser/dashboard.py ended ({:?}) before the job was requeued; screenshots in {}; lc serve's log:\n{}",
             status, artifacts.display(), server.log_text()),
-        () = tokio::time::sleep(Duration::from_secs(70)) => panic!(
-            "the browser did not requeue the job within 70s; lc serve's log:\n{}", server.log_text()),
+        () = tokio::time::sleep(Duration::from_secs(60)) => panic!(
+            "the browser did not requeue the job within 60s; lc serve's log:\n{}", server.log_text()),
     }
     let healthy = env.spawn_worker_process(&["--queues", "default,dash"]);
     let spec = format!(
@@ -151,6 +168,7 @@ async fn dashboard_in_a_browser_requeues_a_stuck_job_and_shows_a_green_deploymen
         .await
         .unwrap_or_else(|_| panic!("the browser run took over {BROWSER_LIMIT:?}"))
         .unwrap();
+    group.0 = None;
     assert!(
         status.success(),
         "tests/browser/dashboard.py failed ({status}); screenshots in {}; lc serve's log:\n{}",
