@@ -12,8 +12,8 @@ Selenium Manager is off). Run by tests/integration/dashboard.rs, which starts
 
 Steps: log in; see the queue and the frozen worker gone; see the job stuck and
 requeue it with the keyboard through the confirmation dialog; watch it succeed on its
-page; retry the job that died and watch it succeed; watch the deployment's grid turn green; see the queue's chart; no error in the
-browser's console (a Content-Security-Policy violation would be one).
+page; retry the job that died and watch it succeed; watch the deployment's grid turn green and extend it from its page; filter the jobs;
+see the queue's chart; pause and resume the queue; no error in the browser's console (a Content-Security-Policy violation would be one).
 """
 
 import os
@@ -254,6 +254,16 @@ def see_the_chart(page):
     step("the queue's chart is drawn")
 
 
+def pause_and_resume(page):
+    row = 'tr:has(a[href="#/jobs?queue=dash"])'
+    for verb, state in (("pause", "paused"), ("resume", "active")):
+        page.click(f"the {verb} button", f'{row} button[data-action="{verb}"]')
+        page.wait("the confirmation", lambda: page.css("dialog[open]"))
+        page.click("the confirm button", "#confirm-ok")
+        page.wait(f"queue dash {state}", lambda: page.css(f'{row} [data-state="{state}"]'))
+    step("paused and resumed queue dash")
+
+
 def console_errors(driver):
     # Chromium reports refused resources, CSP violations and uncaught errors as SEVERE.
     return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
@@ -279,6 +289,7 @@ def main():
         extend_the_deployment(page)
         filter_the_jobs(page)
         see_the_chart(page)
+        pause_and_resume(page)
         errors = console_errors(driver)
         assert not errors, f"errors in the browser's console: {errors}"
     finally:
