@@ -12,15 +12,16 @@ Selenium Manager is off). Run by tests/integration/dashboard.rs, which starts
 
 Steps: log in; see the queue and the frozen worker gone; see the job stuck and
 requeue it with the keyboard through the confirmation dialog; watch it succeed on its
-page; retry the job that died and watch it succeed; watch the deployment's grid turn green and extend it from its page; filter the jobs;
-see the queue's chart; pause and resume the queue; no error in the browser's console (a Content-Security-Policy violation would be one).
+page; retry the job that died and watch it succeed; watch the deployment's grid turn
+green and extend it from its page; filter the jobs; see the queue's chart; pause and
+resume the queue; no error in the browser's console (a Content-Security-Policy
+violation would be one).
 """
 
 import os
 import signal
 import sys
 import tempfile
-import time
 
 # Selenium Manager would download a driver or a browser: never.
 os.environ["SE_OFFLINE"] = "true"
