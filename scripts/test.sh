@@ -9,6 +9,10 @@ set -euo pipefail
 ensure_pkg python3 python3 # the docker-machine stand-in is a Python script
 ensure_pkg docker-compose docker-compose # validates compose.yaml (not run: no registry here)
 ensure_pkg redis-cli redis-tools # builds the private Redis Cluster of the cluster test
+# The dashboard's browser test (tests/browser/dashboard.py): Debian's Chromium and its
+# driver, so that nothing downloads a browser.
+ensure_pkg chromium chromium
+ensure_pkg chromedriver chromium-driver
 
 "$LC_ROOT/scripts/services.sh" up
 # shellcheck disable=SC1091
@@ -17,8 +21,10 @@ ensure_pkg redis-cli redis-tools # builds the private Redis Cluster of the clust
 export LC_DOCKER_MACHINE_STANDIN="$LC_ROOT/tests/docker-machine/docker-machine"
 
 # The webhook tests' receiver (tests/webhook/receiver.py) checks every request with the
-# Standard Webhooks reference library, from PyPI, pinned.
-ensure_python_venv "$LC_HOME/venv" standardwebhooks==1.3.0 schemathesis==4.32.5
+# Standard Webhooks reference library, from PyPI, pinned; schemathesis fuzzes the HTTP
+# API from its OpenAPI document; the dashboard's browser test drives Chromium with
+# Selenium (given the driver's path: Selenium Manager never runs).
+ensure_python_venv "$LC_HOME/venv" standardwebhooks==1.3.0 schemathesis==4.32.5 selenium==4.50.0
 export LC_TEST_PYTHON="$LC_HOME/venv/bin/python3"
 
 # Each test makes its own database and leaves it for a look after a failure; the next

@@ -7,6 +7,7 @@
 mod cluster;
 mod concurrency;
 mod crash;
+mod dashboard;
 mod deploy;
 mod events;
 mod faults;

@@ -9,7 +9,7 @@
 //! - `jobs`, `ops`, `deployments`, `events`, `system`: the routes
 //! - `body`, `idempotency`, `error`: request bodies, `Idempotency-Key`, problems
 //! - `middleware`, `metrics`: request ids, the log line, metrics
-//! - `dashboard`: what `/` serves
+//! - `dashboard`: what `/` serves, and the throughput series and charts it shows
 
 mod auth;
 mod body;
@@ -149,6 +149,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
         .routes(routes!(system::metrics))
+        .merge(dashboard::api())
         .split_for_parts();
     // After the routes: the paths are there now.
     utoipa::Modify::modify(&Problems, &mut document);

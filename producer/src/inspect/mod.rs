@@ -13,6 +13,8 @@
 //!   [`Inspector::resume_queue`], [`Inspector::dead_letters`]
 //! - `workers`: [`Inspector::workers`]
 //! - `stuck`: [`Inspector::stuck`] and its two halves
+//! - `throughput`: [`Inspector::throughput`], [`Inspector::queue_throughput`] (jobs
+//!   finished per queue in time buckets)
 //! - `concurrency`: [`Inspector::concurrency_limits`], [`Inspector::set_concurrency_limit`],
 //!   [`Inspector::clear_concurrency_limit`]
 //! - `cursor`: the opaque page cursor
@@ -23,6 +25,7 @@ mod cursor;
 mod jobs;
 mod queues;
 mod stuck;
+mod throughput;
 mod workers;
 
 use lc_shared::JobState;
@@ -37,6 +40,7 @@ pub use lc_shared::queue::DeadLetter;
 pub use lc_shared::store::{EventRow, JobRow, WorkerRow};
 pub use queues::QueueStats;
 pub use stuck::{Finding, StuckParams};
+pub use throughput::QueueThroughput;
 pub use workers::{Worker, WorkerStatus};
 
 /// What kind of failure an [`InspectError`] is: what an HTTP handler turns into a

@@ -26,6 +26,7 @@ mod queues;
 mod read;
 mod rows;
 mod sweep;
+mod throughput;
 mod tokens;
 mod workers;
 
@@ -51,6 +52,7 @@ pub use rows::{
     CancelOutcome, ClaimedJob, Completion, ConcurrencyKeyRow, Enqueued, EventRow, ExpiredLease,
     HintTarget, JobFilter, JobRow, OperatorResult, QueueDepth, RunningJob, StuckJob, WaitingJob,
 };
+pub use throughput::FinishedCount;
 pub use tokens::{KeyClaim, TokenLookup, TokenRow};
 pub use workers::{WorkerInfo, WorkerRow};
 
