@@ -17,6 +17,7 @@ pub(crate) enum Section {
     Fanout,
     Recovery,
     Fleet,
+    Http,
 }
 
 /// Benchmarks LaunchControl, alone or beside BullMQ (`--compare bullmq`); run it through

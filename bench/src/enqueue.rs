@@ -223,7 +223,7 @@ impl Bench {
 
 /// `total` noop jobs into `queue`, one per `enqueue` call, from `concurrency` tasks
 /// sharing `producer`; returns each call's milliseconds.
-async fn enqueue_one_at_a_time(
+pub(crate) async fn enqueue_one_at_a_time(
     producer: &Producer,
     queue: &str,
     total: usize,

@@ -2,7 +2,9 @@
 //! stand-in, whose `create` takes a fixed time, under a provider limit L (the
 //! concurrency key of the provider account, `lc queues limit`). Each is created and
 //! deployed (`lc deploy create`), then torn down (`lc deploy teardown`) until nothing is
-//! left, and timed against the ideal: ⌈N / L⌉ creates one after the other.
+//! left, and timed against the ideal: ⌈N / L⌉ creates one after the other. The
+//! largest is also checked once (`lc deploy check`) to count what a health check costs
+//! (see `fleet_check`).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -16,6 +18,7 @@ use uuid::Uuid;
 
 use crate::bench::Bench;
 use crate::fanout::spec_name;
+use crate::fleet_check::free_loopback_addr;
 use crate::stats::round;
 
 /// The goal at every size: at most this many times the ideal.
@@ -42,28 +45,41 @@ impl Bench {
             .await?;
         let queue = "fleet".to_owned();
         self.prepare_queue(&queue).await?;
-        // Two workers with room for every job the limit lets run, and more.
-        let queues = [queue.clone()];
-        let extra = [
-            format!(
-                "--concurrency={}",
-                (limit as usize + 4).max(self.args.worker_concurrency)
-            ),
-            format!("--machine-env=STANDIN_CREATE_DELAY_MS={create_ms}"),
-        ];
+        self.prepare_queue("default").await?;
+        // Two workers with room for every job the limit lets run, and more; also on the
+        // `default` queue, where `lc deploy check` puts its job.
+        let queues = [queue.clone(), "default".to_owned()];
         let mut procs = Vec::new();
+        let mut metrics = Vec::new();
         for index in 0..2 {
+            let addr = free_loopback_addr().await?;
+            let extra = [
+                format!(
+                    "--concurrency={}",
+                    (limit as usize + 4).max(self.args.worker_concurrency)
+                ),
+                format!("--machine-env=STANDIN_CREATE_DELAY_MS={create_ms}"),
+                format!("--metrics-addr={addr}"),
+            ];
             let mut proc = self
                 .spawn_worker(&format!("fleet-{index}"), &queues, &extra)
                 .await?;
             self.registered(&mut proc, Duration::from_secs(20)).await?;
             procs.push(proc);
+            metrics.push(addr);
         }
+        let largest = self.args.fleet_nodes.iter().copied().max().unwrap_or(0);
         let mut runs = Vec::new();
         let mut failure = None;
         for &nodes in &self.args.fleet_nodes.clone() {
             match self
-                .fleet_run(&docker_machine, &docker_host, &queue, nodes)
+                .fleet_run(
+                    &docker_machine,
+                    &docker_host,
+                    &queue,
+                    nodes,
+                    (nodes == largest).then_some(metrics.as_slice()),
+                )
                 .await
             {
                 Ok(run) => runs.push(run),
@@ -94,6 +110,7 @@ impl Bench {
         docker_host: &str,
         queue: &str,
         nodes: usize,
+        check_cost: Option<&[std::net::SocketAddr]>,
     ) -> Result<Value> {
         let limit = self.args.fleet_limit;
         let create_s = self.args.fleet_create_delay_ms as f64 / 1000.0;
@@ -140,6 +157,15 @@ impl Bench {
             most_at_once <= i64::from(limit),
             "{most_at_once} creates ran at once under limit {limit}"
         );
+
+        let check = match check_cost {
+            Some(metrics) => {
+                eprintln!("[bench]    {nodes} nodes: one health check");
+                self.fleet_check_cost(&name, nodes, docker_machine, metrics)
+                    .await?
+            }
+            None => Value::Null,
+        };
 
         eprintln!("[bench]    {nodes} nodes: teardown");
         let teardown_started = Utc::now();
@@ -200,6 +226,7 @@ impl Bench {
             "teardown_to_nothing_left_s": round(teardown_s, 3),
             "most_creates_at_once": most_at_once,
             "containers_running_when_deployed": running,
+            "health_check": check,
         }))
     }
 
@@ -209,7 +236,7 @@ impl Bench {
         self.lc_with(args, &docker_machine).await
     }
 
-    async fn lc_with(&self, args: &[&str], docker_machine: &Path) -> Result<()> {
+    pub(crate) async fn lc_with(&self, args: &[&str], docker_machine: &Path) -> Result<()> {
         let output = Command::new(self.bin_dir.join("lc"))
             .args(args)
             .env("DATABASE_URL", &self.args.connect.database_url)

@@ -29,6 +29,8 @@ mod drain;
 mod enqueue;
 mod fanout;
 mod fleet;
+mod fleet_check;
+mod http;
 mod latency;
 mod peer;
 mod procs;
@@ -127,6 +129,10 @@ async fn run_sections(bench: &mut Bench, out: &mut serde_json::Map<String, Value
             "fanout".into(),
             section(bench, "fanout", Bench::fanout).await,
         );
+    }
+    if bench.wants(Section::Http) {
+        eprintln!("[bench] 8. enqueue through lc serve (HTTP) beside the library");
+        out.insert("http".into(), section(bench, "http", Bench::http).await);
     }
     if bench.wants(Section::Fleet) {
         eprintln!("[bench] 7. fleets: create, deploy, teardown under a provider limit");
