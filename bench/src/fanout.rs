@@ -12,7 +12,7 @@ use tokio::process::Command;
 use uuid::Uuid;
 
 use crate::bench::Bench;
-use crate::fleet::wait_state;
+use crate::fleet::{spec_name, wait_state};
 use crate::stats::{cpu_sample, cpu_split, round};
 
 pub(crate) const TARGET_PROVISION_S: f64 = 2.6;
@@ -255,18 +255,6 @@ async fn timeline(
         "last_machine_job_finished": since(row.get(5)),
         "provisioned": since(provisioned_at),
     }))
-}
-
-/// A deployment name (`^[a-z][a-z0-9-]{0,40}$`) unique to this run.
-pub(crate) fn spec_name(prefix: &str) -> String {
-    let mut name = format!(
-        "bench-{}",
-        prefix
-            .to_lowercase()
-            .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
-    );
-    name.truncate(41);
-    name.trim_end_matches('-').to_owned()
 }
 
 /// `machines` nodes made by docker-machine's `none` driver, which only registers an

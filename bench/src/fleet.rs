@@ -17,7 +17,6 @@ use tokio::process::Command;
 use uuid::Uuid;
 
 use crate::bench::Bench;
-use crate::fanout::spec_name;
 use crate::fleet_check::free_loopback_addr;
 use crate::stats::round;
 
@@ -348,6 +347,18 @@ async fn most_creates_at_once(client: &deadpool_postgres::Object, deployment: Uu
         )
         .await?;
     Ok(row.get(0))
+}
+
+/// A deployment name (`^[a-z][a-z0-9-]{0,40}$`) unique to this run.
+pub(crate) fn spec_name(prefix: &str) -> String {
+    let mut name = format!(
+        "bench-{}",
+        prefix
+            .to_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+    );
+    name.truncate(41);
+    name.trim_end_matches('-').to_owned()
 }
 
 /// The deployment's jobs that did not succeed, but for those its teardown cancels by
