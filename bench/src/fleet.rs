@@ -151,6 +151,7 @@ impl Bench {
             running == nodes,
             "{running} of {nodes} containers run once deployed"
         );
+        let phases = phases(&client, deployment, started_at).await?;
         let most_at_once = most_creates_at_once(&client, deployment).await?;
         ensure!(
             most_at_once <= i64::from(limit),
@@ -224,6 +225,7 @@ impl Bench {
             "measured_as": "from the start of `lc deploy create` to the deployment's 'deployed' event; teardown from the start of `lc deploy teardown` to its 'torn_down' event",
             "teardown_to_nothing_left_s": round(teardown_s, 3),
             "most_creates_at_once": most_at_once,
+            "phases_s": phases,
             "containers_running_when_deployed": running,
             "health_check": check,
         }))
@@ -327,6 +329,36 @@ async fn event_at(
         .await?
         .get(0);
     at.with_context(|| format!("no '{state}' event in the deployment's history"))
+}
+
+/// Where a create's time went, in seconds: until the deployment was provisioned, then
+/// the deploy; and how long one machine's job took (create plus its short calls), the
+/// mean and the longest, against the stand-in's create delay.
+async fn phases(
+    client: &deadpool_postgres::Object,
+    deployment: Uuid,
+    started_at: DateTime<Utc>,
+) -> Result<Value> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT max(at) FROM deployment_events WHERE deployment_id = $1 AND to_state = 'provisioned'),
+                    (SELECT max(at) FROM deployment_events WHERE deployment_id = $1 AND to_state = 'deployed'),
+                    avg(extract(epoch FROM finished_at - started_at))::float8,
+                    max(extract(epoch FROM finished_at - started_at))::float8
+               FROM jobs WHERE group_id = $1 AND kind = 'provision_machine'",
+            &[&deployment],
+        )
+        .await?;
+    let provisioned: Option<DateTime<Utc>> = row.get(0);
+    let deployed: Option<DateTime<Utc>> = row.get(1);
+    let since =
+        |at: Option<DateTime<Utc>>| at.map(|at| round((at - started_at).as_seconds_f64(), 3));
+    Ok(json!({
+        "provisioned": since(provisioned),
+        "deploy": provisioned.zip(deployed).map(|(from, to)| round((to - from).as_seconds_f64(), 3)),
+        "machine_job_mean": row.get::<_, Option<f64>>(2).map(|s| round(s, 3)),
+        "machine_job_max": row.get::<_, Option<f64>>(3).map(|s| round(s, 3)),
+    }))
 }
 
 /// The most `provision_machine` jobs of the deployment that ran at one instant (from
