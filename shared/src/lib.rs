@@ -35,6 +35,7 @@ pub mod migrate;
 mod openapi;
 pub mod queue;
 pub mod secrets;
+pub mod shutdown;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -42,7 +42,10 @@ pub fn main_with(customize: impl FnOnce(Registry) -> Registry) -> anyhow::Result
         .build()?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(wait_for_signal(shutdown.clone()));
+        tokio::spawn(lc_shared::shutdown::cancel_on_signal(
+            shutdown.clone(),
+            "unfinished jobs return when their leases expire",
+        ));
         // The deployment handlers' statements use a pool of their own, no larger than
         // the handlers that can run at once.
         let store = cli
@@ -54,30 +57,4 @@ pub fn main_with(customize: impl FnOnce(Registry) -> Registry) -> anyhow::Result
         anyhow::Ok(())
     })?;
     Ok(())
-}
-
-/// Cancels `shutdown` on ctrl-c or SIGTERM; a second signal exits at once.
-async fn wait_for_signal(shutdown: CancellationToken) {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                return;
-            }
-        };
-    for round in 0..2 {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-        if round == 0 {
-            shutdown.cancel();
-        } else {
-            tracing::warn!(
-                "second signal: exiting now; unfinished jobs return when their leases expire"
-            );
-            std::process::exit(130);
-        }
-    }
 }

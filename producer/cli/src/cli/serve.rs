@@ -13,7 +13,10 @@ use super::output;
 /// Serves until SIGTERM or Ctrl-C, then lets requests in flight finish.
 pub async fn serve(deployments: &Deployments, args: lc_http::ServeArgs) -> anyhow::Result<i32> {
     let shutdown = CancellationToken::new();
-    tokio::spawn(wait_for_signal(shutdown.clone()));
+    tokio::spawn(lc_shared::shutdown::cancel_on_signal(
+        shutdown.clone(),
+        "requests in flight are cut off",
+    ));
     lc_http::serve(args, deployments.clone(), shutdown, |address, tls| {
         let scheme = if tls { "https" } else { "http" };
         // The line scripts and tests read to learn the port (`--listen 127.0.0.1:0`).
@@ -21,30 +24,6 @@ pub async fn serve(deployments: &Deployments, args: lc_http::ServeArgs) -> anyho
     })
     .await?;
     Ok(0)
-}
-
-/// Cancels `shutdown` on Ctrl-C or SIGTERM; a second signal exits at once.
-async fn wait_for_signal(shutdown: CancellationToken) {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                return;
-            }
-        };
-    for round in 0..2 {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-        if round == 0 {
-            shutdown.cancel();
-        } else {
-            tracing::warn!("second signal: exiting now");
-            std::process::exit(130);
-        }
-    }
 }
 
 #[derive(Subcommand, Debug)]
