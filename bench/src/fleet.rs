@@ -44,10 +44,10 @@ impl Bench {
             .await?;
         let queue = "fleet".to_owned();
         self.prepare_queue(&queue).await?;
-        self.prepare_queue("default").await?;
-        // Two workers with room for every job the limit lets run, and more; also on the
-        // `default` queue, where `lc deploy check` puts its job.
-        let queues = [queue.clone(), "default".to_owned()];
+        // Two workers with room for every job the limit lets run, and more. The
+        // deployment's later jobs (`lc deploy check`, `lc deploy teardown`) follow it to
+        // this queue.
+        let queues = [queue.clone()];
         let mut procs = Vec::new();
         let mut metrics = Vec::new();
         for index in 0..2 {
@@ -170,11 +170,8 @@ impl Bench {
         eprintln!("[bench]    {nodes} nodes: teardown");
         let teardown_started = Utc::now();
         let clock = Instant::now();
-        self.lc_with(
-            &["deploy", "teardown", &name, "--queue", queue],
-            docker_machine,
-        )
-        .await?;
+        self.lc_with(&["deploy", "teardown", &name], docker_machine)
+            .await?;
         let state = wait_state(
             &client,
             deployment,

@@ -1999,3 +1999,68 @@ async fn deploy_forty_machines_stay_within_their_account_limit_through_a_worker_
     );
     drop(workers);
 }
+
+/// A deployment made on a queue of its own is checked and torn down there when the
+/// command names no queue: its workers may serve no other queue (with `default`, the
+/// teardown would wait forever for a worker, and the machines would bill on).
+#[tokio::test]
+async fn deploy_check_and_teardown_follow_the_queue_the_deployment_was_made_on() {
+    let env = TestEnv::new().await;
+    let name = unique(&env, "own-queue");
+    let _guard = Containers(vec![name.clone()]);
+    let queue = format!("fleet-{}", &env.prefix[..8]);
+    let mut config = env.worker_config();
+    config.worker.queues = vec![queue.clone()];
+    let worker = env.spawn_worker(config);
+    let path = write_spec(&env, &local_spec(&name, 2));
+    let (code, _, err) = lc_with(
+        &env,
+        &[
+            "deploy",
+            "create",
+            path.to_str().unwrap(),
+            "--queue",
+            &queue,
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "lc deploy create failed: {err}");
+    let (code, _, err) = lc_with(
+        &env,
+        &["deploy", "check", &name, "--wait", "--timeout", "20s"],
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "lc deploy check failed: {err}");
+    let (code, _, err) = lc_with(
+        &env,
+        &["deploy", "teardown", &name, "--wait", "--timeout", "30s"],
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "lc deploy teardown failed: {err}");
+    let client = env.sql().await;
+    let queues: Vec<String> = client
+        .query(
+            "SELECT DISTINCT j.queue FROM jobs j JOIN deployments d ON d.id = j.group_id WHERE d.name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        queues,
+        vec![queue.clone()],
+        "every job of the deployment on its queue"
+    );
+    worker.stop().await;
+}

@@ -321,7 +321,7 @@ pub struct TeardownAnswer {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct TeardownQuery {
-    /// Queue of the teardown job (`default`).
+    /// Queue of the teardown job (default: the queue the deployment was made on).
     pub queue: Option<String>,
 }
 
@@ -341,8 +341,12 @@ pub async fn teardown(
 ) -> ApiResult<Response> {
     let deployments = caller.deployments(&state);
     let id = resolve(&deployments, &name).await?;
+    let queue = match query.queue {
+        Some(queue) => queue,
+        None => deployments.queue_of(id).await?,
+    };
     let options = DeploymentOptions {
-        queue: query.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned()),
+        queue,
         ..Default::default()
     };
     match deployments

@@ -119,8 +119,9 @@ pub struct UpdateArgs {
     /// fields); write nothing
     #[arg(long)]
     pub dry_run: bool,
-    #[arg(long, default_value = lc_shared::job::DEFAULT_QUEUE)]
-    pub queue: String,
+    /// Queue of the deploy job (default: the queue the deployment was made on)
+    #[arg(long)]
+    pub queue: Option<String>,
     #[arg(long)]
     pub wait: bool,
     #[arg(long, value_parser = parse_duration, default_value = "10m")]
@@ -133,8 +134,9 @@ pub struct UpdateArgs {
 pub struct TeardownArgs {
     /// Deployment name or id
     pub name: String,
-    #[arg(long, default_value = lc_shared::job::DEFAULT_QUEUE)]
-    pub queue: String,
+    /// Queue of the teardown job (default: the queue the deployment was made on)
+    #[arg(long)]
+    pub queue: Option<String>,
     /// Wait until nothing is left; exit 1 if the teardown fails
     #[arg(long)]
     pub wait: bool,
@@ -296,9 +298,20 @@ async fn create(deployments: &Deployments, args: CreateArgs) -> anyhow::Result<i
 
 async fn update(deployments: &Deployments, args: UpdateArgs) -> anyhow::Result<i32> {
     let spec = read_spec(&args.spec)?;
-    check_queue(&args.queue)?;
+    let queue = match &args.queue {
+        Some(queue) => queue.clone(),
+        None => match deployments.resolve(&spec.name).await {
+            Ok(id) => deployments.queue_of(id).await?,
+            // The update says that no deployment has the name.
+            Err(lc_deployment::DeploymentError::NotFound(_)) => {
+                lc_shared::job::DEFAULT_QUEUE.to_owned()
+            }
+            Err(err) => return Err(err.into()),
+        },
+    };
+    check_queue(&queue)?;
     let options = DeploymentOptions {
-        queue: args.queue.clone(),
+        queue,
         ..Default::default()
     };
     if args.dry_run {
@@ -339,10 +352,16 @@ async fn update(deployments: &Deployments, args: UpdateArgs) -> anyhow::Result<i
 }
 
 async fn teardown(deployments: &Deployments, args: TeardownArgs) -> anyhow::Result<i32> {
-    check_queue(&args.queue)?;
+    if let Some(queue) = &args.queue {
+        check_queue(queue)?;
+    }
     let id = deployments.resolve(&args.name).await?;
+    let queue = match &args.queue {
+        Some(queue) => queue.clone(),
+        None => deployments.queue_of(id).await?,
+    };
     let options = DeploymentOptions {
-        queue: args.queue.clone(),
+        queue,
         ..Default::default()
     };
     match deployments

@@ -288,7 +288,11 @@ impl Deployments {
     /// started yet is returned instead of a second; it never runs beside another check
     /// of the same deployment (they share a concurrency key of limit 1).
     pub async fn check(&self, id: Uuid) -> Result<CheckRequest> {
-        let origin = DeploymentOptions::default().origin()?;
+        let options = DeploymentOptions {
+            queue: self.queue_of(id).await?,
+            ..Default::default()
+        };
+        let origin = options.origin()?;
         let request = self.store.request_health_check(id, &origin).await?;
         if let CheckRequest::Enqueued(job) = &request
             && job.created
@@ -296,6 +300,17 @@ impl Deployments {
             self.producer.notify(std::slice::from_ref(job)).await;
         }
         Ok(request)
+    }
+
+    /// The queue the deployment was made on, where its workers are: the default for
+    /// the jobs an operator's command adds to it (a teardown, an update, a check) when
+    /// the command names none. `default` for an id without jobs.
+    pub async fn queue_of(&self, id: Uuid) -> Result<String> {
+        Ok(self
+            .store
+            .creation_queue(id)
+            .await?
+            .unwrap_or_else(|| DEFAULT_QUEUE.to_owned()))
     }
 
     /// Closes a `leftovers` deployment once an operator checked the provider.

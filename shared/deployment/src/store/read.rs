@@ -104,6 +104,17 @@ pub struct UpdateBase {
 }
 
 impl DeploymentStore {
+    /// The queue the deployment was made on: its first job's (the `provision` that its
+    /// create wrote). `None` for an unknown id.
+    pub async fn creation_queue(&self, deployment_id: Uuid) -> Result<Option<String>> {
+        self.query_row(
+            "SELECT queue FROM jobs WHERE group_id = $1 ORDER BY created_at, id LIMIT 1",
+            &[&deployment_id],
+            |row| row.get(0),
+        )
+        .await
+    }
+
     /// The live (not torn down) deployment of a name: its id and state.
     pub async fn live_deployment(&self, name: &str) -> Result<Option<(Uuid, DeploymentState)>> {
         self.query_row(
