@@ -10,6 +10,7 @@
 //! Also without a browser: the page and its assets carry a Content-Security-Policy
 //! of this origin only, and the throughput series and chart answer as documented.
 
+use crate::deploy::{Containers, image};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -30,33 +31,6 @@ fn python() -> String {
             .unwrap_or_else(|_| format!("{}/../.lc", env!("CARGO_MANIFEST_DIR")));
         format!("{home}/venv/bin/python3")
     })
-}
-
-fn image() -> String {
-    std::env::var("LC_IMAGE").unwrap_or_else(|_| "lc-busybox:latest".to_owned())
-}
-
-/// Removes the test's containers however it ends.
-struct Containers(String);
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        let listed = std::process::Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=lc.deployment.name={}", self.0),
-            ])
-            .output();
-        if let Ok(listed) = listed {
-            for id in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
-                let _ = std::process::Command::new("docker")
-                    .args(["rm", "-f", id])
-                    .output();
-            }
-        }
-    }
 }
 
 /// Kills the browser script's process group when dropped while the script runs (the
@@ -110,7 +84,7 @@ async fn dashboard_in_a_browser_requeues_a_stuck_job_and_shows_a_green_deploymen
         .id;
 
     let name = format!("dash-{}", &env.prefix[1..9]);
-    let _containers = Containers(name.clone());
+    let _containers = Containers(vec![name.clone()]);
     let mut browser = tokio::process::Command::new(python())
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser/dashboard.py"))
         .env("LC_DASHBOARD_URL", &server.url)

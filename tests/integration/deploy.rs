@@ -23,7 +23,7 @@ mod expiry;
 mod health;
 mod plan;
 
-fn image() -> String {
+pub(crate) fn image() -> String {
     std::env::var("LC_IMAGE").unwrap_or_else(|_| "lc-busybox:latest".to_owned())
 }
 
@@ -38,7 +38,7 @@ fn unique(env: &TestEnv, base: &str) -> String {
 }
 
 /// Removes the containers of the named deployments when the test ends, however it ends.
-struct Containers(Vec<String>);
+pub(crate) struct Containers(pub(crate) Vec<String>);
 
 impl Drop for Containers {
     fn drop(&mut self) {

@@ -2,6 +2,7 @@
 //! created (a repeated Idempotency-Key makes no second one), shown, hidden from other
 //! owners, extended, torn down, on the local engine.
 
+use crate::deploy::{Containers, image};
 use std::time::Duration;
 
 use lc_tests::{TestEnv, wait_for};
@@ -9,10 +10,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::{Server, expect_json, expect_problem, token};
-
-fn image() -> String {
-    std::env::var("LC_IMAGE").unwrap_or_else(|_| "lc-busybox:latest".to_owned())
-}
 
 fn spec(name: &str, owner: &str) -> String {
     format!(
@@ -41,29 +38,6 @@ async fn wait_state(server: &Server, token: &str, name: &str, state: &str) {
     .await;
 }
 
-/// Removes the test's containers however it ends.
-struct Containers(String);
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        let listed = std::process::Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=lc.deployment.name={}", self.0),
-            ])
-            .output();
-        if let Ok(listed) = listed {
-            for id in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
-                let _ = std::process::Command::new("docker")
-                    .args(["rm", "-f", id])
-                    .output();
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn http_deployment_created_shown_and_torn_down_with_a_worker() {
     let env = TestEnv::new().await;
@@ -72,7 +46,7 @@ async fn http_deployment_created_shown_and_torn_down_with_a_worker() {
     let bob = token(&env, "bob", false);
     let admin = token(&env, "ops", true);
     let name = format!("web-{}", &env.prefix[1..9]);
-    let _guard = Containers(name.clone());
+    let _guard = Containers(vec![name.clone()]);
     let worker = env.spawn_worker(env.worker_config());
     let yaml = spec(&name, "alice");
     let create = |token: String, body: String, query: &'static str| {
