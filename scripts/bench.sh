@@ -5,7 +5,7 @@
 # $LC_HOME/bench/<stamp>/output.txt with the worker logs of the run.
 #
 #   scripts/bench.sh                          the whole bench (a few minutes on 2 cores)
-#   scripts/bench.sh --only drain             one section (single,bulk,drain,latency,fanout,recovery)
+#   scripts/bench.sh --only drain             one section (single,bulk,drain,latency,fanout,recovery,http,fleet)
 #   scripts/bench.sh --jobs 5000 --drain-jobs 20000
 #                                             smaller runs (drains of 100,000 jobs by default,
 #                                             so that each lasts 5 s or more; shorter ones get a

@@ -7,8 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::bench::Bench;
 use crate::stats::{pg_delta, pg_stats, round};
@@ -84,13 +83,11 @@ async fn engine_calls(metrics: &[SocketAddr]) -> Result<f64> {
     Ok(total)
 }
 
-/// GET /metrics over HTTP/1.0 (the connection closes after the answer).
+/// The worker's Prometheus text (`GET /metrics`).
 async fn scrape(addr: SocketAddr) -> Result<String> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .await?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await?;
-    Ok(answer)
+    Ok(reqwest::get(format!("http://{addr}/metrics"))
+        .await?
+        .error_for_status()?
+        .text()
+        .await?)
 }

@@ -51,6 +51,7 @@ async fn http_refuses_missing_bad_revoked_and_expired_tokens() {
         !listed.to_string().contains(&alice),
         "lc tokens ls shows no token"
     );
+    // Until carol's 1 s token has expired.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let unknown = format!("lc_{}", "A".repeat(43));
