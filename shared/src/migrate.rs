@@ -54,6 +54,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0011_health",
         include_str!("../../migrations/0011_health.sql"),
     ),
+    (
+        "0013_idempotency_expiry",
+        include_str!("../../migrations/0013_idempotency_expiry.sql"),
+    ),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one, and

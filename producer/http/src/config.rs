@@ -51,6 +51,22 @@ pub struct ServeArgs {
     /// streams are ended at once
     #[arg(long, env = "LC_SHUTDOWN_GRACE", default_value = "10s", value_parser = lc_shared::config::parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// How long an `Idempotency-Key` is held to the request it first came with (24
+    /// hours by default, as Stripe does): within it, the same key with another body is
+    /// refused (422). Older keys are pruned in the background; a job made with a key
+    /// still answers a repeat of it while the job exists
+    #[arg(long, env = "LC_IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_ttl)]
+    pub idempotency_ttl: Duration,
+}
+
+/// `--idempotency-ttl`: a duration of at least a second.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = lc_shared::config::parse_duration(text)?;
+    if ttl < Duration::from_secs(1) {
+        return Err("must be at least 1s".to_owned());
+    }
+    Ok(ttl)
 }
 
 /// `--rate-limit`: a rate, or none (`off`).

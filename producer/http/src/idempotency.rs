@@ -5,7 +5,11 @@
 //! idempotency key (derived from this key, in the owner's space), a deployment's
 //! unique live name.
 
+use std::time::Duration;
+
 use axum::http::HeaderMap;
+use lc_producer::Tokens;
+use tokio_util::sync::CancellationToken;
 use utoipa::IntoParams;
 
 use crate::error::ApiError;
@@ -49,6 +53,27 @@ pub fn reused(key: &str) -> ApiError {
     ApiError::invalid(format!(
         "Idempotency-Key {key:?} was used before with another request; use a new key for a new request"
     ))
+}
+
+/// Prunes the keys older than `ttl` until `shutdown`: at start, then every tenth of
+/// the TTL (at least a second, at most 10 minutes). Several servers may prune at once;
+/// each batch is one short `DELETE`.
+pub async fn prune_keys(tokens: Tokens, ttl: Duration, shutdown: CancellationToken) {
+    let every = (ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match tokens.prune_idempotency_keys(ttl).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::debug!(pruned, "pruned idempotency keys past --idempotency-ttl"),
+            Err(err) => tracing::warn!(error = %lc_shared::store::error_chain(&err),
+                                       "could not prune idempotency keys; will try again"),
+        }
+    }
 }
 
 #[cfg(test)]

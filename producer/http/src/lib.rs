@@ -199,6 +199,11 @@ pub async fn serve(
         metrics: Arc::new(metrics::Metrics::new()),
         shutdown: shutdown.clone(),
     };
+    tokio::spawn(idempotency::prune_keys(
+        state.tokens.clone(),
+        args.idempotency_ttl,
+        shutdown.clone(),
+    ));
     let app = app(state, args.max_body).into_make_service();
     let handle: Handle<std::net::SocketAddr> = Handle::new();
     let tls = args.tls_cert.is_some();

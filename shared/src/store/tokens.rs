@@ -196,6 +196,24 @@ impl Store {
         .await
     }
 
+    /// Forgets up to `batch` idempotency keys recorded more than `older_than_secs`
+    /// ago, oldest first; returns how many. Small batches keep each transaction short.
+    pub async fn prune_idempotency_keys(&self, older_than_secs: i64, batch: i64) -> Result<u64> {
+        retry(Replay::Safe, || async {
+            let client = self.pool.get().await?;
+            Ok(client
+                .execute(
+                    "DELETE FROM api_idempotency_keys WHERE (owner, key) IN (
+                         SELECT owner, key FROM api_idempotency_keys
+                         WHERE created_at < now() - $1::INT8 * INTERVAL '1 second'
+                         ORDER BY created_at LIMIT $2)",
+                    &[&older_than_secs, &batch],
+                )
+                .await?)
+        })
+        .await
+    }
+
     /// Records what the first request of an idempotency key made.
     pub async fn record_idempotency_result(&self, owner: &str, key: &str, result: Uuid) -> Result {
         retry(Replay::Safe, || async {

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use lc_tests::TestEnv;
+use lc_tests::{TestEnv, wait_for};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -415,6 +415,41 @@ async fn http_idempotency_key_makes_one_job_and_refuses_another_body() {
     let again = expect_json(send_batch().await.unwrap(), StatusCode::CREATED).await;
     assert_eq!(first, again);
     assert_eq!(jobs_of(&env, "alice").await, 5);
+}
+
+/// Keys are held to their first request for `--idempotency-ttl` only, then pruned:
+/// another body with the key is then no longer refused, and the job made with the key
+/// still answers for it (no second job).
+#[tokio::test]
+async fn http_idempotency_keys_are_pruned_after_their_ttl() {
+    let env = TestEnv::new().await;
+    let server = Server::start(&env, &["--idempotency-ttl", "3s"]).await;
+    let alice = token(&env, "alice", false);
+    let send = |ms: u64| {
+        server
+            .request(Method::POST, "/v1/jobs", Some(&alice))
+            .header("Idempotency-Key", "order-7")
+            .json(&json!({"kind": "sleep", "payload": {"ms": ms}}))
+            .send()
+    };
+    let first = expect_json(send(1).await.unwrap(), StatusCode::CREATED).await;
+    expect_problem(send(2).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
+    let client = env.sql().await;
+    wait_for("the key to be pruned", Duration::from_secs(30), || async {
+        let left: i64 = client
+            .query_one("SELECT count(*) FROM api_idempotency_keys", &[])
+            .await
+            .ok()?
+            .get(0);
+        (left == 0).then_some(())
+    })
+    .await;
+    let again = expect_json(send(2).await.unwrap(), StatusCode::CREATED).await;
+    assert_eq!(
+        again["id"], first["id"],
+        "the job made with the key answers"
+    );
+    assert_eq!(jobs_of(&env, "alice").await, 1);
 }
 
 /// Walking the pages of the job list while other jobs are being enqueued returns every
