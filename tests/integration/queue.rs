@@ -797,6 +797,9 @@ async fn by_id_statements_run_from_one_generic_plan() {
     let env = TestEnv::new().await;
     // One connection, so that every run below lands on the session asked afterwards.
     let store = lc_shared::store::Store::connect(&env.database_url, 1).unwrap();
+    // Known before the first claim, as in a worker (which registers first): claims and
+    // heartbeats then run on the store's sessions that do not wait for the disk.
+    store.dialect().await.unwrap();
     let worker = Uuid::new_v4();
     // A table of a size in service, with its statistics: on a table of a few pages a
     // generic plan is the cheaper one whatever the statement says.
@@ -845,17 +848,43 @@ async fn by_id_statements_run_from_one_generic_plan() {
         assert_eq!(applied.len(), chunk.len());
     }
 
-    let client = store.client().await.unwrap();
-    let plans: Vec<(String, i64, i64)> = client
-        .query(
-            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2)))
-        .collect();
+    let outcomes = store.client().await.unwrap();
+    let claims = store.claims_client().await.unwrap();
+    let synchronous_commit = |row: tokio_postgres::Row| row.get::<_, String>(0);
+    assert_eq!(
+        synchronous_commit(
+            outcomes
+                .query_one("SHOW synchronous_commit", &[])
+                .await
+                .unwrap()
+        ),
+        "on",
+        "outcomes wait for the disk"
+    );
+    assert_eq!(
+        synchronous_commit(
+            claims
+                .query_one("SHOW synchronous_commit", &[])
+                .await
+                .unwrap()
+        ),
+        "off",
+        "claims and heartbeats do not"
+    );
+    let mut plans: Vec<(String, i64, i64)> = Vec::new();
+    for client in [&outcomes, &claims] {
+        plans.extend(
+            client
+                .query(
+                    "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| (row.get(0), row.get(1), row.get(2))),
+        );
+    }
     for (what, marker) in [
         ("claim by ids", "WITH claimed AS"),
         ("heartbeat", "lease_expires_at = now() + $3"),

@@ -57,6 +57,7 @@ pub(crate) async fn run_job(
         });
         if cancel.is_cancelled() {
             debug!("handler stopped by its token; outcome not recorded");
+            worker.running.remove_stopped(job.id, job.attempt);
             return;
         }
         let transition = after_run(&result, job.attempt, job.max_attempts);

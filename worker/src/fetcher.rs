@@ -407,7 +407,15 @@ fn start(
         // Claims never exceed the permits asked for; should one ever, the job still
         // runs (a stranded claim would hold its lease by heartbeat forever).
         let permit = permits.pop();
-        let cancel = worker.running.insert(job.id, job.attempt);
+        let Some(cancel) = worker.running.insert(job.id, job.attempt) else {
+            // Still running (or stopping) here from a claim the database lost: see
+            // `running`'s doc. Hand this claim back; the slot is free again.
+            drop(permit);
+            worker
+                .tasks
+                .spawn(hand_back(worker.clone(), job.id, job.attempt));
+            continue;
+        };
         worker.tasks.spawn(executor::run_job(
             worker.clone(),
             registry.clone(),
@@ -415,5 +423,20 @@ fn start(
             cancel,
             permit,
         ));
+    }
+}
+
+/// Releases a claim of a job that this worker still runs from an earlier claim of the
+/// same attempt (lost by the database): queued again without counting the attempt.
+/// No hint is sent: this worker would only claim it again while the earlier run lasts;
+/// the database polls of the workers find it (this one's once that run has ended).
+/// Should the release fail, the claim's lease expires and the sweeper does the same.
+async fn hand_back(worker: Arc<Worker>, id: Uuid, attempt: i64) {
+    debug!(job.id = %id, job.attempt = attempt,
+           "claimed a job this worker still runs from a claim the database lost; handing it back");
+    worker.metrics.claim_handed_back();
+    if let Err(err) = worker.store.release(worker.id, &[(id, attempt)]).await {
+        warn!(job.id = %id, error = %error_chain(&err),
+              "could not hand a claim back; it returns when its lease expires");
     }
 }

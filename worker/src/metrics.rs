@@ -67,6 +67,7 @@ pub struct Metrics {
     dead: Family<KindLabels, Counter>,
     durations: Family<KindLabels, Histogram, fn() -> Histogram>,
     completions_refused: Counter,
+    claims_handed_back: Counter,
     lease_recoveries: Counter,
     external_calls: Family<CallLabels, Counter>,
     external_call_errors: Family<CallLabels, Counter>,
@@ -87,6 +88,7 @@ impl Default for Metrics {
         let dead = Family::<KindLabels, Counter>::default();
         let durations = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
         let completions_refused = Counter::default();
+        let claims_handed_back = Counter::default();
         let lease_recoveries = Counter::default();
         let external_calls = Family::<CallLabels, Counter>::default();
         let external_call_errors = Family::<CallLabels, Counter>::default();
@@ -124,6 +126,11 @@ impl Default for Metrics {
             completions_refused.clone(),
         );
         registry.register(
+            "lc_claims_handed_back",
+            "Claims of jobs this worker still ran from a claim the database lost in a crash, handed back",
+            claims_handed_back.clone(),
+        );
+        registry.register(
             "lc_lease_recoveries",
             "Expired leases this worker's sweeper recovered",
             lease_recoveries.clone(),
@@ -157,6 +164,7 @@ impl Default for Metrics {
             dead,
             durations,
             completions_refused,
+            claims_handed_back,
             lease_recoveries,
             external_calls,
             external_call_errors,
@@ -187,6 +195,10 @@ impl Metrics {
 
     pub fn completion_refused(&self) {
         self.completions_refused.inc();
+    }
+
+    pub fn claim_handed_back(&self) {
+        self.claims_handed_back.inc();
     }
 
     pub fn leases_recovered(&self, count: usize) {

@@ -1,7 +1,19 @@
 //! The jobs this process holds: id, attempt (the fencing token) and the token that
 //! stops the handler. Shared by the fetcher (adds), the completer (removes once the
-//! outcome is recorded), the heartbeat (extends and drops lost leases) and shutdown.
-//! The lock is never held across an `.await`.
+//! outcome is recorded), the heartbeat (extends and stops lost leases), the executor
+//! (removes a stopped job once its handler has returned) and shutdown. The lock is
+//! never held across an `.await`.
+//!
+//! # One execution of a job per process
+//!
+//! A job is listed from its claim until its task has ended, also after its lease was
+//! lost and its handler told to stop, and [`RunningJobs::insert`] refuses a job that
+//! is listed. A claim that the database lost in a crash (claims do not wait for the
+//! disk, see `Flush` in the store) leaves its attempt running here while the job is
+//! `queued` again with the attempt count from before: this worker's next claim of it
+//! carries the same attempt number and the same lease owner, the whole fencing token,
+//! so two executions of it here could both record. The fetcher hands such a claim
+//! back instead of starting it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,6 +31,8 @@ struct Entry {
     cancel: CancellationToken,
     /// The handler finished and its result is on its way to the database.
     finishing: bool,
+    /// The job was taken away and its handler told to stop; listed until it returns.
+    stopping: bool,
 }
 
 impl RunningJobs {
@@ -30,24 +44,31 @@ impl RunningJobs {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers a claimed job; the returned token stops its handler.
-    pub fn insert(&self, id: Uuid, attempt: i64) -> CancellationToken {
+    /// Registers a claimed job; the returned token stops its handler. `None` when the
+    /// job is listed already (see the module's doc): the claim must not run.
+    pub fn insert(&self, id: Uuid, attempt: i64) -> Option<CancellationToken> {
+        let mut jobs = self.lock();
+        if jobs.contains_key(&id) {
+            return None;
+        }
         let cancel = CancellationToken::new();
-        self.lock().insert(
+        jobs.insert(
             id,
             Entry {
                 attempt,
                 cancel: cancel.clone(),
                 finishing: false,
+                stopping: false,
             },
         );
-        cancel
+        Some(cancel)
     }
 
-    /// Every held job with its attempt.
+    /// Every held job with its attempt (not those being stopped: they are not ours).
     pub fn snapshot(&self) -> Vec<(Uuid, i64)> {
         self.lock()
             .iter()
+            .filter(|(_, entry)| !entry.stopping)
             .map(|(id, entry)| (*id, entry.attempt))
             .collect()
     }
@@ -70,19 +91,31 @@ impl RunningJobs {
         }
     }
 
-    /// Stops a job's handler and forgets it; false if it was not held any more, or if
-    /// its result is on its way: a heartbeat that runs while the completer commits no
-    /// longer finds the job running, and the completer's answer (applied, or refused
-    /// and logged) is what tells.
+    /// Stops a job's handler; it stays listed until [`RunningJobs::remove_stopped`].
+    /// False if it was not held any more, or if its result is on its way: a heartbeat
+    /// that runs while the completer commits no longer finds the job running, and the
+    /// completer's answer (applied, or refused and logged) is what tells.
     pub fn cancel(&self, id: Uuid, attempt: i64) -> bool {
         let mut jobs = self.lock();
-        match jobs.get(&id) {
-            Some(entry) if entry.attempt == attempt && !entry.finishing => {
+        match jobs.get_mut(&id) {
+            Some(entry) if entry.attempt == attempt && !entry.finishing && !entry.stopping => {
                 entry.cancel.cancel();
-                jobs.remove(&id);
+                entry.stopping = true;
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Forgets a job stopped by [`RunningJobs::cancel`] once its handler has returned.
+    /// A job stopped by shutdown ([`RunningJobs::cancel_all`]) stays, to be released.
+    pub fn remove_stopped(&self, id: Uuid, attempt: i64) {
+        let mut jobs = self.lock();
+        if jobs
+            .get(&id)
+            .is_some_and(|entry| entry.attempt == attempt && entry.stopping)
+        {
+            jobs.remove(&id);
         }
     }
 
@@ -116,7 +149,7 @@ mod tests {
         // `running` in the database, but it was not taken away.
         let running = RunningJobs::default();
         let id = Uuid::new_v4();
-        let token = running.insert(id, 1);
+        let token = running.insert(id, 1).expect("not listed yet");
         running.finishing(id, 1);
         assert!(!running.cancel(id, 1), "reported as taken away");
         assert!(!token.is_cancelled());
@@ -129,10 +162,45 @@ mod tests {
     fn a_running_job_missing_from_the_heartbeat_is_stopped() {
         let running = RunningJobs::default();
         let id = Uuid::new_v4();
-        let token = running.insert(id, 2);
+        let token = running.insert(id, 2).expect("not listed yet");
         running.finishing(id, 1); // another attempt's mark changes nothing
         assert!(running.cancel(id, 2));
         assert!(token.is_cancelled());
+        assert!(
+            running.snapshot().is_empty(),
+            "no longer ours: not extended"
+        );
+        assert_eq!(running.len(), 1, "listed until its handler returns");
+        running.remove_stopped(id, 2);
         assert!(running.is_empty());
+    }
+
+    #[test]
+    fn a_job_listed_here_is_not_started_twice() {
+        // A claim lost in a database crash, then claimed again by this worker: same
+        // id, same attempt, same lease owner. Also while the first is being stopped.
+        let running = RunningJobs::default();
+        let id = Uuid::new_v4();
+        let _first = running.insert(id, 3).expect("not listed yet");
+        assert!(running.insert(id, 3).is_none());
+        assert!(running.cancel(id, 3));
+        assert!(
+            running.insert(id, 3).is_none(),
+            "its handler may still record"
+        );
+        assert!(running.insert(id, 4).is_none());
+        running.remove_stopped(id, 3);
+        assert!(running.insert(id, 3).is_some());
+    }
+
+    #[test]
+    fn shutdown_keeps_stopped_jobs_listed_for_release() {
+        let running = RunningJobs::default();
+        let id = Uuid::new_v4();
+        let token = running.insert(id, 1).expect("not listed yet");
+        assert_eq!(running.cancel_all(), 1);
+        assert!(token.is_cancelled());
+        running.remove_stopped(id, 1);
+        assert_eq!(running.snapshot(), vec![(id, 1)]);
     }
 }

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::complete::by_id;
 use super::rows::{ClaimedJob, claimed_job};
-use super::{Isolation, Replay, Result, ScanBound, Store, millis};
+use super::{Flush, Isolation, Replay, Result, ScanBound, Store, millis};
 use crate::state::{JobState, Transition};
 
 /// The claim statement around a `WHERE` clause: $1.. are bound by the callers in the
@@ -50,8 +50,15 @@ SELECT id, kind, queue, priority, payload, attempt, max_attempts, group_id, time
 
 impl Store {
     async fn claim(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<ClaimedJob>> {
+        // See [`Flush`]: a claim lost in a crash is an attempt that never started.
         let rows = self
-            .statement(Isolation::ReadCommitted, Replay::Safe, sql, params)
+            .statement_flushed(
+                Isolation::ReadCommitted,
+                Replay::Safe,
+                Flush::Skip,
+                sql,
+                params,
+            )
             .await?;
         rows.iter().map(|row| claimed_job(row, None)).collect()
     }

@@ -19,7 +19,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::rows::{Completion, HintTarget, hint_target};
-use super::{Isolation, Replay, Result, Store, millis};
+use super::{Flush, Isolation, Replay, Result, Store, millis};
 use crate::state::{JobState, RunResult, Transition, after_run};
 
 /// The expected state of each row of a batch, one per id, bound as a column of the
@@ -213,10 +213,12 @@ RETURNING j.id";
         let attempts: Vec<i64> = held.iter().map(|(_, attempt)| *attempt).collect();
         let running = by_id(&ids, JobState::Running.as_str());
         let lease_ms = millis(lease);
+        // See [`Flush`]: an extension lost in a crash is an earlier expiry.
         let rows = self
-            .statement(
+            .statement_flushed(
                 Isolation::ReadCommitted,
                 Replay::Safe,
+                Flush::Skip,
                 sql,
                 &[&ids, &attempts, &lease_ms, &running, &worker],
             )

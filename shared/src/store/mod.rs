@@ -298,6 +298,10 @@ impl Store {
     }
 }
 
+/// Most connections of a store's unflushed pool: a worker claims from its fetcher and
+/// extends leases from one loop, so a few connections serve them.
+const UNFLUSHED_POOL_SIZE: usize = 4;
+
 /// How long the retry helper keeps trying before it gives the error to its caller.
 const RETRY_ATTEMPTS: u32 = 12;
 
@@ -312,21 +316,28 @@ const RETRY_ATTEMPTS: u32 = 12;
 ///
 /// The pool's first connection learns which database answers (`SELECT version()`) and
 /// records it in `dialect`, shared by every pool of one store.
+///
+/// With [`Flush::Skip`], the sessions also commit without waiting for the write-ahead
+/// log to reach the disk (`-c synchronous_commit=off`): PostgreSQL only, see
+/// [`Flush`].
 fn build_pool(
     mut config: tokio_postgres::Config,
     pool_size: usize,
     isolation: IsolationSetting,
+    flush: Flush,
     dialect: Arc<OnceLock<Dialect>>,
 ) -> Result<Pool> {
     let level = match isolation {
         IsolationSetting::ReadCommitted => r"read\ committed",
         IsolationSetting::Serializable => "serializable",
     };
+    let mut ours = format!("-c default_transaction_isolation={level}");
+    if flush == Flush::Skip {
+        ours.push_str(" -c synchronous_commit=off");
+    }
     let options = match config.get_options() {
-        Some(given) if !given.trim().is_empty() => {
-            format!("{given} -c default_transaction_isolation={level}")
-        }
-        _ => format!("-c default_transaction_isolation={level}"),
+        Some(given) if !given.trim().is_empty() => format!("{given} {ours}"),
+        _ => ours,
     };
     config.options(&options);
     let manager = Manager::from_config(
@@ -424,10 +435,36 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Whether a commit waits for its write-ahead log record to reach the disk.
+///
+/// Every outcome, enqueue and operator action waits ([`Flush::Wait`]). A claim and a
+/// lease extension need not ([`Flush::Skip`]), on PostgreSQL: PostgreSQL writes its
+/// log in order, and a flush covers everything before it, so
+/// - a lost claim (the server crashed before the log writer flushed it, within
+///   `3 × wal_writer_delay`) takes nothing else with it but the unflushed commits
+///   after it; every outcome, effect or event the claimed attempt recorded waited for
+///   a flush that included the claim. An attempt that recorded nothing durable is,
+///   after the crash, as if never started: the job is `queued` with its attempt count
+///   from before, its old worker's writes are fenced out (state, attempt and lease
+///   owner no longer match) and it runs again, as after any lost worker;
+/// - a lost lease extension leaves an earlier expiry: the job is at worst taken back
+///   by the sweeper and run again, fenced in the same way.
+///
+/// Neither can lose a job, record an outcome twice or make an illegal transition.
+/// CockroachDB commits through its consensus either way: there every pool waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flush {
+    Wait,
+    Skip,
+}
+
 /// A handle on the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// Sessions that commit without waiting for the disk: claims and lease extensions
+    /// on PostgreSQL (see [`Flush`]). Opens connections only when first used.
+    unflushed: Pool,
     /// What the pool was built from, for [`Store::with_isolation`].
     config: std::sync::Arc<(tokio_postgres::Config, usize)>,
     isolation: IsolationSetting,
@@ -455,7 +492,20 @@ impl Store {
         let isolation = IsolationSetting::default();
         let dialect = Arc::new(OnceLock::new());
         Ok(Store {
-            pool: build_pool(config.clone(), pool_size, isolation, dialect.clone())?,
+            pool: build_pool(
+                config.clone(),
+                pool_size,
+                isolation,
+                Flush::Wait,
+                dialect.clone(),
+            )?,
+            unflushed: build_pool(
+                config.clone(),
+                pool_size.min(UNFLUSHED_POOL_SIZE),
+                isolation,
+                Flush::Skip,
+                dialect.clone(),
+            )?,
             config: std::sync::Arc::new((config, pool_size)),
             isolation,
             serial: std::sync::Arc::default(),
@@ -470,8 +520,12 @@ impl Store {
             let (config, pool_size) = &*self.config;
             // The only refusal of deadpool's builder is a timeout without a runtime,
             // and build_pool names the runtime.
-            self.pool = build_pool(config.clone(), *pool_size, isolation, self.dialect.clone())
-                .expect("a pool with a runtime builds");
+            let build = |size, flush| {
+                build_pool(config.clone(), size, isolation, flush, self.dialect.clone())
+                    .expect("a pool with a runtime builds")
+            };
+            self.pool = build(*pool_size, Flush::Wait);
+            self.unflushed = build((*pool_size).min(UNFLUSHED_POOL_SIZE), Flush::Skip);
             self.isolation = isolation;
         }
         self
@@ -530,6 +584,24 @@ impl Store {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>> {
+        self.statement_flushed(wanted, replay, Flush::Wait, sql, params)
+            .await
+    }
+
+    /// [`Store::statement`] whose commit waits for the disk or not, as `flush` says
+    /// (always waits on CockroachDB, and before the database is known).
+    pub(crate) async fn statement_flushed(
+        &self,
+        wanted: Isolation,
+        replay: Replay,
+        flush: Flush,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        let pool = match (flush, self.dialect.get()) {
+            (Flush::Skip, Some(Dialect::PostgreSql)) => &self.unflushed,
+            _ => &self.pool,
+        };
         let level = self.level(wanted);
         let implicit = self.is_session_level(level);
         let begin = level.begin();
@@ -538,7 +610,7 @@ impl Store {
                 Isolation::Serializable => Some(self.serial.lock().await),
                 Isolation::ReadCommitted => None,
             };
-            let client = self.pool.get().await?;
+            let client = pool.get().await?;
             let statement = client.prepare_cached(sql).await?;
             if implicit {
                 return Ok(client.query(&statement, params).await?);
@@ -570,6 +642,17 @@ impl Store {
     /// producer's transactional enqueue).
     pub async fn client(&self) -> Result<deadpool_postgres::Object> {
         Ok(self.pool.get().await?)
+    }
+
+    /// A connection of the pool that claims and lease extensions use: sessions that
+    /// commit without waiting for the disk on PostgreSQL (see [`Flush`]), the main
+    /// pool elsewhere and before the database is known.
+    pub async fn claims_client(&self) -> Result<deadpool_postgres::Object> {
+        let pool = match self.dialect.get() {
+            Some(Dialect::PostgreSql) => &self.unflushed,
+            _ => &self.pool,
+        };
+        Ok(pool.get().await?)
     }
 
     /// The database's clock, which every lease and due time is measured by.
