@@ -194,6 +194,8 @@ impl TestEnv {
             fetch_batch: 100,
             no_inbox: false,
             metrics_addr: None,
+            metrics_addr_file: None,
+            drain: false,
             kind_timeouts: Vec::new(),
             events: lc_worker::config::EventsConfig::default(),
         }
