@@ -196,13 +196,17 @@ build_launchcontrol() {
   done
   build_base >/dev/null
   # A small build context: the Dockerfile and the binaries in prebuilt/, which its build
-  # stage takes instead of compiling (hard links when the file system allows).
+  # stage takes instead of compiling. Without their debug information (a debug build's
+  # is most of its 200 MB; function names stay for backtraces).
   local context="$SCRATCH/launchcontrol"
   mkdir -p "$context/prebuilt"
   cp "$LC_ROOT/Dockerfile" "$context/Dockerfile"
   for bin in lc lc-worker; do
-    ln "$LC_BINARIES/$bin" "$context/prebuilt/$bin" 2>/dev/null ||
+    if command -v strip >/dev/null 2>&1; then
+      strip --strip-debug -o "$context/prebuilt/$bin" "$LC_BINARIES/$bin"
+    else
       cp "$LC_BINARIES/$bin" "$context/prebuilt/$bin"
+    fi
   done
   local started=$SECONDS
   lc_log "building $LC_APP_IMAGE on $LC_BASE_IMAGE with $LC_BINARIES/{lc,lc-worker}"
