@@ -14,6 +14,10 @@ ARG BASE_IMAGE=debian:bookworm-slim
 ARG BUILDER_IMAGE=rust:1.95-bookworm
 
 FROM ${BUILDER_IMAGE} AS build
+# The legacy builder keeps this stage's image, untagged: the label lets scripts/image.sh
+# find and remove it.
+ARG BUILD_STAGE=launchcontrol
+LABEL lc.build-stage=${BUILD_STAGE}
 WORKDIR /src
 COPY . .
 RUN if [ -x prebuilt/lc ] && [ -x prebuilt/lc-worker ]; then \

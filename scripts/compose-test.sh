@@ -284,7 +284,7 @@ check "no payload container is left" \
   test "$(docker ps -aq --filter "label=lc.deployment.name=$DEPLOYMENT" | wc -l)" -eq 0
 check "lc workers showed 4 replicas live at once" test "$(grep -c ' live ' "$WORK/workers-4.txt")" -eq 4
 seen="$(sql "SELECT count(*) FROM workers")"
-lc_log "workers registered over the run: $seen (2 + 2 added + 1 after the scale-down + 1 back)"
+lc_log "workers registered over the run: $seen (2 at the start, 2 more at the scale-up, 1 more when scaled back to 2)"
 check "at least 5 worker processes took part" test "$seen" -ge 5
 
 # ---- 5. stop: the EXIT trap removes everything -----------------------------------------

@@ -210,10 +210,15 @@ build_launchcontrol() {
   done
   local started=$SECONDS
   lc_log "building $LC_APP_IMAGE on $LC_BASE_IMAGE with $LC_BINARIES/{lc,lc-worker}"
+  local stage="launchcontrol-$$-$RANDOM"
   docker build --quiet --network none \
     --build-arg "BASE_IMAGE=$LC_BASE_IMAGE" \
     --build-arg "BUILDER_IMAGE=$LC_BASE_IMAGE" \
+    --build-arg "BUILD_STAGE=$stage" \
     --tag "$LC_APP_IMAGE" "$context" >/dev/null
+  # the build stage's image (a copy of the binaries), left untagged by the legacy builder
+  docker image ls -q --filter "label=lc.build-stage=$stage" | sort -u |
+    xargs -r docker image rm -f >/dev/null
   lc_log "built $LC_APP_IMAGE in $((SECONDS - started))s"
   echo built
 }

@@ -126,13 +126,7 @@ async fn a_draining_worker_stops_claiming_and_exits_when_its_jobs_are_done() {
     // --grace 1s: without --drain, the 4 s jobs would be stopped and handed back.
     let (mut worker, base) =
         worker_with_probes(&env, &["--drain", "--grace", "1s", "--concurrency", "4"]).await;
-    let long = enqueue_many(
-        &env,
-        JobKind::Sleep,
-        json!({"ms": 4000, "record": true}),
-        2,
-    )
-    .await;
+    let long = enqueue_many(&env, JobKind::Sleep, json!({"ms": 4000, "record": true}), 2).await;
     wait_for("both jobs to run", Duration::from_secs(20), || async {
         let states = env.states(&long).await;
         states
@@ -181,7 +175,9 @@ async fn a_draining_worker_stops_claiming_and_exits_when_its_jobs_are_done() {
     env.assert_exactly_once(&long).await;
     let later_states = env.states(&later).await;
     assert!(
-        later_states.values().all(|state| *state == JobState::Queued),
+        later_states
+            .values()
+            .all(|state| *state == JobState::Queued),
         "jobs enqueued during the drain wait for another worker: {later_states:?}"
     );
 }
