@@ -108,8 +108,11 @@ cleanup() {
   elif docker image inspect "$LC_APP_IMAGE" >/dev/null 2>&1; then
     lc_warn "FAILED: $LC_APP_IMAGE is left"
     rc=1
+  elif [[ -n "$(docker image ls -q --filter label=lc.build-stage)" ]]; then
+    lc_warn "FAILED: the build stage's image of $LC_APP_IMAGE is left"
+    rc=1
   else
-    lc_log "nothing left: no container, volume, network of $PROJECT, no $LC_APP_IMAGE"
+    lc_log "nothing left: no container, volume, network of $PROJECT, no $LC_APP_IMAGE or its build stage"
   fi
   ((rc == 0 && FAILED != 0)) && rc=1
   if ((rc == 0)); then
