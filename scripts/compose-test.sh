@@ -5,13 +5,13 @@
 #   1. builds the images (scripts/image.sh): PostgreSQL, Redis and a base with python3 for
 #      the docker-machine stand-in are kept between runs; launchcontrol:compose-test (the
 #      debug binaries of `cargo build --workspace --bins`) is made anew and removed at the end;
-#   2. starts PostgreSQL, Redis, the migrations and 2 workers; enqueues 5,000 jobs and a 5-node
+#   2. starts PostgreSQL, Redis, the migrations and 2 workers; enqueues 5,000 jobs, a 5-node
 #      docker-machine deployment (the stand-in, driver none, on the engine's socket that the
-#      workers mount);
+#      workers mount) and a 2-node one on the `local` provider (that socket);
 #   3. scales to 4 workers while they run, `docker kill`s one, scales down to 1 (SIGTERM:
 #      what runs past the grace period is handed back), then back to 2;
-#   4. checks: every job terminal exactly once and none lost, the deployment deployed, then
-#      torn down with no container left; `lc workers` saw the replicas come and go; no
+#   4. checks: every job terminal exactly once and none lost, the deployments deployed, then
+#      torn down with no machine or container left; `lc workers` saw the replicas come and go; no
 #      worker connection left loopback;
 #   5. stops everything and removes its containers, volumes and the test image, pass or fail.
 #
@@ -36,8 +36,14 @@ ensure_pkg ss iproute2
 PROJECT=lccomposetest
 TAG=compose-test
 JOBS="${LC_COMPOSE_JOBS:-5000}"
-NODES=5
-DEPLOYMENT=compose-test-fleet
+# Two deployments: 5 nodes through docker-machine (the stand-in, driver none, on the engine
+# socket the workers mount) and 2 on the `local` provider (the workers' own engine).
+DEPLOYMENTS=(compose-test-fleet compose-test-local)
+declare -A NODES=([compose-test-fleet]=5 [compose-test-local]=2)
+declare -A PROVIDER=(
+  [compose-test-fleet]="{kind: docker-machine, driver: none, driver_flags: {url: 'unix:///var/run/docker.sock'}}"
+  [compose-test-local]="{kind: local}"
+)
 PG_PORT="${LC_COMPOSE_PG_PORT:-57401}"
 REDIS_PORT="${LC_COMPOSE_REDIS_PORT:-57402}"
 BINARIES="${LC_BINARIES:-${CARGO_TARGET_DIR:-$LC_ROOT/target}/debug}"
@@ -97,7 +103,9 @@ cleanup() {
   fi
   compose down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1
   # payload containers of the deployment, should a failed run have left any
-  docker ps -aq --filter "label=lc.deployment.name=$DEPLOYMENT" | xargs -r docker rm -f >/dev/null 2>&1
+  for name in "${DEPLOYMENTS[@]}"; do
+    docker ps -aq --filter "label=lc.deployment.name=$name" | xargs -r docker rm -f >/dev/null 2>&1
+  done
   docker image rm -f "$LC_APP_IMAGE" >/dev/null 2>&1
   rm -rf "$WORK"
   local left
@@ -194,11 +202,12 @@ for _ in $(seq 10); do
   "$LC" enqueue sleep --payload '{"ms": 150, "record": true}' --count $((JOBS / 10 - JOBS / 500)) >/dev/null
   "$LC" enqueue sleep --payload '{"ms": 8000, "record": true}' --count $((JOBS / 500)) >/dev/null
 done
-cat >"$WORK/fleet.yaml" <<SPEC
-name: $DEPLOYMENT
+for name in "${DEPLOYMENTS[@]}"; do
+  cat >"$WORK/$name.yaml" <<SPEC
+name: $name
 owner: compose-test
-nodes: $NODES
-provider: {kind: docker-machine, driver: none, driver_flags: {url: 'unix:///var/run/docker.sock'}}
+nodes: ${NODES[$name]}
+provider: ${PROVIDER[$name]}
 payload:
   image: ${LC_IMAGE:-lc-busybox:latest}
   command: [sleep, '3600']
@@ -206,8 +215,9 @@ payload:
   pull: never
 timeouts: {stop: 1s}
 SPEC
-"$LC" deploy create "$WORK/fleet.yaml" >/dev/null
-lc_log "enqueued $JOBS sleep jobs and a $NODES-node deployment"
+  "$LC" deploy create "$WORK/$name.yaml" >/dev/null
+done
+lc_log "enqueued $JOBS sleep jobs, a ${NODES[compose-test-fleet]}-node docker-machine deployment and a ${NODES[compose-test-local]}-node local one"
 
 # ---- 3. scale under load ------------------------------------------------------------------
 wait_for "the first 1,000 jobs" 120 succeeded_at_least 1000
@@ -249,23 +259,29 @@ wait_for "2 live workers again" 60 live_workers_are 2
 all_terminal() {
   [[ "$(sql "SELECT count(*) FROM jobs WHERE state NOT IN ('succeeded', 'dead', 'cancelled')")" == 0 ]]
 }
+# deployment_is NAME STATE
 deployment_is() {
-  [[ "$(sql "SELECT state FROM deployments WHERE name = '$DEPLOYMENT'")" == "$1" ]]
+  [[ "$(sql "SELECT state FROM deployments WHERE name = '$1'")" == "$2" ]]
 }
-wait_for "the deployment to be deployed" 180 deployment_is deployed
-containers="$(docker ps -q --filter "label=lc.deployment.name=$DEPLOYMENT" --filter status=running | wc -l)"
-check "$NODES payload containers run (got $containers)" test "$containers" -eq "$NODES"
-"$LC" deploy teardown "$DEPLOYMENT" --wait >/dev/null
+for name in "${DEPLOYMENTS[@]}"; do
+  wait_for "$name to be deployed" 180 deployment_is "$name" deployed
+  containers="$(docker ps -q --filter "label=lc.deployment.name=$name" --filter status=running | wc -l)"
+  check "$name: ${NODES[$name]} payload containers run (got $containers)" \
+    test "$containers" -eq "${NODES[$name]}"
+done
+for name in "${DEPLOYMENTS[@]}"; do
+  "$LC" deploy teardown "$name" --wait >/dev/null
+done
 wait_for "every job terminal" 240 all_terminal
 
 check "$JOBS sleep jobs all succeeded" \
   test "$(sql "SELECT count(*) FROM jobs WHERE kind = 'sleep' AND state = 'succeeded'")" -eq "$JOBS"
-# The teardown cancels the deployment's next scheduled health check: the one job that may
+# A teardown cancels its deployment's next scheduled health check: the one job that may
 # end cancelled.
 not_succeeded="$(sql "SELECT kind || ' ' || state || ' ' || count(*) FROM jobs
   WHERE state <> 'succeeded' AND NOT (kind = 'health_check' AND state = 'cancelled')
   GROUP BY kind, state")"
-check "every job succeeded (but the health check that the teardown cancelled)" \
+check "every job succeeded (but the health checks that the teardowns cancelled)" \
   test -z "$not_succeeded"
 [[ -z "$not_succeeded" ]] || printf '%s\n' "$not_succeeded" >&2
 check "every job reached its terminal state exactly once" test "$(sql "
@@ -279,12 +295,14 @@ expired="$(sql "SELECT count(*) FROM job_events WHERE message LIKE 'lease expire
 lc_log "jobs handed back by SIGTERM'd workers: $released; taken back from the killed one after its lease: $expired"
 check "the SIGTERM'd workers handed back the jobs that ran past the grace period" test "$released" -ge 1
 check "the killed worker's jobs came back when their leases expired" test "$expired" -ge 1
-check "the deployment is torn down" deployment_is torn_down
-check "no machine of it is left in the database" test "$(sql "
-  SELECT count(*) FROM machines m JOIN deployments d ON d.id = m.deployment_id
-  WHERE d.name = '$DEPLOYMENT' AND m.state <> 'removed'")" -eq 0
-check "no payload container is left" \
-  test "$(docker ps -aq --filter "label=lc.deployment.name=$DEPLOYMENT" | wc -l)" -eq 0
+for name in "${DEPLOYMENTS[@]}"; do
+  check "$name is torn down" deployment_is "$name" torn_down
+  check "$name: no machine is left in the database" test "$(sql "
+    SELECT count(*) FROM machines m JOIN deployments d ON d.id = m.deployment_id
+    WHERE d.name = '$name' AND m.state <> 'removed'")" -eq 0
+  check "$name: no payload container is left" \
+    test "$(docker ps -aq --filter "label=lc.deployment.name=$name" | wc -l)" -eq 0
+done
 check "lc workers showed 4 replicas live at once" test "$(grep -c ' live ' "$WORK/workers-4.txt")" -eq 4
 seen="$(sql "SELECT count(*) FROM workers")"
 lc_log "workers registered over the run: $seen (2 at the start, 2 more at the scale-up, 1 more when scaled back to 2)"
