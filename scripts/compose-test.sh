@@ -52,6 +52,7 @@ LC="$BINARIES/lc"
   lc_die "$BINARIES/lc and lc-worker missing: run cargo build --workspace --bins first"
 
 export LC_APP_IMAGE="launchcontrol:$TAG"
+export LC_BUILD_STAGE="launchcontrol-$TAG-$$"
 export LC_BASE_IMAGE=launchcontrol-base:bookworm-standin
 export LC_POSTGRES_IMAGE=launchcontrol-postgres:bookworm
 export LC_REDIS_IMAGE=launchcontrol-redis:bookworm
@@ -116,7 +117,7 @@ cleanup() {
   elif docker image inspect "$LC_APP_IMAGE" >/dev/null 2>&1; then
     lc_warn "FAILED: $LC_APP_IMAGE is left"
     rc=1
-  elif [[ -n "$(docker image ls -q --filter label=lc.build-stage)" ]]; then
+  elif [[ -n "$(docker image ls -q --filter "label=lc.build-stage=$LC_BUILD_STAGE")" ]]; then
     lc_warn "FAILED: the build stage's image of $LC_APP_IMAGE is left"
     rc=1
   else

@@ -210,7 +210,8 @@ build_launchcontrol() {
   done
   local started=$SECONDS
   lc_log "building $LC_APP_IMAGE on $LC_BASE_IMAGE with $LC_BINARIES/{lc,lc-worker}"
-  local stage="launchcontrol-$$-$RANDOM"
+  # LC_BUILD_STAGE names the stage's image (a caller that checks it is gone sets it).
+  local stage="${LC_BUILD_STAGE:-launchcontrol-$$-$RANDOM}"
   docker build --quiet --network none \
     --build-arg "BASE_IMAGE=$LC_BASE_IMAGE" \
     --build-arg "BUILDER_IMAGE=$LC_BASE_IMAGE" \
