@@ -143,15 +143,15 @@ async fn a_draining_worker_stops_claiming_and_exits_when_its_jobs_are_done() {
     // Work that arrives while it drains is not its own any more.
     let later = enqueue_many(&env, JobKind::Noop, json!({}), 3).await;
 
-    let code = tokio::task::spawn_blocking(move || {
+    let (code, log) = tokio::task::spawn_blocking(move || {
         let code = worker.wait(Duration::from_secs(30));
         (code, worker.log_text())
     })
     .await
     .unwrap();
     let took = signalled.elapsed();
-    assert_eq!(code.0, Some(0), "the worker exits cleanly:\n{}", code.1);
-    assert!(code.1.contains("draining"), "{}", code.1);
+    assert_eq!(code, Some(0), "the worker exits cleanly:\n{log}");
+    assert!(log.contains("draining"), "{log}");
     assert!(
         took >= Duration::from_secs(2),
         "it waited for the jobs past --grace (exited after {took:?})"
