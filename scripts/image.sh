@@ -55,10 +55,10 @@ have_image() {
 SCRATCH="$(mktemp -d "${TMPDIR:-/tmp}/lc-image.XXXXXX")"
 trap 'rm -rf "$SCRATCH"' EXIT
 
-# debootstrap_image IMAGE PACKAGES MESSAGE [mmdebstrap options...]: a Debian root file system of
-# PACKAGES (comma separated, on top of the minimal base) imported as IMAGE. The extra options
-# (hooks, --change lines are not among them) go to mmdebstrap.
-debootstrap_image() {
+# debian_image IMAGE PACKAGES MESSAGE [--change LINE]... [MMDEBSTRAP_OPTION]...: a Debian root
+# file system of PACKAGES (comma separated, on top of the minimal base) imported as IMAGE. The
+# leading --change pairs go to `docker import`, the options after them (hooks) to mmdebstrap.
+debian_image() {
   local image="$1" packages="$2" message="$3"
   shift 3
   local -a changes=()
@@ -152,7 +152,7 @@ build_base() {
     echo present
     return 0
   fi
-  debootstrap_image "$LC_BASE_IMAGE" "$LC_BASE_PACKAGES" \
+  debian_image "$LC_BASE_IMAGE" "$LC_BASE_PACKAGES" \
     "LaunchControl base: Debian $SUITE minbase with $LC_BASE_PACKAGES" \
     --change 'CMD ["/bin/bash"]'
   echo built
@@ -165,7 +165,7 @@ build_postgres() {
   fi
   # The package's post-install makes a cluster "main" that the image does not use: its
   # start script makes one in $PGDATA (a volume) on the first start.
-  debootstrap_image "$LC_POSTGRES_IMAGE" postgresql-15 \
+  debian_image "$LC_POSTGRES_IMAGE" postgresql-15 \
     "LaunchControl test world: PostgreSQL 15 from Debian $SUITE" \
     --change 'ENV PGDATA=/var/lib/postgresql/data' \
     --change 'CMD ["/usr/local/bin/postgres-start"]' \
@@ -181,7 +181,7 @@ build_redis() {
     return 0
   fi
   # Redis holds only dispatch hints (the database can rebuild them): no persistence.
-  debootstrap_image "$LC_REDIS_IMAGE" redis-server \
+  debian_image "$LC_REDIS_IMAGE" redis-server \
     "LaunchControl test world: Redis from Debian $SUITE" \
     --change 'USER redis' \
     --change 'CMD ["redis-server", "--bind", "127.0.0.1", "--port", "6379", "--save", "", "--appendonly", "no"]'
