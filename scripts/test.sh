@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# THE test command: start the local services, then run the workspace tests against them.
-# Extra arguments go to the test runner (cargo nextest run, else cargo test).
+# THE test command: start the local services, then run the workspace tests against them,
+# then the compose test (scripts/compose-test.sh: the stack of compose.local.yaml scaled up
+# and down under load). Extra arguments go to the test runner (cargo nextest run, else cargo
+# test); with them the compose test is skipped unless LC_COMPOSE_TEST=1 (LC_COMPOSE_TEST=0
+# always skips it). The exit status is non-zero when either failed.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_pkg python3 python3 # the docker-machine stand-in is a Python script
-ensure_pkg docker-compose docker-compose # validates compose.yaml (not run: no registry here)
+ensure_pkg docker-compose docker-compose # runs compose.local.yaml; validates compose.yaml
 ensure_pkg redis-cli redis-tools # builds the private Redis Cluster of the cluster test
 # The dashboard's browser test (tests/browser/dashboard.py): Debian's Chromium and its
 # driver, so that nothing downloads a browser.
@@ -41,10 +44,18 @@ cd "$LC_ROOT"
 # binaries only for that package's own tests, so build them all first.
 lc_log "running: cargo build --workspace --bins --examples"
 cargo build --workspace --bins --examples
+rc=0
 if cargo nextest --version >/dev/null 2>&1; then
   lc_log "running: cargo nextest run --workspace --no-fail-fast $*"
-  exec cargo nextest run --workspace --no-fail-fast "$@"
+  cargo nextest run --workspace --no-fail-fast "$@" || rc=$?
 else
   lc_log "running: cargo test --workspace --no-fail-fast $*"
-  exec cargo test --workspace --no-fail-fast "$@"
+  cargo test --workspace --no-fail-fast "$@" || rc=$?
 fi
+compose_default=1
+(($#)) && compose_default=0
+if [[ "${LC_COMPOSE_TEST:-$compose_default}" == 1 ]]; then
+  lc_log "running: scripts/compose-test.sh"
+  "$LC_ROOT/scripts/compose-test.sh" || { compose_rc=$?; lc_warn "the compose test failed"; ((rc)) || rc=$compose_rc; }
+fi
+exit "$rc"

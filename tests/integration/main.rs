@@ -16,5 +16,6 @@ mod http;
 mod inspect;
 mod layering;
 mod operator;
+mod probes;
 mod queue;
 mod scaleout;

@@ -1,5 +1,7 @@
-//! Scale-out artefacts: `compose.yaml` is valid (it is not run: no registry here), and
-//! the docker-machine stand-in still keeps the real CLI contract.
+//! Scale-out artefacts: `compose.yaml` is valid (it is not run: its images come from a
+//! registry, and there is none here), `compose.local.yaml` stays on the host's network and
+//! loopback (`scripts/compose-test.sh` runs it), and the docker-machine stand-in still keeps
+//! the real CLI contract.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,9 +14,15 @@ fn repo_root() -> PathBuf {
 }
 
 fn compose(args: &[&str]) -> String {
+    compose_file("compose.yaml", args)
+}
+
+fn compose_file(file: &str, args: &[&str]) -> String {
     let output = Command::new("docker-compose")
+        // `config` prints the environment it fills in; a failed assertion prints that.
+        .env_remove("LC_SECRET_KEY")
         .arg("-f")
-        .arg(repo_root().join("compose.yaml"))
+        .arg(repo_root().join(file))
         .args(args)
         .output()
         .expect("docker-compose not found; scripts/test.sh installs it");
@@ -59,6 +67,33 @@ fn compose_file_is_valid_and_scales_workers() {
         !worker.contains("ports:"),
         "a published port prevents scaling"
     );
+}
+
+#[test]
+fn the_local_compose_file_stays_on_the_host_network_and_loopback() {
+    let services = compose_file("compose.local.yaml", &["config", "--services"]);
+    let services: Vec<&str> = services.lines().collect();
+    assert_eq!(
+        services.len(),
+        4,
+        "postgres, redis, migrate, worker: {services:?}"
+    );
+    let config = compose_file("compose.local.yaml", &["config"]);
+    // One `network_mode: host` per service, and nothing published or bound elsewhere.
+    assert_eq!(
+        config.matches("network_mode: host").count(),
+        services.len(),
+        "{config}"
+    );
+    assert!(!config.contains("ports:"), "{config}");
+    assert!(!config.contains("0.0.0.0"), "{config}");
+    let worker = config.split("\n  worker:").nth(1).unwrap_or_default();
+    assert!(!worker.contains("container_name"), "{worker}");
+    assert!(
+        worker.contains("/readyz"),
+        "the healthcheck asks /readyz: {worker}"
+    );
+    assert!(worker.contains("127.0.0.1:0"), "{worker}");
 }
 
 #[test]

@@ -194,6 +194,8 @@ impl TestEnv {
             fetch_batch: 100,
             no_inbox: false,
             metrics_addr: None,
+            metrics_addr_file: None,
+            drain: false,
             kind_timeouts: Vec::new(),
             events: lc_worker::config::EventsConfig::default(),
         }
@@ -941,8 +943,50 @@ impl PrivatePostgres {
     }
 }
 
+impl PrivatePostgres {
+    /// The server and its backends, stopped (SIGSTOP): connections stay open and every
+    /// query waits for an answer that does not come, as with a database host that hangs.
+    pub fn freeze(&self) {
+        self.signal_all(libc::SIGSTOP);
+    }
+
+    /// Undoes [`PrivatePostgres::freeze`].
+    pub fn thaw(&self) {
+        self.signal_all(libc::SIGCONT);
+    }
+
+    /// Sends `signal` to the postmaster (`postmaster.pid`) and to its children.
+    fn signal_all(&self, signal: i32) {
+        let Some(postmaster) = std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse::<i32>().ok())
+        else {
+            return;
+        };
+        let children = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                // /proc/PID/stat: "pid (comm) state ppid ...", comm may hold spaces
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        let after = stat.rsplit_once(')')?.1;
+                        after.split_whitespace().nth(1)?.parse::<i32>().ok()
+                    })
+                    == Some(postmaster)
+            });
+        for pid in std::iter::once(postmaster).chain(children) {
+            unsafe_free_kill(pid, signal);
+        }
+    }
+}
+
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
+        self.thaw();
         self.pg_ctl(&["-w", "-m", "immediate", "stop"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -60,9 +60,22 @@ pub struct WorkerConfig {
     #[arg(long, env = "LC_NO_INBOX")]
     pub no_inbox: bool,
 
-    /// Serve Prometheus metrics on this address (for example 127.0.0.1:9187)
+    /// Serve Prometheus metrics and the probes `/healthz` and `/readyz` on this address
+    /// (for example 127.0.0.1:9187; port 0 takes a free one)
     #[arg(long, env = "LC_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Write the address the metrics server listens on to this file once it listens
+    /// (with `--metrics-addr 127.0.0.1:0`, how a probe finds a replica's port when
+    /// several replicas share the host's network)
+    #[arg(long, env = "LC_METRICS_ADDR_FILE", requires = "metrics_addr")]
+    pub metrics_addr_file: Option<std::path::PathBuf>,
+
+    /// On SIGTERM or ctrl-c, drain: stop claiming and exit once the running jobs are
+    /// done, however long they take (no `--grace` limit, nothing handed back). For
+    /// rolling upgrades; a second signal exits at once
+    #[arg(long, env = "LC_DRAIN")]
+    pub drain: bool,
 
     /// Time limit of one attempt of a kind, KIND=DURATION (repeatable, or comma
     /// separated), for jobs that do not set their own; replaces the kind's built-in

@@ -19,7 +19,10 @@ pub(crate) async fn heartbeat_loop(worker: Arc<Worker>, stop: CancellationToken)
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = interval.tick() => beat(&worker).await,
+            _ = interval.tick() => {
+                beat(&worker).await;
+                worker.pulse.beat();
+            }
         }
     }
 }

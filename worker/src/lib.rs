@@ -18,7 +18,7 @@
 //! - `inbox`: ingests jobs that other languages wrote to the Redis inbox stream
 //! - `keyed`: the hints that start a concurrency key's waiting jobs when a slot frees
 //! - `relay`: publishes the outbox of job (and domain) events to the event stream
-//! - `metrics_server`: `GET /metrics`
+//! - `metrics_server`: `GET /metrics`, and the probes `/healthz` and `/readyz`
 //! - [`handlers`]: the [`Handler`] trait, the [`Registry`] of kinds a worker runs, a
 //!   handler's [`JobContext`], and the core's handlers (`noop`, `sleep`)
 //! - `worker`: the state the tasks share (database, Redis, config, slots, metrics)
@@ -26,6 +26,7 @@
 //! - `slots`: the places a job holds, and a finished run
 //! - [`metrics`]: Prometheus counters and their text format
 //! - `outage`: one log line when the database goes away, one when it is back
+//! - `pulse`: when the heartbeat loop last came round (liveness)
 //! - [`config`]: flags and their defaults
 
 mod completer;
@@ -39,6 +40,7 @@ mod lease;
 pub mod metrics;
 mod metrics_server;
 mod outage;
+mod pulse;
 mod relay;
 mod running;
 mod slots;

@@ -22,6 +22,7 @@ use crate::config::WorkerConfig;
 use crate::handlers::Registry;
 use crate::metrics::Metrics;
 use crate::outage::Outages;
+use crate::pulse::Pulse;
 use crate::running::RunningJobs;
 use crate::slots::Finished;
 use crate::worker::{HELD_PER_SLOT, Worker, WorkerError};
@@ -92,6 +93,7 @@ async fn connect(
         running: RunningJobs::default(),
         metrics: Metrics::default(),
         outages: Outages::default(),
+        pulse: Pulse::default(),
         dispatch,
         tasks: TaskTracker::new(),
         completions,
@@ -179,10 +181,15 @@ impl Tasks {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(WorkerError::Metrics)?;
-            info!(%addr, "serving metrics");
+            let addr = listener.local_addr().map_err(WorkerError::Metrics)?;
+            if let Some(file) = &worker.config.metrics_addr_file {
+                write_addr_file(file, addr).map_err(WorkerError::Metrics)?;
+            }
+            info!(%addr, "serving metrics, /healthz and /readyz");
             background.spawn(crate::metrics_server::serve(
                 worker.clone(),
                 listener,
+                stop_fetching.clone(),
                 stop_background.clone(),
             ));
         }
@@ -219,9 +226,27 @@ impl Tasks {
     }
 }
 
-/// Waits for running handlers within the grace period; past it, cancels them.
+/// Writes `addr` to `file` whole (a reader never sees half of it): a temporary file
+/// beside it, renamed over it.
+fn write_addr_file(file: &std::path::Path, addr: std::net::SocketAddr) -> std::io::Result<()> {
+    let mut partial = file.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(&partial, format!("{addr}\n"))?;
+    std::fs::rename(&partial, file)
+}
+
+/// Waits for running handlers within the grace period; past it, cancels them. A
+/// draining worker (`--drain`) waits for them however long they take.
 async fn wait_for_handlers(worker: &Worker) {
     worker.tasks.close();
+    if worker.config.drain {
+        info!(
+            running = worker.running.len(),
+            "draining: waiting for the running jobs to finish"
+        );
+        worker.tasks.wait().await;
+        return;
+    }
     if tokio::time::timeout(worker.config.grace, worker.tasks.wait())
         .await
         .is_err()

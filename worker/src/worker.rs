@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::config::WorkerConfig;
 use crate::metrics::Metrics;
 use crate::outage::Outages;
+use crate::pulse::Pulse;
 use crate::running::RunningJobs;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,8 @@ pub struct Worker {
     pub metrics: Metrics,
     /// Database outages per component, so each is logged once, not once per retry.
     pub outages: Outages,
+    /// When the heartbeat loop last came round (the liveness probe).
+    pub(crate) pulse: Pulse,
     /// Sends hints for jobs this worker enqueued or released.
     pub dispatch: Dispatch,
     /// Free places among running handlers: `--concurrency` permits.
