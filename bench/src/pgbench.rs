@@ -194,14 +194,7 @@ impl Bench {
         }
         let (tps, transactions) = parse_report(&stdout)?;
         let made = self.remove_reference_jobs().await?;
-        // pgbench itself is among the "other" processes: its share by name.
-        let mut per_commit = cpu_per_job(&cpu, transactions as f64);
-        if let (Some(cores), Some(wall)) =
-            (cpu["top_other"]["pgbench"].as_f64(), cpu["wall_s"].as_f64())
-            && transactions > 0
-        {
-            per_commit["pgbench"] = json!(round(cores * wall * 1e6 / transactions as f64, 1));
-        }
+        let per_commit = cpu_per_job(&cpu, transactions as f64);
         ensure!(
             made == transactions as i64,
             "pgbench reported {transactions} transactions but {made} jobs are in {QUEUE}"

@@ -141,8 +141,10 @@ fn cpu_text(cpu: &Value) -> String {
 
 /// "postgres 48.1, lc-worker 25.0"
 fn per_process(per_job: &serde_json::Map<String, Value>) -> String {
+    // "other" is everything else on the machine (the report's CPU line shows it).
     per_job
         .iter()
+        .filter(|(name, _)| name.as_str() != "other")
         .map(|(name, micros)| format!("{name} {micros}"))
         .collect::<Vec<_>>()
         .join(", ")
