@@ -228,6 +228,11 @@ pub(crate) fn cpu_split(before: &CpuSample, after: &CpuSample, clk_tck: f64) -> 
             *groups.entry("lc-worker-children").or_default() +=
                 child_ticks.saturating_sub(children_was);
         }
+        if *pid == own {
+            // Processes the bench ran and reaped (pgbench): gone by now.
+            *groups.entry("lc-bench-children").or_default() +=
+                child_ticks.saturating_sub(children_was);
+        }
         let group = if after.workers.contains(pid) {
             "lc-worker"
         } else if *pid == own {
