@@ -14,6 +14,9 @@
 #                                             ratios (installs the pinned BullMQ of
 #                                             bench/bullmq/package-lock.json under $LC_HOME/peers)
 #   scripts/bench.sh --isolation serializable --only drain --drain-workers 1,2,4
+#   scripts/bench.sh --compare bullmq --repeat 3
+#                                             each measuring section three times, interleaved
+#                                             (lc then BullMQ in each), medians with min–max
 #   scripts/bench.sh --help                   lc-bench's options (builds it; starts nothing)
 #   BENCH_KEEP_DB=1 scripts/bench.sh          keep the bench database for inspection
 #
@@ -79,6 +82,13 @@ if [[ -z "$PSQL" ]]; then
   PSQL="$(find /usr/lib/postgresql -path '*/bin/psql' 2>/dev/null | sort -V | tail -n1)"
 fi
 [[ -x "$PSQL" ]] || lc_die "psql not found"
+# The one-producer reference (pgbench with lc's own insert): the server's version, which
+# comes with the PostgreSQL that services.sh installed.
+PGBENCH="$(find /usr/lib/postgresql -path '*/bin/pgbench' 2>/dev/null | sort -V | tail -n1)"
+if [[ -z "$PGBENCH" ]]; then
+  ensure_pkg pgbench postgresql # pgbench ships with the server package
+  PGBENCH="$(command -v pgbench)"
+fi
 
 cd "$LC_ROOT"
 lc_log "building release binaries (lc, lc-worker, lc-bench)"
@@ -154,7 +164,7 @@ psql_admin -c "CREATE DATABASE $BENCH_DB"
 exec {out}> >(tee "$WORK/output.txt")
 TEE_PID=$!
 DATABASE_URL="$BENCH_DATABASE_URL" REDIS_URL="$REDIS_URL" LC_REDIS_PREFIX="$BENCH_PREFIX" \
-  LC_BIN_DIR="$BIN_DIR" \
+  LC_BIN_DIR="$BIN_DIR" LC_PGBENCH="$PGBENCH" \
   "$BIN_DIR/lc-bench" --work-dir "$WORK" "$@" >&"$out" &
 BENCH_PID=$!
 rc=0

@@ -20,6 +20,17 @@ pub(crate) enum Section {
     Http,
 }
 
+impl Section {
+    /// Whether `--repeat` repeats it: the sections that measure rates and latencies
+    /// (the others make deployments and kill workers, once is their test).
+    pub(crate) fn repeats(self) -> bool {
+        matches!(
+            self,
+            Section::Single | Section::Bulk | Section::Drain | Section::Latency
+        )
+    }
+}
+
 /// Benchmarks LaunchControl, alone or beside BullMQ (`--compare bullmq`); run it through
 /// scripts/bench.sh, which provides a fresh database and Redis prefix.
 #[derive(Parser, Debug)]
@@ -49,6 +60,11 @@ pub(crate) struct Args {
     /// through one shared `Producer` (comma separated: each setting is a row)
     #[arg(long, value_delimiter = ',', default_value = "1,32")]
     pub(crate) single_concurrency: Vec<usize>,
+
+    /// The pgbench of the one-producer reference (default: the newest
+    /// /usr/lib/postgresql/*/bin/pgbench, else the PATH's)
+    #[arg(long, env = "LC_PGBENCH")]
+    pub(crate) pgbench: Option<PathBuf>,
 
     /// Jobs per `enqueue_batch` call
     #[arg(long, default_value_t = 1000)]
@@ -116,6 +132,12 @@ pub(crate) struct Args {
     /// Run only these sections (comma separated); default all
     #[arg(long, value_enum, value_delimiter = ',')]
     pub(crate) only: Vec<Section>,
+
+    /// Run each measuring section (single, bulk, drain, latency) this many times, one
+    /// repetition after the other (lc then the peer within each), and report medians
+    /// with their ranges; the other sections run once
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub(crate) repeat: u32,
 
     /// Skip these sections (comma separated)
     #[arg(long, value_enum, value_delimiter = ',')]

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::args::{Args, Section};
 use crate::peer::{Peer, PeerKind};
-use crate::rows::{Compared, Row, verdict};
+use crate::rows::{Check, Numbers, Row, Unit, verdict};
 use crate::stats::command_line;
 
 /// How often the bench looks at the database while waiting for jobs.
@@ -31,6 +31,8 @@ pub(crate) struct Bench {
     /// How many jobs the bench enqueued itself, per queue: all must end `succeeded`.
     pub(crate) enqueued: BTreeMap<String, u64>,
     pub(crate) worker_seq: usize,
+    /// Which repetition of `--repeat` runs (0 for the first).
+    pub(crate) repetition: u32,
     /// The peer of `--compare`, run beside each workload.
     pub(crate) peer: Option<Peer>,
     pub(crate) rows: Vec<Row>,
@@ -97,9 +99,20 @@ impl Bench {
             clk_tck,
             enqueued: BTreeMap::new(),
             worker_seq: 0,
+            repetition: 0,
             rows: Vec::new(),
             notes: Vec::new(),
         })
+    }
+
+    /// A queue name of its own for each repetition (a drain checks that its queue holds
+    /// exactly its jobs): `drain-1`, then `drain-1-r2`, ...
+    pub(crate) fn queue_name(&self, base: &str) -> String {
+        if self.repetition == 0 {
+            base.to_owned()
+        } else {
+            format!("{base}-r{}", self.repetition + 1)
+        }
     }
 
     pub(crate) fn wants(&self, section: Section) -> bool {
@@ -114,28 +127,81 @@ impl Bench {
         target: impl Into<String>,
         met: Option<bool>,
     ) {
-        self.compared_row(figure, measured, None, target, met);
-    }
-
-    pub(crate) fn compared_row(
-        &mut self,
-        figure: impl Into<String>,
-        measured: impl Into<String>,
-        peer: Option<&Compared>,
-        target: impl Into<String>,
-        met: Option<bool>,
-    ) {
         let row = Row {
             figure: figure.into(),
             measured: measured.into(),
-            peer: peer.map(|peer| peer.text.clone()).unwrap_or_default(),
-            ratio: peer
-                .map(|peer| format!("{:.2}x", peer.ratio))
+            peer: String::new(),
+            ratio: String::new(),
+            target: target.into(),
+            met,
+            failed: false,
+            numbers: None,
+        };
+        self.push_row(row);
+    }
+
+    /// A row whose figures are numbers (lc's `values`, the peer's when there is one):
+    /// printed in `unit`, summarised as medians under `--repeat`, its verdict from
+    /// `check` (a ratio check takes lc's first value over the peer's).
+    pub(crate) fn figure_row(
+        &mut self,
+        figure: impl Into<String>,
+        unit: Unit,
+        values: Vec<f64>,
+        peer: Option<Vec<f64>>,
+        target: impl Into<String>,
+        check: Option<Check>,
+    ) -> Option<bool> {
+        let ratio = peer
+            .as_ref()
+            .and_then(|peer| match (values.first(), peer.first()) {
+                (Some(lc), Some(peer)) if *peer > 0.0 => Some(lc / peer),
+                _ => None,
+            });
+        let numbers = Numbers {
+            unit,
+            lc: values,
+            peer,
+            ratio,
+            check,
+        };
+        self.numbers_row(figure, numbers, target, None)
+    }
+
+    /// A row of `numbers` (see [`Bench::figure_row`]); its verdict is `numbers.check`'s,
+    /// or `met` for a target that is not a simple rule (a summary of repetitions then
+    /// takes the majority).
+    pub(crate) fn numbers_row(
+        &mut self,
+        figure: impl Into<String>,
+        numbers: Numbers,
+        target: impl Into<String>,
+        met: Option<bool>,
+    ) -> Option<bool> {
+        let met = numbers.check.map(|check| check.met(&numbers)).or(met);
+        let unit = numbers.unit;
+        let row = Row {
+            figure: figure.into(),
+            measured: unit.text(&numbers.lc),
+            peer: numbers
+                .peer
+                .as_ref()
+                .map(|peer| unit.text(peer))
+                .unwrap_or_default(),
+            ratio: numbers
+                .ratio
+                .map(|ratio| format!("{ratio:.2}x"))
                 .unwrap_or_default(),
             target: target.into(),
             met,
             failed: false,
+            numbers: Some(numbers),
         };
+        self.push_row(row);
+        met
+    }
+
+    fn push_row(&mut self, row: Row) {
         eprintln!(
             "[bench]   {} = {}{} (target {}) {}",
             row.figure,

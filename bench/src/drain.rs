@@ -11,9 +11,11 @@ use serde_json::{Value, json};
 
 use crate::bench::{Bench, POLL, unfinished_split};
 use crate::procs::WorkerProc;
-use crate::rows::{Compared, Row, thousands};
+use crate::rows::{Check, Row, Unit, thousands};
 use crate::starts::handler_starts;
-use crate::stats::{cpu_sample, cpu_split, pg_delta, pg_stats, redis_delta, redis_info, round};
+use crate::stats::{
+    cpu_per_job, cpu_sample, cpu_split, pg_delta, pg_stats, redis_delta, redis_info, round,
+};
 
 pub(crate) const TARGET_DRAIN: f64 = 15_000.0;
 /// A measured drain window shorter than this gets a note: start-up, the first and last
@@ -90,6 +92,7 @@ impl Bench {
         let first_to_last = (drained.last_finish - first_start).as_seconds_f64();
         let spawn_to_last = (drained.last_finish - spawned_at).as_seconds_f64();
         let cpu = cpu_split(&cpu_before, &cpu_after, self.clk_tck);
+        let cpu_us_per_job = cpu_per_job(&cpu, expected as f64);
         let pg = pg_delta(&pg_before, &pg_after, expected as f64, polls as f64);
         let redis = match (redis_before, redis_after) {
             (Some(before), Some(after)) => redis_delta(&before, &after, expected as f64),
@@ -112,6 +115,7 @@ impl Bench {
             "max_attempt": drained.max_attempt,
             "verified_succeeded": drained.succeeded,
             "cpu": cpu,
+            "cpu_us_per_job": cpu_us_per_job,
             "postgres": pg,
             "redis": redis,
             "events": events,
@@ -130,7 +134,7 @@ impl Bench {
                 "drain, {workers} worker{} x {concurrency}, first start->last finish",
                 if workers == 1 { "" } else { "s" }
             );
-            let queue = format!("drain-{workers}");
+            let queue = self.queue_name(&format!("drain-{workers}"));
             let measured = match self.preload(&queue, jobs).await {
                 Ok(()) => self.drain(&queue, jobs, workers).await,
                 Err(err) => Err(err),
@@ -158,11 +162,13 @@ impl Bench {
         }
         if let (Some(one), Some(two)) = (rates.get(&1), rates.get(&2)) {
             let scaling = two / one;
-            self.row(
+            self.figure_row(
                 "drain, 2 workers / 1 worker (from first start)",
-                format!("{scaling:.2}x"),
+                Unit::Times,
+                vec![scaling],
+                None,
                 "≥ 1.0x",
-                Some(scaling >= 1.0),
+                Some(Check::AtLeast(1.0)),
             );
             out.insert("two_over_one".to_owned(), json!(round(scaling, 3)));
         }
@@ -180,41 +186,31 @@ impl Bench {
         peer: Option<&Value>,
     ) -> Option<bool> {
         let rate = value["jobs_per_s"].as_f64().unwrap_or(0.0);
-        let compared = peer.map(|peer| Compared::rate(rate, peer));
+        let peer_rate = peer.map(|peer| vec![peer["jobs_per_s"].as_f64().unwrap_or(0.0)]);
         // Issue 10 against the peer: 1.0x with one worker, 1.2x with two; alone,
         // issue 5's floor.
-        let (target, met) = match (&compared, workers) {
-            (Some(compared), 1) => ("≥ 1.0x".to_owned(), Some(compared.ratio >= 1.0)),
-            (Some(compared), 2) => ("≥ 1.2x".to_owned(), Some(compared.ratio >= 1.2)),
+        let (target, check) = match (&peer_rate, workers) {
+            (Some(_), 1) => ("≥ 1.0x".to_owned(), Some(Check::RatioAtLeast(1.0))),
+            (Some(_), 2) => ("≥ 1.2x".to_owned(), Some(Check::RatioAtLeast(1.2))),
             (Some(_), _) => (String::new(), None),
             (None, _) => (
                 format!(">= {}", thousands(TARGET_DRAIN)),
-                Some(rate >= TARGET_DRAIN),
+                Some(Check::AtLeast(TARGET_DRAIN)),
             ),
         };
-        self.compared_row(
-            figure,
-            format!("{} jobs/s", thousands(rate)),
-            compared.as_ref(),
-            target,
-            met,
-        );
+        let met = self.figure_row(figure, Unit::JobsPerS, vec![rate], peer_rate, target, check);
         let from_spawn = value["jobs_per_s_from_spawn"].as_f64().unwrap_or(0.0);
-        let peer_from_spawn = peer.map(|peer| {
-            let peer_rate = peer["jobs_per_s_from_spawn"].as_f64().unwrap_or(0.0);
-            Compared::new(
-                from_spawn,
-                peer_rate,
-                format!("{} jobs/s", thousands(peer_rate)),
-            )
-        });
-        self.compared_row(
+        let peer_from_spawn =
+            peer.map(|peer| vec![peer["jobs_per_s_from_spawn"].as_f64().unwrap_or(0.0)]);
+        self.figure_row(
             format!("  same, spawn->last finish (start-up included, {workers}w)"),
-            format!("{} jobs/s", thousands(from_spawn)),
-            peer_from_spawn.as_ref(),
+            Unit::JobsPerS,
+            vec![from_spawn],
+            peer_from_spawn,
             "",
             None,
         );
+        self.cpu_per_job_row(workers, value);
         let pg = &value["postgres"];
         let rollbacks = pg["rollbacks_per_1000_jobs"].as_f64().unwrap_or(f64::NAN);
         self.row(
@@ -258,6 +254,22 @@ impl Bench {
             }
         }
         met
+    }
+}
+
+impl Bench {
+    /// The drain's CPU per job: PostgreSQL's, the worker processes', and Redis's.
+    fn cpu_per_job_row(&mut self, workers: usize, value: &Value) {
+        let per_job = &value["cpu_us_per_job"];
+        let of = |group: &str| per_job[group].as_f64().unwrap_or(0.0);
+        self.figure_row(
+            format!("  CPU per job: postgres / lc-worker / redis ({workers}w)"),
+            Unit::Micros,
+            vec![of("postgres"), of("lc-worker"), of("redis-server")],
+            None,
+            "",
+            None,
+        );
     }
 }
 

@@ -12,8 +12,10 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use crate::bench::Bench;
-use crate::rows::{Compared, thousands};
-use crate::stats::{best_run, cpu_sample, cpu_split, percentiles, pg_delta, pg_stats, round};
+use crate::rows::{Check, Unit, thousands};
+use crate::stats::{
+    best_run, cpu_per_job, cpu_sample, cpu_split, percentiles, pg_delta, pg_stats, round,
+};
 
 pub(crate) const TARGET_SINGLE: f64 = 4_700.0;
 pub(crate) const TARGET_BULK: f64 = 23_000.0;
@@ -43,6 +45,7 @@ impl Bench {
         producer.flush_hints().await;
         let elapsed = started.elapsed().as_secs_f64();
         let cpu = cpu_split(&cpu_before, &cpu_sample(&[]), self.clk_tck);
+        let cpu_us_per_job = cpu_per_job(&cpu, total as f64);
         drop(producer);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let pg = pg_delta(
@@ -58,33 +61,62 @@ impl Bench {
             "[bench]   single c={concurrency}: {total} in {elapsed:.2}s = {rate:.0}/s, call p50 {:.2} ms",
             call["p50"]
         );
+        let cpu_figure = |group: &str| cpu_us_per_job[group].as_f64().unwrap_or(0.0);
+        let cpu_values = vec![cpu_figure("postgres"), cpu_figure("lc-bench")];
+        // One producer's reference, measured right after it: pgbench committing the same
+        // statement from one connection.
+        let reference = if concurrency == 1 {
+            match self.pgbench_reference().await {
+                Ok(reference) => Some(reference),
+                Err(err) => {
+                    self.note(format!("pgbench reference: {err:#}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let peer = self
             .on_peer(&format!("enqueue, {concurrency} producers"), async |peer| {
                 peer.enqueue(total, concurrency).await
             })
             .await;
-        let compared = peer.as_ref().map(|peer| Compared::rate(rate, peer));
+        let peer_rate = peer
+            .as_ref()
+            .map(|peer| vec![peer["jobs_per_s"].as_f64().unwrap_or(0.0)]);
         // Issue 10 against the peer: one producer at least half its rate, many at least
         // its rate. Alone, issue 5's floor for many producers.
-        let (target, met) = match (&compared, concurrency) {
-            (Some(compared), 1) => ("≥ 0.5x".to_owned(), Some(compared.ratio >= 0.5)),
-            (Some(compared), _) => ("≥ 1.0x".to_owned(), Some(compared.ratio >= 1.0)),
+        let (target, check) = match (&peer_rate, concurrency) {
+            (Some(_), 1) => ("≥ 0.5x".to_owned(), Some(Check::RatioAtLeast(0.5))),
+            (Some(_), _) => ("≥ 1.0x".to_owned(), Some(Check::RatioAtLeast(1.0))),
             (None, 1) => (String::new(), None),
             (None, _) => (
                 format!(">= {}", thousands(TARGET_SINGLE)),
-                Some(rate >= TARGET_SINGLE),
+                Some(Check::AtLeast(TARGET_SINGLE)),
             ),
         };
-        self.compared_row(
+        let met = self.figure_row(
             format!(
                 "enqueue one at a time, {concurrency} producer{}",
                 if concurrency == 1 { "" } else { "s" }
             ),
-            format!("{} jobs/s", thousands(rate)),
-            compared.as_ref(),
+            Unit::JobsPerS,
+            vec![rate],
+            peer_rate,
             target,
-            met,
+            check,
         );
+        self.figure_row(
+            format!("  CPU per job: postgres / producer ({concurrency}p)"),
+            Unit::Micros,
+            cpu_values,
+            None,
+            "",
+            None,
+        );
+        if let Some(reference) = &reference {
+            self.reference_rows(rate, reference);
+        }
         Ok(json!({
             "concurrency": concurrency,
             "jobs": total,
@@ -93,10 +125,44 @@ impl Bench {
             "call_ms": call,
             "queue": queue,
             "cpu": cpu,
+            "cpu_us_per_job": cpu_us_per_job,
             "postgres": pg,
             "met": met,
             "peer": peer,
+            "pgbench_reference": reference,
         }))
+    }
+
+    /// The pgbench reference's rows: its commits per second, one producer's share of
+    /// them (issue 20: at least 90%), and the reference's CPU per commit.
+    fn reference_rows(&mut self, rate: f64, reference: &Value) {
+        let commits = reference["commits_per_s"].as_f64().unwrap_or(0.0);
+        self.figure_row(
+            "  pgbench -M prepared -c 1, lc's single-job insert",
+            Unit::JobsPerS,
+            vec![commits],
+            None,
+            "",
+            None,
+        );
+        self.figure_row(
+            "  one producer / pgbench reference",
+            Unit::Percent,
+            vec![if commits > 0.0 { rate / commits } else { 0.0 }],
+            None,
+            "≥ 90%",
+            Some(Check::AtLeast(0.9)),
+        );
+        let per_commit = &reference["cpu_us_per_commit"];
+        let of = |group: &str| per_commit[group].as_f64().unwrap_or(0.0);
+        self.figure_row(
+            "  CPU per commit: postgres / pgbench (reference)",
+            Unit::Micros,
+            vec![of("postgres"), of("pgbench")],
+            None,
+            "",
+            None,
+        );
     }
 
     /// `enqueue_batch` of `batch_size` jobs, from several concurrent tasks: the best
@@ -116,34 +182,27 @@ impl Bench {
                 peer.bulk(total, batch_size, &concurrency).await
             })
             .await;
-        let compared = peer.as_ref().map(|peer| {
-            let peer_rate = peer["jobs_per_s"].as_f64().unwrap_or(0.0);
-            Compared::new(
-                rate,
-                peer_rate,
-                format!(
-                    "{} jobs/s ({} tasks)",
-                    thousands(peer_rate),
-                    peer["concurrency"]
-                ),
-            )
-        });
-        let (target, met) = match &compared {
-            Some(compared) => ("≥ 2.0x".to_owned(), compared.ratio >= 2.0),
+        let peer_rate = peer
+            .as_ref()
+            .map(|peer| vec![peer["jobs_per_s"].as_f64().unwrap_or(0.0)]);
+        let (target, check) = match &peer_rate {
+            Some(_) => ("≥ 2.0x".to_owned(), Check::RatioAtLeast(2.0)),
             None => (
                 format!(">= {}", thousands(TARGET_BULK)),
-                rate >= TARGET_BULK,
+                Check::AtLeast(TARGET_BULK),
             ),
         };
-        self.compared_row(
+        // The peer's best setting may differ from lc's: see the JSON's runs.
+        let met = self.figure_row(
             format!(
                 "bulk enqueue (batches of {batch_size}, {} tasks)",
                 best["concurrency"]
             ),
-            format!("{} jobs/s", thousands(rate)),
-            compared.as_ref(),
+            Unit::JobsPerS,
+            vec![rate],
+            peer_rate,
             target,
-            Some(met),
+            Some(check),
         );
         Ok(json!({
             "jobs_per_s": best["jobs_per_s"],

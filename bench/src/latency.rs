@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::bench::Bench;
 use crate::procs::WorkerProc;
-use crate::rows::{Compared, Row};
+use crate::rows::{Numbers, Row, Unit};
 use crate::starts::handler_starts;
 use crate::stats::{cpu_sample, cpu_split, percentiles, pg_delta, pg_stats, round, unix_micros};
 
@@ -62,7 +62,7 @@ impl Bench {
     /// A producer at `rate` jobs/s while two workers run: from the producer's clock
     /// just before the enqueue call to the handler's first line, and from the rows.
     pub(crate) async fn latency(&mut self, rate: u64) -> Result<Value> {
-        let queue = format!("latency-{rate}");
+        let queue = self.queue_name(&format!("latency-{rate}"));
         self.prepare_queue(&queue).await?;
         self.flush_dirty_pages().await;
         let queues = [queue.clone()];
@@ -276,13 +276,19 @@ impl Bench {
         let peer_handler = peer
             .as_ref()
             .map(|peer| peer["enqueue_call_to_handler_start_ms"].clone());
-        let compared = peer_handler.as_ref().map(|peer| {
-            Compared::new(
-                p99,
-                peer["p99"].as_f64().unwrap_or(0.0),
-                format!("{} / {} / {} ms", peer["p50"], peer["p99"], peer["max"]),
-            )
-        });
+        let triple = |figures: &Value| {
+            ["p50", "p99", "max"]
+                .iter()
+                .map(|name| figures[*name].as_f64().unwrap_or(f64::NAN))
+                .collect::<Vec<f64>>()
+        };
+        let peer_values = peer_handler.as_ref().map(triple);
+        // The ratio is of the p99s.
+        let ratio = peer_values
+            .as_ref()
+            .map(|peer| peer[1])
+            .filter(|peer_p99| *peer_p99 > 0.0)
+            .map(|peer_p99| p99 / peer_p99);
         // Issue 10: at moderate rates (500/s) within 1 ms of the peer's p99; at any rate
         // p99 <= 5 ms and no outlier beyond 50 ms.
         let peer_p99 = peer_handler
@@ -302,13 +308,15 @@ impl Bench {
                 p99 <= TARGET_P99_START_MS && max <= TARGET_MAX_START_MS,
             ),
         };
-        self.compared_row(
+        self.numbers_row(
             format!("enqueue call->handler start at {rate}/s, p50 / p99 / max"),
-            format!(
-                "{} / {} / {} ms",
-                handler["p50"], handler["p99"], handler["max"]
-            ),
-            compared.as_ref(),
+            Numbers {
+                unit: Unit::Ms,
+                lc: triple(handler),
+                peer: peer_values,
+                ratio,
+                check: None,
+            },
             target,
             Some(met),
         );

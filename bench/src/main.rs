@@ -33,8 +33,10 @@ mod fleet_check;
 mod http;
 mod latency;
 mod peer;
+mod pgbench;
 mod procs;
 mod recovery;
+mod repeat;
 mod report;
 mod rows;
 mod settings;
@@ -95,49 +97,83 @@ async fn run(args: Args) -> Result<bool> {
 
 /// The sections `--only` and `--skip` leave, in the bench's order.
 async fn run_sections(bench: &mut Bench, out: &mut serde_json::Map<String, Value>) {
-    if bench.wants(Section::Single) {
-        eprintln!("[bench] 1. enqueue one at a time");
-        let value = section(bench, "single", Bench::single).await;
-        out.insert("single_enqueue".into(), value);
+    let sections = [
+        (
+            Section::Single,
+            "1. enqueue one at a time",
+            "single",
+            "single_enqueue",
+        ),
+        (Section::Bulk, "2. bulk enqueue", "bulk", "bulk_enqueue"),
+        (Section::Drain, "3. drain", "drain", "drain"),
+        (Section::Latency, "4. latency", "latency", "latency"),
+        (
+            Section::Recovery,
+            "6. recovery after SIGKILL",
+            "recovery",
+            "recovery",
+        ),
+        (Section::Fanout, "5. fan-out", "fanout", "fanout"),
+        (
+            Section::Http,
+            "8. enqueue through lc serve (HTTP) beside the library",
+            "http",
+            "http",
+        ),
+        (
+            Section::Fleet,
+            "7. fleets: create, deploy, teardown under a provider limit",
+            "fleet",
+            "fleet",
+        ),
+    ];
+    for (which, title, name, key) in sections {
+        if !bench.wants(which) {
+            continue;
+        }
+        let value = repeated(bench, which, title, name).await;
+        out.insert(key.into(), value);
     }
-    if bench.wants(Section::Bulk) {
-        eprintln!("[bench] 2. bulk enqueue");
-        let value = section(bench, "bulk", Bench::bulk).await;
-        out.insert("bulk_enqueue".into(), value);
+}
+
+/// Runs a section once, or `--repeat` times when it is a measuring one; then its
+/// rows and JSON are the repetitions' medians (see `repeat`).
+async fn repeated(bench: &mut Bench, which: Section, title: &str, name: &str) -> Value {
+    let times = if which.repeats() {
+        bench.args.repeat
+    } else {
+        1
+    };
+    let mut values = Vec::new();
+    let mut rows = Vec::new();
+    for repetition in 0..times {
+        bench.repetition = repetition;
+        if times > 1 {
+            eprintln!("[bench] {title} (repetition {} of {times})", repetition + 1);
+        } else {
+            eprintln!("[bench] {title}");
+        }
+        let first_row = bench.rows.len();
+        let value = match which {
+            Section::Single => section(bench, name, Bench::single).await,
+            Section::Bulk => section(bench, name, Bench::bulk).await,
+            Section::Drain => section(bench, name, Bench::drains).await,
+            Section::Latency => section(bench, name, Bench::latencies).await,
+            Section::Recovery => section(bench, name, Bench::recovery).await,
+            Section::Fanout => section(bench, name, Bench::fanout).await,
+            Section::Http => section(bench, name, Bench::http).await,
+            Section::Fleet => section(bench, name, Bench::fleet).await,
+        };
+        rows.push(bench.rows.split_off(first_row));
+        values.push(value);
     }
-    if bench.wants(Section::Drain) {
-        eprintln!("[bench] 3. drain");
-        out.insert("drain".into(), section(bench, "drain", Bench::drains).await);
+    bench.repetition = 0;
+    if times == 1 {
+        bench.rows.extend(rows.into_iter().flatten());
+        return values.pop().unwrap_or(Value::Null);
     }
-    if bench.wants(Section::Latency) {
-        eprintln!("[bench] 4. latency");
-        out.insert(
-            "latency".into(),
-            section(bench, "latency", Bench::latencies).await,
-        );
-    }
-    if bench.wants(Section::Recovery) {
-        eprintln!("[bench] 6. recovery after SIGKILL");
-        out.insert(
-            "recovery".into(),
-            section(bench, "recovery", Bench::recovery).await,
-        );
-    }
-    if bench.wants(Section::Fanout) {
-        eprintln!("[bench] 5. fan-out");
-        out.insert(
-            "fanout".into(),
-            section(bench, "fanout", Bench::fanout).await,
-        );
-    }
-    if bench.wants(Section::Http) {
-        eprintln!("[bench] 8. enqueue through lc serve (HTTP) beside the library");
-        out.insert("http".into(), section(bench, "http", Bench::http).await);
-    }
-    if bench.wants(Section::Fleet) {
-        eprintln!("[bench] 7. fleets: create, deploy, teardown under a provider limit");
-        out.insert("fleet".into(), section(bench, "fleet", Bench::fleet).await);
-    }
+    bench.rows.extend(repeat::summarise_rows(rows));
+    repeat::summarise_json(values)
 }
 
 /// Runs one section; a failure is reported and the bench goes on.

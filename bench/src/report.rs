@@ -139,6 +139,17 @@ fn cpu_text(cpu: &Value) -> String {
     )
 }
 
+/// "postgres 48.1, lc-worker 25.0"
+fn per_process(per_job: &serde_json::Map<String, Value>) -> String {
+    // "other" is everything else on the machine (the report's CPU line shows it).
+    per_job
+        .iter()
+        .filter(|(name, _)| name.as_str() != "other")
+        .map(|(name, micros)| format!("{name} {micros}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn print_enqueue_details(out: &serde_json::Map<String, Value>) {
     for (section, label) in [
         ("single_enqueue", "enqueue one at a time"),
@@ -164,6 +175,21 @@ fn print_enqueue_details(out: &serde_json::Map<String, Value>) {
                 pg["jobs_per_wal_sync"],
                 pg["wal_bytes_per_job"]
             );
+            if let Some(per_job) = run["cpu_us_per_job"].as_object() {
+                println!("  CPU per job (µs): {}", per_process(per_job));
+            }
+            let reference = &run["pgbench_reference"];
+            if reference.is_object() {
+                println!(
+                    "  pgbench reference (same statement, same server, just after): {} commits/s; CPU per commit (µs): {}; {}",
+                    reference["commits_per_s"],
+                    reference["cpu_us_per_commit"]
+                        .as_object()
+                        .map(per_process)
+                        .unwrap_or_default(),
+                    reference["command"].as_str().unwrap_or("")
+                );
+            }
         }
     }
 }
@@ -235,6 +261,9 @@ fn print_drain_details(out: &serde_json::Map<String, Value>) {
             pg["wal_bytes_per_job"],
             pg["rows_updated_per_job"]
         );
+        if let Some(per_job) = drain["cpu_us_per_job"].as_object() {
+            println!("  CPU per job (µs): {}", per_process(per_job));
+        }
         let redis = &drain["redis"];
         if let Some(commands) = redis["commands"].as_object() {
             let text = commands

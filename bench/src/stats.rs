@@ -228,6 +228,11 @@ pub(crate) fn cpu_split(before: &CpuSample, after: &CpuSample, clk_tck: f64) -> 
             *groups.entry("lc-worker-children").or_default() +=
                 child_ticks.saturating_sub(children_was);
         }
+        if *pid == own {
+            // Processes the bench ran and reaped (pgbench): gone by now.
+            *groups.entry("lc-bench-children").or_default() +=
+                child_ticks.saturating_sub(children_was);
+        }
         let group = if after.workers.contains(pid) {
             "lc-worker"
         } else if *pid == own {
@@ -236,6 +241,9 @@ pub(crate) fn cpu_split(before: &CpuSample, after: &CpuSample, clk_tck: f64) -> 
             "postgres"
         } else if comm.starts_with("redis-server") {
             "redis-server"
+        } else if comm == "pgbench" {
+            // The one-producer reference's client.
+            "pgbench"
         } else {
             "other"
         };
@@ -255,8 +263,10 @@ pub(crate) fn cpu_split(before: &CpuSample, after: &CpuSample, clk_tck: f64) -> 
         0.0
     };
     let mut out = serde_json::Map::new();
+    let mut seconds_by_group = serde_json::Map::new();
     for (group, ticks) in groups {
         let seconds = ticks as f64 / clk_tck;
+        seconds_by_group.insert(group.to_owned(), json!(round(seconds, 3)));
         out.insert(
             group.to_owned(),
             json!(if wall > 0.0 {
@@ -289,7 +299,27 @@ pub(crate) fn cpu_split(before: &CpuSample, after: &CpuSample, clk_tck: f64) -> 
         "machine_busy_cores": if total > 0.0 { round(busy / total * cores, 2) } else { 0.0 },
         "machine_cores": cores,
         "by_process": Value::Object(out),
+        "cpu_s_by_process": Value::Object(seconds_by_group),
     })
+}
+
+/// CPU microseconds per job of each process group of a [`cpu_split`], e.g.
+/// `{"postgres": 48.1, "lc-worker": 25.0}` (groups that used none left out).
+pub(crate) fn cpu_per_job(cpu: &Value, jobs: f64) -> Value {
+    let groups = cpu["cpu_s_by_process"]
+        .as_object()
+        .map(|groups| {
+            groups
+                .iter()
+                .filter_map(|(group, seconds)| {
+                    let seconds = seconds.as_f64()?;
+                    (seconds > 0.0 && jobs > 0.0)
+                        .then(|| (group.clone(), json!(round(seconds * 1e6 / jobs, 1))))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Value::Object(groups)
 }
 
 // ---------------------------------------------------------------------------- redis

@@ -83,6 +83,11 @@ const INSERT_JOBS: &str = insert_jobs_sql!("ON CONFLICT DO NOTHING");
 /// For jobs that cannot conflict (see [`insert_sql`]).
 const INSERT_NEW_JOBS: &str = insert_jobs_sql!("");
 
+/// The statement a lone [`crate::NewJob`] without an idempotency key, id or
+/// concurrency key goes out with on its first try: what one producer's
+/// `Producer::enqueue` sends per job. The benchmark's pgbench reference runs this text.
+pub const SINGLE_JOB_INSERT: &str = INSERT_NEW_JOBS;
+
 /// [`INSERT_JOBS`] and [`INSERT_NEW_JOBS`] for batches with concurrency keys.
 const INSERT_KEYED_JOBS: &str = insert_jobs_sql!(keyed, "ON CONFLICT DO NOTHING");
 const INSERT_NEW_KEYED_JOBS: &str = insert_jobs_sql!(keyed, "");
@@ -393,5 +398,22 @@ impl Store {
             answers(&client, jobs, columns, &rows, replayed).await
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::JobKind;
+
+    #[test]
+    fn a_lone_new_job_goes_out_with_the_single_job_insert() {
+        let job = NewJob::new(JobKind::Noop, serde_json::json!({}));
+        assert_eq!(
+            insert_sql(std::slice::from_ref(&job), false),
+            SINGLE_JOB_INSERT
+        );
+        let columns = JobColumns::new(std::slice::from_ref(&job), &[Uuid::nil()], true);
+        assert_eq!(columns.param_count(), 14);
     }
 }

@@ -45,7 +45,7 @@ use crate::NewJob;
 use crate::dialect::Dialect;
 
 pub use concurrency::limit_unless_set;
-pub use enqueue::enqueue_in_transaction;
+pub use enqueue::{SINGLE_JOB_INSERT, enqueue_in_transaction};
 pub use operator::cancel_queued_in_transaction;
 pub use outbox::{JobEventRow, claim_job_events};
 pub use rows::{

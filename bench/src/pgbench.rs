@@ -1,0 +1,296 @@
+//! The one-producer reference: `pgbench -M prepared -c 1 -j 1 -T 5` running lc's own
+//! single-job insert ([`SINGLE_JOB_INSERT`], the job and its event in one statement)
+//! against the bench database, in the same run, right after lc's one-producer enqueue.
+//! One client committing one prepared statement at a time is what a perfect producer
+//! would reach on this server; lc's one producer is reported as a share of it.
+//!
+//! The script is made from the statement's constant, so the two cannot drift: each
+//! `$n` becomes a pgbench variable `:pn` (set with `-D` to what one noop job sends,
+//! in text form), except the job ids (`$1::UUID[]`): pgbench cannot make a UUID, so
+//! the server makes one per transaction, time-ordered like the producer's UUIDv7s
+//! (PostgreSQL 15 has no `uuidv7()`), which costs the reference a few function calls
+//! of CPU per commit. Its jobs go to their own queue and are deleted afterwards.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use lc_shared::state::Transition;
+use lc_shared::store::SINGLE_JOB_INSERT;
+use lc_shared::{JobKind, JobState, NewJob};
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+use crate::bench::Bench;
+use crate::stats::{cpu_per_job, cpu_sample, cpu_split, round};
+
+/// The queue of the reference's jobs (deleted after the run).
+pub(crate) const QUEUE: &str = "pgbench-reference";
+/// How long pgbench runs.
+pub(crate) const SECONDS: u64 = 5;
+/// The job ids' parameter as the statement takes it.
+const IDS_PARAM: &str = "$1::UUID[]";
+/// One time-ordered id per transaction, made by the server: 48 bits of milliseconds,
+/// then a version digit and random digits (as a UUIDv7 lays them out).
+const IDS_EXPR: &str = "ARRAY[(lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::INT8), 12, '0') || '7' || substr(md5(random()::TEXT), 1, 19))::UUID]";
+
+/// The pgbench script for `sql`: every `$n` a variable `:pn`, `$1::UUID[]` the
+/// server-made id.
+pub(crate) fn script(sql: &str) -> Result<String> {
+    ensure!(sql.contains(IDS_PARAM), "the insert takes no {IDS_PARAM}");
+    let sql = sql.replace(IDS_PARAM, IDS_EXPR);
+    let mut out = String::with_capacity(sql.len() + 64);
+    let mut chars = sql.chars().peekable();
+    while let Some(ch) = chars.next() {
+        if ch != '$' {
+            out.push(ch);
+            continue;
+        }
+        let mut digits = String::new();
+        while let Some(digit) = chars.peek().copied().filter(char::is_ascii_digit) {
+            digits.push(digit);
+            chars.next();
+        }
+        ensure!(!digits.is_empty(), "a '$' that is not a parameter");
+        ensure!(digits != "1", "job ids used other than as {IDS_PARAM}");
+        out.push_str(":p");
+        out.push_str(&digits);
+    }
+    out.push_str(";\n");
+    Ok(out)
+}
+
+/// The `-D name=value` definitions: what one noop job of `queue` sends for `$2`..`$14`,
+/// in PostgreSQL's text form (pgbench sends text).
+pub(crate) fn definitions(queue: &str) -> Vec<String> {
+    let job = NewJob::new(JobKind::Noop, json!({})).with_queue(queue);
+    let quoted = |text: &str| {
+        format!(
+            "{{\"{}\"}}",
+            text.replace('\\', "\\\\").replace('"', "\\\"")
+        )
+    };
+    let values = [
+        (2, quoted(job.kind.as_str())),
+        (3, quoted(&job.queue)),
+        (4, format!("{{{}}}", job.priority.as_db())),
+        (5, quoted(&job.payload.to_string())),
+        (6, format!("{{{}}}", job.max_attempts)),
+        (7, "{NULL}".to_owned()),
+        (8, "{NULL}".to_owned()),
+        (9, "{NULL}".to_owned()),
+        (10, "{t}".to_owned()),
+        (11, JobState::Queued.as_str().to_owned()),
+        (12, Transition::Enqueue.label().to_owned()),
+        (13, "{NULL}".to_owned()),
+        (14, "{NULL}".to_owned()),
+    ];
+    values
+        .into_iter()
+        .map(|(index, value)| format!("p{index}={value}"))
+        .collect()
+}
+
+/// The pgbench to run: `--pgbench`/`LC_PGBENCH`, else the newest PostgreSQL's, else
+/// the one on the PATH.
+fn find_pgbench(given: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = given {
+        return Some(path.to_owned());
+    }
+    let mut installed: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("bin/pgbench"))
+        .filter(|path| path.is_file())
+        .collect();
+    installed.sort_by_key(|path| {
+        path.parent()
+            .and_then(Path::parent)
+            .and_then(Path::file_name)
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    installed.pop().or_else(|| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("pgbench"))
+                .find(|path| path.is_file())
+        })
+    })
+}
+
+/// "tps = 3690.123456 (without initial connection time)" and "number of transactions
+/// actually processed: 18450" from pgbench's report.
+fn parse_report(text: &str) -> Result<(f64, u64)> {
+    let tps = text
+        .lines()
+        .find_map(|line| {
+            let rest = line.trim().strip_prefix("tps = ")?;
+            (!rest.contains("including")).then(|| rest.split_whitespace().next())?
+        })
+        .and_then(|number| number.parse::<f64>().ok())
+        .ok_or_else(|| anyhow!("no tps line in pgbench's report"))?;
+    let transactions = text
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("number of transactions actually processed: ")
+        })
+        .and_then(|rest| rest.split(['/', ' ']).next()?.parse::<u64>().ok())
+        .ok_or_else(|| anyhow!("no transaction count in pgbench's report"))?;
+    Ok((tps, transactions))
+}
+
+impl Bench {
+    /// Runs the reference; its commits per second, the jobs it made (counted, then
+    /// deleted) and the CPU it took.
+    pub(crate) async fn pgbench_reference(&mut self) -> Result<Value> {
+        let pgbench = find_pgbench(self.args.pgbench.as_deref())
+            .ok_or_else(|| anyhow!("pgbench not found (give --pgbench or LC_PGBENCH)"))?;
+        let script_path = self.work_dir.join("pgbench-single-insert.sql");
+        std::fs::write(&script_path, script(SINGLE_JOB_INSERT)?)
+            .with_context(|| format!("write {}", script_path.display()))?;
+        let mut command = Command::new(&pgbench);
+        command
+            .args(["-n", "-M", "prepared", "-c", "1", "-j", "1", "-T"])
+            .arg(SECONDS.to_string())
+            .arg("-f")
+            .arg(&script_path);
+        for definition in definitions(QUEUE) {
+            command.arg("-D").arg(definition);
+        }
+        // The producer's sessions start at the configured isolation (the URL's own
+        // options, if any, come after and win, as in the producer's pool).
+        command
+            .env(
+                "PGOPTIONS",
+                format!(
+                    "-c default_transaction_isolation={}",
+                    match self.args.connect.isolation.as_arg() {
+                        "serializable" => "serializable",
+                        _ => r"read\ committed",
+                    }
+                ),
+            )
+            .arg(&self.args.connect.database_url)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let cpu_before = cpu_sample(&[]);
+        let output = tokio::time::timeout(Duration::from_secs(SECONDS + 60), command.output())
+            .await
+            .map_err(|_| anyhow!("pgbench did not finish"))?
+            .with_context(|| format!("run {}", pgbench.display()))?;
+        let cpu = cpu_split(&cpu_before, &cpu_sample(&[]), self.clk_tck);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            bail!(
+                "pgbench exited with {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let (tps, transactions) = parse_report(&stdout)?;
+        let made = self.remove_reference_jobs().await?;
+        // pgbench, reaped by now, is the bench's child.
+        let mut per_commit = cpu_per_job(&cpu, transactions as f64);
+        if let Some(object) = per_commit.as_object_mut()
+            && let Some(pgbench) = object.remove("lc-bench-children")
+        {
+            object.insert("pgbench".to_owned(), pgbench);
+        }
+        ensure!(
+            made == transactions as i64,
+            "pgbench reported {transactions} transactions but {made} jobs are in {QUEUE}"
+        );
+        Ok(json!({
+            "command": format!("pgbench -n -M prepared -c 1 -j 1 -T {SECONDS} -f {}", script_path.display()),
+            "pgbench": pgbench.display().to_string(),
+            "commits_per_s": round(tps, 0),
+            "transactions": transactions,
+            "jobs_made_then_deleted": made,
+            "cpu": cpu,
+            "cpu_us_per_commit": per_commit,
+        }))
+    }
+
+    /// Deletes the reference's jobs and their events; returns how many jobs there were.
+    async fn remove_reference_jobs(&self) -> Result<i64> {
+        let client = self.store.client().await?;
+        client
+            .execute(
+                "DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE queue = $1)",
+                &[&QUEUE],
+            )
+            .await?;
+        let deleted = client
+            .execute("DELETE FROM jobs WHERE queue = $1", &[&QUEUE])
+            .await?;
+        Ok(i64::try_from(deleted)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Put back, the script is the producer's statement exactly.
+    #[test]
+    fn the_script_is_the_producers_single_job_insert() {
+        let made = script(SINGLE_JOB_INSERT).expect("script");
+        let mut back = made
+            .trim_end()
+            .trim_end_matches(';')
+            .replace(IDS_EXPR, IDS_PARAM);
+        for index in (2..=14).rev() {
+            back = back.replace(&format!(":p{index}"), &format!("${index}"));
+        }
+        assert_eq!(back, SINGLE_JOB_INSERT);
+        assert!(!made.contains('$'), "{made}");
+    }
+
+    #[test]
+    fn every_variable_of_the_script_is_defined() {
+        let made = script(SINGLE_JOB_INSERT).expect("script");
+        let defined = definitions(QUEUE);
+        assert_eq!(defined.len(), 13);
+        for definition in &defined {
+            let name = definition.split('=').next().expect("name");
+            assert!(made.contains(&format!(":{name}")), "{name} unused");
+        }
+        // And the other way: a parameter the statement gains (say, a new column) needs
+        // its value here, or pgbench stops at its first transaction.
+        let mut rest = made.as_str();
+        while let Some(at) = rest.find(":p") {
+            let digits: String = rest[at + 2..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            rest = &rest[at + 2..];
+            if digits.is_empty() {
+                continue;
+            }
+            assert!(
+                defined
+                    .iter()
+                    .any(|d| d.starts_with(&format!("p{digits}="))),
+                "the script's :p{digits} has no value in definitions()"
+            );
+        }
+        assert!(defined.contains(&"p3={\"pgbench-reference\"}".to_owned()));
+        assert!(defined.contains(&"p5={\"{}\"}".to_owned()));
+    }
+
+    #[test]
+    fn pgbench_15_reports_are_read() {
+        let report = "transaction type: /tmp/x.sql\nscaling factor: 1\nquery mode: prepared\n\
+            number of clients: 1\nnumber of threads: 1\nmaximum number of tries: 1\n\
+            duration: 5 s\nnumber of transactions actually processed: 18450\n\
+            number of failed transactions: 0 (0.000%)\nlatency average = 0.271 ms\n\
+            initial connection time = 2.1 ms\ntps = 3690.123456 (without initial connection time)\n";
+        assert_eq!(parse_report(report).expect("parsed"), (3690.123456, 18450));
+        assert!(parse_report("nothing").is_err());
+    }
+}
