@@ -1,7 +1,10 @@
 //! The HTTP section: one job at a time through `lc serve` (`POST /v1/jobs`, keep-alive
 //! connections, an admin token), from 1 and from 32 concurrent clients, beside the same
-//! number of library producers in the same run; the ratio is the API's added cost per
-//! job.
+//! number of library producers in the same run. The API's added cost per job is the
+//! CPU per job of everything on its path (the caller with its HTTP client, `lc serve`,
+//! PostgreSQL, Redis) against the library's (the caller with the library, PostgreSQL,
+//! Redis); the throughputs are printed beside it. On a 2-core machine the client and
+//! the server share the cores, so the throughput ratio also counts the client's work.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use tokio::process::{Child, Command};
 use crate::bench::Bench;
 use crate::enqueue::enqueue_one_at_a_time;
 use crate::fleet_check::free_loopback_addr;
-use crate::stats::round;
+use crate::stats::{cpu_per_job, cpu_sample, cpu_split, round};
 
 /// The goal at 32 clients: the API adds at most 30% to the library's cost per job.
 pub(crate) const TARGET_ADDED: f64 = 0.30;
@@ -43,24 +46,39 @@ impl Bench {
             let library_queue = format!("http-lib-c{clients}");
             self.prepare_queue(&library_queue).await?;
             let producer = self.producer(clients).await?;
+            let cpu_before = cpu_sample(&[]);
             let started = Instant::now();
             enqueue_one_at_a_time(&producer, &library_queue, total, clients).await?;
             producer.flush_hints().await;
             let library_s = started.elapsed().as_secs_f64();
+            let library_cpu = cpu_split(&cpu_before, &cpu_sample(&[]), self.clk_tck);
             drop(producer);
             self.count_enqueued(&library_queue, total as u64);
 
             let http_queue = format!("http-api-c{clients}");
             self.prepare_queue(&http_queue).await?;
+            let cpu_before = cpu_sample(&[]);
             let started = Instant::now();
             post_jobs(&client, &base, &token, &http_queue, total, clients).await?;
             let http_s = started.elapsed().as_secs_f64();
+            let http_cpu = cpu_split(&cpu_before, &cpu_sample(&[]), self.clk_tck);
             self.count_enqueued(&http_queue, total as u64);
 
             let (library_rate, http_rate) = (total as f64 / library_s, total as f64 / http_s);
-            let added = library_rate / http_rate - 1.0;
+            let throughput_added = library_rate / http_rate - 1.0;
+            let library_us = cpu_per_job(&library_cpu, total as f64);
+            let http_us = cpu_per_job(&http_cpu, total as f64);
+            let path_us = |per_job: &Value| {
+                ["lc-bench", "lc-serve", "postgres", "redis-server"]
+                    .iter()
+                    .map(|group| per_job[*group].as_f64().unwrap_or(0.0))
+                    .sum::<f64>()
+            };
+            let (library_cost, http_cost) = (path_us(&library_us), path_us(&http_us));
+            let added = http_cost / library_cost.max(f64::MIN_POSITIVE) - 1.0;
             eprintln!(
-                "[bench]   http c={clients}: {http_rate:.0}/s through lc serve, {library_rate:.0}/s through the library"
+                "[bench]   http c={clients}: {http_rate:.0}/s through lc serve, {library_rate:.0}/s through the library; \
+                 CPU per job {http_cost:.0} us vs {library_cost:.0} us (http {http_us}, library {library_us})"
             );
             let (target, met) = if clients >= 32 {
                 (
@@ -76,8 +94,9 @@ impl Bench {
                     if clients == 1 { "" } else { "s" }
                 ),
                 format!(
-                    "{http_rate:.0} jobs/s vs library {library_rate:.0}: adds {:.0}%",
-                    added * 100.0
+                    "CPU {http_cost:.0} vs {library_cost:.0} us/job: adds {:.0}% ({http_rate:.0} vs {library_rate:.0} jobs/s: {:+.0}%)",
+                    added * 100.0,
+                    throughput_added * 100.0
                 ),
                 target,
                 met,
@@ -88,9 +107,12 @@ impl Bench {
                 "http_jobs_per_s": round(http_rate, 0),
                 "library_jobs_per_s": round(library_rate, 0),
                 "added_cost_per_job": round(added, 3),
+                "added_by_throughput": round(throughput_added, 3),
+                "cpu_us_per_job": {"http": http_us, "library": library_us},
+                "cpu_us_per_job_on_the_path": {"http": round(http_cost, 1), "library": round(library_cost, 1)},
                 "http_seconds": round(http_s, 3),
                 "library_seconds": round(library_s, 3),
-                "measured_as": "POST /v1/jobs one job per request over keep-alive connections, from the first request to the last answer; the library the same jobs with as many producer tasks, in the same run",
+                "measured_as": "POST /v1/jobs one job per request over keep-alive connections, from the first request to the last answer; the library the same jobs with as many producer tasks, in the same run; added cost = CPU per job of the caller (with its HTTP client), lc serve, PostgreSQL and Redis over the library path's (caller with the library, PostgreSQL, Redis)",
             }));
         }
         Ok(json!({ "runs": runs }))

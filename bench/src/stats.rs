@@ -241,6 +241,9 @@ pub(crate) fn cpu_split(before: &CpuSample, after: &CpuSample, clk_tck: f64) -> 
             "postgres"
         } else if comm.starts_with("redis-server") {
             "redis-server"
+        } else if comm == "lc" {
+            // `lc serve` of the HTTP section.
+            "lc-serve"
         } else if comm == "pgbench" {
             // The one-producer reference's client.
             "pgbench"
