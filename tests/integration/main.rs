@@ -18,3 +18,4 @@ mod layering;
 mod operator;
 mod queue;
 mod scaleout;
+mod traces;
