@@ -46,7 +46,8 @@ mod verify;
 async fn main() {
     let args = Args::parse();
     // No traces: the benchmark measures the queue as it runs untraced.
-    let _logs = lc_shared::telemetry::init(lc_shared::telemetry::LogFormat::Pretty, "warn", "lc-bench");
+    let _logs =
+        lc_shared::telemetry::init(lc_shared::telemetry::LogFormat::Pretty, "warn", "lc-bench");
     match run(args).await {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),

@@ -34,10 +34,10 @@ use lc_shared::dispatch::Dispatch;
 use lc_shared::job::InvalidJob;
 use lc_shared::kind::Kinds;
 use lc_shared::queue::{Hints, QueueError};
-use lc_shared::telemetry::job_trace;
 use lc_shared::store::{
     self, CancelOutcome, Enqueued, HintTarget, IsolationSetting, Store, StoreError, error_chain,
 };
+use lc_shared::telemetry::job_trace;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 

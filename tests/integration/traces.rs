@@ -218,6 +218,16 @@ fn ancestor<'a>(
     None
 }
 
+/// `span` and its descendants, one per line, indented by depth (shown when the test
+/// fails, and with `--no-capture`).
+fn tree(spans: &[Received], span: &Received, depth: usize) -> String {
+    let mut out = format!("{}{} [{}]\n", "  ".repeat(depth), span.name, span.service);
+    for child in spans.iter().filter(|child| child.parent == span.span_id) {
+        out.push_str(&tree(spans, child, depth + 1));
+    }
+    out
+}
+
 #[tokio::test]
 async fn traces_a_deployment_is_one_trace_from_create_to_its_last_container() {
     let env = TestEnv::new().await;
@@ -242,7 +252,7 @@ async fn traces_a_deployment_is_one_trace_from_create_to_its_last_container() {
          driver_flags: {{digitalocean-region: fra1}}, credentials_env: [DIGITALOCEAN_ACCESS_TOKEN]}}\n\
          payload:\n  image: {}\n  command: [sleep, '3600']\n  network_mode: none\n  pull: never\n  \
          env: {{TRACE_TEST_SECRET: {env_secret}}}\n\
-         max_attempts: 3\ntimeouts: {{stop: 1s}}\n",
+         max_attempts: 3\ntimeouts: {{stop: 1s}}\nhealth_interval: 1s\n",
         image()
     );
     let path = std::env::temp_dir().join(format!("lc-spec-{}-traced.yaml", env.prefix));
@@ -260,11 +270,36 @@ async fn traces_a_deployment_is_one_trace_from_create_to_its_last_container() {
         .parse()
         .unwrap();
     let store = env.deployment_store();
-    wait_for("the deployment to be deployed", Duration::from_secs(90), || async {
-        let row = store.deployment(id).await.unwrap().unwrap();
-        assert_ne!(row.state, "torn_down", "{:?}", row.last_error);
-        (row.state == "deployed").then_some(())
-    })
+    wait_for(
+        "the deployment to be deployed",
+        Duration::from_secs(90),
+        || async {
+            let row = store.deployment(id).await.unwrap().unwrap();
+            assert_ne!(row.state, "torn_down", "{:?}", row.last_error);
+            (row.state == "deployed").then_some(())
+        },
+    )
+    .await;
+
+    // The health checks' chain goes on as long as the deployment: wait for its second
+    // link, which starts a trace of its own.
+    let client = env.sql().await;
+    wait_for(
+        "the second health check",
+        Duration::from_secs(60),
+        || async {
+            let done: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM jobs WHERE group_id = $1 AND kind = 'health_check'
+                   AND (payload->>'chain')::INT8 >= 2 AND state = 'succeeded'",
+                    &[&id],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (done > 0).then_some(())
+        },
+    )
     .await;
 
     // Workers flush what they still hold when they stop.
@@ -278,35 +313,26 @@ async fn traces_a_deployment_is_one_trace_from_create_to_its_last_container() {
             worker.log_text()
         );
     }
-    let spans = receiver.spans();
-    let named = |prefix: &str| -> Vec<&Received> {
-        spans
-            .iter()
-            .filter(|span| span.name.starts_with(prefix))
-            .collect()
-    };
-    let roots = named("deployment.create");
-    assert_eq!(roots.len(), 1, "one deployment.create span: {spans:#?}");
+    let all_spans = receiver.spans();
+    let roots: Vec<&Received> = all_spans
+        .iter()
+        .filter(|span| span.name == "deployment.create")
+        .collect();
+    assert_eq!(roots.len(), 1, "one deployment.create span: {all_spans:#?}");
     let root = roots[0];
     assert_eq!(root.service, "lc");
     assert!(root.parent.is_empty(), "deployment.create is the root");
-    assert_eq!(root.attribute("deployment.id"), Some(id.to_string().as_str()));
+    assert_eq!(
+        root.attribute("deployment.id"),
+        Some(id.to_string().as_str())
+    );
 
-    // One trace: every span that any process sent belongs to it.
-    let names: Vec<&str> = spans.iter().map(|span| span.name.as_str()).collect();
-    for span in &spans {
-        assert_eq!(
-            span.trace_id, root.trace_id,
-            "span {} ({}) is in another trace; all: {names:?}",
-            span.name, span.service
-        );
-    }
-    let by_id: HashMap<Vec<u8>, &Received> =
-        spans.iter().map(|span| (span.span_id.clone(), span)).collect();
-    for span in &spans {
-        if span.parent.is_empty() {
-            assert_eq!(span.name, "deployment.create", "a second root: {span:?}");
-        } else {
+    let by_id: HashMap<Vec<u8>, &Received> = all_spans
+        .iter()
+        .map(|span| (span.span_id.clone(), span))
+        .collect();
+    for span in &all_spans {
+        if !span.parent.is_empty() {
             assert!(
                 by_id.contains_key(&span.parent),
                 "the parent of {} never arrived",
@@ -314,22 +340,91 @@ async fn traces_a_deployment_is_one_trace_from_create_to_its_last_container() {
             );
         }
     }
+    eprintln!("the trace, as received:\n{}", tree(&all_spans, root, 0));
+
+    // Later health checks are traces of their own, each from the check before it.
+    let (spans, others): (Vec<Received>, Vec<Received>) = all_spans
+        .iter()
+        .cloned()
+        .partition(|span| span.trace_id == root.trace_id);
+    let other_roots: Vec<&Received> = others
+        .iter()
+        .filter(|span| span.parent.is_empty())
+        .collect();
+    assert!(
+        !other_roots.is_empty(),
+        "the second health check has a trace"
+    );
+    for other in &others {
+        let root_of_other = other_roots
+            .iter()
+            .find(|candidate| candidate.trace_id == other.trace_id)
+            .unwrap_or_else(|| panic!("{} is in a trace without a root", other.name));
+        assert_eq!(
+            root_of_other.name, "health_check.schedule",
+            "{}",
+            other.name
+        );
+        assert_eq!(root_of_other.service, "lc-worker");
+    }
+    assert!(
+        others.iter().any(|span| span.name == "job health_check"),
+        "a later check ran in its own trace"
+    );
+
+    // The deployment's own trace: one root, and everything else under it.
+    let names: Vec<&str> = spans.iter().map(|span| span.name.as_str()).collect();
+    let named = |prefix: &str| -> Vec<&Received> {
+        spans
+            .iter()
+            .filter(|span| span.name.starts_with(prefix))
+            .collect()
+    };
+    for span in &spans {
+        if span.parent.is_empty() {
+            assert_eq!(span.name, "deployment.create", "a second root: {span:?}");
+        }
+    }
+    assert!(
+        spans
+            .iter()
+            .filter(|span| span.name == "job health_check")
+            .count()
+            <= 1,
+        "only the first health check is in the deployment's trace: {names:?}"
+    );
 
     // Each claim is under the enqueue that stored its job; each job's span under its
     // claim; the first enqueue under deployment.create, the later ones under the jobs
     // (handlers) that made them.
     let claims = named("claim ");
     let jobs = named("job ");
-    assert!(claims.len() >= 4, "provision, 2 machines, deploy: {names:?}");
+    assert!(
+        claims.len() >= 4,
+        "provision, 2 machines, deploy: {names:?}"
+    );
     for claim in &claims {
         let parent = by_id[&claim.parent];
-        assert_eq!(parent.name, "enqueue", "{} is under {}", claim.name, parent.name);
+        assert_eq!(
+            parent.name, "enqueue",
+            "{} is under {}",
+            claim.name, parent.name
+        );
         assert_eq!(claim.service, "lc-worker");
     }
-    assert_eq!(jobs.len(), claims.len(), "one job span per claim: {names:?}");
+    assert_eq!(
+        jobs.len(),
+        claims.len(),
+        "one job span per claim: {names:?}"
+    );
     for job in &jobs {
         let claim = by_id[&job.parent];
-        assert!(claim.name.starts_with("claim "), "{} is under {}", job.name, claim.name);
+        assert!(
+            claim.name.starts_with("claim "),
+            "{} is under {}",
+            job.name,
+            claim.name
+        );
         assert_eq!(claim.attribute("job.id"), job.attribute("job.id"));
         assert_eq!(job.name["job ".len()..], claim.name["claim ".len()..]);
     }
@@ -383,13 +478,29 @@ async fn traces_a_deployment_is_one_trace_from_create_to_its_last_container() {
 
     // No secret in any attribute, event or resource.
     let secret_key = std::env::var("LC_SECRET_KEY").ok();
-    for span in &spans {
+    for span in &all_spans {
         for text in &span.texts {
-            assert!(!text.contains(&token), "the driver token in {}: {text}", span.name);
-            assert!(!text.contains(&env_secret), "a container env value in {}: {text}", span.name);
-            assert!(!text.contains("PRIVATE KEY"), "a private key in {}", span.name);
+            assert!(
+                !text.contains(&token),
+                "the driver token in {}: {text}",
+                span.name
+            );
+            assert!(
+                !text.contains(&env_secret),
+                "a container env value in {}: {text}",
+                span.name
+            );
+            assert!(
+                !text.contains("PRIVATE KEY"),
+                "a private key in {}",
+                span.name
+            );
             if let Some(key) = &secret_key {
-                assert!(!text.contains(key.as_str()), "LC_SECRET_KEY in {}", span.name);
+                assert!(
+                    !text.contains(key.as_str()),
+                    "LC_SECRET_KEY in {}",
+                    span.name
+                );
             }
         }
     }

@@ -182,7 +182,9 @@ impl<'a> JobColumns<'a> {
                 .map(|job| job.timeout.map(super::millis))
                 .collect(),
             owners: jobs.iter().map(|job| job.owner.as_deref()).collect(),
-            traceparents: if current_trace.is_some() || jobs.iter().any(|job| job.traceparent.is_some()) {
+            traceparents: if current_trace.is_some()
+                || jobs.iter().any(|job| job.traceparent.is_some())
+            {
                 jobs.iter()
                     .map(|job| job.traceparent.as_deref().or(current_trace))
                     .collect()

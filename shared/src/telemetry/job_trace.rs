@@ -12,11 +12,11 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer};
-use opentelemetry::KeyValue;
 /// A trace context: what [`claimed`] returns for the job's span.
 pub use opentelemetry::Context;
+use opentelemetry::KeyValue;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracer;
 use tracing::Span;
@@ -123,7 +123,10 @@ pub fn claimed(claim: &Claim<'_>) -> Option<Context> {
             KeyValue::new("job.queue", claim.queue.to_owned()),
             KeyValue::new("job.attempt", claim.attempt),
             KeyValue::new("worker.id", claim.worker_id.to_string()),
-            KeyValue::new("claim.batch", i64::try_from(claim.batch).unwrap_or(i64::MAX)),
+            KeyValue::new(
+                "claim.batch",
+                i64::try_from(claim.batch).unwrap_or(i64::MAX),
+            ),
         ])
         .start_with_context(tracer, &parent);
     opentelemetry::trace::Span::end(&mut span);

@@ -24,11 +24,11 @@ use bollard::query_parameters::{
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::StreamExt;
-use tracing::Instrument;
 use lc_deployment::{
     Endpoint, FileSpec, LABEL_DEPLOYMENT, LABEL_GENERATION, LABEL_MACHINE, PullPolicy,
     RestartPolicy,
 };
+use tracing::Instrument;
 use uuid::Uuid;
 
 use lc_worker::Metrics;
