@@ -521,3 +521,106 @@ async fn traces_a_deployment_is_one_trace_from_create_to_its_last_container() {
     cleaner.wait(Duration::from_secs(20));
     let _ = std::fs::remove_file(&path);
 }
+
+/// A request to `lc serve` that carries a caller's `traceparent` continues the caller's
+/// trace: the request, the enqueue it makes, and the job's claim and run on a worker
+/// are all in it. The API token appears in no attribute.
+#[tokio::test]
+async fn traces_an_http_request_continues_the_callers_trace_to_the_job() {
+    use tokio::io::AsyncBufReadExt;
+
+    let env = TestEnv::new().await;
+    let receiver = Receiver::start();
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let token = crate::http::token(&env, "alice", false);
+    let mut server = tokio::process::Command::new(bin("lc"))
+        .env("DATABASE_URL", &env.database_url)
+        .env("REDIS_URL", &env.redis_url)
+        .env("LC_REDIS_PREFIX", &env.prefix)
+        .envs(otel)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let url = line
+        .strip_prefix("lc serve: listening on ")
+        .unwrap()
+        .to_owned();
+    let mut worker = env.spawn_worker_process_with_env(&[], &otel);
+
+    let trace_id = Uuid::new_v4().simple().to_string();
+    let caller_span = "00f067aa0ba902b7";
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("{url}/v1/jobs"))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .json(&serde_json::json!({"kind": "noop"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    let job: Uuid = response.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    env.wait_terminal(&[job], Duration::from_secs(30)).await;
+
+    lc_tests::unsafe_free_kill(server.id().unwrap() as i32, libc::SIGTERM);
+    tokio::time::timeout(Duration::from_secs(20), server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    worker.signal(libc::SIGTERM);
+    assert!(worker.wait(Duration::from_secs(30)).is_some());
+
+    let spans = receiver.spans();
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let find = |name: &str| {
+        spans
+            .iter()
+            .find(|span| span.name == name)
+            .unwrap_or_else(|| panic!("no {name} span: {spans:#?}"))
+    };
+    let request = find("request");
+    assert_eq!(request.service, "lc-serve");
+    assert_eq!(
+        hex(&request.trace_id),
+        trace_id,
+        "the request continues the caller's trace"
+    );
+    assert_eq!(hex(&request.parent), caller_span);
+    let enqueue = find("enqueue");
+    assert_eq!(enqueue.parent, request.span_id);
+    let claim = find("claim noop");
+    assert_eq!(claim.parent, enqueue.span_id);
+    assert_eq!(claim.attribute("job.id"), Some(job.to_string().as_str()));
+    let run = find("job noop");
+    assert_eq!(run.parent, claim.span_id);
+    for span in [enqueue, claim, run] {
+        assert_eq!(hex(&span.trace_id), trace_id, "{}", span.name);
+    }
+    for span in &spans {
+        for text in &span.texts {
+            assert!(
+                !text.contains(&token),
+                "the API token in {}: {text}",
+                span.name
+            );
+        }
+    }
+}

@@ -141,6 +141,18 @@ pub fn set_parent(span: &Span, parent: Option<Context>) {
     }
 }
 
+/// Puts `span` (not yet entered) under the caller's trace named by an incoming W3C
+/// `traceparent` header; nothing when tracing is off or the value is not one.
+pub fn continue_remote(span: &Span, traceparent: &str) {
+    if !enabled() {
+        return;
+    }
+    let parent = TraceContextPropagator::new().extract(&Stored(traceparent));
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+}
+
 /// A stored `traceparent`, read as the one header of a carrier.
 struct Stored<'a>(&'a str);
 
