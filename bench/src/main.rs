@@ -47,7 +47,9 @@ mod verify;
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    lc_shared::telemetry::init(lc_shared::telemetry::LogFormat::Pretty, "warn");
+    // No traces: the benchmark measures the queue as it runs untraced.
+    let _logs =
+        lc_shared::telemetry::init(lc_shared::telemetry::LogFormat::Pretty, "warn", "lc-bench");
     match run(args).await {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),

@@ -37,10 +37,11 @@ use lc_shared::queue::{Hints, QueueError};
 use lc_shared::store::{
     self, CancelOutcome, Enqueued, HintTarget, IsolationSetting, Store, StoreError, error_chain,
 };
+use lc_shared::telemetry::job_trace;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tracing::warn;
+use tracing::{Instrument, warn};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -196,8 +197,14 @@ impl Producer {
     /// its own answer and its own error, and a call made alone goes out at once. The
     /// answer comes at the commit and the job's hint goes to Redis just after: call
     /// [`Producer::flush_hints`] before the process exits.
-    pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
+    pub async fn enqueue(&self, mut job: NewJob) -> Result<Enqueued> {
         self.kinds.validate(&job)?;
+        // The job carries its caller's trace into the shared statement, which another
+        // caller's task may send.
+        let span = job_trace::enqueue_span(std::slice::from_ref(&job));
+        if job.traceparent.is_none() {
+            job.traceparent = job_trace::traceparent_of(&span);
+        }
         let group = self.group.get_or_init(|| {
             group::GroupCommit::start(
                 self.store.clone(),
@@ -207,7 +214,7 @@ impl Producer {
                 self.hints_in_flight.clone(),
             )
         });
-        Ok(group.enqueue(job).await?)
+        Ok(group.enqueue(job).instrument(span).await?)
     }
 
     /// Waits until the hints of every [`Producer::enqueue`] answered so far are in

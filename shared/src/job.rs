@@ -255,6 +255,10 @@ pub struct NewJob {
     /// an owner see only that owner's jobs. `None` for jobs of the library, the CLI and
     /// the inbox.
     pub owner: Option<String>,
+    /// The W3C `traceparent` of the span that enqueued the job, stored with it so that
+    /// the job's claim and run join that trace (see [`crate::telemetry::job_trace`]).
+    /// `None` takes the enqueuing call's current span; stays NULL when tracing is off.
+    pub traceparent: Option<String>,
 }
 
 impl NewJob {
@@ -272,6 +276,7 @@ impl NewJob {
             timeout: None,
             concurrency_key: None,
             owner: None,
+            traceparent: None,
         }
     }
 

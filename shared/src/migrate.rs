@@ -55,6 +55,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0011_health.sql"),
     ),
     (
+        "0012_traceparent",
+        include_str!("../../migrations/0012_traceparent.sql"),
+    ),
+    (
         "0013_idempotency_expiry",
         include_str!("../../migrations/0013_idempotency_expiry.sql"),
     ),

@@ -19,3 +19,4 @@ mod operator;
 mod probes;
 mod queue;
 mod scaleout;
+mod traces;

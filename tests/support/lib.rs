@@ -96,7 +96,9 @@ impl TestEnv {
     /// example a [`PrivatePostgres`]) and the Redis at `redis_url`.
     pub async fn with_services(admin: &str, redis_url: &str) -> TestEnv {
         // Worker logs land in the test's captured output, shown when a test fails.
-        lc_shared::telemetry::init(lc_shared::telemetry::LogFormat::Pretty, "warn");
+        // (Traces go from the child processes a test starts, never from the test.)
+        let _logs =
+            lc_shared::telemetry::init(lc_shared::telemetry::LogFormat::Pretty, "warn", "lc-tests");
         let tag = Uuid::new_v4().simple().to_string()[..12].to_owned();
         let db_name = format!("lc_test_{tag}");
         let admin = admin.to_owned();

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use lc_shared::state::{RunResult, after_run, retry_delay};
 use lc_shared::store::{ClaimedJob, Completion};
+use lc_shared::telemetry::job_trace;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -28,6 +29,7 @@ pub(crate) async fn run_job(
     job: ClaimedJob,
     cancel: CancellationToken,
     slot: Option<Slot>,
+    trace: Option<job_trace::Context>,
 ) {
     let span = info_span!(
         "job",
@@ -35,7 +37,14 @@ pub(crate) async fn run_job(
         job.kind = %job.kind,
         job.attempt = job.attempt,
         job.group = job.group_id.map(|id| id.to_string()).unwrap_or_default(),
+        otel.name = tracing::field::Empty,
     );
+    // In a trace, the job's span (its handler and every call the handler makes) goes
+    // under the claim, and is named by the kind.
+    if trace.is_some() {
+        span.record("otel.name", format!("job {}", job.kind));
+        job_trace::set_parent(&span, trace);
+    }
     async move {
         let started = Instant::now();
         worker.metrics.job_started(job.kind.as_str());

@@ -11,10 +11,11 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use lc_shared::queue::HintPopper;
 use lc_shared::store::{ClaimedJob, ScanBound, error_chain};
+use lc_shared::telemetry::job_trace;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -263,6 +264,7 @@ async fn claim_hinted(
     if ids.is_empty() {
         return;
     }
+    let sent = claim_sent();
     match worker
         .store
         .claim_by_ids(&ids, worker.id, worker.config.lease)
@@ -276,7 +278,7 @@ async fn claim_hinted(
             } else {
                 Vec::new()
             };
-            start(worker, registry, jobs, permits);
+            start(worker, registry, jobs, sent, permits);
             if !left.is_empty() && !permits.is_empty() {
                 claim_keys_of(worker, registry, queue, &left, permits).await;
             }
@@ -324,6 +326,7 @@ async fn claim_keys(
         if permits.is_empty() {
             return;
         }
+        let sent = claim_sent();
         match worker
             .store
             .claim_keyed(
@@ -337,7 +340,7 @@ async fn claim_keys(
         {
             Ok(jobs) => {
                 worker.outages.fetcher.ok();
-                start(worker, registry, jobs, permits);
+                start(worker, registry, jobs, sent, permits);
             }
             Err(err) => {
                 worker
@@ -357,6 +360,7 @@ async fn claim_from_database(
     permits: &mut Vec<Slot>,
     due_scan: &mut ScanBound,
 ) {
+    let sent = claim_sent();
     match worker
         .store
         .claim_due(
@@ -373,7 +377,7 @@ async fn claim_from_database(
             if !jobs.is_empty() {
                 debug!(queue = %queue_name, jobs = jobs.len(), "claimed from the database");
             }
-            start(worker, registry, jobs, permits);
+            start(worker, registry, jobs, sent, permits);
         }
         Err(err) => {
             worker.outages.fetcher.failed(&err, "claiming jobs");
@@ -396,14 +400,35 @@ async fn claim_from_database(
     }
 }
 
-/// Starts claimed jobs, each holding one of the slots.
+/// When a claim statement is sent, for the claim spans of its jobs; `None` (and no
+/// clock read) when traces are off.
+fn claim_sent() -> Option<SystemTime> {
+    job_trace::enabled().then(SystemTime::now)
+}
+
+/// Starts claimed jobs, each holding one of the slots; `sent` is when their claim
+/// statement went out (see [`claim_sent`]).
 fn start(
     worker: &Arc<Worker>,
     registry: &Registry,
     jobs: Vec<ClaimedJob>,
+    sent: Option<SystemTime>,
     permits: &mut Vec<Slot>,
 ) {
+    let batch = jobs.len();
     for job in jobs {
+        let trace = sent.and_then(|started| {
+            job_trace::claimed(&job_trace::Claim {
+                job_id: job.id,
+                kind: job.kind.as_str(),
+                queue: &job.queue,
+                attempt: job.attempt,
+                worker_id: worker.id,
+                traceparent: job.traceparent.as_deref(),
+                started,
+                batch,
+            })
+        });
         // Claims never exceed the permits asked for; should one ever, the job still
         // runs (a stranded claim would hold its lease by heartbeat forever).
         let permit = permits.pop();
@@ -422,6 +447,7 @@ fn start(
             job,
             cancel,
             permit,
+            trace,
         ));
     }
 }

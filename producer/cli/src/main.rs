@@ -26,7 +26,10 @@ fn main() {
         cli::Command::Serve(_) => "info",
         _ => "warn",
     };
-    telemetry::init(cli.log_format, level);
+    let service = match cli.command {
+        cli::Command::Serve(_) => "lc-serve",
+        _ => "lc",
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -37,7 +40,14 @@ fn main() {
             std::process::exit(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    // Trace export sends from this runtime: installed inside it, flushed before exit.
+    let telemetry = {
+        let _inside = runtime.enter();
+        telemetry::init(cli.log_format, level, service)
+    };
+    let outcome = runtime.block_on(run(cli));
+    telemetry.shutdown();
+    match outcome {
         Ok(code) => std::process::exit(code),
         Err(err) => {
             eprintln!("error: {}", cli::describe(&err));

@@ -1,7 +1,8 @@
 //! What wraps every request: its request id (the caller's `x-request-id` when it is a
 //! short printable value, a new UUID otherwise), answered in the `x-request-id`
 //! header and carried by the request's log span; one log line per request (method,
-//! route, status, duration: never headers, so never a token); the metrics.
+//! route, status, duration: never headers, so never a token); the metrics. When traces
+//! are exported, the request's span continues a caller's W3C `traceparent`.
 
 use std::time::Instant;
 
@@ -37,6 +38,12 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     let span = tracing::info_span!("request", request_id = %id, %method, %route,
                                    owner = tracing::field::Empty,
                                    token_id = tracing::field::Empty);
+    // A caller that traces sends its context: the request continues its trace.
+    if let Some(value) = request.headers().get("traceparent")
+        && let Ok(value) = value.to_str()
+    {
+        lc_shared::telemetry::job_trace::continue_remote(&span, value);
+    }
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     let mut response = crate::error::problem_for_plain_errors(response)

@@ -38,12 +38,14 @@ macro_rules! const_format_claim {
         started_at = now(), updated_at = now() ",
             $where,
             "
-    RETURNING id, kind, queue, priority, payload, attempt, max_attempts, group_id, timeout_ms
+    RETURNING id, kind, queue, priority, payload, attempt, max_attempts, group_id, timeout_ms,
+              traceparent
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
     SELECT id, ($2::TEXT[])[1], $3, attempt, $4, $6 FROM claimed
 )
-SELECT id, kind, queue, priority, payload, attempt, max_attempts, group_id, timeout_ms FROM claimed"
+SELECT id, kind, queue, priority, payload, attempt, max_attempts, group_id, timeout_ms,
+       traceparent FROM claimed"
         )
     };
 }
@@ -244,12 +246,13 @@ WITH claim_time AS MATERIALIZED (SELECT clock_timestamp() AS at
         started_at = claim_time.at, updated_at = claim_time.at
     FROM picked, claim_time WHERE j.id = picked.id AND j.state = ANY($2)
     RETURNING j.id, j.kind, j.queue, j.priority, j.payload, j.attempt, j.max_attempts, j.group_id,
-              j.timeout_ms, j.started_at
+              j.timeout_ms, j.started_at, j.traceparent
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message, at)
     SELECT id, ($2::TEXT[])[1], $3, attempt, $4, $6, started_at FROM claimed
 )
-SELECT id, kind, queue, priority, payload, attempt, max_attempts, group_id, timeout_ms FROM claimed";
+SELECT id, kind, queue, priority, payload, attempt, max_attempts, group_id, timeout_ms,
+       traceparent FROM claimed";
         if limit < 1 {
             return Ok(Vec::new());
         }

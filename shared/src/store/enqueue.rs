@@ -6,28 +6,34 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::rows::{Enqueued, HintTarget};
 use super::{Isolation, Replay, Result, Store, StoreError, retry_within};
 use crate::job::NewJob;
 use crate::state::{JobState, Transition};
+use crate::telemetry::job_trace;
 
 /// The insert of new jobs and their first events, with `$on_conflict` between the
 /// insert's `SELECT` and its `RETURNING`. Payloads travel as `TEXT[]`, each element
 /// cast to JSONB in the statement: CockroachDB cannot take a `JSONB[]` parameter
 /// (arrays of JSONB are not a column type there).
 ///
-/// With `keyed`, the jobs' concurrency keys go in too (`$15`), and each key gets its
+/// With `keyed`, the jobs' concurrency keys go in too (`$16`), and each key gets its
 /// row in `concurrency_keys` (the row its claims lock) if it has none. Batches without
 /// a key use the statement without them: jobs without a key pay nothing for keys.
+///
+/// `$15` holds the jobs' `traceparent`s, and is empty when no job of the batch has one
+/// (tracing off): `UNNEST` pads the shorter arrays with NULLs, on PostgreSQL and
+/// CockroachDB alike, so an untraced batch sends one empty array and nothing per job.
 macro_rules! insert_jobs_sql {
     ($on_conflict:literal) => {
         insert_jobs_sql!("", "", "", "", $on_conflict)
     };
     (keyed, $on_conflict:literal) => {
         insert_jobs_sql!(
-            ", $15::TEXT[]",
+            ", $16::TEXT[]",
             ", concurrency_key",
             "
 ), keys AS (
@@ -44,22 +50,22 @@ macro_rules! insert_jobs_sql {
 WITH input AS (
     SELECT * FROM UNNEST($1::UUID[], $2::TEXT[], $3::TEXT[], $4::INT8[], $5::TEXT[], $6::INT8[],
                          $7::TIMESTAMPTZ[], $8::TEXT[], $9::UUID[], $10::BOOL[], $13::INT8[],
-                         $14::TEXT[]",
+                         $14::TEXT[], $15::TEXT[]",
             $key_input,
             ")
         AS t(id, kind, queue, priority, payload, max_attempts, run_at, idempotency_key,
-             group_id, dispatched, timeout_ms, owner",
+             group_id, dispatched, timeout_ms, owner, traceparent",
             $key_name,
             ")",
             $keys,
             "
 ), inserted AS (
     INSERT INTO jobs (id, kind, queue, priority, state, payload, max_attempts, run_at,
-                      idempotency_key, group_id, dispatched, timeout_ms, owner",
+                      idempotency_key, group_id, dispatched, timeout_ms, owner, traceparent",
             $key_column,
             ")
     SELECT id, kind, queue, priority, $11, payload::JSONB, max_attempts, COALESCE(run_at, now()),
-           idempotency_key, group_id, dispatched, timeout_ms, owner",
+           idempotency_key, group_id, dispatched, timeout_ms, owner, traceparent",
             $key_column,
             "
     FROM input
@@ -143,6 +149,8 @@ struct JobColumns<'a> {
     dispatched: Vec<bool>,
     timeouts: Vec<Option<i64>>,
     owners: Vec<Option<&'a str>>,
+    /// Empty when no job of the batch has a trace context (see [`insert_jobs_sql`]).
+    traceparents: Vec<Option<&'a str>>,
     /// Empty when no job of the batch has a key (the statement then takes none).
     concurrency_keys: Vec<Option<&'a str>>,
     queued: &'static str,
@@ -151,7 +159,14 @@ struct JobColumns<'a> {
 
 impl<'a> JobColumns<'a> {
     /// With `hint_now`, due jobs are marked dispatched (the caller sends their hints).
-    fn new(jobs: &'a [NewJob], ids: &[Uuid], hint_now: bool) -> JobColumns<'a> {
+    /// Jobs without a `traceparent` of their own take `current_trace` (the enqueue
+    /// span's, see [`crate::telemetry::job_trace`]).
+    fn new(
+        jobs: &'a [NewJob],
+        ids: &[Uuid],
+        hint_now: bool,
+        current_trace: Option<&'a str>,
+    ) -> JobColumns<'a> {
         let now = Utc::now();
         JobColumns {
             ids: ids.to_vec(),
@@ -172,6 +187,15 @@ impl<'a> JobColumns<'a> {
                 .map(|job| job.timeout.map(super::millis))
                 .collect(),
             owners: jobs.iter().map(|job| job.owner.as_deref()).collect(),
+            traceparents: if current_trace.is_some()
+                || jobs.iter().any(|job| job.traceparent.is_some())
+            {
+                jobs.iter()
+                    .map(|job| job.traceparent.as_deref().or(current_trace))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             concurrency_keys: if is_keyed(jobs) {
                 jobs.iter()
                     .map(|job| job.concurrency_key.as_deref())
@@ -184,9 +208,9 @@ impl<'a> JobColumns<'a> {
         }
     }
 
-    /// The parameters of the statement [`insert_sql`] chose: the first 14, and the
-    /// keys' column (the 15th) when the batch has keys.
-    fn params(&self) -> [&(dyn ToSql + Sync); 15] {
+    /// The parameters of the statement [`insert_sql`] chose: the first 15, and the
+    /// keys' column (the 16th) when the batch has keys.
+    fn params(&self) -> [&(dyn ToSql + Sync); 16] {
         [
             &self.ids,
             &self.kinds,
@@ -202,6 +226,7 @@ impl<'a> JobColumns<'a> {
             &self.label,
             &self.timeouts,
             &self.owners,
+            &self.traceparents,
             &self.concurrency_keys,
         ]
     }
@@ -209,9 +234,9 @@ impl<'a> JobColumns<'a> {
     /// How many of [`JobColumns::params`] the statement takes.
     fn param_count(&self) -> usize {
         if self.concurrency_keys.is_empty() {
-            14
-        } else {
             15
+        } else {
+            16
         }
     }
 }
@@ -226,7 +251,8 @@ async fn insert_jobs<C: GenericClient>(
     ids: &[Uuid],
     hint_now: bool,
 ) -> Result<Vec<Enqueued>> {
-    let columns = JobColumns::new(jobs, ids, hint_now);
+    let trace = job_trace::current_traceparent();
+    let columns = JobColumns::new(jobs, ids, hint_now, trace.as_deref());
     let statement = client.prepare_cached(insert_sql(jobs, false)).await?;
     let rows = client
         .query(&statement, &columns.params()[..columns.param_count()])
@@ -324,7 +350,8 @@ async fn answers<C: GenericClient>(
 /// (call [`crate::queue::Hints::push_hints`] with the returned targets after
 /// committing to skip that wait). The caller's transaction keeps its own isolation
 /// level: the insert is correct at any (see [`Store::enqueue_within`]). Its ids are
-/// random: the caller's transaction does not say which database it is on.
+/// random: the caller's transaction does not say which database it is on. The call is
+/// an `enqueue` span of the caller's trace, when traces are exported.
 pub async fn enqueue_in_transaction(
     transaction: &Transaction<'_>,
     jobs: &[NewJob],
@@ -335,6 +362,7 @@ pub async fn enqueue_in_transaction(
         &job_ids(jobs, super::IdOrder::Random),
         false,
     )
+    .instrument(job_trace::enqueue_span(jobs))
     .await
 }
 
@@ -354,6 +382,8 @@ impl Store {
     /// decides against the newest committed row of the id or key (it waits for a
     /// concurrent insert of the same key to commit or roll back); the reads that follow
     /// only report which job holds a taken id or key.
+    ///
+    /// The call is an `enqueue` span of the caller's trace, when traces are exported.
     pub async fn enqueue_within(
         &self,
         jobs: &[NewJob],
@@ -361,6 +391,7 @@ impl Store {
         budget: std::time::Duration,
     ) -> Result<Vec<Enqueued>> {
         self.enqueue_with_ids(jobs, &self.job_ids(jobs), hint_now, budget, false)
+            .instrument(job_trace::enqueue_span(jobs))
             .await
     }
 
@@ -375,7 +406,8 @@ impl Store {
         budget: std::time::Duration,
         may_have_committed: bool,
     ) -> Result<Vec<Enqueued>> {
-        let columns = JobColumns::new(jobs, ids, hint_now);
+        let trace = job_trace::current_traceparent();
+        let columns = JobColumns::new(jobs, ids, hint_now, trace.as_deref());
         // The sessions' own level (see [`build_pool`]): the insert is an implicit
         // transaction, one message and one answer.
         let level = self.level(Isolation::ReadCommitted);

@@ -49,6 +49,8 @@ pub struct ClaimedJob {
     pub timeout: Option<std::time::Duration>,
     /// The job's concurrency key: while this job runs it holds one of the key's slots.
     pub concurrency_key: Option<String>,
+    /// The W3C `traceparent` stored at enqueue, if the producer exported traces.
+    pub traceparent: Option<String>,
 }
 
 /// A finished run, as the worker's completer hands it to the store.
@@ -271,6 +273,7 @@ pub(super) fn claimed_job(row: &Row, concurrency_key: Option<&str>) -> Result<Cl
         group_id: row.get(7),
         timeout: timeout_at(row, 8)?,
         concurrency_key: concurrency_key.map(str::to_owned),
+        traceparent: row.get(9),
     })
 }
 

@@ -35,12 +35,17 @@ struct Cli {
 /// hands back the rest.
 pub fn main_with(customize: impl FnOnce(Registry) -> Registry) -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format, "info");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_stack_size(lc_worker::THREAD_STACK_BYTES)
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    // Trace export sends from this runtime: installed inside it, flushed after the
+    // worker stops (SIGTERM included) and before the runtime goes.
+    let telemetry = {
+        let _inside = runtime.enter();
+        telemetry::init(cli.log_format, "info", "lc-worker")
+    };
+    let outcome = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(lc_shared::shutdown::cancel_on_signal(
             shutdown.clone(),
@@ -55,6 +60,7 @@ pub fn main_with(customize: impl FnOnce(Registry) -> Registry) -> anyhow::Result
         let registry = customize(crate::registry(state)?);
         lc_worker::run_with(cli.connect, cli.worker, registry, shutdown).await?;
         anyhow::Ok(())
-    })?;
-    Ok(())
+    });
+    telemetry.shutdown();
+    outcome
 }

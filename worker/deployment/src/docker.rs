@@ -4,6 +4,10 @@
 //! worker's metrics. Errors say whether a retry can help: a missing image that cannot
 //! be pulled, a bad container setting or a name taken by someone else are fatal;
 //! connection trouble and daemon hiccups are not.
+//!
+//! Every call is also a span (`docker <operation>`) of the job's trace: its attributes
+//! are the operation and the engine's URL, never a request body (container env values,
+//! registry credentials).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +28,7 @@ use lc_deployment::{
     Endpoint, FileSpec, LABEL_DEPLOYMENT, LABEL_GENERATION, LABEL_MACHINE, PullPolicy,
     RestartPolicy,
 };
+use tracing::Instrument;
 use uuid::Uuid;
 
 use lc_worker::Metrics;
@@ -159,6 +164,26 @@ pub struct ContainerPlan {
     pub files: Vec<FileSpec>,
 }
 
+/// The span of one Engine API call. `op` is a fixed name and the URL names the
+/// engine's host or socket: neither can hold a secret.
+fn call_span(op: &'static str, url: &str) -> tracing::Span {
+    tracing::info_span!(
+        "docker",
+        otel.name = %format_args!("docker {op}"),
+        otel.kind = "client",
+        docker.operation = op,
+        docker.engine = %url,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// Marks a call's span failed (the error itself goes to the job's history, redacted).
+fn mark_failed(span: &tracing::Span, failed: bool) {
+    if failed {
+        span.record("otel.status_code", "error");
+    }
+}
+
 /// A connection to one engine.
 pub struct Engine<'a> {
     docker: Docker,
@@ -201,7 +226,9 @@ impl<'a> Engine<'a> {
             return Err(DockerError::Scheme(url));
         };
         let started = Instant::now();
-        let negotiated = docker.negotiate_version().await;
+        let span = call_span("version", &url);
+        let negotiated = docker.negotiate_version().instrument(span.clone()).await;
+        mark_failed(&span, negotiated.is_err());
         metrics.external_call("docker", "version", started.elapsed(), negotiated.is_err());
         let docker = negotiated.map_err(|source| match tls_failure(&source) {
             Some(reason) => DockerError::Tls {
@@ -222,7 +249,9 @@ impl<'a> Engine<'a> {
         F: Future<Output = Result<T, BollardError>>,
     {
         let started = Instant::now();
-        let result = future.await;
+        let span = call_span(op, &self.url);
+        let result = future.instrument(span.clone()).await;
+        mark_failed(&span, result.is_err());
         self.metrics
             .external_call("docker", op, started.elapsed(), result.is_err());
         result.map_err(|source| DockerError::Api {
@@ -267,30 +296,36 @@ impl<'a> Engine<'a> {
         // The engine streams a line per layer and per progress tick: keep the statuses
         // that say something (one per layer and step), not the ticks.
         let mut seen = std::collections::HashSet::new();
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(detail) = info.error_detail.and_then(|detail| detail.message) {
-                        failure = Some(detail);
-                    }
-                    if let Some(status) = info.status
-                        && !matches!(status.as_str(), "Downloading" | "Extracting" | "Waiting")
-                    {
-                        let line = match info.id {
-                            Some(id) => format!("{id}: {status}"),
-                            None => status,
-                        };
-                        if progress.len() < 20 && seen.insert(line.clone()) {
-                            progress.push(line);
+        let span = call_span("pull", &self.url);
+        async {
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(info) => {
+                        if let Some(detail) = info.error_detail.and_then(|detail| detail.message) {
+                            failure = Some(detail);
+                        }
+                        if let Some(status) = info.status
+                            && !matches!(status.as_str(), "Downloading" | "Extracting" | "Waiting")
+                        {
+                            let line = match info.id {
+                                Some(id) => format!("{id}: {status}"),
+                                None => status,
+                            };
+                            if progress.len() < 20 && seen.insert(line.clone()) {
+                                progress.push(line);
+                            }
                         }
                     }
-                }
-                Err(err) => {
-                    failure = Some(err.to_string());
-                    break;
+                    Err(err) => {
+                        failure = Some(err.to_string());
+                        break;
+                    }
                 }
             }
         }
+        .instrument(span.clone())
+        .await;
+        mark_failed(&span, failure.is_some());
         self.metrics
             .external_call("docker", "pull", started.elapsed(), failure.is_some());
         if let Some(reason) = failure {

@@ -28,6 +28,7 @@ use lc_deployment::{
     Provider, Spec, is_secret_key, redact_values, spec::is_env_var_name, truncate_text,
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tracing::Instrument;
 
 use crate::config::MachineConfig;
 use crate::machine_store::ScratchStore;
@@ -280,9 +281,31 @@ impl MachineCli {
         args: &[String],
     ) -> Result<CallOutput, MachineError> {
         let started = Instant::now();
-        let result = self.run_inner(ctx, op, target, args).await;
+        // The call's span in the job's trace: the subcommand and the machine's name,
+        // never the arguments or the environment (driver flags and credentials).
+        let span = tracing::info_span!(
+            "docker-machine",
+            otel.name = %format_args!("docker-machine {op}"),
+            otel.kind = "client",
+            docker_machine.command = op,
+            docker_machine.machine = target,
+            process.exit_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let result = self
+            .run_inner(ctx, op, target, args)
+            .instrument(span.clone())
+            .await;
         let took = started.elapsed();
         let failed = !matches!(result, Ok((ref status, _, _)) if status.success());
+        if let Ok((status, _, _)) = &result
+            && let Some(code) = status.code()
+        {
+            span.record("process.exit_code", code);
+        }
+        if failed {
+            span.record("otel.status_code", "error");
+        }
         ctx.metrics()
             .external_call("docker-machine", op, took, failed);
         let shown_args = self.redact(&args.join(" "));

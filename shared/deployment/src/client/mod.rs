@@ -168,6 +168,14 @@ impl Deployments {
     /// A spec with a `ttl` (or `expires_at`) is torn down at its expiry by a delayed
     /// teardown job written with the deployment; an `expires_at` that has passed is
     /// refused before anything is written.
+    ///
+    /// In a trace this is the deployment's root span (`deployment.create`): its jobs, and
+    /// the jobs they enqueue, run under it.
+    #[tracing::instrument(name = "deployment.create", skip_all, fields(
+        deployment.name = %spec.name,
+        deployment.nodes = spec.node_count(),
+        deployment.id = tracing::field::Empty,
+    ))]
     pub async fn create(&self, spec: &Spec, options: &DeploymentOptions) -> Result<CreateOutcome> {
         spec.validate()?;
         self.check_owner(spec)?;
@@ -179,7 +187,8 @@ impl Deployments {
             .store
             .create_deployment(spec, options.deploy, &options.origin()?)
             .await?;
-        if let CreateOutcome::Created { provision, .. } = &outcome {
+        if let CreateOutcome::Created { id, provision, .. } = &outcome {
+            tracing::Span::current().record("deployment.id", tracing::field::display(id));
             self.producer.notify(std::slice::from_ref(provision)).await;
         }
         Ok(outcome)
@@ -232,6 +241,7 @@ impl Deployments {
 
     /// Stores a changed spec (same name, nodes and provider) as the next generation and
     /// enqueues its deploy, which replaces the containers one machine at a time.
+    #[tracing::instrument(name = "deployment.update", skip_all, fields(deployment.name = %spec.name))]
     pub async fn update(&self, spec: &Spec, options: &DeploymentOptions) -> Result<UpdateOutcome> {
         spec.validate()?;
         self.check_owner(spec)?;
@@ -254,6 +264,7 @@ impl Deployments {
     /// Asks for a deployment's teardown: it becomes `tearing_down` at once, which
     /// stops provisioning and deploying, and a teardown job is enqueued unless one is
     /// under way.
+    #[tracing::instrument(name = "deployment.teardown", skip_all, fields(deployment.id = %id))]
     pub async fn teardown(
         &self,
         id: Uuid,

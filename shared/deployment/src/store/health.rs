@@ -17,6 +17,8 @@ use crate::health::{Decision, NodeCheck, decide};
 use crate::kinds::HealthCheck;
 
 use super::*;
+use lc_shared::telemetry::job_trace;
+use tracing::Instrument;
 
 /// What a `health_check` job starts from.
 #[derive(Clone, Debug)]
@@ -128,7 +130,20 @@ async fn enqueue_link(
         origin,
     )?
     .with_run_at(run_at);
-    enqueue_one(tx, new).await
+    // A chain lasts as long as its deployment: the first link continues the trace of
+    // the deploy that started it, each later one starts a trace of its own (so that a
+    // deployment's trace ends, and each check is one trace).
+    let span = if link > 1 && job_trace::enabled() {
+        tracing::info_span!(
+            parent: None,
+            "health_check.schedule",
+            deployment.id = %deployment_id,
+            health.link = link,
+        )
+    } else {
+        tracing::Span::none()
+    };
+    enqueue_one(tx, new).instrument(span).await
 }
 
 /// Starts the chain unless a link of it is queued or running: when a deployment
