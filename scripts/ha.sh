@@ -2,6 +2,7 @@
 # A highly available PostgreSQL on loopback: a pg_auto_failover monitor and two PostgreSQL
 # nodes (a primary and a synchronous standby) that fail over automatically.
 #
+#   scripts/ha.sh install           install the packages (pg_auto_failover for PostgreSQL 15)
 #   scripts/ha.sh up DIR [--async]   create (first time) and start the cluster in DIR; write
 #                                    DIR/env (DATABASE_URL, PG_ADMIN_URL: multi-host URLs with
 #                                    target_session_attrs=read-write). --async: the standby
@@ -368,12 +369,16 @@ cmd_status() {
   as_pg pg_autoctl show state --pgdata "$(node_data monitor)"
 }
 
+if [[ "${1:-}" == install ]]; then
+  ha_install
+  exit 0
+fi
 [[ $# -ge 2 ]] || usage
 cmd="$1"
 ha_load_dir "$2"
 shift 2
 case "$cmd" in
-  up) ha_install >/dev/null; cmd_up "$@" ;;
+  up) cmd_up "$@" ;;
   down) cmd_down ;;
   status) cmd_status ;;
   primary) cmd_primary ;;
