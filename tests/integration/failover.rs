@@ -395,3 +395,49 @@ async fn the_primary_killed_mid_run_loses_and_duplicates_nothing() {
         worker.stop().await;
     }
 }
+
+/// A pooled connection whose server became read-only (a primary demoted to a standby,
+/// as a failover or switchover leaves it) answers writes with SQLSTATE 25006. The store
+/// retries the write on a new connection (which a multi-host URL with
+/// `target_session_attrs=read-write` takes to the new primary) instead of failing, and
+/// drops the connections made before. Here the "demoted" sessions are made by
+/// `default_transaction_read_only` on the test's database while the pool connects.
+#[tokio::test]
+async fn a_write_refused_as_read_only_is_retried_on_a_new_connection() {
+    let env = TestEnv::new().await;
+    let admin = env.sql().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE demotion_probe (x INT);
+             ALTER DATABASE {} SET default_transaction_read_only = on",
+            env.db_name
+        ))
+        .await
+        .unwrap();
+    let store = lc_shared::store::Store::connect(&env.database_url, 2).unwrap();
+    store.ping().await.unwrap();
+    let read_only: String = store
+        .query_row("SHOW transaction_read_only", &[], |row| row.get(0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read_only, "on", "the pool's connection is a read-only session");
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} RESET default_transaction_read_only",
+            env.db_name
+        ))
+        .await
+        .unwrap();
+    let inserted = store
+        .execute_one("INSERT INTO demotion_probe VALUES (1)", &[])
+        .await
+        .expect("the write is retried on a connection that can write");
+    assert_eq!(inserted, 1);
+    let rows: i64 = admin
+        .query_one("SELECT count(*) FROM demotion_probe", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1, "written once");
+}
