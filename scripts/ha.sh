@@ -256,6 +256,17 @@ ha_write_env() {
   mv "$tmp" "$HA_DIR/env"
 }
 
+# The role LaunchControl connects as (what scripts/services.sh's server has), serializable by
+# default like that server, on node N (the primary).
+ensure_role() {
+  local n="$1"
+  if [[ "$(node_sql "$n" -c "select 1 from pg_roles where rolname = 'lc'")" != 1 ]]; then
+    node_sql "$n" -c "create role lc superuser login" >/dev/null
+    node_sql "$n" -c "alter database launchcontrol owner to lc" >/dev/null
+    node_sql "$n" -c "alter role lc set default_transaction_isolation = 'serializable'" >/dev/null
+  fi
+}
+
 cmd_up() {
   local async=0
   [[ "${1:-}" == --async ]] && async=1
@@ -283,27 +294,28 @@ cmd_up() {
   wait_port "$MONITOR_PORT" 30 || lc_die "the monitor does not answer on 127.0.0.1:$MONITOR_PORT (log: $HA_DIR/monitor.log)"
   tune_monitor
 
-  # node 1 first: it becomes the primary; node 2 then clones it and becomes its standby
-  create_node 1
-  run_service 1
-  local i
-  for ((i = 0; i < 120; i++)); do
-    node_states | grep -qE "^$PORT1 (single|primary|wait_primary) " && break
-    sleep 0.5
-  done
-  node_states | grep -qE "^$PORT1 (single|primary|wait_primary) " ||
-    lc_die "node 1 did not become primary (log: $HA_DIR/node1.log)"
-  wait_port "$PORT1" 60 || lc_die "node 1 does not answer on 127.0.0.1:$PORT1 (log: $HA_DIR/node1.log)"
-  local primary
-  primary="$(cmd_primary || echo 1)"
-  if [[ "$(node_sql "$primary" -c "select 1 from pg_roles where rolname = 'lc'")" != 1 ]]; then
-    node_sql "$primary" -c "create role lc superuser login" >/dev/null
-    node_sql "$primary" -c "alter database launchcontrol owner to lc" >/dev/null
-    node_sql "$primary" -c "alter role lc set default_transaction_isolation = 'serializable'" >/dev/null
+  # node 1 first: it becomes the primary; node 2 then clones it and becomes its standby.
+  # On a later `up` (both made already) both start and the monitor says which is primary.
+  local primary i
+  if [[ ! -f "$HA_DIR/xdg/config/pg_autoctl$(node_data 1)/pg_autoctl.cfg" ]]; then
+    create_node 1
+    run_service 1
+    for ((i = 0; i < 120; i++)); do
+      node_states | grep -qE "^$PORT1 (single|primary|wait_primary) " && break
+      sleep 0.5
+    done
+    node_states | grep -qE "^$PORT1 (single|primary|wait_primary) " ||
+      lc_die "node 1 did not become primary (log: $HA_DIR/node1.log)"
+    wait_port "$PORT1" 60 || lc_die "node 1 does not answer on 127.0.0.1:$PORT1 (log: $HA_DIR/node1.log)"
+    ensure_role 1
+  else
+    run_service 1
   fi
   create_node 2
   run_service 2
   cmd_wait_sync 180
+  primary="$(cmd_primary)"
+  ensure_role "$primary"
   if ((async)); then
     lc_log "making the standby asynchronous (replication-quorum false on both nodes)"
     as_pg pg_autoctl set node replication-quorum false --pgdata "$(node_data 1)" >/dev/null
@@ -313,9 +325,21 @@ cmd_up() {
     as_pg pg_autoctl set node replication-quorum true --pgdata "$(node_data 2)" >/dev/null 2>&1 || true
   fi
   cmd_wait_sync 60
+  # what "synchronous" means here: the primary waits for the standby at each commit
+  local names=""
+  for ((i = 0; i < 60; i++)); do
+    primary="$(cmd_primary)"
+    names="$(node_sql "$primary" -c 'show synchronous_standby_names' 2>/dev/null || true)"
+    if ((async)); then [[ -z "$names" ]] && break; else [[ -n "$names" ]] && break; fi
+    sleep 0.5
+  done
+  if ((async)); then
+    [[ -z "$names" ]] || lc_die "the primary still waits for its standby (synchronous_standby_names = $names)"
+  else
+    [[ -n "$names" ]] || lc_die "the primary does not wait for its standby (synchronous_standby_names is empty)"
+  fi
   ha_write_env
-  primary="$(cmd_primary)"
-  lc_log "HA PostgreSQL up in $HA_DIR: primary node $primary, synchronous_standby_names = $(node_sql "$primary" -c 'show synchronous_standby_names')"
+  lc_log "HA PostgreSQL up in $HA_DIR: primary node $primary, synchronous_standby_names = '$names'"
   echo "$HA_DIR/env"
 }
 
@@ -337,7 +361,7 @@ stop_service() {
   if pid="$(pid_alive "$(pidfile_of "$who")" pg_autoctl)"; then
     as_pg pg_autoctl stop --pgdata "$data" --fast >/dev/null 2>&1 || true
     kill_group "$pid" TERM 20 || kill_group "$pid" KILL 5 || lc_warn "processes of $who (group $pid) survive"
-    echo "$who      stopped (pid $pid)"
+    echo "$(service_name "$who") stopped (pid $pid)"
   fi
   rm -f "$(pidfile_of "$who")"
   # a postgres left running by a killed keeper (it is in the keeper's group, but be sure)
