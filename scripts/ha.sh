@@ -112,6 +112,9 @@ EOF
   if ! grep -q "^include_if_exists = 'launchcontrol-ha.conf'" "$data/postgresql.conf"; then
     printf "\n# LaunchControl (scripts/ha.sh)\ninclude_if_exists = 'launchcontrol-ha.conf'\n" >>"$data/postgresql.conf"
   fi
+  # the server's own: pg_rewind, rejoining an old primary, rewrites every file of PGDATA
+  [[ "$(id -u)" -eq 0 ]] && chown postgres:postgres "$data/launchcontrol-ha.conf"
+  return 0
 }
 
 # initdb ourselves (instead of letting pg_autoctl do it) so that the server never starts with
@@ -189,10 +192,16 @@ cmd_primary() {
 }
 
 cmd_wait_sync() {
-  local secs="${1:-120}" i states
+  local secs="${1:-120}" i states primary
   for ((i = 0; i < secs * 2; i++)); do
     states="$(node_states | awk '$2 == $3 {print $2}' | sort | tr '\n' ' ')"
     [[ "$states" == "primary secondary " ]] && return 0
+    # A standby made again from scratch (pg_basebackup, when pg_rewind cannot be used) waits
+    # for a checkpoint on the primary, which pg_autoctl asks for spread over minutes; an
+    # immediate CHECKPOINT request finishes the one in progress at once.
+    if ((i % 6 == 5)) && primary="$(cmd_primary)"; then
+      node_sql "$primary" -c checkpoint >/dev/null 2>&1 || true
+    fi
     sleep 0.5
   done
   node_states >&2 || true

@@ -338,6 +338,23 @@ async fn the_primary_killed_mid_run_loses_and_duplicates_nothing() {
     // twice, every history a chain of legal transitions.
     let unique: HashSet<Uuid> = acknowledged.iter().copied().collect();
     assert_eq!(unique.len(), acknowledged.len(), "an id acknowledged twice");
+    let present: HashSet<Uuid> = env
+        .sql()
+        .await
+        .query("SELECT id FROM jobs WHERE id = ANY($1)", &[&acknowledged])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let lost: Vec<&Uuid> = unique.difference(&present).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged jobs are not in the database (their commits went down with the old \
+         primary): {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
     let states = env
         .wait_terminal(&acknowledged, Duration::from_secs(120))
         .await;

@@ -45,6 +45,35 @@ fn free_ports() -> [u16; 3] {
     [ports[0], ports[1], ports[2]]
 }
 
+/// The file in a cluster's directory naming the test process that owns it.
+const OWNER: &str = "owner.pid";
+
+/// Stops and removes the clusters of test processes that are gone: a test killed at its
+/// time limit (nextest's `terminate-after`) never runs its guard's `drop`.
+fn reap_orphans() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let dir = entry.path();
+        let is_cluster = dir
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with("lc-ha-"));
+        let Some(owner) = is_cluster
+            .then(|| std::fs::read_to_string(dir.join(OWNER)).ok())
+            .flatten()
+        else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(owner.trim()).exists();
+        if !alive {
+            eprintln!("stopping the HA cluster {} of a test that is gone", dir.display());
+            let _ = run(&["down", &dir.display().to_string()], &[]);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
 /// The cluster; stopped (every process of it) and removed when dropped.
 pub struct PrivateHaPostgres {
     dir: PathBuf,
@@ -67,8 +96,10 @@ impl PrivateHaPostgres {
         if !install.status.success() {
             return Err(HaUnavailable::NoPackages(describe(&install)));
         }
+        reap_orphans();
         let dir = std::env::temp_dir().join(format!("lc-ha-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(OWNER), std::process::id().to_string()).unwrap();
         let mut cluster = PrivateHaPostgres {
             dir,
             admin_url: String::new(),
