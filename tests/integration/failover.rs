@@ -206,8 +206,17 @@ async fn the_primary_killed_mid_run_loses_and_duplicates_nothing() {
     let _containers = deploy::Containers(vec![name.clone()]);
     let deployment = deploy::create(&env, &deploy::machine_spec(&name, 2, 5), &[]).await;
 
-    // Thousands of jobs through the library, delayed ones to cancel, the inbox.
+    // Jobs running across the failover: their leases (4 s) are shorter than it.
     let producer = env.producer();
+    let long_jobs = vec![NewJob::new(JobKind::Sleep, json!({"ms": 20_000, "record": true})); 30];
+    let long_ids: Vec<Uuid> = producer
+        .enqueue_batch(&long_jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|job| job.id)
+        .collect();
+    // Thousands of jobs through the library, delayed ones to cancel, the inbox.
     let mut batch_ids = Vec::new();
     for _ in 0..3 {
         let jobs = vec![NewJob::new(JobKind::Sleep, json!({"ms": 20, "record": true})); 1000];
@@ -236,7 +245,16 @@ async fn the_primary_killed_mid_run_loses_and_duplicates_nothing() {
     let lc = lc_stream(&env, stop.clone());
     let cancel_failures_before = cancel_all(&producer, &delayed[..100]).await;
 
-    // Mid-run: a third of the batch done, the machines being created.
+    // Mid-run: the long jobs running, a third of the batch done, the machines being
+    // created.
+    wait_for("the long jobs to run", Duration::from_secs(60), || async {
+        let states = env.states(&long_ids).await;
+        states
+            .values()
+            .all(|state| *state == JobState::Running)
+            .then_some(())
+    })
+    .await;
     wait_for("a third of the jobs to finish", Duration::from_secs(90), || async {
         let done = env
             .states(&batch_ids)
@@ -295,7 +313,7 @@ async fn the_primary_killed_mid_run_loses_and_duplicates_nothing() {
     println!("{}", cluster.status());
 
     stop.store(true, Ordering::Relaxed);
-    let mut acknowledged: Vec<Uuid> = batch_ids.clone();
+    let mut acknowledged: Vec<Uuid> = batch_ids.iter().chain(&long_ids).copied().collect();
     let mut refused = 0;
     for task in library {
         let acked = task.await.unwrap();
@@ -377,16 +395,42 @@ async fn the_primary_killed_mid_run_loses_and_duplicates_nothing() {
     );
     env.assert_exactly_once(&delayed).await;
     env.assert_legal_histories(&delayed).await;
+    // Healthy leases survived: the jobs that ran across the failover, on workers that
+    // all lived, finished in their first attempt. (A claim that committed as the primary
+    // died but whose answer was lost is held by no worker: its lease expires and the job
+    // runs again, as it should; those are counted, not failed.)
+    env.assert_exactly_once(&long_ids).await;
+    let long_rows = env
+        .sql()
+        .await
+        .query(
+            "SELECT j.id, j.state, j.attempt,
+                    (SELECT count(*) FROM job_events e WHERE e.job_id = j.id
+                       AND e.message LIKE 'lease expired%')
+             FROM jobs j WHERE j.id = ANY($1)",
+            &[&long_ids],
+        )
+        .await
+        .unwrap();
+    for row in &long_rows {
+        let (id, state, attempt, expiries): (Uuid, String, i64, i64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        assert_eq!(
+            (state.as_str(), attempt, expiries),
+            ("succeeded", 1, 0),
+            "job {id} ran across the failover on a live worker: its lease must have survived"
+        );
+    }
     let expired = count_in(
         &env,
         "SELECT count(*) FROM job_events WHERE message LIKE 'lease expired%'",
     )
     .await
         - expired_before;
-    println!("leases expired by the outage: {expired}");
-    assert_eq!(
-        expired, 0,
-        "healthy leases expired although every worker lived through the failover"
+    println!(
+        "leases that expired: {expired} (claims whose answer the failover lost); the {} jobs \
+         running across it kept theirs",
+        long_ids.len()
     );
 
     // The deployment: deployed (or failed and rolled back), then torn down; nothing left.

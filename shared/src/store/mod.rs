@@ -417,9 +417,10 @@ fn made_before_a_demotion(created: std::time::Instant) -> bool {
 }
 
 /// Runs `op` until it succeeds, retrying serialization failures (SQLSTATE 40001 and
-/// 40P01) with backoff, and connection losses and CockroachDB's 40003 only where
-/// `replay` says the transaction is safe to run again. Every transaction of the
-/// project goes through here.
+/// 40P01) with backoff, writes refused by a server that is read-only now (25006: a
+/// failover demoted it; the pool's connections made before are then dropped), and
+/// connection losses and CockroachDB's 40003 only where `replay` says the transaction
+/// is safe to run again. Every transaction of the project goes through here.
 pub async fn retry<T, F, Fut>(replay: Replay, op: F) -> Result<T>
 where
     F: FnMut() -> Fut,
