@@ -1057,6 +1057,14 @@ cmd_status() {
   else
     echo "postgres  not running from $PG_DATA"
   fi
+  # The HA cluster of `up --ha`
+  if [[ -f "$HA_DIR/ports" ]]; then
+    if pid="$("$LC_ROOT/scripts/ha.sh" primary "$HA_DIR" 2>/dev/null)"; then
+      echo "ha        cluster in $HA_DIR, primary node $pid (scripts/ha.sh status $HA_DIR)"
+    else
+      echo "ha        cluster in $HA_DIR not running (or without a primary)"
+    fi
+  fi
   # Docker
   if pid="$(pid_alive "$DOCKER_PIDFILE" dockerd)"; then
     echo "docker    running, pid $pid (started by services.sh), $OUR_DOCKER_HOST"
