@@ -22,26 +22,6 @@ use uuid::Uuid;
 
 use crate::deploy;
 
-/// Inbox messages (each with idempotency key `{prefix}{i}`), in one MULTI/EXEC.
-async fn add_inbox(env: &TestEnv, prefix: &str, n: usize) {
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    for i in 0..n {
-        let body = format!(
-            r#"{{"kind":"sleep","payload":{{"ms":5,"record":true}},"idempotency_key":"{prefix}{i}"}}"#
-        );
-        pipe.cmd("XADD")
-            .arg(env.queue.inbox_key())
-            .arg("*")
-            .arg("job")
-            .arg(body)
-            .ignore();
-    }
-    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    pipe.query_async::<()>(&mut conn).await.unwrap();
-}
-
 /// Jobs that the test was told exist (an answer, an id printed, an XADD accepted), and
 /// the tries that got an error instead (not acknowledged: they may or may not exist).
 #[derive(Default)]
@@ -239,7 +219,7 @@ async fn the_primary_killed_mid_run_loses_and_duplicates_nothing() {
         .into_iter()
         .map(|job| job.id)
         .collect();
-    add_inbox(&env, "ha-before-", 100).await;
+    crate::crash::add_inbox_batch(&env, "ha-before-", 100).await;
     let stop = Arc::new(AtomicBool::new(false));
     let library = library_stream(&env, 8, stop.clone());
     let lc = lc_stream(&env, stop.clone());
@@ -295,7 +275,7 @@ async fn the_primary_killed_mid_run_loses_and_duplicates_nothing() {
     println!("kill -9 of the primary (node {killed_node}) while the deployment was {provisioning}");
     // During the outage: inbox messages are accepted by Redis, cancels wait for the
     // database, the producers' enqueues wait inside the library.
-    add_inbox(&env, "ha-during-", 100).await;
+    crate::crash::add_inbox_batch(&env, "ha-during-", 100).await;
     let cancelling = {
         let (producer, delayed) = (producer.clone(), delayed[100..].to_vec());
         tokio::spawn(async move { cancel_all(&producer, &delayed).await })
