@@ -19,8 +19,9 @@
 #   scripts/bench.sh --ha --only single,drain,latency
 #                                             the sections twice: on the single server, then on
 #                                             a highly available PostgreSQL (scripts/ha.sh: a
-#                                             synchronous standby, in $LC_HOME/bench/<stamp>/ha,
-#                                             stopped and removed afterwards); then the figures
+#                                             synchronous standby, in $LC_HOME/bench/<stamp>/ha on
+#                                             ports 56445-56447, stopped and removed afterwards);
+#                                             then the figures
 #                                             side by side, and the failover time of a kill -9 of
 #                                             that cluster's primary
 #
@@ -210,7 +211,9 @@ rc=0
 run_bench "$WORK/output.txt" "$@" || rc=$?
 if ((HA)); then
   lc_log "starting a highly available PostgreSQL in $HA_DIR (scripts/ha.sh)"
-  "$LC_ROOT/scripts/ha.sh" up "$HA_DIR" >/dev/null
+  # ports of its own, beside a cluster of `services.sh up --ha` (56440-56442)
+  LC_HA_MONITOR_PORT="${LC_HA_MONITOR_PORT:-56445}" LC_HA_PORT1="${LC_HA_PORT1:-56446}" \
+    LC_HA_PORT2="${LC_HA_PORT2:-56447}" "$LC_ROOT/scripts/ha.sh" up "$HA_DIR" >/dev/null
   ADMIN_URL="$(. "$HA_DIR/env" && printf '%s' "$PG_ADMIN_URL")"
   run_bench "$WORK/output-ha.txt" "$@" || rc=$?
   # The failover time: kill -9 of the primary, until a write commits on the new one.

@@ -34,6 +34,13 @@ impl Outage {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn back_at(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        // As `down_since`: one Option written in one step.
+        self.back_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Reports a failed database call; `doing` says what waits ("claiming jobs").
     pub fn failed(&self, err: &StoreError, doing: &str) {
         let error = error_chain(err);
@@ -54,10 +61,7 @@ impl Outage {
     pub fn ok(&self) {
         let since = self.down_since().take();
         if let Some(since) = since {
-            *self
-                .back_at
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
+            *self.back_at() = Some(Instant::now());
             info!(component = self.component, down_for = ?since.elapsed(), "database is back");
         }
     }
@@ -68,9 +72,7 @@ impl Outage {
         if self.down_since().is_some() {
             return true;
         }
-        self.back_at
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.back_at()
             .is_some_and(|back| back.elapsed() < window)
     }
 
