@@ -214,7 +214,12 @@ pub(crate) async fn deployment(env: &TestEnv, id: Uuid) -> DeploymentRow {
 
 /// Waits until the deployment is in `state`; fails at once if it lands in a state it
 /// cannot leave for that one.
-pub(crate) async fn wait_state(env: &TestEnv, id: Uuid, state: &str, timeout: Duration) -> DeploymentRow {
+pub(crate) async fn wait_state(
+    env: &TestEnv,
+    id: Uuid,
+    state: &str,
+    timeout: Duration,
+) -> DeploymentRow {
     wait_for(&format!("deployment to be {state}"), timeout, || async {
         let row = deployment(env, id).await;
         if row.state != state && row.state == "torn_down" {
@@ -363,7 +368,10 @@ fn create_pids(store: &Path) -> Vec<i32> {
 }
 
 /// (machine state, count) and (container state, count) rows of a deployment.
-pub(crate) async fn row_states(env: &TestEnv, id: Uuid) -> (Vec<String>, Vec<(String, i64, String)>) {
+pub(crate) async fn row_states(
+    env: &TestEnv,
+    id: Uuid,
+) -> (Vec<String>, Vec<(String, i64, String)>) {
     let machines = env
         .deployment_store()
         .machines(id)

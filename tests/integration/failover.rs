@@ -72,15 +72,13 @@ fn lc_stream(env: &TestEnv, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Ac
                 .env("DATABASE_URL", &url)
                 .env("REDIS_URL", &redis)
                 .env("LC_REDIS_PREFIX", &prefix)
-                .args([
-                    "enqueue",
-                    "sleep",
-                    "--payload",
-                    r#"{"ms":5,"record":true}"#,
-                ])
+                .args(["enqueue", "sleep", "--payload", r#"{"ms":5,"record":true}"#])
                 .output()
                 .unwrap();
-            match String::from_utf8_lossy(&output.stdout).trim().parse::<Uuid>() {
+            match String::from_utf8_lossy(&output.stdout)
+                .trim()
+                .parse::<Uuid>()
+            {
                 Ok(id) if output.status.success() => acked.ids.push(id),
                 _ => acked.refused += 1,
             }
@@ -209,9 +207,11 @@ async fn the_primary_killed_mid_run_loses_and_duplicates_nothing() {
                 .map(|job| job.id),
         );
     }
-    let delayed_jobs =
-        vec![NewJob::new(JobKind::Noop, json!({}))
-            .with_run_at(chrono::Utc::now() + chrono::Duration::hours(1)); 200];
+    let delayed_jobs = vec![
+        NewJob::new(JobKind::Noop, json!({}))
+            .with_run_at(chrono::Utc::now() + chrono::Duration::hours(1));
+        200
+    ];
     let delayed: Vec<Uuid> = producer
         .enqueue_batch(&delayed_jobs)
         .await
@@ -227,23 +227,31 @@ async fn the_primary_killed_mid_run_loses_and_duplicates_nothing() {
 
     // Mid-run: the long jobs running, a third of the batch done, the machines being
     // created.
-    wait_for("the long jobs to start", Duration::from_secs(60), || async {
-        let states = env.states(&long_ids).await;
-        states
-            .values()
-            .all(|state| *state != JobState::Queued)
-            .then_some(())
-    })
+    wait_for(
+        "the long jobs to start",
+        Duration::from_secs(60),
+        || async {
+            let states = env.states(&long_ids).await;
+            states
+                .values()
+                .all(|state| *state != JobState::Queued)
+                .then_some(())
+        },
+    )
     .await;
-    wait_for("a third of the jobs to finish", Duration::from_secs(90), || async {
-        let done = env
-            .states(&batch_ids)
-            .await
-            .values()
-            .filter(|state| **state == JobState::Succeeded)
-            .count();
-        (done >= 1000).then_some(())
-    })
+    wait_for(
+        "a third of the jobs to finish",
+        Duration::from_secs(90),
+        || async {
+            let done = env
+                .states(&batch_ids)
+                .await
+                .values()
+                .filter(|state| **state == JobState::Succeeded)
+                .count();
+            (done >= 1000).then_some(())
+        },
+    )
     .await;
     let provisioning = deploy::deployment(&env, deployment).await.state;
     let expired_before = count_in(
@@ -264,7 +272,11 @@ async fn the_primary_killed_mid_run_loses_and_duplicates_nothing() {
         "only {} of the long jobs run at the kill",
         running_across.len()
     );
-    println!("long jobs running at the kill: {} of {}", running_across.len(), long_ids.len());
+    println!(
+        "long jobs running at the kill: {} of {}",
+        running_across.len(),
+        long_ids.len()
+    );
     let killer = cluster.clone();
     let (killed_node, killed_at) = tokio::task::spawn_blocking(move || {
         let node = killer.kill_primary();
@@ -427,10 +439,14 @@ async fn the_primary_killed_mid_run_loses_and_duplicates_nothing() {
     );
 
     // The deployment: deployed (or failed and rolled back), then torn down; nothing left.
-    let row = wait_for("the deployment to settle", Duration::from_secs(120), || async {
-        let row = deploy::deployment(&env, deployment).await;
-        matches!(row.state.as_str(), "deployed" | "failed" | "torn_down").then_some(row)
-    })
+    let row = wait_for(
+        "the deployment to settle",
+        Duration::from_secs(120),
+        || async {
+            let row = deploy::deployment(&env, deployment).await;
+            matches!(row.state.as_str(), "deployed" | "failed" | "torn_down").then_some(row)
+        },
+    )
     .await;
     println!("deployment {name}: {}", row.state);
     assert_eq!(row.state, "deployed", "{:?}", row.last_error);
@@ -475,7 +491,10 @@ async fn a_write_refused_as_read_only_is_retried_on_a_new_connection() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(read_only, "on", "the pool's connection is a read-only session");
+    assert_eq!(
+        read_only, "on",
+        "the pool's connection is a read-only session"
+    );
     admin
         .batch_execute(&format!(
             "ALTER DATABASE {} RESET default_transaction_read_only",

@@ -67,7 +67,10 @@ fn reap_orphans() {
         };
         let alive = Path::new("/proc").join(owner.trim()).exists();
         if !alive {
-            eprintln!("stopping the HA cluster {} of a test that is gone", dir.display());
+            eprintln!(
+                "stopping the HA cluster {} of a test that is gone",
+                dir.display()
+            );
             let _ = run(&["down", &dir.display().to_string()], &[]);
             let _ = std::fs::remove_dir_all(&dir);
         }

@@ -72,8 +72,7 @@ impl Outage {
         if self.down_since().is_some() {
             return true;
         }
-        self.back_at()
-            .is_some_and(|back| back.elapsed() < window)
+        self.back_at().is_some_and(|back| back.elapsed() < window)
     }
 
     /// Whether this component finds the database unreachable now.
