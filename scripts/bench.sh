@@ -16,6 +16,8 @@
 #   scripts/bench.sh --isolation serializable --only drain --drain-workers 1,2,4
 #   scripts/bench.sh --help                   lc-bench's options (builds it; starts nothing)
 #   BENCH_KEEP_DB=1 scripts/bench.sh          keep the bench database for inspection
+#   BENCH_KEEP_TEST_DBS=1 scripts/bench.sh    leave the test databases of earlier runs alone
+#                                             (a server shared with others' test runs)
 #   scripts/bench.sh --ha --only single,drain,latency
 #                                             the sections twice: on the single server, then on
 #                                             a highly available PostgreSQL (scripts/ha.sh: a
@@ -205,8 +207,11 @@ run_bench() {
   return "$rc"
 }
 
-# A quiet server: test databases left by earlier runs keep autovacuum busy.
-lc_drop_test_databases "$PG_ADMIN_URL"
+# A quiet server: test databases left by earlier runs keep autovacuum busy. On a machine
+# whose test databases are someone else's (BENCH_KEEP_TEST_DBS=1), they are left alone.
+if [[ "${BENCH_KEEP_TEST_DBS:-0}" != 1 ]]; then
+  lc_drop_test_databases "$PG_ADMIN_URL"
+fi
 rc=0
 run_bench "$WORK/output.txt" "$@" || rc=$?
 if ((HA)); then
