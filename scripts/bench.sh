@@ -185,6 +185,7 @@ trap 'exit 143' TERM
 # goes to OUTPUT. Returns lc-bench's exit code.
 run_bench() {
   local output="$1" rc=0
+  shift
   local url
   url="$(bench_database_url "$ADMIN_URL")"
   lc_log "database $BENCH_DB ($url), Redis prefix $BENCH_PREFIX, logs in $WORK"
