@@ -151,14 +151,15 @@ cleanup() {
     sleep 1
     kill -KILL "$BENCH_PID" 2>/dev/null || true
   fi
-  if [[ -f "$WORK/worker.pids" ]]; then
+  for pids in "$WORK/worker.pids" "$WORK/ha-run/worker.pids"; do
+    [[ -f "$pids" ]] || continue
     while read -r pid; do
       [[ "$pid" =~ ^[0-9]+$ ]] || continue
       if [[ -r "/proc/$pid/comm" && "$(cat "/proc/$pid/comm" 2>/dev/null)" == lc-worker ]]; then
         kill -KILL "$pid" 2>/dev/null || true
       fi
-    done <"$WORK/worker.pids"
-  fi
+    done <"$pids"
+  done
   # Containers of the fleet section's deployments that a failed or interrupted run left
   # (named lc-<deployment>-..., the deployment named after the Redis prefix).
   if command -v docker >/dev/null 2>&1; then
@@ -181,11 +182,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# run_bench OUTPUT: lc-bench against a fresh database beside ADMIN_URL; its output also
-# goes to OUTPUT. Returns lc-bench's exit code.
+# run_bench OUTPUT WORK_DIR ARGS...: lc-bench against a fresh database beside ADMIN_URL, with
+# its worker logs in WORK_DIR; its output also goes to OUTPUT. Returns lc-bench's exit code.
 run_bench() {
-  local output="$1" rc=0
-  shift
+  local output="$1" work="$2" rc=0
+  shift 2
   local url
   url="$(bench_database_url "$ADMIN_URL")"
   lc_log "database $BENCH_DB ($url), Redis prefix $BENCH_PREFIX, logs in $WORK"
@@ -197,7 +198,7 @@ run_bench() {
   TEE_PID=$!
   DATABASE_URL="$url" REDIS_URL="$REDIS_URL" LC_REDIS_PREFIX="$BENCH_PREFIX" \
     LC_BIN_DIR="$BIN_DIR" \
-    "$BIN_DIR/lc-bench" --work-dir "$WORK" "$@" >&"$out" &
+    "$BIN_DIR/lc-bench" --work-dir "$work" "$@" >&"$out" &
   BENCH_PID=$!
   wait "$BENCH_PID" || rc=$?
   BENCH_PID=""
@@ -214,14 +215,16 @@ if [[ "${BENCH_KEEP_TEST_DBS:-0}" != 1 ]]; then
   lc_drop_test_databases "$PG_ADMIN_URL"
 fi
 rc=0
-run_bench "$WORK/output.txt" "$@" || rc=$?
+run_bench "$WORK/output.txt" "$WORK" "$@" || rc=$?
 if ((HA)); then
   lc_log "starting a highly available PostgreSQL in $HA_DIR (scripts/ha.sh)"
   # ports of its own, beside a cluster of `services.sh up --ha` (56440-56442)
   LC_HA_MONITOR_PORT="${LC_HA_MONITOR_PORT:-56445}" LC_HA_PORT1="${LC_HA_PORT1:-56446}" \
     LC_HA_PORT2="${LC_HA_PORT2:-56447}" "$LC_ROOT/scripts/ha.sh" up "$HA_DIR" >/dev/null
   ADMIN_URL="$(. "$HA_DIR/env" && printf '%s' "$PG_ADMIN_URL")"
-  run_bench "$WORK/output-ha.txt" "$@" || rc=$?
+  # a work directory of its own: lc-bench finds its handler-start logs there by name
+  mkdir -p "$WORK/ha-run"
+  run_bench "$WORK/output-ha.txt" "$WORK/ha-run" "$@" || rc=$?
   # The failover time: kill -9 of the primary, until a write commits on the new one.
   probe_url="$(. "$HA_DIR/env" && printf '%s' "$DATABASE_URL")"
   "$PSQL" -X -q "$probe_url" -c "CREATE TABLE failover_probe (at TIMESTAMPTZ DEFAULT now())"
