@@ -6,9 +6,13 @@
 #
 #   scripts/services.sh up      install what is missing, start what is not running, build the
 #                               test image, push it to the registry, write $LC_HOME/env
+#   scripts/services.sh up --ha the same with a highly available PostgreSQL instead of the single
+#                               server: scripts/ha.sh in $LC_HOME/ha (a pg_auto_failover monitor
+#                               and two nodes, synchronous standby, automatic failover; ports
+#                               56440-56442); $LC_HOME/env then holds a multi-host DATABASE_URL
 #   scripts/services.sh down [SERVICE...]
 #                               stop what `up` started (by pid files); data is kept. SERVICE:
-#                               redis, postgres, docker, docker-tls, registry (default: all)
+#                               redis, postgres, ha, docker, docker-tls, registry (default: all)
 #   scripts/services.sh status  what is running
 #   scripts/services.sh env     print $LC_HOME/env
 #
@@ -966,10 +970,37 @@ lock() {
   fi
 }
 
+# The HA cluster of `up --ha` (scripts/ha.sh) in place of the single server.
+HA_DIR="$LC_HOME/ha"
+
+ha_up() {
+  if [[ -n "$CALLER_DATABASE_URL" ]]; then
+    lc_die "up --ha starts its own PostgreSQL: unset DATABASE_URL ($CALLER_DATABASE_URL) first"
+  fi
+  "$LC_ROOT/scripts/ha.sh" up "$HA_DIR" >/dev/null
+  DATABASE_URL_OUT="$(. "$HA_DIR/env" && printf '%s' "$DATABASE_URL")"
+  PG_ADMIN_URL_OUT="$(. "$HA_DIR/env" && printf '%s' "$PG_ADMIN_URL")"
+  SUMMARY+=("postgres  $DATABASE_URL_OUT (HA: pg_auto_failover in $HA_DIR, primary node $("$LC_ROOT/scripts/ha.sh" primary "$HA_DIR"))")
+}
+
+ha_down() {
+  if [[ -f "$HA_DIR/ports" ]]; then
+    "$LC_ROOT/scripts/ha.sh" down "$HA_DIR"
+  else
+    echo "ha        no cluster in $HA_DIR (nothing to stop)"
+  fi
+}
+
 cmd_up() {
-  lock up
+  local ha=0
+  [[ "${1:-}" == --ha ]] && ha=1
+  lock up "$@"
   redis_up
-  pg_up
+  if ((ha)); then
+    ha_up
+  else
+    pg_up
+  fi
   docker_up
   export DOCKER_HOST="$DOCKER_HOST_OUT" LC_IMAGE
   local image_state
@@ -989,18 +1020,19 @@ cmd_down() {
   local wanted=" $* " svc
   for svc in "$@"; do
     case "$svc" in
-      redis | postgres | docker | docker-tls | registry) ;;
+      redis | postgres | ha | docker | docker-tls | registry) ;;
       *) usage ;;
     esac
   done
-  [[ $# -eq 0 ]] && wanted=" docker-tls registry docker postgres redis "
-  for svc in docker-tls registry docker postgres redis; do
+  [[ $# -eq 0 ]] && wanted=" docker-tls registry docker ha postgres redis "
+  for svc in docker-tls registry docker ha postgres redis; do
     [[ "$wanted" == *" $svc "* ]] || continue
     case "$svc" in
       docker-tls) tls_docker_down ;;
       registry) registry_down ;;
       docker) docker_down ;;
       postgres) pg_down ;;
+      ha) ha_down ;;
       redis) redis_down ;;
     esac
   done
@@ -1024,6 +1056,14 @@ cmd_status() {
     echo "postgres  answering on 127.0.0.1:$PG_PORT (not started by services.sh)"
   else
     echo "postgres  not running from $PG_DATA"
+  fi
+  # The HA cluster of `up --ha`
+  if [[ -f "$HA_DIR/ports" ]]; then
+    if pid="$("$LC_ROOT/scripts/ha.sh" primary "$HA_DIR" 2>/dev/null)"; then
+      echo "ha        cluster in $HA_DIR, primary node $pid (scripts/ha.sh status $HA_DIR)"
+    else
+      echo "ha        cluster in $HA_DIR not running (or without a primary)"
+    fi
   fi
   # Docker
   if pid="$(pid_alive "$DOCKER_PIDFILE" dockerd)"; then
@@ -1096,13 +1136,13 @@ cmd_env() {
 }
 
 usage() {
-  echo "usage: $0 up | down [redis|postgres|docker|docker-tls|registry ...] | status | env" >&2
+  echo "usage: $0 up [--ha] | down [redis|postgres|ha|docker|docker-tls|registry ...] | status | env" >&2
   exit 2
 }
 
 [[ $# -ge 1 ]] || usage
 case "$1" in
-  up) [[ $# -eq 1 ]] || usage; cmd_up ;;
+  up) [[ $# -eq 1 || ($# -eq 2 && "$2" == --ha) ]] || usage; shift; cmd_up "$@" ;;
   down) shift; cmd_down "$@" ;;
   status) [[ $# -eq 1 ]] || usage; cmd_status ;;
   env) [[ $# -eq 1 ]] || usage; cmd_env ;;

@@ -16,6 +16,9 @@ ensure_pkg redis-cli redis-tools # builds the private Redis Cluster of the clust
 # driver, so that nothing downloads a browser.
 ensure_pkg chromium chromium
 ensure_pkg chromedriver chromium-driver
+# The failover drill (tests/integration/failover.rs) starts its own pg_auto_failover
+# cluster with scripts/ha.sh: install its packages here, so that the drill never skips.
+"$LC_ROOT/scripts/ha.sh" install
 
 "$LC_ROOT/scripts/services.sh" up
 # shellcheck disable=SC1091

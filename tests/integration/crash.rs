@@ -347,7 +347,7 @@ async fn duplicate_hints_and_a_connection_cut_lose_and_duplicate_nothing(
 
 /// Inbox messages written in one MULTI/EXEC (so a worker's blocked read takes them all
 /// at once), each with idempotency key `{prefix}{i}`.
-async fn add_inbox_batch(env: &TestEnv, prefix: &str, n: usize) {
+pub(crate) async fn add_inbox_batch(env: &TestEnv, prefix: &str, n: usize) {
     let mut pipe = redis::pipe();
     pipe.atomic();
     for i in 0..n {

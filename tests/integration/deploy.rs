@@ -33,7 +33,7 @@ fn docker_host() -> String {
 }
 
 /// A deployment name unique to this test.
-fn unique(env: &TestEnv, base: &str) -> String {
+pub(crate) fn unique(env: &TestEnv, base: &str) -> String {
     format!("{base}-{}", &env.prefix[1..9])
 }
 
@@ -85,7 +85,7 @@ fn docker_ps(label: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn containers_of(id: Uuid) -> Vec<(String, String, String)> {
+pub(crate) fn containers_of(id: Uuid) -> Vec<(String, String, String)> {
     docker_ps(&format!("lc.deployment={id}"))
 }
 
@@ -99,7 +99,7 @@ fn local_spec(name: &str, nodes: usize) -> String {
 }
 
 /// docker-machine with the `none` driver: each machine registers the test engine.
-fn machine_spec(name: &str, nodes: usize, max_attempts: i64) -> String {
+pub(crate) fn machine_spec(name: &str, nodes: usize, max_attempts: i64) -> String {
     format!(
         "name: {name}\nowner: tests\nnodes: {nodes}\n\
          provider: {{kind: docker-machine, driver: none, driver_flags: {{url: '{}'}}}}\n\
@@ -149,7 +149,7 @@ async fn lc_with(
 }
 
 /// `lc deploy create SPEC --json`; returns the deployment id.
-async fn create(env: &TestEnv, spec: &str, extra: &[(&str, &str)]) -> Uuid {
+pub(crate) async fn create(env: &TestEnv, spec: &str, extra: &[(&str, &str)]) -> Uuid {
     let path = write_spec(env, spec);
     let (code, out, err) = lc_with(
         env,
@@ -195,7 +195,7 @@ async fn update_and_wait(env: &TestEnv, spec: &str) -> (i32, String) {
     (code, err)
 }
 
-fn config_with(env: &TestEnv, machine_env: &[&str]) -> TestWorkerConfig {
+pub(crate) fn config_with(env: &TestEnv, machine_env: &[&str]) -> TestWorkerConfig {
     let mut config = env.worker_config();
     config
         .machines
@@ -204,7 +204,7 @@ fn config_with(env: &TestEnv, machine_env: &[&str]) -> TestWorkerConfig {
     config
 }
 
-async fn deployment(env: &TestEnv, id: Uuid) -> DeploymentRow {
+pub(crate) async fn deployment(env: &TestEnv, id: Uuid) -> DeploymentRow {
     env.deployment_store()
         .deployment(id)
         .await
@@ -214,7 +214,12 @@ async fn deployment(env: &TestEnv, id: Uuid) -> DeploymentRow {
 
 /// Waits until the deployment is in `state`; fails at once if it lands in a state it
 /// cannot leave for that one.
-async fn wait_state(env: &TestEnv, id: Uuid, state: &str, timeout: Duration) -> DeploymentRow {
+pub(crate) async fn wait_state(
+    env: &TestEnv,
+    id: Uuid,
+    state: &str,
+    timeout: Duration,
+) -> DeploymentRow {
     wait_for(&format!("deployment to be {state}"), timeout, || async {
         let row = deployment(env, id).await;
         if row.state != state && row.state == "torn_down" {
@@ -235,7 +240,7 @@ fn store_dir(env: &TestEnv, _id: Uuid) -> PathBuf {
 
 /// Machines whose docker-machine state the deployment holds (a store entry in the
 /// database: what any worker would materialize and docker-machine would know).
-async fn stored_machines(env: &TestEnv, id: Uuid) -> Vec<String> {
+pub(crate) async fn stored_machines(env: &TestEnv, id: Uuid) -> Vec<String> {
     let client = env.store.client().await.unwrap();
     client
         .query(
@@ -326,7 +331,7 @@ async fn machine_config(env: &TestEnv, id: Uuid, machine: &str) -> String {
 }
 
 /// Droplets the stand-in's simulated DigitalOcean account holds (what would bill).
-fn cloud_droplets(env: &TestEnv) -> Vec<String> {
+pub(crate) fn cloud_droplets(env: &TestEnv) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(env.standin_dir().join("cloud"))
         .map(|entries| {
             entries
@@ -363,7 +368,10 @@ fn create_pids(store: &Path) -> Vec<i32> {
 }
 
 /// (machine state, count) and (container state, count) rows of a deployment.
-async fn row_states(env: &TestEnv, id: Uuid) -> (Vec<String>, Vec<(String, i64, String)>) {
+pub(crate) async fn row_states(
+    env: &TestEnv,
+    id: Uuid,
+) -> (Vec<String>, Vec<(String, i64, String)>) {
     let machines = env
         .deployment_store()
         .machines(id)
@@ -434,7 +442,7 @@ async fn provisioning_span(env: &TestEnv, id: Uuid) -> Duration {
     (joined - first_create).to_std().unwrap()
 }
 
-async fn teardown_and_check_empty(env: &TestEnv, id: Uuid, name: &str) {
+pub(crate) async fn teardown_and_check_empty(env: &TestEnv, id: Uuid, name: &str) {
     let (code, _, err) = lc_with(
         env,
         &["deploy", "teardown", name, "--wait", "--timeout", "60s"],

@@ -10,6 +10,7 @@ mod crash;
 mod dashboard;
 mod deploy;
 mod events;
+mod failover;
 mod faults;
 mod group_commit;
 mod http;

@@ -19,9 +19,27 @@ use lc_worker::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod ha;
+
 pub fn admin_url() -> String {
     std::env::var("PG_ADMIN_URL")
         .unwrap_or_else(|_| "postgres://lc@127.0.0.1:55432/postgres".to_owned())
+}
+
+/// `url` (`postgres://USER@HOSTS/DATABASE?PARAMS`) naming `database` instead, its
+/// parameters kept (a multi-host URL's `target_session_attrs=read-write` above all).
+pub fn url_with_database(url: &str, database: &str) -> String {
+    let (path, query) = match url.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (url, None),
+    };
+    let Some((base, _)) = path.rsplit_once('/') else {
+        panic!("{url} must end in /DATABASE");
+    };
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
 }
 
 pub fn shared_redis_url() -> String {
@@ -112,10 +130,7 @@ impl TestEnv {
             .batch_execute(&format!("CREATE DATABASE {db_name}"))
             .await
             .unwrap();
-        let database_url = match admin.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{db_name}"),
-            None => panic!("PG_ADMIN_URL must end in /DATABASE"),
-        };
+        let database_url = url_with_database(&admin, &db_name);
         let store = Store::connect(&database_url, 16).unwrap();
         lc_shared::migrate::run(&store).await.unwrap();
         install_effect_witness(&database_url).await;
@@ -443,12 +458,80 @@ impl TestEnv {
         }
     }
 
+    /// Every job's history is a chain of legal transitions: its events, in order, start
+    /// with the enqueue (no source state, to `queued`), each leaves the state the one
+    /// before entered by a transition of [`lc_shared::state::Transition`], and the last
+    /// enters the job's current state. A transition lost with its event (a commit that a
+    /// failover dropped) leaves the chain intact; one lost without it, or applied twice,
+    /// or from the wrong state, does not.
+    pub async fn assert_legal_histories(&self, ids: &[Uuid]) {
+        use lc_shared::state::Transition;
+        let legal: Vec<(Option<&str>, &str)> = [
+            Transition::Claim,
+            Transition::Succeed,
+            Transition::Retry,
+            Transition::Die,
+            Transition::Cancel,
+            Transition::ExpireLease,
+            Transition::Release,
+            Transition::Revive,
+            Transition::Requeue,
+        ]
+        .into_iter()
+        .flat_map(|transition| {
+            transition
+                .from()
+                .iter()
+                .map(move |from| (Some(from.as_str()), transition.to().as_str()))
+        })
+        // A lease that expires on the last attempt ends the job (see
+        // `lc_shared::state::after_lease_expiry`).
+        .chain([(Some("running"), "dead"), (None, "queued")])
+        .collect();
+        let client = self.sql().await;
+        let jobs: HashMap<Uuid, String> = client
+            .query("SELECT id, state FROM jobs WHERE id = ANY($1)", &[&ids])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let events = client
+            .query(
+                "SELECT job_id, from_state, to_state FROM job_events
+                 WHERE job_id = ANY($1) AND to_state IS NOT NULL ORDER BY job_id, at, attempt",
+                &[&ids],
+            )
+            .await
+            .unwrap();
+        let mut last: HashMap<Uuid, Option<String>> = HashMap::new();
+        for row in &events {
+            let id: Uuid = row.get(0);
+            let from: Option<String> = row.get(1);
+            let to: String = row.get(2);
+            let before = last.entry(id).or_insert(None);
+            assert_eq!(
+                &from, before,
+                "job {id}: a transition from {from:?} follows one into {before:?}"
+            );
+            assert!(
+                legal.contains(&(from.as_deref(), to.as_str())),
+                "job {id}: illegal transition {from:?} -> {to}"
+            );
+            *before = Some(to);
+        }
+        for (id, state) in &jobs {
+            assert_eq!(
+                last.get(id).cloned().flatten().as_deref(),
+                Some(state.as_str()),
+                "job {id}: its history does not end in its state {state}"
+            );
+        }
+    }
+
     /// Terminates every connection to this test's database except the caller's.
     pub async fn terminate_db_connections(&self) -> i64 {
-        let admin = match self.database_url.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/postgres"),
-            None => admin_url(),
-        };
+        let admin = url_with_database(&self.database_url, "postgres");
         let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
             .await
             .unwrap();

@@ -4,7 +4,7 @@
 //! with (a bug, a constraint) are still logged every time.
 
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lc_shared::store::{StoreError, error_chain};
 use tracing::{debug, info, warn};
@@ -13,6 +13,8 @@ use tracing::{debug, info, warn};
 pub struct Outage {
     component: &'static str,
     down_since: Mutex<Option<Instant>>,
+    /// When the last outage of this component ended.
+    back_at: Mutex<Option<Instant>>,
 }
 
 impl Outage {
@@ -20,6 +22,7 @@ impl Outage {
         Outage {
             component,
             down_since: Mutex::new(None),
+            back_at: Mutex::new(None),
         }
     }
 
@@ -27,6 +30,13 @@ impl Outage {
         // The guarded value is one Option written in one step: a poisoned lock still
         // holds a consistent value.
         self.down_since
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn back_at(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        // As `down_since`: one Option written in one step.
+        self.back_at
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -51,8 +61,23 @@ impl Outage {
     pub fn ok(&self) {
         let since = self.down_since().take();
         if let Some(since) = since {
+            *self.back_at() = Some(Instant::now());
             info!(component = self.component, down_for = ?since.elapsed(), "database is back");
         }
+    }
+
+    /// Whether this component finds the database unreachable now, or found it back less
+    /// than `window` ago.
+    pub fn down_or_back_within(&self, window: Duration) -> bool {
+        if self.down_since().is_some() {
+            return true;
+        }
+        self.back_at().is_some_and(|back| back.elapsed() < window)
+    }
+
+    /// Whether this component finds the database unreachable now.
+    pub fn is_down(&self) -> bool {
+        self.down_since().is_some()
     }
 }
 

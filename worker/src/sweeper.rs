@@ -8,6 +8,7 @@
 //!    is rebuilt: a hint for every due queued job, then the marker.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use lc_shared::queue::QueueError;
 use lc_shared::store::{ScanBound, StoreError, error_chain};
@@ -63,9 +64,9 @@ fn set_scan_bound(cell: &std::sync::Mutex<ScanBound>, bound: ScanBound) {
     }
 }
 
-/// One sweep; public so tests can drive it without waiting.
-pub async fn sweep(worker: &Worker) -> SweepReport {
-    let mut report = SweepReport::default();
+/// Sweep step 1: expired leases back to `queued` (or `dead`); returns how many.
+async fn expire_leases(worker: &Worker) -> usize {
+    let mut expired_count = 0;
     loop {
         let mut bound = scan_bound(&worker.lease_scan);
         let expired = worker.store.expire_leases(SWEEP_BATCH, &mut bound).await;
@@ -77,7 +78,7 @@ pub async fn sweep(worker: &Worker) -> SweepReport {
                     warn!(job.id = %lease.id, to = %lease.state, "lease expired; job taken back");
                 }
                 worker.metrics.leases_recovered(expired.len());
-                report.leases_expired += expired.len();
+                expired_count += expired.len();
                 let done = (expired.len() as i64) < SWEEP_BATCH;
                 let freed = expired
                     .into_iter()
@@ -92,6 +93,38 @@ pub async fn sweep(worker: &Worker) -> SweepReport {
                 break;
             }
         }
+    }
+    expired_count
+}
+
+/// Whether lease expiry waits this sweep. A database outage (a restart, a failover)
+/// stops every worker's heartbeats while database time runs on: a failover longer than
+/// a lease less a heartbeat would let the first sweeper back expire every healthy lease
+/// at once, and their jobs would all run again. So after an outage, seen by this
+/// worker's sweeper or heartbeat, expiry waits two heartbeats (and the retry helper's
+/// longest backoff) for the live workers' heartbeats to extend their leases again
+/// (an expired lease not yet swept is extended like any other). A worker that died
+/// during the outage loses its leases that much later. While the sweeper itself still
+/// finds the database away, a clock read tells it when it is back.
+async fn leases_wait_after_an_outage(worker: &Worker) -> bool {
+    if worker.outages.sweeper.is_down() {
+        match worker.store.database_now().await {
+            Ok(_) => worker.outages.sweeper.ok(),
+            Err(err) => worker.outages.sweeper.failed(&err, "expiring leases"),
+        }
+    }
+    let window = worker.config.heartbeat * 2 + Duration::from_secs(1);
+    worker.outages.sweeper.down_or_back_within(window)
+        || worker.outages.heartbeat.down_or_back_within(window)
+}
+
+/// One sweep; public so tests can drive it without waiting.
+pub async fn sweep(worker: &Worker) -> SweepReport {
+    let mut report = SweepReport::default();
+    if leases_wait_after_an_outage(worker).await {
+        debug!("the database was away: lease expiry waits for the workers' heartbeats");
+    } else {
+        report.leases_expired = expire_leases(worker).await;
     }
     loop {
         let mut bound = scan_bound(&worker.undispatched_scan);

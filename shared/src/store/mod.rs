@@ -101,6 +101,8 @@ impl StoreError {
                         || *code == SqlState::ADMIN_SHUTDOWN
                         || *code == SqlState::CRASH_SHUTDOWN
                         || *code == SqlState::CANNOT_CONNECT_NOW
+                        // A failover: this connection's server is a standby now.
+                        || *code == SqlState::READ_ONLY_SQL_TRANSACTION
                 }
             },
             StoreError::Url(_)
@@ -150,6 +152,12 @@ impl StoreError {
                 // statement ran is unknown, exactly like 40003.
                 Some(code) if *code == SqlState::ADMIN_SHUTDOWN => replay == Replay::Safe,
                 Some(code) if *code == SqlState::CANNOT_CONNECT_NOW => true,
+                // "cannot execute ... in a read-only transaction" (25006): the server this
+                // connection reached was demoted to a standby (a failover, a switchover).
+                // The statement was refused, so nothing of the transaction committed:
+                // any transaction may run again, on a connection to the new primary (see
+                // [`drop_connections_made_before_now`]).
+                Some(code) if *code == SqlState::READ_ONLY_SQL_TRANSACTION => true,
                 Some(_) => false,
                 None => replay == Replay::Safe,
             },
@@ -361,8 +369,21 @@ fn build_pool(
             Ok(())
         })
     });
+    // Connections made before a server answered "read-only" (25006) may reach a demoted
+    // primary: dropped when next taken from the pool, so that the new connection finds
+    // the primary (`target_session_attrs=read-write` in a multi-host URL).
+    let follow_the_primary = deadpool_postgres::Hook::sync_fn(|_, metrics| {
+        if made_before_a_demotion(metrics.created) {
+            Err(deadpool_postgres::HookError::Message(
+                "connection made before its server was demoted".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    });
     Pool::builder(manager)
         .post_create(learn_dialect)
+        .pre_recycle(follow_the_primary)
         .max_size(pool_size.max(1))
         .wait_timeout(Some(Duration::from_secs(10)))
         .create_timeout(Some(Duration::from_secs(5)))
@@ -371,10 +392,35 @@ fn build_pool(
         .map_err(|err| StoreError::Build(err.to_string()))
 }
 
+/// When this process last saw a server refuse a write because it is read-only (25006),
+/// as nanoseconds after [`process_epoch`] (0: never). One mark for the whole process:
+/// pools of other stores then drop their older connections too, which costs them a
+/// reconnect and nothing else.
+static DEMOTION_SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn process_epoch() -> std::time::Instant {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+/// Marks every pooled connection made until now as stale: a server answered 25006, so
+/// some connections reach a standby that used to be the primary.
+fn drop_connections_made_before_now() {
+    let nanos = u64::try_from(process_epoch().elapsed().as_nanos()).unwrap_or(u64::MAX);
+    DEMOTION_SEEN.fetch_max(nanos.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether a connection made at `created` predates the last demotion this process saw.
+fn made_before_a_demotion(created: std::time::Instant) -> bool {
+    let seen = DEMOTION_SEEN.load(std::sync::atomic::Ordering::Relaxed);
+    seen != 0 && created <= process_epoch() + Duration::from_nanos(seen)
+}
+
 /// Runs `op` until it succeeds, retrying serialization failures (SQLSTATE 40001 and
-/// 40P01) with backoff, and connection losses and CockroachDB's 40003 only where
-/// `replay` says the transaction is safe to run again. Every transaction of the
-/// project goes through here.
+/// 40P01) with backoff, writes refused by a server that is read-only now (25006: a
+/// failover demoted it; the pool's connections made before are then dropped), and
+/// connection losses and CockroachDB's 40003 only where `replay` says the transaction
+/// is safe to run again. Every transaction of the project goes through here.
 pub async fn retry<T, F, Fut>(replay: Replay, op: F) -> Result<T>
 where
     F: FnMut() -> Fut,
@@ -401,6 +447,9 @@ where
                     && err.is_retryable(replay) =>
             {
                 attempt += 1;
+                if err.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) {
+                    drop_connections_made_before_now();
+                }
                 // Conflicts are short-lived: the first retry comes within a millisecond,
                 // later ones back off to at most 20 ms, so no job waits seconds behind a
                 // run of serialization failures. A database that is away (restarting,
