@@ -85,6 +85,8 @@ pub(crate) fn definitions(queue: &str) -> Vec<String> {
         (12, Transition::Enqueue.label().to_owned()),
         (13, "{NULL}".to_owned()),
         (14, "{NULL}".to_owned()),
+        // The traceparents: none (tracing off), an empty array as the producer sends.
+        (15, "{}".to_owned()),
     ];
     values
         .into_iter()
@@ -244,7 +246,7 @@ mod tests {
             .trim_end()
             .trim_end_matches(';')
             .replace(IDS_EXPR, IDS_PARAM);
-        for index in (2..=14).rev() {
+        for index in (2..=15).rev() {
             back = back.replace(&format!(":p{index}"), &format!("${index}"));
         }
         assert_eq!(back, SINGLE_JOB_INSERT);
@@ -255,7 +257,7 @@ mod tests {
     fn every_variable_of_the_script_is_defined() {
         let made = script(SINGLE_JOB_INSERT).expect("script");
         let defined = definitions(QUEUE);
-        assert_eq!(defined.len(), 13);
+        assert_eq!(defined.len(), 14);
         for definition in &defined {
             let name = definition.split('=').next().expect("name");
             assert!(made.contains(&format!(":{name}")), "{name} unused");

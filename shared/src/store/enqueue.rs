@@ -445,7 +445,7 @@ mod tests {
             insert_sql(std::slice::from_ref(&job), false),
             SINGLE_JOB_INSERT
         );
-        let columns = JobColumns::new(std::slice::from_ref(&job), &[Uuid::nil()], true);
-        assert_eq!(columns.param_count(), 14);
+        let columns = JobColumns::new(std::slice::from_ref(&job), &[Uuid::nil()], true, None);
+        assert_eq!(columns.param_count(), 15);
     }
 }
