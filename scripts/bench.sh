@@ -114,7 +114,7 @@ fi
 
 cd "$LC_ROOT"
 lc_log "building release binaries (lc, lc-worker, lc-bench)"
-cargo build --release --bin lc --bin lc-bench-worker --bin lc-bench >&2
+cargo build --release --bin lc --bin lc-bench-worker --bin lc-bench --bin lc-bench-http-floor >&2
 
 STAMP="$(date +%Y%m%d_%H%M%S)_$$"
 BENCH_DB="lc_bench_$STAMP"

@@ -54,7 +54,7 @@ impl Bench {
                 .map(Path::to_path_buf)
                 .ok_or_else(|| anyhow!("cannot find the directory of lc-bench"))?,
         };
-        for binary in ["lc", "lc-bench-worker"] {
+        for binary in ["lc", "lc-bench-worker", "lc-bench-http-floor"] {
             ensure!(
                 bin_dir.join(binary).exists(),
                 "{} missing: build it first",

@@ -190,8 +190,8 @@ impl Bench {
         // Issue 10 against the peer: 1.0x with one worker, 1.2x with two; alone,
         // issue 5's floor.
         let (target, check) = match (&peer_rate, workers) {
-            (Some(_), 1) => ("≥ 1.0x".to_owned(), Some(Check::RatioAtLeast(1.0))),
-            (Some(_), 2) => ("≥ 1.2x".to_owned(), Some(Check::RatioAtLeast(1.2))),
+            (Some(_), 1) => ("≥ 1.2x".to_owned(), Some(Check::RatioAtLeast(1.2))),
+            (Some(_), 2) => ("≥ 1.8x".to_owned(), Some(Check::RatioAtLeast(1.8))),
             (Some(_), _) => (String::new(), None),
             (None, _) => (
                 format!(">= {}", thousands(TARGET_DRAIN)),

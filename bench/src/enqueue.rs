@@ -14,7 +14,8 @@ use tokio::task::JoinSet;
 use crate::bench::Bench;
 use crate::rows::{Check, Unit, thousands};
 use crate::stats::{
-    best_run, cpu_per_job, cpu_sample, cpu_split, percentiles, pg_delta, pg_stats, round,
+    best_run, cpu_per_job, cpu_sample, cpu_split, own_context_switches, percentiles, pg_delta,
+    pg_stats, round,
 };
 
 pub(crate) const TARGET_SINGLE: f64 = 4_700.0;
@@ -39,11 +40,14 @@ impl Bench {
         let stats_client = self.store.client().await?;
         let pg_before = pg_stats(&stats_client).await?;
         let cpu_before = cpu_sample(&[]);
+        let switches_before = own_context_switches();
         let started = Instant::now();
         let mut latencies = enqueue_one_at_a_time(&producer, &queue, total, concurrency).await?;
         // Timed until the last hint is in Redis too, as the peer's enqueue is.
         producer.flush_hints().await;
         let elapsed = started.elapsed().as_secs_f64();
+        let switches_per_job =
+            own_context_switches().saturating_sub(switches_before) as f64 / total as f64;
         let cpu = cpu_split(&cpu_before, &cpu_sample(&[]), self.clk_tck);
         let cpu_us_per_job = cpu_per_job(&cpu, total as f64);
         drop(producer);
@@ -58,7 +62,7 @@ impl Bench {
         let rate = total as f64 / elapsed;
         let call = percentiles(&mut latencies);
         eprintln!(
-            "[bench]   single c={concurrency}: {total} in {elapsed:.2}s = {rate:.0}/s, call p50 {:.2} ms",
+            "[bench]   single c={concurrency}: {total} in {elapsed:.2}s = {rate:.0}/s, call p50 {:.2} ms, {switches_per_job:.2} context switches per job",
             call["p50"]
         );
         let cpu_figure = |group: &str| cpu_us_per_job[group].as_f64().unwrap_or(0.0);
@@ -84,11 +88,12 @@ impl Bench {
         let peer_rate = peer
             .as_ref()
             .map(|peer| vec![peer["jobs_per_s"].as_f64().unwrap_or(0.0)]);
-        // Issue 10 against the peer: one producer at least half its rate, many at least
-        // its rate. Alone, issue 5's floor for many producers.
+        // Issue 20 against the peer: many producers at least 1.2x its rate (one
+        // producer's target is the pgbench reference's, below). Alone, issue 5's floor
+        // for many producers.
         let (target, check) = match (&peer_rate, concurrency) {
-            (Some(_), 1) => ("≥ 0.5x".to_owned(), Some(Check::RatioAtLeast(0.5))),
-            (Some(_), _) => ("≥ 1.0x".to_owned(), Some(Check::RatioAtLeast(1.0))),
+            (Some(_), 1) => (String::new(), None),
+            (Some(_), _) => ("≥ 1.2x".to_owned(), Some(Check::RatioAtLeast(1.2))),
             (None, 1) => (String::new(), None),
             (None, _) => (
                 format!(">= {}", thousands(TARGET_SINGLE)),
@@ -114,6 +119,12 @@ impl Bench {
             "",
             None,
         );
+        self.row(
+            format!("  producer context switches per job ({concurrency}p)"),
+            format!("{switches_per_job:.2}"),
+            "",
+            None,
+        );
         if let Some(reference) = &reference {
             self.reference_rows(rate, reference);
         }
@@ -126,6 +137,7 @@ impl Bench {
             "queue": queue,
             "cpu": cpu,
             "cpu_us_per_job": cpu_us_per_job,
+            "producer_context_switches_per_job": round(switches_per_job, 2),
             "postgres": pg,
             "met": met,
             "peer": peer,
@@ -186,7 +198,7 @@ impl Bench {
             .as_ref()
             .map(|peer| vec![peer["jobs_per_s"].as_f64().unwrap_or(0.0)]);
         let (target, check) = match &peer_rate {
-            Some(_) => ("≥ 2.0x".to_owned(), Check::RatioAtLeast(2.0)),
+            Some(_) => ("≥ 3.0x".to_owned(), Check::RatioAtLeast(3.0)),
             None => (
                 format!(">= {}", thousands(TARGET_BULK)),
                 Check::AtLeast(TARGET_BULK),

@@ -94,7 +94,16 @@ impl Bench {
         if let Some(err) = failure {
             return Err(err);
         }
+        let floors = match runs.iter().find(|run| run["nodes"] == largest) {
+            Some(run) => {
+                let run = run.clone();
+                self.fleet_floors(&docker_machine, &docker_host, largest, &run)
+                    .await?
+            }
+            None => Value::Null,
+        };
         Ok(json!({
+            "floors": floors,
             "limit": limit,
             "create_delay_ms": create_ms,
             "ideal": "ceil(nodes / limit) x the create time: the creates one batch after the other, nothing else",

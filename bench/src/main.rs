@@ -30,6 +30,7 @@ mod enqueue;
 mod fanout;
 mod fleet;
 mod fleet_check;
+mod fleet_floor;
 mod http;
 mod latency;
 mod peer;

@@ -152,6 +152,26 @@ pub(crate) fn pg_delta(
     })
 }
 
+/// Context switches of this process so far, over all its threads (voluntary and not):
+/// each is a thread that went to sleep or was pushed off its core, so per job they show
+/// how often the producer waits and wakes around one commit.
+pub(crate) fn own_context_switches() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|line| line.contains("ctxt_switches:"))
+                .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<u64>>()
+        })
+        .sum()
+}
+
 /// utime+stime ticks per process, and the machine's busy/idle ticks.
 pub(crate) struct CpuSample {
     pub(crate) busy: u64,
@@ -244,6 +264,9 @@ pub(crate) fn cpu_split(before: &CpuSample, after: &CpuSample, clk_tck: f64) -> 
         } else if comm == "lc" {
             // `lc serve` of the HTTP section.
             "lc-serve"
+        } else if comm.starts_with("lc-bench-http") {
+            // The HTTP section's floor server (lc-bench-http-floor).
+            "http-floor"
         } else if comm == "pgbench" {
             // The one-producer reference's client.
             "pgbench"
