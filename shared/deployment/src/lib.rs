@@ -234,7 +234,7 @@ string_states! {
 }
 
 /// Payload of a `provision` job: fan out one `provision_machine` job per machine. With
-/// `watch`, it is the deployment's watchdog instead (see the worker's provision handler).
+/// `watch`, it is the deployment's watchdog instead (see `kinds/provision.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProvisionPayload {
