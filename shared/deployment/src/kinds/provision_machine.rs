@@ -204,6 +204,17 @@ pub(super) mod handler {
             )
             .await
             .map_err(|err| store_error("record the machine ready", err))?;
+        after_ready(ctx, machine, spec, outcome).await
+    }
+
+    /// What follows the machine's ready record: the deploy the join enqueued is sent, or,
+    /// when teardown started during the create, the machine just made is removed.
+    async fn after_ready(
+        ctx: &JobContext,
+        machine: &MachineRow,
+        spec: &Spec,
+        outcome: ReadyOutcome,
+    ) -> Result<(), JobError> {
         match outcome {
             ReadyOutcome::Waiting { ready, total } => {
                 ctx.log(&format!(
