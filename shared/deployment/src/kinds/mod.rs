@@ -6,7 +6,10 @@
 //! crate's (`crate::ProvisionPayload`, ...): the store makes jobs from them without
 //! naming this module, whose handlers use the store.
 //!
-//! A new built-in kind is one file here plus one line in [`Builtin`].
+//! A new built-in kind is one file here (declared with `mod` and re-exported below)
+//! plus one line in [`Builtin`]. Its payload may live in its file too, unless the store
+//! makes its jobs; then the payload is the crate's and its file says
+//! `impl KindPayload for ThePayload`.
 //!
 //! How the deployment handlers stay apart (details in each file):
 //! - every change to a deployment's fate locks its row first, in one transaction with
