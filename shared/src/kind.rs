@@ -71,6 +71,19 @@ pub trait JobType: Send + Sync + 'static {
     }
 }
 
+/// A payload type that knows its kind, as River's `JobArgs` do: code that makes jobs
+/// from a typed payload (a domain's store, enqueueing inside its transactions) names
+/// the payload and reaches the kind through it ([`KindOf`]), not the kind's module. So a
+/// kind may live in one file with its handler, which uses that code, without the two
+/// modules using each other. Implemented once per kind, beside the kind.
+pub trait KindPayload: Serialize + DeserializeOwned + Send + 'static {
+    /// The kind whose jobs carry this payload.
+    type Kind: JobType<Payload = Self>;
+}
+
+/// The kind of payload `P`: `KindOf::<P>::KIND`, `KindOf::<P>::job(&payload)`.
+pub type KindOf<P> = <P as KindPayload>::Kind;
+
 /// Checks a payload given as JSON.
 type PayloadCheck = dyn Fn(&serde_json::Value) -> Result<(), String> + Send + Sync;
 
@@ -265,6 +278,24 @@ mod tests {
     impl JobType for Even {
         const KIND: JobKind = JobKind::named("even");
         type Payload = serde_json::Value;
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct OddPayload {}
+    impl KindPayload for OddPayload {
+        type Kind = Typed;
+    }
+    struct Typed;
+    impl JobType for Typed {
+        const KIND: JobKind = JobKind::named("typed");
+        type Payload = OddPayload;
+    }
+
+    #[test]
+    fn a_payload_names_its_kind() {
+        assert_eq!(KindOf::<OddPayload>::KIND, Typed::KIND);
+        let job = KindOf::<OddPayload>::job(&OddPayload {}).expect("a job");
+        assert_eq!(job.kind.as_str(), "typed");
     }
 
     #[test]

@@ -314,7 +314,7 @@ async fn machine_config(env: &TestEnv, id: Uuid, machine: &str) -> String {
         )
         .await
         .unwrap();
-    let entry = lc_deployment_worker::machine_store::MachineEntry::open(
+    let entry = lc_deployment::runtime::machine_store::MachineEntry::open(
         &key,
         row.get(0),
         &row.get::<_, Vec<u8>>(1),
@@ -761,7 +761,7 @@ async fn deploy_worker_killed_during_deploy_converges_without_duplicates() {
     let mut first = env.spawn_worker_process(&[]);
     // More machines than a first deploy starts at once, so that the kill lands while
     // some are still to come.
-    let nodes = lc_deployment_worker::PARALLEL_MACHINES + 4;
+    let nodes = lc_deployment::kinds::PARALLEL_MACHINES + 4;
     let id = create(&env, &local_spec(&name, nodes), &[]).await;
     wait_for(
         "the deploy to create its first container",
@@ -1684,7 +1684,7 @@ async fn deploy_teardown_with_a_broken_machine_removes_the_rest_and_waits_for_an
         .await
         .unwrap();
     let machine_id: Uuid = row.get(0);
-    let mut entry = lc_deployment_worker::machine_store::MachineEntry::open(
+    let mut entry = lc_deployment::runtime::machine_store::MachineEntry::open(
         &key,
         machine_id,
         &row.get::<_, Vec<u8>>(1),

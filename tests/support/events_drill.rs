@@ -10,7 +10,7 @@ use std::time::Duration;
 use lc_shared::events::Event;
 
 fn main() -> anyhow::Result<()> {
-    lc_deployment_worker::cli::main_with(|registry| registry.on_events_sent(pause))
+    lc_deployment::cli::main_with(|registry| registry.on_events_sent(pause))
 }
 
 fn pause(events: &[Event]) {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lc_deployment_worker::{DeploymentWorker, MachineConfig};
+use lc_deployment::runtime::{DeploymentWorker, MachineConfig};
 use lc_shared::JobState;
 use lc_shared::config::ConnectOpts;
 use lc_shared::queue::Hints;
@@ -256,7 +256,7 @@ impl TestEnv {
         let TestWorkerConfig { worker, machines } = config;
         let state = DeploymentWorker::new(self.store.clone(), machines)
             .expect("LC_SECRET_KEY, when set, is a valid key");
-        let registry = lc_deployment_worker::registry(state).expect("built-in kinds register");
+        let registry = lc_deployment::kinds::registry(state).expect("built-in kinds register");
         std::thread::Builder::new()
             .name("in-process-worker".into())
             .stack_size(lc_worker::THREAD_STACK_BYTES)

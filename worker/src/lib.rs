@@ -2,7 +2,7 @@
 //! the database when hints are missing), runs them under a lease, and records every
 //! outcome in the database. It knows no domain: a binary puts a worker together from a
 //! [`Registry`] of kinds (the deployment domain's `lc-worker` does, with
-//! `lc-deployment-worker`), and a library user adds kinds the same way.
+//! `lc-deployment`'s `worker` feature), and a library user adds kinds the same way.
 //!
 //! The public surface is what a library user needs: [`run_with`], [`WorkerConfig`],
 //! [`Handler`], [`JobContext`], [`JobError`], [`Registry`], [`Metrics`]. From the top

@@ -10,7 +10,7 @@ use std::sync::{Mutex, OnceLock};
 use lc_shared::store::ClaimedJob;
 
 fn main() -> anyhow::Result<()> {
-    lc_deployment_worker::cli::main_with(|registry| registry.on_handler_start(record_start))
+    lc_deployment::cli::main_with(|registry| registry.on_handler_start(record_start))
 }
 
 fn record_start(job: &ClaimedJob) {

@@ -1,12 +1,15 @@
 //! Deployments: a named set of machines (`<deployment>-<n>`), each running a payload
 //! container. This crate is the deployment domain on top of the queue core
-//! (`lc-shared`, `lc-producer`), through their public API only; the core knows nothing
-//! of it. It holds what the producer and the worker agree on:
+//! (`lc-shared`, `lc-producer`, and with the `worker` feature `lc-worker`), through
+//! their public API only; the core knows nothing of it. It holds what the producer and
+//! the worker agree on, and (feature `worker`) what the worker does:
 //!
 //! - [`spec`]: the deployment spec (JSON or YAML) and its validation
-//! - the states of deployments, machines and containers, and which changes exist
-//! - [`kinds`]: the `provision`, `provision_machine`, `deploy` and `teardown` kinds,
-//!   their payloads, and [`kinds::Builtin`], the one list of every built-in kind
+//! - the states of deployments, machines and containers, and which changes exist; the
+//!   kinds' payloads, each naming its kind ([`lc_shared::kind::KindPayload`])
+//! - [`kinds`]: the `provision`, `provision_machine`, `deploy`, `teardown`, `webhook`
+//!   and `health_check` kinds, one file each with its handler (feature `worker`), and
+//!   [`kinds::Builtin`], the one list of every built-in kind
 //! - names, labels and redaction helpers; [`docker_machine`]: the arguments of every
 //!   docker-machine call, for the worker that runs them and the plans that show them
 //! - [`DeploymentStore`]: the SQL of the `deployments`, `machines`, `containers` and
@@ -19,6 +22,15 @@
 //! - [`events`]: the domain's changes as events on the core's event stream
 //!   ([`events::DeploymentEvents`], an event source a worker registers), and the
 //!   webhook deliveries that follow from them
+//! - `runtime` (feature `worker`): what the handlers run on: the docker-machine driver
+//!   and its scratch stores, the Docker Engine API client, TLS material, signed webhook
+//!   requests, the handlers' shared state (`runtime::DeploymentWorker`) and settings
+//! - `cli` (feature `worker`): the `lc-worker` command (`cli::main_with`)
+//!
+//! From the top down (`tests/integration/layering.rs` checks that no module uses one
+//! that uses it back): `cli`, `kinds`, `runtime`, then `client`, `plan`, `events`,
+//! `records`, `store`, and the leaves (`spec`, `health`, `docker_machine`, this file).
+//! The store makes the kinds' jobs from their payloads, so it never names `kinds`.
 //!
 //! ```text
 //!                 join (all machines ready)        deploy job           all containers up
@@ -34,6 +46,8 @@
 //!                                                               leftovers ────────┘
 //! ```
 
+#[cfg(feature = "worker")]
+pub mod cli;
 pub mod client;
 pub mod docker_machine;
 pub mod events;
@@ -41,6 +55,8 @@ pub mod health;
 pub mod kinds;
 pub mod plan;
 mod records;
+#[cfg(feature = "worker")]
+pub mod runtime;
 pub mod spec;
 mod store;
 
@@ -218,7 +234,7 @@ string_states! {
 }
 
 /// Payload of a `provision` job: fan out one `provision_machine` job per machine. With
-/// `watch`, it is the deployment's watchdog instead (see the worker's provision handler).
+/// `watch`, it is the deployment's watchdog instead (see `kinds/provision.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProvisionPayload {

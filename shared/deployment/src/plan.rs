@@ -17,12 +17,12 @@ use super::docker_machine::{
     CRASH_REPORT_VAR, NO_CRASH_REPORT, STORAGE_PATH_VAR, concurrency_key, query_args,
     spec_create_args, tls_flags,
 };
-use super::kinds::{Deploy, Provision, ProvisionMachine, Teardown};
 use super::{
-    ContainerState, DeploymentState, Provider, Spec, UpdateBase, container_name, machine_name,
+    ContainerState, DeployPayload, DeploymentState, Provider, ProvisionMachinePayload,
+    ProvisionPayload, Spec, TeardownPayload, UpdateBase, container_name, machine_name,
 };
 use lc_shared::job::JobKind;
-use lc_shared::kind::JobType;
+use lc_shared::kind::{JobType, KindOf};
 
 /// What a credential's value is shown as.
 pub const MASKED: &str = "***";
@@ -221,14 +221,21 @@ impl Plan {
             });
         }
         let count = spec.node_count();
-        plan.jobs.push(jobs(Provision::KIND, 1, queue, None));
         plan.jobs
-            .push(jobs(ProvisionMachine::KIND, count, queue, None));
+            .push(jobs(KindOf::<ProvisionPayload>::KIND, 1, queue, None));
+        plan.jobs.push(jobs(
+            KindOf::<ProvisionMachinePayload>::KIND,
+            count,
+            queue,
+            None,
+        ));
         if deploy {
-            plan.jobs.push(jobs(Deploy::KIND, 1, queue, None));
+            plan.jobs
+                .push(jobs(KindOf::<DeployPayload>::KIND, 1, queue, None));
         }
         if let Some(at) = expires_at {
-            plan.jobs.push(jobs(Teardown::KIND, 1, queue, Some(at)));
+            plan.jobs
+                .push(jobs(KindOf::<TeardownPayload>::KIND, 1, queue, Some(at)));
         }
         plan.concurrency_keys = key.into_iter().collect();
         plan
@@ -284,7 +291,8 @@ impl Plan {
                 });
             }
         }
-        plan.jobs.push(jobs(Deploy::KIND, 1, queue, None));
+        plan.jobs
+            .push(jobs(KindOf::<DeployPayload>::KIND, 1, queue, None));
         plan
     }
 }

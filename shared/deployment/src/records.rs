@@ -11,11 +11,13 @@
 use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
-use super::store::{event, lock, machine_in_tx, pending_expiry_sql, set_machine_state, set_state};
-use super::{ContainerState, DeploymentState, MachineState};
+use super::store::{
+    drop_keys, event, lock, machine_in_tx, pending_expiry_sql, set_machine_state, set_state,
+};
+use super::{ContainerState, DeploymentState, MachineState, TeardownPayload};
 use crate::DeploymentStore;
 use lc_shared::in_transaction;
-use lc_shared::kind::JobType;
+use lc_shared::kind::{JobType, KindOf};
 use lc_shared::state::JobState;
 use lc_shared::store::{Isolation, Result};
 
@@ -288,7 +290,7 @@ impl DeploymentStore {
                     &MachineState::Abandoned.as_str(),
                     &JobState::Queued.as_str(),
                     &JobState::Running.as_str(),
-                    &crate::kinds::Teardown::KIND.as_str(),
+                    &KindOf::<TeardownPayload>::KIND.as_str(),
                     &DeploymentState::Degraded.as_str(),
                 ],
                 |row| {
@@ -336,16 +338,6 @@ async fn containers_removed(
          INSERT INTO deployment_events (deployment_id, subject, to_state, message, job_id, at)
          SELECT $3, 'container ' || name, $2, 'removed by teardown', $4, clock_timestamp() FROM gone",
         &[&machine_id, &removed, &deployment_id, &Some(job_id)],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Drops the deployment's sealed keys: nothing is left that they could reach.
-pub(crate) async fn drop_keys(tx: &Transaction<'_>, deployment_id: Uuid) -> Result {
-    tx.execute(
-        "UPDATE deployments SET tls_sealed = NULL WHERE id = $1",
-        &[&deployment_id],
     )
     .await?;
     Ok(())

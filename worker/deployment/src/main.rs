@@ -2,5 +2,5 @@
 //! or ctrl-c: it finishes what it runs (within `--grace`) and hands back the rest.
 
 fn main() -> anyhow::Result<()> {
-    lc_deployment_worker::cli::main_with(|registry| registry)
+    lc_deployment::cli::main_with(|registry| registry)
 }

@@ -90,10 +90,11 @@ impl JobError {
 
 /// What a worker does with jobs of a kind.
 ///
-/// `Domain` lets a crate implement this for kinds that another crate defines (Rust
-/// allows `impl Handler<Local> for Foreign`): the deployment domain defines its kinds
-/// where producers see them and implements `Handler<Deployments>` for them in its
-/// worker crate. A kind defined beside its handler just implements `Handler`.
+/// A kind defined beside its handler (the deployment domain's, each in one file with
+/// its handler behind a cargo feature that producers leave off) just implements
+/// `Handler`. `Domain` lets a crate implement this for kinds that another crate defines
+/// (Rust allows `impl Handler<Local> for Foreign`, a marker type of the implementing
+/// crate).
 pub trait Handler<Domain = ()>: JobType {
     /// Runs one attempt. The payload was checked at enqueue; a payload that does not
     /// parse any more (an older producer) fails the job as fatal before this is called.

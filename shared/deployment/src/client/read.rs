@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use lc_producer::inspect::{Finding, JobListParams, JobRow, StuckParams};
 use lc_shared::JobState;
-use lc_shared::kind::JobType;
+use lc_shared::kind::{JobType, KindOf};
 use uuid::Uuid;
 
 use super::{DeploymentError, Deployments, Result};
-use crate::kinds::{HealthCheck, Provision, Teardown};
 use crate::{
     ContainerRow, DeploymentAttention, DeploymentEventRow, DeploymentRow, DeploymentState,
-    DeploymentSummary, MachineRow, redact_secrets,
+    DeploymentSummary, HealthCheckPayload, MachineRow, ProvisionPayload, TeardownPayload,
+    redact_secrets,
 };
 
 /// How often [`Deployments::wait`] looks at the deployment.
@@ -46,8 +46,10 @@ impl DeploymentView {
     /// interval), unless one died; the latest check is shown by itself.
     pub fn visible_jobs(&self) -> impl Iterator<Item = &JobRow> {
         self.jobs.iter().filter(|job| {
-            let watchdog = job.kind == Provision::KIND && job.payload.get("watch").is_some();
-            let periodic = job.kind == HealthCheck::KIND && job.payload.get("chain").is_some();
+            let watchdog =
+                job.kind == KindOf::<ProvisionPayload>::KIND && job.payload.get("watch").is_some();
+            let periodic = job.kind == KindOf::<HealthCheckPayload>::KIND
+                && job.payload.get("chain").is_some();
             !(watchdog || periodic) || job.state == JobState::Dead
         })
     }
@@ -178,7 +180,7 @@ fn warnings(deployment: &DeploymentRow, jobs: &[JobRow]) -> Vec<String> {
             && job.state == JobState::Queued
             && job.attempt == 0
             && job.run_at > now;
-        job.kind == Teardown::KIND
+        job.kind == KindOf::<TeardownPayload>::KIND
             && matches!(job.state, JobState::Queued | JobState::Running)
             && !pending_expiry
     });
@@ -330,7 +332,9 @@ impl Deployments {
     /// While waiting for a teardown: its error once every teardown job of the
     /// deployment ended without succeeding.
     async fn dead_teardown(&self, id: Uuid) -> Result<Option<String>> {
-        let jobs = self.jobs_of(id, Some(Teardown::KIND.as_str()), 100).await?;
+        let jobs = self
+            .jobs_of(id, Some(KindOf::<TeardownPayload>::KIND.as_str()), 100)
+            .await?;
         let all_failed = jobs
             .iter()
             .all(|job| matches!(job.state, JobState::Dead | JobState::Cancelled));

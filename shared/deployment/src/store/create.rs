@@ -19,7 +19,7 @@ impl DeploymentStore {
     ) -> Result<CreateOutcome> {
         let id = Uuid::new_v4();
         let spec_json = spec.to_json();
-        let provision = job::<Provision>(
+        let provision = job(
             &ProvisionPayload {
                 deployment_id: id,
                 watch: None,
@@ -253,7 +253,7 @@ pub(super) async fn live_deploys(tx: &Transaction<'_>, id: Uuid) -> Result<i64> 
             "SELECT count(*) FROM jobs WHERE group_id = $1 AND kind = $2 AND state = ANY($3)",
             &[
                 &id,
-                &Deploy::KIND.as_str(),
+                &KindOf::<DeployPayload>::KIND.as_str(),
                 &vec![JobState::Queued.as_str(), JobState::Running.as_str()],
             ],
         )

@@ -14,7 +14,6 @@
 
 use crate::HealthCheckPayload;
 use crate::health::{Decision, NodeCheck, decide};
-use crate::kinds::HealthCheck;
 
 use super::*;
 use lc_shared::telemetry::job_trace;
@@ -67,6 +66,12 @@ fn ended(state: DeploymentState) -> bool {
     )
 }
 
+/// The concurrency key every check of a deployment carries, with a limit of 1: one check
+/// of a deployment runs at a time, across every worker.
+fn check_key(deployment_id: Uuid) -> String {
+    format!("health:{deployment_id}")
+}
+
 /// A check job of the deployment: link `chain` of the chain, or one asked for now.
 fn check_job(
     deployment_id: Uuid,
@@ -74,7 +79,7 @@ fn check_job(
     key: String,
     origin: &Origin,
 ) -> Result<NewJob> {
-    let new = job::<HealthCheck>(
+    let new = job(
         &HealthCheckPayload {
             deployment_id,
             chain,
@@ -83,8 +88,8 @@ fn check_job(
         origin,
         key,
     )?
-    .with_max_attempts(HealthCheck::MAX_ATTEMPTS)
-    .with_concurrency_key(HealthCheck::concurrency_key(deployment_id));
+    .with_max_attempts(KindOf::<HealthCheckPayload>::MAX_ATTEMPTS)
+    .with_concurrency_key(check_key(deployment_id));
     new.validate_envelope()
         .map_err(|err| invalid(err.to_string()))?;
     Ok(new)
@@ -122,7 +127,7 @@ async fn enqueue_link(
         &[&deployment_id, &link],
     )
     .await?;
-    limit_unless_set(tx, &HealthCheck::concurrency_key(deployment_id), 1).await?;
+    limit_unless_set(tx, &check_key(deployment_id), 1).await?;
     let new = check_job(
         deployment_id,
         Some(link),
@@ -160,7 +165,7 @@ pub(super) async fn ensure_health_chain(
                  AND payload ? 'chain'",
             &[
                 &deployment_id,
-                &HealthCheck::KIND.as_str(),
+                &KindOf::<HealthCheckPayload>::KIND.as_str(),
                 &vec![JobState::Queued.as_str(), JobState::Running.as_str()],
             ],
         )
@@ -223,13 +228,13 @@ impl DeploymentStore {
             let rows = tx
                 .query(
                     "SELECT id, state FROM jobs WHERE group_id = $1 AND kind = $2 AND NOT payload ? 'chain'",
-                    &[&deployment_id, &HealthCheck::KIND.as_str()],
+                    &[&deployment_id, &KindOf::<HealthCheckPayload>::KIND.as_str()],
                 )
                 .await?;
             if let Some(waiting) = rows.iter().find(|row| row.get::<_, String>(1) == JobState::Queued.as_str()) {
                 return Ok(CheckRequest::Enqueued(Enqueued { id: waiting.get(0), created: false, hint: None }));
             }
-            limit_unless_set(tx, &HealthCheck::concurrency_key(deployment_id), 1).await?;
+            limit_unless_set(tx, &check_key(deployment_id), 1).await?;
             let key = format!("health-now:{deployment_id}:{}", rows.len() + 1);
             let new = check_job(deployment_id, None, key, origin)?;
             Ok(CheckRequest::Enqueued(enqueue_one(tx, new).await?))
@@ -319,7 +324,7 @@ async fn lost_repair(
             &[
                 &deployment_id,
                 &MachineState::Creating.as_str(),
-                &ProvisionMachine::KIND.as_str(),
+                &KindOf::<ProvisionMachinePayload>::KIND.as_str(),
                 &vec![JobState::Queued.as_str(), JobState::Running.as_str()],
             ],
         )
@@ -429,7 +434,7 @@ async fn act(
                     Some(check_id),
                 )
                 .await?;
-                let new = job::<ProvisionMachine>(
+                let new = job(
                     &ProvisionMachinePayload {
                         deployment_id,
                         node: *node,
@@ -455,7 +460,7 @@ pub(super) fn repair_deploy_job(
     check_id: Uuid,
     origin: &Origin,
 ) -> Result<NewJob> {
-    Ok(job::<Deploy>(
+    Ok(job(
         &DeployPayload {
             deployment_id,
             generation: locked.generation,

@@ -28,6 +28,7 @@ pub use webhooks::{NewDelivery, queue_webhook_deliveries};
 
 pub use health::{CheckRequest, HealthOutcome, HealthStart};
 pub use read::UpdateBase;
+pub(super) use teardown::drop_keys;
 
 use std::time::Duration;
 
@@ -40,11 +41,10 @@ use super::{
     ContainerState, DeploymentState, MachineState, Provider, Spec, container_name, machine_name,
 };
 use crate::health::Health;
-use crate::kinds::{Deploy, Provision, ProvisionMachine, Teardown};
 use crate::{DeployPayload, ProvisionMachinePayload, ProvisionPayload, TeardownPayload};
 use lc_shared::in_transaction;
 use lc_shared::job::{NewJob, Priority};
-use lc_shared::kind::JobType;
+use lc_shared::kind::{JobType, KindOf, KindPayload};
 use lc_shared::state::JobState;
 use lc_shared::store::{
     Enqueued, Isolation, Result, Store, StoreError, cancel_queued_in_transaction,
@@ -629,15 +629,18 @@ fn parse_state(text: &str) -> Result<DeploymentState> {
     })
 }
 
-fn job<K: JobType>(
-    payload: &K::Payload,
+/// A job of the payload's kind (named through [`KindPayload`], so the store needs not
+/// name the kinds' module, whose handlers use the store) in the deployment's group, with
+/// the origin's queue and priority and an idempotency key.
+fn job<P: KindPayload>(
+    payload: &P,
     deployment_id: Uuid,
     origin: &Origin,
     key: String,
 ) -> Result<NewJob> {
-    K::check(payload)
-        .map_err(|reason| invalid(format!("invalid {} payload: {reason}", K::KIND)))?;
-    let job = K::job(payload)
+    KindOf::<P>::check(payload)
+        .map_err(|reason| invalid(format!("invalid {} payload: {reason}", KindOf::<P>::KIND)))?;
+    let job = KindOf::<P>::job(payload)
         .map_err(|err| invalid(err.to_string()))?
         .with_group(deployment_id)
         .with_queue(origin.queue.clone())
@@ -680,7 +683,7 @@ async fn live_teardowns(
             sql.as_str(),
             &[
                 &deployment_id,
-                &Teardown::KIND.as_str(),
+                &KindOf::<TeardownPayload>::KIND.as_str(),
                 &JobState::Queued.as_str(),
                 &JobState::Running.as_str(),
             ],
@@ -737,7 +740,7 @@ async fn ensure_teardown(
         });
     }
     let reason = super::truncate_text(reason, 900);
-    let new = job::<Teardown>(
+    let new = job(
         &TeardownPayload {
             deployment_id,
             reason: Some(reason),
@@ -758,7 +761,7 @@ fn expiry_job(
     origin: &Origin,
 ) -> Result<NewJob> {
     let at = expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    Ok(job::<Teardown>(
+    Ok(job(
         &TeardownPayload {
             deployment_id,
             reason: Some(format!("expired at {at}")),
@@ -782,7 +785,7 @@ fn deploy_job(
     max_attempts: i64,
     origin: &Origin,
 ) -> Result<NewJob> {
-    Ok(job::<Deploy>(
+    Ok(job(
         &DeployPayload {
             deployment_id,
             generation,

@@ -50,7 +50,7 @@ impl DeploymentStore {
             default_account_limit(tx, &locked.spec.provider).await?;
             let mut jobs = Vec::with_capacity(nodes.len() + 1);
             for node in &nodes {
-                let machine = job::<ProvisionMachine>(
+                let machine = job(
                     &ProvisionMachinePayload {
                         deployment_id,
                         node: *node,
@@ -353,7 +353,7 @@ impl DeploymentStore {
                      ORDER BY m.node_index LIMIT 1",
                     &[
                         &deployment_id,
-                        &ProvisionMachine::KIND.as_str(),
+                        &KindOf::<ProvisionMachinePayload>::KIND.as_str(),
                         &vec![JobState::Dead.as_str(), JobState::Cancelled.as_str()],
                         &MachineState::Ready.as_str(),
                     ],
@@ -425,7 +425,7 @@ fn watch_job(
 ) -> Result<NewJob> {
     let run_at =
         Utc::now() + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::seconds(30));
-    Ok(job::<Provision>(
+    Ok(job(
         &ProvisionPayload {
             deployment_id,
             watch: Some(watch),

@@ -159,7 +159,7 @@ impl DeploymentStore {
             let to = if abandoned.is_empty() {
                 set_state(tx, deployment_id, locked.state, DeploymentState::TornDown, None, "nothing left", Some(job_id))
                     .await?;
-                crate::records::drop_keys(tx, deployment_id).await?;
+                drop_keys(tx, deployment_id).await?;
                 DeploymentState::TornDown
             } else {
                 let message = format!(
@@ -207,4 +207,14 @@ async fn expiry_skip(
     Ok(live
         .first()
         .map(|other| format!("teardown job {other} is under way: it removes everything")))
+}
+
+/// Drops the deployment's sealed keys: nothing is left that they could reach.
+pub(crate) async fn drop_keys(tx: &Transaction<'_>, deployment_id: Uuid) -> Result {
+    tx.execute(
+        "UPDATE deployments SET tls_sealed = NULL WHERE id = $1",
+        &[&deployment_id],
+    )
+    .await?;
+    Ok(())
 }

@@ -18,7 +18,6 @@
 //! body with the same `webhook-id`.
 
 use super::*;
-use crate::kinds::Webhook;
 use crate::{WebhookPayload, WebhookSpec};
 
 /// A published change to deliver: its place on the stream and its body.
@@ -135,7 +134,7 @@ pub async fn advance_webhooks(
              WHERE group_id = $1 AND kind = $2 AND state = ANY($3) AND id <> $4",
             &[
                 &deployment_id,
-                &Webhook::KIND.as_str(),
+                &KindOf::<WebhookPayload>::KIND.as_str(),
                 &vec![JobState::Queued.as_str(), JobState::Running.as_str()],
                 &finished.unwrap_or(Uuid::nil()),
             ],
@@ -175,7 +174,7 @@ pub async fn advance_webhooks(
         secret_env: webhook.secret_env,
         event,
     };
-    let new = job::<Webhook>(
+    let new = job(
         &payload,
         deployment_id,
         &origin,
@@ -218,7 +217,7 @@ impl DeploymentStore {
                                    WHERE j.group_id = w.deployment_id AND j.kind = $1
                                      AND j.state = ANY($2))",
                 &[
-                    &Webhook::KIND.as_str(),
+                    &KindOf::<WebhookPayload>::KIND.as_str(),
                     &vec![JobState::Queued.as_str(), JobState::Running.as_str()],
                 ],
                 |row| row.get(0),

@@ -14,6 +14,10 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::{
+    Endpoint, FileSpec, LABEL_DEPLOYMENT, LABEL_GENERATION, LABEL_MACHINE, PullPolicy,
+    RestartPolicy,
+};
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, HostConfig, RestartPolicy as DockerRestart, RestartPolicyNameEnum,
@@ -24,10 +28,6 @@ use bollard::query_parameters::{
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::StreamExt;
-use lc_deployment::{
-    Endpoint, FileSpec, LABEL_DEPLOYMENT, LABEL_GENERATION, LABEL_MACHINE, PullPolicy,
-    RestartPolicy,
-};
 use tracing::Instrument;
 use uuid::Uuid;
 

@@ -1,11 +1,13 @@
-//! The `lc-worker` command: flags, tracing, the runtime, signals, and a worker of every
-//! built-in kind. A binary that needs the same worker with something added (the
-//! benchmark's handler-start observer) calls [`main_with`] too.
+//! The `lc-worker` command (feature `worker`): flags, tracing, the runtime, signals, and
+//! a worker of every built-in kind ([`crate::kinds::registry`]). The `lc-worker` binary
+//! (`worker/deployment`) is this, and a binary that needs the same worker with something
+//! added (the benchmark's handler-start observer) calls [`main_with`] too.
 
 use clap::Parser;
 use lc_worker::Registry;
 
-use crate::{DeploymentWorker, MachineConfig};
+use crate::kinds::registry;
+use crate::runtime::{DeploymentWorker, MachineConfig};
 use lc_shared::config::ConnectOpts;
 use lc_shared::telemetry::{self, LogFormat};
 use lc_worker::WorkerConfig;
@@ -57,7 +59,7 @@ pub fn main_with(customize: impl FnOnce(Registry) -> Registry) -> anyhow::Result
             .connect
             .store(cli.worker.concurrency.min(cli.connect.db_pool_size))?;
         let state = DeploymentWorker::new(store, cli.machines)?;
-        let registry = customize(crate::registry(state)?);
+        let registry = customize(registry(state)?);
         lc_worker::run_with(cli.connect, cli.worker, registry, shutdown).await?;
         anyhow::Ok(())
     });

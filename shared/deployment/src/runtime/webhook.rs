@@ -201,9 +201,8 @@ mod tests {
     /// libraries' tests): this secret, id, time and body give this signature.
     #[test]
     fn signs_as_the_specification_does() {
-        let key =
-            lc_deployment::spec::webhook::webhook_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-                .expect("the example secret");
+        let key = crate::spec::webhook::webhook_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .expect("the example secret");
         assert_eq!(
             signature(
                 &key,

@@ -21,18 +21,16 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use lc_deployment::docker_machine::{
+use crate::docker_machine::{
     self, CRASH_REPORT_VAR as CRASH_REPORT_TOKEN, NO_CRASH_REPORT, STORAGE_PATH_VAR,
 };
-use lc_deployment::{
-    Provider, Spec, is_secret_key, redact_values, spec::is_env_var_name, truncate_text,
-};
+use crate::{Provider, Spec, is_secret_key, redact_values, spec::is_env_var_name, truncate_text};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tracing::Instrument;
 
-use crate::config::MachineConfig;
-use crate::machine_store::ScratchStore;
-use crate::process::{group_alive, kill_group};
+use super::config::MachineConfig;
+use super::machine_store::ScratchStore;
+use super::process::{group_alive, kill_group};
 use lc_worker::Metrics;
 
 /// Most output kept from one call (the rest is read and dropped).

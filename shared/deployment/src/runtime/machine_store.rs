@@ -24,7 +24,7 @@ use lc_shared::secrets::{SecretError, SecretKey};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::tls::DeploymentTls;
+use super::tls::DeploymentTls;
 
 /// Stands for the store's directory inside stored entries.
 pub const STORE_PLACEHOLDER: &str = "{{LC_MACHINE_STORE}}";
@@ -150,7 +150,7 @@ impl ScratchStore {
     /// The global flags that make docker-machine use the deployment's certificates
     /// instead of generating its own (which parallel creates would race on).
     pub fn tls_flags(&self) -> Vec<String> {
-        lc_deployment::docker_machine::tls_flags(&self.path)
+        crate::docker_machine::tls_flags(&self.path)
     }
 
     fn machine_dir(&self, name: &str) -> PathBuf {
@@ -267,7 +267,7 @@ pub fn remove_stale(parent: &Path) -> usize {
             continue;
         };
         if pid != std::process::id() as i32
-            && !crate::process::pid_alive(pid)
+            && !super::process::pid_alive(pid)
             && fs::remove_dir_all(item.path()).is_ok()
         {
             removed += 1;

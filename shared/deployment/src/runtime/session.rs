@@ -3,17 +3,15 @@
 //! scratch store made for this step; what the calls change is sealed and written back,
 //! fenced by the job's attempt.
 
-use super::env;
-use lc_deployment::{Fence, MachineRow, Provider, Spec};
 use lc_shared::secrets::{SecretError, SecretKey};
+use lc_worker::{JobContext, JobError};
 use uuid::Uuid;
 
-use super::IntoJobError;
-use super::store_error;
-use crate::machine::MachineCli;
-use crate::machine_store::{MachineEntry, ScratchStore};
-use crate::tls::{DeploymentTls, pem_from_env};
-use lc_worker::{JobContext, JobError};
+use super::handling::{IntoJobError, env, store_error};
+use super::machine::MachineCli;
+use super::machine_store::{MachineEntry, ScratchStore};
+use super::tls::{DeploymentTls, pem_from_env};
+use crate::{Fence, MachineRow, Provider, Spec};
 
 /// What the database holds of a machine's docker-machine state.
 #[derive(Debug)]
