@@ -43,7 +43,7 @@ impl Bench {
     ) -> Result<Value> {
         let limit = self.args.fleet_limit as usize;
         let create_ms = self.args.fleet_create_delay_ms;
-        let parallel = lc_deployment_worker::PARALLEL_MACHINES;
+        let parallel = lc_deployment::kinds::PARALLEL_MACHINES;
         eprintln!("[bench]    {nodes} nodes: the provider's and the engine's floors");
         let provider = provider(docker_machine, docker_host, nodes, limit, create_ms).await?;
         let engine = engine(docker_host, nodes, parallel).await?;
