@@ -420,6 +420,35 @@ async fn job_ids(env: &TestEnv, id: Uuid, kind: &str) -> Vec<(Uuid, String, i64)
         .collect()
 }
 
+/// The most jobs of `kind` of the deployment that held a run at the same instant, from
+/// their rows: each runs from its claim (`started_at`) to its outcome's commit
+/// (`finished_at`), which is also when its concurrency slot is held.
+async fn most_running_at_once(env: &TestEnv, id: Uuid, kind: &str) -> i64 {
+    let client = env.sql().await;
+    let rows = client
+        .query(
+            "SELECT started_at, finished_at FROM jobs WHERE group_id = $1 AND kind = $2",
+            &[&id, &kind],
+        )
+        .await
+        .unwrap();
+    let mut edges: Vec<(chrono::DateTime<chrono::Utc>, i64)> = Vec::new();
+    for row in &rows {
+        let started: chrono::DateTime<chrono::Utc> = row.get(0);
+        let finished: chrono::DateTime<chrono::Utc> = row.get(1);
+        edges.push((started, 1));
+        edges.push((finished, -1));
+    }
+    // An end before a start at the same instant: a freed slot taken at once.
+    edges.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, delta) in edges {
+        now += delta;
+        most = most.max(now);
+    }
+    most
+}
+
 /// Provisioning proper: from the first machine's create starting to the join.
 async fn provisioning_span(env: &TestEnv, id: Uuid) -> Duration {
     let events = env
@@ -1981,7 +2010,8 @@ async fn deploy_forty_machines_stay_within_their_account_limit_through_a_worker_
     let limits = inspector.concurrency_limits(Some(key)).await.unwrap();
     assert_eq!((limits[0].running, limits[0].waiting), (0, 0));
 
-    // The teardown removes the forty machines within the account's limit too.
+    // The teardown removes the forty machines within the account's limit too, and
+    // uses it in full: one teardown_machine job per machine, each with the key.
     let (code, _, err) = lc_with(
         &env,
         &["deploy", "teardown", &name, "--wait", "--timeout", "180s"],
@@ -1998,6 +2028,23 @@ async fn deploy_forty_machines_stay_within_their_account_limit_through_a_worker_
     assert!(
         most_rm <= 4,
         "{most_rm} removals of the account ran at once"
+    );
+    // One removal job at a time made one rm at a time. Each job also runs a status
+    // and records, so its rm calls overlap less than the jobs themselves do.
+    assert!(most_rm >= 2, "the removals ran one after another");
+    assert_eq!(removals, 40, "every machine removed once");
+    let most_jobs = most_running_at_once(&env, id, "teardown_machine").await;
+    assert_eq!(
+        most_jobs, 4,
+        "teardown_machine jobs running at once (limit 4)"
+    );
+    let removal_jobs = job_ids(&env, id, "teardown_machine").await;
+    assert_eq!(removal_jobs.len(), 40, "{removal_jobs:?}");
+    assert!(
+        removal_jobs
+            .iter()
+            .all(|(_, state, _)| state == "succeeded"),
+        "{removal_jobs:?}"
     );
     assert!(stored_machines(&env, id).await.is_empty());
     let (machines, _) = row_states(&env, id).await;

@@ -80,7 +80,7 @@ pub use spec::{
 pub use store::{
     CheckRequest, ContainerRow, CreateOutcome, DeployStart, DeploymentEventRow, DeploymentRow,
     DeploymentStore, DeploymentSummary, Endpoint, ExtendOutcome, FanOut, HealthOutcome,
-    HealthStart, MachineRow, MachineStart, Origin, ReadyOutcome, TEARDOWN_ATTEMPTS,
+    HealthStart, MachineRemoval, MachineRow, MachineStart, Origin, ReadyOutcome, TEARDOWN_ATTEMPTS,
     TeardownRequest, TeardownStart, UpdateBase, UpdateOutcome, WatchOutcome,
 };
 
@@ -290,6 +290,15 @@ pub struct TeardownPayload {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry: Option<i64>,
+}
+
+/// Payload of a `teardown_machine` job: remove one machine of a deployment that is
+/// tearing down. Its `teardown` makes one per machine that is not gone yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeardownMachinePayload {
+    pub deployment_id: Uuid,
+    pub machine_id: Uuid,
 }
 
 /// Payload of a `webhook` job: POST the event `event` (its id is `event_id`) to `url`,

@@ -57,4 +57,23 @@ SELECT id FROM cancelled";
         )
         .await
     }
+
+    /// How many jobs of `kinds` in the group have not ended (queued or running): a job
+    /// that fans work out waits for this to reach zero.
+    pub async fn unfinished_in_group(&self, group_id: Uuid, kinds: &[JobKind]) -> Result<i64> {
+        let kinds: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
+        let rows = self
+            .query_rows(
+                "SELECT count(*) FROM jobs WHERE group_id = $1 AND kind = ANY($2) AND state IN ($3, $4)",
+                &[
+                    &group_id,
+                    &kinds,
+                    &JobState::Queued.as_str(),
+                    &JobState::Running.as_str(),
+                ],
+                |row| row.get::<_, i64>(0),
+            )
+            .await?;
+        Ok(rows.first().copied().unwrap_or(0))
+    }
 }

@@ -25,6 +25,7 @@ mod health_check;
 mod provision;
 mod provision_machine;
 mod teardown;
+mod teardown_machine;
 mod webhook;
 
 pub use deploy::Deploy;
@@ -34,6 +35,7 @@ pub use health_check::HealthCheck;
 pub use provision::Provision;
 pub use provision_machine::ProvisionMachine;
 pub use teardown::Teardown;
+pub use teardown_machine::TeardownMachine;
 pub use webhook::Webhook;
 
 use lc_shared::builtin::{Noop, Sleep};
@@ -49,6 +51,7 @@ pub type Builtin = (
     ProvisionMachine,
     Deploy,
     Teardown,
+    TeardownMachine,
     Webhook,
     HealthCheck,
 );
@@ -80,7 +83,9 @@ pub fn acts_on_deployments(kind: &str) -> bool {
         ProvisionMachine::KIND,
         Deploy::KIND,
         Teardown::KIND,
+        TeardownMachine::KIND,
         Webhook::KIND,
+        HealthCheck::KIND,
     ]
     .iter()
     .any(|own| own.as_str() == kind)

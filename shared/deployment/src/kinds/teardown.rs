@@ -11,14 +11,12 @@
 //!    is bounded; past it the attempt fails and is retried.
 //! 3. Containers carrying the deployment's label are stopped and removed on every
 //!    engine the machines recorded.
-//! 4. docker-machine provider: every machine is removed from its recorded store entry
-//!    (`rm -y`, in a scratch store made from the database, so any worker can do it),
-//!    each recorded `removed` at once. One machine failing does not stop the others:
-//!    each failure is reported and the attempt fails (retryable) after trying them all.
-//!    A broken entry (no or corrupt `config.json`: docker-machine can neither use nor
-//!    remove it) or one that cannot be opened is dropped and the machine `abandoned`,
-//!    with a loud event naming the driver and the machine name to look for at the
-//!    provider.
+//! 4. docker-machine provider: every machine that is not gone yet is removed by a
+//!    `teardown_machine` job of its own (see that kind), each with the provider
+//!    account's concurrency key, so the account's limit decides how many run at once;
+//!    this job waits for them. One machine failing does not stop the others: its job
+//!    retries on its own, and when it ends with the machine still there, this attempt
+//!    fails (retryable) naming it, and the next attempt makes new jobs for what is left.
 //! 5. Every row `removed`, the deployment `torn_down`; or `leftovers` when a machine was
 //!    abandoned (`lc stuck` lists it until `lc deploy ack NAME`). The deployment's keys
 //!    are dropped once nothing is left.
@@ -77,16 +75,14 @@ mod handler {
     };
     use lc_shared::kind::JobType;
 
-    use lc_shared::store::error_chain;
-
     use super::Teardown;
-    use crate::kinds::provision_machine::handler::{Settled, settle};
+    use crate::kinds::TeardownMachine;
     use crate::runtime::docker::Engine;
     use crate::runtime::handling::{
-        docker_error, env, local_endpoint, pause, store_error, with_certificates,
+        dispatch, docker_error, env, local_endpoint, origin, pause, store_error, with_certificates,
     };
     use crate::runtime::machine_store::ScratchStore;
-    use crate::runtime::session::{Loaded, MachineSession, certificate_files, fence};
+    use crate::runtime::session::certificate_files;
     use lc_worker::{Handler, JobContext, JobError};
 
     const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -106,10 +102,8 @@ mod handler {
                 .begin_teardown(id, &reason, ctx.job().id, payload.expiry)
                 .await
                 .map_err(|err| store_error("start the teardown", err))?;
-            let (spec, was, name) = match start {
-                TeardownStart::Proceed {
-                    spec, was, name, ..
-                } => (spec, was, name),
+            let (spec, was) = match start {
+                TeardownStart::Proceed { spec, was, .. } => (spec, was),
                 TeardownStart::Skip(why) => {
                     ctx.log(&why).await;
                     return Ok(());
@@ -146,7 +140,7 @@ mod handler {
             remove_containers(ctx, &spec, &machines, certs.as_ref()).await?;
             drop(certs);
             if let Provider::DockerMachine { .. } = spec.provider {
-                remove_machines(ctx, &name, &spec, &machines).await?;
+                remove_machines(ctx).await?;
             }
             if was == DeploymentState::TornDown {
                 return Ok(());
@@ -326,149 +320,72 @@ mod handler {
         Ok(())
     }
 
-    /// Removes every machine that is not gone yet; see step 4 above.
-    async fn remove_machines(
-        ctx: &JobContext,
-        deployment_name: &str,
-        spec: &Spec,
-        machines: &[MachineRow],
-    ) -> Result<(), JobError> {
+    /// Removes every machine that is not gone yet (see step 4 above): one
+    /// `teardown_machine` job each, as many at once as the provider account's
+    /// concurrency key allows, and waits for them. Removals an earlier attempt started
+    /// end first, so that one machine is never removed by two jobs at once.
+    async fn remove_machines(ctx: &JobContext) -> Result<(), JobError> {
         let id = deployment_id(ctx)?;
-        let live: Vec<&MachineRow> = machines
-            .iter()
-            .filter(|machine| {
-                machine.state != MachineState::Removed && machine.state != MachineState::Abandoned
-            })
-            .collect();
+        let store = &env(ctx)?.store;
+        wait_for_removals(ctx, id).await?;
+        let live = live_machines(ctx, id).await?;
         if live.is_empty() {
             return Ok(());
         }
-        // Credentials that are not set here are left out: rm works from the store entry.
-        let session = MachineSession::open(ctx, id, deployment_name, spec, false).await?;
-        let store = &env(ctx)?.store;
-        let mut failures = Vec::new();
-        for machine in live {
-            store
-                .set_machine(
-                    machine.id,
-                    &MachineState::Removing.reachable_from(),
-                    MachineState::Removing,
-                    "teardown",
-                    Some(ctx.job().id),
-                )
-                .await
-                .map_err(|err| store_error("mark the machine removing", err))?;
-            match remove_machine(ctx, &session, machine).await {
-                Ok(Gone::Removed(message)) => {
-                    store
-                        .machine_removed(machine.id, fence(ctx), &message)
-                        .await
-                        .map_err(|err| store_error("record the machine removed", err))?;
-                    ctx.log(&format!("machine {}: {message}", machine.name))
-                        .await;
-                }
-                Ok(Gone::Abandoned(message)) => {
-                    tracing::warn!(machine = %machine.name, "{message}");
-                    ctx.log(&message).await;
-                    store
-                        .machine_abandoned(machine.id, fence(ctx), &message)
-                        .await
-                        .map_err(|err| store_error("record the machine abandoned", err))?;
-                }
-                Err(JobError::Cancelled) => return Err(JobError::Cancelled),
-                Err(err) => {
-                    let text = error_chain(&err);
-                    ctx.log(&format!("machine {} was not removed: {text}", machine.name))
-                        .await;
-                    failures.push(format!("{}: {text}", machine.name));
-                }
-            }
-        }
-        if !failures.is_empty() {
+        let ids: Vec<uuid::Uuid> = live.iter().map(|machine| machine.id).collect();
+        let round = format!("{}:{}", ctx.job().id, ctx.job().attempt);
+        let enqueued = store
+            .fan_out_removals(id, &ids, &origin(ctx), &round)
+            .await
+            .map_err(|err| store_error("enqueue the machines' removals", err))?;
+        dispatch(ctx, &enqueued).await;
+        ctx.log(&format!(
+            "removing {} machine(s): one teardown_machine job each, as many at once as the provider account's limit allows",
+            enqueued.len()
+        ))
+        .await;
+        wait_for_removals(ctx, id).await?;
+        let left = live_machines(ctx, id).await?;
+        if !left.is_empty() {
+            let names: Vec<&str> = left.iter().map(|machine| machine.name.as_str()).collect();
             return Err(JobError::retryable(format!(
-                "{} machine(s) could not be removed (the others were): {}",
-                failures.len(),
-                failures.join("; ")
+                "{} machine(s) could not be removed (the others were; their teardown_machine jobs say why): {}",
+                left.len(),
+                names.join(", ")
             )));
         }
         Ok(())
     }
 
-    /// How a machine left.
-    enum Gone {
-        Removed(String),
-        /// Its state was unusable: dropped, its cloud resource may remain (the message says
-        /// where to look).
-        Abandoned(String),
+    /// The deployment's machines that are neither removed nor abandoned.
+    async fn live_machines(ctx: &JobContext, id: uuid::Uuid) -> Result<Vec<MachineRow>, JobError> {
+        let machines = env(ctx)?
+            .store
+            .machines(id)
+            .await
+            .map_err(|err| store_error("read the machines", err))?;
+        Ok(machines
+            .into_iter()
+            .filter(|machine| {
+                machine.state != MachineState::Removed && machine.state != MachineState::Abandoned
+            })
+            .collect())
     }
 
-    fn abandoned(machine: &MachineRow, why: &str) -> Gone {
-        Gone::Abandoned(format!(
-            "machine {name} ABANDONED: {why}. Its entry was dropped; a cloud resource, if one was created, may still exist: look for a machine named {name} at driver {driver}, delete it there, then run `lc deploy ack`",
-            name = machine.name,
-            driver = machine.driver.as_deref().unwrap_or("?"),
-        ))
-    }
-
-    async fn remove_machine(
-        ctx: &JobContext,
-        session: &MachineSession,
-        machine: &MachineRow,
-    ) -> Result<Gone, JobError> {
-        let name = &machine.name;
-        match session.load(ctx, machine).await? {
-            Loaded::Nothing => {
-                return Ok(Gone::Removed(
-                    "no docker-machine state was recorded for it: nothing to remove".into(),
-                ));
+    /// Waits until no `teardown_machine` job of the deployment is queued or running
+    /// (each is bounded by its own time limit and attempts).
+    async fn wait_for_removals(ctx: &JobContext, id: uuid::Uuid) -> Result<(), JobError> {
+        let store = &env(ctx)?.store;
+        loop {
+            let unfinished = store
+                .jobs()
+                .unfinished_in_group(id, &[TeardownMachine::KIND])
+                .await
+                .map_err(|err| store_error("count the machines' removals", err))?;
+            if unfinished == 0 {
+                return Ok(());
             }
-            Loaded::Unreadable(reason) => {
-                return Ok(abandoned(
-                    machine,
-                    &format!("its recorded docker-machine state cannot be read ({reason})"),
-                ));
-            }
-            Loaded::Entry => {}
-        }
-        match settle(ctx, &session.cli, name).await? {
-            Settled::Missing => {
-                return Ok(Gone::Removed(
-                    "docker-machine does not know it: nothing to remove".into(),
-                ));
-            }
-            Settled::Broken(reason) => {
-                session.store.remove_entry(name).map_err(|err| {
-                    JobError::retryable_from("cannot drop a broken store entry", err)
-                })?;
-                return Ok(abandoned(
-                    machine,
-                    &format!("its docker-machine store entry is broken ({reason})"),
-                ));
-            }
-            Settled::Status(_) => {}
-        }
-        match session.cli.rm(ctx, name).await {
-            Ok(true) => Ok(Gone::Removed("removed (docker-machine rm)".into())),
-            Ok(false) => Ok(Gone::Removed(
-                "docker-machine does not know it: nothing to remove".into(),
-            )),
-            Err(err) if err.broken_entry() => {
-                session.store.remove_entry(name).map_err(|err| {
-                    JobError::retryable_from("cannot drop a broken store entry", err)
-                })?;
-                Ok(abandoned(
-                    machine,
-                    &format!("docker-machine cannot remove its broken store entry ({err})"),
-                ))
-            }
-            Err(crate::runtime::machine::MachineError::Cancelled { .. }) => {
-                Err(JobError::Cancelled)
-            }
-            Err(err) => {
-                // Keep what rm changed (a partly removed machine) for the next attempt.
-                session.save(ctx, machine).await?;
-                Err(JobError::retryable_from("docker-machine rm failed", err))
-            }
+            pause(ctx, Duration::from_millis(250)).await?;
         }
     }
 }

@@ -28,6 +28,7 @@ pub use webhooks::{NewDelivery, queue_webhook_deliveries};
 
 pub use health::{CheckRequest, HealthOutcome, HealthStart};
 pub use read::UpdateBase;
+pub use teardown::MachineRemoval;
 pub(super) use teardown::drop_keys;
 
 use std::time::Duration;
@@ -698,7 +699,7 @@ async fn live_teardowns(
     Ok((live, rows.len() as i64))
 }
 
-/// A job that calls docker-machine (`provision_machine`, `teardown`) with the
+/// A job that calls docker-machine (`provision_machine`, `teardown_machine`) with the
 /// concurrency key of the provider account (see [`Provider::concurrency_key`]), so that
 /// the account's calls in flight stay within the key's limit; jobs of the `local`
 /// provider get none.
@@ -722,12 +723,12 @@ async fn default_account_limit(tx: &Transaction<'_>, provider: &Provider) -> Res
 }
 
 /// The live teardown job of a deployment, or a new one (`teardown:<id>:<n>`). It
-/// carries the provider account's concurrency key: its removals run one at a time, so
-/// a teardown holds one of the account's slots.
+/// carries no concurrency key: its machines are removed by `teardown_machine` jobs,
+/// each with the provider account's key, while it waits (holding a slot of the key
+/// itself would starve them under a limit of 1).
 async fn ensure_teardown(
     tx: &Transaction<'_>,
     deployment_id: Uuid,
-    provider: &Provider,
     reason: &str,
     origin: &Origin,
 ) -> Result<Enqueued> {
@@ -750,7 +751,7 @@ async fn ensure_teardown(
         origin,
         format!("teardown:{deployment_id}:{}", all + 1),
     )?;
-    enqueue_one(tx, with_account_key(new, provider)?).await
+    enqueue_one(tx, new).await
 }
 
 /// The delayed teardown of a deployment's expiry `generation`, due at `expires_at`.

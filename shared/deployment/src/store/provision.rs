@@ -290,7 +290,7 @@ impl DeploymentStore {
             }
             let teardown = match locked.state {
                 DeploymentState::Failed => Some(
-                    ensure_teardown(tx, deployment_id, &locked.spec.provider, &format!("rollback: {reason}"), origin)
+                    ensure_teardown(tx, deployment_id, &format!("rollback: {reason}"), origin)
                         .await?,
                 ),
                 state if DeploymentState::Failed.reachable_from().contains(&state) => {
@@ -305,7 +305,7 @@ impl DeploymentStore {
                     )
                     .await?;
                     Some(
-                        ensure_teardown(tx, deployment_id, &locked.spec.provider, &format!("rollback: {reason}"), origin)
+                        ensure_teardown(tx, deployment_id, &format!("rollback: {reason}"), origin)
                             .await?,
                     )
                 }
@@ -383,7 +383,7 @@ impl DeploymentStore {
                 let reason = format!("machine {} failed: {error}", machine.name);
                 set_state(tx, deployment_id, locked.state, DeploymentState::Failed, Some(&reason), "failed", origin.job_id)
                     .await?;
-                let teardown = ensure_teardown(tx, deployment_id, &locked.spec.provider, &format!("rollback: {reason}"), origin).await?;
+                let teardown = ensure_teardown(tx, deployment_id, &format!("rollback: {reason}"), origin).await?;
                 WatchOutcome::Failed { machine: machine.name, teardown }
             } else {
                 WatchOutcome::Rescheduled(enqueue_one(tx, watch_job(deployment_id, watch + 1, interval, origin)?).await?)
@@ -411,7 +411,7 @@ impl DeploymentStore {
             set_state(tx, deployment_id, locked.state, DeploymentState::Failed, Some(error), "provisioning failed", origin.job_id)
                 .await?;
             let reason = format!("rollback: provisioning failed: {error}");
-            Ok(Some(ensure_teardown(tx, deployment_id, &locked.spec.provider, &reason, origin).await?))
+            Ok(Some(ensure_teardown(tx, deployment_id, &reason, origin).await?))
         })
     }
 }

@@ -3,6 +3,21 @@
 //! or `leftovers`).
 
 use super::*;
+use crate::TeardownMachinePayload;
+
+/// What a `teardown_machine` job starts from.
+#[derive(Clone, Debug)]
+pub enum MachineRemoval {
+    Proceed {
+        /// The deployment's name and spec: its docker-machine store is made from them.
+        name: String,
+        spec: Box<Spec>,
+        machine: Box<MachineRow>,
+    },
+    /// Nothing to do (the machine is gone already, or its deployment is not tearing
+    /// down): the reason.
+    Skip(String),
+}
 
 impl DeploymentStore {
     /// Asks for a teardown: the deployment becomes `tearing_down` at once (which stops
@@ -33,7 +48,7 @@ impl DeploymentStore {
                 )
                 .await?;
             }
-            let job = ensure_teardown(tx, deployment_id, &locked.spec.provider, reason, origin).await?;
+            let job = ensure_teardown(tx, deployment_id, reason, origin).await?;
             Ok(TeardownRequest::Requested {
                 job,
                 was: locked.state,
@@ -86,6 +101,74 @@ impl DeploymentStore {
                 spec: Box::new(locked.spec),
                 machines,
                 was: locked.state,
+            })
+        })
+    }
+
+    /// One `teardown_machine` job for each of `machines`, with the provider account's
+    /// concurrency key, in one transaction: the account's limit decides how many
+    /// removals run at once. `round` (the teardown job and attempt) is part of each
+    /// job's idempotency key, so that a replayed transaction makes them once and the
+    /// next attempt makes new ones for what is still left. None while the deployment
+    /// is not tearing down (or torn down).
+    pub async fn fan_out_removals(
+        &self,
+        deployment_id: Uuid,
+        machines: &[Uuid],
+        origin: &Origin,
+        round: &str,
+    ) -> Result<Vec<Enqueued>> {
+        in_transaction!(self, Isolation::Serializable, tx => {
+            let Some(locked) = lock(tx, deployment_id).await? else {
+                return Ok(Vec::new());
+            };
+            if !matches!(locked.state, DeploymentState::TearingDown | DeploymentState::TornDown) {
+                return Ok(Vec::new());
+            }
+            let mut jobs = Vec::with_capacity(machines.len());
+            for machine_id in machines {
+                let payload = TeardownMachinePayload { deployment_id, machine_id: *machine_id };
+                let key = format!("teardown-machine:{round}:{machine_id}");
+                let new = job(&payload, deployment_id, origin, key)?;
+                jobs.push(with_account_key(new, &locked.spec.provider)?);
+            }
+            enqueue_in_transaction(tx, &jobs).await
+        })
+    }
+
+    /// Starts a `teardown_machine` job: the machine and what its removal needs, unless
+    /// there is nothing to do.
+    pub async fn begin_machine_removal(
+        &self,
+        deployment_id: Uuid,
+        machine_id: Uuid,
+    ) -> Result<MachineRemoval> {
+        in_transaction!(self, Isolation::Serializable, tx => {
+            let Some(locked) = lock(tx, deployment_id).await? else {
+                return Ok(MachineRemoval::Skip(format!("deployment {deployment_id} does not exist: nothing to remove")));
+            };
+            if !matches!(locked.state, DeploymentState::TearingDown | DeploymentState::TornDown) {
+                return Ok(MachineRemoval::Skip(format!(
+                    "the deployment is {}, not tearing down: its machines stay", locked.state
+                )));
+            }
+            let machine = match machine_in_tx(tx, machine_id).await? {
+                Some(machine) if machine.deployment_id == deployment_id => machine,
+                _ => {
+                    return Ok(MachineRemoval::Skip(format!(
+                        "machine {machine_id} is not one of the deployment's: nothing to remove"
+                    )));
+                }
+            };
+            if matches!(machine.state, MachineState::Removed | MachineState::Abandoned) {
+                return Ok(MachineRemoval::Skip(format!(
+                    "machine {} is {} already", machine.name, machine.state
+                )));
+            }
+            Ok(MachineRemoval::Proceed {
+                name: locked.name,
+                spec: Box::new(locked.spec),
+                machine: Box::new(machine),
             })
         })
     }
