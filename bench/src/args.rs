@@ -78,6 +78,13 @@ pub(crate) struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub(crate) drain_workers: Vec<usize>,
 
+    /// Runtime threads of the bench's own process (its producers, its HTTP client):
+    /// one, as pgbench's `-j 1` and Node have. Measured on 2 cores with one producer:
+    /// 2.0 context switches per job and 99% of the pgbench reference with one thread,
+    /// 3.5–3.7 and 82–90% with two (the threads waking each other around each commit)
+    #[arg(long, default_value_t = 1)]
+    pub(crate) client_threads: usize,
+
     /// `--concurrency` of each drain and latency worker process
     #[arg(long, default_value_t = 50)]
     pub(crate) worker_concurrency: usize,

@@ -45,9 +45,27 @@ mod starts;
 mod stats;
 mod verify;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args = Args::parse();
+    // The bench's own client (producers, HTTP client, latency producer) on as many
+    // runtime threads as `--client-threads` (1 by default, like pgbench and the Node
+    // peer): with a second thread on 2 cores, the handoffs between the threads cost
+    // more than the work (see the README's benchmark section).
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("lc-bench: cannot start the runtime: {err}");
+            std::process::exit(2);
+        }
+    };
+    runtime.block_on(bench_main(args));
+}
+
+async fn bench_main(args: Args) {
     // No traces: the benchmark measures the queue as it runs untraced.
     let _logs =
         lc_shared::telemetry::init(lc_shared::telemetry::LogFormat::Pretty, "warn", "lc-bench");

@@ -83,6 +83,7 @@ pub(crate) async fn settings(bench: &Bench) -> Result<Value> {
             "memory": std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))),
         },
         "rustc": command_line("rustc", &["--version"], repo).await,
+        "client_threads": bench.args.client_threads,
         "git_commit": commit.map(|c| if dirty { format!("{c}-dirty") } else { c }),
     }))
 }
