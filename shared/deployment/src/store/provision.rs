@@ -163,50 +163,7 @@ impl DeploymentStore {
                 .await?
                 .ok_or_else(|| invalid(format!("machine {machine_id} vanished")))?;
             if machine.state != MachineState::Ready {
-                // Fenced: an attempt that lost its job records nothing.
-                let recorded = tx
-                    .execute(
-                        "UPDATE machines SET engine_url = $2, ip_address = $3, driver = COALESCE($4, driver),
-                             ca_cert_path = $5, client_cert_path = $6, client_key_path = $7, last_error = NULL,
-                             store_entry = COALESCE($9, store_entry)
-                         WHERE id = $1 AND state = $8
-                           AND EXISTS (SELECT 1 FROM jobs WHERE id = $10 AND attempt = $11 AND state = $12)",
-                        &[
-                            &machine_id,
-                            &endpoint.url,
-                            &endpoint.ip_address,
-                            &endpoint.driver,
-                            &endpoint.ca_cert_path,
-                            &endpoint.client_cert_path,
-                            &endpoint.client_key_path,
-                            &machine.state,
-                            &entry,
-                            &fence.job_id,
-                            &fence.attempt,
-                            &JobState::Running.as_str(),
-                        ],
-                    )
-                    .await?;
-                if recorded != 1 {
-                    return Err(invalid(format!(
-                        "machine {} was not recorded: attempt {} no longer holds job {}",
-                        machine.name, fence.attempt, fence.job_id
-                    )));
-                }
-                let message = format!("engine {} (ip {})", endpoint.url, endpoint.ip_address.as_deref().unwrap_or("-"));
-                let changed = set_machine_state(
-                    tx,
-                    &machine,
-                    &[MachineState::Pending, MachineState::Creating],
-                    MachineState::Ready,
-                    None,
-                    &message,
-                    origin.job_id,
-                )
-                .await?;
-                if !changed {
-                    return Err(invalid(format!("machine {} is {}, not creating", machine.name, machine.state)));
-                }
+                record_ready(tx, &machine, endpoint, entry, fence, origin).await?;
             }
             let counts = tx
                 .query_one(
@@ -435,4 +392,69 @@ fn watch_job(
         format!("provision-watch:{deployment_id}:{watch}"),
     )?
     .with_run_at(run_at))
+}
+
+/// Records a machine ready with its engine endpoint (and its docker-machine store entry),
+/// fenced: an attempt that no longer holds its job records nothing.
+async fn record_ready(
+    tx: &Transaction<'_>,
+    machine: &MachineRow,
+    endpoint: &Endpoint,
+    entry: Option<&[u8]>,
+    fence: crate::Fence,
+    origin: &Origin,
+) -> Result {
+    let machine_id = machine.id;
+    // Fenced: an attempt that lost its job records nothing.
+    let recorded = tx
+            .execute(
+                "UPDATE machines SET engine_url = $2, ip_address = $3, driver = COALESCE($4, driver),
+                     ca_cert_path = $5, client_cert_path = $6, client_key_path = $7, last_error = NULL,
+                     store_entry = COALESCE($9, store_entry)
+                 WHERE id = $1 AND state = $8
+                   AND EXISTS (SELECT 1 FROM jobs WHERE id = $10 AND attempt = $11 AND state = $12)",
+                &[
+                    &machine_id,
+                    &endpoint.url,
+                    &endpoint.ip_address,
+                    &endpoint.driver,
+                    &endpoint.ca_cert_path,
+                    &endpoint.client_cert_path,
+                    &endpoint.client_key_path,
+                    &machine.state,
+                    &entry,
+                    &fence.job_id,
+                    &fence.attempt,
+                    &JobState::Running.as_str(),
+                ],
+            )
+            .await?;
+    if recorded != 1 {
+        return Err(invalid(format!(
+            "machine {} was not recorded: attempt {} no longer holds job {}",
+            machine.name, fence.attempt, fence.job_id
+        )));
+    }
+    let message = format!(
+        "engine {} (ip {})",
+        endpoint.url,
+        endpoint.ip_address.as_deref().unwrap_or("-")
+    );
+    let changed = set_machine_state(
+        tx,
+        &machine,
+        &[MachineState::Pending, MachineState::Creating],
+        MachineState::Ready,
+        None,
+        &message,
+        origin.job_id,
+    )
+    .await?;
+    if !changed {
+        return Err(invalid(format!(
+            "machine {} is {}, not creating",
+            machine.name, machine.state
+        )));
+    }
+    Ok(())
 }
