@@ -115,6 +115,7 @@ mod tests {
                 "provision_machine",
                 "sleep",
                 "teardown",
+                "teardown_machine",
                 "webhook"
             ]
         );
