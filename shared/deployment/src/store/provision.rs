@@ -442,7 +442,7 @@ async fn record_ready(
     );
     let changed = set_machine_state(
         tx,
-        &machine,
+        machine,
         &[MachineState::Pending, MachineState::Creating],
         MachineState::Ready,
         None,
