@@ -76,13 +76,14 @@ mod handler {
     use lc_shared::kind::JobType;
 
     use super::Teardown;
-    use crate::kinds::TeardownMachine;
+    use crate::kinds::{PARALLEL_MACHINES, TeardownMachine};
     use crate::runtime::docker::Engine;
     use crate::runtime::handling::{
         dispatch, docker_error, env, local_endpoint, origin, pause, store_error, with_certificates,
     };
     use crate::runtime::machine_store::ScratchStore;
     use crate::runtime::session::certificate_files;
+    use futures_util::StreamExt;
     use lc_worker::{Handler, JobContext, JobError};
 
     const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -243,14 +244,15 @@ mod handler {
     }
 
     /// Stops and removes every container labelled with the deployment, on every engine
-    /// its machines recorded.
+    /// its machines recorded: up to [`PARALLEL_MACHINES`] engines at once (each machine
+    /// of a fleet is its own engine, and one after the other a 200-machine teardown
+    /// would wait 200 connections in a row), a few containers at a time on each.
     async fn remove_containers(
         ctx: &JobContext,
         spec: &Spec,
         machines: &[MachineRow],
         certs: Option<&ScratchStore>,
     ) -> Result<(), JobError> {
-        let id = deployment_id(ctx)?;
         let mut engines: BTreeMap<String, Endpoint> = machines
             .iter()
             .filter_map(MachineRow::endpoint)
@@ -261,61 +263,76 @@ mod handler {
             let local = local_endpoint(&env(ctx)?.config);
             engines.entry(local.url.clone()).or_insert(local);
         }
+        let removals: Vec<_> = engines
+            .values()
+            .map(|endpoint| remove_on_engine(ctx, spec, machines, endpoint))
+            .collect();
+        let results: Vec<Result<(), JobError>> = futures_util::stream::iter(removals)
+            .buffer_unordered(PARALLEL_MACHINES)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// [`remove_containers`] on one engine, then the rows of its machines.
+    async fn remove_on_engine(
+        ctx: &JobContext,
+        spec: &Spec,
+        machines: &[MachineRow],
+        endpoint: &Endpoint,
+    ) -> Result<(), JobError> {
+        let id = deployment_id(ctx)?;
         let grace = spec.timeouts.stop.unwrap_or(STOP_GRACE);
-        for endpoint in engines.values() {
-            let engine = match Engine::connect(endpoint, ctx.metrics()).await {
-                Ok(engine) => engine,
-                Err(err) if matches!(spec.provider, Provider::DockerMachine { .. }) => {
-                    // Removing the machine takes its containers with it.
-                    ctx.log(&format!(
-                        "engine {} unreachable ({err}); its machine's removal removes its containers",
-                        endpoint.url
-                    ))
-                    .await;
-                    continue;
-                }
-                Err(err) => {
-                    return Err(docker_error(format!("cannot reach {}", endpoint.url), err));
-                }
-            };
-            let found = engine.containers(id, None).await.map_err(|err| {
-                docker_error(format!("cannot list containers on {}", endpoint.url), err)
-            })?;
-            // A few at a time: each may take up to the stop grace.
-            for batch in found.chunks(PARALLEL_STOPS) {
-                let stops = batch.iter().map(|container| async {
-                    engine
-                        .stop_and_remove(&container.id, grace)
-                        .await
-                        .map_err(|err| {
-                            docker_error(format!("cannot remove {}", container.name), err)
-                        })
-                });
-                for result in futures_util::future::join_all(stops).await {
-                    result?;
-                }
-                let names: Vec<&str> = batch
-                    .iter()
-                    .map(|container| container.name.as_str())
-                    .collect();
+        let engine = match Engine::connect(endpoint, ctx.metrics()).await {
+            Ok(engine) => engine,
+            Err(err) if matches!(spec.provider, Provider::DockerMachine { .. }) => {
+                // Removing the machine takes its containers with it.
                 ctx.log(&format!(
-                    "removed container(s) {} from {}",
-                    names.join(", "),
+                    "engine {} unreachable ({err}); its machine's removal removes its containers",
                     endpoint.url
                 ))
                 .await;
+                return Ok(());
             }
-            // What `lc deploy show` lists follows what was removed, machine by machine.
-            for machine in machines
-                .iter()
-                .filter(|machine| machine.engine_url.as_deref() == Some(endpoint.url.as_str()))
-            {
-                env(ctx)?
-                    .store
-                    .machine_containers_removed(machine.id, ctx.job().id)
+            Err(err) => {
+                return Err(docker_error(format!("cannot reach {}", endpoint.url), err));
+            }
+        };
+        let found = engine.containers(id, None).await.map_err(|err| {
+            docker_error(format!("cannot list containers on {}", endpoint.url), err)
+        })?;
+        // A few at a time: each may take up to the stop grace.
+        for batch in found.chunks(PARALLEL_STOPS) {
+            let stops = batch.iter().map(|container| async {
+                engine
+                    .stop_and_remove(&container.id, grace)
                     .await
-                    .map_err(|err| store_error("record the removed containers", err))?;
+                    .map_err(|err| docker_error(format!("cannot remove {}", container.name), err))
+            });
+            for result in futures_util::future::join_all(stops).await {
+                result?;
             }
+            let names: Vec<&str> = batch
+                .iter()
+                .map(|container| container.name.as_str())
+                .collect();
+            ctx.log(&format!(
+                "removed container(s) {} from {}",
+                names.join(", "),
+                endpoint.url
+            ))
+            .await;
+        }
+        // What `lc deploy show` lists follows what was removed, machine by machine.
+        for machine in machines
+            .iter()
+            .filter(|machine| machine.engine_url.as_deref() == Some(endpoint.url.as_str()))
+        {
+            env(ctx)?
+                .store
+                .machine_containers_removed(machine.id, ctx.job().id)
+                .await
+                .map_err(|err| store_error("record the removed containers", err))?;
         }
         Ok(())
     }
