@@ -168,6 +168,20 @@ pub enum Transition {
 }
 
 impl Transition {
+    /// Every transition, in declaration order (for checks that go over all of them).
+    pub const ALL: [Transition; 10] = [
+        Transition::Enqueue,
+        Transition::Claim,
+        Transition::Succeed,
+        Transition::Retry,
+        Transition::Die,
+        Transition::Cancel,
+        Transition::ExpireLease,
+        Transition::Release,
+        Transition::Revive,
+        Transition::Requeue,
+    ];
+
     /// The states a job may be in for this transition to apply.
     pub fn from(self) -> &'static [JobState] {
         use JobState::*;
@@ -287,6 +301,26 @@ mod tests {
                 .iter()
                 .all(|state| state.is_terminal())
         );
+    }
+
+    #[test]
+    fn all_lists_every_transition_in_order() {
+        // A new variant breaks this match until it gets a position here and in ALL.
+        let position = |transition: Transition| match transition {
+            Transition::Enqueue => 0,
+            Transition::Claim => 1,
+            Transition::Succeed => 2,
+            Transition::Retry => 3,
+            Transition::Die => 4,
+            Transition::Cancel => 5,
+            Transition::ExpireLease => 6,
+            Transition::Release => 7,
+            Transition::Revive => 8,
+            Transition::Requeue => 9,
+        };
+        for (index, transition) in Transition::ALL.into_iter().enumerate() {
+            assert_eq!(position(transition), index, "{transition:?}");
+        }
     }
 
     #[test]

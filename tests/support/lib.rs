@@ -466,28 +466,19 @@ impl TestEnv {
     /// or from the wrong state, does not.
     pub async fn assert_legal_histories(&self, ids: &[Uuid]) {
         use lc_shared::state::Transition;
-        let legal: Vec<(Option<&str>, &str)> = [
-            Transition::Claim,
-            Transition::Succeed,
-            Transition::Retry,
-            Transition::Die,
-            Transition::Cancel,
-            Transition::ExpireLease,
-            Transition::Release,
-            Transition::Revive,
-            Transition::Requeue,
-        ]
-        .into_iter()
-        .flat_map(|transition| {
-            transition
-                .from()
-                .iter()
-                .map(move |from| (Some(from.as_str()), transition.to().as_str()))
-        })
-        // A lease that expires on the last attempt ends the job (see
-        // `lc_shared::state::after_lease_expiry`).
-        .chain([(Some("running"), "dead"), (None, "queued")])
-        .collect();
+        // `Enqueue` starts from no state: the `(None, "queued")` pair below.
+        let legal: Vec<(Option<&str>, &str)> = Transition::ALL
+            .into_iter()
+            .flat_map(|transition| {
+                transition
+                    .from()
+                    .iter()
+                    .map(move |from| (Some(from.as_str()), transition.to().as_str()))
+            })
+            // A lease that expires on the last attempt ends the job (see
+            // `lc_shared::state::after_lease_expiry`).
+            .chain([(Some("running"), "dead"), (None, "queued")])
+            .collect();
         let client = self.sql().await;
         let jobs: HashMap<Uuid, String> = client
             .query("SELECT id, state FROM jobs WHERE id = ANY($1)", &[&ids])
