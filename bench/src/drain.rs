@@ -150,12 +150,24 @@ impl Bench {
             };
             value["queue"] = json!(queue);
             rates.insert(workers, value["jobs_per_s"].as_f64().unwrap_or(0.0));
+            // What the drain's statements allow, right after it (rows below its own).
+            let floor = match self.drain_floor(workers).await {
+                Ok(floor) => Some(floor),
+                Err(err) => {
+                    self.note(format!("drain floor, {workers} workers: {err:#}"));
+                    None
+                }
+            };
             let peer = self
                 .on_peer(&format!("drain, {workers} workers"), async |peer| {
                     peer.drain(jobs, workers, concurrency).await
                 })
                 .await;
             let met = self.drain_rows(&figure, workers, &value, peer.as_ref());
+            if let Some(floor) = &floor {
+                self.floor_rows(workers, &value, floor);
+            }
+            value["floor"] = json!(floor);
             value["met"] = json!(met);
             value["peer"] = json!(peer);
             out.insert(workers.to_string(), value);
@@ -378,8 +390,8 @@ fn first_handler_start(start_logs: &[PathBuf], expected: usize) -> Result<DateTi
     );
     let micros = starts
         .values()
+        .map(|start| start.handler)
         .min()
-        .copied()
         .ok_or_else(|| anyhow!("no handler start"))?;
     DateTime::from_timestamp_micros(i64::try_from(micros)?)
         .ok_or_else(|| anyhow!("handler start {micros} µs is out of range"))

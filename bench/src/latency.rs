@@ -4,10 +4,12 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use lc_producer::Producer;
+use lc_shared::store::HintTarget;
 use lc_shared::{JobKind, NewJob};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
@@ -16,7 +18,7 @@ use uuid::Uuid;
 use crate::bench::Bench;
 use crate::procs::WorkerProc;
 use crate::rows::{Numbers, Row, Unit};
-use crate::starts::handler_starts;
+use crate::starts::{Start, handler_starts};
 use crate::stats::{cpu_sample, cpu_split, percentiles, pg_delta, pg_stats, round, unix_micros};
 
 pub(crate) const TARGET_P99_START_MS: f64 = 5.0;
@@ -67,12 +69,15 @@ impl Bench {
         self.flush_dirty_pages().await;
         let queues = [queue.clone()];
         let procs = self.latency_workers(&queues).await?;
-        let producer = self.producer(16).await?;
+        let producer = self.producer(16).await?.on_hints_sent(record_hints_sent);
+        take_hints_sent();
         let stats_client = self.store.client().await?;
         let pg_before = pg_stats(&stats_client).await?;
         let cpu_before = cpu_sample(&[]);
         let mut produced = self.produce(&producer, &queue, rate).await?;
+        producer.flush_hints().await;
         drop(producer);
+        let hints_sent = take_hints_sent();
         if let Some(error) = &produced.first_error {
             self.note(format!("latency: enqueue failed: {error}"));
         }
@@ -102,8 +107,8 @@ impl Bench {
             .called_at
             .iter()
             .filter_map(|(id, called)| {
-                let started = starts.get(id)?;
-                Some((*started as f64 - *called as f64) / 1000.0)
+                let started = starts.get(id)?.handler;
+                Some((started as f64 - *called as f64) / 1000.0)
             })
             .collect();
         ensure!(
@@ -113,8 +118,10 @@ impl Bench {
             produced.ids.len()
         );
         let tail = tail_breakdown(&produced.called_at, &rows.stamps, &starts);
+        let legs = legs(&produced, &hints_sent, &starts);
         let handler = percentiles(&mut to_handler);
         let (met, peer) = self.latency_rows(rate, &handler, &rows).await;
+        self.leg_rows(rate, &legs);
         let jobs = produced.ids.len() as f64 + produced.warmed as f64;
         Ok(json!({
             "rate_per_s": rate,
@@ -129,6 +136,7 @@ impl Bench {
             "concurrency_per_worker": self.args.worker_concurrency,
             "enqueue_call_to_handler_start_ms": handler,
             "where_the_time_goes_ms": tail,
+            "legs_ms": legs,
             "enqueue_to_start_ms": rows.start,
             "enqueue_to_finish_ms": rows.finish,
             "enqueue_call_ms": percentiles(&mut produced.call_ms),
@@ -180,19 +188,21 @@ impl Bench {
                 let wall = unix_micros();
                 let call = Instant::now();
                 let result = producer.enqueue(job).await;
+                let answered = unix_micros();
                 let ms = call.elapsed().as_secs_f64() * 1000.0;
-                (result, ms, wall, measured)
+                (result, ms, (wall, answered), measured)
             });
         }
         produced.schedule_s = started.elapsed().as_secs_f64();
         while let Some(joined) = tasks.join_next().await {
-            let (result, ms, wall, measured) = joined?;
+            let (result, ms, (wall, answered), measured) = joined?;
             match result {
                 Ok(_) if !measured => produced.warmed += 1,
                 Ok(enqueued) => {
                     produced.ids.push(enqueued.id);
                     produced.call_ms.push(ms);
                     produced.called_at.insert(enqueued.id, wall);
+                    produced.answered_at.insert(enqueued.id, answered);
                 }
                 Err(err) => {
                     produced.errors += 1;
@@ -340,6 +350,28 @@ impl Bench {
         );
         (met, peer)
     }
+
+    /// A row per leg of enqueue call->handler start (p50 / p99, lc only).
+    fn leg_rows(&mut self, rate: u64, legs: &Value) {
+        for name in LEGS {
+            let leg = &legs[name];
+            let (Some(p50), Some(p99)) = (leg["p50"].as_f64(), leg["p99"].as_f64()) else {
+                continue;
+            };
+            self.numbers_row(
+                format!("  leg {name} ({rate}/s), p50 / p99"),
+                Numbers {
+                    unit: Unit::Ms,
+                    lc: vec![p50, p99],
+                    peer: None,
+                    ratio: None,
+                    check: None,
+                },
+                "",
+                None,
+            );
+        }
+    }
 }
 
 /// Where enqueue call->handler start goes, for all jobs (medians) and for the slowest
@@ -348,13 +380,13 @@ impl Bench {
 pub(crate) fn tail_breakdown(
     called_at: &HashMap<Uuid, u128>,
     stamps: &HashMap<Uuid, (f64, f64)>,
-    handler_starts: &HashMap<Uuid, u128>,
+    handler_starts: &HashMap<Uuid, Start>,
 ) -> Value {
     let mut legs: Vec<(f64, [f64; 3])> = called_at
         .iter()
         .filter_map(|(id, called)| {
             let (created, started) = stamps.get(id)?;
-            let handler = *handler_starts.get(id)? as f64;
+            let handler = handler_starts.get(id)?.handler as f64;
             let called = *called as f64;
             Some((
                 (handler - called) / 1000.0,
@@ -388,6 +420,76 @@ pub(crate) fn tail_breakdown(
     })
 }
 
+/// When each hint reached Redis (job id, µs since the epoch), written by the latency
+/// producer's [`record_hints_sent`] and taken by the run.
+static HINTS_SENT: Mutex<Vec<(Uuid, u128)>> = Mutex::new(Vec::new());
+
+fn record_hints_sent(targets: &[HintTarget]) {
+    let now = unix_micros();
+    if let Ok(mut sent) = HINTS_SENT.lock() {
+        sent.extend(targets.iter().map(|target| (target.id, now)));
+    }
+}
+
+fn take_hints_sent() -> HashMap<Uuid, u128> {
+    HINTS_SENT
+        .lock()
+        .map(|mut sent| sent.drain(..).collect())
+        .unwrap_or_default()
+}
+
+/// The legs of enqueue call→handler start, each at p50 / p99 over the measured jobs
+/// whose every moment is known (a job claimed from the database, without its hint,
+/// has no pop): call → commit answered to the caller → hint in Redis → the worker's
+/// pop returned → claim statement sent → claim answered (committed) → handler's first
+/// line. The producer's moments come from its clock, the worker's from theirs (one
+/// host, one clock). A leg can be negative: the hint goes out from a task of its own,
+/// at the same time as the caller's answer.
+pub(crate) const LEGS: [&str; 6] = [
+    "call->commit",
+    "commit->hint sent",
+    "hint sent->pop woke",
+    "pop woke->claim sent",
+    "claim sent->claimed",
+    "claimed->handler",
+];
+
+fn legs(
+    produced: &Produced,
+    hints_sent: &HashMap<Uuid, u128>,
+    starts: &HashMap<Uuid, Start>,
+) -> Value {
+    let mut legs: Vec<Vec<f64>> = vec![Vec::new(); LEGS.len()];
+    let mut without_pop = 0;
+    for (id, called) in &produced.called_at {
+        let moments = (|| {
+            let start = starts.get(id)?;
+            Some([
+                *called,
+                *produced.answered_at.get(id)?,
+                *hints_sent.get(id)?,
+                start.popped?,
+                start.claim_sent?,
+                start.claimed?,
+                start.handler,
+            ])
+        })();
+        let Some(moments) = moments else {
+            without_pop += 1;
+            continue;
+        };
+        for (leg, pair) in legs.iter_mut().zip(moments.windows(2)) {
+            leg.push((pair[1] as f64 - pair[0] as f64) / 1000.0);
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for (name, values) in LEGS.iter().zip(legs.iter_mut()) {
+        out.insert((*name).to_owned(), percentiles(values));
+    }
+    out.insert("jobs_not_split".to_owned(), json!(without_pop));
+    Value::Object(out)
+}
+
 /// What the latency producer sent.
 struct Produced {
     /// The measured jobs, in the order their enqueue calls returned.
@@ -396,6 +498,8 @@ struct Produced {
     call_ms: Vec<f64>,
     /// Each measured job's wall clock just before its enqueue call (µs since the epoch).
     called_at: HashMap<Uuid, u128>,
+    /// ... and as its answer (the commit) reached the caller.
+    answered_at: HashMap<Uuid, u128>,
     warmed: u64,
     errors: usize,
     first_error: Option<String>,
@@ -411,6 +515,7 @@ impl Produced {
             ids: Vec::with_capacity(jobs),
             call_ms: Vec::with_capacity(jobs),
             called_at: HashMap::with_capacity(jobs),
+            answered_at: HashMap::with_capacity(jobs),
             warmed: 0,
             errors: 0,
             first_error: None,

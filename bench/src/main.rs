@@ -26,6 +26,7 @@ use crate::stats::round;
 mod args;
 mod bench;
 mod drain;
+mod drain_floor;
 mod enqueue;
 mod fanout;
 mod fleet;

@@ -31,15 +31,27 @@ pub(crate) const QUEUE: &str = "pgbench-reference";
 pub(crate) const SECONDS: u64 = 5;
 /// The job ids' parameter as the statement takes it.
 const IDS_PARAM: &str = "$1::UUID[]";
-/// One time-ordered id per transaction, made by the server: 48 bits of milliseconds,
-/// then a version digit and random digits (as a UUIDv7 lays them out).
-const IDS_EXPR: &str = "ARRAY[(lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::INT8), 12, '0') || '7' || substr(md5(random()::TEXT), 1, 19))::UUID]";
+/// One time-ordered id per job, made by the server: 48 bits of milliseconds, then a
+/// version digit and random digits (as a UUIDv7 lays them out). `{jobs}`: how many.
+const IDS_EXPR: &str = "ARRAY(SELECT (lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::INT8), 12, '0') || '7' || substr(md5(random()::TEXT), 1, 19))::UUID FROM generate_series(1, {jobs}))";
 
-/// The pgbench script for `sql`: every `$n` a variable `:pn`, `$1::UUID[]` the
-/// server-made id.
-pub(crate) fn script(sql: &str) -> Result<String> {
+/// [`IDS_EXPR`] for one job.
+const ONE_ID_EXPR: &str = "ARRAY[(lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::INT8), 12, '0') || '7' || substr(md5(random()::TEXT), 1, 19))::UUID]";
+
+/// The ids' expression for `jobs` jobs per statement (one without the subquery, as
+/// the one-producer reference always ran).
+fn ids_expr(jobs: usize) -> String {
+    if jobs == 1 {
+        return ONE_ID_EXPR.to_owned();
+    }
+    IDS_EXPR.replace("{jobs}", &jobs.to_string())
+}
+
+/// The pgbench script for `sql` inserting `jobs` jobs per statement: every `$n` a
+/// variable `:pn`, `$1::UUID[]` the server-made ids.
+pub(crate) fn script(sql: &str, jobs: usize) -> Result<String> {
     ensure!(sql.contains(IDS_PARAM), "the insert takes no {IDS_PARAM}");
-    let sql = sql.replace(IDS_PARAM, IDS_EXPR);
+    let sql = sql.replace(IDS_PARAM, &ids_expr(jobs));
     let mut out = String::with_capacity(sql.len() + 64);
     let mut chars = sql.chars().peekable();
     while let Some(ch) = chars.next() {
@@ -61,26 +73,27 @@ pub(crate) fn script(sql: &str) -> Result<String> {
     Ok(out)
 }
 
-/// The `-D name=value` definitions: what one noop job of `queue` sends for `$2`..`$14`,
-/// in PostgreSQL's text form (pgbench sends text).
-pub(crate) fn definitions(queue: &str) -> Vec<String> {
+/// The `-D name=value` definitions: what `jobs` noop jobs of `queue` in one statement
+/// send for `$2`..`$15`, in PostgreSQL's text form (pgbench sends text).
+pub(crate) fn definitions(queue: &str, jobs: usize) -> Vec<String> {
     let job = NewJob::new(JobKind::Noop, json!({})).with_queue(queue);
+    let array = |element: String| format!("{{{}}}", vec![element; jobs].join(","));
     let quoted = |text: &str| {
-        format!(
-            "{{\"{}\"}}",
+        array(format!(
+            "\"{}\"",
             text.replace('\\', "\\\\").replace('"', "\\\"")
-        )
+        ))
     };
     let values = [
         (2, quoted(job.kind.as_str())),
         (3, quoted(&job.queue)),
-        (4, format!("{{{}}}", job.priority.as_db())),
+        (4, array(job.priority.as_db().to_string())),
         (5, quoted(&job.payload.to_string())),
-        (6, format!("{{{}}}", job.max_attempts)),
-        (7, "{NULL}".to_owned()),
-        (8, "{NULL}".to_owned()),
-        (9, "{NULL}".to_owned()),
-        (10, "{t}".to_owned()),
+        (6, array(job.max_attempts.to_string())),
+        (7, array("NULL".to_owned())),
+        (8, array("NULL".to_owned())),
+        (9, array("NULL".to_owned())),
+        (10, array("t".to_owned())),
         (11, JobState::Queued.as_str().to_owned()),
         (12, Transition::Enqueue.label().to_owned()),
         (13, "{NULL}".to_owned()),
@@ -147,21 +160,27 @@ fn parse_report(text: &str) -> Result<(f64, u64)> {
 }
 
 impl Bench {
-    /// Runs the reference; its commits per second, the jobs it made (counted, then
-    /// deleted) and the CPU it took.
-    pub(crate) async fn pgbench_reference(&mut self) -> Result<Value> {
+    /// Runs a reference: `clients` pgbench clients, each committing lc's insert of
+    /// `jobs` jobs per statement; its commits and jobs per second, the jobs it made
+    /// (counted, then deleted) and the CPU it took.
+    pub(crate) async fn pgbench_reference(&mut self, clients: usize, jobs: usize) -> Result<Value> {
         let pgbench = find_pgbench(self.args.pgbench.as_deref())
             .ok_or_else(|| anyhow!("pgbench not found (give --pgbench or LC_PGBENCH)"))?;
-        let script_path = self.work_dir.join("pgbench-single-insert.sql");
-        std::fs::write(&script_path, script(SINGLE_JOB_INSERT)?)
+        let script_path = self.work_dir.join(format!("pgbench-insert-{jobs}.sql"));
+        std::fs::write(&script_path, script(SINGLE_JOB_INSERT, jobs)?)
             .with_context(|| format!("write {}", script_path.display()))?;
+        let threads = clients.min(2);
         let mut command = Command::new(&pgbench);
         command
-            .args(["-n", "-M", "prepared", "-c", "1", "-j", "1", "-T"])
+            .args(["-n", "-M", "prepared", "-c"])
+            .arg(clients.to_string())
+            .arg("-j")
+            .arg(threads.to_string())
+            .arg("-T")
             .arg(SECONDS.to_string())
             .arg("-f")
             .arg(&script_path);
-        for definition in definitions(QUEUE) {
+        for definition in definitions(QUEUE, jobs) {
             command.arg("-D").arg(definition);
         }
         // The producer's sessions start at the configured isolation (the URL's own
@@ -195,40 +214,45 @@ impl Bench {
             );
         }
         let (tps, transactions) = parse_report(&stdout)?;
-        let made = self.remove_reference_jobs().await?;
+        let made = self.remove_jobs_of(QUEUE).await?;
         // pgbench, reaped by now, is the bench's child.
-        let mut per_commit = cpu_per_job(&cpu, transactions as f64);
-        if let Some(object) = per_commit.as_object_mut()
+        let made_by_pgbench = transactions * jobs as u64;
+        let mut per_job = cpu_per_job(&cpu, made_by_pgbench as f64);
+        if let Some(object) = per_job.as_object_mut()
             && let Some(pgbench) = object.remove("lc-bench-children")
         {
             object.insert("pgbench".to_owned(), pgbench);
         }
         ensure!(
-            made == transactions as i64,
-            "pgbench reported {transactions} transactions but {made} jobs are in {QUEUE}"
+            made == made_by_pgbench as i64,
+            "pgbench reported {transactions} transactions of {jobs} jobs but {made} jobs are in {QUEUE}"
         );
         Ok(json!({
-            "command": format!("pgbench -n -M prepared -c 1 -j 1 -T {SECONDS} -f {}", script_path.display()),
+            "command": format!("pgbench -n -M prepared -c {clients} -j {threads} -T {SECONDS} -f {}", script_path.display()),
             "pgbench": pgbench.display().to_string(),
+            "clients": clients,
+            "jobs_per_commit": jobs,
             "commits_per_s": round(tps, 0),
+            "jobs_per_s": round(tps * jobs as f64, 0),
             "transactions": transactions,
             "jobs_made_then_deleted": made,
             "cpu": cpu,
-            "cpu_us_per_commit": per_commit,
+            "cpu_us_per_job": per_job,
         }))
     }
 
-    /// Deletes the reference's jobs and their events; returns how many jobs there were.
-    async fn remove_reference_jobs(&self) -> Result<i64> {
+    /// Deletes the jobs of `queue` and their events (the references' own, never
+    /// meant to run); returns how many jobs there were.
+    pub(crate) async fn remove_jobs_of(&self, queue: &str) -> Result<i64> {
         let client = self.store.client().await?;
         client
             .execute(
                 "DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE queue = $1)",
-                &[&QUEUE],
+                &[&queue],
             )
             .await?;
         let deleted = client
-            .execute("DELETE FROM jobs WHERE queue = $1", &[&QUEUE])
+            .execute("DELETE FROM jobs WHERE queue = $1", &[&queue])
             .await?;
         Ok(i64::try_from(deleted)?)
     }
@@ -241,11 +265,11 @@ mod tests {
     /// Put back, the script is the producer's statement exactly.
     #[test]
     fn the_script_is_the_producers_single_job_insert() {
-        let made = script(SINGLE_JOB_INSERT).expect("script");
+        let made = script(SINGLE_JOB_INSERT, 32).expect("script");
         let mut back = made
             .trim_end()
             .trim_end_matches(';')
-            .replace(IDS_EXPR, IDS_PARAM);
+            .replace(&ids_expr(32), IDS_PARAM);
         for index in (2..=15).rev() {
             back = back.replace(&format!(":p{index}"), &format!("${index}"));
         }
@@ -255,8 +279,8 @@ mod tests {
 
     #[test]
     fn every_variable_of_the_script_is_defined() {
-        let made = script(SINGLE_JOB_INSERT).expect("script");
-        let defined = definitions(QUEUE);
+        let made = script(SINGLE_JOB_INSERT, 1).expect("script");
+        let defined = definitions(QUEUE, 1);
         assert_eq!(defined.len(), 14);
         for definition in &defined {
             let name = definition.split('=').next().expect("name");
@@ -283,6 +307,33 @@ mod tests {
         }
         assert!(defined.contains(&"p3={\"pgbench-reference\"}".to_owned()));
         assert!(defined.contains(&"p5={\"{}\"}".to_owned()));
+    }
+
+    #[test]
+    fn a_statement_of_many_jobs_repeats_each_value() {
+        let defined = definitions(QUEUE, 3);
+        assert!(defined.contains(&"p10={t,t,t}".to_owned()), "{defined:?}");
+        assert!(
+            defined.contains(&"p7={NULL,NULL,NULL}".to_owned()),
+            "{defined:?}"
+        );
+        assert!(
+            defined.contains(
+                &"p3={\"pgbench-reference\",\"pgbench-reference\",\"pgbench-reference\"}"
+                    .to_owned()
+            ),
+            "{defined:?}"
+        );
+        assert!(
+            script(SINGLE_JOB_INSERT, 3)
+                .expect("script")
+                .contains("generate_series(1, 3)")
+        );
+        assert!(
+            !script(SINGLE_JOB_INSERT, 1)
+                .expect("script")
+                .contains("generate_series")
+        );
     }
 
     #[test]

@@ -178,12 +178,13 @@ fn print_enqueue_details(out: &serde_json::Map<String, Value>) {
             if let Some(per_job) = run["cpu_us_per_job"].as_object() {
                 println!("  CPU per job (µs): {}", per_process(per_job));
             }
-            let reference = &run["pgbench_reference"];
-            if reference.is_object() {
+            for reference in run["pgbench_references"].as_array().into_iter().flatten() {
                 println!(
-                    "  pgbench reference (same statement, same server, just after): {} commits/s; CPU per commit (µs): {}; {}",
+                    "  pgbench reference (same statement, same server, just after): {} commits/s of {} job(s) = {} jobs/s; CPU per job (µs): {}; {}",
                     reference["commits_per_s"],
-                    reference["cpu_us_per_commit"]
+                    reference["jobs_per_commit"],
+                    reference["jobs_per_s"],
+                    reference["cpu_us_per_job"]
                         .as_object()
                         .map(per_process)
                         .unwrap_or_default(),

@@ -30,7 +30,7 @@ pub use tokens::{Caller, Tokens};
 
 use lc_shared::NewJob;
 use lc_shared::config::redact_url;
-use lc_shared::dispatch::Dispatch;
+use lc_shared::dispatch::{Dispatch, HintsObserver};
 use lc_shared::job::InvalidJob;
 use lc_shared::kind::Kinds;
 use lc_shared::queue::{Hints, QueueError};
@@ -97,6 +97,8 @@ pub struct Producer {
     group: Arc<OnceLock<group::GroupCommit>>,
     /// Hints of single enqueues still on their way to Redis; see [`Producer::flush_hints`].
     hints_in_flight: group::HintsInFlight,
+    /// See [`Producer::on_hints_sent`].
+    on_hints_sent: Option<HintsObserver>,
 }
 
 /// How long an enqueue waits out a database outage unless told otherwise: longer than
@@ -134,13 +136,25 @@ impl Producer {
             kinds: lc_shared::builtin::kinds()?,
             group: Arc::default(),
             hints_in_flight: group::HintsInFlight::default(),
+            on_hints_sent: None,
         })
+    }
+
+    /// Calls `observer` with each batch of hints right after Redis took it (the
+    /// benchmark splits enqueue→handler into legs with it). It runs on the task that
+    /// sends the hints: keep it short.
+    pub fn on_hints_sent(mut self, observer: HintsObserver) -> Producer {
+        self.on_hints_sent = Some(observer);
+        self.dispatch = self.dispatch.on_sent(self.on_hints_sent);
+        self.group = Arc::default();
+        self
     }
 
     /// Sets `--isolation` (see [`IsolationSetting`]).
     pub fn with_isolation(mut self, isolation: IsolationSetting) -> Producer {
         self.store = self.store.clone().with_isolation(isolation);
-        self.dispatch = Dispatch::new(self.store.clone(), self.queue.clone());
+        self.dispatch =
+            Dispatch::new(self.store.clone(), self.queue.clone()).on_sent(self.on_hints_sent);
         self.group = Arc::default();
         self
     }

@@ -13,6 +13,9 @@ use uuid::Uuid;
 use crate::queue::Hints;
 use crate::store::{Enqueued, HintTarget, Store, error_chain};
 
+/// Called with each batch of hints once Redis has them (see [`Dispatch::on_sent`]).
+pub type HintsObserver = fn(&[HintTarget]);
+
 /// Sends hints for committed jobs. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct Dispatch {
@@ -21,6 +24,7 @@ pub struct Dispatch {
     queue: Option<Hints>,
     /// Whether the last send failed, so an outage is reported once.
     failing: Arc<AtomicBool>,
+    on_sent: Option<HintsObserver>,
 }
 
 impl Dispatch {
@@ -29,6 +33,17 @@ impl Dispatch {
             store,
             queue,
             failing: Arc::new(AtomicBool::new(false)),
+            on_sent: None,
+        }
+    }
+
+    /// Calls `observer` with each batch of hints right after Redis took it (the
+    /// benchmark times commit→hint sent with it). It runs on the sending task: keep it
+    /// short.
+    pub fn on_sent(self, observer: Option<HintsObserver>) -> Dispatch {
+        Dispatch {
+            on_sent: observer,
+            ..self
         }
     }
 
@@ -68,6 +83,9 @@ impl Dispatch {
             None => Err(()),
         };
         if sent.is_ok() {
+            if let Some(observer) = self.on_sent {
+                observer(targets);
+            }
             if self.failing.swap(false, Ordering::Relaxed) {
                 info!("hints go out again");
             }

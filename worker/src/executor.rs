@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::config::WorkerConfig;
-use crate::handlers::{JobContext, Registry};
+use crate::handlers::{ClaimTimes, JobContext, Registry};
 use crate::slots::{Finished, Slot};
 use crate::worker::Worker;
 
@@ -30,6 +30,7 @@ pub(crate) async fn run_job(
     cancel: CancellationToken,
     slot: Option<Slot>,
     trace: Option<job_trace::Context>,
+    claim_times: ClaimTimes,
 ) {
     let span = info_span!(
         "job",
@@ -55,6 +56,7 @@ pub(crate) async fn run_job(
             worker.clone(),
             registry.clone(),
             handler_cancel.clone(),
+            claim_times,
         );
         let limit = timeout_for(&worker.config, &registry, &job);
         let result = run_within(&registry, &context, limit, &handler_cancel).await;

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::executor;
-use crate::handlers::Registry;
+use crate::handlers::{ClaimTimes, Registry};
 use crate::slots::Slot;
 use crate::worker::Worker;
 
@@ -137,6 +137,7 @@ impl Fetcher {
             return Round::Again;
         };
         let popped = conn.pop(&self.keys, permits.len(), POP_TIMEOUT).await;
+        let popped_at = now_if_wanted(&self.registry);
         if popped.is_ok() && self.redis_down {
             info!(queue = %self.queue_name, "redis is back");
             self.redis_down = false;
@@ -157,6 +158,7 @@ impl Fetcher {
                         queue: &queue_name,
                         key: &key,
                         hints,
+                        at: popped_at,
                     };
                     claim_hinted(&worker, &registry, popped, &mut permits).await;
                     drop(claim);
@@ -239,6 +241,8 @@ struct Popped<'a> {
     /// The list they came from.
     key: &'a str,
     hints: Vec<String>,
+    /// When the pop returned (see [`now_if_wanted`]).
+    at: Option<SystemTime>,
 }
 
 /// Claims the jobs named by popped hints. Malformed hints are logged and skipped (the
@@ -249,7 +253,12 @@ async fn claim_hinted(
     popped: Popped<'_>,
     permits: &mut Vec<Slot>,
 ) {
-    let Popped { queue, key, hints } = popped;
+    let Popped {
+        queue,
+        key,
+        hints,
+        at: popped,
+    } = popped;
     let mut ids: Vec<Uuid> = Vec::with_capacity(hints.len());
     for hint in &hints {
         match Uuid::parse_str(hint) {
@@ -264,13 +273,18 @@ async fn claim_hinted(
     if ids.is_empty() {
         return;
     }
-    let sent = claim_sent();
+    let sent = now_if_wanted(registry);
     match worker
         .store
         .claim_by_ids(&ids, worker.id, worker.config.lease)
         .await
     {
         Ok(jobs) => {
+            let times = ClaimTimes {
+                popped,
+                sent,
+                claimed: now_if_wanted(registry),
+            };
             worker.outages.fetcher.ok();
             let left: Vec<Uuid> = if jobs.len() < ids.len() {
                 let claimed: HashSet<Uuid> = jobs.iter().map(|job| job.id).collect();
@@ -278,7 +292,7 @@ async fn claim_hinted(
             } else {
                 Vec::new()
             };
-            start(worker, registry, jobs, sent, permits);
+            start(worker, registry, jobs, times, permits);
             if !left.is_empty() && !permits.is_empty() {
                 claim_keys_of(worker, registry, queue, &left, permits).await;
             }
@@ -326,7 +340,7 @@ async fn claim_keys(
         if permits.is_empty() {
             return;
         }
-        let sent = claim_sent();
+        let sent = now_if_wanted(registry);
         match worker
             .store
             .claim_keyed(
@@ -339,8 +353,13 @@ async fn claim_keys(
             .await
         {
             Ok(jobs) => {
+                let times = ClaimTimes {
+                    popped: None,
+                    sent,
+                    claimed: now_if_wanted(registry),
+                };
                 worker.outages.fetcher.ok();
-                start(worker, registry, jobs, sent, permits);
+                start(worker, registry, jobs, times, permits);
             }
             Err(err) => {
                 worker
@@ -360,7 +379,7 @@ async fn claim_from_database(
     permits: &mut Vec<Slot>,
     due_scan: &mut ScanBound,
 ) {
-    let sent = claim_sent();
+    let sent = now_if_wanted(registry);
     match worker
         .store
         .claim_due(
@@ -373,11 +392,16 @@ async fn claim_from_database(
         .await
     {
         Ok(jobs) => {
+            let times = ClaimTimes {
+                popped: None,
+                sent,
+                claimed: now_if_wanted(registry),
+            };
             worker.outages.fetcher.ok();
             if !jobs.is_empty() {
                 debug!(queue = %queue_name, jobs = jobs.len(), "claimed from the database");
             }
-            start(worker, registry, jobs, sent, permits);
+            start(worker, registry, jobs, times, permits);
         }
         Err(err) => {
             worker.outages.fetcher.failed(&err, "claiming jobs");
@@ -400,35 +424,38 @@ async fn claim_from_database(
     }
 }
 
-/// When a claim statement is sent, for the claim spans of its jobs; `None` (and no
-/// clock read) when traces are off.
-fn claim_sent() -> Option<SystemTime> {
-    job_trace::enabled().then(SystemTime::now)
+/// The time now, for the claim spans of traces and the [`ClaimTimes`] of a start
+/// observer; `None` (and no clock read) when neither is on.
+fn now_if_wanted(registry: &Registry) -> Option<SystemTime> {
+    (job_trace::enabled() || registry.observes_starts()).then(SystemTime::now)
 }
 
-/// Starts claimed jobs, each holding one of the slots; `sent` is when their claim
-/// statement went out (see [`claim_sent`]).
+/// Starts claimed jobs, each holding one of the slots; `times` say when their hint was
+/// popped and their claim statement went out and came back (see [`now_if_wanted`]).
 fn start(
     worker: &Arc<Worker>,
     registry: &Registry,
     jobs: Vec<ClaimedJob>,
-    sent: Option<SystemTime>,
+    times: ClaimTimes,
     permits: &mut Vec<Slot>,
 ) {
     let batch = jobs.len();
     for job in jobs {
-        let trace = sent.and_then(|started| {
-            job_trace::claimed(&job_trace::Claim {
-                job_id: job.id,
-                kind: job.kind.as_str(),
-                queue: &job.queue,
-                attempt: job.attempt,
-                worker_id: worker.id,
-                traceparent: job.traceparent.as_deref(),
-                started,
-                batch,
-            })
-        });
+        let trace = times
+            .sent
+            .filter(|_| job_trace::enabled())
+            .and_then(|started| {
+                job_trace::claimed(&job_trace::Claim {
+                    job_id: job.id,
+                    kind: job.kind.as_str(),
+                    queue: &job.queue,
+                    attempt: job.attempt,
+                    worker_id: worker.id,
+                    traceparent: job.traceparent.as_deref(),
+                    started,
+                    batch,
+                })
+            });
         // Claims never exceed the permits asked for; should one ever, the job still
         // runs (a stranded claim would hold its lease by heartbeat forever).
         let permit = permits.pop();
@@ -448,6 +475,7 @@ fn start(
             cancel,
             permit,
             trace,
+            times,
         ));
     }
 }

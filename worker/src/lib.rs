@@ -54,7 +54,9 @@ pub use config::WorkerConfig;
 /// the database), and unoptimized builds poll them in large frames; 2 MiB, the
 /// default, is not enough there. Memory is reserved, not used, until touched.
 pub const THREAD_STACK_BYTES: usize = 16 * 1024 * 1024;
-pub use handlers::{EventsObserver, Handler, HandlerList, JobContext, JobError, Registry};
+pub use handlers::{
+    ClaimTimes, EventsObserver, Handler, HandlerList, JobContext, JobError, Registry, StartObserver,
+};
 pub use metrics::Metrics;
 pub use supervisor::run_with;
 pub use worker::{HELD_PER_SLOT, WorkerError};

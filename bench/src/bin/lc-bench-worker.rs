@@ -1,19 +1,23 @@
 //! `lc-bench-worker`: `lc-worker` (the same flags, kinds and code) plus the benchmark's
-//! observer, which appends `<job id> <unix time in µs>` to the file named by
-//! `LC_HANDLER_START_LOG` as each handler starts; the bench times enqueue→start and
-//! drains from those lines (same host, same clock). The product's `lc-worker` has no
-//! such hook.
+//! observer, which appends `<job id> <handler start> <hint popped> <claim sent> <claim
+//! back>` (unix times in µs, `-` for a moment that did not happen) to the file named by
+//! `LC_HANDLER_START_LOG` as each handler starts; the bench times enqueue→start, its
+//! legs and drains from those lines (same host, same clock). The product's `lc-worker`
+//! has no such hook.
 
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use lc_shared::store::ClaimedJob;
+use lc_worker::ClaimTimes;
 
 fn main() -> anyhow::Result<()> {
     lc_deployment::cli::main_with(|registry| registry.on_handler_start(record_start))
 }
 
-fn record_start(job: &ClaimedJob) {
+fn record_start(job: &ClaimedJob, times: &ClaimTimes) {
     static LOG: OnceLock<Option<Mutex<std::fs::File>>> = OnceLock::new();
     let log = LOG.get_or_init(|| {
         let path = std::env::var_os("LC_HANDLER_START_LOG")?;
@@ -25,11 +29,17 @@ fn record_start(job: &ClaimedJob) {
             .map(Mutex::new)
     });
     let Some(log) = log else { return };
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|since| since.as_micros())
-        .unwrap_or(0);
+    let micros = |at: Option<SystemTime>| {
+        at.and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+            .map_or_else(|| "-".to_owned(), |since| since.as_micros().to_string())
+    };
+    let started = micros(Some(SystemTime::now()));
+    let (popped, sent, claimed) = (
+        micros(times.popped),
+        micros(times.sent),
+        micros(times.claimed),
+    );
     if let Ok(mut file) = log.lock() {
-        let _ = writeln!(file, "{} {micros}", job.id);
+        let _ = writeln!(file, "{} {started} {popped} {sent} {claimed}", job.id);
     }
 }

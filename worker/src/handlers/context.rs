@@ -10,7 +10,7 @@ use std::time::Duration;
 use lc_shared::store::{ClaimedJob, Enqueued, error_chain};
 use tokio_util::sync::CancellationToken;
 
-use super::{JobError, Registry};
+use super::{ClaimTimes, JobError, Registry};
 use crate::metrics::Metrics;
 use crate::worker::Worker;
 
@@ -20,6 +20,7 @@ pub struct JobContext {
     worker: Arc<Worker>,
     registry: Registry,
     cancel: CancellationToken,
+    claim_times: ClaimTimes,
 }
 
 impl JobContext {
@@ -28,13 +29,20 @@ impl JobContext {
         worker: Arc<Worker>,
         registry: Registry,
         cancel: CancellationToken,
+        claim_times: ClaimTimes,
     ) -> JobContext {
         JobContext {
             job,
             worker,
             registry,
             cancel,
+            claim_times,
         }
+    }
+
+    /// When this attempt's claim was made, as far as anything asked (see [`ClaimTimes`]).
+    pub(crate) fn claim_times(&self) -> ClaimTimes {
+        self.claim_times
     }
 
     /// The job: id, kind, attempt (the fencing token), queue, priority, group, payload.

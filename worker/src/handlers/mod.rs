@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 use lc_shared::builtin;
@@ -118,8 +118,23 @@ fn run_erased<D, H: Handler<D>>(context: &JobContext) -> BoxFuture<'_, Result<()
 /// State that handlers share, one value per type (a domain's store, its settings).
 type States = BTreeMap<TypeId, Arc<dyn Any + Send + Sync>>;
 
-/// Called as each handler starts, before it runs (see [`Registry::on_handler_start`]).
-pub type StartObserver = fn(&ClaimedJob);
+/// Called as each handler starts, before it runs, with when its claim was made (see
+/// [`Registry::on_handler_start`]).
+pub type StartObserver = fn(&ClaimedJob, &ClaimTimes);
+
+/// The wall-clock moments of a job's way from its hint to its handler, for a
+/// [`StartObserver`] (the benchmark splits enqueue→handler into legs with them). Read
+/// only when something looks at them: traces or an observer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClaimTimes {
+    /// When the pop that brought the job's hint returned; `None` for a job claimed
+    /// from the database without a hint.
+    pub popped: Option<SystemTime>,
+    /// When the claim statement went out.
+    pub sent: Option<SystemTime>,
+    /// When the claim's answer (its commit) came back.
+    pub claimed: Option<SystemTime>,
+}
 
 /// Called by the event relay with each batch it added to the stream, before the batch
 /// is marked published (see [`Registry::on_events_sent`]).
@@ -265,11 +280,16 @@ impl Registry {
         self.kinds.get(kind).map(|info| info.timeout)
     }
 
+    /// Whether the claim's moments are wanted ([`Registry::on_handler_start`]).
+    pub(crate) fn observes_starts(&self) -> bool {
+        self.on_start.is_some()
+    }
+
     /// Runs the handler of the job's kind.
     pub(crate) async fn run(&self, context: &JobContext) -> Result<(), JobError> {
         let job = context.job();
         if let Some(observer) = self.on_start {
-            observer(job);
+            observer(job, &context.claim_times());
         }
         let Some(run) = self.handlers.get(job.kind.as_str()) else {
             return Err(JobError::fatal(format!(

@@ -1,0 +1,248 @@
+//! The drain floor: what lc's own statements allow a drain on this server, with no
+//! worker around them. The same preloaded no-op jobs are claimed by id
+//! (`Store::claim_by_ids`, the statement a popped hint leads to) and recorded succeeded
+//! (`Store::record_completions`, the completer's statement), by K simulated workers
+//! that each keep the worker's shape: `--concurrency` slots, two claims in flight, one
+//! completion write in flight gathering whatever finished meanwhile. What they leave
+//! out is everything else a worker does: no Redis, no handler tasks, no leases, no
+//! event relay. So the floor's rate is the most a drain with these statements could
+//! reach here, and the drain's rate as a share of it is what the worker costs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use lc_shared::state::RunResult;
+use lc_shared::store::{ClaimedJob, Completion, Store};
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::bench::Bench;
+use crate::rows::Unit;
+use crate::stats::{cpu_per_job, cpu_sample, cpu_split, pg_delta, pg_stats, redis_admin, round};
+
+/// Claims in flight per simulated worker, as the worker's fetch loop keeps them.
+const CLAIMS_IN_FLIGHT: usize = 2;
+/// Most completions in one statement, as the worker's completer writes them.
+const MAX_COMPLETIONS: usize = 500;
+/// The lease the floor's claims take (they are recorded long before it ends).
+const LEASE: Duration = Duration::from_secs(60);
+
+impl Bench {
+    /// The floor for `workers` simulated workers over a freshly preloaded queue of
+    /// `--drain-jobs` jobs (its rows: [`Bench::floor_rows`]).
+    pub(crate) async fn drain_floor(&mut self, workers: usize) -> Result<Value> {
+        let jobs = self.args.drain_jobs;
+        let queue = self.queue_name(&format!("drain-floor-{workers}"));
+        self.preload(&queue, jobs).await?;
+        let client = self.store.client().await?;
+        let ids: Vec<Uuid> = client
+            .query(
+                "SELECT id FROM jobs WHERE queue = $1 AND state = 'queued' ORDER BY id",
+                &[&queue],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        ensure!(
+            ids.len() == jobs,
+            "{} of {jobs} floor jobs queued",
+            ids.len()
+        );
+        // Each simulated worker's connections: its claims and its completion write.
+        let store = self.args.connect.store(workers * (CLAIMS_IN_FLIGHT + 1))?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let pg_before = pg_stats(&client).await?;
+        let cpu_before = cpu_sample(&[]);
+        let clock = Instant::now();
+        let ids = Arc::new(ids);
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut simulated = JoinSet::new();
+        for _ in 0..workers {
+            simulated.spawn(simulated_worker(
+                store.clone(),
+                ids.clone(),
+                next.clone(),
+                self.args.worker_concurrency.max(1),
+            ));
+        }
+        let mut recorded = 0;
+        while let Some(joined) = simulated.join_next().await {
+            recorded += joined??;
+        }
+        let seconds = clock.elapsed().as_secs_f64();
+        let cpu = cpu_split(&cpu_before, &cpu_sample(&[]), self.clk_tck);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let pg = pg_delta(&pg_before, &pg_stats(&client).await?, jobs as f64, 0.0);
+        ensure!(
+            recorded == jobs,
+            "the floor recorded {recorded} of {jobs} jobs"
+        );
+        let succeeded: i64 = client
+            .query_one(
+                "SELECT count(*) FROM jobs WHERE queue = $1 AND state = 'succeeded'",
+                &[&queue],
+            )
+            .await?
+            .get(0);
+        ensure!(
+            succeeded == jobs as i64,
+            "{succeeded} of {jobs} floor jobs succeeded"
+        );
+        let rate = jobs as f64 / seconds;
+        let cpu_us_per_job = cpu_per_job(&cpu, jobs as f64);
+        self.remove_floor_jobs(&queue).await?;
+        Ok(json!({
+            "workers": workers,
+            "concurrency_per_worker": self.args.worker_concurrency,
+            "jobs": jobs,
+            "seconds": round(seconds, 3),
+            "jobs_per_s": round(rate, 0),
+            "verified_succeeded": succeeded,
+            "queue": queue,
+            "cpu": cpu,
+            "cpu_us_per_job": cpu_us_per_job,
+            "postgres": pg,
+        }))
+    }
+}
+
+impl Bench {
+    /// Removes what the floor leaves: its jobs and their history (else the next
+    /// workers' event relays would publish 300,000 transitions nobody is timed for) and
+    /// their hints in Redis; they are no longer counted among the bench's jobs.
+    async fn remove_floor_jobs(&mut self, queue: &str) -> Result<()> {
+        self.remove_jobs_of(queue).await?;
+        self.enqueued.remove(queue);
+        let mut redis = redis_admin(&self.args.connect.redis_url).await?;
+        let _: i64 = redis::cmd("DEL")
+            .arg(&self.queue.ready_keys(queue)[..])
+            .query_async(&mut redis)
+            .await?;
+        Ok(())
+    }
+
+    /// The floor's rows under its drain's: its rate, the drain's share of it, and the
+    /// floor's CPU per job.
+    pub(crate) fn floor_rows(&mut self, workers: usize, drain: &Value, floor: &Value) {
+        let rate = floor["jobs_per_s"].as_f64().unwrap_or(0.0);
+        let drained = drain["jobs_per_s"].as_f64().unwrap_or(0.0);
+        self.figure_row(
+            format!("  floor: lc's claim and completion statements alone ({workers}w)"),
+            Unit::JobsPerS,
+            vec![rate],
+            None,
+            "",
+            None,
+        );
+        self.figure_row(
+            format!("  drain / floor ({workers}w)"),
+            Unit::Percent,
+            vec![if rate > 0.0 { drained / rate } else { 0.0 }],
+            None,
+            "",
+            None,
+        );
+        let per_job = &floor["cpu_us_per_job"];
+        let of = |group: &str| per_job[group].as_f64().unwrap_or(0.0);
+        self.figure_row(
+            format!("  floor's CPU per job: postgres / lc-bench ({workers}w)"),
+            Unit::Micros,
+            vec![of("postgres"), of("lc-bench")],
+            None,
+            "",
+            None,
+        );
+    }
+}
+
+/// One simulated worker: claims batches of the shared `ids` into its free slots (two
+/// claims in flight) and records them succeeded (one write in flight), until every id
+/// is taken; returns how many it recorded.
+async fn simulated_worker(
+    store: Store,
+    ids: Arc<Vec<Uuid>>,
+    next: Arc<AtomicUsize>,
+    concurrency: usize,
+) -> Result<usize> {
+    let worker = Uuid::now_v7();
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let (claimed_tx, mut claimed_rx) = mpsc::unbounded_channel::<Vec<ClaimedJob>>();
+    let mut claimers = JoinSet::new();
+    for _ in 0..CLAIMS_IN_FLIGHT {
+        let (store, ids, next, slots, claimed_tx) = (
+            store.clone(),
+            ids.clone(),
+            next.clone(),
+            slots.clone(),
+            claimed_tx.clone(),
+        );
+        claimers.spawn(async move {
+            loop {
+                // At least one free slot, then as many more as are free.
+                let first = slots.clone().acquire_owned().await?;
+                let mut taken = 1;
+                first.forget();
+                while taken < concurrency && slots.try_acquire().map(|p| p.forget()).is_ok() {
+                    taken += 1;
+                }
+                let start = next.fetch_add(taken, Ordering::Relaxed);
+                if start >= ids.len() {
+                    return anyhow::Ok(());
+                }
+                let end = (start + taken).min(ids.len());
+                // Slots this batch does not use (the last one) go back.
+                slots.add_permits(taken - (end - start));
+                let jobs = store.claim_by_ids(&ids[start..end], worker, LEASE).await?;
+                ensure!(
+                    jobs.len() == end - start,
+                    "claimed {} of {}",
+                    jobs.len(),
+                    end - start
+                );
+                if claimed_tx.send(jobs).is_err() {
+                    return Ok(());
+                }
+            }
+        });
+    }
+    drop(claimed_tx);
+    let mut recorded = 0;
+    while let Some(first) = claimed_rx.recv().await {
+        let mut batch: Vec<Completion> = first.iter().map(succeeded).collect();
+        while batch.len() < MAX_COMPLETIONS {
+            match claimed_rx.try_recv() {
+                Ok(more) => batch.extend(more.iter().map(succeeded)),
+                Err(_) => break,
+            }
+        }
+        let applied = store.record_completions(worker, &batch).await?;
+        ensure!(
+            applied.len() == batch.len(),
+            "recorded {} of {}",
+            applied.len(),
+            batch.len()
+        );
+        recorded += batch.len();
+        slots.add_permits(batch.len());
+    }
+    while let Some(joined) = claimers.join_next().await {
+        joined??;
+    }
+    Ok(recorded)
+}
+
+/// A claimed job's completion, succeeded at once (what a no-op handler returns).
+fn succeeded(job: &ClaimedJob) -> Completion {
+    Completion {
+        id: job.id,
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        result: RunResult::Succeeded,
+        retry_delay_ms: 0,
+    }
+}
