@@ -47,7 +47,8 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) work_dir: Option<PathBuf>,
 
-    /// Jobs per enqueue measurement
+    /// Jobs per enqueue measurement; the one-at-a-time runs of many producers take
+    /// this many per producer, at most 8 times this many
     #[arg(long, default_value_t = 20_000)]
     pub(crate) jobs: usize,
 
