@@ -165,7 +165,12 @@ impl Bench {
                 .await;
             let met = self.drain_rows(&figure, workers, &value, peer.as_ref());
             if let Some(floor) = &floor {
-                self.floor_rows(workers, &value, floor);
+                let target = peer
+                    .as_ref()
+                    .and_then(|peer| peer["jobs_per_s"].as_f64())
+                    .zip(target_ratio(workers))
+                    .map(|(peer_rate, ratio)| peer_rate * ratio);
+                self.floor_rows(workers, &value, floor, target);
             }
             value["floor"] = json!(floor);
             value["met"] = json!(met);
@@ -199,12 +204,10 @@ impl Bench {
     ) -> Option<bool> {
         let rate = value["jobs_per_s"].as_f64().unwrap_or(0.0);
         let peer_rate = peer.map(|peer| vec![peer["jobs_per_s"].as_f64().unwrap_or(0.0)]);
-        // Issue 10 against the peer: 1.0x with one worker, 1.2x with two; alone,
-        // issue 5's floor.
-        let (target, check) = match (&peer_rate, workers) {
-            (Some(_), 1) => ("≥ 1.2x".to_owned(), Some(Check::RatioAtLeast(1.2))),
-            (Some(_), 2) => ("≥ 1.8x".to_owned(), Some(Check::RatioAtLeast(1.8))),
-            (Some(_), _) => (String::new(), None),
+        // Issue 20 against the peer (`target_ratio`); alone, issue 5's floor.
+        let (target, check) = match (&peer_rate, target_ratio(workers)) {
+            (Some(_), Some(ratio)) => (format!("≥ {ratio}x"), Some(Check::RatioAtLeast(ratio))),
+            (Some(_), None) => (String::new(), None),
             (None, _) => (
                 format!(">= {}", thousands(TARGET_DRAIN)),
                 Some(Check::AtLeast(TARGET_DRAIN)),
@@ -282,6 +285,16 @@ impl Bench {
             "",
             None,
         );
+    }
+}
+
+/// Issue 20's drain target against the peer: at least 1.2x its rate with one worker,
+/// 1.8x with two.
+fn target_ratio(workers: usize) -> Option<f64> {
+    match workers {
+        1 => Some(1.2),
+        2 => Some(1.8),
+        _ => None,
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::bench::Bench;
-use crate::rows::Unit;
+use crate::rows::{Unit, thousands};
 use crate::stats::{cpu_per_job, cpu_sample, cpu_split, pg_delta, pg_stats, redis_admin, round};
 
 /// Claims in flight per simulated worker, as the worker's fetch loop keeps them.
@@ -126,9 +126,16 @@ impl Bench {
         Ok(())
     }
 
-    /// The floor's rows under its drain's: its rate, the drain's share of it, and the
-    /// floor's CPU per job.
-    pub(crate) fn floor_rows(&mut self, workers: usize, drain: &Value, floor: &Value) {
+    /// The floor's rows under its drain's: its rate, the drain's share of it, the
+    /// floor's CPU per job, and, given the drain's target rate against the peer, whether
+    /// that target is within what the statements allow here.
+    pub(crate) fn floor_rows(
+        &mut self,
+        workers: usize,
+        drain: &Value,
+        floor: &Value,
+        target: Option<f64>,
+    ) {
         let rate = floor["jobs_per_s"].as_f64().unwrap_or(0.0);
         let drained = drain["jobs_per_s"].as_f64().unwrap_or(0.0);
         self.figure_row(
@@ -157,6 +164,25 @@ impl Bench {
             "",
             None,
         );
+        if let Some(target) = target.filter(|_| rate > 0.0) {
+            let peer = self.peer_name();
+            self.row(
+                format!("  the drain's target against {peer} / the floor ({workers}w)"),
+                format!(
+                    "{} / {} jobs/s = {:.0}%{}",
+                    thousands(target),
+                    thousands(rate),
+                    100.0 * target / rate,
+                    if target > rate {
+                        ": above what these statements reach here"
+                    } else {
+                        ": within what these statements reach here"
+                    }
+                ),
+                "",
+                None,
+            );
+        }
     }
 }
 

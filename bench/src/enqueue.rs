@@ -92,9 +92,8 @@ impl Bench {
                 peer.enqueue(total, concurrency).await
             })
             .await;
-        let peer_rate = peer
-            .as_ref()
-            .map(|peer| vec![peer["jobs_per_s"].as_f64().unwrap_or(0.0)]);
+        let peer_jobs_per_s = peer.as_ref().and_then(|peer| peer["jobs_per_s"].as_f64());
+        let peer_rate = peer_jobs_per_s.map(|rate| vec![rate]);
         // Issue 20 against the peer: many producers at least 1.2x its rate (one
         // producer's target is the pgbench reference's, below). Alone, issue 5's floor
         // for many producers.
@@ -133,6 +132,9 @@ impl Bench {
             None,
         );
         self.reference_rows(concurrency, rate, &references);
+        if let (Some(peer_rate), true) = (peer_jobs_per_s, concurrency > 1) {
+            self.target_against_reference(concurrency, peer_rate * 1.2, &references);
+        }
         Ok(json!({
             "concurrency": concurrency,
             "jobs": total,
@@ -199,6 +201,35 @@ impl Bench {
             Unit::Micros,
             vec![of("postgres"), of("pgbench")],
             None,
+            "",
+            None,
+        );
+    }
+
+    /// Whether the many-producer target (`target` jobs/s, 1.2x the peer's) is within
+    /// what the best same-shape pgbench reference commits on this server.
+    fn target_against_reference(&mut self, concurrency: usize, target: f64, references: &[Value]) {
+        let best = references
+            .iter()
+            .filter_map(|reference| reference["jobs_per_s"].as_f64())
+            .fold(0.0, f64::max);
+        if best <= 0.0 {
+            return;
+        }
+        let peer = self.peer_name();
+        self.row(
+            format!("  the target against {peer} / best pgbench reference ({concurrency}p)"),
+            format!(
+                "{} / {} jobs/s = {:.0}%{}",
+                thousands(target),
+                thousands(best),
+                100.0 * target / best,
+                if target > best {
+                    ": above what durable commits of this statement reach here"
+                } else {
+                    ": within what durable commits of this statement reach here"
+                }
+            ),
             "",
             None,
         );
