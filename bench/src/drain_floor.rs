@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::bench::Bench;
-use crate::rows::{Unit, thousands};
+use crate::rows::Unit;
 use crate::stats::{cpu_per_job, cpu_sample, cpu_split, pg_delta, pg_stats, redis_admin, round};
 
 /// Claims in flight per simulated worker, as the worker's fetch loop keeps them.
@@ -165,21 +165,15 @@ impl Bench {
             None,
         );
         if let Some(target) = target.filter(|_| rate > 0.0) {
+            // The drain's target (the peer's rate times issue 20's ratio) as a share of
+            // the floor: above 100%, the target asks more than these statements reach.
             let peer = self.peer_name();
-            self.row(
+            self.figure_row(
                 format!("  the drain's target against {peer} / the floor ({workers}w)"),
-                format!(
-                    "{} / {} jobs/s = {:.0}%{}",
-                    thousands(target),
-                    thousands(rate),
-                    100.0 * target / rate,
-                    if target > rate {
-                        ": above what these statements reach here"
-                    } else {
-                        ": within what these statements reach here"
-                    }
-                ),
-                "",
+                Unit::Percent,
+                vec![target / rate],
+                None,
+                "> 100%: above what they reach",
                 None,
             );
         }

@@ -216,21 +216,14 @@ impl Bench {
         if best <= 0.0 {
             return;
         }
+        // Above 100%, the target asks more than durable commits of this statement reach.
         let peer = self.peer_name();
-        self.row(
+        self.figure_row(
             format!("  the target against {peer} / best pgbench reference ({concurrency}p)"),
-            format!(
-                "{} / {} jobs/s = {:.0}%{}",
-                thousands(target),
-                thousands(best),
-                100.0 * target / best,
-                if target > best {
-                    ": above what durable commits of this statement reach here"
-                } else {
-                    ": within what durable commits of this statement reach here"
-                }
-            ),
-            "",
+            Unit::Percent,
+            vec![target / best],
+            None,
+            "> 100%: above what they reach",
             None,
         );
     }

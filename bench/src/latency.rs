@@ -66,6 +66,7 @@ impl Bench {
     pub(crate) async fn latency(&mut self, rate: u64) -> Result<Value> {
         let queue = self.queue_name(&format!("latency-{rate}"));
         self.prepare_queue(&queue).await?;
+        let backlog = self.publish_backlog().await?;
         self.flush_dirty_pages().await;
         let queues = [queue.clone()];
         let procs = self.latency_workers(&queues).await?;
@@ -127,6 +128,7 @@ impl Bench {
             "rate_per_s": rate,
             "duration_s": self.args.latency_duration.as_secs_f64(),
             "warmup_jobs_not_measured": produced.warmed,
+            "event_backlog_published_before": backlog,
             "jobs": produced.ids.len(),
             "achieved_rate_per_s": round(jobs / produced.schedule_s, 1),
             "schedule_s": round(produced.schedule_s, 3),
