@@ -4,8 +4,8 @@
 //! (`Store::record_completions`, the completer's statement), by K simulated workers
 //! that each keep the worker's shape: `--concurrency` slots, two claims in flight, one
 //! completion write in flight gathering whatever finished meanwhile. What they leave
-//! out is everything else a worker does: no Redis, no handler tasks, no leases, no
-//! event relay. So the floor's rate is the most a drain with these statements could
+//! out is everything else a worker does: no Redis, no handler tasks, no heartbeats,
+//! no event relay. So the floor's rate is the most a drain with these statements could
 //! reach here, and the drain's rate as a share of it is what the worker costs.
 
 use std::sync::Arc;

@@ -131,10 +131,11 @@ impl Bench {
             "",
             None,
         );
-        self.reference_rows(concurrency, rate, &references);
-        if let (Some(peer_rate), true) = (peer_jobs_per_s, concurrency > 1) {
-            self.target_against_reference(concurrency, peer_rate * 1.2, &references);
-        }
+        // Many producers' target against the peer (1.2x its rate), beside the references.
+        let target = peer_jobs_per_s
+            .filter(|_| concurrency > 1)
+            .map(|peer_rate| peer_rate * 1.2);
+        self.reference_rows(concurrency, rate, &references, target);
         Ok(json!({
             "concurrency": concurrency,
             "jobs": total,
@@ -153,9 +154,16 @@ impl Bench {
     }
 
     /// The pgbench references' rows: each one's jobs per second, the producers' share
-    /// of the best (issue 20: one producer at least 90%), and the best one's CPU per
-    /// job.
-    fn reference_rows(&mut self, concurrency: usize, rate: f64, references: &[Value]) {
+    /// of the best (issue 20: one producer at least 90%), the best one's CPU per job,
+    /// and, given a `target` rate against the peer, that target as a share of the best
+    /// (above 100%, it asks more than durable commits of this statement reach).
+    fn reference_rows(
+        &mut self,
+        concurrency: usize,
+        rate: f64,
+        references: &[Value],
+        target: Option<f64>,
+    ) {
         let jobs_per_s = |reference: &Value| reference["jobs_per_s"].as_f64().unwrap_or(0.0);
         for reference in references {
             let (clients, jobs) = (&reference["clients"], &reference["jobs_per_commit"]);
@@ -176,7 +184,7 @@ impl Bench {
         else {
             return;
         };
-        let (target, check) = if concurrency == 1 {
+        let (share_target, check) = if concurrency == 1 {
             ("≥ 90%", Some(Check::AtLeast(0.9)))
         } else {
             ("", None)
@@ -191,7 +199,7 @@ impl Bench {
                 0.0
             }],
             None,
-            target,
+            share_target,
             check,
         );
         let per_job = &best["cpu_us_per_job"];
@@ -204,28 +212,17 @@ impl Bench {
             "",
             None,
         );
-    }
-
-    /// Whether the many-producer target (`target` jobs/s, 1.2x the peer's) is within
-    /// what the best same-shape pgbench reference commits on this server.
-    fn target_against_reference(&mut self, concurrency: usize, target: f64, references: &[Value]) {
-        let best = references
-            .iter()
-            .filter_map(|reference| reference["jobs_per_s"].as_f64())
-            .fold(0.0, f64::max);
-        if best <= 0.0 {
-            return;
+        if let Some(target) = target.filter(|_| best_rate > 0.0) {
+            let peer = self.peer_name();
+            self.figure_row(
+                format!("  the target against {peer} / best pgbench reference ({concurrency}p)"),
+                Unit::Percent,
+                vec![target / best_rate],
+                None,
+                "> 100%: above what they reach",
+                None,
+            );
         }
-        // Above 100%, the target asks more than durable commits of this statement reach.
-        let peer = self.peer_name();
-        self.figure_row(
-            format!("  the target against {peer} / best pgbench reference ({concurrency}p)"),
-            Unit::Percent,
-            vec![target / best],
-            None,
-            "> 100%: above what they reach",
-            None,
-        );
     }
 
     /// `enqueue_batch` of `batch_size` jobs, from several concurrent tasks: the best
@@ -281,9 +278,7 @@ impl Bench {
         let queue = format!("bulk-c{concurrency}");
         self.prepare_queue(&queue).await?;
         let producer = self.producer(concurrency).await?;
-        // `--jobs` per producer, at most eight times over, so that the many-producer
-        // runs last seconds too (20,000 jobs by 32 producers took about one).
-        let total = self.args.jobs * concurrency.clamp(1, 8);
+        let total = self.args.jobs;
         let batches = total.div_ceil(batch_size);
         // Jobs are built before the clock starts: the figure is about the queue.
         let all: Arc<Vec<Vec<NewJob>>> = Arc::new(

@@ -462,7 +462,7 @@ fn legs(
     starts: &HashMap<Uuid, Start>,
 ) -> Value {
     let mut legs: Vec<Vec<f64>> = vec![Vec::new(); LEGS.len()];
-    let mut without_pop = 0;
+    let mut not_split = 0;
     for (id, called) in &produced.called_at {
         let moments = (|| {
             let start = starts.get(id)?;
@@ -477,7 +477,7 @@ fn legs(
             ])
         })();
         let Some(moments) = moments else {
-            without_pop += 1;
+            not_split += 1;
             continue;
         };
         for (leg, pair) in legs.iter_mut().zip(moments.windows(2)) {
@@ -488,7 +488,7 @@ fn legs(
     for (name, values) in LEGS.iter().zip(legs.iter_mut()) {
         out.insert((*name).to_owned(), percentiles(values));
     }
-    out.insert("jobs_not_split".to_owned(), json!(without_pop));
+    out.insert("jobs_not_split".to_owned(), json!(not_split));
     Value::Object(out)
 }
 
