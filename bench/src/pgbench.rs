@@ -31,20 +31,18 @@ pub(crate) const QUEUE: &str = "pgbench-reference";
 pub(crate) const SECONDS: u64 = 5;
 /// The job ids' parameter as the statement takes it.
 const IDS_PARAM: &str = "$1::UUID[]";
-/// One time-ordered id per job, made by the server: 48 bits of milliseconds, then a
-/// version digit and random digits (as a UUIDv7 lays them out). `{jobs}`: how many.
-const IDS_EXPR: &str = "ARRAY(SELECT (lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::INT8), 12, '0') || '7' || substr(md5(random()::TEXT), 1, 19))::UUID FROM generate_series(1, {jobs}))";
+/// One time-ordered id, made by the server: 48 bits of milliseconds, then a version
+/// digit and random digits (as a UUIDv7 lays them out).
+const ONE_ID: &str = "(lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::INT8), 12, '0') || '7' || substr(md5(random()::TEXT), 1, 19))::UUID";
 
-/// [`IDS_EXPR`] for one job.
-const ONE_ID_EXPR: &str = "ARRAY[(lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::INT8), 12, '0') || '7' || substr(md5(random()::TEXT), 1, 19))::UUID]";
-
-/// The ids' expression for `jobs` jobs per statement (one without the subquery, as
-/// the one-producer reference always ran).
+/// The ids' array for `jobs` jobs per statement (one without the subquery, as the
+/// one-producer reference always ran).
 fn ids_expr(jobs: usize) -> String {
     if jobs == 1 {
-        return ONE_ID_EXPR.to_owned();
+        format!("ARRAY[{ONE_ID}]")
+    } else {
+        format!("ARRAY(SELECT {ONE_ID} FROM generate_series(1, {jobs}))")
     }
-    IDS_EXPR.replace("{jobs}", &jobs.to_string())
 }
 
 /// The pgbench script for `sql` inserting `jobs` jobs per statement: every `$n` a
