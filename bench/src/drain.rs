@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::bench::{Bench, POLL, unfinished_split};
 use crate::procs::WorkerProc;
 use crate::rows::{Check, Row, Unit, thousands};
-use crate::starts::handler_starts;
+use crate::starts::{StartCounter, handler_starts};
 use crate::stats::{
     cpu_per_job, cpu_sample, cpu_split, pg_delta, pg_stats, redis_delta, redis_info, round,
 };
@@ -67,7 +67,7 @@ impl Bench {
             );
         }
         let timeout = Duration::from_secs(30) + Duration::from_millis(expected as u64 * 2);
-        let waited = watch_drain(&poll_client, &mut procs, queue, clock, timeout).await;
+        let waited = watch_drain(&poll_client, &mut procs, queue, expected, clock, timeout).await;
         let wall = clock.elapsed().as_secs_f64();
         let pids: Vec<u32> = procs.iter().map(|proc| proc.pid).collect();
         let cpu_after = cpu_sample(&pids);
@@ -300,28 +300,47 @@ fn target_ratio(workers: usize) -> Option<f64> {
     }
 }
 
-/// Polls `queue` until no job is queued or running; returns the polls made and the most
-/// running rows seen. Fails when a worker exits or after `timeout` from `clock`.
+/// How many watcher turns pass between the database looks made before every job has
+/// started (one a second at the 50 ms turn).
+const LOOK_EVERY: u64 = 20;
+
+/// Waits until no job of `queue` (holding `expected`) is queued or running; returns the
+/// database looks made and the most running rows seen. Each turn counts the handler
+/// starts in the workers' start logs; the database is asked only once every job has
+/// started, and otherwise every `LOOK_EVERY` turns: counting the queue's rows is O(jobs
+/// left), and every turn would tax the drain it measures. Fails when a worker exits or
+/// after `timeout` from `clock`.
 async fn watch_drain(
     client: &deadpool_postgres::Object,
     procs: &mut [WorkerProc],
     queue: &str,
+    expected: usize,
     clock: Instant,
     timeout: Duration,
 ) -> Result<(u64, i64)> {
+    let mut counters: Vec<StartCounter> = procs
+        .iter()
+        .map(|proc| StartCounter::new(&proc.starts_log))
+        .collect();
     let mut polls = 0u64;
     let mut max_running = 0i64;
-    loop {
-        polls += 1;
-        let (queued, running) = unfinished_split(client, queue).await?;
-        max_running = max_running.max(running);
-        if queued + running == 0 {
-            return Ok((polls, max_running));
+    for turn in 0u64.. {
+        let mut started = 0;
+        for counter in &mut counters {
+            started += counter.count()?;
         }
-        ensure!(
-            clock.elapsed() <= timeout,
-            "drain of {queue}: {queued} queued and {running} running jobs left after {timeout:?}"
-        );
+        if started >= expected || turn % LOOK_EVERY == 0 {
+            polls += 1;
+            let (queued, running) = unfinished_split(client, queue).await?;
+            max_running = max_running.max(running);
+            if queued + running == 0 {
+                return Ok((polls, max_running));
+            }
+            ensure!(
+                clock.elapsed() <= timeout,
+                "drain of {queue}: {queued} queued and {running} running jobs left after {timeout:?}"
+            );
+        }
         for proc in procs.iter_mut() {
             if let Some(status) = proc.child.try_wait()? {
                 bail!(
@@ -333,6 +352,7 @@ async fn watch_drain(
         }
         tokio::time::sleep(POLL).await;
     }
+    unreachable!("the turns never run out")
 }
 
 /// Job changes not yet on the event stream.

@@ -72,9 +72,71 @@ pub(crate) fn handler_starts(logs: &[PathBuf]) -> Result<HashMap<Uuid, Start>> {
     Ok(starts)
 }
 
+/// Counts the lines of a start log as it grows, reading only what was added since the
+/// last count: the drain's watcher asks it every turn instead of counting the queue's
+/// rows in the database (an O(jobs left) count, measured at 14.9 ms a poll in a
+/// 100,000-job drain: 1.9 s of PostgreSQL's time in an 8.5 s window, a tax on the drain
+/// that BullMQ's driver, polling two O(1) Redis counters, does not pay). A job started
+/// again after a retry counts twice: the count says when every job may have started,
+/// and the database has the last word.
+#[derive(Debug)]
+pub(crate) struct StartCounter {
+    log: PathBuf,
+    read: u64,
+    lines: usize,
+}
+
+impl StartCounter {
+    pub(crate) fn new(log: &Path) -> StartCounter {
+        StartCounter {
+            log: log.to_owned(),
+            read: 0,
+            lines: 0,
+        }
+    }
+
+    /// The complete lines in the log so far (0 while it does not exist).
+    pub(crate) fn count(&mut self) -> Result<usize> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = match std::fs::File::open(&self.log) {
+            Ok(file) => file,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(self.lines),
+            Err(err) => return Err(err).with_context(|| format!("open {}", self.log.display())),
+        };
+        file.seek(SeekFrom::Start(self.read))?;
+        let mut added = Vec::new();
+        file.read_to_end(&mut added)
+            .with_context(|| format!("read {}", self.log.display()))?;
+        // Only up to the last newline: a line being written is counted once it is whole.
+        if let Some(last) = added.iter().rposition(|&byte| byte == b'\n') {
+            self.lines += added[..=last].iter().filter(|&&byte| byte == b'\n').count();
+            self.read += last as u64 + 1;
+        }
+        Ok(self.lines)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_log_is_counted_as_it_grows() -> Result<()> {
+        use std::io::Write;
+        let log = std::env::temp_dir().join(format!("lc-bench-starts-{}.log", Uuid::new_v4()));
+        let mut counter = StartCounter::new(&log);
+        assert_eq!(counter.count()?, 0, "no log yet");
+        let mut file = std::fs::File::create(&log)?;
+        file.write_all(b"a 1\nb 2\nc")?;
+        assert_eq!(counter.count()?, 2, "the unfinished line waits");
+        file.write_all(b" 3\n")?;
+        assert_eq!(counter.count()?, 3);
+        assert_eq!(counter.count()?, 3, "nothing new, nothing counted");
+        file.write_all(b"d 4\ne 5\n")?;
+        assert_eq!(counter.count()?, 5);
+        std::fs::remove_file(&log)?;
+        Ok(())
+    }
 
     #[test]
     fn start_lines_are_read() {

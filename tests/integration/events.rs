@@ -15,8 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
-use lc_shared::JobKind;
 use lc_shared::events::Event;
+use lc_shared::store::{Isolation, enqueue_in_transaction, relay_turn};
+use lc_shared::{JobKind, NewJob};
 use lc_tests::{TestEnv, bin, enqueue_many, wait_for};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -798,4 +799,100 @@ async fn bad_webhooks_are_refused_and_nothing_is_written() {
             .get(0);
         assert_eq!(rows, 0, "{table} has rows");
     }
+}
+
+/// A change whose transaction commits late (its `at` is older than changes published
+/// meanwhile) still reaches the stream promptly, and before the job's later changes:
+/// a claim must not skip rows older than those it has already sent. (A claim bounded
+/// below by the relay's `now()` less a second never sent it within the 10 s.)
+#[tokio::test]
+async fn a_change_committed_late_still_goes_out_first() {
+    let env = TestEnv::new().await;
+    let worker = env.spawn_worker_process(&[]);
+    let mut client = env.store.client().await.unwrap();
+    let tx = env
+        .store
+        .begin(&mut client, Isolation::ReadCommitted)
+        .await
+        .unwrap();
+    let late = enqueue_in_transaction(&tx, &[NewJob::new(JobKind::Noop, json!({}))])
+        .await
+        .unwrap()[0]
+        .id;
+    // Meanwhile other jobs run and every change that is visible goes out.
+    let others = enqueue_many(&env, JobKind::Noop, json!({}), 50).await;
+    env.wait_terminal(&others, Duration::from_secs(60)).await;
+    wait_published(&env).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tx.commit().await.unwrap();
+    drop(client);
+
+    env.wait_terminal(&[late], Duration::from_secs(60)).await;
+    let changes = wait_for(
+        "the late job's three changes on the stream",
+        Duration::from_secs(10),
+        || async {
+            let changes: Vec<String> = stream(&env)
+                .await
+                .into_iter()
+                .filter(|(_, _, event)| event.detail["job"]["id"] == json!(late))
+                .map(|(_, _, event)| event.to)
+                .collect();
+            (changes.len() >= 3).then_some(changes)
+        },
+    )
+    .await;
+    assert_eq!(changes, ["queued", "running", "succeeded"]);
+    drop(worker);
+}
+
+/// Event relays take turns per source: while one relay transaction holds a source's
+/// turn, another gets no turn of that source (it would only read the same oldest rows
+/// and wait on their marks), but does get another source's; a turn ends with its
+/// transaction.
+#[tokio::test]
+async fn relays_take_turns_per_source() {
+    let env = TestEnv::new().await;
+    let mut first_client = env.store.client().await.unwrap();
+    let mut second_client = env.store.client().await.unwrap();
+    let first = env
+        .store
+        .begin(&mut first_client, Isolation::ReadCommitted)
+        .await
+        .unwrap();
+    let second = env
+        .store
+        .begin(&mut second_client, Isolation::ReadCommitted)
+        .await
+        .unwrap();
+    assert!(relay_turn(&env.store, &first, "jobs").await.unwrap());
+    assert!(
+        !relay_turn(&env.store, &second, "jobs").await.unwrap(),
+        "a second relay got the jobs' turn while the first held it"
+    );
+    assert!(
+        relay_turn(&env.store, &second, "deployments")
+            .await
+            .unwrap(),
+        "the jobs' turn kept another source from its own"
+    );
+    assert!(
+        !relay_turn(&env.store, &first, "deployments").await.unwrap(),
+        "the first relay got the deployments' turn while the second held it"
+    );
+    first.rollback().await.unwrap();
+    assert!(
+        relay_turn(&env.store, &second, "jobs").await.unwrap(),
+        "the jobs' turn outlived the transaction that took it"
+    );
+    second.commit().await.unwrap();
+    let mut third_client = env.store.client().await.unwrap();
+    let third = env
+        .store
+        .begin(&mut third_client, Isolation::ReadCommitted)
+        .await
+        .unwrap();
+    assert!(relay_turn(&env.store, &third, "jobs").await.unwrap());
+    assert!(relay_turn(&env.store, &third, "deployments").await.unwrap());
+    third.commit().await.unwrap();
 }

@@ -280,11 +280,7 @@ async fn claim_hinted(
         .await
     {
         Ok(jobs) => {
-            let times = ClaimTimes {
-                popped,
-                sent,
-                claimed: now_if_wanted(registry),
-            };
+            let times = claim_back(registry, popped, sent);
             worker.outages.fetcher.ok();
             let left: Vec<Uuid> = if jobs.len() < ids.len() {
                 let claimed: HashSet<Uuid> = jobs.iter().map(|job| job.id).collect();
@@ -353,11 +349,7 @@ async fn claim_keys(
             .await
         {
             Ok(jobs) => {
-                let times = ClaimTimes {
-                    popped: None,
-                    sent,
-                    claimed: now_if_wanted(registry),
-                };
+                let times = claim_back(registry, None, sent);
                 worker.outages.fetcher.ok();
                 start(worker, registry, jobs, times, permits);
             }
@@ -392,11 +384,7 @@ async fn claim_from_database(
         .await
     {
         Ok(jobs) => {
-            let times = ClaimTimes {
-                popped: None,
-                sent,
-                claimed: now_if_wanted(registry),
-            };
+            let times = claim_back(registry, None, sent);
             worker.outages.fetcher.ok();
             if !jobs.is_empty() {
                 debug!(queue = %queue_name, jobs = jobs.len(), "claimed from the database");
@@ -428,6 +416,20 @@ async fn claim_from_database(
 /// observer; `None` (and no clock read) when neither is on.
 fn now_if_wanted(registry: &Registry) -> Option<SystemTime> {
     (job_trace::enabled() || registry.observes_starts()).then(SystemTime::now)
+}
+
+/// The [`ClaimTimes`] of a claim that just came back: when its hint was popped (`None`
+/// for a claim from the database), when it went out, and now.
+fn claim_back(
+    registry: &Registry,
+    popped: Option<SystemTime>,
+    sent: Option<SystemTime>,
+) -> ClaimTimes {
+    ClaimTimes {
+        popped,
+        sent,
+        claimed: now_if_wanted(registry),
+    }
 }
 
 /// Starts claimed jobs, each holding one of the slots; `times` say when their hint was

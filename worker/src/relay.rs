@@ -2,10 +2,12 @@
 //! publishes the outbox of each event source (the jobs' own, then those the registry
 //! added) to the event stream `<prefix>:{events}`, one batch per transaction:
 //!
-//! 1. claim up to `--events-batch` unpublished events, oldest first: read them, then mark
-//!    them published with one conditional statement that waits for another relay's
-//!    uncommitted marks (so relays take turns and each subject's events keep their
-//!    order);
+//! 1. take the source's turn (on PostgreSQL an advisory lock held to the end of the
+//!    transaction; a relay whose turn another holds skips the round), then claim up to
+//!    `--events-batch` unpublished events, oldest first: read them, then mark them
+//!    published with one conditional statement that waits for another relay's
+//!    uncommitted marks (so each subject's events keep their order even where there
+//!    are no turns, on CockroachDB);
 //! 2. add them to the stream in one pipelined round trip (`XADD MAXLEN ~`);
 //! 3. let the source write what follows from them (the deployment domain's webhook
 //!    deliveries), and commit: the marks count from here.
@@ -13,8 +15,8 @@
 //! A crash, a lost connection or a refused commit anywhere before step 3's commit
 //! leaves the rows unmarked: the next claim (here or in another worker) sends them
 //! again, with the same event ids. Redis being down leaves them waiting in the database.
-//! An idle relay looks again every `--events-interval`; a full batch is followed by the
-//! next at once. On shutdown the relay publishes what the last completions wrote, for a
+//! An idle relay, or one whose turn another holds, looks again every
+//! `--events-interval`; a full batch is followed by the next at once. On shutdown the relay publishes what the last completions wrote, for a
 //! few seconds at most. See `lc_shared::events`.
 
 use std::sync::Arc;
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use lc_shared::events::{Event, EventSource, JobEvents};
 use lc_shared::queue::QueueError;
-use lc_shared::store::{Enqueued, Isolation, Replay, StoreError, error_chain, retry};
+use lc_shared::store::{Enqueued, Isolation, Replay, StoreError, error_chain, relay_turn, retry};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -182,13 +184,19 @@ async fn relay_batch(
             .store
             .begin(&mut client, Isolation::ReadCommitted)
             .await?;
-        // Sent together with the claim (tokio-postgres pipelines futures polled together).
-        let (limited, claimed) = tokio::join!(
+        // Sent together with the turn (tokio-postgres pipelines futures polled together).
+        let (limited, turn) = tokio::join!(
             tx.batch_execute(IDLE_IN_TRANSACTION),
-            source.claim(&tx, limit)
+            relay_turn(&worker.store, &tx, source.name())
         );
         limited?;
-        let events = claimed?;
+        if !turn? {
+            // Another relay is publishing this source: reading the same oldest rows
+            // would only wait on its marks.
+            tx.commit().await?;
+            return Ok(Ok(Relayed::default()));
+        }
+        let events = source.claim(&tx, limit).await?;
         if events.is_empty() {
             tx.commit().await?;
             return Ok(Ok(Relayed::default()));

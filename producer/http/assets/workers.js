@@ -1,5 +1,6 @@
-// Workers: live, gone (silent too long) or stopped; running jobs against their
-// concurrency; heartbeat age; queues served.
+// Workers: live, gone (silent too long) or stopped; running jobs (handlers, and finished
+// jobs whose results wait for their batched commit, so it may exceed the concurrency)
+// and concurrency; heartbeat age; queues served.
 
 import * as api from "./api.js";
 import { age, badge, goneAfter, goneAfterChoice, h, short, table, when } from "./ui.js";
@@ -18,14 +19,15 @@ export default {
       h("span", { class: "mono", title: worker.id }, short(worker.id)),
       `${worker.host}:${worker.pid}`,
       badge(worker.status),
-      [`${worker.running_jobs} / ${worker.concurrency}`, { class: "num" }],
+      [`${worker.running_jobs}`, { class: "num" }],
+      [`${worker.concurrency}`, { class: "num" }],
       [worker.status === "stopped" ? "–" : age(worker.heartbeat_age_secs), { class: "num" }],
       worker.queues.split(",").join(", "),
       when(worker.started_at),
       worker.version,
     ]);
     region.replaceChildren(table(
-      ["Worker", "Host:pid", "Status", ["Running / concurrency", "num"], ["Heartbeat age", "num"], "Queues", "Started", "Version"],
+      ["Worker", "Host:pid", "Status", ["Running", "num"], ["Concurrency", "num"], ["Heartbeat age", "num"], "Queues", "Started", "Version"],
       rows, "No worker is running, or stopped within the last hour: start lc-worker."));
   },
 };

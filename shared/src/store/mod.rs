@@ -47,7 +47,7 @@ use crate::dialect::Dialect;
 pub use concurrency::limit_unless_set;
 pub use enqueue::{SINGLE_JOB_INSERT, enqueue_in_transaction};
 pub use operator::cancel_queued_in_transaction;
-pub use outbox::{JobEventRow, claim_job_events};
+pub use outbox::{JobEventRow, claim_job_events, relay_turn};
 pub use rows::{
     CancelOutcome, ClaimedJob, Completion, ConcurrencyKeyRow, Enqueued, EventRow, ExpiredLease,
     HintTarget, JobFilter, JobRow, OperatorResult, QueueDepth, RunningJob, StuckJob, WaitingJob,

@@ -51,6 +51,11 @@ pub enum Command {
     /// (exit code 3 when anything is listed)
     Stuck(ops::StuckArgs),
     /// Live and recently stopped workers
+    ///
+    /// RUNNING counts the jobs whose rows are running under the worker's lease: the
+    /// handlers running (at most CONCURRENCY at once) and the finished jobs whose
+    /// results wait for their batched commit, so under load it can exceed CONCURRENCY
+    /// (a worker holds at most 8 jobs per place of it).
     Workers(ops::WorkersArgs),
     /// Queue depths and throughput; pause and resume queues
     Queues(ops::QueuesArgs),

@@ -129,7 +129,8 @@ pub async fn workers(inspector: &Inspector, args: WorkersArgs) -> anyhow::Result
                 worker.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 format!("{} ago", output::age(worker.heartbeat_age_secs)),
                 worker.queues.clone(),
-                format!("{}/{}", worker.running_jobs, worker.concurrency),
+                worker.running_jobs.to_string(),
+                worker.concurrency.to_string(),
             ]
         })
         .collect();
@@ -143,6 +144,7 @@ pub async fn workers(inspector: &Inspector, args: WorkersArgs) -> anyhow::Result
             "HEARTBEAT",
             "QUEUES",
             "RUNNING",
+            "CONCURRENCY",
         ],
         &rows,
     );

@@ -30,17 +30,20 @@ pub struct OutboxEvent {
 }
 
 impl DeploymentStore {
-    /// Whether any change waits for the relay: one read of the partial index.
+    /// Whether any change waits for the relay: one read of the partial index (the
+    /// oldest waiting row rather than an `EXISTS`, which PostgreSQL may plan as a scan
+    /// of the whole history: see `lc_shared::store::Store::job_events_pending`).
     pub async fn events_pending(&self) -> Result<bool> {
         Ok(self
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM deployment_events
-                 WHERE published_at IS NULL AND to_state IS NOT NULL)",
+                "SELECT at FROM deployment_events
+                 WHERE published_at IS NULL AND to_state IS NOT NULL
+                 ORDER BY at LIMIT 1",
                 &[],
-                |row| row.get(0),
+                |_| (),
             )
             .await?
-            .unwrap_or(false))
+            .is_some())
     }
 }
 
