@@ -29,6 +29,9 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 use tokio::sync::Semaphore;
 
+use lc_deployment::runtime::DeploymentTls;
+use lc_deployment::runtime::machine_store::ScratchStore;
+
 use crate::bench::Bench;
 use crate::stats::round;
 
@@ -108,11 +111,19 @@ pub(crate) async fn provider(
     limit: usize,
     create_ms: u64,
 ) -> Result<Floor> {
-    let store = tempfile::tempdir().context("a scratch docker-machine store")?;
+    // The store gets the certificates before any create and every call names them, as
+    // lc's provision step does: parallel first creates in a fresh store would each
+    // generate a CA and overwrite each other's (the real docker-machine's race, which
+    // the stand-in keeps: "private key does not match public key").
+    let parent = tempfile::tempdir().context("a scratch docker-machine store")?;
+    let tls = DeploymentTls::generate("bench-floor").context("the floor's certificates")?;
+    let store = ScratchStore::create(parent.path(), &tls).context("the floor's store")?;
     let store_path = store.path().to_path_buf();
+    let tls_flags = store.tls_flags();
     let run = |args: Vec<String>| {
         let mut command = Command::new(docker_machine);
         command
+            .args(&tls_flags)
             .args(&args)
             .env("MACHINE_STORAGE_PATH", &store_path)
             .env("MACHINE_BUGSNAG_API_TOKEN", "no-report")

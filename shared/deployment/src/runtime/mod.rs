@@ -25,6 +25,9 @@ pub(crate) mod tls;
 pub mod webhook;
 
 pub use config::MachineConfig;
+/// Public for the bench's fleet floor, which gives its docker-machine creates
+/// certificates the way the provision step does.
+pub use tls::{DeploymentTls, TlsError};
 
 use crate::DeploymentStore;
 use lc_shared::secrets::{SecretError, SecretKey};
