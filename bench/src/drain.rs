@@ -324,12 +324,13 @@ async fn watch_drain(
         .collect();
     let mut polls = 0u64;
     let mut max_running = 0i64;
-    for turn in 0u64.. {
+    let mut turn = 0u64;
+    loop {
         let mut started = 0;
         for counter in &mut counters {
             started += counter.count()?;
         }
-        if started >= expected || turn % LOOK_EVERY == 0 {
+        if started >= expected || turn.is_multiple_of(LOOK_EVERY) {
             polls += 1;
             let (queued, running) = unfinished_split(client, queue).await?;
             max_running = max_running.max(running);
@@ -351,8 +352,8 @@ async fn watch_drain(
             }
         }
         tokio::time::sleep(POLL).await;
+        turn += 1;
     }
-    unreachable!("the turns never run out")
 }
 
 /// Job changes not yet on the event stream.

@@ -16,8 +16,9 @@
 //! leaves the rows unmarked: the next claim (here or in another worker) sends them
 //! again, with the same event ids. Redis being down leaves them waiting in the database.
 //! An idle relay, or one whose turn another holds, looks again every
-//! `--events-interval`; a full batch is followed by the next at once. On shutdown the relay publishes what the last completions wrote, for a
-//! few seconds at most. See `lc_shared::events`.
+//! `--events-interval`; a full batch is followed by the next at once. On shutdown the
+//! relay publishes what the last completions wrote, for a few seconds at most. See
+//! `lc_shared::events`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
