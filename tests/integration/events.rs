@@ -819,11 +819,16 @@ async fn a_change_committed_late_still_goes_out_first() {
         .await
         .unwrap()[0]
         .id;
-    // Meanwhile other jobs run and every change that is visible goes out.
+    // Meanwhile other jobs run and every change that is visible goes out; the last
+    // of them are made over 2 s after the late job's change, so the relay has sent
+    // changes much newer than it before it commits.
     let others = enqueue_many(&env, JobKind::Noop, json!({}), 50).await;
     env.wait_terminal(&others, Duration::from_secs(60)).await;
     wait_published(&env).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let newer = enqueue_many(&env, JobKind::Noop, json!({}), 10).await;
+    env.wait_terminal(&newer, Duration::from_secs(60)).await;
+    wait_published(&env).await;
     tx.commit().await.unwrap();
     drop(client);
 
