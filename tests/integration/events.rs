@@ -854,22 +854,14 @@ async fn a_change_committed_late_still_goes_out_first() {
 /// Event relays take turns per source: while one relay transaction holds a source's
 /// turn, another gets no turn of that source (it would only read the same oldest rows
 /// and wait on their marks), but does get another source's; a turn ends with its
-/// transaction.
+/// transaction. (Sessions start at read committed, the relay's level.)
 #[tokio::test]
 async fn relays_take_turns_per_source() {
     let env = TestEnv::new().await;
     let mut first_client = env.store.client().await.unwrap();
     let mut second_client = env.store.client().await.unwrap();
-    let first = env
-        .store
-        .begin(&mut first_client, Isolation::ReadCommitted)
-        .await
-        .unwrap();
-    let second = env
-        .store
-        .begin(&mut second_client, Isolation::ReadCommitted)
-        .await
-        .unwrap();
+    let first = first_client.transaction().await.unwrap();
+    let second = second_client.transaction().await.unwrap();
     assert!(relay_turn(&env.store, &first, "jobs").await.unwrap());
     assert!(
         !relay_turn(&env.store, &second, "jobs").await.unwrap(),
@@ -892,11 +884,7 @@ async fn relays_take_turns_per_source() {
     );
     second.commit().await.unwrap();
     let mut third_client = env.store.client().await.unwrap();
-    let third = env
-        .store
-        .begin(&mut third_client, Isolation::ReadCommitted)
-        .await
-        .unwrap();
+    let third = third_client.transaction().await.unwrap();
     assert!(relay_turn(&env.store, &third, "jobs").await.unwrap());
     assert!(relay_turn(&env.store, &third, "deployments").await.unwrap());
     third.commit().await.unwrap();
