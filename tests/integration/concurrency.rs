@@ -48,7 +48,8 @@ impl Sampler {
                     let running: i64 = client.query_one(&statement, &[&key]).await.unwrap().get(0);
                     now.store(running, Ordering::Relaxed);
                     max.fetch_max(running, Ordering::Relaxed);
-                    samples.fetch_add(1, Ordering::Relaxed);
+                    // Release: whoever sees this count sees the `now` stored before it.
+                    samples.fetch_add(1, Ordering::Release);
                     tokio::time::sleep(Duration::from_millis(3)).await;
                 }
             })
@@ -68,6 +69,19 @@ impl Sampler {
 
     fn now(&self) -> i64 {
         self.now.load(Ordering::Relaxed)
+    }
+
+    /// The running count of a sample begun after this call. `now` may still hold one
+    /// taken before it: right after a limit was lowered, a stale low count would let a
+    /// test start judging the new limit while jobs claimed under the old one run.
+    async fn fresh_now(&self) -> i64 {
+        let seen = self.samples.load(Ordering::Acquire);
+        // The sample in flight may have begun before this call; the one after it did not.
+        wait_for("two more samples", Duration::from_secs(10), || async {
+            (self.samples.load(Ordering::Acquire) >= seen + 2).then_some(())
+        })
+        .await;
+        self.now()
     }
 
     /// Forgets the most seen so far (after a limit changed).
@@ -249,7 +263,7 @@ async fn a_concurrency_limit_changed_at_run_time_takes_effect() {
     // Lowered: the running ones finish, then no more than two run.
     inspector.set_concurrency_limit(key, 2).await.unwrap();
     wait_for("at most two running", Duration::from_secs(10), || async {
-        (sampler.now() <= 2).then_some(())
+        (sampler.fresh_now().await <= 2).then_some(())
     })
     .await;
     sampler.reset_max();
