@@ -261,6 +261,7 @@ fn succeeded(job: &ClaimedJob) -> Completion {
     Completion {
         id: job.id,
         attempt: job.attempt,
+        claimed_at: job.claimed_at,
         max_attempts: job.max_attempts,
         result: RunResult::Succeeded,
         retry_delay_ms: 0,

@@ -5,7 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use lc_shared::store::HintTarget;
+use lc_shared::state::RunResult;
+use lc_shared::store::{Claim, Completion, HintTarget};
 use lc_shared::{JobKind, JobState, NewJob, Priority};
 use lc_tests::{PrivatePostgres, PrivateRedis, TestEnv, enqueue_many, shared_redis_url, wait_for};
 use serde_json::json;
@@ -15,19 +16,20 @@ use lc_shared::store::IsolationSetting;
 
 lc_tests::in_both_isolations!(
     effects_of_an_attempt_that_is_not_live_are_not_recorded,
+    a_claim_the_database_lost_and_the_same_worker_made_again_fences_out_the_first_run,
     lc_enqueue_waits_out_a_database_restart_and_makes_one_job,
     inbox_messages_read_while_the_database_is_down_are_ingested_once_it_is_back,
 );
 
 /// Claims one job for `worker`, by hand, as a fetcher would.
-async fn claim_one(env: &TestEnv, id: Uuid, worker: Uuid) -> i64 {
+async fn claim_one(env: &TestEnv, id: Uuid, worker: Uuid) -> Claim {
     let claimed = env
         .store
         .claim_by_ids(&[id], worker, Duration::from_secs(30))
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1, "job {id} claimed");
-    claimed[0].attempt
+    claimed[0].claim()
 }
 
 async fn effects_of_an_attempt_that_is_not_live_are_not_recorded(isolation: IsolationSetting) {
@@ -37,13 +39,8 @@ async fn effects_of_an_attempt_that_is_not_live_are_not_recorded(isolation: Isol
     let ids = enqueue_many(&env, JobKind::Sleep, json!({"record": true}), 3).await;
 
     // Attempt 1 of job 0 is live: its effect counts.
-    let attempt = claim_one(&env, ids[0], first).await;
-    assert!(
-        env.store
-            .record_effect(ids[0], attempt, first)
-            .await
-            .unwrap()
-    );
+    let live_one = claim_one(&env, ids[0], first).await;
+    assert!(env.store.record_effect(&live_one, first).await.unwrap());
 
     // Job 1: attempt 1 lost its lease and attempt 2 (another worker) holds the job.
     let stale = claim_one(&env, ids[1], first).await;
@@ -60,20 +57,15 @@ async fn effects_of_an_attempt_that_is_not_live_are_not_recorded(isolation: Isol
         .await
         .unwrap();
     let live = claim_one(&env, ids[1], second).await;
-    assert_eq!(live, stale + 1);
-    assert!(!env.store.record_effect(ids[1], stale, first).await.unwrap());
-    // The same attempt number, but written by a worker that does not hold the lease.
-    assert!(!env.store.record_effect(ids[1], live, first).await.unwrap());
+    assert_eq!(live.attempt, stale.attempt + 1);
+    assert!(!env.store.record_effect(&stale, first).await.unwrap());
+    // The live claim, but written by a worker that does not hold the lease.
+    assert!(!env.store.record_effect(&live, first).await.unwrap());
 
     // Job 2: cancelled while running; its attempt can record nothing afterwards.
     let cancelled = claim_one(&env, ids[2], first).await;
     env.store.cancel(ids[2], "test").await.unwrap();
-    assert!(
-        !env.store
-            .record_effect(ids[2], cancelled, first)
-            .await
-            .unwrap()
-    );
+    assert!(!env.store.record_effect(&cancelled, first).await.unwrap());
 
     let rows = env
         .sql()
@@ -84,8 +76,104 @@ async fn effects_of_an_attempt_that_is_not_live_are_not_recorded(isolation: Isol
     let written: Vec<(Uuid, i64)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
     assert_eq!(
         written,
-        vec![(ids[0], attempt)],
+        vec![(ids[0], live_one.attempt)],
         "only the live attempt's effect is recorded"
+    );
+}
+
+/// A claim the database lost in a crash (claims do not wait for the disk) leaves the job
+/// `queued` with its attempt count from before, while the worker that made it still
+/// runs it. When the same worker claims the job again, the new claim has the same
+/// attempt number and the same lease owner as the lost one: the first run must still
+/// be fenced out, or both runs of one attempt could record.
+async fn a_claim_the_database_lost_and_the_same_worker_made_again_fences_out_the_first_run(
+    isolation: IsolationSetting,
+) {
+    let env = TestEnv::new().await.with_isolation(isolation);
+    let worker = Uuid::new_v4();
+    let ids = enqueue_many(&env, JobKind::Sleep, json!({"record": true}), 1).await;
+    let id = ids[0];
+    let lost = claim_one(&env, id, worker).await;
+    // What the crash leaves: the row as before the claim (the event may go too; the
+    // fence does not read it).
+    env.sql()
+        .await
+        .execute(
+            "UPDATE jobs SET state = 'queued', attempt = attempt - 1, lease_owner = NULL,
+                 lease_expires_at = NULL, started_at = NULL WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    // The claim is made again after the server's restart: later.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = claim_one(&env, id, worker).await;
+    assert_eq!(again.attempt, lost.attempt, "the same attempt number again");
+    let store = &env.store;
+    let lease = Duration::from_secs(30);
+    // Everything the run of the lost claim writes is refused.
+    assert!(
+        !store.record_effect(&lost, worker).await.unwrap(),
+        "the run of the lost claim recorded its effect under the new claim"
+    );
+    assert!(
+        store
+            .extend_leases(worker, &[lost], lease)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the run of the lost claim extended the new claim's lease"
+    );
+    store
+        .append_log(&lost, worker, "from the lost claim")
+        .await
+        .unwrap();
+    let done = |claim: Claim| Completion {
+        id: claim.id,
+        attempt: claim.attempt,
+        claimed_at: claim.claimed_at,
+        max_attempts: 3,
+        result: RunResult::Succeeded,
+        retry_delay_ms: 0,
+    };
+    assert!(
+        store
+            .record_completions(worker, &[done(lost)])
+            .await
+            .unwrap()
+            .is_empty(),
+        "the run of the lost claim completed the job"
+    );
+    assert!(
+        store.release(worker, &[lost]).await.unwrap().is_empty(),
+        "the run of the lost claim handed the new claim back"
+    );
+    // The new claim's run records as usual.
+    assert!(store.record_effect(&again, worker).await.unwrap());
+    assert_eq!(
+        store.extend_leases(worker, &[again], lease).await.unwrap(),
+        [id]
+    );
+    assert_eq!(
+        store
+            .record_completions(worker, &[done(again)])
+            .await
+            .unwrap(),
+        [id]
+    );
+    let lines: i64 = env
+        .sql()
+        .await
+        .query_one(
+            "SELECT count(*) FROM job_events WHERE job_id = $1 AND message = 'from the lost claim'",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        lines, 0,
+        "the run of the lost claim wrote into the job's history"
     );
 }
 

@@ -690,7 +690,7 @@ async fn a_custom_kind_from_its_own_crate_runs_end_to_end() {
 /// stalled that long when its heartbeat met them so.
 async fn assert_locks_in_id_order<F, Fut>(lock_both: F)
 where
-    F: FnOnce(TestEnv, Uuid, [(Uuid, i64); 2]) -> Fut,
+    F: FnOnce(TestEnv, Uuid, [lc_shared::store::Claim; 2]) -> Fut,
     Fut: std::future::Future<Output = usize> + Send + 'static,
 {
     let env = TestEnv::new().await;
@@ -714,8 +714,8 @@ where
         .await
         .unwrap();
     assert_eq!(claimed.len(), 2);
-    let attempt = |id: Uuid| claimed.iter().find(|job| job.id == id).unwrap().attempt;
-    let held = [(high, attempt(high)), (low, attempt(low))];
+    let claim = |id: Uuid| claimed.iter().find(|job| job.id == id).unwrap().claim();
+    let held = [claim(high), claim(low)];
 
     let other = env.sql().await;
     other.batch_execute("BEGIN").await.unwrap();
@@ -770,9 +770,10 @@ async fn completions_lock_rows_in_id_order_and_never_deadlock() {
     assert_locks_in_id_order(|env, worker, held| async move {
         let completions: Vec<lc_shared::store::Completion> = held
             .iter()
-            .map(|(id, attempt)| lc_shared::store::Completion {
-                id: *id,
-                attempt: *attempt,
+            .map(|claim| lc_shared::store::Completion {
+                id: claim.id,
+                attempt: claim.attempt,
+                claimed_at: claim.claimed_at,
                 max_attempts: 3,
                 result: lc_shared::state::RunResult::Succeeded,
                 retry_delay_ms: 0,
@@ -822,7 +823,7 @@ async fn by_id_statements_run_from_one_generic_plan() {
         rest = after;
     }
     assert_eq!(claimed.len(), 24, "every job claimed once");
-    let held: Vec<(Uuid, i64)> = claimed.iter().map(|job| (job.id, job.attempt)).collect();
+    let held: Vec<lc_shared::store::Claim> = claimed.iter().map(|job| job.claim()).collect();
     for size in [1, 2, 3, 1, 2, 3, 1, 2] {
         let extended = store
             .extend_leases(worker, &held[..size], lease)
@@ -836,6 +837,7 @@ async fn by_id_statements_run_from_one_generic_plan() {
             .map(|job| lc_shared::store::Completion {
                 id: job.id,
                 attempt: job.attempt,
+                claimed_at: job.claimed_at,
                 max_attempts: job.max_attempts,
                 result: lc_shared::state::RunResult::Succeeded,
                 retry_delay_ms: 0,

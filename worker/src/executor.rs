@@ -90,6 +90,7 @@ pub(crate) async fn run_job(
         let completion = Completion {
             id: job.id,
             attempt: job.attempt,
+            claimed_at: job.claimed_at,
             max_attempts: job.max_attempts,
             result,
             retry_delay_ms: i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use lc_shared::queue::HintPopper;
-use lc_shared::store::{ClaimedJob, ScanBound, error_chain};
+use lc_shared::store::{Claim, ClaimedJob, ScanBound, error_chain};
 use lc_shared::telemetry::job_trace;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -461,13 +461,11 @@ fn start(
         // Claims never exceed the permits asked for; should one ever, the job still
         // runs (a stranded claim would hold its lease by heartbeat forever).
         let permit = permits.pop();
-        let Some(cancel) = worker.running.insert(job.id, job.attempt) else {
+        let Some(cancel) = worker.running.insert(job.claim()) else {
             // Still running (or stopping) here from a claim the database lost: see
             // `running`'s doc. Hand this claim back; the slot is free again.
             drop(permit);
-            worker
-                .tasks
-                .spawn(hand_back(worker.clone(), job.id, job.attempt));
+            worker.tasks.spawn(hand_back(worker.clone(), job.claim()));
             continue;
         };
         worker.tasks.spawn(executor::run_job(
@@ -487,12 +485,12 @@ fn start(
 /// No hint is sent: this worker would only claim it again while the earlier run lasts;
 /// the database polls of the workers find it (this one's once that run has ended).
 /// Should the release fail, the claim's lease expires and the sweeper does the same.
-async fn hand_back(worker: Arc<Worker>, id: Uuid, attempt: i64) {
-    debug!(job.id = %id, job.attempt = attempt,
+async fn hand_back(worker: Arc<Worker>, claim: Claim) {
+    debug!(job.id = %claim.id, job.attempt = claim.attempt,
            "claimed a job this worker still runs from a claim the database lost; handing it back");
     worker.metrics.claim_handed_back();
-    if let Err(err) = worker.store.release(worker.id, &[(id, attempt)]).await {
-        warn!(job.id = %id, error = %error_chain(&err),
+    if let Err(err) = worker.store.release(worker.id, &[claim]).await {
+        warn!(job.id = %claim.id, error = %error_chain(&err),
               "could not hand a claim back; it returns when its lease expires");
     }
 }

@@ -38,11 +38,12 @@ pub async fn beat(worker: &Worker) {
         Ok(still_held) => {
             worker.outages.heartbeat.ok();
             let still_held: HashSet<Uuid> = still_held.into_iter().collect();
-            for (id, attempt) in held {
-                if !still_held.contains(&id) && worker.running.cancel(id, attempt) {
+            for claim in held {
+                if !still_held.contains(&claim.id) && worker.running.cancel(claim.id, claim.attempt)
+                {
                     warn!(
-                        job.id = %id,
-                        job.attempt = attempt,
+                        job.id = %claim.id,
+                        job.attempt = claim.attempt,
                         "job no longer held by this worker (cancelled, or lease expired and taken over); stopping its handler"
                     );
                 }

@@ -1,5 +1,5 @@
-//! The jobs this process holds: id, attempt (the fencing token) and the token that
-//! stops the handler. Shared by the fetcher (adds), the completer (removes once the
+//! The jobs this process holds: the claim each runs by (id, attempt and claim time:
+//! the fencing token) and the token that stops the handler. Shared by the fetcher (adds), the completer (removes once the
 //! outcome is recorded), the heartbeat (extends and stops lost leases), the executor
 //! (removes a stopped job once its handler has returned) and shutdown. The lock is
 //! never held across an `.await`.
@@ -11,13 +11,15 @@
 //! is listed. A claim that the database lost in a crash (claims do not wait for the
 //! disk, see `Flush` in the store) leaves its attempt running here while the job is
 //! `queued` again with the attempt count from before: this worker's next claim of it
-//! carries the same attempt number and the same lease owner, the whole fencing token,
-//! so two executions of it here could both record. The fetcher hands such a claim
-//! back instead of starting it.
+//! carries the same attempt number and the same lease owner. The claim time tells the
+//! two claims apart in the database (see `lc_shared::store::Claim`), so the run of the
+//! lost one can record nothing; this list, keyed by job, holds one run per job, so the
+//! fetcher hands the new claim back instead of starting it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use lc_shared::store::Claim;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -27,7 +29,7 @@ pub struct RunningJobs {
 }
 
 struct Entry {
-    attempt: i64,
+    claim: Claim,
     cancel: CancellationToken,
     /// The handler finished and its result is on its way to the database.
     finishing: bool,
@@ -46,16 +48,16 @@ impl RunningJobs {
 
     /// Registers a claimed job; the returned token stops its handler. `None` when the
     /// job is listed already (see the module's doc): the claim must not run.
-    pub fn insert(&self, id: Uuid, attempt: i64) -> Option<CancellationToken> {
+    pub fn insert(&self, claim: Claim) -> Option<CancellationToken> {
         let mut jobs = self.lock();
-        if jobs.contains_key(&id) {
+        if jobs.contains_key(&claim.id) {
             return None;
         }
         let cancel = CancellationToken::new();
         jobs.insert(
-            id,
+            claim.id,
             Entry {
-                attempt,
+                claim,
                 cancel: cancel.clone(),
                 finishing: false,
                 stopping: false,
@@ -64,12 +66,12 @@ impl RunningJobs {
         Some(cancel)
     }
 
-    /// Every held job with its attempt (not those being stopped: they are not ours).
-    pub fn snapshot(&self) -> Vec<(Uuid, i64)> {
+    /// The claims of every held job (not those being stopped: they are not ours).
+    pub fn snapshot(&self) -> Vec<Claim> {
         self.lock()
-            .iter()
-            .filter(|(_, entry)| !entry.stopping)
-            .map(|(id, entry)| (*id, entry.attempt))
+            .values()
+            .filter(|entry| !entry.stopping)
+            .map(|entry| entry.claim)
             .collect()
     }
 
@@ -77,7 +79,7 @@ impl RunningJobs {
     /// database (see [`RunningJobs::cancel`]).
     pub fn finishing(&self, id: Uuid, attempt: i64) {
         if let Some(entry) = self.lock().get_mut(&id)
-            && entry.attempt == attempt
+            && entry.claim.attempt == attempt
         {
             entry.finishing = true;
         }
@@ -86,7 +88,10 @@ impl RunningJobs {
     /// Forgets a job whose outcome is recorded (or refused).
     pub fn remove(&self, id: Uuid, attempt: i64) {
         let mut jobs = self.lock();
-        if jobs.get(&id).is_some_and(|entry| entry.attempt == attempt) {
+        if jobs
+            .get(&id)
+            .is_some_and(|entry| entry.claim.attempt == attempt)
+        {
             jobs.remove(&id);
         }
     }
@@ -98,7 +103,9 @@ impl RunningJobs {
     pub fn cancel(&self, id: Uuid, attempt: i64) -> bool {
         let mut jobs = self.lock();
         match jobs.get_mut(&id) {
-            Some(entry) if entry.attempt == attempt && !entry.finishing && !entry.stopping => {
+            Some(entry)
+                if entry.claim.attempt == attempt && !entry.finishing && !entry.stopping =>
+            {
                 entry.cancel.cancel();
                 entry.stopping = true;
                 true
@@ -113,7 +120,7 @@ impl RunningJobs {
         let mut jobs = self.lock();
         if jobs
             .get(&id)
-            .is_some_and(|entry| entry.attempt == attempt && entry.stopping)
+            .is_some_and(|entry| entry.claim.attempt == attempt && entry.stopping)
         {
             jobs.remove(&id);
         }
@@ -141,7 +148,17 @@ impl RunningJobs {
 #[cfg(test)]
 mod tests {
     use super::RunningJobs;
+    use chrono::{DateTime, Utc};
+    use lc_shared::store::Claim;
     use uuid::Uuid;
+
+    fn claim(id: Uuid, attempt: i64) -> Claim {
+        Claim {
+            id,
+            attempt,
+            claimed_at: DateTime::<Utc>::UNIX_EPOCH,
+        }
+    }
 
     #[test]
     fn a_job_whose_result_is_on_its_way_is_not_cancelled_as_lost() {
@@ -149,7 +166,7 @@ mod tests {
         // `running` in the database, but it was not taken away.
         let running = RunningJobs::default();
         let id = Uuid::new_v4();
-        let token = running.insert(id, 1).expect("not listed yet");
+        let token = running.insert(claim(id, 1)).expect("not listed yet");
         running.finishing(id, 1);
         assert!(!running.cancel(id, 1), "reported as taken away");
         assert!(!token.is_cancelled());
@@ -162,7 +179,7 @@ mod tests {
     fn a_running_job_missing_from_the_heartbeat_is_stopped() {
         let running = RunningJobs::default();
         let id = Uuid::new_v4();
-        let token = running.insert(id, 2).expect("not listed yet");
+        let token = running.insert(claim(id, 2)).expect("not listed yet");
         running.finishing(id, 1); // another attempt's mark changes nothing
         assert!(running.cancel(id, 2));
         assert!(token.is_cancelled());
@@ -181,26 +198,26 @@ mod tests {
         // id, same attempt, same lease owner. Also while the first is being stopped.
         let running = RunningJobs::default();
         let id = Uuid::new_v4();
-        let _first = running.insert(id, 3).expect("not listed yet");
-        assert!(running.insert(id, 3).is_none());
+        let _first = running.insert(claim(id, 3)).expect("not listed yet");
+        assert!(running.insert(claim(id, 3)).is_none());
         assert!(running.cancel(id, 3));
         assert!(
-            running.insert(id, 3).is_none(),
+            running.insert(claim(id, 3)).is_none(),
             "its handler may still record"
         );
-        assert!(running.insert(id, 4).is_none());
+        assert!(running.insert(claim(id, 4)).is_none());
         running.remove_stopped(id, 3);
-        assert!(running.insert(id, 3).is_some());
+        assert!(running.insert(claim(id, 3)).is_some());
     }
 
     #[test]
     fn shutdown_keeps_stopped_jobs_listed_for_release() {
         let running = RunningJobs::default();
         let id = Uuid::new_v4();
-        let token = running.insert(id, 1).expect("not listed yet");
+        let token = running.insert(claim(id, 1)).expect("not listed yet");
         assert_eq!(running.cancel_all(), 1);
         assert!(token.is_cancelled());
         running.remove_stopped(id, 1);
-        assert_eq!(running.snapshot(), vec![(id, 1)]);
+        assert_eq!(running.snapshot(), vec![claim(id, 1)]);
     }
 }

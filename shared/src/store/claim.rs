@@ -1,6 +1,7 @@
 //! Claims: a worker takes queued, due jobs, by the ids of hints or straight from a
-//! queue, and holds them under a lease. The attempt number goes up by one: the fencing
-//! token of everything the worker records afterwards. Claims by id take their ids as
+//! queue, and holds them under a lease. The attempt number goes up by one and
+//! `started_at` is set to the claim's time: together the fencing token of everything
+//! the worker records afterwards (see [`super::Claim`]). Claims by id take their ids as
 //! `UNNEST((SELECT $1::UUID[]), ...)`: see the plans note in [`super::complete`].
 //!
 //! # Jobs with a concurrency key
@@ -39,13 +40,13 @@ macro_rules! const_format_claim {
             $where,
             "
     RETURNING id, kind, queue, priority, payload, attempt, max_attempts, group_id, timeout_ms,
-              traceparent
+              traceparent, started_at
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
     SELECT id, ($2::TEXT[])[1], $3, attempt, $4, $6 FROM claimed
 )
 SELECT id, kind, queue, priority, payload, attempt, max_attempts, group_id, timeout_ms,
-       traceparent FROM claimed"
+       traceparent, started_at FROM claimed"
         )
     };
 }
@@ -252,7 +253,7 @@ WITH claim_time AS MATERIALIZED (SELECT clock_timestamp() AS at
     SELECT id, ($2::TEXT[])[1], $3, attempt, $4, $6, started_at FROM claimed
 )
 SELECT id, kind, queue, priority, payload, attempt, max_attempts, group_id, timeout_ms,
-       traceparent FROM claimed";
+       traceparent, started_at FROM claimed";
         if limit < 1 {
             return Ok(Vec::new());
         }

@@ -1,5 +1,5 @@
 //! What a worker records about the jobs it holds, each statement fenced by the job's
-//! state, attempt and lease owner: completions (success, retry, death), heartbeats
+//! state, its claim (attempt and claim time, see [`Claim`]) and lease owner: completions (success, retry, death), heartbeats
 //! (lease extension), jobs handed back on shutdown, log lines and drill effects.
 //!
 //! # Plans: `UNNEST((SELECT $1::UUID[]), ...)`
@@ -18,7 +18,7 @@
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::rows::{Completion, HintTarget, hint_target};
+use super::rows::{Claim, Completion, HintTarget, hint_target};
 use super::{Flush, Isolation, Replay, Result, Store, millis};
 use crate::state::{JobState, RunResult, Transition, after_run};
 
@@ -42,8 +42,8 @@ macro_rules! completion_sql {
             "
 WITH input AS (
     SELECT * FROM UNNEST((SELECT $1::UUID[]), $2::INT8[], $3::TEXT[], $4::INT8[], $5::TEXT[], $6::TEXT[],
-                         $10::TEXT[])
-        AS t(id, attempt, to_state, delay_ms, error, label, from_state)
+                         $10::TEXT[], $11::TIMESTAMPTZ[])
+        AS t(id, attempt, to_state, delay_ms, error, label, from_state, claimed_at)
 )",
             $locked,
             ", done AS (
@@ -61,6 +61,7 @@ WITH input AS (
             $join,
             "
     WHERE j.id = i.id AND j.attempt = i.attempt AND j.state = i.from_state AND j.lease_owner = $9
+      AND j.started_at = i.claimed_at
     RETURNING j.id, j.attempt, i.to_state, i.error, i.label
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
@@ -76,7 +77,7 @@ const COMPLETIONS_IN_ID_ORDER: &str = completion_sql!(
     ", locked AS MATERIALIZED (
     SELECT j.id FROM jobs j JOIN input i
         ON j.id = i.id AND j.attempt = i.attempt AND j.state = i.from_state
-    WHERE j.lease_owner = $9
+    WHERE j.lease_owner = $9 AND j.started_at = i.claimed_at
     ORDER BY j.id
     FOR UPDATE OF j
 )",
@@ -91,6 +92,7 @@ const COMPLETIONS_ONE_AT_A_TIME: &str = completion_sql!("", "");
 struct CompletionColumns<'a> {
     ids: Vec<Uuid>,
     attempts: Vec<i64>,
+    claimed_at: Vec<chrono::DateTime<chrono::Utc>>,
     to_states: Vec<&'static str>,
     delays: Vec<i64>,
     errors: Vec<Option<&'a str>>,
@@ -104,6 +106,7 @@ impl<'a> CompletionColumns<'a> {
         let mut columns = CompletionColumns {
             ids: Vec::with_capacity(completions.len()),
             attempts: Vec::with_capacity(completions.len()),
+            claimed_at: Vec::with_capacity(completions.len()),
             to_states: Vec::with_capacity(completions.len()),
             delays: Vec::with_capacity(completions.len()),
             errors: Vec::with_capacity(completions.len()),
@@ -118,6 +121,7 @@ impl<'a> CompletionColumns<'a> {
             );
             columns.ids.push(completion.id);
             columns.attempts.push(completion.attempt);
+            columns.claimed_at.push(completion.claimed_at);
             columns.to_states.push(transition.to().as_str());
             columns.delays.push(completion.retry_delay_ms);
             columns.errors.push(match &completion.result {
@@ -155,7 +159,7 @@ impl Store {
         let columns = CompletionColumns::new(completions);
         let queued = JobState::Queued.as_str();
         let running = JobState::Running.as_str();
-        let params: [&(dyn ToSql + Sync); 10] = [
+        let params: [&(dyn ToSql + Sync); 11] = [
             &columns.ids,
             &columns.attempts,
             &columns.to_states,
@@ -166,6 +170,7 @@ impl Store {
             &running,
             &worker,
             &columns.from_states,
+            &columns.claimed_at,
         ];
         let rows = self
             .statement(Isolation::ReadCommitted, Replay::Safe, sql, &params)
@@ -175,11 +180,11 @@ impl Store {
 
     /// Extends the leases of the jobs this worker runs, in one statement; returns the
     /// ids it still holds. A job missing from the answer was taken away (lease expired
-    /// and swept, or cancelled) and its handler must stop.
+    /// and swept, or cancelled, or its claim lost in a crash) and its handler must stop.
     pub async fn extend_leases(
         &self,
         worker: Uuid,
-        held: &[(Uuid, i64)],
+        held: &[Claim],
         lease: std::time::Duration,
     ) -> Result<Vec<Uuid>> {
         // At read committed, rows are locked in id order first, as completions lock
@@ -188,9 +193,10 @@ impl Store {
         const IN_ID_ORDER: &str = "
 WITH locked AS MATERIALIZED (
     SELECT j.id FROM jobs j
-    JOIN UNNEST((SELECT $1::UUID[]), $2::INT8[], $4::TEXT[]) AS h(id, attempt, state)
+    JOIN UNNEST((SELECT $1::UUID[]), $2::INT8[], $4::TEXT[], $6::TIMESTAMPTZ[])
+        AS h(id, attempt, state, claimed_at)
         ON j.id = h.id AND j.attempt = h.attempt AND j.state = h.state
-    WHERE j.lease_owner = $5
+    WHERE j.lease_owner = $5 AND j.started_at = h.claimed_at
     ORDER BY j.id
     FOR UPDATE OF j
 )
@@ -199,8 +205,10 @@ FROM locked WHERE j.id = locked.id
 RETURNING j.id";
         const ONE_AT_A_TIME: &str = "
 UPDATE jobs j SET lease_expires_at = now() + $3::INT8 * INTERVAL '1 millisecond'
-FROM UNNEST((SELECT $1::UUID[]), $2::INT8[], $4::TEXT[]) AS h(id, attempt, state)
+FROM UNNEST((SELECT $1::UUID[]), $2::INT8[], $4::TEXT[], $6::TIMESTAMPTZ[])
+    AS h(id, attempt, state, claimed_at)
 WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = h.state AND j.lease_owner = $5
+  AND j.started_at = h.claimed_at
 RETURNING j.id";
         let sql = match self.level(Isolation::ReadCommitted) {
             Isolation::ReadCommitted => IN_ID_ORDER,
@@ -209,8 +217,7 @@ RETURNING j.id";
         if held.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<Uuid> = held.iter().map(|(id, _)| *id).collect();
-        let attempts: Vec<i64> = held.iter().map(|(_, attempt)| *attempt).collect();
+        let (ids, attempts, claimed_at) = claim_columns(held);
         let running = by_id(&ids, JobState::Running.as_str());
         let lease_ms = millis(lease);
         // See [`Flush`]: an extension lost in a crash is an earlier expiry.
@@ -220,7 +227,7 @@ RETURNING j.id";
                 Replay::Safe,
                 Flush::Skip,
                 sql,
-                &[&ids, &attempts, &lease_ms, &running, &worker],
+                &[&ids, &attempts, &lease_ms, &running, &worker, &claimed_at],
             )
             .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
@@ -228,13 +235,15 @@ RETURNING j.id";
 
     /// Hands back jobs this worker could not finish before shutting down: queued again
     /// at once, the attempt not counted. Returns where their hints go.
-    pub async fn release(&self, worker: Uuid, held: &[(Uuid, i64)]) -> Result<Vec<HintTarget>> {
+    pub async fn release(&self, worker: Uuid, held: &[Claim]) -> Result<Vec<HintTarget>> {
         const SQL: &str = "
 WITH released AS (
     UPDATE jobs j SET state = $4, run_at = now(), dispatched = true, lease_owner = NULL,
         lease_expires_at = NULL, max_attempts = j.max_attempts + 1, updated_at = now()
-    FROM UNNEST((SELECT $1::UUID[]), $2::INT8[], $7::TEXT[]) AS h(id, attempt, state)
+    FROM UNNEST((SELECT $1::UUID[]), $2::INT8[], $7::TEXT[], $8::TIMESTAMPTZ[])
+        AS h(id, attempt, state, claimed_at)
     WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = h.state AND j.lease_owner = $5
+      AND j.started_at = h.claimed_at
     RETURNING j.id, j.attempt, j.queue, j.priority
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
@@ -244,8 +253,7 @@ SELECT id, queue, priority FROM released";
         if held.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<Uuid> = held.iter().map(|(id, _)| *id).collect();
-        let attempts: Vec<i64> = held.iter().map(|(_, attempt)| *attempt).collect();
+        let (ids, attempts, claimed_at) = claim_columns(held);
         let transition = Transition::Release;
         let running = JobState::Running.as_str();
         let queued = transition.to().as_str();
@@ -263,19 +271,21 @@ SELECT id, queue, priority FROM released";
                     &worker,
                     &label,
                     &by_id(&ids, running),
+                    &claimed_at,
                 ],
             )
             .await?;
         rows.iter().map(hint_target).collect()
     }
 
-    /// Appends a log line (not a transition) to a job's history, only while `attempt`
+    /// Appends a log line (not a transition) to a job's history, only while `claim`
     /// still holds it, so a fenced-off worker cannot write into a later attempt's story.
-    pub async fn append_log(&self, id: Uuid, attempt: i64, worker: Uuid, message: &str) -> Result {
+    pub async fn append_log(&self, claim: &Claim, worker: Uuid, message: &str) -> Result {
         const SQL: &str = "
 INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
 SELECT $1, NULL, NULL, $2, $3, $4
-WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND attempt = $2 AND state = $5)";
+WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND attempt = $2 AND state = $5
+                                   AND started_at = $6)";
         let running = JobState::Running.as_str();
         // Read committed: one statement; its `EXISTS` sees the row as committed when
         // the statement starts, so a line lands in the attempt that was live then,
@@ -284,22 +294,30 @@ WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND attempt = $2 AND state = $5)"
             Isolation::ReadCommitted,
             Replay::Safe,
             SQL,
-            &[&id, &attempt, &worker, &message, &running],
+            &[
+                &claim.id,
+                &claim.attempt,
+                &worker,
+                &message,
+                &running,
+                &claim.claimed_at,
+            ],
         )
         .await?;
         Ok(())
     }
 
     /// Test and drill support: records that a handler's effect happened for an attempt,
-    /// only while that attempt is the job's live one (running, same attempt, lease held
-    /// by `worker`), so the drills prove that a stale attempt can record nothing. The
+    /// only while its claim is the job's live one (running, same attempt and claim
+    /// time, lease held by `worker`), so the drills prove that a stale attempt can
+    /// record nothing. The
     /// job's row is locked (`FOR UPDATE`) so that, at read committed too, no transition
     /// commits between the check and the write. Returns whether it was recorded.
-    pub async fn record_effect(&self, id: Uuid, attempt: i64, worker: Uuid) -> Result<bool> {
+    pub async fn record_effect(&self, claim: &Claim, worker: Uuid) -> Result<bool> {
         const SQL: &str = "
 INSERT INTO job_effects (job_id, attempt, worker_id)
 SELECT id, attempt, lease_owner FROM jobs
-WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = $4
+WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = $4 AND started_at = $5
 FOR UPDATE
 RETURNING job_id";
         let running = JobState::Running.as_str();
@@ -312,9 +330,24 @@ RETURNING job_id";
                 Isolation::ReadCommitted,
                 Replay::Unsafe,
                 SQL,
-                &[&id, &attempt, &worker, &running],
+                &[
+                    &claim.id,
+                    &claim.attempt,
+                    &worker,
+                    &running,
+                    &claim.claimed_at,
+                ],
             )
             .await?;
         Ok(rows.len() == 1)
     }
+}
+
+/// The columns of a batch of claims, as the statements take them.
+fn claim_columns(held: &[Claim]) -> (Vec<Uuid>, Vec<i64>, Vec<chrono::DateTime<chrono::Utc>>) {
+    (
+        held.iter().map(|claim| claim.id).collect(),
+        held.iter().map(|claim| claim.attempt).collect(),
+        held.iter().map(|claim| claim.claimed_at).collect(),
+    )
 }

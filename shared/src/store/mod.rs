@@ -49,8 +49,9 @@ pub use enqueue::{SINGLE_JOB_INSERT, enqueue_in_transaction};
 pub use operator::cancel_queued_in_transaction;
 pub use outbox::{JobEventRow, claim_job_events, relay_turn};
 pub use rows::{
-    CancelOutcome, ClaimedJob, Completion, ConcurrencyKeyRow, Enqueued, EventRow, ExpiredLease,
-    HintTarget, JobFilter, JobRow, OperatorResult, QueueDepth, RunningJob, StuckJob, WaitingJob,
+    CancelOutcome, Claim, ClaimedJob, Completion, ConcurrencyKeyRow, Enqueued, EventRow,
+    ExpiredLease, HintTarget, JobFilter, JobRow, OperatorResult, QueueDepth, RunningJob, StuckJob,
+    WaitingJob,
 };
 pub use throughput::FinishedCount;
 pub use tokens::{KeyClaim, TokenLookup, TokenRow};
@@ -494,8 +495,10 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 ///   after it; every outcome, effect or event the claimed attempt recorded waited for
 ///   a flush that included the claim. An attempt that recorded nothing durable is,
 ///   after the crash, as if never started: the job is `queued` with its attempt count
-///   from before, its old worker's writes are fenced out (state, attempt and lease
-///   owner no longer match) and it runs again, as after any lost worker;
+///   from before, its old worker's writes are fenced out (state and claim no longer
+///   match: a claim made again has the same attempt number, and the same lease owner
+///   when the same worker makes it, but another claim time, see [`Claim`]) and it runs
+///   again, as after any lost worker;
 /// - a lost lease extension leaves an earlier expiry: the job is at worst taken back
 ///   by the sweeper and run again, fenced in the same way.
 ///

@@ -33,6 +33,24 @@ pub struct Enqueued {
     pub hint: Option<HintTarget>,
 }
 
+/// One claim of a job: the fencing token of everything its run records (outcome,
+/// lease extensions, effects, log lines, a hand-back), checked with the lease owner
+/// and the `running` state by every statement that writes for the run.
+///
+/// The attempt number alone does not tell two claims apart. On PostgreSQL a claim does
+/// not wait for the disk (see `Flush`), so a crash can lose one: the job is `queued`
+/// again with the attempt count from before, and its next claim carries the same
+/// attempt number, and the same lease owner when the same worker makes it, while the
+/// run of the lost claim may still be going. `claimed_at` is the claim's `started_at`,
+/// the time of its transaction, which a claim made again (after the server's restart)
+/// never shares with the lost one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub id: Uuid,
+    pub attempt: i64,
+    pub claimed_at: DateTime<Utc>,
+}
+
 /// A job a worker now holds.
 #[derive(Clone, Debug)]
 pub struct ClaimedJob {
@@ -51,6 +69,19 @@ pub struct ClaimedJob {
     pub concurrency_key: Option<String>,
     /// The W3C `traceparent` stored at enqueue, if the producer exported traces.
     pub traceparent: Option<String>,
+    /// When this claim was made: with the attempt, its fencing token (see [`Claim`]).
+    pub claimed_at: DateTime<Utc>,
+}
+
+impl ClaimedJob {
+    /// The claim this run holds the job by.
+    pub fn claim(&self) -> Claim {
+        Claim {
+            id: self.id,
+            attempt: self.attempt,
+            claimed_at: self.claimed_at,
+        }
+    }
 }
 
 /// A finished run, as the worker's completer hands it to the store.
@@ -58,6 +89,8 @@ pub struct ClaimedJob {
 pub struct Completion {
     pub id: Uuid,
     pub attempt: i64,
+    /// The claim's time: with the attempt, the run's fencing token (see [`Claim`]).
+    pub claimed_at: DateTime<Utc>,
     pub max_attempts: i64,
     pub result: RunResult,
     /// Wait before the next attempt, when the result is retryable.
@@ -274,6 +307,7 @@ pub(super) fn claimed_job(row: &Row, concurrency_key: Option<&str>) -> Result<Cl
         timeout: timeout_at(row, 8)?,
         concurrency_key: concurrency_key.map(str::to_owned),
         traceparent: row.get(9),
+        claimed_at: row.get(10),
     })
 }
 

@@ -91,7 +91,7 @@ impl JobContext {
         if let Err(err) = self
             .worker
             .store
-            .append_log(self.job.id, self.job.attempt, self.worker.id, message)
+            .append_log(&self.job.claim(), self.worker.id, message)
             .await
         {
             tracing::warn!(error = %error_chain(&err), "could not append to the job's history");
@@ -104,7 +104,7 @@ impl JobContext {
     pub async fn record_effect(&self) -> Result<bool, JobError> {
         self.worker
             .store
-            .record_effect(self.job.id, self.job.attempt, self.worker.id)
+            .record_effect(&self.job.claim(), self.worker.id)
             .await
             .map_err(|err| JobError::retryable_from("could not record the effect", err))
     }
