@@ -144,7 +144,8 @@ impl FromStr for JobState {
 pub enum Transition {
     /// A new job enters the queue.
     Enqueue,
-    /// A worker takes a due job; the attempt number goes up by one (the fencing token).
+    /// A worker takes a due job; the attempt number goes up by one (with the claim's
+    /// time, the fencing token: see `store::Claim`).
     Claim,
     /// The handler finished.
     Succeed,

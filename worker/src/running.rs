@@ -1,8 +1,8 @@
 //! The jobs this process holds: the claim each runs by (id, attempt and claim time:
-//! the fencing token) and the token that stops the handler. Shared by the fetcher (adds), the completer (removes once the
-//! outcome is recorded), the heartbeat (extends and stops lost leases), the executor
-//! (removes a stopped job once its handler has returned) and shutdown. The lock is
-//! never held across an `.await`.
+//! the fencing token) and the token that stops the handler. Shared by the fetcher
+//! (adds), the completer (removes once the outcome is recorded), the heartbeat (extends
+//! and stops lost leases), the executor (removes a stopped job once its handler has
+//! returned) and shutdown. The lock is never held across an `.await`.
 //!
 //! # One execution of a job per process
 //!

@@ -59,7 +59,8 @@ pub struct ClaimedJob {
     pub queue: String,
     pub priority: Priority,
     pub payload: serde_json::Value,
-    /// The fencing token: only this attempt may record the job's outcome.
+    /// With `claimed_at`, the fencing token: only this claim may record the job's
+    /// outcome.
     pub attempt: i64,
     pub max_attempts: i64,
     pub group_id: Option<Uuid>,

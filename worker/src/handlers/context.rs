@@ -45,7 +45,8 @@ impl JobContext {
         self.claim_times
     }
 
-    /// The job: id, kind, attempt (the fencing token), queue, priority, group, payload.
+    /// The job: id, kind, attempt and claim time (the fencing token), queue, priority,
+    /// group, payload.
     pub fn job(&self) -> &ClaimedJob {
         &self.job
     }
