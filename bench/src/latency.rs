@@ -123,6 +123,7 @@ impl Bench {
         let handler = percentiles(&mut to_handler);
         let (met, peer) = self.latency_rows(rate, &handler, &rows).await;
         self.leg_rows(rate, &legs);
+        let paced = self.paced_reference(rate).await;
         let jobs = produced.ids.len() as f64 + produced.warmed as f64;
         Ok(json!({
             "rate_per_s": rate,
@@ -139,6 +140,7 @@ impl Bench {
             "enqueue_call_to_handler_start_ms": handler,
             "where_the_time_goes_ms": tail,
             "legs_ms": legs,
+            "pgbench_paced": paced,
             "enqueue_to_start_ms": rows.start,
             "enqueue_to_finish_ms": rows.finish,
             "enqueue_call_ms": percentiles(&mut produced.call_ms),
@@ -351,6 +353,38 @@ impl Bench {
             None,
         );
         (met, peer)
+    }
+
+    /// The paced pgbench reference at `rate` (see [`crate::pgbench`]), run once the
+    /// workers stopped, as a row under the legs: the floor of the call->commit leg.
+    /// A failure is a note, not the section's.
+    async fn paced_reference(&mut self, rate: u64) -> Value {
+        match self.pgbench_paced(rate).await {
+            Ok(paced) => {
+                let commit = &paced["paced"]["commit_ms"];
+                if let (Some(p50), Some(p99)) = (commit["p50"].as_f64(), commit["p99"].as_f64()) {
+                    self.numbers_row(
+                        format!("  pgbench commit of the same insert ({rate}/s), p50 / p99"),
+                        Numbers {
+                            unit: Unit::Ms,
+                            lc: vec![p50, p99],
+                            peer: None,
+                            ratio: None,
+                            check: None,
+                        },
+                        "",
+                        None,
+                    );
+                }
+                paced
+            }
+            Err(err) => {
+                self.note(format!(
+                    "latency: the paced pgbench reference failed: {err:#}"
+                ));
+                json!({"error": format!("{err:#}")})
+            }
+        }
     }
 
     /// A row per leg of enqueue call->handler start (p50 / p99, lc only).

@@ -4,6 +4,11 @@
 //! One client committing one prepared statement at a time is what a perfect producer
 //! would reach on this server; lc's one producer is reported as a share of it.
 //!
+//! The latency section runs the same script paced (`-R`, one client, each
+//! transaction's time logged with `-l`) at its own rate, right after its run: what
+//! one durable commit of the enqueue takes on this server at that pace, beside lc's
+//! call → commit leg.
+//!
 //! The script is made from the statement's constant, so the two cannot drift: each
 //! `$n` becomes a pgbench variable `:pn` (set with `-D` to what one noop job sends,
 //! in text form), except the job ids (`$1::UUID[]`): pgbench cannot make a UUID, so
@@ -23,7 +28,7 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 use crate::bench::Bench;
-use crate::stats::{cpu_per_job, cpu_sample, cpu_split, round};
+use crate::stats::{cpu_per_job, cpu_sample, cpu_split, percentiles, round};
 
 /// The queue of the reference's jobs (deleted after the run).
 pub(crate) const QUEUE: &str = "pgbench-reference";
@@ -157,11 +162,71 @@ fn parse_report(text: &str) -> Result<(f64, u64)> {
     Ok((tps, transactions))
 }
 
+/// The commit times in pgbench's per-transaction logs (`-l`) of a paced run, in
+/// milliseconds: each line is `client transaction time script epoch µs lag`, where
+/// `time` counts from the transaction's scheduled start, so `time - lag` is the
+/// transaction itself.
+fn paced_commit_ms(logs: &[String]) -> Result<Vec<f64>> {
+    let mut times = Vec::new();
+    for text in logs {
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            ensure!(
+                fields.len() >= 7,
+                "a pgbench log line without its schedule lag: {line:?}"
+            );
+            let time: f64 = fields[2].parse().context("pgbench log: time")?;
+            let lag: f64 = fields[6].parse().context("pgbench log: lag")?;
+            times.push((time - lag) / 1000.0);
+        }
+    }
+    Ok(times)
+}
+
+/// The per-transaction logs of a run with `--log-prefix=prefix` (one file per thread,
+/// `prefix.<pid>[.<thread>]`), read and then removed.
+fn read_logs(prefix: &Path) -> Result<Vec<String>> {
+    let dir = prefix.parent().unwrap_or(Path::new("."));
+    let stem = format!(
+        "{}.",
+        prefix.file_name().unwrap_or_default().to_string_lossy()
+    );
+    let mut logs = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+        let path = entry?.path();
+        let named = path.file_name().unwrap_or_default().to_string_lossy();
+        if named.starts_with(&stem) {
+            logs.push(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("read {}", path.display()))?,
+            );
+            std::fs::remove_file(&path)?;
+        }
+    }
+    ensure!(!logs.is_empty(), "pgbench wrote no log named {stem}*");
+    Ok(logs)
+}
+
 impl Bench {
     /// Runs a reference: `clients` pgbench clients, each committing lc's insert of
     /// `jobs` jobs per statement; its commits and jobs per second, the jobs it made
     /// (counted, then deleted) and the CPU it took.
     pub(crate) async fn pgbench_reference(&mut self, clients: usize, jobs: usize) -> Result<Value> {
+        self.pgbench_run(clients, jobs, None).await
+    }
+
+    /// The paced reference: one client committing lc's single-job insert at `rate`
+    /// per second, with the p50 / p99 of its commits (`commit_ms`).
+    pub(crate) async fn pgbench_paced(&mut self, rate: u64) -> Result<Value> {
+        self.pgbench_run(1, 1, Some(rate)).await
+    }
+
+    async fn pgbench_run(
+        &mut self,
+        clients: usize,
+        jobs: usize,
+        rate: Option<u64>,
+    ) -> Result<Value> {
         let pgbench = find_pgbench(self.args.pgbench.as_deref())
             .ok_or_else(|| anyhow!("pgbench not found (give --pgbench or LC_PGBENCH)"))?;
         let script_path = self.work_dir.join(format!("pgbench-insert-{jobs}.sql"));
@@ -178,6 +243,14 @@ impl Bench {
             .arg(SECONDS.to_string())
             .arg("-f")
             .arg(&script_path);
+        let log_prefix = rate.map(|rate| self.work_dir.join(format!("pgbench-paced-{rate}")));
+        if let (Some(rate), Some(prefix)) = (rate, &log_prefix) {
+            command
+                .arg("-R")
+                .arg(rate.to_string())
+                .arg("-l")
+                .arg(format!("--log-prefix={}", prefix.display()));
+        }
         for definition in definitions(QUEUE, jobs) {
             command.arg("-D").arg(definition);
         }
@@ -225,8 +298,25 @@ impl Bench {
             made == made_by_pgbench as i64,
             "pgbench reported {transactions} transactions of {jobs} jobs but {made} jobs are in {QUEUE}"
         );
+        let paced = match (rate, &log_prefix) {
+            (Some(rate), Some(prefix)) => {
+                let logs = read_logs(prefix)?;
+                let mut commits = paced_commit_ms(&logs)?;
+                ensure!(
+                    commits.len() as u64 == transactions,
+                    "pgbench logged {} of its {transactions} transactions",
+                    commits.len()
+                );
+                json!({"rate_per_s": rate, "commit_ms": percentiles(&mut commits)})
+            }
+            _ => Value::Null,
+        };
+        let pace = rate
+            .map(|rate| format!(" -R {rate} -l"))
+            .unwrap_or_default();
         Ok(json!({
-            "command": format!("pgbench -n -M prepared -c {clients} -j {threads} -T {SECONDS} -f {}", script_path.display()),
+            "command": format!("pgbench -n -M prepared -c {clients} -j {threads} -T {SECONDS}{pace} -f {}", script_path.display()),
+            "paced": paced,
             "pgbench": pgbench.display().to_string(),
             "clients": clients,
             "jobs_per_commit": jobs,
@@ -259,6 +349,19 @@ impl Bench {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A paced run's log: the commit is the logged time less the schedule lag.
+    #[test]
+    fn a_paced_commit_is_its_logged_time_less_its_lag() {
+        let log = "0 0 540 0 1765130000 120000 40\n0 1 1500 0 1765130000 122000 1000\n".to_owned();
+        let commits = paced_commit_ms(&[log]).expect("parsed");
+        assert_eq!(commits, [0.5, 0.5]);
+        let unpaced = "0 0 540 0 1765130000 120000\n".to_owned();
+        assert!(
+            paced_commit_ms(&[unpaced]).is_err(),
+            "a line without its lag"
+        );
+    }
 
     /// Put back, the script is the producer's statement exactly.
     #[test]
