@@ -361,21 +361,10 @@ impl Bench {
     async fn paced_reference(&mut self, rate: u64) -> Value {
         match self.pgbench_paced(rate).await {
             Ok(paced) => {
-                let commit = &paced["paced"]["commit_ms"];
-                if let (Some(p50), Some(p99)) = (commit["p50"].as_f64(), commit["p99"].as_f64()) {
-                    self.numbers_row(
-                        format!("  pgbench commit of the same insert ({rate}/s), p50 / p99"),
-                        Numbers {
-                            unit: Unit::Ms,
-                            lc: vec![p50, p99],
-                            peer: None,
-                            ratio: None,
-                            check: None,
-                        },
-                        "",
-                        None,
-                    );
-                }
+                self.p50_p99_row(
+                    format!("  pgbench commit of the same insert ({rate}/s), p50 / p99"),
+                    &paced["paced"]["commit_ms"],
+                );
                 paced
             }
             Err(err) => {
@@ -390,12 +379,15 @@ impl Bench {
     /// A row per leg of enqueue call->handler start (p50 / p99, lc only).
     fn leg_rows(&mut self, rate: u64, legs: &Value) {
         for name in LEGS {
-            let leg = &legs[name];
-            let (Some(p50), Some(p99)) = (leg["p50"].as_f64(), leg["p99"].as_f64()) else {
-                continue;
-            };
+            self.p50_p99_row(format!("  leg {name} ({rate}/s), p50 / p99"), &legs[name]);
+        }
+    }
+
+    /// A row of lc's p50 / p99 in milliseconds from [`percentiles`], none without them.
+    fn p50_p99_row(&mut self, label: String, measured: &Value) {
+        if let (Some(p50), Some(p99)) = (measured["p50"].as_f64(), measured["p99"].as_f64()) {
             self.numbers_row(
-                format!("  leg {name} ({rate}/s), p50 / p99"),
+                label,
                 Numbers {
                     unit: Unit::Ms,
                     lc: vec![p50, p99],
