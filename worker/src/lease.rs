@@ -44,7 +44,7 @@ pub async fn beat(worker: &Worker) {
                     warn!(
                         job.id = %claim.id,
                         job.attempt = claim.attempt,
-                        "job no longer held by this worker (cancelled, or lease expired and taken over); stopping its handler"
+                        "job no longer held by this worker (cancelled, its lease expired and taken over, or its claim lost in a database crash); stopping its handler"
                     );
                 }
             }
