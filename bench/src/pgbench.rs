@@ -243,8 +243,9 @@ impl Bench {
             .arg(SECONDS.to_string())
             .arg("-f")
             .arg(&script_path);
-        let log_prefix = rate.map(|rate| self.work_dir.join(format!("pgbench-paced-{rate}")));
-        if let (Some(rate), Some(prefix)) = (rate, &log_prefix) {
+        // A paced run: its rate, and where pgbench logs each transaction.
+        let paced = rate.map(|rate| (rate, self.work_dir.join(format!("pgbench-paced-{rate}"))));
+        if let Some((rate, prefix)) = &paced {
             command
                 .arg("-R")
                 .arg(rate.to_string())
@@ -298,8 +299,8 @@ impl Bench {
             made == made_by_pgbench as i64,
             "pgbench reported {transactions} transactions of {jobs} jobs but {made} jobs are in {QUEUE}"
         );
-        let paced = match (rate, &log_prefix) {
-            (Some(rate), Some(prefix)) => {
+        let paced = match &paced {
+            Some((rate, prefix)) => {
                 let logs = read_logs(prefix)?;
                 let mut commits = paced_commit_ms(&logs)?;
                 ensure!(
@@ -309,7 +310,7 @@ impl Bench {
                 );
                 json!({"rate_per_s": rate, "commit_ms": percentiles(&mut commits)})
             }
-            _ => Value::Null,
+            None => Value::Null,
         };
         let pace = rate
             .map(|rate| format!(" -R {rate} -l"))
