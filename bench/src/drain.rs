@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::bench::{Bench, POLL, unfinished_split};
+use crate::drain_floor::Statements;
 use crate::procs::WorkerProc;
 use crate::rows::{Check, Row, Unit, thousands};
 use crate::starts::{StartCounter, handler_starts};
@@ -153,13 +154,8 @@ impl Bench {
             value["queue"] = json!(queue);
             rates.insert(workers, value["jobs_per_s"].as_f64().unwrap_or(0.0));
             // What the drain's statements allow, right after it (rows below its own).
-            let floor = match self.drain_floor(workers).await {
-                Ok(floor) => Some(floor),
-                Err(err) => {
-                    self.note(format!("drain floor, {workers} workers: {err:#}"));
-                    None
-                }
-            };
+            let floor = self.floor_or_note(workers, Statements::Lc).await;
+            let bare_floor = self.floor_or_note(workers, Statements::Bare).await;
             let peer = self
                 .on_peer(&format!("drain, {workers} workers"), async |peer| {
                     peer.drain(jobs, workers, concurrency).await
@@ -172,9 +168,10 @@ impl Bench {
                     .and_then(|peer| peer["jobs_per_s"].as_f64())
                     .zip(target_ratio(workers))
                     .map(|(peer_rate, ratio)| peer_rate * ratio);
-                self.floor_rows(workers, &value, floor, target);
+                self.floor_rows(workers, &value, floor, bare_floor.as_ref(), target);
             }
             value["floor"] = json!(floor);
+            value["bare_floor"] = json!(bare_floor);
             value["met"] = json!(met);
             value["peer"] = json!(peer);
             out.insert(workers.to_string(), value);

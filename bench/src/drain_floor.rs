@@ -7,6 +7,12 @@
 //! out is everything else a worker does: no Redis, no handler tasks, no heartbeats,
 //! no event relay. So the floor's rate is the most a drain with these statements could
 //! reach here, and the drain's rate as a share of it is what the worker costs.
+//!
+//! Beside it runs the floor of any durable queue that keeps its jobs
+//! ([`Statements::Bare`]): the same shape, with each claim and each completion only the
+//! update of the job rows (the claim without waiting for the flush, the completion
+//! waiting, as lc's): no history rows, no event for the outbox, no fencing by claim. It
+//! is what durability alone allows a drain here, whatever else a queue records.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,12 +37,50 @@ const MAX_COMPLETIONS: usize = 500;
 /// The lease the floor's claims take (they are recorded long before it ends).
 const LEASE: Duration = Duration::from_secs(60);
 
+/// What the simulated workers send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Statements {
+    /// lc's own: `Store::claim_by_ids` and `Store::record_completions`, with their
+    /// history rows (the outbox) and their fences.
+    Lc,
+    /// The least a durable queue that keeps its jobs writes: one update of the job rows
+    /// to claim them (on the pool that does not wait for the flush, as lc's claims) and
+    /// one to record them succeeded (waiting for it).
+    Bare,
+}
+
+impl Statements {
+    fn name(self) -> &'static str {
+        match self {
+            Statements::Lc => "lc",
+            Statements::Bare => "bare",
+        }
+    }
+}
+
+/// [`Statements::Bare`]'s claim: the job rows, nothing else. The ids go in through a
+/// scalar subquery, for one generic plan, as lc's (see the plans note in
+/// `lc_shared::store::complete`).
+const BARE_CLAIM: &str = "UPDATE jobs SET state = 'running', attempt = attempt + 1,
+    lease_owner = $2, lease_expires_at = now() + INTERVAL '60 seconds', started_at = now(),
+    updated_at = now()
+WHERE id IN (SELECT UNNEST((SELECT $1::UUID[]))) AND state = 'queued'";
+
+/// [`Statements::Bare`]'s completion: the job rows, nothing else.
+const BARE_COMPLETE: &str = "UPDATE jobs SET state = 'succeeded', finished_at = now(),
+    updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+WHERE id IN (SELECT UNNEST((SELECT $1::UUID[]))) AND state = 'running' AND lease_owner = $2";
+
 impl Bench {
-    /// The floor for `workers` simulated workers over a freshly preloaded queue of
-    /// `--drain-jobs` jobs (its rows: [`Bench::floor_rows`]).
-    pub(crate) async fn drain_floor(&mut self, workers: usize) -> Result<Value> {
+    /// The floor for `workers` simulated workers sending `statements` over a freshly
+    /// preloaded queue of `--drain-jobs` jobs (its rows: [`Bench::floor_rows`]).
+    pub(crate) async fn drain_floor(
+        &mut self,
+        workers: usize,
+        statements: Statements,
+    ) -> Result<Value> {
         let jobs = self.args.drain_jobs;
-        let queue = self.queue_name(&format!("drain-floor-{workers}"));
+        let queue = self.queue_name(&format!("drain-floor-{}-{workers}", statements.name()));
         self.preload(&queue, jobs).await?;
         let client = self.store.client().await?;
         let ids: Vec<Uuid> = client
@@ -68,6 +112,7 @@ impl Bench {
                 ids.clone(),
                 next.clone(),
                 self.args.worker_concurrency.max(1),
+                statements,
             ));
         }
         let mut recorded = 0;
@@ -98,6 +143,7 @@ impl Bench {
         self.remove_floor_jobs(&queue).await?;
         Ok(json!({
             "workers": workers,
+            "statements": statements.name(),
             "concurrency_per_worker": self.args.worker_concurrency,
             "jobs": jobs,
             "seconds": round(seconds, 3),
@@ -112,6 +158,22 @@ impl Bench {
 }
 
 impl Bench {
+    /// [`Bench::drain_floor`], or `None` with a note of why it failed.
+    pub(crate) async fn floor_or_note(
+        &mut self,
+        workers: usize,
+        statements: Statements,
+    ) -> Option<Value> {
+        match self.drain_floor(workers, statements).await {
+            Ok(floor) => Some(floor),
+            Err(err) => {
+                let name = statements.name();
+                self.note(format!("drain floor ({name}), {workers} workers: {err:#}"));
+                None
+            }
+        }
+    }
+
     /// Removes what the floor leaves: its jobs and their history (else the next
     /// workers' event relays would publish 300,000 transitions nobody is timed for) and
     /// their hints in Redis; they are no longer counted among the bench's jobs.
@@ -128,12 +190,14 @@ impl Bench {
 
     /// The floor's rows under its drain's: its rate, the drain's share of it, the
     /// floor's CPU per job, and, given the drain's target rate against the peer, whether
-    /// that target is within what the statements allow here.
+    /// that target is within what the statements allow here; then the same for the
+    /// bare floor, when it ran.
     pub(crate) fn floor_rows(
         &mut self,
         workers: usize,
         drain: &Value,
         floor: &Value,
+        bare: Option<&Value>,
         target: Option<f64>,
     ) {
         let rate = floor["jobs_per_s"].as_f64().unwrap_or(0.0);
@@ -177,6 +241,36 @@ impl Bench {
                 None,
             );
         }
+        let Some(bare) = bare else { return };
+        let bare_rate = bare["jobs_per_s"].as_f64().unwrap_or(0.0);
+        self.figure_row(
+            format!("  bare floor: job-row updates alone, no history ({workers}w)"),
+            Unit::JobsPerS,
+            vec![bare_rate],
+            None,
+            "",
+            None,
+        );
+        let bare_cpu = &bare["cpu_us_per_job"]["postgres"];
+        self.figure_row(
+            format!("  bare floor's CPU per job: postgres ({workers}w)"),
+            Unit::Micros,
+            vec![bare_cpu.as_f64().unwrap_or(0.0)],
+            None,
+            "",
+            None,
+        );
+        if let Some(target) = target.filter(|_| bare_rate > 0.0) {
+            let peer = self.peer_name();
+            self.figure_row(
+                format!("  the drain's target against {peer} / the bare floor ({workers}w)"),
+                Unit::Percent,
+                vec![target / bare_rate],
+                None,
+                "> 100%: above what durability allows",
+                None,
+            );
+        }
     }
 }
 
@@ -188,10 +282,11 @@ async fn simulated_worker(
     ids: Arc<Vec<Uuid>>,
     next: Arc<AtomicUsize>,
     concurrency: usize,
+    statements: Statements,
 ) -> Result<usize> {
     let worker = Uuid::now_v7();
     let slots = Arc::new(Semaphore::new(concurrency));
-    let (claimed_tx, mut claimed_rx) = mpsc::unbounded_channel::<Vec<ClaimedJob>>();
+    let (claimed_tx, mut claimed_rx) = mpsc::unbounded_channel::<Vec<Claimed>>();
     let mut claimers = JoinSet::new();
     for _ in 0..CLAIMS_IN_FLIGHT {
         let (store, ids, next, slots, claimed_tx) = (
@@ -217,7 +312,7 @@ async fn simulated_worker(
                 let end = (start + taken).min(ids.len());
                 // Slots this batch does not use (the last one) go back.
                 slots.add_permits(taken - (end - start));
-                let jobs = store.claim_by_ids(&ids[start..end], worker, LEASE).await?;
+                let jobs = claim(&store, statements, &ids[start..end], worker).await?;
                 ensure!(
                     jobs.len() == end - start,
                     "claimed {} of {}",
@@ -233,18 +328,17 @@ async fn simulated_worker(
     drop(claimed_tx);
     let mut recorded = 0;
     while let Some(first) = claimed_rx.recv().await {
-        let mut batch: Vec<Completion> = first.iter().map(succeeded).collect();
+        let mut batch: Vec<Claimed> = first;
         while batch.len() < MAX_COMPLETIONS {
             match claimed_rx.try_recv() {
-                Ok(more) => batch.extend(more.iter().map(succeeded)),
+                Ok(more) => batch.extend(more),
                 Err(_) => break,
             }
         }
-        let applied = store.record_completions(worker, &batch).await?;
+        let applied = complete(&store, statements, &batch, worker).await?;
         ensure!(
-            applied.len() == batch.len(),
-            "recorded {} of {}",
-            applied.len(),
+            applied == batch.len(),
+            "recorded {applied} of {}",
             batch.len()
         );
         recorded += batch.len();
@@ -254,6 +348,75 @@ async fn simulated_worker(
         joined??;
     }
     Ok(recorded)
+}
+
+/// A job one simulated worker claimed: lc's claim gives the whole job, the bare
+/// claim its id.
+enum Claimed {
+    Lc(ClaimedJob),
+    Bare(Uuid),
+}
+
+/// Claims `ids` with `statements`.
+async fn claim(
+    store: &Store,
+    statements: Statements,
+    ids: &[Uuid],
+    worker: Uuid,
+) -> Result<Vec<Claimed>> {
+    Ok(match statements {
+        Statements::Lc => store
+            .claim_by_ids(ids, worker, LEASE)
+            .await?
+            .into_iter()
+            .map(Claimed::Lc)
+            .collect(),
+        Statements::Bare => {
+            let client = store.claims_client().await?;
+            let ids = ids.to_vec();
+            let statement = client.prepare_cached(BARE_CLAIM).await?;
+            let claimed = client.execute(&statement, &[&ids, &worker]).await?;
+            ids.into_iter()
+                .take(usize::try_from(claimed)?)
+                .map(Claimed::Bare)
+                .collect()
+        }
+    })
+}
+
+/// Records `batch` succeeded with `statements`; returns how many it recorded.
+async fn complete(
+    store: &Store,
+    statements: Statements,
+    batch: &[Claimed],
+    worker: Uuid,
+) -> Result<usize> {
+    match statements {
+        Statements::Lc => {
+            let completions: Vec<Completion> = batch
+                .iter()
+                .filter_map(|claimed| match claimed {
+                    Claimed::Lc(job) => Some(succeeded(job)),
+                    Claimed::Bare(_) => None,
+                })
+                .collect();
+            Ok(store.record_completions(worker, &completions).await?.len())
+        }
+        Statements::Bare => {
+            let ids: Vec<Uuid> = batch
+                .iter()
+                .map(|claimed| match claimed {
+                    Claimed::Lc(job) => job.id,
+                    Claimed::Bare(id) => *id,
+                })
+                .collect();
+            let client = store.client().await?;
+            let statement = client.prepare_cached(BARE_COMPLETE).await?;
+            Ok(usize::try_from(
+                client.execute(&statement, &[&ids, &worker]).await?,
+            )?)
+        }
+    }
 }
 
 /// A claimed job's completion, succeeded at once (what a no-op handler returns).
