@@ -168,6 +168,38 @@ impl Bench {
         self.numbers_row(figure, numbers, target, None)
     }
 
+    /// A row of figures without a peer, a target or a verdict: what a reference
+    /// measured, printed beside the figures it explains.
+    pub(crate) fn info_row(&mut self, figure: impl Into<String>, unit: Unit, values: Vec<f64>) {
+        self.figure_row(figure, unit, values, None, "", None);
+    }
+
+    /// `target` (a rate against the peer) as a share of what a reference reached
+    /// (`reference`, per second), as the row `  the <what> against <peer> / <of>`;
+    /// `above` says what a share over 100% means. Nothing without a target or a
+    /// reference rate.
+    pub(crate) fn target_share_row(
+        &mut self,
+        what: &str,
+        of: &str,
+        target: Option<f64>,
+        reference: f64,
+        above: &str,
+    ) {
+        let Some(target) = target.filter(|_| reference > 0.0) else {
+            return;
+        };
+        let peer = self.peer_name();
+        self.figure_row(
+            format!("  the {what} against {peer} / {of}"),
+            Unit::Percent,
+            vec![target / reference],
+            None,
+            format!("> 100%: {above}"),
+            None,
+        );
+    }
+
     /// A row of `numbers` (see [`Bench::figure_row`]); its verdict is `numbers.check`'s,
     /// or `met` for a target that is not a simple rule (a summary of repetitions then
     /// takes the majority).

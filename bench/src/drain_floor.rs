@@ -202,75 +202,52 @@ impl Bench {
     ) {
         let rate = floor["jobs_per_s"].as_f64().unwrap_or(0.0);
         let drained = drain["jobs_per_s"].as_f64().unwrap_or(0.0);
-        self.figure_row(
+        self.info_row(
             format!("  floor: lc's claim and completion statements alone ({workers}w)"),
             Unit::JobsPerS,
             vec![rate],
-            None,
-            "",
-            None,
         );
-        self.figure_row(
+        self.info_row(
             format!("  drain / floor ({workers}w)"),
             Unit::Percent,
             vec![if rate > 0.0 { drained / rate } else { 0.0 }],
-            None,
-            "",
-            None,
         );
         let per_job = &floor["cpu_us_per_job"];
         let of = |group: &str| per_job[group].as_f64().unwrap_or(0.0);
-        self.figure_row(
+        self.info_row(
             format!("  floor's CPU per job: postgres / lc-bench ({workers}w)"),
             Unit::Micros,
             vec![of("postgres"), of("lc-bench")],
-            None,
-            "",
-            None,
         );
-        if let Some(target) = target.filter(|_| rate > 0.0) {
-            // The drain's target (the peer's rate times issue 20's ratio) as a share of
-            // the floor: above 100%, the target asks more than these statements reach.
-            let peer = self.peer_name();
-            self.figure_row(
-                format!("  the drain's target against {peer} / the floor ({workers}w)"),
-                Unit::Percent,
-                vec![target / rate],
-                None,
-                "> 100%: above what they reach",
-                None,
-            );
-        }
+        // The drain's target (the peer's rate times issue 20's ratio) as a share of the
+        // floor: above 100%, the target asks more than these statements reach.
+        self.target_share_row(
+            "drain's target",
+            &format!("the floor ({workers}w)"),
+            target,
+            rate,
+            "above what they reach",
+        );
         let Some(bare) = bare else { return };
         let bare_rate = bare["jobs_per_s"].as_f64().unwrap_or(0.0);
-        self.figure_row(
+        self.info_row(
             format!("  bare floor: job-row updates alone, no history ({workers}w)"),
             Unit::JobsPerS,
             vec![bare_rate],
-            None,
-            "",
-            None,
         );
-        let bare_cpu = &bare["cpu_us_per_job"]["postgres"];
-        self.figure_row(
+        let bare_cpu = bare["cpu_us_per_job"]["postgres"].as_f64().unwrap_or(0.0);
+        self.info_row(
             format!("  bare floor's CPU per job: postgres ({workers}w)"),
             Unit::Micros,
-            vec![bare_cpu.as_f64().unwrap_or(0.0)],
-            None,
-            "",
-            None,
+            vec![bare_cpu],
         );
-        if let Some(target) = target.filter(|_| bare_rate > 0.0) {
-            let peer = self.peer_name();
-            self.figure_row(
-                format!("  the drain's target against {peer} / the bare floor ({workers}w)"),
-                Unit::Percent,
-                vec![target / bare_rate],
-                None,
-                "> 100%: above what durability allows",
-                None,
-            );
-        }
+        self.target_share_row(
+            "drain's target",
+            &format!("the bare floor ({workers}w)"),
+            target,
+            bare_rate,
+            "above what durability allows",
+        );
     }
 }
 

@@ -212,17 +212,13 @@ impl Bench {
             "",
             None,
         );
-        if let Some(target) = target.filter(|_| best_rate > 0.0) {
-            let peer = self.peer_name();
-            self.figure_row(
-                format!("  the target against {peer} / best pgbench reference ({concurrency}p)"),
-                Unit::Percent,
-                vec![target / best_rate],
-                None,
-                "> 100%: above what they reach",
-                None,
-            );
-        }
+        self.target_share_row(
+            "target",
+            &format!("best pgbench reference ({concurrency}p)"),
+            target,
+            best_rate,
+            "above what they reach",
+        );
     }
 
     /// `enqueue_batch` of `batch_size` jobs, from several concurrent tasks: the best
