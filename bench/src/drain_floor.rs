@@ -353,6 +353,8 @@ async fn claim(
             let ids = ids.to_vec();
             let statement = client.prepare_cached(BARE_CLAIM).await?;
             let claimed = client.execute(&statement, &[&ids, &worker]).await?;
+            // The update returns a count, not ids: the caller checks that it claimed
+            // them all, so which of them it names does not matter.
             ids.into_iter()
                 .take(usize::try_from(claimed)?)
                 .map(Claimed::Bare)
