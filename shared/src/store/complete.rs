@@ -1,6 +1,7 @@
 //! What a worker records about the jobs it holds, each statement fenced by the job's
-//! state, its claim (attempt and claim time, see [`Claim`]) and lease owner: completions (success, retry, death), heartbeats
-//! (lease extension), jobs handed back on shutdown, log lines and drill effects.
+//! state, its claim (attempt and claim time, see [`Claim`]) and lease owner:
+//! completions (success, retry, death), heartbeats (lease extension), jobs handed back
+//! on shutdown, log lines and drill effects.
 //!
 //! # Plans: `UNNEST((SELECT $1::UUID[]), ...)`
 //!
@@ -310,9 +311,9 @@ WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND attempt = $2 AND state = $5
     /// Test and drill support: records that a handler's effect happened for an attempt,
     /// only while its claim is the job's live one (running, same attempt and claim
     /// time, lease held by `worker`), so the drills prove that a stale attempt can
-    /// record nothing. The
-    /// job's row is locked (`FOR UPDATE`) so that, at read committed too, no transition
-    /// commits between the check and the write. Returns whether it was recorded.
+    /// record nothing. The job's row is locked (`FOR UPDATE`) so that, at read
+    /// committed too, no transition commits between the check and the write. Returns
+    /// whether it was recorded.
     pub async fn record_effect(&self, claim: &Claim, worker: Uuid) -> Result<bool> {
         const SQL: &str = "
 INSERT INTO job_effects (job_id, attempt, worker_id)
