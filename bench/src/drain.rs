@@ -156,6 +156,7 @@ impl Bench {
             // What the drain's statements allow, right after it (rows below its own).
             let floor = self.floor_or_note(workers, Statements::Lc).await;
             let bare_floor = self.floor_or_note(workers, Statements::Bare).await;
+            let outbox_floor = self.floor_or_note(workers, Statements::Outbox).await;
             let peer = self
                 .on_peer(&format!("drain, {workers} workers"), async |peer| {
                     peer.drain(jobs, workers, concurrency).await
@@ -168,10 +169,15 @@ impl Bench {
                     .and_then(|peer| peer["jobs_per_s"].as_f64())
                     .zip(target_ratio(workers))
                     .map(|(peer_rate, ratio)| peer_rate * ratio);
-                self.floor_rows(workers, &value, floor, bare_floor.as_ref(), target);
+                let others = [
+                    (Statements::Bare, bare_floor.as_ref()),
+                    (Statements::Outbox, outbox_floor.as_ref()),
+                ];
+                self.floor_rows(workers, &value, floor, &others, target);
             }
             value["floor"] = json!(floor);
             value["bare_floor"] = json!(bare_floor);
+            value["outbox_floor"] = json!(outbox_floor);
             value["met"] = json!(met);
             value["peer"] = json!(peer);
             out.insert(workers.to_string(), value);

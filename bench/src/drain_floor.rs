@@ -13,9 +13,18 @@
 //! update of the job rows (the claim without waiting for the flush, the completion
 //! waiting, as lc's): no history rows, no event for the outbox, no fencing by claim. It
 //! is what durability alone allows a drain here, whatever else a queue records.
+//!
+//! And the floor of a durable queue with the least outbox ([`Statements::Outbox`]):
+//! the bare updates, each also inserting one event row per job (its new state) into a
+//! table of its own in the same statement, and one relay beside the simulated workers
+//! that takes the oldest events in batches and deletes them (`DELETE ... RETURNING`).
+//! Events are what the brief asks of lc (the outbox rule), so this is what durability
+//! with an outbox allows a drain here: a target above it is above what any design of
+//! lc's could reach on this server, a target below it and above lc's floor is lc's
+//! history and outbox to make cheaper.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
@@ -47,6 +56,9 @@ pub(crate) enum Statements {
     /// to claim them (on the pool that does not wait for the flush, as lc's claims) and
     /// one to record them succeeded (waiting for it).
     Bare,
+    /// [`Statements::Bare`] with one event row per transition, inserted in the same
+    /// statement, and a relay deleting them in batches ([`OUTBOX_RELAY`]).
+    Outbox,
 }
 
 impl Statements {
@@ -54,9 +66,64 @@ impl Statements {
         match self {
             Statements::Lc => "lc",
             Statements::Bare => "bare",
+            Statements::Outbox => "outbox",
+        }
+    }
+
+    /// The claim and completion statements, where they are not lc's own (`None`).
+    fn sql(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Statements::Lc => None,
+            Statements::Bare => Some((BARE_CLAIM, BARE_COMPLETE)),
+            Statements::Outbox => Some((OUTBOX_CLAIM, OUTBOX_COMPLETE)),
         }
     }
 }
+
+/// Creates [`Statements::Outbox`]'s table afresh: an event per row, in the order of a
+/// sequence, with what an event says (the job, its new state, when). Logged, as any
+/// outbox must be.
+const OUTBOX_CREATE: &str = "DROP TABLE IF EXISTS lc_bench_floor_outbox;
+CREATE TABLE lc_bench_floor_outbox (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id UUID NOT NULL,
+    to_state TEXT NOT NULL,
+    at TIMESTAMPTZ NOT NULL DEFAULT now()
+)";
+
+/// Removes [`OUTBOX_CREATE`]'s table once its relay is done.
+const OUTBOX_DROP: &str = "DROP TABLE lc_bench_floor_outbox";
+
+/// [`Statements::Outbox`]'s claim: [`BARE_CLAIM`] and an event per claimed job.
+const OUTBOX_CLAIM: &str = "WITH claimed AS (
+    UPDATE jobs SET state = 'running', attempt = attempt + 1,
+        lease_owner = $2, lease_expires_at = now() + INTERVAL '60 seconds',
+        started_at = now(), updated_at = now()
+    WHERE id IN (SELECT UNNEST((SELECT $1::UUID[]))) AND state = 'queued'
+    RETURNING id
+)
+INSERT INTO lc_bench_floor_outbox (job_id, to_state) SELECT id, 'running' FROM claimed";
+
+/// [`Statements::Outbox`]'s completion: [`BARE_COMPLETE`] and an event per job.
+const OUTBOX_COMPLETE: &str = "WITH done AS (
+    UPDATE jobs SET state = 'succeeded', finished_at = now(),
+        updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+    WHERE id IN (SELECT UNNEST((SELECT $1::UUID[]))) AND state = 'running'
+        AND lease_owner = $2
+    RETURNING id
+)
+INSERT INTO lc_bench_floor_outbox (job_id, to_state) SELECT id, 'succeeded' FROM done";
+
+/// [`Statements::Outbox`]'s relay: the oldest events, taken and deleted in one
+/// statement, as lc's relay takes `--events-batch` (1,000) by default.
+const OUTBOX_RELAY: &str = "DELETE FROM lc_bench_floor_outbox
+WHERE seq IN (SELECT seq FROM lc_bench_floor_outbox ORDER BY seq LIMIT 1000)
+RETURNING seq, job_id, to_state, at";
+
+/// The relay's batch ([`OUTBOX_RELAY`]'s `LIMIT`) and its wait after a short batch, as
+/// lc's relay waits `--events-interval` (100 ms) by default.
+const OUTBOX_BATCH: usize = 1000;
+const OUTBOX_IDLE: Duration = Duration::from_millis(100);
 
 /// [`Statements::Bare`]'s claim: the job rows, nothing else. The ids go in through a
 /// scalar subquery, for one generic plan, as lc's (see the plans note in
@@ -97,12 +164,22 @@ impl Bench {
             "{} of {jobs} floor jobs queued",
             ids.len()
         );
-        // Each simulated worker's connections: its claims and its completion write.
-        let store = self.args.connect.store(workers * (CLAIMS_IN_FLIGHT + 1))?;
+        // Each simulated worker's connections: its claims and its completion write;
+        // and the outbox's relay.
+        let store = self
+            .args
+            .connect
+            .store(workers * (CLAIMS_IN_FLIGHT + 1) + 1)?;
+        if statements == Statements::Outbox {
+            client.batch_execute(OUTBOX_CREATE).await?;
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
         let pg_before = pg_stats(&client).await?;
         let cpu_before = cpu_sample(&[]);
         let clock = Instant::now();
+        let stop_relay = Arc::new(AtomicBool::new(false));
+        let relay = (statements == Statements::Outbox)
+            .then(|| tokio::spawn(outbox_relay(store.clone(), stop_relay.clone())));
         let ids = Arc::new(ids);
         let next = Arc::new(AtomicUsize::new(0));
         let mut simulated = JoinSet::new();
@@ -121,6 +198,25 @@ impl Bench {
         }
         let seconds = clock.elapsed().as_secs_f64();
         let cpu = cpu_split(&cpu_before, &cpu_sample(&[]), self.clk_tck);
+        // The relay publishes what the last completions wrote, then stops; every event
+        // must have passed through it once.
+        stop_relay.store(true, Ordering::Release);
+        let relayed = match relay {
+            Some(relay) => {
+                let (relayed, finished) = relay.await??;
+                client.batch_execute(OUTBOX_DROP).await?;
+                ensure!(
+                    relayed == 2 * jobs,
+                    "the floor's relay took {relayed} events of {}",
+                    2 * jobs
+                );
+                Some(json!({
+                    "events": relayed,
+                    "trailed_s": round(finished.duration_since(clock).as_secs_f64() - seconds, 3),
+                }))
+            }
+            None => None,
+        };
         tokio::time::sleep(Duration::from_millis(300)).await;
         let pg = pg_delta(&pg_before, &pg_stats(&client).await?, jobs as f64, 0.0);
         ensure!(
@@ -153,6 +249,7 @@ impl Bench {
             "cpu": cpu,
             "cpu_us_per_job": cpu_us_per_job,
             "postgres": pg,
+            "relay": relayed,
         }))
     }
 }
@@ -190,14 +287,14 @@ impl Bench {
 
     /// The floor's rows under its drain's: its rate, the drain's share of it, the
     /// floor's CPU per job, and, given the drain's target rate against the peer, whether
-    /// that target is within what the statements allow here; then the same for the
-    /// bare floor, when it ran.
+    /// that target is within what the statements allow here; then the same for each of
+    /// the `others` floors (bare, outbox) that ran.
     pub(crate) fn floor_rows(
         &mut self,
         workers: usize,
         drain: &Value,
         floor: &Value,
-        bare: Option<&Value>,
+        others: &[(Statements, Option<&Value>)],
         target: Option<f64>,
     ) {
         let rate = floor["jobs_per_s"].as_f64().unwrap_or(0.0);
@@ -228,26 +325,41 @@ impl Bench {
             rate,
             "above what they reach",
         );
-        let Some(bare) = bare else { return };
-        let bare_rate = bare["jobs_per_s"].as_f64().unwrap_or(0.0);
-        self.info_row(
-            format!("  bare floor: job-row updates alone, no history ({workers}w)"),
-            Unit::JobsPerS,
-            vec![bare_rate],
-        );
-        let bare_cpu = bare["cpu_us_per_job"]["postgres"].as_f64().unwrap_or(0.0);
-        self.info_row(
-            format!("  bare floor's CPU per job: postgres ({workers}w)"),
-            Unit::Micros,
-            vec![bare_cpu],
-        );
-        self.target_share_row(
-            "drain's target",
-            &format!("the bare floor ({workers}w)"),
-            target,
-            bare_rate,
-            "above what durability allows",
-        );
+        for (statements, other) in others {
+            let Some(other) = other else { continue };
+            let (name, what, above) = match statements {
+                Statements::Lc => continue,
+                Statements::Bare => (
+                    "bare floor",
+                    "job-row updates alone, no history",
+                    "above what durability allows",
+                ),
+                Statements::Outbox => (
+                    "outbox floor",
+                    "bare + one event row per transition, relayed by delete",
+                    "above what durability with an outbox allows",
+                ),
+            };
+            let other_rate = other["jobs_per_s"].as_f64().unwrap_or(0.0);
+            self.info_row(
+                format!("  {name}: {what} ({workers}w)"),
+                Unit::JobsPerS,
+                vec![other_rate],
+            );
+            let other_cpu = other["cpu_us_per_job"]["postgres"].as_f64().unwrap_or(0.0);
+            self.info_row(
+                format!("  {name}'s CPU per job: postgres ({workers}w)"),
+                Unit::Micros,
+                vec![other_cpu],
+            );
+            self.target_share_row(
+                "drain's target",
+                &format!("the {name} ({workers}w)"),
+                target,
+                other_rate,
+                above,
+            );
+        }
     }
 }
 
@@ -327,6 +439,27 @@ async fn simulated_worker(
     Ok(recorded)
 }
 
+/// [`Statements::Outbox`]'s relay: takes the oldest events in batches until `stop` is
+/// set and a batch that began after it comes back short (every completion committed
+/// before `stop` was set, so none is left); returns how many events it took and when it
+/// finished.
+async fn outbox_relay(store: Store, stop: Arc<AtomicBool>) -> Result<(usize, Instant)> {
+    let client = store.client().await?;
+    let statement = client.prepare_cached(OUTBOX_RELAY).await?;
+    let mut relayed = 0;
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        let events = client.query(&statement, &[]).await?;
+        relayed += events.len();
+        if events.len() < OUTBOX_BATCH {
+            if stopping {
+                return Ok((relayed, Instant::now()));
+            }
+            tokio::time::sleep(OUTBOX_IDLE).await;
+        }
+    }
+}
+
 /// A job one simulated worker claimed: lc's claim gives the whole job, the bare
 /// claim its id.
 enum Claimed {
@@ -341,17 +474,17 @@ async fn claim(
     ids: &[Uuid],
     worker: Uuid,
 ) -> Result<Vec<Claimed>> {
-    Ok(match statements {
-        Statements::Lc => store
+    Ok(match statements.sql() {
+        None => store
             .claim_by_ids(ids, worker, LEASE)
             .await?
             .into_iter()
             .map(Claimed::Lc)
             .collect(),
-        Statements::Bare => {
+        Some((claim_sql, _)) => {
             let client = store.claims_client().await?;
             let ids = ids.to_vec();
-            let statement = client.prepare_cached(BARE_CLAIM).await?;
+            let statement = client.prepare_cached(claim_sql).await?;
             let claimed = client.execute(&statement, &[&ids, &worker]).await?;
             // The update returns a count, not ids: the caller checks that it claimed
             // them all, so which of them it names does not matter.
@@ -370,8 +503,8 @@ async fn complete(
     batch: &[Claimed],
     worker: Uuid,
 ) -> Result<usize> {
-    match statements {
-        Statements::Lc => {
+    match statements.sql() {
+        None => {
             let completions: Vec<Completion> = batch
                 .iter()
                 .filter_map(|claimed| match claimed {
@@ -381,7 +514,7 @@ async fn complete(
                 .collect();
             Ok(store.record_completions(worker, &completions).await?.len())
         }
-        Statements::Bare => {
+        Some((_, complete_sql)) => {
             let ids: Vec<Uuid> = batch
                 .iter()
                 .map(|claimed| match claimed {
@@ -390,7 +523,7 @@ async fn complete(
                 })
                 .collect();
             let client = store.client().await?;
-            let statement = client.prepare_cached(BARE_COMPLETE).await?;
+            let statement = client.prepare_cached(complete_sql).await?;
             Ok(usize::try_from(
                 client.execute(&statement, &[&ids, &worker]).await?,
             )?)
