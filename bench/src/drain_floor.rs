@@ -2,8 +2,10 @@
 //! worker around them. The same preloaded no-op jobs are claimed by id
 //! (`Store::claim_by_ids`, the statement a popped hint leads to) and recorded succeeded
 //! (`Store::record_completions`, the completer's statement), by K simulated workers
-//! that each keep the worker's shape: `--concurrency` slots, two claims in flight, one
-//! completion write in flight gathering whatever finished meanwhile. What they leave
+//! that each keep the worker's shape: `--concurrency` handlers running (a no-op
+//! handler ends as it starts), [`HELD_PER_SLOT`] times as many jobs held until their
+//! results are committed, claims of at most `--concurrency` jobs with two in flight,
+//! one completion write in flight gathering whatever finished meanwhile. What they leave
 //! out is everything else a worker does: no Redis, no handler tasks, no heartbeats,
 //! no event relay. So the floor's rate is the most a drain with these statements could
 //! reach here, and the drain's rate as a share of it is what the worker costs.
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use lc_shared::state::RunResult;
 use lc_shared::store::{ClaimedJob, Completion, Store};
+use lc_worker::HELD_PER_SLOT;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -363,9 +366,15 @@ impl Bench {
     }
 }
 
-/// One simulated worker: claims batches of the shared `ids` into its free slots (two
+/// One simulated worker: claims batches of the shared `ids` into its free places (two
 /// claims in flight) and records them succeeded (one write in flight), until every id
-/// is taken; returns how many it recorded.
+/// is taken; returns how many it recorded. Its places are the worker's (see
+/// `lc_worker`'s `slots`): a claimed job takes a place among the `concurrency` running
+/// handlers, free again as soon as the claim returns (a no-op handler ends as it
+/// starts), and one among the `concurrency` × [`HELD_PER_SLOT`] held jobs, free again
+/// when its result is committed. (Until 2026-12-08 the floor had only the first kind,
+/// freed at the commit: a stricter shape than the worker's, which one-worker drains
+/// then beat by up to 20%.)
 async fn simulated_worker(
     store: Store,
     ids: Arc<Vec<Uuid>>,
@@ -374,24 +383,33 @@ async fn simulated_worker(
     statements: Statements,
 ) -> Result<usize> {
     let worker = Uuid::now_v7();
-    let slots = Arc::new(Semaphore::new(concurrency));
+    let running = Arc::new(Semaphore::new(concurrency));
+    let held = Arc::new(Semaphore::new(concurrency * HELD_PER_SLOT));
     let (claimed_tx, mut claimed_rx) = mpsc::unbounded_channel::<Vec<Claimed>>();
     let mut claimers = JoinSet::new();
     for _ in 0..CLAIMS_IN_FLIGHT {
-        let (store, ids, next, slots, claimed_tx) = (
+        let (store, ids, next, running, held, claimed_tx) = (
             store.clone(),
             ids.clone(),
             next.clone(),
-            slots.clone(),
+            running.clone(),
+            held.clone(),
             claimed_tx.clone(),
         );
         claimers.spawn(async move {
             loop {
-                // At least one free slot, then as many more as are free.
-                let first = slots.clone().acquire_owned().await?;
+                // A place of each kind, then as many more pairs as are free, up to
+                // a batch (the worker's fetch batch, 100, is cut to its concurrency).
+                running.acquire().await?.forget();
+                held.acquire().await?.forget();
                 let mut taken = 1;
-                first.forget();
-                while taken < concurrency && slots.try_acquire().map(|p| p.forget()).is_ok() {
+                while taken < concurrency {
+                    let Ok(run) = running.try_acquire() else {
+                        break;
+                    };
+                    let Ok(hold) = held.try_acquire() else { break };
+                    run.forget();
+                    hold.forget();
                     taken += 1;
                 }
                 let start = next.fetch_add(taken, Ordering::Relaxed);
@@ -399,8 +417,9 @@ async fn simulated_worker(
                     return anyhow::Ok(());
                 }
                 let end = (start + taken).min(ids.len());
-                // Slots this batch does not use (the last one) go back.
-                slots.add_permits(taken - (end - start));
+                // Places this batch does not use (the last one) go back.
+                running.add_permits(taken - (end - start));
+                held.add_permits(taken - (end - start));
                 let jobs = claim(&store, statements, &ids[start..end], worker).await?;
                 ensure!(
                     jobs.len() == end - start,
@@ -408,6 +427,9 @@ async fn simulated_worker(
                     jobs.len(),
                     end - start
                 );
+                // The no-op handlers have ended: their running places are free; their
+                // held places wait for the completion's commit.
+                running.add_permits(jobs.len());
                 if claimed_tx.send(jobs).is_err() {
                     return Ok(());
                 }
@@ -431,7 +453,7 @@ async fn simulated_worker(
             batch.len()
         );
         recorded += batch.len();
-        slots.add_permits(batch.len());
+        held.add_permits(batch.len());
     }
     while let Some(joined) = claimers.join_next().await {
         joined??;
