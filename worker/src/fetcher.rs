@@ -185,8 +185,9 @@ impl Fetcher {
     }
 
     /// A place for the claim of what this round pops, then the free slots (at least
-    /// one, at most a batch); `None` once the loop must stop. The claim's place comes
-    /// first, so slots wait for it rather than idle in a pop.
+    /// one, at most a batch, gathered by [`Slot::gather`]); `None` once the loop must
+    /// stop. The claim's place comes first, so slots wait for it rather than idle in a
+    /// pop.
     async fn places(&self) -> Option<(OwnedSemaphorePermit, Vec<Slot>)> {
         let claim = tokio::select! {
             biased;
@@ -199,13 +200,13 @@ impl Fetcher {
             _ = self.stop.cancelled() => return None,
             slot = Slot::acquire(&self.worker.permits, &self.worker.held) => slot?,
         };
-        let mut permits = vec![first];
-        while permits.len() < self.batch_limit {
-            match Slot::try_acquire(&self.worker.permits, &self.worker.held) {
-                Some(slot) => permits.push(slot),
-                None => break,
-            }
-        }
+        let permits = Slot::gather(
+            first,
+            &self.worker.permits,
+            &self.worker.held,
+            self.batch_limit,
+        )
+        .await;
         Some((claim, permits))
     }
 
