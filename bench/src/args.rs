@@ -79,6 +79,12 @@ pub(crate) struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub(crate) drain_workers: Vec<usize>,
 
+    /// Leave out the floors run after each drain (lc's statements alone, the bare
+    /// updates, the least outbox): the drain alone, to profile the worker without the
+    /// floors' statements in the server's counters
+    #[arg(long)]
+    pub(crate) no_floors: bool,
+
     /// Runtime threads of the bench's own process (its producers, its HTTP client):
     /// one, as pgbench's `-j 1` and Node have. Measured on 2 cores with one producer:
     /// 2.0 context switches per job and 99% of the pgbench reference with one thread,

@@ -258,12 +258,16 @@ impl Bench {
 }
 
 impl Bench {
-    /// [`Bench::drain_floor`], or `None` with a note of why it failed.
+    /// [`Bench::drain_floor`], or `None` with a note of why it failed, or under
+    /// `--no-floors`.
     pub(crate) async fn floor_or_note(
         &mut self,
         workers: usize,
         statements: Statements,
     ) -> Option<Value> {
+        if self.args.no_floors {
+            return None;
+        }
         match self.drain_floor(workers, statements).await {
             Ok(floor) => Some(floor),
             Err(err) => {
