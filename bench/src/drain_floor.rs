@@ -99,11 +99,12 @@ const OUTBOX_DROP: &str = "DROP TABLE lc_bench_floor_outbox";
 
 /// [`Statements::Outbox`]'s claim: [`BARE_CLAIM`] and an event per claimed job.
 const OUTBOX_CLAIM: &str = "WITH claimed AS (
-    UPDATE jobs SET state = 'running', attempt = attempt + 1,
+    UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1,
         lease_owner = $2, lease_expires_at = now() + INTERVAL '60 seconds',
         started_at = now(), updated_at = now()
-    WHERE id IN (SELECT UNNEST((SELECT $1::UUID[]))) AND state = 'queued'
-    RETURNING id
+    FROM UNNEST((SELECT $1::UUID[]), $3::TEXT[]) AS input(id, state)
+    WHERE jobs.id = input.id AND jobs.state = input.state
+    RETURNING jobs.id
 )
 INSERT INTO lc_bench_floor_outbox (job_id, to_state) SELECT id, 'running' FROM claimed";
 
@@ -111,9 +112,9 @@ INSERT INTO lc_bench_floor_outbox (job_id, to_state) SELECT id, 'running' FROM c
 const OUTBOX_COMPLETE: &str = "WITH done AS (
     UPDATE jobs SET state = 'succeeded', finished_at = now(),
         updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
-    WHERE id IN (SELECT UNNEST((SELECT $1::UUID[]))) AND state = 'running'
-        AND lease_owner = $2
-    RETURNING id
+    FROM UNNEST((SELECT $1::UUID[]), $3::TEXT[]) AS input(id, state)
+    WHERE jobs.id = input.id AND jobs.state = input.state AND jobs.lease_owner = $2
+    RETURNING jobs.id
 )
 INSERT INTO lc_bench_floor_outbox (job_id, to_state) SELECT id, 'succeeded' FROM done";
 
@@ -129,17 +130,22 @@ const OUTBOX_BATCH: usize = 1000;
 const OUTBOX_IDLE: Duration = Duration::from_millis(100);
 
 /// [`Statements::Bare`]'s claim: the job rows, nothing else. The ids go in through a
-/// scalar subquery, for one generic plan, as lc's (see the plans note in
-/// `lc_shared::store::complete`).
-const BARE_CLAIM: &str = "UPDATE jobs SET state = 'running', attempt = attempt + 1,
+/// scalar subquery, for one generic plan, and each row's expected state as a column of
+/// the input ($3), as lc's do (see the plans note and `by_id` in
+/// `lc_shared::store::complete`): with the state a constant (`state = 'queued'`), the
+/// planner turned to reading the state's partial index, every queued job, for each
+/// claim (0.5 s a claim, 2,389 jobs/s in one two-worker bare floor).
+const BARE_CLAIM: &str = "UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1,
     lease_owner = $2, lease_expires_at = now() + INTERVAL '60 seconds', started_at = now(),
     updated_at = now()
-WHERE id IN (SELECT UNNEST((SELECT $1::UUID[]))) AND state = 'queued'";
+FROM UNNEST((SELECT $1::UUID[]), $3::TEXT[]) AS input(id, state)
+WHERE jobs.id = input.id AND jobs.state = input.state";
 
 /// [`Statements::Bare`]'s completion: the job rows, nothing else.
 const BARE_COMPLETE: &str = "UPDATE jobs SET state = 'succeeded', finished_at = now(),
     updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
-WHERE id IN (SELECT UNNEST((SELECT $1::UUID[]))) AND state = 'running' AND lease_owner = $2";
+FROM UNNEST((SELECT $1::UUID[]), $3::TEXT[]) AS input(id, state)
+WHERE jobs.id = input.id AND jobs.state = input.state AND jobs.lease_owner = $2";
 
 impl Bench {
     /// The floor for `workers` simulated workers sending `statements` over a freshly
@@ -511,7 +517,10 @@ async fn claim(
             let client = store.claims_client().await?;
             let ids = ids.to_vec();
             let statement = client.prepare_cached(claim_sql).await?;
-            let claimed = client.execute(&statement, &[&ids, &worker]).await?;
+            let states = vec!["queued"; ids.len()];
+            let claimed = client
+                .execute(&statement, &[&ids, &worker, &states])
+                .await?;
             // The update returns a count, not ids: the caller checks that it claimed
             // them all, so which of them it names does not matter.
             ids.into_iter()
@@ -550,8 +559,11 @@ async fn complete(
                 .collect();
             let client = store.client().await?;
             let statement = client.prepare_cached(complete_sql).await?;
+            let states = vec!["running"; ids.len()];
             Ok(usize::try_from(
-                client.execute(&statement, &[&ids, &worker]).await?,
+                client
+                    .execute(&statement, &[&ids, &worker, &states])
+                    .await?,
             )?)
         }
     }
