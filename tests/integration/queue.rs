@@ -902,3 +902,59 @@ async fn by_id_statements_run_from_one_generic_plan() {
         );
     }
 }
+
+/// A claim straight from a queue (the workers' database poll) takes at most its limit,
+/// however stale the planner's statistics. Taken while no job was queued (as after a
+/// drain), they told PostgreSQL that the queue's index was empty, and it ran `UPDATE
+/// jobs ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` as a nested loop
+/// over every queued job that ran the pick again for each; each run skipped the rows
+/// the statement had already claimed and took the next. One poll of a worker with one
+/// free place then claimed the whole queue (a bench drain: 13.7 s for one statement,
+/// the worker's completions waiting on its locks meanwhile, and every job it returned
+/// started beyond the worker's concurrency).
+#[tokio::test]
+async fn a_claim_from_a_queue_takes_at_most_its_limit_whatever_the_statistics() {
+    let env = TestEnv::new().await;
+    let store = lc_shared::store::Store::connect(&env.database_url, 2).unwrap();
+    let sql = env.sql().await;
+    // A table of finished jobs and none queued, analyzed so, and kept so while the
+    // burst arrives (autovacuum would analyze it again).
+    let filler = vec![NewJob::new(JobKind::Noop, json!({})).with_queue("filler"); 1000];
+    for _ in 0..5 {
+        env.producer().enqueue_batch(&filler).await.unwrap();
+    }
+    sql.batch_execute(
+        "UPDATE jobs SET state = 'succeeded', finished_at = now() WHERE queue = 'filler';
+         ALTER TABLE jobs SET (autovacuum_enabled = false);
+         ANALYZE jobs",
+    )
+    .await
+    .unwrap();
+    let burst = vec![NewJob::new(JobKind::Noop, json!({})).with_queue("burst"); 300];
+    env.producer().enqueue_batch(&burst).await.unwrap();
+
+    let worker = Uuid::new_v4();
+    let mut bound = lc_shared::store::ScanBound::new(30);
+    let lease = Duration::from_secs(30);
+    for limit in [1, 5] {
+        let claimed = store
+            .claim_due("burst", limit, worker, lease, &mut bound)
+            .await
+            .unwrap();
+        assert_eq!(
+            claimed.len() as i64,
+            limit,
+            "claimed {} of a limit of {limit}",
+            claimed.len()
+        );
+    }
+    let running: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM jobs WHERE queue = 'burst' AND state = 'running'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(running, 6, "the rest of the burst is still queued");
+}

@@ -27,20 +27,27 @@ use super::rows::{ClaimedJob, claimed_job};
 use super::{Flush, Isolation, Replay, Result, ScanBound, Store, millis};
 use crate::state::{JobState, Transition};
 
-/// The claim statement around a `WHERE` clause: $1.. are bound by the callers in the
-/// order (ids or queue, from states, to state, worker, lease ms, label[, limit, lower
-/// bound]). The claim's one source state (`queued`) is the first of the from states.
+/// The claim statement around a `WHERE` clause (with, optionally, CTEs before the
+/// claim's own): $1.. are bound by the callers in the order (ids or queue, from states,
+/// to state, worker, lease ms, label[, limit, lower bound]). The claim's one source
+/// state (`queued`) is the first of the from states.
 macro_rules! const_format_claim {
     ($where:literal) => {
+        const_format_claim!("", $where)
+    };
+    ($before:literal, $where:literal) => {
         concat!(
-            "WITH claimed AS (
-    UPDATE jobs SET state = $3, attempt = attempt + 1, lease_owner = $4,
+            "WITH ",
+            $before,
+            "claimed AS (
+    UPDATE jobs SET state = $3, attempt = jobs.attempt + 1, lease_owner = $4,
         lease_expires_at = now() + $5::INT8 * INTERVAL '1 millisecond',
         started_at = now(), updated_at = now() ",
             $where,
             "
-    RETURNING id, kind, queue, priority, payload, attempt, max_attempts, group_id, timeout_ms,
-              traceparent, started_at
+    RETURNING jobs.id, jobs.kind, jobs.queue, jobs.priority, jobs.payload, jobs.attempt,
+              jobs.max_attempts, jobs.group_id, jobs.timeout_ms, jobs.traceparent,
+              jobs.started_at
 ), events AS (
     INSERT INTO job_events (job_id, from_state, to_state, attempt, worker_id, message)
     SELECT id, ($2::TEXT[])[1], $3, attempt, $4, $6 FROM claimed
@@ -112,6 +119,16 @@ impl Store {
     /// re-checks `state`, so a row claimed meanwhile by a hint is not claimed twice.
     /// `run_at >= bound` keeps the scan off the deleted-row markers of jobs claimed
     /// before (see [`ScanBound`]). Read committed: one conditional statement.
+    ///
+    /// The pick is a CTE of its own, run once, and the update finds its rows by
+    /// primary key, re-checking each one's state against the state the pick locked (a
+    /// column, not the constant): as `UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR
+    /// UPDATE SKIP LOCKED) AND state = ANY($2)`, with statistics taken while no job
+    /// was queued, PostgreSQL read every queued job through `jobs_queued_due` and ran
+    /// the pick again for each (a nested-loop semi-join); each run skipped the rows
+    /// the statement had claimed already and took the next, so one poll claimed the
+    /// whole queue (100,000 jobs in 13.7 s, past the worker's free places). See
+    /// [`Store::claim_keyed`], which met the same plan.
     pub async fn claim_due(
         &self,
         queue: &str,
@@ -121,14 +138,15 @@ impl Store {
         bound: &mut ScanBound,
     ) -> Result<Vec<ClaimedJob>> {
         const SQL: &str = const_format_claim!(
-            "WHERE id IN (SELECT id FROM jobs
-                          WHERE state = ANY($2) AND queue = $1 AND run_at <= now()
-                            AND concurrency_key IS NULL
-                            AND ($8::TIMESTAMPTZ IS NULL OR run_at >= $8)
-                            AND NOT EXISTS (SELECT 1 FROM queue_settings
-                                            WHERE queue_settings.queue = $1 AND paused)
-                          ORDER BY priority, run_at LIMIT $7 FOR UPDATE SKIP LOCKED)
-               AND state = ANY($2)"
+            "picked AS MATERIALIZED (
+    SELECT id, state FROM jobs
+    WHERE state = ANY($2) AND queue = $1 AND run_at <= now()
+      AND concurrency_key IS NULL
+      AND ($8::TIMESTAMPTZ IS NULL OR run_at >= $8)
+      AND NOT EXISTS (SELECT 1 FROM queue_settings WHERE queue_settings.queue = $1 AND paused)
+    ORDER BY priority, run_at LIMIT $7 FOR UPDATE SKIP LOCKED
+), ",
+            "FROM picked WHERE jobs.id = picked.id AND jobs.state = picked.state"
         );
         let transition = Transition::Claim;
         let from = bound.next();
@@ -229,6 +247,9 @@ ORDER BY k.concurrency_key LIMIT $4";
         // run the pick again for each row it updates (a nested-loop semi-join), and a
         // pick run again skips the rows this statement updated already and returns the
         // next ones: more than `n` rows are claimed (measured: 6 of 6 at a limit of 3).
+        // The update re-checks each row's state against the state the pick locked, a
+        // column rather than the constant, so that no plan reads the rows to update
+        // through the queued jobs' index (see [`Store::claim_due`]).
         // The lease and `started_at` count from the claim itself (`clock_timestamp()`,
         // once per statement), not from the transaction's start (`now()`), which is
         // before the wait for the key's lock: a claim that waited gets its whole lease,
@@ -236,7 +257,7 @@ ORDER BY k.concurrency_key LIMIT $4";
         const CLAIM: &str = "
 WITH claim_time AS MATERIALIZED (SELECT clock_timestamp() AS at
 ), picked AS MATERIALIZED (
-    SELECT id FROM jobs
+    SELECT id, state FROM jobs
     WHERE concurrency_key = $8 AND concurrency_key IS NOT NULL AND queue = $1
       AND state = ANY($2) AND run_at <= now()
       AND NOT EXISTS (SELECT 1 FROM queue_settings WHERE queue_settings.queue = $1 AND paused)
@@ -245,7 +266,7 @@ WITH claim_time AS MATERIALIZED (SELECT clock_timestamp() AS at
     UPDATE jobs j SET state = $3, attempt = j.attempt + 1, lease_owner = $4,
         lease_expires_at = claim_time.at + $5::INT8 * INTERVAL '1 millisecond',
         started_at = claim_time.at, updated_at = claim_time.at
-    FROM picked, claim_time WHERE j.id = picked.id AND j.state = ANY($2)
+    FROM picked, claim_time WHERE j.id = picked.id AND j.state = picked.state
     RETURNING j.id, j.kind, j.queue, j.priority, j.payload, j.attempt, j.max_attempts, j.group_id,
               j.timeout_ms, j.started_at, j.traceparent
 ), events AS (
