@@ -255,6 +255,22 @@ impl Bench {
                 None,
             );
         }
+        // The relay's own cost: what one worker's relay spent per change publishing the
+        // backlog before the drain, with nothing else running (worker start-up included).
+        let relay = &value["event_backlog_published_before"]["cpu_us_per_change"];
+        if relay.is_object() {
+            let of = |group: &str| relay[group].as_f64().unwrap_or(0.0);
+            self.figure_row(
+                format!(
+                    "  before it, the relay alone: CPU per change: postgres / lc-worker / redis ({workers}w)"
+                ),
+                Unit::Micros,
+                vec![of("postgres"), of("lc-worker"), of("redis-server")],
+                None,
+                "",
+                None,
+            );
+        }
         let peer_name = self.peer_name();
         for (who, window) in [
             ("lc", Some(&value["first_start_to_last_finish_s"])),
@@ -381,6 +397,8 @@ impl Bench {
             return Ok(json!({"changes": 0, "seconds": 0.0}));
         }
         let queue = self.queue_name("event-backlog");
+        // The relay alone, measured: the worker has nothing else to do.
+        let cpu_before = cpu_sample(&[]);
         let mut proc = self.spawn_worker("event-backlog", &[queue], &[]).await?;
         let clock = Instant::now();
         let limit = Duration::from_secs(300);
@@ -403,9 +421,15 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
         let seconds = clock.elapsed().as_secs_f64();
+        let cpu = cpu_split(&cpu_before, &cpu_sample(&[proc.pid]), self.clk_tck);
         self.stop_worker(proc, Duration::from_secs(40)).await?;
         outcome?;
-        Ok(json!({"changes": waiting, "seconds": round(seconds, 3)}))
+        Ok(json!({
+            "changes": waiting,
+            "seconds": round(seconds, 3),
+            "cpu": cpu,
+            "cpu_us_per_change": cpu_per_job(&cpu, waiting as f64),
+        }))
     }
 }
 
