@@ -7,7 +7,7 @@
 #   scripts/bench.sh                          the whole bench (a few minutes on 2 cores)
 #   scripts/bench.sh --only drain             one section (single,bulk,drain,latency,fanout,recovery,http,fleet)
 #   scripts/bench.sh --jobs 5000 --drain-jobs 20000
-#                                             smaller runs (drains of 100,000 jobs by default,
+#                                             smaller runs (drains of 150,000 jobs by default,
 #                                             so that each lasts 5 s or more; shorter ones get a
 #                                             note); `lc-bench --help` lists every option
 #   scripts/bench.sh --compare bullmq         the same workloads on BullMQ in the same run, with

@@ -230,7 +230,7 @@ impl Bench {
             "",
             None,
         );
-        self.cpu_per_job_row(workers, value);
+        self.cpu_row("CPU per job", workers, &value["cpu_us_per_job"]);
         let pg = &value["postgres"];
         let rollbacks = pg["rollbacks_per_1000_jobs"].as_f64().unwrap_or(f64::NAN);
         self.row(
@@ -259,17 +259,7 @@ impl Bench {
         // backlog before the drain, with nothing else running (worker start-up included).
         let relay = &value["event_backlog_published_before"]["cpu_us_per_change"];
         if relay.is_object() {
-            let of = |group: &str| relay[group].as_f64().unwrap_or(0.0);
-            self.figure_row(
-                format!(
-                    "  before it, the relay alone: CPU per change: postgres / lc-worker / redis ({workers}w)"
-                ),
-                Unit::Micros,
-                vec![of("postgres"), of("lc-worker"), of("redis-server")],
-                None,
-                "",
-                None,
-            );
+            self.cpu_row("before it, the relay alone: CPU per change", workers, relay);
         }
         let peer_name = self.peer_name();
         for (who, window) in [
@@ -294,17 +284,14 @@ impl Bench {
 }
 
 impl Bench {
-    /// The drain's CPU per job: PostgreSQL's, the worker processes', and Redis's.
-    fn cpu_per_job_row(&mut self, workers: usize, value: &Value) {
-        let per_job = &value["cpu_us_per_job"];
-        let of = |group: &str| per_job[group].as_f64().unwrap_or(0.0);
-        self.figure_row(
-            format!("  CPU per job: postgres / lc-worker / redis ({workers}w)"),
+    /// The row `  <what>: postgres / lc-worker / redis (<workers>w)` from `per_unit`
+    /// (µs by process group, per job or per change).
+    fn cpu_row(&mut self, what: &str, workers: usize, per_unit: &Value) {
+        let of = |group: &str| per_unit[group].as_f64().unwrap_or(0.0);
+        self.info_row(
+            format!("  {what}: postgres / lc-worker / redis ({workers}w)"),
             Unit::Micros,
             vec![of("postgres"), of("lc-worker"), of("redis-server")],
-            None,
-            "",
-            None,
         );
     }
 }
