@@ -958,3 +958,69 @@ async fn a_claim_from_a_queue_takes_at_most_its_limit_whatever_the_statistics() 
         .get(0);
     assert_eq!(running, 6, "the rest of the burst is still queued");
 }
+
+/// A worker's completions and its heartbeat change the same rows, each in the order of
+/// its own batch: here the heartbeat in id order and the completions in reverse, at
+/// the same time, as the worker's completer and heartbeat loop may run them. Two such
+/// statements running at once deadlock; PostgreSQL would break the cycle only after
+/// `deadlock_timeout`, set here to 30 s so that a deadlock shows as a round that never
+/// ends. A process takes turns with them, so every round ends in milliseconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_completions_and_heartbeats_never_wait_on_each_other() {
+    let env = TestEnv::new().await;
+    let sql = env.sql().await;
+    let database: String = sql
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    sql.batch_execute(&format!(
+        "ALTER DATABASE \"{database}\" SET deadlock_timeout = '30s'"
+    ))
+    .await
+    .unwrap();
+    // Connected after the setting, so that its sessions have it.
+    let store = lc_shared::store::Store::connect(&env.database_url, 4).unwrap();
+    let worker = Uuid::new_v4();
+    let lease = Duration::from_secs(30);
+    let mut bound = lc_shared::store::ScanBound::new(30);
+    for round in 0..10 {
+        let queue = format!("turns-{round}");
+        let jobs = vec![NewJob::new(JobKind::Noop, json!({})).with_queue(&queue); 300];
+        env.producer().enqueue_batch(&jobs).await.unwrap();
+        let mut claimed = store
+            .claim_due(&queue, 300, worker, lease, &mut bound)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 300);
+        claimed.sort_by_key(|job| job.id);
+        let held: Vec<_> = claimed.iter().map(|job| job.claim()).collect();
+        let done: Vec<_> = claimed
+            .iter()
+            .rev()
+            .map(|job| lc_shared::store::Completion {
+                id: job.id,
+                attempt: job.attempt,
+                claimed_at: job.claimed_at,
+                max_attempts: job.max_attempts,
+                result: lc_shared::state::RunResult::Succeeded,
+                retry_delay_ms: 0,
+            })
+            .collect();
+        let both = async {
+            tokio::join!(
+                store.extend_leases(worker, &held, lease),
+                store.record_completions(worker, &done)
+            )
+        };
+        let (extended, completed) = tokio::time::timeout(Duration::from_secs(10), both)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "round {round}: the heartbeat and the completions waited on each other for 10 s"
+                )
+            });
+        extended.unwrap();
+        assert_eq!(completed.unwrap().len(), 300, "round {round}");
+    }
+}

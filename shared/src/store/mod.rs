@@ -493,6 +493,26 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// When a statement waits for this process's turn (one lock per [`Store`] and its
+/// clones, held for the statement and its commit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Turn {
+    /// Under `--isolation serializable` only, as every single-statement transition
+    /// there (see [`Store::statement`]).
+    WhenSerializable,
+    /// At every level: the statements by which a worker changes many of the jobs it
+    /// holds (completions, lease extensions, hand-backs at shutdown). Two of them
+    /// running at once in one process would lock the same rows, each in the order of
+    /// its own batch, and could deadlock (PostgreSQL breaks a deadlock only after
+    /// `deadlock_timeout`, 1 s). Taking turns costs no locking read: each statement
+    /// finds its rows by primary key and locks them by updating them. Between
+    /// processes there is nothing to order: each statement changes only its own
+    /// process's jobs (it is fenced by `lease_owner`). Only the sweeper changes
+    /// another's rows, those whose lease expired, and a completion that meets one of
+    /// those waits for it as before.
+    Always,
+}
+
 /// Whether a commit waits for its write-ahead log record to reach the disk.
 ///
 /// Every outcome, enqueue and operator action waits ([`Flush::Wait`]). A claim and a
@@ -528,8 +548,10 @@ pub struct Store {
     /// What the pool was built from, for [`Store::with_isolation`].
     config: std::sync::Arc<(tokio_postgres::Config, usize)>,
     isolation: IsolationSetting,
-    /// Under `--isolation serializable`, this process's single-statement transitions
-    /// run one at a time (see [`Store::statement`]).
+    /// This process's turn: under `--isolation serializable` its single-statement
+    /// transitions run one at a time (see [`Store::statement`]); at read committed
+    /// the statements that change many of the jobs this process holds do (see
+    /// [`Turn::Always`]).
     serial: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Which database answers, once the first connection has asked (see [`build_pool`]).
     dialect: Arc<OnceLock<Dialect>>,
@@ -658,6 +680,20 @@ impl Store {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>> {
+        self.statement_in_turn(Turn::WhenSerializable, wanted, replay, flush, sql, params)
+            .await
+    }
+
+    /// [`Store::statement_flushed`] that takes this process's turn as `turn` says.
+    pub(crate) async fn statement_in_turn(
+        &self,
+        turn: Turn,
+        wanted: Isolation,
+        replay: Replay,
+        flush: Flush,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
         let pool = match (flush, self.dialect.get()) {
             (Flush::Skip, Some(Dialect::PostgreSql)) => &self.unflushed,
             _ => &self.pool,
@@ -666,9 +702,9 @@ impl Store {
         let implicit = self.is_session_level(level);
         let begin = level.begin();
         retry(replay, || async move {
-            let _turn = match level {
-                Isolation::Serializable => Some(self.serial.lock().await),
-                Isolation::ReadCommitted => None,
+            let _turn = match (level, turn) {
+                (Isolation::Serializable, _) | (_, Turn::Always) => Some(self.serial.lock().await),
+                (Isolation::ReadCommitted, Turn::WhenSerializable) => None,
             };
             let client = pool.get().await?;
             let statement = client.prepare_cached(sql).await?;
