@@ -682,112 +682,6 @@ async fn a_custom_kind_from_its_own_crate_runs_end_to_end() {
     assert_eq!(row.get::<_, i64>(1), 1, "the handler ran once");
 }
 
-/// Another session holds the lower of two running jobs while `lock_both` takes both
-/// (listed higher first); then the other session asks for the higher one. Statements
-/// that lock in id order wait on the lower row holding nothing, so the other session
-/// gets the higher row at once; in list order they would hold it and deadlock, which
-/// PostgreSQL breaks only after `deadlock_timeout` (1 s): a worker's completions
-/// stalled that long when its heartbeat met them so.
-async fn assert_locks_in_id_order<F, Fut>(lock_both: F)
-where
-    F: FnOnce(TestEnv, Uuid, [lc_shared::store::Claim; 2]) -> Fut,
-    Fut: std::future::Future<Output = usize> + Send + 'static,
-{
-    let env = TestEnv::new().await;
-    let worker = Uuid::new_v4();
-    let mut ids = [Uuid::new_v4(), Uuid::new_v4()];
-    ids.sort();
-    let (low, high) = (ids[0], ids[1]);
-    // The higher id first, in the table as in the list: a statement that locks in the
-    // order it finds rows (by index in list order, or by a scan of the table) takes
-    // the higher row first.
-    let producer = env.producer();
-    for id in [high, low] {
-        producer
-            .enqueue(NewJob::new(JobKind::Noop, json!({})).with_id(id))
-            .await
-            .unwrap();
-    }
-    let claimed = env
-        .store
-        .claim_by_ids(&ids, worker, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 2);
-    let claim = |id: Uuid| claimed.iter().find(|job| job.id == id).unwrap().claim();
-    let held = [claim(high), claim(low)];
-
-    let other = env.sql().await;
-    other.batch_execute("BEGIN").await.unwrap();
-    other
-        .execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&low])
-        .await
-        .unwrap();
-    let db_name = env.db_name.clone();
-    let both = tokio::spawn(lock_both(env, worker, held));
-    let dialect = lc_shared::dialect::Dialect::detect(&other).await.unwrap();
-    wait_for(
-        "the statement to wait for the lower row",
-        Duration::from_secs(10),
-        || async {
-            let waiting: i64 = other
-                .query_one(dialect.sessions_waiting_on_locks(), &[&db_name])
-                .await
-                .unwrap()
-                .get(0);
-            (waiting > 0).then_some(())
-        },
-    )
-    .await;
-    let asked = std::time::Instant::now();
-    other
-        .execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&high])
-        .await
-        .unwrap();
-    let waited = asked.elapsed();
-    other.batch_execute("COMMIT").await.unwrap();
-    assert_eq!(both.await.unwrap(), 2, "both jobs were changed");
-    assert!(
-        waited < Duration::from_millis(500),
-        "the other session waited {waited:?} for the higher row: a deadlock, broken by deadlock_timeout"
-    );
-}
-
-#[tokio::test]
-async fn heartbeats_lock_rows_in_id_order_and_never_deadlock() {
-    assert_locks_in_id_order(|env, worker, held| async move {
-        env.store
-            .extend_leases(worker, &held, Duration::from_secs(30))
-            .await
-            .unwrap()
-            .len()
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn completions_lock_rows_in_id_order_and_never_deadlock() {
-    assert_locks_in_id_order(|env, worker, held| async move {
-        let completions: Vec<lc_shared::store::Completion> = held
-            .iter()
-            .map(|claim| lc_shared::store::Completion {
-                id: claim.id,
-                attempt: claim.attempt,
-                claimed_at: claim.claimed_at,
-                max_attempts: 3,
-                result: lc_shared::state::RunResult::Succeeded,
-                retry_delay_ms: 0,
-            })
-            .collect();
-        env.store
-            .record_completions(worker, &completions)
-            .await
-            .unwrap()
-            .len()
-    })
-    .await;
-}
-
 /// The statements a job passes through by id (claim, heartbeat, completion) are
 /// planned once per connection and then run from PostgreSQL's generic plan, whatever
 /// the batch size. Planned again on every run, as they were while the planner could
@@ -959,12 +853,14 @@ async fn a_claim_from_a_queue_takes_at_most_its_limit_whatever_the_statistics() 
     assert_eq!(running, 6, "the rest of the burst is still queued");
 }
 
-/// A worker's completions and its heartbeat change the same rows, each in the order of
-/// its own batch: here the heartbeat in id order and the completions in reverse, at
-/// the same time, as the worker's completer and heartbeat loop may run them. Two such
-/// statements running at once deadlock; PostgreSQL would break the cycle only after
+/// A worker's completions and its heartbeat change the same rows: here the heartbeat
+/// given in id order and the completions in reverse, at the same time, as the
+/// worker's completer and heartbeat loop may run them. Two such statements locking
+/// in different orders at once deadlock; PostgreSQL would break the cycle only after
 /// `deadlock_timeout`, set here to 30 s so that a deadlock shows as a round that never
-/// ends. A process takes turns with them, so every round ends in milliseconds.
+/// ends. A process takes turns with them, so every round ends in milliseconds. Without
+/// the turn (and without the locking reads in id order it replaced), the first round
+/// deadlocked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workers_completions_and_heartbeats_never_wait_on_each_other() {
     let env = TestEnv::new().await;
