@@ -43,6 +43,19 @@ impl Dialect {
         }
     }
 
+    /// How many sessions of database `$1` wait for a row lock another holds, as one
+    /// `INT8` (a test waits for a statement to reach a locked row).
+    pub fn sessions_waiting_on_locks(self) -> &'static str {
+        match self {
+            Dialect::PostgreSql => {
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'"
+            }
+            Dialect::CockroachDb => {
+                "SELECT count(*) FROM crdb_internal.cluster_locks WHERE database_name = $1 AND NOT granted"
+            }
+        }
+    }
+
     /// Drops database `name` even while sessions are still connected to it.
     pub fn drop_database(self, name: &str) -> String {
         match self {

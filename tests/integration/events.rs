@@ -889,3 +889,79 @@ async fn relays_take_turns_per_source() {
     assert!(relay_turn(&env.store, &third, "deployments").await.unwrap());
     third.commit().await.unwrap();
 }
+
+/// Two relays claim the same oldest changes at once (as they may on CockroachDB, which
+/// has no turns): the second one's marks wait for the first's. When the first commits,
+/// the second gets none of its rows; when the first rolls back, the second gets them
+/// all. So no change goes out from two relays that both commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_waits_for_another_relays_marks_and_skips_what_it_committed() {
+    use lc_shared::events::{EventSource, JobEvents};
+    let env = TestEnv::new().await;
+    // Ten `queued` changes and no worker, so no relay but the test's.
+    enqueue_many(&env, JobKind::Noop, json!({}), 10).await;
+    let sql = env.sql().await;
+    let dialect = lc_shared::dialect::Dialect::detect(&sql).await.unwrap();
+    for first_commits in [true, false] {
+        let source = JobEvents::new(env.store.clone());
+        let mut first_client = env.store.client().await.unwrap();
+        let first = first_client.transaction().await.unwrap();
+        let first_ids: HashSet<Uuid> = source
+            .claim(&first, 4)
+            .await
+            .unwrap()
+            .iter()
+            .map(|event| event.id)
+            .collect();
+        assert_eq!(first_ids.len(), 4);
+        let store = env.store.clone();
+        let second = tokio::spawn(async move {
+            let source = JobEvents::new(store.clone());
+            let mut client = store.client().await.unwrap();
+            let tx = client.transaction().await.unwrap();
+            let ids: HashSet<Uuid> = source
+                .claim(&tx, 4)
+                .await
+                .unwrap()
+                .iter()
+                .map(|event| event.id)
+                .collect();
+            tx.commit().await.unwrap();
+            ids
+        });
+        wait_for(
+            "the second claim to wait for the first one's marks",
+            Duration::from_secs(10),
+            || async {
+                let waiting: i64 = sql
+                    .query_one(dialect.sessions_waiting_on_locks(), &[&env.db_name])
+                    .await
+                    .unwrap()
+                    .get(0);
+                (waiting > 0).then_some(())
+            },
+        )
+        .await;
+        if first_commits {
+            first.commit().await.unwrap();
+            let second_ids = second.await.unwrap();
+            assert!(
+                second_ids.is_empty(),
+                "the second relay also claimed {} of the changes the first committed",
+                second_ids.len()
+            );
+        } else {
+            first.rollback().await.unwrap();
+            assert_eq!(
+                second.await.unwrap(),
+                first_ids,
+                "the second relay claims what the first gave back"
+            );
+        }
+    }
+    assert_eq!(
+        unpublished(&env).await,
+        2,
+        "8 of the 10 changes claimed once"
+    );
+}
