@@ -10,7 +10,9 @@
 //! A claim reads the oldest unpublished rows (no lock), then marks them in the relay's
 //! transaction with one conditional statement, `UPDATE ... SET published_at = now()
 //! WHERE <key> AND published_at IS NULL RETURNING <key>`; the relay sends what the
-//! update returned, then commits. The update is the row lock: nothing is written twice
+//! update returned, then commits. (On PostgreSQL the read and the update are one
+//! statement that marks each row at its address, [`CLAIM_BY_ADDRESS`], with the same
+//! behaviour as below.) The update is the row lock: nothing is written twice
 //! per row. At read committed a second relay's update that meets rows the first has
 //! marked but not committed waits for it; when the first commits, PostgreSQL re-checks
 //! each waited-for row on its newest version, finds `published_at` set and skips it
@@ -170,8 +172,8 @@ ORDER BY m.picked_at, m.address";
 /// transaction (at read committed, or serializable: see the module's notes): reads
 /// them, marks them published and returns those it marked, in `at` order. The marks
 /// count only if the transaction commits. `bound` is `None` on PostgreSQL (one
-/// statement, [`CLAIM_BY_ADDRESS`], from the oldest end); on CockroachDB a read from
-/// the bound, then the marks ([`mark_job_events`]).
+/// statement, `CLAIM_BY_ADDRESS`, from the oldest end); on CockroachDB a read from
+/// the bound, then the marks (`mark_job_events`).
 pub async fn claim_job_events(
     tx: &Transaction<'_>,
     limit: i64,
