@@ -906,28 +906,16 @@ async fn a_claim_waits_for_another_relays_marks_and_skips_what_it_committed() {
         let source = JobEvents::new(env.store.clone());
         let mut first_client = env.store.client().await.unwrap();
         let first = first_client.transaction().await.unwrap();
-        let first_ids: HashSet<Uuid> = source
-            .claim(&first, 4)
-            .await
-            .unwrap()
-            .iter()
-            .map(|event| event.id)
-            .collect();
+        let first_ids = ids(&source.claim(&first, 4).await.unwrap());
         assert_eq!(first_ids.len(), 4);
         let store = env.store.clone();
         let second = tokio::spawn(async move {
             let source = JobEvents::new(store.clone());
             let mut client = store.client().await.unwrap();
             let tx = client.transaction().await.unwrap();
-            let ids: HashSet<Uuid> = source
-                .claim(&tx, 4)
-                .await
-                .unwrap()
-                .iter()
-                .map(|event| event.id)
-                .collect();
+            let claimed = ids(&source.claim(&tx, 4).await.unwrap());
             tx.commit().await.unwrap();
-            ids
+            claimed
         });
         wait_for(
             "the second claim to wait for the first one's marks",
@@ -964,4 +952,9 @@ async fn a_claim_waits_for_another_relays_marks_and_skips_what_it_committed() {
         2,
         "8 of the 10 changes claimed once"
     );
+}
+
+/// The events' ids.
+fn ids(events: &[Event]) -> HashSet<Uuid> {
+    events.iter().map(|event| event.id).collect()
 }

@@ -726,17 +726,7 @@ async fn by_id_statements_run_from_one_generic_plan() {
         assert_eq!(extended.len(), size);
     }
     for chunk in claimed.chunks(3) {
-        let completions: Vec<lc_shared::store::Completion> = chunk
-            .iter()
-            .map(|job| lc_shared::store::Completion {
-                id: job.id,
-                attempt: job.attempt,
-                claimed_at: job.claimed_at,
-                max_attempts: job.max_attempts,
-                result: lc_shared::state::RunResult::Succeeded,
-                retry_delay_ms: 0,
-            })
-            .collect();
+        let completions: Vec<_> = chunk.iter().map(succeeded).collect();
         let applied = store
             .record_completions(worker, &completions)
             .await
@@ -891,18 +881,7 @@ async fn a_workers_completions_and_heartbeats_never_wait_on_each_other() {
         assert_eq!(claimed.len(), 300);
         claimed.sort_by_key(|job| job.id);
         let held: Vec<_> = claimed.iter().map(|job| job.claim()).collect();
-        let done: Vec<_> = claimed
-            .iter()
-            .rev()
-            .map(|job| lc_shared::store::Completion {
-                id: job.id,
-                attempt: job.attempt,
-                claimed_at: job.claimed_at,
-                max_attempts: job.max_attempts,
-                result: lc_shared::state::RunResult::Succeeded,
-                retry_delay_ms: 0,
-            })
-            .collect();
+        let done: Vec<_> = claimed.iter().rev().map(succeeded).collect();
         let both = async {
             tokio::join!(
                 store.extend_leases(worker, &held, lease),
@@ -918,5 +897,17 @@ async fn a_workers_completions_and_heartbeats_never_wait_on_each_other() {
             });
         extended.unwrap();
         assert_eq!(completed.unwrap().len(), 300, "round {round}");
+    }
+}
+
+/// A successful run of `job`, as the worker's completer records it.
+fn succeeded(job: &lc_shared::store::ClaimedJob) -> lc_shared::store::Completion {
+    lc_shared::store::Completion {
+        id: job.id,
+        attempt: job.attempt,
+        claimed_at: job.claimed_at,
+        max_attempts: job.max_attempts,
+        result: lc_shared::state::RunResult::Succeeded,
+        retry_delay_ms: 0,
     }
 }
